@@ -1,0 +1,28 @@
+"""Loupe host: hook specs, plugin manager, recipes, runner and results store.
+
+Plugins import what they need from here::
+
+    from host import hookimpl, InspectTool, ToolOutput, Params
+"""
+import pluggy
+
+__version__ = "0.1.0"
+
+hookimpl = pluggy.HookimplMarker("loupe")
+
+from .core.bundle import Bundle, model_sha256, write_bundle  # noqa: E402
+from .core.contracts import (Cancelled, Command, InspectTool, ModelRuntime, NoParams, Optimizer,  # noqa: E402
+                             Params, PreprocessTool, Progress, Reporter, RunInfo, Source, SourceParams,
+                             StepContext, Trainer)
+from .core.errors import BundleError, LoupeError, PluginError, RecipeError, UsageError  # noqa: E402
+from .core.manager import create_plugin_manager  # noqa: E402
+from .core.recipe import Limit, ModelRef, Recipe  # noqa: E402
+from .core.types import ERROR, FAIL, PASS, REVIEW, Frame, FrameResult, Shape, ToolOutput, ToolResult  # noqa: E402
+
+__all__ = [
+    "hookimpl", "__version__", "Bundle", "model_sha256", "write_bundle", "Cancelled", "Command", "InspectTool",
+    "ModelRuntime", "NoParams", "Optimizer", "Params", "PreprocessTool", "Progress", "Reporter", "RunInfo",
+    "Source", "SourceParams", "StepContext", "Trainer", "BundleError", "LoupeError", "PluginError",
+    "RecipeError", "UsageError", "create_plugin_manager", "Limit", "ModelRef", "Recipe", "ERROR", "FAIL",
+    "PASS", "REVIEW", "Frame", "FrameResult", "Shape", "ToolOutput", "ToolResult",
+]

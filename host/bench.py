@@ -1,0 +1,149 @@
+"""``loupe bench``: medians of per-image time for a recipe or a bundle, and bundle comparisons."""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .core.bundle import MANIFEST, Bundle
+from .core.contracts import Progress
+from .core.errors import UsageError
+from .core.recipe import Recipe, SourceDoc
+from .core.runner import Pipeline, open_source
+
+
+def _load_images(pm, spec, base_dir: Path, limit: int) -> list:
+    source = open_source(spec, pm.catalogue, base_dir=base_dir)
+    frames = []
+    try:
+        for frame in source.frames():
+            if frame.image is not None:
+                frames.append(frame)
+            if len(frames) >= limit:
+                break
+    finally:
+        source.close()
+    if not frames:
+        raise UsageError(f"source {spec if isinstance(spec, str) else spec.spec!r}: no readable images to time")
+    return frames
+
+
+def bench_recipe(pm, recipe: Recipe, frames: list, repeat: int = 1) -> dict[str, Any]:
+    """Time the per-frame path (images decoded beforehand): median total and per-step ms."""
+    pipeline = Pipeline(recipe)
+    try:
+        pipeline.process(frames[0])  # warm-up: lazy initialisation, caches
+        totals: list[float] = []
+        steps: dict[str, list[float]] = {}
+        for _ in range(max(1, repeat)):
+            for frame in frames:
+                t0 = time.perf_counter()
+                result = pipeline.process(frame)
+                totals.append((time.perf_counter() - t0) * 1e3)
+                for k, v in result.timings.items():
+                    steps.setdefault(k, []).append(v)
+    finally:
+        pipeline.close()
+    med = statistics.median(totals)
+    out: dict[str, Any] = {"target": recipe.file, "kind": "recipe", "images": len(frames),
+                           "runs": len(totals), "median_ms": med, "images_per_s": 1e3 / med if med else 0.0}
+    for k, v in steps.items():
+        out[f"step.{k}.median_ms"] = statistics.median(v)
+    out["host_overhead_ms"] = med - sum(statistics.median(v) for v in steps.values())
+    return out
+
+
+def bench_bundle(pm, bundle: Bundle, images: list[np.ndarray], repeat: int = 1) -> dict[str, Any]:
+    entry = pm.catalogue.runtimes.get(bundle.task)
+    if entry is None:
+        raise UsageError(f"{bundle.path}: no installed runtime opens {bundle.task!r} bundles")
+    predict = entry.cls().predictor(bundle)
+    for img in images[:3]:
+        predict(img)
+    times = []
+    for _ in range(max(1, repeat)):
+        for img in images:
+            t0 = time.perf_counter()
+            predict(img)
+            times.append((time.perf_counter() - t0) * 1e3)
+    med = statistics.median(times)
+    size = sum(f.stat().st_size for f in bundle.path.iterdir() if f.is_file()) / 1e6
+    return {"target": str(bundle.path), "kind": "bundle", "task": bundle.task, "images": len(images),
+            "runs": len(times), "median_ms": med, "images_per_s": 1e3 / med if med else 0.0, "size_mb": size,
+            "optimization": bundle.meta.get("optimization", {}).get("method", "none")}
+
+
+def _synthetic(bundle: Bundle, n: int = 30) -> list[np.ndarray]:
+    size = bundle.meta.get("input_size") or [256, 256]
+    h, w = (size, size) if isinstance(size, int) else size[:2]
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def bench_target(pm, args) -> dict[str, Any]:
+    if args.compare:
+        return compare_bundles(pm, [Path(b) for b in args.compare], args)
+    if not args.target:
+        raise UsageError("bench needs a RECIPE or BUNDLE (or --compare BUNDLE...)")
+    target = Path(args.target)
+    if target.is_dir() and (target / MANIFEST).exists():
+        bundle = Bundle.load(target)
+        images = ([f.image for f in _load_images(pm, args.source, Path.cwd(), args.limit)]
+                  if args.source else _synthetic(bundle))
+        return bench_bundle(pm, bundle, images, args.repeat)
+    recipe = Recipe.load(target, pm.catalogue)
+    if args.source:
+        frames = _load_images(pm, args.source, Path.cwd(), args.limit)
+    elif recipe.doc.source is not None:
+        frames = _load_images(pm, recipe.doc.source, recipe.base_dir, args.limit)
+    else:
+        raise UsageError(f"{target}: the recipe names no source; give one with --source folder:PATH")
+    return bench_recipe(pm, recipe, frames, args.repeat)
+
+
+def compare_bundles(pm, paths: list[Path], args) -> dict[str, Any]:
+    """Size, median ms, images/s and (with --data) accuracy or AUROC of each bundle, in one run."""
+    bundles = [Bundle.load(p) for p in paths]
+    if args.source:
+        images = [f.image for f in _load_images(pm, args.source, Path.cwd(), args.limit)]
+    else:
+        images = None
+    rows = []
+    for b in bundles:
+        row = bench_bundle(pm, b, images if images is not None else _synthetic(b), args.repeat)
+        if args.data:
+            runtime = pm.catalogue.runtimes[b.task].cls()
+            metrics = runtime.evaluate(b, Path(args.data), None, Progress())
+            for key in ("accuracy", "image_auroc", "pixel_auroc", "f1"):
+                if key in metrics:
+                    row[key] = metrics[key]
+        rows.append(row)
+    base = rows[0]["median_ms"]
+    for r in rows:
+        r["speedup"] = base / r["median_ms"] if r["median_ms"] else 0.0
+    table = _markdown(rows)
+    out = {"kind": "compare", "rows": rows, "markdown": table,
+           "threads": os.environ.get("OMP_NUM_THREADS", "default")}
+    if args.out:
+        d = Path(args.out)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "bench.md").write_text(table + "\n")
+        (d / "bench.json").write_text(json.dumps(rows, indent=2))
+    return out
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    metric_keys = [k for k in ("accuracy", "image_auroc", "pixel_auroc", "f1") if any(k in r for r in rows)]
+    head = ["bundle", "method", "size MB", "median ms", "img/s", "speed-up"] + metric_keys
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [Path(r["target"]).name, r["optimization"], f"{r['size_mb']:.2f}", f"{r['median_ms']:.2f}",
+                 f"{r['images_per_s']:.1f}", f"{r['speedup']:.2f}x"]
+        cells += [f"{r[k]:.4f}" if k in r else "" for k in metric_keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

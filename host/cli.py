@@ -1,0 +1,473 @@
+"""The ``loupe`` command line (a user-facing contract: names and outputs stay stable).
+
+Exit codes: 0 when the command completed, 2 for a usage, recipe, bundle or
+plugin error (one clear message, no traceback), 1 for an unexpected failure,
+130 when a run was stopped with Ctrl-C (after closing its reporters).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from . import __version__
+from .core.bundle import Bundle
+from .core.contracts import Progress
+from .core.errors import LoupeError, UsageError
+from .core.manager import create_plugin_manager
+from .core.recipe import Recipe, SourceDoc
+from .core.runner import new_run_info, open_reporter, open_source, run_recipe
+
+HOST_COMMANDS = ("plugins", "tools", "validate", "run", "train", "eval", "optimize", "bench", "demo")
+DEFAULT_REPORT = "sqlite:loupe-results.sqlite"
+
+
+# --------------------------------------------------------- parameter options
+
+
+def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+    """Turn a pydantic parameter model's fields into ``--option`` flags."""
+    for name, field in model.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        ann = field.annotation
+        origin = typing.get_origin(ann)
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+            ann, origin, args = args[0], typing.get_origin(args[0]), list(typing.get_args(args[0]))
+        default = field.get_default(call_default_factory=True)
+        help_text = (field.description or "").rstrip(".")
+        help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
+        kw: dict[str, Any] = {"dest": f"opt_{name}", "default": None, "help": help_text}
+        if ann is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif origin is typing.Literal:
+            parser.add_argument(flag, choices=[str(a) for a in typing.get_args(ann)], **kw)
+        elif origin in (list, tuple):
+            parser.add_argument(flag, nargs="+", **kw)
+        elif ann in (int, float):
+            parser.add_argument(flag, type=ann, **kw)
+        else:
+            parser.add_argument(flag, **kw)
+
+
+def model_from_args(model: type[BaseModel], args: argparse.Namespace, extra: dict[str, Any] | None = None,
+                    what: str = "option") -> BaseModel:
+    values = {name: getattr(args, f"opt_{name}") for name in model.model_fields
+              if getattr(args, f"opt_{name}", None) is not None}
+    values.update(extra or {})
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise UsageError("; ".join(f"{what} --{str(e['loc'][0]).replace('_', '-')}: {e['msg']}"
+                                   for e in exc.errors())) from None
+
+
+# ------------------------------------------------------------------ progress
+
+
+class CliProgress(Progress):
+    """tqdm bars for long jobs; one bar per stage, metrics in the postfix."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        super().__init__()
+        self.quiet = quiet
+        self._bar = None
+        self._stage = None
+
+    def on_update(self, stage, done, total, metrics):
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        if stage != self._stage:
+            self.close()
+            self._stage = stage
+            self._bar = tqdm(total=total or None, desc=stage, leave=True, dynamic_ncols=True, file=sys.stderr)
+        bar = self._bar
+        if total and bar.total != total:
+            bar.total = total
+        bar.n = done
+        if metrics:
+            bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in metrics.items()},
+                            refresh=False)
+        bar.refresh()
+
+    def log(self, message: str) -> None:
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+            self._stage = None
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_plugins(pm, args) -> int:
+    rows = []
+    cat = pm.catalogue
+    for p in pm.load_report.plugins:
+        provides = sorted([k for k, e in cat.tools.items() if e.plugin == p.name]
+                          + [f"source:{k}" for k, e in cat.sources.items() if e.plugin == p.name]
+                          + [f"report:{k}" for k, e in cat.reporters.items() if e.plugin == p.name]
+                          + [f"train:{k}" for k, e in cat.trainers.items() if e.plugin == p.name]
+                          + [f"runtime:{k}" for k, e in cat.runtimes.items() if e.plugin == p.name]
+                          + [f"optimize:{k}" for k, e in cat.optimizers.items() if e.plugin == p.name]
+                          + [f"command:{k}" for k, e in cat.commands.items() if e.plugin == p.name])
+        rows.append({"name": p.name, "distribution": p.distribution, "version": p.version, "module": p.module,
+                     "hooks": p.hooks, "provides": provides, "error": p.error})
+    if args.json:
+        print(json.dumps({"host": __version__, "plugins": rows}, indent=2))
+        return 0
+    print(f"loupe-host {__version__}")
+    for r in rows:
+        status = f"FAILED: {r['error']}" if r["error"] else ", ".join(r["hooks"])
+        print(f"\n{r['name']}  ({r['distribution']} {r['version']})  {status}")
+        if r["provides"]:
+            print("    " + ", ".join(r["provides"]))
+    failed = [r for r in rows if r["error"]]
+    if failed:
+        print(f"\n{len(failed)} plugin(s) failed to load", file=sys.stderr)
+    return 0
+
+
+def cmd_tools(pm, args) -> int:
+    desc = pm.catalogue.describe()
+    if args.json:
+        print(json.dumps(desc, indent=2))
+        return 0
+    for stage in ("preprocess", "inspect"):
+        tools = [t for t in desc["tools"] if t["stage"] == stage]
+        print(f"{stage} tools ({len(tools)})")
+        for t in tools:
+            print(f"  {t['id']:<28} {t['description']}  [{t['distribution']}]")
+            if t["measurements"]:
+                print(f"  {'':<28} measures: {', '.join(t['measurements'])}")
+        print()
+    for key, label, name in (("sources", "sources", "scheme"), ("reporters", "reporters", "scheme"),
+                             ("trainers", "trainers", "task"), ("runtimes", "model runtimes", "task"),
+                             ("optimizers", "optimizers", "method")):
+        items = desc[key]
+        print(f"{label} ({len(items)})")
+        for t in items:
+            print(f"  {t[name]:<28} {t['description']}  [{t['distribution']}]")
+        print()
+    return 0
+
+
+def cmd_validate(pm, args) -> int:
+    recipe = Recipe.load(args.recipe, pm.catalogue)
+    print(f"OK {args.recipe}: recipe {recipe.name!r}, {len(recipe.preprocess)} preprocess and "
+          f"{len(recipe.inspect)} inspect steps, hash {recipe.hash[:16]}")
+    return 0
+
+
+def cmd_run(pm, args) -> int:
+    cat = pm.catalogue
+    recipe = Recipe.load(args.recipe, cat)
+    if args.source:
+        source_spec, source_base = args.source, Path.cwd()
+        source_arg: str | SourceDoc = args.source
+    elif recipe.doc.source is not None:
+        source_arg = recipe.doc.source
+        source_spec = source_arg.spec if isinstance(source_arg, SourceDoc) else source_arg
+        source_base = recipe.base_dir
+    else:
+        raise UsageError(f"{args.recipe}: the recipe names no source; give one with --source folder:PATH")
+    if args.report:
+        specs, report_base = args.report, None
+    elif recipe.doc.report:
+        specs, report_base = recipe.doc.report, recipe.base_dir
+    else:
+        specs, report_base = [DEFAULT_REPORT], None
+    source = open_source(source_arg, cat, base_dir=source_base)
+    run = new_run_info(recipe, source_spec, pm)
+    run.resume = args.resume
+    reporters = [open_reporter(s, cat, run, base_dir=report_base) for s in specs]
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        total = source.count()
+        if args.limit is not None and total is not None:
+            total = min(total, args.limit)
+        bar = tqdm(total=total, desc=recipe.name, unit="img", dynamic_ncols=True, file=sys.stderr,
+                   disable=None)
+
+    def on_frame(result, _c={"pass": 0, "review": 0, "fail": 0, "error": 0}):
+        if bar is not None:
+            _c[result.verdict] += 1
+            bar.update(1)
+            if bar.n % 10 == 1:
+                bar.set_postfix(_c, refresh=False)
+
+    try:
+        summary = run_recipe(recipe, source, reporters, pm, run, limit=args.limit, resume=args.resume,
+                             on_frame=on_frame)
+    finally:
+        if bar is not None:
+            bar.close()
+    c = summary.counts
+    ms = 1e3 * summary.seconds / summary.frames if summary.frames else 0.0
+    skipped = f", {summary.skipped} already stored" if summary.skipped else ""
+    print(f"{summary.frames} frames: {c['pass']} pass, {c['review']} review, {c['fail']} fail, "
+          f"{c['error']} error{skipped} in {summary.seconds:.2f} s ({ms:.2f} ms/frame); "
+          f"run {summary.run_id}, recipe {recipe.hash[:16]}")
+    print("reports: " + ", ".join(specs))
+    if summary.interrupted:
+        print("stopped by the operator; the results above are stored", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_train(pm, args) -> int:
+    entry = pm.catalogue.trainers[args.task]
+    params = model_from_args(entry.cls.Params, args)
+    data = Path(args.data)
+    if not data.is_dir():
+        raise UsageError(f"{data}: data folder not found")
+    progress = CliProgress(quiet=args.quiet)
+    try:
+        bundle = entry.cls().train(data, Path(args.out), params, progress)
+    finally:
+        progress.close()
+    metrics = bundle.meta.get("metrics", {})
+    print(f"trained {args.task} model -> {bundle.path} (sha256 {bundle.sha256[:16]})")
+    if metrics:
+        print("metrics: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in metrics.items() if not isinstance(v, (dict, list))))
+    return 0
+
+
+def _runtime_for(pm, bundle: Bundle):
+    entry = pm.catalogue.runtimes.get(bundle.task)
+    if entry is None:
+        raise UsageError(f"{bundle.path}: no installed runtime opens {bundle.task!r} bundles "
+                         f"(installed: {', '.join(sorted(pm.catalogue.runtimes)) or 'none'})")
+    return entry.cls()
+
+
+def cmd_eval(pm, args) -> int:
+    bundle = Bundle.load(args.bundle)
+    data = Path(args.data)
+    if not data.is_dir():
+        raise UsageError(f"{data}: data folder not found")
+    progress = CliProgress(quiet=args.json or args.quiet)
+    try:
+        result = _runtime_for(pm, bundle).evaluate(bundle, data, Path(args.out) if args.out else None, progress)
+    finally:
+        progress.close()
+    if args.json:
+        print(json.dumps(result, default=_json_default))
+    else:
+        for k, v in result.items():
+            if isinstance(v, float):
+                print(f"{k:>20}: {v:.4f}")
+            elif isinstance(v, (list, dict)):
+                print(f"{k:>20}: {json.dumps(v, default=_json_default)}")
+            else:
+                print(f"{k:>20}: {v}")
+    return 0
+
+
+def cmd_optimize(pm, args) -> int:
+    entry = pm.catalogue.optimizers[args.method]
+    bundle = Bundle.load(args.bundle)
+    params = model_from_args(entry.cls.Params, args)
+    progress = CliProgress(quiet=args.quiet)
+    try:
+        out = entry.cls().optimize(bundle, Path(args.out), params, progress)
+    finally:
+        progress.close()
+    print(f"{args.method}: {bundle.path} -> {out.path} (sha256 {out.sha256[:16]})")
+    for k, v in out.meta.get("optimization", {}).items():
+        print(f"  {k}: {v}")
+    return 0
+
+
+def cmd_bench(pm, args) -> int:
+    """Median per-frame time of a recipe (per step too) or a bundle's predictor."""
+    from .bench import bench_target
+
+    result = bench_target(pm, args)
+    if args.json:
+        print(json.dumps(result, default=_json_default))
+    elif result.get("kind") == "compare":
+        print(result["markdown"])
+    else:
+        for k, v in result.items():
+            print(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
+    return 0
+
+
+def cmd_demo(pm, args) -> int:
+    from .demo import run_demo
+
+    return run_demo(pm, Path(args.workdir), quiet=args.quiet)
+
+
+def _json_default(o):
+    from .core.types import jsonable
+
+    v = jsonable(o)
+    if v is o:
+        return str(o)
+    return v
+
+
+# ------------------------------------------------------------------- parser
+
+
+def build_parser(pm, optimize_method: str | None = None) -> argparse.ArgumentParser:
+    cat = pm.catalogue
+    p = argparse.ArgumentParser(prog="loupe", description="Loupe machine-vision inspection host")
+    p.add_argument("--version", action="version", version=f"loupe-host {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("plugins", help="installed plugins, versions, hooks, load errors")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("tools", help="the catalogue of tools, sources, reporters, trainers")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("validate", help="validate a recipe against the catalogue")
+    s.add_argument("recipe")
+
+    s = sub.add_parser("run", help="run a recipe over a source")
+    s.add_argument("recipe")
+    s.add_argument("--source", help="folder:PATH, video:PATH or camera:INDEX (default: the recipe's)")
+    s.add_argument("--report", action="append", metavar="SPEC",
+                   help=f"jsonl:PATH, csv:PATH, sqlite:PATH or html:DIR; repeatable "
+                        f"(default: the recipe's, else {DEFAULT_REPORT})")
+    s.add_argument("--limit", type=int, metavar="N", help="stop after N frames")
+    s.add_argument("--resume", action="store_true",
+                   help="skip frames already stored by an interrupted run of this recipe and source")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("train", help="train a model into a bundle")
+    tsub = s.add_subparsers(dest="task", metavar="TASK")
+    tsub.required = True
+    for task, entry in sorted(cat.trainers.items()):
+        t = tsub.add_parser(task, help=entry.cls.description or f"train a {task} model")
+        t.add_argument("data", metavar="DATA")
+        t.add_argument("--out", required=True, metavar="BUNDLE")
+        t.add_argument("-q", "--quiet", action="store_true")
+        add_model_options(t, entry.cls.Params)
+
+    s = sub.add_parser("eval", help="score a bundle on the test split of DATA")
+    s.add_argument("bundle")
+    s.add_argument("data")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--out", metavar="DIR", help="write plots, heatmaps and an HTML summary here")
+    s.add_argument("-q", "--quiet", action="store_true")
+
+    s = sub.add_parser("optimize", help="make a bundle smaller or faster")
+    s.add_argument("bundle")
+    s.add_argument("--method", required=True, choices=sorted(cat.optimizers) or None,
+                   help="; ".join(f"{k}: {e.cls.description}" for k, e in sorted(cat.optimizers.items())))
+    s.add_argument("--out", required=True, metavar="BUNDLE2")
+    s.add_argument("-q", "--quiet", action="store_true")
+    if optimize_method in cat.optimizers:  # that method's own options (see _method_of)
+        add_model_options(s, cat.optimizers[optimize_method].cls.Params)
+
+    s = sub.add_parser("bench", help="median time per image of a recipe or a bundle")
+    s.add_argument("target", nargs="?", metavar="RECIPE|BUNDLE")
+    s.add_argument("--source", help="images to time on (default: the recipe's source)")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--repeat", type=int, default=1, help="passes over the source (default 1)")
+    s.add_argument("--limit", type=int, default=200, help="at most N images (default 200)")
+    s.add_argument("--compare", nargs="+", metavar="BUNDLE", help="compare bundles side by side")
+    s.add_argument("--data", help="evaluation data for --compare (accuracy / AUROC column)")
+    s.add_argument("--out", help="write the comparison as DIR/bench.md and DIR/bench.json")
+
+    s = sub.add_parser("demo", help="build sample data, train, run a saved recipe, write an HTML report")
+    s.add_argument("--workdir", default="loupe-demo", help="where the demo writes (default ./loupe-demo)")
+    s.add_argument("-q", "--quiet", action="store_true")
+
+    for name, entry in sorted(cat.commands.items()):
+        if name in HOST_COMMANDS:
+            continue
+        cmd = entry.cls()
+        c = sub.add_parser(name, help=cmd.help)
+        cmd.add_arguments(c)
+        c.set_defaults(_plugin_command=cmd)
+    return p
+
+
+COMMANDS = {"plugins": cmd_plugins, "tools": cmd_tools, "validate": cmd_validate, "run": cmd_run,
+            "train": cmd_train, "eval": cmd_eval, "optimize": cmd_optimize, "bench": cmd_bench, "demo": cmd_demo}
+
+# commands the contract names that a plugin supplies, and which distribution brings them
+PLUGIN_COMMANDS = {"dataset": "loupe-trainer", "gui": "loupe-gui"}
+
+
+def _method_of(argv: list[str]) -> str | None:
+    """The ``--method`` of an ``optimize`` command line, so its options can be added before parsing."""
+    if argv[:1] != ["optimize"]:
+        return None
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--method")
+    return pre.parse_known_args(argv[1:])[0].method
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.DEBUG if ("-v" in argv or "--verbose" in argv) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        pm = create_plugin_manager()
+        parser = build_parser(pm, optimize_method=_method_of(argv))
+        if argv and argv[0] in PLUGIN_COMMANDS and argv[0] not in pm.catalogue.commands:
+            raise UsageError(f"'loupe {argv[0]}' comes with the {PLUGIN_COMMANDS[argv[0]]} plugin, "
+                             f"which is not installed")
+        if argv[:1] == ["train"] and len(argv) > 1 and not argv[1].startswith("-") \
+                and argv[1] not in pm.catalogue.trainers:
+            raise UsageError(f"no trainer for task {argv[1]!r}; installed: "
+                             f"{', '.join(sorted(pm.catalogue.trainers)) or 'none (install loupe-trainer)'}")
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        handler = getattr(args, "_plugin_command", None)
+        if handler is not None:
+            return int(handler.run(args) or 0)
+        return COMMANDS[args.command](pm, args)
+    except LoupeError as exc:
+        print(f"loupe: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("loupe: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        import pluggy
+
+        if isinstance(exc, pluggy.PluginValidationError):
+            print(f"loupe: error: plugin {exc.plugin!r} is invalid: {exc}", file=sys.stderr)
+            return 2
+        import traceback
+
+        traceback.print_exc()
+        print(f"loupe: unexpected failure: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Host core: hook specs, plugin manager, catalogue, recipe model, runner, result types, bundles."""

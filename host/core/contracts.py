@@ -1,0 +1,270 @@
+"""The small typed contracts that plugins register through the hooks.
+
+A plugin registers *classes* (not instances) from its registration hooks. The
+catalogue checks each class at registration (id, parameter model, required
+methods) and records the plugin and distribution it came from. A recipe step is
+turned into an instance once per run (``Tool(params, context)``): that is where
+models load. The per-frame loop then only calls ``process`` / ``inspect``.
+"""
+from __future__ import annotations
+
+import argparse
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from .types import Frame, FrameResult, ToolOutput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .bundle import Bundle
+    from .recipe import Recipe
+
+
+class Params(BaseModel):
+    """Base class for parameter models: unknown fields are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class NoParams(Params):
+    pass
+
+
+@dataclass
+class StepContext:
+    """What a tool gets when it is built: where relative paths resolve, its step name."""
+
+    step: str = ""
+    base_dir: Path = field(default_factory=Path.cwd)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self, path: str | Path) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+
+# --------------------------------------------------------------------- tools
+
+
+class Tool(ABC):
+    """Common part of preprocess and inspect tools.
+
+    ``id`` is namespaced by the plugin (``classical.blob``). ``Params`` is a
+    pydantic model (subclass ``host.Params``): it validates recipe parameters,
+    serialises them, and gives the GUI its form. ``__init__`` is called once
+    per run, so load models and precompute here, never per frame.
+    """
+
+    id: ClassVar[str]
+    stage: ClassVar[str]
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def __init__(self, params: BaseModel, context: StepContext | None = None):
+        self.params = params
+        self.context = context or StepContext()
+
+    def close(self) -> None:
+        """Release resources at the end of a run (optional)."""
+
+
+class PreprocessTool(Tool):
+    """Transforms an image; the next step gets the returned image."""
+
+    stage: ClassVar[str] = "preprocess"
+
+    @abstractmethod
+    def process(self, image: np.ndarray) -> np.ndarray:
+        """Return the transformed image. Must not modify ``image`` in place."""
+
+
+class InspectTool(Tool):
+    """Measures an image and returns a ``ToolOutput``.
+
+    ``measurements`` documents the names the tool produces (name -> help), so
+    recipes can be validated and the GUI can offer limits.
+    """
+
+    stage: ClassVar[str] = "inspect"
+    measurements: ClassVar[dict[str, str]] = {}
+
+    @abstractmethod
+    def inspect(self, image: np.ndarray) -> ToolOutput:
+        """Measure ``image`` (already cropped to the step's ROI). Must not modify it."""
+
+
+# ------------------------------------------------------------------- sources
+
+
+class SourceParams(Params):
+    target: str = ""
+
+
+class Source(ABC):
+    """A kind of image source, opened from a spec such as ``folder:PATH``.
+
+    ``Params`` must have a ``target`` field: the part of the spec after the
+    colon. Other fields come from the recipe's ``source`` mapping.
+    """
+
+    scheme: ClassVar[str]
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = SourceParams
+
+    def __init__(self, params: BaseModel, context: StepContext | None = None):
+        self.params = params
+        self.context = context or StepContext()
+
+    @abstractmethod
+    def frames(self, skip: Callable[[str], bool] | None = None) -> Iterator[Frame]:
+        """Yield frames in order. When ``skip(key)`` is true the source should not
+        decode that frame (it was stored by an earlier run) and must not yield it.
+        A file that cannot be decoded is yielded as a frame with ``image=None`` and
+        ``error`` set; it never stops the source."""
+
+    def count(self) -> int | None:
+        """How many frames will come, when known (for the progress bar)."""
+        return None
+
+    def close(self) -> None:
+        """Release the device or file handles."""
+
+
+# ----------------------------------------------------------------- reporters
+
+
+@dataclass
+class RunInfo:
+    """What a reporter knows about the run it records."""
+
+    run_id: str
+    recipe: "Recipe"
+    recipe_hash: str
+    source: str
+    started: float
+    plugins: dict[str, str] = field(default_factory=dict)
+    resume: bool = False  # a results store adopts the interrupted run's id on resume
+
+
+class Reporter(ABC):
+    """A results sink opened from a spec such as ``sqlite:PATH``."""
+
+    scheme: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    def __init__(self, target: str, run: RunInfo):
+        self.target = target
+        self.run = run
+
+    def open(self) -> None:
+        """Called once before the first frame."""
+
+    @abstractmethod
+    def write(self, result: FrameResult) -> None:
+        """Record one frame. Called for every frame, including error frames."""
+
+    def close(self) -> None:
+        """Flush and close. Called once, also after Ctrl-C or a failure."""
+
+    def done_keys(self) -> set[str] | None:
+        """Keys of frames already stored for this recipe hash (for ``--resume``);
+        ``None`` when this reporter cannot resume."""
+        return None
+
+
+# ------------------------------------------------------- training and models
+
+
+class Cancelled(Exception):
+    """Raised inside a long job when its ``Progress`` was cancelled."""
+
+
+class Progress:
+    """Progress sink for long jobs (training, evaluation, optimisation).
+
+    Jobs call ``update`` and ``log``; front-ends (CLI bar, GUI) subclass it.
+    ``update`` raises ``Cancelled`` once ``cancel()`` was called.
+    """
+
+    def __init__(self) -> None:
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def check(self) -> None:
+        if self._cancelled:
+            raise Cancelled("cancelled")
+
+    def update(self, stage: str, done: int, total: int, **metrics: float) -> None:
+        self.check()
+        self.on_update(stage, done, total, metrics)
+
+    def on_update(self, stage: str, done: int, total: int, metrics: dict[str, float]) -> None:
+        """Override to show progress."""
+
+    def log(self, message: str) -> None:
+        """Override to show messages."""
+
+
+class Trainer(ABC):
+    """Trains a model for one task (``anomaly``, ``classify``) into a bundle."""
+
+    task: ClassVar[str]
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    @abstractmethod
+    def train(self, data: Path, out: Path, params: BaseModel, progress: Progress) -> "Bundle":
+        """Train on ``data``, write a bundle to ``out`` and return it."""
+
+
+class ModelRuntime(ABC):
+    """Opens bundles of one task for inference and evaluation (no torch)."""
+
+    task: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def predictor(self, bundle: "Bundle") -> Callable[[np.ndarray], dict[str, Any]]:
+        """Return a callable mapping one image to its prediction (loaded once)."""
+
+    @abstractmethod
+    def evaluate(self, bundle: "Bundle", data: Path, out: Path | None, progress: Progress) -> dict[str, Any]:
+        """Score the test split of ``data``; write plots to ``out`` when given."""
+
+
+class Optimizer(ABC):
+    """Makes a bundle smaller or faster (``int8``, ``fp16``, ``prune``)."""
+
+    method: ClassVar[str]
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    @abstractmethod
+    def optimize(self, bundle: "Bundle", out: Path, params: BaseModel, progress: Progress) -> "Bundle":
+        """Write the optimised bundle to ``out`` and return it."""
+
+
+class Command(ABC):
+    """A ``loupe`` sub-command supplied by a plugin (``dataset``, ``gui``)."""
+
+    name: ClassVar[str]
+    help: ClassVar[str] = ""
+
+    @abstractmethod
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        ...
+
+    @abstractmethod
+    def run(self, args: argparse.Namespace) -> int:
+        ...

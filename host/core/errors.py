@@ -1,0 +1,31 @@
+"""Errors a user can act on. The CLI prints them without a traceback and exits 2."""
+from __future__ import annotations
+
+
+class LoupeError(Exception):
+    """Base class for user-facing errors (bad input, not a bug)."""
+
+
+class UsageError(LoupeError):
+    """A bad command line, source spec or report spec."""
+
+
+class PluginError(LoupeError):
+    """A plugin registered something invalid or failed to load."""
+
+
+class RecipeError(LoupeError):
+    """A recipe failed validation. ``problems`` lists every problem found.
+
+    Each problem names the file, the step and the field, e.g.
+    ``recipe.yaml: inspect[0] (coins): params.min_area: Input should be a valid number``.
+    """
+
+    def __init__(self, file: str, problems: list[str]):
+        self.file = file
+        self.problems = problems
+        super().__init__("\n".join(f"{file}: {p}" for p in problems))
+
+
+class BundleError(LoupeError):
+    """A model bundle is missing, incomplete or fails its hash check."""

@@ -1,0 +1,1 @@
+"""The host's built-in reporters (jsonl, csv, sqlite, html), registered as a plugin."""

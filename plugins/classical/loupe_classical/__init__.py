@@ -1,0 +1,1 @@
+"""Loupe classical vision: OpenCV sources, preprocessing and inspection tools."""

@@ -1,0 +1,1 @@
+"""Loupe anomaly detection inference with heatmaps (ONNX Runtime, no torch)."""

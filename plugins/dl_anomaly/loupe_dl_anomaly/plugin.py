@@ -1,0 +1,1 @@
+"""loupe-dl-anomaly: hook implementations (filled in by the anomaly issue)."""

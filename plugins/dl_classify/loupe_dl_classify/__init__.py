@@ -1,0 +1,1 @@
+"""Loupe image classification inference (ONNX Runtime, no torch)."""

@@ -1,0 +1,1 @@
+"""Loupe trainers: torch transfer learning, PatchCore-class anomaly detection, ONNX export and optimisation."""

@@ -1,0 +1,1 @@
+"""loupe-trainer: hook implementations (filled in by the anomaly and classification issues)."""

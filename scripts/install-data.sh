@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs the Debian data sets the tests and benchmarks use, when they are missing:
+# dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) and visp-images-data.
+set -euo pipefail
+need=()
+for pkg in dataset-fashion-mnist visp-images-data; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+[ ${#need[@]} -eq 0 ] && exit 0
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q "${need[@]}"
