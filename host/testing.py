@@ -10,12 +10,19 @@ Fixtures:
 
 Helpers:
 
+``run_loupe(*args, cwd=None, env=None, timeout=600)``
+    runs the ``loupe`` command line in a subprocess (the installed console
+    script next to this Python); returns the ``CompletedProcess`` (text).
 ``check_tool_contract(tool_cls, image, params=None)``
     builds a tool and runs it once, asserting the contract every tool must keep
     (the result types, declared measurements, input left untouched).
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,6 +53,16 @@ def register_plugin(loupe_pm: LoupePluginManager):
     for name in names:
         if loupe_pm.has_plugin(name):
             loupe_pm.unregister_plugin(name)
+
+
+def run_loupe(*args: str, cwd: str | Path | None = None, env: dict[str, str] | None = None,
+              timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``loupe ARGS...`` in a subprocess, as a user would; returns the completed process (text)."""
+    exe = Path(sys.executable).with_name("loupe")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "host.cli"]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(cmd + [str(a) for a in args], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def check_tool_contract(tool_cls: type, image: np.ndarray, params: dict[str, Any] | None = None,
