@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PLUGINS := plugins/classical plugins/dl_classify plugins/dl_anomaly plugins/trainer
+PLUGINS := $(patsubst %/setup.cfg,%,$(wildcard plugins/*/setup.cfg))
 export OMP_NUM_THREADS ?= 2
 
 .PHONY: install data demo test bench screenshots clean
@@ -30,6 +30,9 @@ test: install data
 
 bench: install data
 	$(BIN)/python bench/host_overhead.py
+
+screenshots: install
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m loupe_gui.screenshots screenshots/
 
 clean:
 	rm -rf $(VENV) loupe-demo build *.egg-info plugins/*/*.egg-info

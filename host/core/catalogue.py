@@ -66,7 +66,7 @@ class Catalogue:
         origin = {p.name: p for p in pm.load_report.plugins}
         for hook_name in KINDS:
             caller = getattr(pm.hook, hook_name)
-            for impl in reversed(caller.get_hookimpls()):  # registration order
+            for impl in caller.get_hookimpls():  # registration order
                 info = origin.get(impl.plugin_name)
                 dist = info.distribution if info else "(unknown)"
                 version = info.version if info else ""
@@ -84,7 +84,7 @@ class Catalogue:
     def _registrar(self, hook: str, plugin: str, dist: str, version: str) -> Callable[[type], None]:
         base, attr, namespaced = KINDS[hook]
         table = self._tables[hook]
-        where = f"plugin {plugin!r} ({dist} {version})"
+        where = f"plugin {plugin!r} ({dist}{' ' + version if version else ''})"
 
         def register(item: type) -> None:
             if not (_inspect.isclass(item) and issubclass(item, base)):

@@ -308,7 +308,7 @@ def _build_steps(doc: RecipeDoc, catalogue: Catalogue, base_dir: Path, problems:
                 continue
             cls = entry.cls
             if cls.stage != section:
-                problems.append(f"{where}: tool: {sd.tool!r} is a {cls.stage} tool, not a {section} tool")
+                problems.append(f"{where}: tool: {sd.tool!r} is a {cls.stage}-stage tool; it cannot be used under {section}")
                 continue
             try:
                 params = cls.Params.model_validate(sd.params, context={"base_dir": base_dir})

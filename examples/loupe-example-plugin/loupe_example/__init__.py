@@ -1,0 +1,1 @@
+"""An example third-party Loupe plugin (copy this folder to start your own)."""
