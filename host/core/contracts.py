@@ -227,6 +227,10 @@ class Trainer(ABC):
     def train(self, data: Path, out: Path, params: BaseModel, progress: Progress) -> "Bundle":
         """Train on ``data``, write a bundle to ``out`` and return it."""
 
+    def make_sample_data(self, out: Path, seed: int = 0) -> Path | None:
+        """Optionally write a small sample data set for this task (``loupe demo``); return its folder."""
+        return None
+
 
 class ModelRuntime(ABC):
     """Opens bundles of one task for inference and evaluation (no torch)."""
