@@ -1,23 +1,29 @@
-"""loupe-classical: registers the OpenCV sources, preprocessing and inspection tools."""
+"""loupe-classical: registers the OpenCV sources, preprocessing and inspection tools.
+
+Imports happen inside the hooks, so ``loupe plugins`` and recipe-free commands stay fast.
+"""
 from host import hookimpl
 
 
 @hookimpl
 def loupe_acquire(register):
-    from .sources import FolderSource
+    from .sources import CameraSource, FolderSource, VideoSource
 
-    register(FolderSource)
+    for cls in (FolderSource, VideoSource, CameraSource):
+        register(cls)
 
 
 @hookimpl
 def loupe_preprocess(register):
-    from .tools.preprocess import Gray
+    from .tools.preprocess import PREPROCESS_TOOLS
 
-    register(Gray)
+    for cls in PREPROCESS_TOOLS:
+        register(cls)
 
 
 @hookimpl
 def loupe_inspect(register):
-    from .tools.intensity import Intensity
+    from .tools import INSPECT_TOOLS
 
-    register(Intensity)
+    for cls in INSPECT_TOOLS():
+        register(cls)

@@ -1,8 +1,16 @@
-"""Image sources: folders of image files, video files, cameras."""
+"""Image sources: folders of image files (with a hot-folder watch mode), video files, cameras.
+
+Frame keys are stable across runs so ``loupe run --resume`` can skip stored frames:
+a folder frame's key is its file path; a video frame's is ``video:<absolute path>#<frame number>``;
+a camera frame's is ``camera:<target>#<n>`` (a live camera is not resumable, but keys stay unique
+within a run).
+"""
 from __future__ import annotations
 
 import glob
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -11,9 +19,13 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from host import Frame, Source, SourceParams
+from host import Frame, Source, SourceParams, UsageError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# OpenCV's decoders print warnings on corrupt files; the error frame already says what went wrong
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".pnm", ".webp")
+_GLOB_CHARS = set("*?[")
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -26,43 +38,361 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: cannot decode image (corrupt, truncated or not an image)")
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    elif image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
     return image
 
 
+class _Stopper:
+    """A stop request for long-running sources: ``stop()`` from any thread, or Ctrl-C/SIGTERM.
+
+    While a watching source waits for files, the runner cannot see its own Ctrl-C flag (it checks it
+    between frames). So, in the main thread, the source chains a handler in front of the current one:
+    it records the request, then calls the previous handler (the runner's), so the runner's own
+    behaviour (a second Ctrl-C aborts) is kept. The previous handler is put back when the source ends,
+    unless someone else replaced ours meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._prev: dict[int, object] = {}
+        self._mine = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum, frame, _self=self):
+            _self.event.set()
+            prev = _self._prev.get(signum)
+            if callable(prev):
+                prev(signum, frame)
+            elif prev == signal.SIG_DFL and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+
+        self._mine = handler
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._prev[sig] = signal.getsignal(sig)
+                signal.signal(sig, handler)
+            except (ValueError, OSError):  # not allowed here
+                self._prev.pop(sig, None)
+
+    def uninstall(self) -> None:
+        for sig, prev in self._prev.items():
+            try:
+                if signal.getsignal(sig) is self._mine:
+                    signal.signal(sig, prev)
+            except (ValueError, OSError, TypeError):
+                pass
+        self._prev.clear()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; true when a stop was requested."""
+        return self.event.wait(seconds)
+
+
+# --------------------------------------------------------------------- folder
+
+
 class FolderParams(SourceParams):
-    pattern: str = Field("*", description="glob pattern for file names, e.g. '*.png'")
-    recursive: bool = Field(False, description="also look in sub-folders")
+    pattern: str = Field("*", description="glob pattern for file names, e.g. '*.png' (a pattern in the spec's path, "
+                                          "folder:images/*.png, works too)")
+    recursive: bool = Field(False, description="also look in sub-folders (the pattern applies at every depth)")
+    watch: bool = Field(False, description="hot folder: after the files present, keep processing new files as they "
+                                           "arrive, until stopped (Ctrl-C, stop file, idle timeout)")
+    settle_s: float = Field(0.5, ge=0, le=600, description="watch: a file is read once its size and modification "
+                                                           "time have not changed for this long (not still written)")
+    poll_s: float = Field(0.2, gt=0, le=60, description="watch: how often the folder is scanned")
+    idle_timeout_s: float | None = Field(None, gt=0, description="watch: stop after this long without a new file")
+    stop_file: str | None = Field(None, description="watch: stop when a file of this name appears in the folder "
+                                                    "(it is not processed)")
+    existing: bool = Field(True, description="watch: also process the files already there at start")
 
 
 class FolderSource(Source):
-    """Image files in a folder, in sorted order."""
+    """Image files in a folder, in sorted order; optionally a hot folder that is watched for new files."""
 
     scheme = "folder"
-    description = "image files in a folder (PNG, JPEG, BMP, TIFF; 8/16-bit, gray or colour)"
+    description = ("image files in a folder (PNG, JPEG, BMP, TIFF, PNM; 8/16-bit, gray or colour), sorted; "
+                   "glob pattern, recursive, watch mode for hot folders")
     Params = FolderParams
 
+    def __init__(self, params, context=None):
+        super().__init__(params, context)
+        self._stopper = _Stopper()
+        target = self.params.target
+        pattern = self.params.pattern
+        # folder:images/*.png -> root images, pattern *.png
+        if any(ch in _GLOB_CHARS for ch in target):
+            head, tail = os.path.split(target)
+            if not any(ch in _GLOB_CHARS for ch in head):
+                target, pattern = head or ".", tail
+        self._root = self.context.resolve(target)
+        self._pattern = pattern
+        self._name = f"folder:{self.params.target}"
+
+    def stop(self) -> None:
+        """Ask a watching source to end (thread-safe); it returns within ``poll_s``."""
+        self._stopper.event.set()
+
     def _files(self) -> list[str]:
-        root = self.context.resolve(self.params.target)
+        root = self._root
         if root.is_file():
             return [str(root)]
         if not root.is_dir():
-            from host import UsageError
-
             raise UsageError(f"source folder:{self.params.target}: folder not found ({root})")
-        pattern = os.path.join(str(root), "**" if self.params.recursive else "", self.params.pattern)
+        pattern = os.path.join(glob.escape(str(root)), "**" if self.params.recursive else "", self._pattern)
         files = glob.glob(pattern, recursive=self.params.recursive)
-        return sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(f))
+        stop = self.params.stop_file
+        return sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(f)
+                      and (stop is None or os.path.basename(f) != stop))
 
     def count(self) -> int | None:
+        if self.params.watch:
+            return None
         return len(self._files())
 
+    def _frame(self, i: int, path: str) -> Frame:
+        try:
+            image, error = read_image(path), None
+        except (ValueError, OSError, cv2.error) as exc:
+            image, error = None, str(exc)
+        return Frame(image=image, source=self._name, index=i, path=path, timestamp=time.time(), error=error)
+
     def frames(self, skip: Callable[[str], bool] | None = None) -> Iterator[Frame]:
-        name = f"folder:{self.params.target}"
+        if self.params.watch:
+            yield from self._watch(skip)
+            return
         for i, path in enumerate(self._files()):
             if skip is not None and skip(path):
                 continue
-            try:
-                image, error = read_image(path), None
-            except (ValueError, OSError, cv2.error) as exc:
-                image, error = None, str(exc)
-            yield Frame(image=image, source=name, index=i, path=path, timestamp=time.time(), error=error)
+            yield self._frame(i, path)
+
+    def _watch(self, skip: Callable[[str], bool] | None) -> Iterator[Frame]:
+        p = self.params
+        if not self._root.is_dir():
+            raise UsageError(f"source folder:{p.target}: watch mode needs a folder ({self._root} is not one)")
+        seen: set[str] = set()
+        pending: dict[str, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, first time seen so)
+        if not p.existing:
+            seen.update(self._files())
+        index = 0
+        last_new = time.monotonic()
+        stopper = self._stopper
+        stopper.install()
+        try:
+            while not stopper.event.is_set():
+                if p.stop_file and (self._root / p.stop_file).exists():
+                    return
+                now = time.monotonic()
+                ready = []
+                for path in self._files():
+                    if path in seen:
+                        continue
+                    try:
+                        st = os.stat(path)
+                    except OSError:  # removed meanwhile
+                        pending.pop(path, None)
+                        continue
+                    sig = (st.st_size, st.st_mtime_ns)
+                    old = pending.get(path)
+                    if old is None or old[:2] != sig:
+                        pending[path] = (*sig, now)
+                        continue
+                    # unchanged since old[2]; also require the mtime itself to be old enough, so a file
+                    # whose writer pauses is not taken between two polls
+                    if now - old[2] >= p.settle_s and time.time() - st.st_mtime_ns / 1e9 >= p.settle_s \
+                            and st.st_size > 0:
+                        ready.append(path)
+                for path in ready:  # sorted, as _files() is
+                    seen.add(path)
+                    pending.pop(path, None)
+                    last_new = time.monotonic()
+                    if skip is not None and skip(path):
+                        continue
+                    yield self._frame(index, path)
+                    index += 1
+                    if stopper.event.is_set():
+                        return
+                if p.idle_timeout_s is not None and time.monotonic() - last_new >= p.idle_timeout_s and not pending:
+                    return
+                if stopper.wait(p.poll_s):
+                    return
+        finally:
+            stopper.uninstall()
+
+    def close(self) -> None:
+        self._stopper.uninstall()
+
+
+# ---------------------------------------------------------------------- video
+
+
+class VideoParams(SourceParams):
+    start: int = Field(0, ge=0, description="first frame number to process")
+    step: int = Field(1, ge=1, description="process every n-th frame")
+    max_frames: int | None = Field(None, ge=1, description="stop after this many frames")
+    gray: bool = Field(False, description="convert frames to grayscale")
+
+
+def _open_capture(target: str | int, what: str) -> "cv2.VideoCapture":
+    cap = cv2.VideoCapture(target)
+    if not cap.isOpened():
+        cap.release()
+        raise UsageError(f"source {what}: cannot open {target!r} (not found, unsupported codec or device busy)")
+    return cap
+
+
+class VideoSource(Source):
+    """Frames of a video file."""
+
+    scheme = "video"
+    description = "frames of a video file (any format FFmpeg reads); keys are path#frame for resume"
+    Params = VideoParams
+
+    def __init__(self, params, context=None):
+        super().__init__(params, context)
+        self._path = self.context.resolve(params.target)
+        self._cap = None
+
+    def count(self) -> int | None:
+        if not self._path.is_file():
+            return None
+        cap = cv2.VideoCapture(str(self._path))
+        try:
+            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        finally:
+            cap.release()
+        if n <= 0:
+            return None
+        p = self.params
+        n = max(0, (n - p.start + p.step - 1) // p.step)
+        return min(n, p.max_frames) if p.max_frames else n
+
+    def frames(self, skip: Callable[[str], bool] | None = None) -> Iterator[Frame]:
+        p = self.params
+        if not self._path.is_file():
+            raise UsageError(f"source video:{p.target}: file not found ({self._path})")
+        cap = self._cap = _open_capture(str(self._path), f"video:{p.target}")
+        name = f"video:{self._path}"
+        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+        n = 0
+        try:
+            pos = 0
+            if p.start:
+                # seeking is codec-dependent; grabbing is exact
+                while pos < p.start and cap.grab():
+                    pos += 1
+            while p.max_frames is None or n < p.max_frames:
+                key = f"{name}#{pos}"
+                want = (pos - p.start) % p.step == 0
+                if want and not (skip is not None and skip(key)):
+                    ok, image = cap.read()
+                    if not ok:
+                        break
+                    if p.gray and image.ndim == 3:
+                        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+                    yield Frame(image=image, source=name, index=pos, path=None, timestamp=time.time(),
+                                meta={"t_s": pos / fps if fps else None})
+                    n += 1
+                else:
+                    if not cap.grab():  # skipped frames are not decoded
+                        break
+                    if want:
+                        n += 1
+                pos += 1
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+# --------------------------------------------------------------------- camera
+
+
+class CameraParams(SourceParams):
+    width: int | None = Field(None, ge=1, description="requested frame width (the device may refuse)")
+    height: int | None = Field(None, ge=1, description="requested frame height")
+    fps: float | None = Field(None, gt=0, description="requested frame rate")
+    max_frames: int | None = Field(None, ge=1, description="stop after this many frames (default: until stopped)")
+    gray: bool = Field(False, description="convert frames to grayscale")
+    reconnect_s: float = Field(2.0, ge=0, description="on a read failure from a device or stream, wait this long and "
+                                                      "reopen it once (0 = end the run instead)")
+
+
+class CameraSource(Source):
+    """A camera or stream through OpenCV's VideoCapture: a device index (camera:0) or a URL/path."""
+
+    scheme = "camera"
+    description = "camera by index (camera:0) or stream URL (camera:rtsp://...) via OpenCV VideoCapture"
+    Params = CameraParams
+
+    def __init__(self, params, context=None):
+        super().__init__(params, context)
+        t = params.target.strip()
+        if t.isdigit():
+            self._target: str | int = int(t)
+        elif "://" in t:
+            self._target = t
+        else:  # a file path (e.g. a recorded sequence standing in for the camera)
+            self._target = str(self.context.resolve(t))
+        self._cap = None
+        self._stopper = _Stopper()
+
+    def stop(self) -> None:
+        self._stopper.event.set()
+
+    def _open(self):
+        p = self.params
+        cap = _open_capture(self._target, f"camera:{p.target}")
+        if p.width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, p.width)
+        if p.height:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, p.height)
+        if p.fps:
+            cap.set(cv2.CAP_PROP_FPS, p.fps)
+        return cap
+
+    def frames(self, skip: Callable[[str], bool] | None = None) -> Iterator[Frame]:
+        p = self.params
+        cap = self._cap = self._open()
+        name = f"camera:{p.target}"
+        n = 0
+        retried = False
+        self._stopper.install()
+        try:
+            while (p.max_frames is None or n < p.max_frames) and not self._stopper.event.is_set():
+                ok, image = cap.read()
+                if not ok:
+                    # a file or a finished stream ends the run; a live device gets one reopen
+                    if p.reconnect_s <= 0 or retried or not self._is_live():
+                        break
+                    retried = True
+                    cap.release()
+                    if self._stopper.wait(p.reconnect_s):
+                        break
+                    cap = self._cap = self._open()
+                    continue
+                retried = False
+                if p.gray and image.ndim == 3:
+                    image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+                key = f"{name}#{n}"
+                if not (skip is not None and skip(key)):
+                    yield Frame(image=image, source=name, index=n, path=None, timestamp=time.time())
+                n += 1
+        finally:
+            self._stopper.uninstall()
+            self.close()
+
+    def _is_live(self) -> bool:
+        t = self._target
+        return isinstance(t, int) or str(t).lower().startswith(("rtsp:", "rtmp:", "http:", "https:", "udp:", "tcp:"))
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
