@@ -1,1 +1,16 @@
 """loupe-trainer: hook implementations (filled in by the anomaly and classification issues)."""
+from host import hookimpl
+
+
+@hookimpl
+def loupe_train(register):
+    from .classify.trainer import ClassifyTrainer
+
+    register(ClassifyTrainer)
+
+
+@hookimpl
+def loupe_commands(register):
+    from .dataset import DatasetCommand
+
+    register(DatasetCommand)
