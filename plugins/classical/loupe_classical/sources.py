@@ -108,6 +108,9 @@ class FolderParams(SourceParams):
     stop_file: str | None = Field(None, description="watch: stop when a file of this name appears in the folder "
                                                     "(it is not processed)")
     existing: bool = Field(True, description="watch: also process the files already there at start")
+    retry_s: float = Field(2.0, ge=0, le=3600, description="watch: a file that fails to decode is held back; if it "
+                                                           "changes again it was still being written and is re-read, "
+                                                           "else it becomes an error frame after this long")
 
 
 class FolderSource(Source):
@@ -174,7 +177,8 @@ class FolderSource(Source):
         if not self._root.is_dir():
             raise UsageError(f"source folder:{p.target}: watch mode needs a folder ({self._root} is not one)")
         seen: set[str] = set()
-        pending: dict[str, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, first time seen so)
+        pending: dict[str, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, since when unchanged)
+        suspects: dict[str, tuple[int, int, float, Frame]] = {}  # failed to decode: (size, mtime_ns, when, frame)
         if not p.existing:
             seen.update(self._files())
         index = 0
@@ -186,7 +190,7 @@ class FolderSource(Source):
                 if p.stop_file and (self._root / p.stop_file).exists():
                     return
                 now = time.monotonic()
-                ready = []
+                ready: list[tuple[str, Frame | None]] = []
                 for path in self._files():
                     if path in seen:
                         continue
@@ -194,28 +198,49 @@ class FolderSource(Source):
                         st = os.stat(path)
                     except OSError:  # removed meanwhile
                         pending.pop(path, None)
+                        suspects.pop(path, None)
                         continue
                     sig = (st.st_size, st.st_mtime_ns)
+                    if path in suspects:
+                        s_size, s_mtime, s_when, s_frame = suspects[path]
+                        if (s_size, s_mtime) != sig:  # still being written: settle and read again
+                            del suspects[path]
+                            pending[path] = (*sig, now)
+                        elif now - s_when >= p.retry_s:
+                            del suspects[path]
+                            ready.append((path, s_frame))
+                        continue
                     old = pending.get(path)
                     if old is None or old[:2] != sig:
                         pending[path] = (*sig, now)
                         continue
-                    # unchanged since old[2]; also require the mtime itself to be old enough, so a file
-                    # whose writer pauses is not taken between two polls
+                    # unchanged since old[2]; the mtime itself must be old enough too, so a file whose
+                    # writer pauses is not taken between two polls
                     if now - old[2] >= p.settle_s and time.time() - st.st_mtime_ns / 1e9 >= p.settle_s \
                             and st.st_size > 0:
-                        ready.append(path)
-                for path in ready:  # sorted, as _files() is
-                    seen.add(path)
+                        ready.append((path, None))
+                for path, held in ready:  # sorted, as _files() is
                     pending.pop(path, None)
-                    last_new = time.monotonic()
                     if skip is not None and skip(path):
+                        seen.add(path)
                         continue
-                    yield self._frame(index, path)
+                    frame = held or self._frame(index, path)
+                    if frame.image is None and held is None and p.retry_s > 0:
+                        try:
+                            st = os.stat(path)
+                            suspects[path] = (st.st_size, st.st_mtime_ns, time.monotonic(), frame)
+                            continue
+                        except OSError:
+                            pass
+                    seen.add(path)
+                    last_new = time.monotonic()
+                    frame.index = index
+                    yield frame
                     index += 1
                     if stopper.event.is_set():
                         return
-                if p.idle_timeout_s is not None and time.monotonic() - last_new >= p.idle_timeout_s and not pending:
+                if p.idle_timeout_s is not None and time.monotonic() - last_new >= p.idle_timeout_s \
+                        and not pending and not suspects:
                     return
                 if stopper.wait(p.poll_s):
                     return

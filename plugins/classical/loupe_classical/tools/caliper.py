@@ -109,6 +109,8 @@ class Caliper(InspectTool):
             hi = i
             while hi < len(d) - 1 and d[hi + 1] * sign > 0:
                 hi += 1
+            if a[i] < a[lo:hi + 1].max():
+                continue  # a noise ripple on the flank of a stronger peak of the same run
             step = float(d[lo:hi + 1].sum())
             if abs(step) < p.min_contrast:
                 continue

@@ -14,8 +14,11 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 class CodeParams(Params):
     expected: str | None = Field(None, description="text the code must hold (sets 'match'); none = any text")
-    retry_smoothed: bool = Field(True, description="when nothing decodes, retry once on a median-filtered image "
-                                                   "(helps with sensor noise)")
+    retry_smoothed: bool = Field(True, description="when nothing decodes, retry on a smoothed image (helps with "
+                                                   "sensor noise and very sharp synthetic codes)")
+    retry_scales: list[float] = Field([0.75, 1.5], max_length=6,
+                                      description="when nothing decodes yet, retry at these scale factors "
+                                                  "(the detectors are sensitive to module size)")
     upscale_below: int = Field(200, ge=0, le=4000, description="upscale images whose smaller side is below this (px) "
                                                                "before decoding (0 = never)")
 
@@ -37,12 +40,28 @@ class _CodeTool(InspectTool):
     def _decode(self, gray: np.ndarray) -> list[tuple[str, np.ndarray, str]]:
         raise NotImplementedError
 
+    @staticmethod
+    def _smooth(gray: np.ndarray) -> np.ndarray:
+        return cv2.medianBlur(gray, 3)
+
     def inspect(self, image: np.ndarray) -> ToolOutput:
         p = self.params
         g, f = _prep(image, p.upscale_below)
         found = self._decode(g)
-        if not any(t for t, _, _ in found) and p.retry_smoothed:
-            found = self._decode(cv2.medianBlur(g, 3)) or found
+        attempts = []
+        if p.retry_smoothed:
+            attempts.append((1.0, True))
+        attempts += [(s, p.retry_smoothed) for s in p.retry_scales if s > 0 and s != 1.0]
+        for scale, smooth in attempts:
+            if any(t for t, _, _ in found):
+                break
+            x = g if scale == 1.0 else cv2.resize(g, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA
+                                                  if scale < 1 else cv2.INTER_LINEAR)
+            if smooth:
+                x = self._smooth(x)
+            again = [(t, pts / scale, k) for t, pts, k in self._decode(x)]
+            if again and (any(t for t, _, _ in again) or not found):
+                found = again
         decoded = [(t, pts / f, kind) for t, pts, kind in found if t]
         texts = [t for t, _, _ in decoded]
         meas = {"count": len(texts), "decoded": bool(texts), "text": texts[0] if texts else "",
@@ -94,6 +113,10 @@ class Barcode(_CodeTool):
     def __init__(self, params, context=None):
         super().__init__(params, context)
         self._det = cv2.barcode.BarcodeDetector()
+
+    @staticmethod
+    def _smooth(gray: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(gray, (0, 0), 1.0)
 
     def _decode(self, gray):
         try:
