@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from host import InspectTool, Params, Shape, ToolOutput
 
-from ._common import BAD, INFO, OK, to_gray
+from ._common import BAD, INFO, OK, to_gray, to_u8
 
 
 class IntensityParams(Params):
@@ -65,7 +65,8 @@ def _percentile(gray: np.ndarray, q: float) -> float:
 
 class RangeParams(Params):
     space: Literal["gray", "bgr", "hsv"] = Field(
-        "gray", description="where the range applies: gray level, BGR channels or HSV (H in 0..179)")
+        "gray", description="where the range applies: gray level (in the image's units), BGR channels or HSV "
+                            "(8-bit units, H in 0..179; 16-bit colour images are scaled to 8-bit)")
     low: list[float] = Field([0.0], min_length=1, max_length=3,
                              description="lower bound(s): one value for gray, three for bgr/hsv")
     high: list[float] = Field([127.0], min_length=1, max_length=3, description="upper bound(s), inclusive")
@@ -86,7 +87,7 @@ def in_range(image: np.ndarray, p: RangeParams) -> np.ndarray:
         g = to_gray(image)
         return cv2.inRange(g, np.array([p.low[0]]), np.array([p.high[0]]))
     img = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    img = img[:, :, :3]
+    img = to_u8(img[:, :, :3])  # colour ranges are in 8-bit units
     if p.space == "bgr":
         return cv2.inRange(img, np.array(p.low), np.array(p.high))
     hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)

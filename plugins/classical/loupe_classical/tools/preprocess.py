@@ -41,7 +41,8 @@ _SPACES = {
 
 class ColorParams(Params):
     to: Literal["gray", "bgr", "rgb", "hsv", "lab", "ycrcb", "hls", "xyz"] = Field(
-        "hsv", description="target colour space (sources give BGR or gray images)")
+        "hsv", description="target colour space (sources give BGR or gray images; 16-bit input to hsv/lab/hls "
+                           "gives float32: H in degrees, S and V in 0..1)")
     channel: int | None = Field(None, ge=0, le=2,
                                 description="keep only this channel of the result (e.g. 0 = hue in HSV)")
 
@@ -60,14 +61,17 @@ class ColorConvert(PreprocessTool):
     def process(self, image: np.ndarray) -> np.ndarray:
         if image.ndim == 2:
             if self.params.to == "gray":
-                out = image
-            else:
-                image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-                out = image if self._code is None else cv2.cvtColor(image, self._code)
+                return image.copy()
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        elif image.shape[2] == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        if self._code is None:
+            out = image.copy()
+        elif image.dtype == np.uint16 and self.params.to not in ("gray", "rgb", "ycrcb", "xyz"):
+            # OpenCV has no 16-bit HSV/Lab/HLS: convert from float in [0, 1] (H in degrees, Lab in its units)
+            out = cv2.cvtColor(image.astype(np.float32) * (1.0 / 65535.0), self._code)
         else:
-            if image.shape[2] == 4:
-                image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-            out = image.copy() if self._code is None else cv2.cvtColor(image, self._code)
+            out = cv2.cvtColor(image, self._code)
         if self._channel is not None and out.ndim == 3:
             out = np.ascontiguousarray(out[:, :, self._channel])
         return out
