@@ -1,0 +1,312 @@
+"""Image collection (Astrocyte's collection mode): frames from a source into a labelled dataset folder."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from PyQt5 import QtCore, QtGui, QtWidgets
+
+from host.core.runner import open_source
+from host.reporters.imaging import thumbnail, to_uint8
+
+from . import theme
+from .dataset import IMAGE_EXTENSIONS
+from .imageview import ImageView, to_qimage
+
+
+class GrabWorker(QtCore.QThread):
+    """Reads frames from a source in a thread; keeps the latest one, signals at most ``fps`` times a second."""
+
+    frame = QtCore.pyqtSignal(object)
+    failed = QtCore.pyqtSignal(str)
+
+    def __init__(self, catalogue, spec: str, base_dir: Path, fps: float = 25.0, parent=None):
+        super().__init__(parent)
+        self.catalogue, self.spec, self.base_dir = catalogue, spec, base_dir
+        self.period = 1.0 / fps
+        self._stop = threading.Event()
+        self.latest = None
+        self.count = 0
+
+    def stop(self):
+        self._stop.set()
+
+    def run(self):
+        try:
+            src = open_source(self.spec, self.catalogue, self.base_dir)
+        except Exception as exc:
+            self.failed.emit(str(exc))
+            return
+        try:
+            last = 0.0
+            for f in src.frames():
+                if self._stop.is_set():
+                    break
+                if f.image is None:
+                    continue
+                self.latest = f
+                self.count += 1
+                now = time.perf_counter()
+                if now - last >= self.period:
+                    last = now
+                    self.frame.emit(f)
+                    # a file source has no frame rate of its own: play it at the display rate
+                    if getattr(src, "scheme", "") in ("folder",):
+                        self._stop.wait(self.period)
+        except Exception as exc:
+            self.failed.emit(f"{type(exc).__name__}: {exc}")
+        finally:
+            src.close()
+
+
+def save_frame(image: np.ndarray, folder: Path, stem: str) -> Path:
+    """Write ``image`` losslessly as PNG (8/16-bit as captured) into ``folder``; returns the path."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}.png"
+    n = 1
+    while path.exists():
+        path = folder / f"{stem}_{n}.png"
+        n += 1
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError(f"cannot encode the frame as PNG ({image.dtype}, {image.shape})")
+    buf.tofile(str(path))
+    return path
+
+
+class CollectWorkspace(QtWidgets.QWidget):
+    status = QtCore.pyqtSignal(str)
+    captured = QtCore.pyqtSignal(str)
+
+    def __init__(self, pm, parent=None):
+        super().__init__(parent)
+        self.pm = pm
+        self.catalogue = pm.catalogue
+        self.worker: GrabWorker | None = None
+        self.current = None
+        self._since_auto = 0
+        self._build_ui()
+        self._update_buttons()
+
+    def _build_ui(self):
+        outer = QtWidgets.QHBoxLayout(self)
+        outer.setContentsMargins(6, 6, 6, 6)
+        split = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
+        split.setHandleWidth(5)
+        outer.addWidget(split)
+
+        left = QtWidgets.QWidget()
+        ll = QtWidgets.QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 4, 0)
+        sbox = QtWidgets.QGroupBox("Source")
+        sf = QtWidgets.QFormLayout(sbox)
+        self.scheme = QtWidgets.QComboBox()
+        for s, e in sorted(self.catalogue.sources.items()):
+            self.scheme.addItem(s, s)
+            self.scheme.setItemData(self.scheme.count() - 1, e.cls.description, QtCore.Qt.ToolTipRole)
+        i = self.scheme.findData("camera")
+        self.scheme.setCurrentIndex(max(i, 0))
+        sf.addRow("kind", self.scheme)
+        self.target = QtWidgets.QLineEdit("0" if i >= 0 else "")
+        self.target.setPlaceholderText("camera index, video file or folder")
+        sf.addRow("target", self.target)
+        brow = QtWidgets.QHBoxLayout()
+        self.start_btn = QtWidgets.QPushButton("▶  Live")
+        self.start_btn.setObjectName("primary")
+        self.start_btn.clicked.connect(self.start)
+        self.stop_btn = QtWidgets.QPushButton("■  Stop")
+        self.stop_btn.clicked.connect(self.stop)
+        brow.addWidget(self.start_btn)
+        brow.addWidget(self.stop_btn)
+        sf.addRow(brow)
+        ll.addWidget(sbox)
+
+        dbox = QtWidgets.QGroupBox("Dataset")
+        df = QtWidgets.QFormLayout(dbox)
+        drow = QtWidgets.QWidget()
+        dl = QtWidgets.QHBoxLayout(drow)
+        dl.setContentsMargins(0, 0, 0, 0)
+        self.folder = QtWidgets.QLineEdit()
+        self.folder.setPlaceholderText("dataset folder")
+        self.folder.editingFinished.connect(self.refresh_counts)
+        b = QtWidgets.QToolButton()
+        b.setText("…")
+        b.clicked.connect(self._browse_folder)
+        dl.addWidget(self.folder, 1)
+        dl.addWidget(b)
+        df.addRow("folder", drow)
+        self.split = QtWidgets.QComboBox()
+        self.split.addItems(["train", "test", "(none)"])
+        self.split.currentIndexChanged.connect(self.refresh_counts)
+        df.addRow("split", self.split)
+        self.label = QtWidgets.QComboBox()
+        self.label.setEditable(True)
+        self.label.setInsertPolicy(QtWidgets.QComboBox.InsertAlphabetically)
+        self.label.lineEdit().setPlaceholderText("class label, e.g. good")
+        df.addRow("label", self.label)
+        ll.addWidget(dbox)
+
+        cbox = QtWidgets.QGroupBox("Capture")
+        cl = QtWidgets.QVBoxLayout(cbox)
+        self.capture_btn = QtWidgets.QPushButton("Capture  (Space)")
+        self.capture_btn.setObjectName("primary")
+        self.capture_btn.setMinimumHeight(40)
+        self.capture_btn.clicked.connect(self.capture)
+        QtWidgets.QShortcut(QtGui.QKeySequence(QtCore.Qt.Key_Space), self, self.capture)
+        cl.addWidget(self.capture_btn)
+        arow = QtWidgets.QHBoxLayout()
+        self.auto = QtWidgets.QCheckBox("auto: every")
+        self.auto_n = QtWidgets.QSpinBox()
+        self.auto_n.setRange(1, 10000)
+        self.auto_n.setValue(10)
+        self.auto_n.setSuffix(" frames")
+        arow.addWidget(self.auto)
+        arow.addWidget(self.auto_n, 1)
+        cl.addLayout(arow)
+        self.message = QtWidgets.QLabel("")
+        self.message.setObjectName("muted")
+        self.message.setWordWrap(True)
+        cl.addWidget(self.message)
+        ll.addWidget(cbox)
+
+        self.counts = QtWidgets.QTableWidget(0, 3)
+        self.counts.setHorizontalHeaderLabels(["split", "label", "images"])
+        self.counts.verticalHeader().hide()
+        self.counts.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.Stretch)
+        self.counts.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
+        box = QtWidgets.QGroupBox("In the dataset")
+        QtWidgets.QVBoxLayout(box).addWidget(self.counts)
+        ll.addWidget(box, 1)
+        split.addWidget(left)
+
+        centre = QtWidgets.QWidget()
+        cv = QtWidgets.QVBoxLayout(centre)
+        cv.setContentsMargins(4, 0, 0, 0)
+        self.view = ImageView()
+        self.view.placeholder = "Start a live source, then capture frames into a label."
+        self.view.hovered.connect(self.status.emit)
+        cv.addWidget(self.view, 1)
+        self.strip = QtWidgets.QListWidget()
+        self.strip.setViewMode(QtWidgets.QListView.IconMode)
+        self.strip.setFlow(QtWidgets.QListView.LeftToRight)
+        self.strip.setWrapping(False)
+        self.strip.setIconSize(QtCore.QSize(96, 72))
+        self.strip.setFixedHeight(118)
+        self.strip.setMovement(QtWidgets.QListView.Static)
+        cv.addWidget(QtWidgets.QLabel("Last captures"))
+        cv.addWidget(self.strip)
+        split.addWidget(centre)
+        split.setSizes([320, 1100])
+        split.setStretchFactor(1, 1)
+
+    def _browse_folder(self):
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Dataset folder", self.folder.text() or "")
+        if path:
+            self.folder.setText(path)
+            self.refresh_counts()
+
+    def _update_buttons(self):
+        live = self.worker is not None and self.worker.isRunning()
+        self.start_btn.setEnabled(not live)
+        self.stop_btn.setEnabled(live)
+        self.capture_btn.setEnabled(self.current is not None)
+
+    def _split_dir(self) -> Path:
+        root = Path(self.folder.text().strip())
+        s = self.split.currentText()
+        return root if s == "(none)" else root / s
+
+    # ------------------------------------------------------------------ live
+
+    def set_source(self, spec: str) -> None:
+        scheme, target = spec.split(":", 1)
+        i = self.scheme.findData(scheme)
+        if i >= 0:
+            self.scheme.setCurrentIndex(i)
+        self.target.setText(target)
+
+    def start(self) -> bool:
+        if self.worker is not None and self.worker.isRunning():
+            return False
+        spec = f"{self.scheme.currentData()}:{self.target.text().strip()}"
+        self.worker = GrabWorker(self.catalogue, spec, Path.cwd())
+        self.worker.frame.connect(self._on_frame)
+        self.worker.failed.connect(lambda m: self.message.setText(
+            f"<span style='color:{theme.STATUS['fail']}'>{m}</span>"))
+        self.worker.finished.connect(self._update_buttons)
+        self.worker.start()
+        self.message.setText(f"live: {spec}")
+        self._update_buttons()
+        return True
+
+    def stop(self):
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker.wait(3000)
+        self._update_buttons()
+
+    def _on_frame(self, frame):
+        self.current = frame
+        self.view.set_image(frame.image)
+        self._since_auto += 1
+        if self.auto.isChecked() and self._since_auto >= self.auto_n.value():
+            self._since_auto = 0
+            self.capture()
+        self._update_buttons()
+
+    # --------------------------------------------------------------- capture
+
+    def capture(self) -> Path | None:
+        frame = self.current
+        label = self.label.currentText().strip()
+        if frame is None or frame.image is None:
+            self.message.setText("no frame to capture: start a live source")
+            return None
+        if not self.folder.text().strip():
+            self.message.setText("choose a dataset folder first")
+            return None
+        if not label or any(c in label for c in "/\\:") or label.startswith("."):
+            self.message.setText("give a label (a folder name: no slashes)")
+            return None
+        stem = time.strftime("%Y%m%d-%H%M%S") + f"-{int(time.time() * 1000) % 1000:03d}"
+        try:
+            path = save_frame(frame.image, self._split_dir() / label, stem)
+        except (OSError, ValueError) as exc:
+            self.message.setText(f"capture failed: {exc}")
+            return None
+        if self.label.findText(label) < 0:
+            self.label.addItem(label)
+        small, _ = thumbnail(to_uint8(frame.image), 120)
+        it = QtWidgets.QListWidgetItem(QtGui.QIcon(QtGui.QPixmap.fromImage(
+            to_qimage(small[..., ::-1] if small.ndim == 3 else small))), label)
+        it.setToolTip(str(path))
+        self.strip.insertItem(0, it)
+        while self.strip.count() > 40:
+            self.strip.takeItem(self.strip.count() - 1)
+        self.message.setText(f"saved {path}")
+        self.refresh_counts()
+        self.captured.emit(str(path))
+        return path
+
+    def refresh_counts(self):
+        root = Path(self.folder.text().strip() or ".")
+        rows = []
+        if self.folder.text().strip() and root.is_dir():
+            splits = [d for d in ("train", "val", "test") if (root / d).is_dir()]
+            for split, d in ([(s, root / s) for s in splits] or [("—", root)]):
+                for c in sorted(p for p in d.iterdir() if p.is_dir()):
+                    n = sum(1 for f in c.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+                    rows.append((split, c.name, n))
+                    if self.label.findText(c.name) < 0:
+                        self.label.addItem(c.name)
+        self.counts.setRowCount(len(rows))
+        for i, r in enumerate(rows):
+            for j, v in enumerate(r):
+                self.counts.setItem(i, j, QtWidgets.QTableWidgetItem(str(v)))
+
+    def shutdown(self):
+        self.stop()

@@ -1,0 +1,85 @@
+"""Dataset analysis for the trainer workspace: class counts per split and the image-size distribution.
+
+The classification helper had not registered a reusable analysis function when
+this was written, so the GUI reads the folders itself (OpenCV decodes a sample
+of images for their sizes). Layouts: class folders (``<class>/``), split class
+folders (``train/<class>/``, ``test/<class>/``) and MVTec AD (``train/good``,
+``test/<type>``, ``ground_truth/`` which is skipped).
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class DatasetSummary:
+    root: Path
+    splits: dict[str, dict[str, int]] = field(default_factory=dict)     # split -> class -> count
+    sizes: dict[tuple[int, int], int] = field(default_factory=dict)     # (w, h) -> images (sampled)
+    sampled: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    files: dict[str, list[Path]] = field(default_factory=dict)          # "split/class" -> files
+
+    @property
+    def classes(self) -> list[str]:
+        seen: list[str] = []
+        for counts in self.splits.values():
+            for c in counts:
+                if c not in seen:
+                    seen.append(c)
+        return seen
+
+    @property
+    def total(self) -> int:
+        return sum(sum(c.values()) for c in self.splits.values())
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def analyze(root: str | Path, max_decode: int = 300, progress=None) -> DatasetSummary:
+    """Count images per split and class; decode up to ``max_decode`` images (evenly spread) for their sizes."""
+    import cv2
+    import numpy as np
+
+    from host import UsageError
+
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"{root}: data folder not found")
+    summary = DatasetSummary(root)
+    split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
+    layout = [(d.name, d) for d in split_dirs] if split_dirs else [("all", root)]
+    for split, d in layout:
+        counts: dict[str, int] = {}
+        for cdir in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if cdir.name == "ground_truth":
+                continue
+            files = _images(cdir)
+            if files:
+                counts[cdir.name] = len(files)
+                summary.files[f"{split}/{cdir.name}"] = files
+        if counts:
+            summary.splits[split] = counts
+    if not summary.splits:
+        raise UsageError(f"{root}: no class folders with images (expected <class>/ or train/<class>/)")
+    every = [f for files in summary.files.values() for f in files]
+    pick = every if len(every) <= max_decode else [every[int(i)] for i in np.linspace(0, len(every) - 1, max_decode)]
+    sizes: collections.Counter = collections.Counter()
+    for k, f in enumerate(pick):
+        img = cv2.imdecode(np.fromfile(str(f), np.uint8), cv2.IMREAD_UNCHANGED) if f.stat().st_size else None
+        if img is None:
+            summary.unreadable.append(str(f))
+        else:
+            sizes[(int(img.shape[1]), int(img.shape[0]))] += 1
+        if progress is not None and (k % 25 == 0 or k == len(pick) - 1):
+            progress.update("analyse", k + 1, len(pick))
+    summary.sizes = dict(sizes)
+    summary.sampled = len(pick)
+    return summary

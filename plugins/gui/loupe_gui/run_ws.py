@@ -1,0 +1,433 @@
+"""The run view: a recipe over a source (folder, video, camera) into the chosen reporters."""
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+from typing import Any
+
+from PyQt5 import QtCore, QtGui, QtWidgets
+
+from host import Recipe, RecipeError, UsageError
+from host.core.recipe import SourceDoc
+from host.core.runner import new_run_info, open_reporter, open_source, run_recipe
+from host.reporters.imaging import thumbnail, to_uint8
+
+from . import theme
+from .imageview import ImageView, to_qimage
+
+VERDICTS = ("pass", "review", "fail", "error")
+
+
+class RunWorker(QtCore.QThread):
+    """Runs ``host.core.runner.run_recipe`` in a thread.
+
+    ``run_recipe`` calls ``on_frame`` for every frame; the worker keeps the
+    counts and the last failures and hands the GUI a snapshot at most
+    ``fps`` times a second, so a fast line never floods the event loop.
+    """
+
+    snapshot = QtCore.pyqtSignal(dict)
+    finished_run = QtCore.pyqtSignal(object)   # RunSummary
+    failed = QtCore.pyqtSignal(str)
+
+    def __init__(self, pm, recipe: Recipe, source_spec: Any, reports: list[str], limit: int | None,
+                 keep_failures: int = 12, fps: float = 20.0, parent=None):
+        super().__init__(parent)
+        self.pm, self.recipe, self.source_spec, self.reports, self.limit = pm, recipe, source_spec, reports, limit
+        self.keep = keep_failures
+        self.period = 1.0 / fps
+        self._stop = False
+        self.counts = {v: 0 for v in VERDICTS}
+        self.failures: collections.deque = collections.deque(maxlen=keep_failures)
+        self.total: int | None = None
+        self.steps: dict[str, dict] = {}
+        self.summary = None
+        self.error: str | None = None
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def run(self) -> None:
+        cat = self.pm.catalogue
+        base = self.recipe.base_dir
+        try:
+            spec = self.source_spec
+            source = open_source(spec, cat, base)
+            try:
+                self.total = source.count()
+            except Exception:
+                self.total = None
+            label = spec.spec if isinstance(spec, SourceDoc) else str(spec)
+            run = new_run_info(self.recipe, label, self.pm)
+            reporters = [open_reporter(r, cat, run, base) for r in self.reports]
+            self._t0 = time.perf_counter()
+            self._last_emit = 0.0
+            self._latest = None
+            self._ms: collections.deque = collections.deque(maxlen=200)
+            self.summary = run_recipe(self.recipe, source, reporters, self.pm, run, limit=self.limit,
+                                      on_frame=self._on_frame, stop=lambda: self._stop)
+            self._emit(force=True)
+            self.finished_run.emit(self.summary)
+        except (UsageError, RecipeError) as exc:
+            self.error = str(exc)
+            self.failed.emit(self.error)
+        except Exception as exc:  # shown in the view; the run is over
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.failed.emit(self.error)
+
+    def _on_frame(self, result) -> None:
+        self.counts[result.verdict] = self.counts.get(result.verdict, 0) + 1
+        for r in result.results:
+            st = self.steps.setdefault(r.step, {"frames": 0, "pass": 0, "review": 0, "fail": 0, "error": 0,
+                                                "ms": 0.0})
+            st["frames"] += 1
+            st[r.verdict] = st.get(r.verdict, 0) + 1
+            st["ms"] += r.ms
+        self._ms.append(result.total_ms)
+        self._latest = result
+        if result.verdict in ("fail", "error"):
+            thumb = None
+            if result.image is not None:
+                thumb, _ = thumbnail(to_uint8(result.image), 160)
+            reasons = [f"{r.step}: {', '.join(r.failures) or r.error or r.verdict}" for r in result.results
+                       if r.verdict != "pass"]
+            if result.error:
+                reasons.append(result.error)
+            self.failures.appendleft({"key": result.key, "path": result.path, "verdict": result.verdict,
+                                      "reasons": reasons, "thumb": thumb, "index": result.index})
+        self._emit()
+
+    def _emit(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self._last_emit < self.period:
+            return
+        self._last_emit = now
+        frames = sum(self.counts.values())
+        elapsed = max(now - self._t0, 1e-9)
+        ms = sorted(self._ms)
+        self.snapshot.emit({"counts": dict(self.counts), "frames": frames, "total": self.total,
+                            "fps": frames / elapsed, "elapsed": elapsed,
+                            "median_ms": ms[len(ms) // 2] if ms else 0.0,
+                            "latest": self._latest, "failures": list(self.failures),
+                            "steps": {k: dict(v) for k, v in self.steps.items()}})
+
+
+class Counter(QtWidgets.QFrame):
+    def __init__(self, title: str, status: str, parent=None):
+        super().__init__(parent)
+        self.setObjectName("counter")
+        color = theme.STATUS.get(status, theme.TEXT)
+        self.setStyleSheet(f"QFrame#counter {{ background: {theme.PANEL}; border: 1px solid {theme.BORDER};"
+                           f" border-left: 4px solid {color}; border-radius: 3px; }}")
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(10, 4, 10, 4)
+        lay.setSpacing(0)
+        t = QtWidgets.QLabel(title)
+        t.setObjectName("muted")
+        self.value = QtWidgets.QLabel("0")
+        f = self.value.font()
+        f.setPointSizeF(f.pointSizeF() * 1.8)
+        f.setBold(True)
+        self.value.setFont(f)
+        self.value.setStyleSheet(f"color: {color};")
+        lay.addWidget(t)
+        lay.addWidget(self.value)
+
+
+class RunWorkspace(QtWidgets.QWidget):
+    status = QtCore.pyqtSignal(str)
+    runFinished = QtCore.pyqtSignal(object)
+
+    def __init__(self, pm, parent=None):
+        super().__init__(parent)
+        self.pm = pm
+        self.catalogue = pm.catalogue
+        self.recipe: Recipe | None = None
+        self.worker: RunWorker | None = None
+        self.last_snapshot: dict | None = None
+        self._build_ui()
+        self._update_buttons()
+
+    def _build_ui(self):
+        outer = QtWidgets.QHBoxLayout(self)
+        outer.setContentsMargins(6, 6, 6, 6)
+        split = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
+        split.setHandleWidth(5)
+        outer.addWidget(split)
+
+        left = QtWidgets.QWidget()
+        ll = QtWidgets.QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 4, 0)
+        rbox = QtWidgets.QGroupBox("Recipe")
+        rl = QtWidgets.QVBoxLayout(rbox)
+        self.recipe_label = QtWidgets.QLabel("no recipe: open one, or edit one in the Recipe workspace")
+        self.recipe_label.setWordWrap(True)
+        rl.addWidget(self.recipe_label)
+        b = QtWidgets.QPushButton("Open recipe…")
+        b.clicked.connect(self._open_recipe_dialog)
+        rl.addWidget(b)
+        ll.addWidget(rbox)
+
+        sbox = QtWidgets.QGroupBox("Source")
+        sf = QtWidgets.QFormLayout(sbox)
+        self.scheme = QtWidgets.QComboBox()
+        self.scheme.addItem("the recipe's source", "")
+        for s, e in sorted(self.catalogue.sources.items()):
+            self.scheme.addItem(f"{s}  —  {e.cls.description[:40]}", s)
+        self.scheme.currentIndexChanged.connect(self._update_buttons)
+        sf.addRow("kind", self.scheme)
+        row = QtWidgets.QWidget()
+        rr = QtWidgets.QHBoxLayout(row)
+        rr.setContentsMargins(0, 0, 0, 0)
+        self.target = QtWidgets.QLineEdit()
+        self.target.setPlaceholderText("folder, video file or camera index")
+        btn = QtWidgets.QToolButton()
+        btn.setText("…")
+        btn.clicked.connect(self._browse_target)
+        rr.addWidget(self.target, 1)
+        rr.addWidget(btn)
+        sf.addRow("target", row)
+        self.limit = QtWidgets.QSpinBox()
+        self.limit.setRange(0, 10_000_000)
+        self.limit.setSpecialValueText("all frames")
+        sf.addRow("limit", self.limit)
+        ll.addWidget(sbox)
+
+        pbox = QtWidgets.QGroupBox("Reporters")
+        pl = QtWidgets.QFormLayout(pbox)
+        self.report_rows: dict[str, tuple[QtWidgets.QCheckBox, QtWidgets.QLineEdit]] = {}
+        defaults = {"sqlite": "loupe-results.sqlite", "jsonl": "results.jsonl", "csv": "results.csv",
+                    "html": "report"}
+        for s, e in sorted(self.catalogue.reporters.items()):
+            chk = QtWidgets.QCheckBox(s)
+            chk.setToolTip(e.cls.description)
+            edit = QtWidgets.QLineEdit(defaults.get(s, f"results.{s}"))
+            pl.addRow(chk, edit)
+            self.report_rows[s] = (chk, edit)
+        ll.addWidget(pbox)
+
+        btns = QtWidgets.QHBoxLayout()
+        self.start_btn = QtWidgets.QPushButton("▶  Start")
+        self.start_btn.setObjectName("primary")
+        self.start_btn.clicked.connect(self.start)
+        self.stop_btn = QtWidgets.QPushButton("■  Stop")
+        self.stop_btn.setObjectName("danger")
+        self.stop_btn.clicked.connect(self.stop)
+        btns.addWidget(self.start_btn, 1)
+        btns.addWidget(self.stop_btn, 1)
+        ll.addLayout(btns)
+        self.message = QtWidgets.QLabel("")
+        self.message.setWordWrap(True)
+        self.message.setObjectName("muted")
+        ll.addWidget(self.message)
+        stbox = QtWidgets.QGroupBox("Per step")
+        stl = QtWidgets.QVBoxLayout(stbox)
+        self.step_table = QtWidgets.QTableWidget(0, 5)
+        self.step_table.setHorizontalHeaderLabels(["step", "pass", "review", "fail", "mean ms"])
+        self.step_table.verticalHeader().hide()
+        self.step_table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
+        self.step_table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.Stretch)
+        stl.addWidget(self.step_table)
+        ll.addWidget(stbox, 1)
+        split.addWidget(left)
+
+        centre = QtWidgets.QWidget()
+        cl = QtWidgets.QVBoxLayout(centre)
+        cl.setContentsMargins(4, 0, 4, 0)
+        top = QtWidgets.QHBoxLayout()
+        self.verdict = QtWidgets.QLabel("IDLE")
+        self.verdict.setAlignment(QtCore.Qt.AlignCenter)
+        self.verdict.setMinimumWidth(170)
+        self.verdict.setFixedHeight(64)
+        self._set_verdict("idle")
+        top.addWidget(self.verdict)
+        self.counters = {}
+        for v, title in (("pass", "PASS"), ("review", "REVIEW"), ("fail", "FAIL"), ("error", "ERROR")):
+            c = Counter(title, v)
+            self.counters[v] = c
+            top.addWidget(c, 1)
+        self.rate = Counter("THROUGHPUT", "info")
+        self.rate.value.setText("—")
+        top.addWidget(self.rate, 1)
+        cl.addLayout(top)
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setFormat("%v / %m frames")
+        cl.addWidget(self.progress)
+        self.view = ImageView()
+        self.view.placeholder = "The live image appears here when a run starts."
+        self.view.hovered.connect(self.status.emit)
+        cl.addWidget(self.view, 1)
+        self.frame_info = QtWidgets.QLabel("")
+        self.frame_info.setObjectName("muted")
+        cl.addWidget(self.frame_info)
+        split.addWidget(centre)
+
+        right = QtWidgets.QGroupBox("Last failures")
+        rl2 = QtWidgets.QVBoxLayout(right)
+        self.failures = QtWidgets.QListWidget()
+        self.failures.setIconSize(QtCore.QSize(96, 72))
+        self.failures.setWordWrap(True)
+        self.failures.setSpacing(2)
+        rl2.addWidget(self.failures)
+        split.addWidget(right)
+        split.setSizes([300, 900, 320])
+        split.setStretchFactor(1, 1)
+
+    # ----------------------------------------------------------------- state
+
+    def set_recipe(self, recipe: Recipe | None) -> None:
+        if self.worker is not None and self.worker.isRunning():
+            return  # a running line keeps its recipe
+        self.recipe = recipe
+        if recipe is None:
+            self.recipe_label.setText("no recipe")
+        else:
+            src = recipe.doc.source.spec if isinstance(recipe.doc.source, SourceDoc) else recipe.doc.source
+            steps = ", ".join(s.name for s in recipe.steps) or "no steps"
+            self.recipe_label.setText(f"<b>{recipe.name}</b> — {len(recipe.steps)} steps ({steps})<br>"
+                                      f"<span style='color:{theme.MUTED}'>{recipe.file}<br>"
+                                      f"source: {src or 'none'} · hash {recipe.hash[:12]}</span>")
+            enabled = set(recipe.doc.report)
+            for s, (chk, edit) in self.report_rows.items():
+                for spec in enabled:
+                    if spec.startswith(s + ":"):
+                        chk.setChecked(True)
+                        edit.setText(spec.split(":", 1)[1])
+        self._update_buttons()
+
+    def _open_recipe_dialog(self):
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open recipe", "", "Recipes (*.yaml *.yml)")
+        if path:
+            try:
+                self.set_recipe(Recipe.load(path, self.catalogue))
+            except RecipeError as exc:
+                self.message.setText(str(exc))
+
+    def _browse_target(self):
+        scheme = self.scheme.currentData() or "folder"
+        if scheme == "folder":
+            path = QtWidgets.QFileDialog.getExistingDirectory(self, "Image folder")
+        else:
+            path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Video file")
+        if path:
+            self.target.setText(path)
+
+    def source_spec(self):
+        scheme = self.scheme.currentData()
+        if not scheme:
+            if self.recipe is None or self.recipe.doc.source is None:
+                raise UsageError("the recipe has no source: choose a source kind and target")
+            return self.recipe.doc.source
+        return f"{scheme}:{self.target.text().strip()}"
+
+    def report_specs(self) -> list[str]:
+        out = []
+        for s, (chk, edit) in self.report_rows.items():
+            if chk.isChecked():
+                if not edit.text().strip():
+                    raise UsageError(f"reporter {s}: give a path")
+                out.append(f"{s}:{edit.text().strip()}")
+        return out
+
+    def _update_buttons(self):
+        running = self.worker is not None and self.worker.isRunning()
+        self.start_btn.setEnabled(self.recipe is not None and not running)
+        self.stop_btn.setEnabled(running)
+
+    def _set_verdict(self, v: str):
+        color = theme.STATUS.get(v, theme.BORDER)
+        self.verdict.setText(v.upper())
+        fg = "#101214" if v in theme.STATUS else theme.MUTED
+        self.verdict.setStyleSheet(f"background: {color}; color: {fg}; border-radius: 4px; font-size: 20pt;"
+                                   f" font-weight: bold;")
+
+    # ----------------------------------------------------------------- run
+
+    def start(self) -> bool:
+        if self.recipe is None:
+            return False
+        try:
+            spec = self.source_spec()
+            reports = self.report_specs()
+        except UsageError as exc:
+            self.message.setText(str(exc))
+            return False
+        self.failures.clear()
+        for c in self.counters.values():
+            c.value.setText("0")
+        self.message.setText("running…  " + (", ".join(reports) if reports else "(no reporters)"))
+        self.worker = RunWorker(self.pm, self.recipe, spec, reports, self.limit.value() or None)
+        self.worker.snapshot.connect(self._on_snapshot)
+        self.worker.finished_run.connect(self._on_finished)
+        self.worker.failed.connect(self._on_failed)
+        self.worker.finished.connect(self._update_buttons)
+        self.worker.start()
+        self._update_buttons()
+        return True
+
+    def stop(self):
+        if self.worker is not None:
+            self.worker.stop()
+            self.message.setText("stopping after the current frame…")
+
+    def _on_snapshot(self, snap: dict):
+        self.last_snapshot = snap
+        for v, c in self.counters.items():
+            c.value.setText(str(snap["counts"].get(v, 0)))
+        self.rate.value.setText(f"{snap['fps']:.1f}/s")
+        self.rate.setToolTip(f"median {snap['median_ms']:.2f} ms per frame in the recipe")
+        total = snap.get("total")
+        if total:
+            self.progress.setRange(0, total)
+            self.progress.setValue(min(snap["frames"], total))
+        else:
+            self.progress.setRange(0, 0 if self.worker and self.worker.isRunning() else 1)
+        res = snap.get("latest")
+        if res is not None:
+            self._set_verdict(res.verdict)
+            self.view.set_image(res.image)
+            self.view.set_overlays([s for r in res.results for s in r.overlays])
+            heat = []
+            if res.image is not None:
+                h, w = res.image.shape[:2]
+                heat = [(r.heatmap, r.roi or (0, 0, w, h)) for r in res.results if r.heatmap is not None]
+            self.view.set_heatmaps(heat)
+            self.frame_info.setText(f"#{res.index}  {res.path or res.key}   {res.total_ms:.2f} ms   "
+                                    f"{snap['median_ms']:.2f} ms median")
+        self._show_failures(snap["failures"])
+        steps = snap.get("steps") or {}
+        self.step_table.setRowCount(len(steps))
+        for i, (name, st) in enumerate(steps.items()):
+            vals = [name, st.get("pass", 0), st.get("review", 0), st.get("fail", 0) + st.get("error", 0),
+                    f"{st['ms'] / max(st['frames'], 1):.2f}"]
+            for j, v in enumerate(vals):
+                it = QtWidgets.QTableWidgetItem(str(v))
+                if j == 3 and v:
+                    it.setForeground(theme.status_color("fail"))
+                self.step_table.setItem(i, j, it)
+
+    def _show_failures(self, failures: list[dict]):
+        self.failures.clear()
+        for f in failures:
+            name = Path(f["path"]).name if f["path"] else f["key"]
+            it = QtWidgets.QListWidgetItem(f"{f['verdict'].upper()}  #{f['index']} {name}\n" + "\n".join(f["reasons"][:3]))
+            it.setForeground(theme.status_color(f["verdict"]))
+            if f["thumb"] is not None:
+                it.setIcon(QtGui.QIcon(QtGui.QPixmap.fromImage(to_qimage(f["thumb"][..., ::-1]
+                                                                         if f["thumb"].ndim == 3 else f["thumb"]))))
+            it.setToolTip(f["key"])
+            self.failures.addItem(it)
+
+    def _on_finished(self, summary):
+        done = "stopped" if summary.interrupted else "finished"
+        self.message.setText(f"run {summary.run_id} {done}: {summary.frames} frames in {summary.seconds:.1f} s "
+                             f"({summary.frames / max(summary.seconds, 1e-9):.1f}/s)")
+        self.progress.setRange(0, max(1, self.progress.maximum()))
+        self._update_buttons()
+        self.runFinished.emit(summary)
+
+    def _on_failed(self, msg: str):
+        self.message.setText(f"<span style='color:{theme.STATUS['fail']}'>{msg}</span>")
+        self._set_verdict("error")
+        self._update_buttons()

@@ -1,0 +1,726 @@
+"""The trainer workspace (Astrocyte-style): data, analysis, train, results, export and optimise.
+
+Works with whatever the catalogue holds: ``catalogue.trainers[task]`` trains,
+``catalogue.runtimes[task]`` evaluates, ``catalogue.optimizers`` optimise, and
+the task's inspect tool (``<task>.*`` with a ``ModelRef`` parameter) gives the
+heatmaps through an ordinary ``Pipeline``.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PyQt5 import QtCore, QtGui, QtWidgets
+
+from host import Bundle, ModelRef, Recipe, UsageError
+from host.core.runner import Pipeline, open_source
+from host.reporters.imaging import blend_heatmap, thumbnail, to_uint8
+
+from . import theme
+from .charts import BarChart, ConfusionMatrix, HistogramChart, LineChart, SizeChart
+from .dataset import analyze
+from .forms import ParamForm
+from .imageview import to_qimage
+from .jobs import GuiProgress, Job
+
+GOOD = ("good", "ok", "pass", "normal")
+
+
+# ----------------------------------------------------------------- host calls
+
+
+def model_tool(catalogue, task: str) -> str | None:
+    """The inspect tool that runs bundles of ``task`` (its id is namespaced by the task, it takes a ModelRef)."""
+    for tid, e in sorted(catalogue.tools.items()):
+        if e.cls.stage != "inspect" or not tid.startswith(task + "."):
+            continue
+        for name, f in e.cls.Params.model_fields.items():
+            if f.annotation is ModelRef:
+                return tid
+    return None
+
+
+def model_field(catalogue, tool_id: str) -> str:
+    for name, f in catalogue.tools[tool_id].cls.Params.model_fields.items():
+        if f.annotation is ModelRef:
+            return name
+    raise UsageError(f"{tool_id} takes no model")
+
+
+def test_folder(data: Path) -> Path:
+    return data / "test" if (data / "test").is_dir() else data
+
+
+def inspect_images(pm, bundle: Bundle, data: Path, progress, gallery: int = 24, all_scores: bool = False
+                   ) -> dict[str, Any]:
+    """Run the task's inspect tool over the test images: heatmap tiles, and per-image measurements."""
+    cat = pm.catalogue
+    tid = model_tool(cat, bundle.task)
+    if tid is None:
+        return {"tool": None, "tiles": [], "rows": []}
+    doc = {"loupe_recipe": 1, "name": "gui-gallery",
+           "inspect": [{"tool": tid, "name": "model",
+                        "params": {model_field(cat, tid): {"path": str(bundle.path), "sha256": bundle.sha256}}}]}
+    recipe = Recipe.from_dict(doc, cat, base_dir=bundle.path.parent, file="<gallery>")
+    root = test_folder(data)
+    keys: list[str] = []
+    src = open_source(f"folder:{root}", cat, root, {"recursive": True})
+    for _ in src.frames(skip=lambda k: keys.append(k) or True):
+        pass
+    keys = [k for k in keys if "ground_truth" not in Path(k).parts]
+    by_class: dict[str, list[str]] = {}
+    for k in keys:
+        by_class.setdefault(Path(k).parent.name, []).append(k)
+    chosen: set[str] = set()
+    per = max(1, gallery // max(1, len(by_class)))
+    for c, ks in by_class.items():
+        chosen.update(ks[i] for i in np.linspace(0, len(ks) - 1, min(per, len(ks))).astype(int))
+    wanted = set(keys) if all_scores else chosen
+    pipe = Pipeline(recipe)
+    rows, tiles = [], []
+    try:
+        src = open_source(f"folder:{root}", cat, root, {"recursive": True})
+        n = len(wanted)
+        for i, frame in enumerate(src.frames(skip=lambda k: k not in wanted)):
+            res = pipe.process(frame)
+            label = Path(frame.path).parent.name
+            r = res.results[0] if res.results else None
+            rows.append({"path": frame.path, "label": label, "measurements": dict(r.measurements) if r else {},
+                         "verdict": res.verdict})
+            if frame.path in chosen and frame.image is not None:
+                rgb = to_uint8(frame.image)
+                small, _ = thumbnail(rgb, 220)
+                if r is not None and r.heatmap is not None:
+                    small = blend_heatmap(small, np.asarray(r.heatmap, np.float32), 0.45)
+                tiles.append({"image": small, "label": label, "path": frame.path,
+                              "measurements": dict(r.measurements) if r else {}, "verdict": res.verdict})
+            progress.update("heatmaps", i + 1, n)
+    finally:
+        pipe.close()
+    return {"tool": tid, "tiles": tiles, "rows": rows}
+
+
+def evaluate_bundle(pm, bundle_path: Path, data: Path, out_dir: Path, progress) -> dict[str, Any]:
+    bundle = Bundle.load(bundle_path)
+    entry = pm.catalogue.runtimes.get(bundle.task)
+    if entry is None:
+        raise UsageError(f"no model runtime for task {bundle.task!r} is installed")
+    metrics = entry.cls().evaluate(bundle, data, out_dir, progress)
+    scores_needed = bundle.task != "classify" and not ("scores" in metrics and "labels" in metrics)
+    gallery = inspect_images(pm, bundle, data, progress, all_scores=scores_needed)
+    return {"bundle": bundle, "metrics": metrics, "gallery": gallery}
+
+
+def train_and_evaluate(pm, task: str, data: Path, out: Path, params, progress) -> dict[str, Any]:
+    trainer = pm.catalogue.trainers[task].cls()
+    t0 = time.perf_counter()
+    bundle = trainer.train(data, out, params, progress)
+    seconds = time.perf_counter() - t0
+    progress.log(f"bundle written to {bundle.path} in {seconds:.1f} s")
+    result = {"bundle": bundle, "metrics": {}, "gallery": {"tiles": [], "rows": []}, "train_seconds": seconds}
+    if bundle.task in pm.catalogue.runtimes:
+        result.update(evaluate_bundle(pm, bundle.path, data, out.parent / f"{out.name}-eval", progress))
+    return result
+
+
+def roc_points(scores, labels) -> tuple[np.ndarray, np.ndarray, float]:
+    """False and true positive rates over every threshold, and the area under the curve (for the chart)."""
+    s, y = np.asarray(scores, float), np.asarray(labels, bool)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    distinct = np.r_[np.where(np.diff(s))[0], len(s) - 1]
+    tp = np.cumsum(y)[distinct]
+    fp = np.cumsum(~y)[distinct]
+    tpr = np.r_[0, tp / max(y.sum(), 1)]
+    fpr = np.r_[0, fp / max((~y).sum(), 1)]
+    return fpr, tpr, float(np.trapz(tpr, fpr))
+
+
+# ----------------------------------------------------------------- widgets
+
+
+class Gallery(QtWidgets.QListWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setViewMode(QtWidgets.QListView.IconMode)
+        self.setIconSize(QtCore.QSize(180, 180))
+        self.setResizeMode(QtWidgets.QListView.Adjust)
+        self.setMovement(QtWidgets.QListView.Static)
+        self.setSpacing(6)
+        self.setWordWrap(True)
+        self.setUniformItemSizes(True)
+        self.setGridSize(QtCore.QSize(200, 232))
+
+    def set_tiles(self, tiles: list[dict], caption) -> None:
+        self.clear()
+        for t in tiles:
+            img = t["image"]
+            q = to_qimage(img[..., ::-1] if img.ndim == 3 else img)  # tiles are RGB; to_qimage expects BGR
+            pix = QtGui.QPixmap.fromImage(q).scaled(180, 180, QtCore.Qt.KeepAspectRatio, QtCore.Qt.SmoothTransformation)
+            text, status = caption(t)
+            canvas = QtGui.QPixmap(pix.width() + 6, pix.height() + 6)
+            canvas.fill(theme.status_color(status))
+            p = QtGui.QPainter(canvas)
+            p.drawPixmap(3, 3, pix)
+            p.end()
+            it = QtWidgets.QListWidgetItem(QtGui.QIcon(canvas), text)
+            it.setToolTip(t["path"])
+            self.addItem(it)
+
+
+class TrainWorkspace(QtWidgets.QWidget):
+    status = QtCore.pyqtSignal(str)
+    trainingFinished = QtCore.pyqtSignal(object)
+    evaluationFinished = QtCore.pyqtSignal(object)
+
+    def __init__(self, pm, parent=None):
+        super().__init__(parent)
+        self.pm = pm
+        self.catalogue = pm.catalogue
+        self.job: Job | None = None
+        self.progress: GuiProgress | None = None
+        self.summary = None
+        self.bundle: Bundle | None = None
+        self.result: dict | None = None
+        self.form: ParamForm | None = None
+        self._step = 0
+        self._t0 = 0.0
+        self._build_ui()
+        self._task_changed()
+
+    # -------------------------------------------------------------------- UI
+
+    def _build_ui(self):
+        outer = QtWidgets.QHBoxLayout(self)
+        outer.setContentsMargins(6, 6, 6, 6)
+        split = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
+        split.setHandleWidth(5)
+        outer.addWidget(split)
+
+        # left column: data and analysis
+        left = QtWidgets.QWidget()
+        ll = QtWidgets.QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 4, 0)
+        dbox = QtWidgets.QGroupBox("Data")
+        df = QtWidgets.QFormLayout(dbox)
+        self.task = QtWidgets.QComboBox()
+        for task, e in sorted(self.catalogue.trainers.items()):
+            self.task.addItem(task, task)
+            self.task.setItemData(self.task.count() - 1, e.cls.description, QtCore.Qt.ToolTipRole)
+        if not self.catalogue.trainers:
+            self.task.addItem("no trainer installed (pip install loupe-trainer)", None)
+        self.task.currentIndexChanged.connect(self._task_changed)
+        df.addRow("task", self.task)
+        row = QtWidgets.QWidget()
+        rl = QtWidgets.QHBoxLayout(row)
+        rl.setContentsMargins(0, 0, 0, 0)
+        self.data = QtWidgets.QLineEdit()
+        self.data.setPlaceholderText("class folders, or an MVTec AD category")
+        self.data.editingFinished.connect(self.analyse)
+        b = QtWidgets.QToolButton()
+        b.setText("…")
+        b.clicked.connect(self._browse_data)
+        rl.addWidget(self.data, 1)
+        rl.addWidget(b)
+        df.addRow("folder", row)
+        self.data_info = QtWidgets.QLabel("")
+        self.data_info.setObjectName("muted")
+        self.data_info.setWordWrap(True)
+        ll.addWidget(dbox)
+        ll.addWidget(self.data_info)
+        self.counts_chart = BarChart("Images per class")
+        self.counts_chart.empty_text = "choose a data folder"
+        self.sizes_chart = SizeChart("Image sizes")
+        self.sizes_chart.empty_text = "choose a data folder"
+        ll.addWidget(self.counts_chart, 1)
+        ll.addWidget(self.sizes_chart, 1)
+        split.addWidget(left)
+
+        # middle: training
+        mid = QtWidgets.QWidget()
+        ml = QtWidgets.QVBoxLayout(mid)
+        ml.setContentsMargins(4, 0, 4, 0)
+        tbox = QtWidgets.QGroupBox("Training")
+        tl = QtWidgets.QVBoxLayout(tbox)
+        orow = QtWidgets.QHBoxLayout()
+        orow.addWidget(QtWidgets.QLabel("bundle"))
+        self.out = QtWidgets.QLineEdit()
+        self.out.setPlaceholderText("where the model bundle is written")
+        orow.addWidget(self.out, 1)
+        tl.addLayout(orow)
+        brow = QtWidgets.QHBoxLayout()
+        self.train_btn = QtWidgets.QPushButton("Train")
+        self.train_btn.setObjectName("primary")
+        self.train_btn.setMinimumHeight(34)
+        self.train_btn.clicked.connect(self.train)
+        self.cancel_btn = QtWidgets.QPushButton("Cancel")
+        self.cancel_btn.setObjectName("danger")
+        self.cancel_btn.setMinimumHeight(34)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.adv_btn = QtWidgets.QPushButton("Advanced ▸")
+        self.adv_btn.setCheckable(True)
+        self.adv_btn.toggled.connect(self._toggle_advanced)
+        self.open_btn = QtWidgets.QPushButton("Open bundle…")
+        self.open_btn.clicked.connect(self._open_bundle_dialog)
+        brow.addWidget(self.train_btn, 2)
+        brow.addWidget(self.cancel_btn, 1)
+        brow.addWidget(self.adv_btn, 1)
+        brow.addWidget(self.open_btn, 1)
+        tl.addLayout(brow)
+        self.stage = QtWidgets.QLabel("idle")
+        self.stage.setObjectName("muted")
+        tl.addWidget(self.stage)
+        self.bar = QtWidgets.QProgressBar()
+        self.bar.setRange(0, 1)
+        self.bar.setValue(0)
+        tl.addWidget(self.bar)
+        ml.addWidget(tbox)
+        curves = QtWidgets.QHBoxLayout()
+        self.loss_chart = LineChart("Loss")
+        self.loss_chart.empty_text = "the loss curve appears while training"
+        self.metric_chart = LineChart("Metrics")
+        self.metric_chart.empty_text = "accuracy / validation metrics appear while training"
+        curves.addWidget(self.loss_chart)
+        curves.addWidget(self.metric_chart)
+        ml.addLayout(curves, 2)
+        self.log = QtWidgets.QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(2000)
+        self.log.setFont(QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.FixedFont))
+        self.log.setPlaceholderText("training log: what the trainer reports (split sizes, epochs, early stopping, "
+                                    "export checks) appears here")
+        ml.addWidget(self.log, 1)
+
+        # the advanced panel sits beside the training panel
+        self.adv = QtWidgets.QGroupBox("Advanced (trainer parameters)")
+        al = QtWidgets.QVBoxLayout(self.adv)
+        self.adv_scroll = QtWidgets.QScrollArea()
+        self.adv_scroll.setWidgetResizable(True)
+        al.addWidget(self.adv_scroll)
+        reset = QtWidgets.QPushButton("Reset to defaults")
+        reset.clicked.connect(self._task_changed)
+        al.addWidget(reset)
+        self.adv.setVisible(False)
+
+        midwrap = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
+        midwrap.addWidget(mid)
+        midwrap.addWidget(self.adv)
+        midwrap.setSizes([520, 300])
+        split.addWidget(midwrap)
+
+        # right: results
+        res = QtWidgets.QWidget()
+        rl2 = QtWidgets.QVBoxLayout(res)
+        rl2.setContentsMargins(4, 0, 0, 0)
+        self.res_title = QtWidgets.QLabel("Results")
+        self.res_title.setObjectName("heading")
+        rl2.addWidget(self.res_title)
+        self.res_info = QtWidgets.QLabel("Train a model, or open a bundle, to see its evaluation.")
+        self.res_info.setObjectName("muted")
+        self.res_info.setWordWrap(True)
+        rl2.addWidget(self.res_info)
+        self.tabs = QtWidgets.QTabWidget()
+        # classification
+        self.cm = ConfusionMatrix()
+        self.tabs.addTab(self.cm, "Confusion matrix")
+        # anomaly
+        an = QtWidgets.QWidget()
+        anl = QtWidgets.QVBoxLayout(an)
+        anl.setContentsMargins(4, 4, 4, 4)
+        charts = QtWidgets.QHBoxLayout()
+        self.roc = LineChart("ROC")
+        self.roc.diagonal = True
+        self.roc.x_range = (0.0, 1.0)
+        self.roc.y_range = (0.0, 1.0)
+        self.roc.x_label = "false positive rate"
+        self.roc.y_label = "true positive rate"
+        self.hist = HistogramChart("Anomaly scores")
+        self.hist.x_label = "score"
+        charts.addWidget(self.roc, 1)
+        charts.addWidget(self.hist, 2)
+        anl.addLayout(charts, 1)
+        srow = QtWidgets.QHBoxLayout()
+        srow.addWidget(QtWidgets.QLabel("threshold"))
+        self.slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
+        self.slider.setRange(0, 1000)
+        self.slider.valueChanged.connect(self._threshold_moved)
+        srow.addWidget(self.slider, 1)
+        self.thr_label = QtWidgets.QLabel("")
+        self.thr_label.setMinimumWidth(330)
+        srow.addWidget(self.thr_label)
+        anl.addLayout(srow)
+        self.tabs.addTab(an, "ROC / scores")
+        self.gallery = Gallery()
+        self.tabs.addTab(self.gallery, "Heatmaps")
+        self.metrics_table = QtWidgets.QTableWidget(0, 2)
+        self.metrics_table.setHorizontalHeaderLabels(["metric", "value"])
+        self.metrics_table.verticalHeader().hide()
+        self.metrics_table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.Stretch)
+        self.tabs.addTab(self.metrics_table, "Metrics")
+        rl2.addWidget(self.tabs, 1)
+        erow = QtWidgets.QHBoxLayout()
+        self.export_btn = QtWidgets.QPushButton("Export bundle…")
+        self.export_btn.clicked.connect(self._export_dialog)
+        self.opt_method = QtWidgets.QComboBox()
+        for m, e in sorted(self.catalogue.optimizers.items()):
+            self.opt_method.addItem(m, m)
+            self.opt_method.setItemData(self.opt_method.count() - 1, e.cls.description, QtCore.Qt.ToolTipRole)
+        self.opt_btn = QtWidgets.QPushButton("Optimise")
+        self.opt_btn.clicked.connect(self.optimise)
+        if not self.catalogue.optimizers:
+            self.opt_method.addItem("no optimiser installed", None)
+        erow.addWidget(self.export_btn)
+        erow.addStretch(1)
+        erow.addWidget(self.opt_method)
+        erow.addWidget(self.opt_btn)
+        rl2.addLayout(erow)
+        split.addWidget(res)
+        split.setSizes([330, 640, 620])
+        split.setStretchFactor(2, 1)
+        self._update_buttons()
+
+    # ----------------------------------------------------------------- state
+
+    def _busy(self) -> bool:
+        return self.job is not None and self.job.isRunning()
+
+    def _update_buttons(self):
+        busy = self._busy()
+        have_trainer = self.task.currentData() is not None
+        self.train_btn.setEnabled(not busy and have_trainer)
+        self.cancel_btn.setEnabled(busy)
+        self.open_btn.setEnabled(not busy)
+        self.export_btn.setEnabled(not busy and self.bundle is not None)
+        self.opt_btn.setEnabled(not busy and self.bundle is not None and self.opt_method.currentData() is not None)
+
+    def _task_changed(self, *_):
+        task = self.task.currentData()
+        if self.form is not None:
+            self.form.deleteLater()
+            self.form = None
+        if task is None:
+            return
+        cls = self.catalogue.trainers[task].cls
+        self.form = ParamForm(cls.Params)
+        holder = QtWidgets.QWidget()
+        hl = QtWidgets.QVBoxLayout(holder)
+        hl.addWidget(self.form)
+        hl.addStretch(1)
+        self.adv_scroll.setWidget(holder)
+        self._update_buttons()
+
+    def _toggle_advanced(self, on):
+        self.adv.setVisible(on)
+        self.adv_btn.setText("Advanced ◂" if on else "Advanced ▸")
+
+    def _browse_data(self):
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Data folder", self.data.text() or "")
+        if path:
+            self.data.setText(path)
+            self.analyse()
+
+    def set_data(self, path: str | Path, task: str | None = None) -> None:
+        if task is not None:
+            i = self.task.findData(task)
+            if i >= 0:
+                self.task.setCurrentIndex(i)
+        self.data.setText(str(path))
+        if not self.out.text():
+            self.out.setText(str(Path(path).resolve().parent / f"{Path(path).name}-{self.task.currentData()}.bundle"))
+        self.analyse()
+
+    def _start(self, job: Job, on_done) -> None:
+        self.job = job
+        job.succeeded.connect(on_done)
+        job.failed.connect(self._job_failed)
+        job.cancelled.connect(self._job_cancelled)
+        job.finished.connect(self._update_buttons)
+        job.start()
+        self._update_buttons()
+
+    def _new_progress(self) -> GuiProgress:
+        self.progress = GuiProgress()
+        self.progress.signals.updated.connect(self._on_update)
+        self.progress.signals.logged.connect(self._on_log)
+        return self.progress
+
+    # -------------------------------------------------------------- analysis
+
+    def analyse(self) -> None:
+        path = self.data.text().strip()
+        if not path or self._busy():
+            return
+        self.data_info.setText("analysing…")
+        self._start(Job(analyze, Path(path), progress=self._new_progress()), self._analysed)
+
+    def _analysed(self, summary) -> None:
+        self.summary = summary
+        labels = summary.classes
+        series = [(split, [counts.get(c, 0) for c in labels]) for split, counts in summary.splits.items()]
+        self.counts_chart.set_data(labels, series)
+        self.sizes_chart.set_sizes(summary.sizes)
+        msg = (f"{summary.total} images, {len(labels)} classes, splits: {', '.join(summary.splits)}; "
+               f"sizes from {summary.sampled} decoded images")
+        if summary.unreadable:
+            msg += f"; {len(summary.unreadable)} unreadable"
+        self.data_info.setText(msg)
+        self.stage.setText("ready")
+        self.bar.setRange(0, 1)
+        self.bar.setValue(0)
+
+    # -------------------------------------------------------------- training
+
+    def train(self, params: dict | None = None) -> bool:
+        task = self.task.currentData()
+        data = Path(self.data.text().strip())
+        out = self.out.text().strip()
+        if task is None or self._busy():
+            return False
+        if not data.is_dir():
+            self._on_log(f"data folder not found: {data}")
+            return False
+        if not out:
+            out = str(data.resolve().parent / f"{data.name}-{task}.bundle")
+            self.out.setText(out)
+        if params:
+            self.form.set_values(params)
+        p = self.form.validate()
+        if p is None:
+            self.adv_btn.setChecked(True)
+            self._on_log("fix the highlighted trainer parameters")
+            return False
+        self.loss_chart.clear()
+        self.metric_chart.clear()
+        self._step = 0
+        self._t0 = time.perf_counter()
+        self._on_log(f"training {task} on {data} → {out}")
+        self.stage.setText("starting…")
+        self._start(Job(train_and_evaluate, self.pm, task, data, Path(out), p, self._new_progress()), self._trained)
+        return True
+
+    def cancel(self) -> None:
+        if self.progress is not None and self._busy():
+            self.progress.cancel()
+            self.stage.setText("cancelling at the next progress step…")
+
+    def _on_update(self, stage: str, done: int, total: int, metrics: dict) -> None:
+        if total:
+            self.bar.setRange(0, total)
+            self.bar.setValue(min(done, total))
+        else:
+            self.bar.setRange(0, 0)
+        elapsed = time.perf_counter() - self._t0 if self._t0 else 0.0
+        mtxt = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        self.stage.setText(f"{stage}  {done}/{total or '?'}   {mtxt}   {elapsed:.0f} s")
+        if metrics and stage not in ("analyse", "heatmaps"):
+            self._step += 1
+            for k, v in metrics.items():
+                if not math.isfinite(v):
+                    continue
+                (self.loss_chart if "loss" in k.lower() else self.metric_chart).add_point(k, self._step, v)
+
+    def _on_log(self, msg: str) -> None:
+        self.log.appendPlainText(msg)
+
+    def _job_failed(self, msg: str) -> None:
+        self.stage.setText("failed")
+        self.bar.setRange(0, 1)
+        self.bar.setValue(0)
+        self._on_log("error: " + msg)
+        self.data_info.setText(msg.split("\n")[0]) if "analys" in self.data_info.text() else None
+
+    def _job_cancelled(self) -> None:
+        self.stage.setText("cancelled")
+        self.bar.setRange(0, 1)
+        self.bar.setValue(0)
+        self._on_log("cancelled by the user; no bundle was written")
+
+    def _trained(self, result: dict) -> None:
+        self.stage.setText(f"done in {result.get('train_seconds', 0):.1f} s")
+        self.bar.setValue(self.bar.maximum())
+        self.show_result(result)
+        self.trainingFinished.emit(result)
+
+    # --------------------------------------------------------------- results
+
+    def open_bundle(self, path: str | Path, data: str | Path | None = None) -> bool:
+        data = Path(data) if data else Path(self.data.text().strip())
+        if not data.is_dir():
+            self._on_log("choose the data folder first: the bundle is evaluated on its test split")
+            return False
+        out_dir = Path(tempfile.mkdtemp(prefix="loupe-eval-"))
+        self.stage.setText("evaluating…")
+        self._start(Job(evaluate_bundle, self.pm, Path(path), data, out_dir, self._new_progress()), self._evaluated)
+        return True
+
+    def _open_bundle_dialog(self):
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Open a model bundle")
+        if path:
+            self.open_bundle(path)
+
+    def _evaluated(self, result: dict) -> None:
+        self.stage.setText("evaluated")
+        self.bar.setRange(0, 1)
+        self.bar.setValue(1)
+        self.show_result(result)
+        self.evaluationFinished.emit(result)
+
+    def show_result(self, result: dict) -> None:
+        self.result = result
+        self.bundle = result.get("bundle")
+        m = result.get("metrics") or {}
+        task = self.bundle.task if self.bundle else m.get("task", "")
+        self.res_title.setText(f"Results — {task}")
+        head = []
+        if "accuracy" in m:
+            head.append(f"accuracy <b>{m['accuracy']:.3f}</b>")
+        for k in ("image_auroc", "pixel_auroc", "f1"):
+            if isinstance(m.get(k), (int, float)):
+                head.append(f"{k.replace('_', ' ')} <b>{m[k]:.3f}</b>")
+        if "n_images" in m:
+            head.append(f"{m['n_images']} test images")
+        if "ms_per_image" in m:
+            head.append(f"{m['ms_per_image']:.1f} ms/image")
+        if self.bundle is not None:
+            head.append(f"<span style='color:{theme.MUTED}'>{self.bundle.path}</span>")
+        self.res_info.setText(" · ".join(head))
+        # metrics table: every scalar the runtime and the bundle report
+        rows = [(k, v) for k, v in m.items() if isinstance(v, (int, float, str)) and k not in ("bundle", "data")]
+        if self.bundle is not None:
+            rows += [(f"bundle.{k}", v) for k, v in (self.bundle.meta.get("metrics") or {}).items()
+                     if isinstance(v, (int, float, str))]
+        for c, pc in (m.get("per_class") or {}).items():
+            rows += [(f"{c}.{k}", v) for k, v in pc.items()]
+        self.metrics_table.setRowCount(len(rows))
+        for i, (k, v) in enumerate(rows):
+            self.metrics_table.setItem(i, 0, QtWidgets.QTableWidgetItem(str(k)))
+            self.metrics_table.setItem(i, 1, QtWidgets.QTableWidgetItem(f"{v:.4g}" if isinstance(v, float) else str(v)))
+        gallery = result.get("gallery") or {}
+        if "confusion_matrix" in m:
+            self.cm.set_matrix(m.get("classes") or [], m["confusion_matrix"])
+            self.tabs.setCurrentIndex(0)
+        self._scores(m, gallery)
+        self.gallery.set_tiles(gallery.get("tiles") or [], self._caption)
+        self.tabs.setTabEnabled(0, "confusion_matrix" in m)
+        self.tabs.setTabEnabled(1, self._score_data is not None)
+        if "confusion_matrix" not in m and self._score_data is not None:
+            self.tabs.setCurrentIndex(1)
+        self._update_buttons()
+
+    @staticmethod
+    def _score_of(meas: dict) -> float | None:
+        for k in ("score", "anomaly_score", "image_score"):
+            if isinstance(meas.get(k), (int, float)):
+                return float(meas[k])
+        return None
+
+    def _caption(self, t: dict) -> tuple[str, str]:
+        meas = t["measurements"]
+        name = Path(t["path"]).name
+        if "class" in meas:
+            ok = meas["class"] == t["label"]
+            conf = meas.get("confidence")
+            return (f"{name}\ntrue {t['label']} → {meas['class']}" + (f" {conf:.2f}" if conf is not None else ""),
+                    "pass" if ok else "fail")
+        s = self._score_of(meas)
+        return (f"{name}\n{t['label']}" + (f"  score {s:.3g}" if s is not None else ""), t["verdict"])
+
+    def _scores(self, m: dict, gallery: dict) -> None:
+        self._score_data = None
+        if "scores" in m and "labels" in m:
+            scores = np.asarray(m["scores"], float)
+            labels = np.asarray(m["labels"]).astype(bool)
+        else:
+            pairs = [(self._score_of(r["measurements"]), r["label"].lower() not in GOOD)
+                     for r in gallery.get("rows") or []]
+            pairs = [(s, y) for s, y in pairs if s is not None]
+            if not pairs or "confusion_matrix" in m:
+                return
+            scores = np.array([s for s, _ in pairs])
+            labels = np.array([y for _, y in pairs])
+        self._score_data = (scores, labels)
+        self.hist.set_groups([("good", scores[~labels]), ("defect", scores[labels])],
+                             [theme.STATUS["pass"], theme.STATUS["fail"]])
+        if labels.any() and (~labels).any():
+            fpr, tpr, auc = roc_points(scores, labels)
+            self.roc.clear()
+            self.roc.set_curve(f"AUROC {auc:.3f}", fpr, tpr, theme.ACCENT)
+        thr = m.get("threshold")
+        if thr is None and self.bundle is not None:
+            thr = self.bundle.meta.get("threshold")
+        lo, hi = float(scores.min()), float(scores.max())
+        if isinstance(thr, (int, float)):
+            lo, hi = min(lo, float(thr)), max(hi, float(thr))
+        self._thr_range = (lo, hi if hi > lo else lo + 1.0)
+        t = float(thr) if isinstance(thr, (int, float)) else float(np.median(scores))
+        self.slider.setValue(int(round((t - lo) / (self._thr_range[1] - lo) * 1000)))
+        self._threshold_moved(self.slider.value())
+
+    def _threshold_moved(self, v: int) -> None:
+        if not getattr(self, "_score_data", None):
+            return
+        lo, hi = self._thr_range
+        t = lo + (hi - lo) * v / 1000.0
+        scores, labels = self._score_data
+        pred = scores >= t
+        tp, fp = int((pred & labels).sum()), int((pred & ~labels).sum())
+        fn, tn = int((~pred & labels).sum()), int((~pred & ~labels).sum())
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        self.hist.set_threshold(t)
+        self.thr_label.setText(f"{t:.4g}   missed defects {fn} · false rejects {fp} · F1 {f1:.3f}")
+
+    # ------------------------------------------------------ export, optimise
+
+    def export_bundle(self, dest: str | Path) -> Bundle:
+        """Copy the bundle to ``dest`` and re-check every file hash there."""
+        if self.bundle is None:
+            raise UsageError("no bundle to export")
+        dest = Path(dest)
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(self.bundle.path, dest)
+        b = Bundle.load(dest)
+        self._on_log(f"exported {self.bundle.path} → {dest} (sha256 {b.sha256[:16]})")
+        return b
+
+    def _export_dialog(self):
+        path = QtWidgets.QFileDialog.getSaveFileName(self, "Export bundle", str(self.bundle.path) + "-export")[0]
+        if path:
+            try:
+                self.export_bundle(path)
+            except Exception as exc:
+                self._on_log(f"export failed: {exc}")
+
+    def optimise(self) -> bool:
+        method = self.opt_method.currentData()
+        if method is None or self.bundle is None or self._busy():
+            return False
+        cls = self.catalogue.optimizers[method].cls
+        out = self.bundle.path.parent / f"{self.bundle.path.name}-{method}"
+        bundle = self.bundle
+
+        def run(progress):
+            return cls().optimize(bundle, out, cls.Params(), progress)
+
+        self._on_log(f"optimising with {method} → {out}")
+        self._start(Job(run, self._new_progress()), self._optimised)
+        return True
+
+    def _optimised(self, b: Bundle) -> None:
+        size = lambda p: sum(f.stat().st_size for f in Path(p).iterdir() if f.is_file())  # noqa: E731
+        self._on_log(f"optimised bundle {b.path}: {size(b.path) / 1e6:.2f} MB (was {size(self.bundle.path) / 1e6:.2f} MB)")
+        for k, v in (b.meta.get("optimization") or {}).items():
+            self._on_log(f"  {k}: {v}")
+        self.stage.setText("optimised")
+
+    def shutdown(self) -> None:
+        if self._busy():
+            self.progress.cancel()
+            self.job.wait(5000)
