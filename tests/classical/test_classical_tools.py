@@ -194,7 +194,7 @@ def test_pixel_count_presence_and_intensity_exact():
     assert not Presence(Presence.Params(low=[150], high=[255], min_fraction=0.8)).inspect(g).measurements["present"]
     m = Intensity(Intensity.Params(percentiles=True)).inspect(g).measurements
     assert m["mean"] == 140 and m["min"] == 0 and m["max"] == 200 and m["median"] == 200 and m["saturation"] == 0
-    m = Intensity(Intensity.Params()).inspect(img).measurements
+    m = Intensity(Intensity.Params(saturation=True)).inspect(img).measurements
     assert m["mean_r"] == 255 * 0.3 and m["mean_b"] == 255 * 0.1 and m["saturation"] == 255 * 0.4
     with pytest.raises(ValueError):
         PixelCount.Params(space="bgr", low=[0], high=[1])

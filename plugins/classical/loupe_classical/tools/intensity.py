@@ -14,6 +14,8 @@ from ._common import BAD, INFO, OK, to_gray, to_u8
 
 class IntensityParams(Params):
     percentiles: bool = Field(False, description="also measure the 5th and 95th percentiles (slower on 16-bit)")
+    saturation: bool = Field(False, description="measure the mean HSV saturation of colour images (costs a colour "
+                                                "conversion; NaN when off)")
 
 
 class Intensity(InspectTool):
@@ -27,7 +29,7 @@ class Intensity(InspectTool):
                     "mean_b": "mean of the blue channel (gray images: the gray mean)",
                     "mean_g": "mean of the green channel (gray images: the gray mean)",
                     "mean_r": "mean of the red channel (gray images: the gray mean)",
-                    "saturation": "mean HSV saturation (0..255; 0 for gray images)"}
+                    "saturation": "mean HSV saturation (0..255; 0 for gray images; NaN unless params.saturation)"}
 
     def inspect(self, image: np.ndarray) -> ToolOutput:
         gray = to_gray(image)
@@ -36,7 +38,9 @@ class Intensity(InspectTool):
         m = float(mean[0, 0])
         if image.ndim == 3 and image.shape[2] >= 3:
             b, g, r = cv2.mean(image)[:3]
-            if image.dtype == np.uint8:
+            if not self.params.saturation:
+                sat = float("nan")
+            elif image.dtype == np.uint8:
                 sat = cv2.mean(cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2HSV))[1]
             else:
                 f = image[:, :, :3].astype(np.float32)

@@ -271,6 +271,8 @@ class Normalize(PreprocessTool):
 
     def process(self, image: np.ndarray) -> np.ndarray:
         p = self.params
+        if p.mode == "minmax" and image.dtype == np.uint8 and p.out_max >= 255:  # the common case, one call
+            return cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)
         dtype = np.uint8 if p.to_8bit else image.dtype
         top = min(p.out_max, full_scale(np.dtype(dtype))) if np.issubdtype(dtype, np.integer) else p.out_max
         if p.mode == "scale":
@@ -428,7 +430,10 @@ class FlatField(PreprocessTool):
         bg = self._background(f)
         top = full_scale(image.dtype)
         if p.mode == "divide":
-            target = p.target if p.target is not None else float(bg.mean())
+            target = p.target if p.target is not None else float(cv2.mean(bg)[0])
+            if image.dtype in (np.uint8, np.uint16) and bg.ndim == f.ndim:
+                # one saturating OpenCV pass (x / 0 gives 0)
+                return cv2.divide(f, bg, scale=target, dtype=cv2.CV_8U if image.dtype == np.uint8 else cv2.CV_16U)
             out = f * (target / np.maximum(bg, 1e-3))
         else:
             diff = (f - bg) if p.polarity == "bright" else (bg - f)

@@ -94,12 +94,12 @@ class ShapeMeasure(InspectTool):
             for k in _LENGTHS:
                 meas[k + "_mm"] = meas[k] / s
         box = cv2.boxPoints(((rx, ry), (rw, rh), rang))
-        outline = pts if len(pts) <= 400 else pts[:: len(pts) // 400 + 1]
+        outline = cv2.approxPolyDP(c, 0.5, True).reshape(-1, 2).tolist()
         overlays = [
-            Shape("polygon", [(float(x), float(y)) for x, y in outline], status=INFO),
+            Shape("polygon", outline, status=INFO),
             Shape("circle", [(float(cx), float(cy))], radius=float(r), label=f"Ø {2 * r:.2f} px", status=OK),
             Shape("ellipse", [(float(ex), float(ey))], axes=(ea / 2.0, eb / 2.0), angle=float(eang), status=INFO),
-            Shape("polygon", [(float(x), float(y)) for x, y in box], status=INFO),
+            Shape("polygon", box.tolist(), status=INFO),
         ]
         return ToolOutput(meas, overlays)
 
