@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,17 +24,17 @@ class RunWorker(QtCore.QThread):
     """Runs ``host.core.runner.run_recipe`` in a thread.
 
     ``run_recipe`` calls ``on_frame`` for every frame; the worker keeps the
-    counts and the last failures and hands the GUI a snapshot at most
-    ``fps`` times a second, so a fast line never floods the event loop.
+    counts and the last failures, and the GUI polls ``take_snapshot()`` a few
+    times a second, so a fast line never floods the event loop.
     """
 
-    snapshot = QtCore.pyqtSignal(dict)
     finished_run = QtCore.pyqtSignal(object)   # RunSummary
     failed = QtCore.pyqtSignal(str)
 
     def __init__(self, pm, recipe: Recipe, source_spec: Any, reports: list[str], limit: int | None,
-                 keep_failures: int = 12, fps: float = 20.0, parent=None):
+                 keep_failures: int = 12, fps: float = 20.0, options: dict | None = None, parent=None):
         super().__init__(parent)
+        self.options = options or {}
         self.pm, self.recipe, self.source_spec, self.reports, self.limit = pm, recipe, source_spec, reports, limit
         self.keep = keep_failures
         self.period = 1.0 / fps
@@ -42,18 +43,32 @@ class RunWorker(QtCore.QThread):
         self.failures: collections.deque = collections.deque(maxlen=keep_failures)
         self.total: int | None = None
         self.steps: dict[str, dict] = {}
+        self._source = None
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._t0 = time.perf_counter()
+        self._latest = None
+        self._ms: collections.deque = collections.deque(maxlen=200)
         self.summary = None
         self.error: str | None = None
 
     def stop(self) -> None:
+        """Stop after the current frame. Sources that wait for frames (hot folders, cameras) offer a
+        thread-safe ``stop()`` (not yet part of the host's Source contract): call it so they stop waiting."""
         self._stop = True
+        src_stop = getattr(self._source, "stop", None)
+        if callable(src_stop):
+            src_stop()
 
     def run(self) -> None:
         cat = self.pm.catalogue
         base = self.recipe.base_dir
         try:
             spec = self.source_spec
-            source = open_source(spec, cat, base)
+            source = open_source(spec, cat, base, self.options)
+            self._source = source
+            if self._stop:
+                self.stop()
             try:
                 self.total = source.count()
             except Exception:
@@ -62,12 +77,8 @@ class RunWorker(QtCore.QThread):
             run = new_run_info(self.recipe, label, self.pm)
             reporters = [open_reporter(r, cat, run, base) for r in self.reports]
             self._t0 = time.perf_counter()
-            self._last_emit = 0.0
-            self._latest = None
-            self._ms: collections.deque = collections.deque(maxlen=200)
             self.summary = run_recipe(self.recipe, source, reporters, self.pm, run, limit=self.limit,
                                       on_frame=self._on_frame, stop=lambda: self._stop)
-            self._emit(force=True)
             self.finished_run.emit(self.summary)
         except (UsageError, RecipeError) as exc:
             self.error = str(exc)
@@ -77,6 +88,11 @@ class RunWorker(QtCore.QThread):
             self.failed.emit(self.error)
 
     def _on_frame(self, result) -> None:
+        with self._lock:
+            self._record(result)
+
+    def _record(self, result) -> None:
+        self._dirty = True
         self.counts[result.verdict] = self.counts.get(result.verdict, 0) + 1
         for r in result.results:
             st = self.steps.setdefault(r.step, {"frames": 0, "pass": 0, "review": 0, "fail": 0, "error": 0,
@@ -96,21 +112,22 @@ class RunWorker(QtCore.QThread):
                 reasons.append(result.error)
             self.failures.appendleft({"key": result.key, "path": result.path, "verdict": result.verdict,
                                       "reasons": reasons, "thumb": thumb, "index": result.index})
-        self._emit()
 
-    def _emit(self, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not force and now - self._last_emit < self.period:
-            return
-        self._last_emit = now
-        frames = sum(self.counts.values())
-        elapsed = max(now - self._t0, 1e-9)
-        ms = sorted(self._ms)
-        self.snapshot.emit({"counts": dict(self.counts), "frames": frames, "total": self.total,
-                            "fps": frames / elapsed, "elapsed": elapsed,
-                            "median_ms": ms[len(ms) // 2] if ms else 0.0,
-                            "latest": self._latest, "failures": list(self.failures),
-                            "steps": {k: dict(v) for k, v in self.steps.items()}})
+    def take_snapshot(self) -> dict | None:
+        """The state since the last call (None when nothing changed); called by the GUI's timer."""
+        with self._lock:
+            if not self._dirty:
+                return None
+            self._dirty = False
+            now = time.perf_counter()
+            frames = sum(self.counts.values())
+            elapsed = max(now - self._t0, 1e-9)
+            ms = sorted(self._ms)
+            return {"counts": dict(self.counts), "frames": frames, "total": self.total,
+                    "fps": frames / elapsed, "elapsed": elapsed,
+                    "median_ms": ms[len(ms) // 2] if ms else 0.0,
+                    "latest": self._latest, "failures": list(self.failures),
+                    "steps": {k: dict(v) for k, v in self.steps.items()}}
 
 
 class Counter(QtWidgets.QFrame):
@@ -146,6 +163,9 @@ class RunWorkspace(QtWidgets.QWidget):
         self.recipe: Recipe | None = None
         self.worker: RunWorker | None = None
         self.last_snapshot: dict | None = None
+        self._poll = QtCore.QTimer(self)
+        self._poll.setInterval(66)
+        self._poll.timeout.connect(self._poll_worker)
         self._build_ui()
         self._update_buttons()
 
@@ -188,6 +208,12 @@ class RunWorkspace(QtWidgets.QWidget):
         rr.addWidget(self.target, 1)
         rr.addWidget(btn)
         sf.addRow("target", row)
+        self.source_opts = QtWidgets.QWidget()
+        self.source_opts_lay = QtWidgets.QVBoxLayout(self.source_opts)
+        self.source_opts_lay.setContentsMargins(0, 0, 0, 0)
+        self.source_form = None
+        sf.addRow(self.source_opts)
+        self.scheme.currentIndexChanged.connect(self._scheme_changed)
         self.limit = QtWidgets.QSpinBox()
         self.limit.setRange(0, 10_000_000)
         self.limit.setSpecialValueText("all frames")
@@ -296,6 +322,26 @@ class RunWorkspace(QtWidgets.QWidget):
                         edit.setText(spec.split(":", 1)[1])
         self._update_buttons()
 
+    def _scheme_changed(self, *_):
+        """The chosen source kind's options, as a form generated from its Params (less ``target``)."""
+        from .forms import ParamForm
+
+        if self.source_form is not None:
+            self.source_form.setParent(None)
+            self.source_form.deleteLater()
+            self.source_form = None
+        scheme = self.scheme.currentData()
+        if scheme:
+            self.source_form = ParamForm(self.catalogue.sources[scheme].cls.Params, skip=("target",), compact=True)
+            self.source_opts_lay.addWidget(self.source_form)
+
+    def source_options(self) -> dict:
+        if self.source_form is None:
+            return {}
+        if self.source_form.validate() is None:
+            raise UsageError("fix the highlighted source options")
+        return self.source_form.values()
+
     def _open_recipe_dialog(self):
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open recipe", "", "Recipes (*.yaml *.yml)")
         if path:
@@ -349,6 +395,7 @@ class RunWorkspace(QtWidgets.QWidget):
             return False
         try:
             spec = self.source_spec()
+            options = self.source_options()
             reports = self.report_specs()
         except UsageError as exc:
             self.message.setText(str(exc))
@@ -357,8 +404,8 @@ class RunWorkspace(QtWidgets.QWidget):
         for c in self.counters.values():
             c.value.setText("0")
         self.message.setText("running…  " + (", ".join(reports) if reports else "(no reporters)"))
-        self.worker = RunWorker(self.pm, self.recipe, spec, reports, self.limit.value() or None)
-        self.worker.snapshot.connect(self._on_snapshot)
+        self.worker = RunWorker(self.pm, self.recipe, spec, reports, self.limit.value() or None, options=options)
+        self._poll.start()
         self.worker.finished_run.connect(self._on_finished)
         self.worker.failed.connect(self._on_failed)
         self.worker.finished.connect(self._update_buttons)
@@ -370,6 +417,15 @@ class RunWorkspace(QtWidgets.QWidget):
         if self.worker is not None:
             self.worker.stop()
             self.message.setText("stopping after the current frame…")
+
+    def _poll_worker(self):
+        if self.worker is None:
+            return
+        snap = self.worker.take_snapshot()
+        if snap is not None:
+            self._on_snapshot(snap)
+        if self.worker.isFinished():
+            self._poll.stop()
 
     def _on_snapshot(self, snap: dict):
         self.last_snapshot = snap
@@ -420,7 +476,8 @@ class RunWorkspace(QtWidgets.QWidget):
             self.failures.addItem(it)
 
     def _on_finished(self, summary):
-        done = "stopped" if summary.interrupted else "finished"
+        self._poll_worker()
+        done = "stopped" if (summary.interrupted or self.worker._stop) else "finished"
         self.message.setText(f"run {summary.run_id} {done}: {summary.frames} frames in {summary.seconds:.1f} s "
                              f"({summary.frames / max(summary.seconds, 1e-9):.1f}/s)")
         self.progress.setRange(0, max(1, self.progress.maximum()))
@@ -428,6 +485,7 @@ class RunWorkspace(QtWidgets.QWidget):
         self.runFinished.emit(summary)
 
     def _on_failed(self, msg: str):
+        self._poll_worker()
         self.message.setText(f"<span style='color:{theme.STATUS['fail']}'>{msg}</span>")
         self._set_verdict("error")
         self._update_buttons()

@@ -1,0 +1,119 @@
+"""Trainer workspace: dataset analysis, a tiny classifier trained to completion with the real trainer
+(confusion matrix and heatmap gallery shown), and a cancelled training run; the UI keeps responding."""
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PyQt5")
+
+from host import create_plugin_manager  # noqa: E402
+
+TINY = {"epochs": 2, "input_size": 32, "batch_size": 8, "patience": 2, "finetune_blocks": 1, "augment": False,
+        "val_fraction": 0.2, "max_minutes": 1.5, "threads": 2}
+
+
+@pytest.fixture(scope="module")
+def pm():
+    pm = create_plugin_manager()
+    if "classify" not in pm.catalogue.trainers or "classify" not in pm.catalogue.runtimes:
+        pytest.skip("needs the classify trainer and runtime")
+    return pm
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+    from loupe_gui.demo_data import FASHION, fashion_classes
+
+    if not FASHION.is_dir():
+        pytest.skip("needs /usr/share/datasets/fashion-mnist")
+    return fashion_classes(tmp_path_factory.mktemp("fashion"), classes=(1, 7, 8), n_train=10, n_test=5)
+
+
+class Heartbeat:
+    """Counts timer ticks on the GUI thread: the longest gap shows whether the UI froze."""
+
+    def __init__(self, qtbot):
+        from PyQt5 import QtCore
+
+        self.last = time.perf_counter()
+        self.max_gap = 0.0
+        self.timer = QtCore.QTimer()
+        self.timer.timeout.connect(self._tick)
+        self.timer.start(20)
+
+    def _tick(self):
+        now = time.perf_counter()
+        self.max_gap = max(self.max_gap, now - self.last)
+        self.last = now
+
+
+def test_train_to_completion(qtbot, pm, fashion, tmp_path):
+    from loupe_gui.train_ws import TrainWorkspace
+
+    ws = TrainWorkspace(pm)
+    qtbot.addWidget(ws)
+    ws.resize(1500, 900)
+    ws.show()
+    ws.set_data(fashion, task="classify")
+    qtbot.waitUntil(lambda: ws.summary is not None and not ws._busy(), timeout=20000)
+    # dataset analysis: the known class counts and the one image size
+    assert sorted(ws.counts_chart.labels) == ["bag", "sneaker", "trouser"]
+    series = dict((name, vals) for name, vals, _ in ws.counts_chart.series)
+    assert series["train"] == [10, 10, 10] and series["test"] == [5, 5, 5]
+    assert ws.sizes_chart.sizes == {(28, 28): 45}
+
+    # the advanced panel is generated from the trainer's Params
+    assert set(ws.form.editors) == set(pm.catalogue.trainers["classify"].cls.Params.model_fields)
+    ws.out.setText(str(tmp_path / "tiny.bundle"))
+    beat = Heartbeat(qtbot)
+    assert ws.train(TINY)
+    qtbot.waitUntil(lambda: not ws._busy(), timeout=240000)
+    beat.timer.stop()
+    assert ws.job.error is None, ws.job.error
+    assert (tmp_path / "tiny.bundle" / "manifest.json").is_file()
+    assert ws.loss_chart.has_data()                       # the live curve got points during training
+    assert ws.bar.value() == ws.bar.maximum()
+    # confusion matrix: rows = true class, 5 test images each
+    m = ws.result["metrics"]
+    cm = np.asarray(ws.cm.matrix)
+    assert ws.cm.classes == m["classes"] and cm.shape == (3, 3)
+    assert cm.sum() == 15 and list(cm.sum(axis=1)) == [5, 5, 5]
+    assert abs(m["accuracy"] - np.trace(cm) / 15) < 1e-9
+    assert ws.tabs.isTabEnabled(0)
+    # heatmap gallery from the classify inspect tool over the test images
+    gal = ws.result["gallery"]
+    assert gal["tool"] == "classify.cnn"
+    assert ws.gallery.count() == len(gal["tiles"]) >= 6
+    assert all(t["measurements"]["class"] in m["classes"] for t in gal["tiles"])
+    # export copies the bundle and re-checks its hashes
+    b = ws.export_bundle(tmp_path / "exported.bundle")
+    assert b.sha256 == ws.bundle.sha256
+    assert beat.max_gap < 3.0, f"the GUI thread was blocked for {beat.max_gap:.1f} s"
+    ws.tabs.setCurrentIndex(0)
+    img = ws.cm.grab().toImage()
+    assert not img.isNull()
+
+
+def test_cancel_training(qtbot, pm, fashion, tmp_path):
+    from loupe_gui.train_ws import TrainWorkspace
+
+    ws = TrainWorkspace(pm)
+    qtbot.addWidget(ws)
+    ws.set_data(fashion, task="classify")
+    qtbot.waitUntil(lambda: not ws._busy(), timeout=20000)
+    out = tmp_path / "never.bundle"
+    ws.out.setText(str(out))
+    updates = []
+    assert ws.train({**TINY, "epochs": 200, "patience": 200, "max_minutes": 10})
+    ws.progress.signals.updated.connect(lambda *a: updates.append(a))
+    qtbot.waitUntil(lambda: len(updates) >= 2, timeout=60000)
+    t0 = time.perf_counter()
+    ws.cancel()
+    qtbot.waitUntil(lambda: not ws._busy(), timeout=60000)
+    assert ws.job.was_cancelled
+    assert ws.stage.text() == "cancelled"
+    assert not out.exists()
+    assert time.perf_counter() - t0 < 60
+    assert ws.train_btn.isEnabled() and not ws.cancel_btn.isEnabled()
