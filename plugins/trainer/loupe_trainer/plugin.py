@@ -7,6 +7,9 @@ def loupe_train(register):
     from .classify.trainer import ClassifyTrainer
 
     register(ClassifyTrainer)
+    from .anomaly.trainer import AnomalyTrainer
+
+    register(AnomalyTrainer)
 
 
 @hookimpl
