@@ -196,7 +196,7 @@ def cmd_run(pm, args) -> int:
         specs, report_base = recipe.doc.report, recipe.base_dir
     else:
         specs, report_base = [DEFAULT_REPORT], None
-    source = open_source(source_arg, cat, base_dir=source_base)
+    source = open_source(source_arg, cat, base_dir=source_base, options=_source_options(args.source_opt))
     run = new_run_info(recipe, source_spec, pm)
     run.resume = args.resume
     reporters = [open_reporter(s, cat, run, base_dir=report_base) for s in specs]
@@ -234,6 +234,22 @@ def cmd_run(pm, args) -> int:
         print("stopped by the operator; the results above are stored", file=sys.stderr)
         return 130
     return 0
+
+
+def _source_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``--source-opt watch=true --source-opt pattern=*.png`` -> {"watch": True, "pattern": "*.png"}."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--source-opt {pair!r}: expected KEY=VALUE (e.g. watch=true)")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
 
 
 def cmd_train(pm, args) -> int:
@@ -351,6 +367,9 @@ def build_parser(pm, optimize_method: str | None = None) -> argparse.ArgumentPar
     s = sub.add_parser("run", help="run a recipe over a source")
     s.add_argument("recipe")
     s.add_argument("--source", help="folder:PATH, video:PATH or camera:INDEX (default: the recipe's)")
+    s.add_argument("--source-opt", action="append", metavar="KEY=VALUE",
+                   help="a source option, e.g. watch=true, pattern=*.png, recursive=true (repeatable; "
+                        "`loupe tools --json` lists each source's options)")
     s.add_argument("--report", action="append", metavar="SPEC",
                    help=f"jsonl:PATH, csv:PATH, sqlite:PATH or html:DIR; repeatable "
                         f"(default: the recipe's, else {DEFAULT_REPORT})")

@@ -131,6 +131,11 @@ class Source(ABC):
         """How many frames will come, when known (for the progress bar)."""
         return None
 
+    def stop(self) -> None:
+        """Ask ``frames()`` to end soon; called from a signal handler or another thread
+        (Ctrl-C, a GUI's Stop button). A source that can wait for input (a hot folder, a
+        camera) must return from ``frames()`` promptly after it; others need not override."""
+
     def close(self) -> None:
         """Release the device or file handles."""
 

@@ -159,7 +159,6 @@ def split_spec(spec: str, kind: str) -> tuple[str, str]:
     if ":" not in spec:
         raise UsageError(f"{kind} spec {spec!r}: expected SCHEME:TARGET (e.g. folder:images, sqlite:results.db)")
     scheme, target = spec.split(":", 1)
-    # a Windows drive letter is not a scheme
     return scheme.strip().lower(), target
 
 
@@ -217,10 +216,14 @@ class RunSummary:
 
 
 class _StopFlag:
-    """Ctrl-C / SIGTERM: finish the current frame, then stop. A second Ctrl-C aborts."""
+    """Ctrl-C / SIGTERM: finish the current frame, then stop. A second Ctrl-C aborts.
 
-    def __init__(self) -> None:
+    The source is told too (``Source.stop()``), so one that waits for input ends its wait.
+    """
+
+    def __init__(self, source: Source) -> None:
         self.stop = False
+        self._source = source
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopFlag":
@@ -233,6 +236,7 @@ class _StopFlag:
         if self.stop and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.stop = True
+        self._source.stop()
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
@@ -247,7 +251,8 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
 
     Every frame reaches every reporter, including frames that failed to decode
     or whose steps raised (verdict ``error``). Ctrl-C (or ``stop()`` returning
-    true, for GUIs) finishes the current frame, then closes the reporters.
+    true, for GUIs) finishes the current frame, then closes the reporters; a GUI
+    also calls ``source.stop()``, so that a source waiting for input returns.
     """
     summary = RunSummary(run.run_id, recipe.hash)
     hook = pm.hook
@@ -279,7 +284,7 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
         hook.loupe_before_run(run=run)
         after_frame = hook.loupe_after_frame if hook.loupe_after_frame.get_hookimpls() else None
         counts = summary.counts
-        with _StopFlag() as flag:
+        with _StopFlag(source) as flag:
             frames: Iterable[Frame] = source.frames(skip=skip)
             for frame in frames:
                 result = pipeline.process(frame)
@@ -295,6 +300,7 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
                 if flag.stop or (stop is not None and stop()):
                     summary.interrupted = True
                     break
+            summary.interrupted = summary.interrupted or flag.stop  # stopped while the source waited
     finally:
         summary.seconds = time.perf_counter() - t_start
         pipeline.close()

@@ -161,6 +161,7 @@ def test_watch_cli_stops_on_ctrl_c_while_idle(tmp_path: Path):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
         assert time.monotonic() - t0 < 3
+        assert proc.returncode == 130  # stopped by the operator, reporters closed
     finally:
         if proc.poll() is None:
             proc.kill()

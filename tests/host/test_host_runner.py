@@ -58,6 +58,16 @@ def test_bad_images_get_error_verdicts_and_the_run_completes(tmp_path, image_dir
     assert len(list((tmp_path / "html" / "img").glob("*.png"))) == 3
 
 
+def test_source_options_from_the_command_line(tmp_path, image_dir):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE)
+    r = run_loupe("run", recipe, "--source", f"folder:{image_dir}", "--source-opt", "pattern=[ab]_*.png",
+                  "--report", f"jsonl:{tmp_path / 'o.jsonl'}")
+    assert r.returncode == 0, r.stderr
+    keys = [json.loads(x)["key"].rsplit("/", 1)[-1] for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert keys == ["a_coins.png", "b_camera.png"]
+
+
 def test_a_failing_step_gives_an_error_verdict_and_the_run_goes_on(tmp_path, image_dir, support_env):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(textwrap.dedent("""\

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -44,48 +43,14 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 class _Stopper:
-    """A stop request for long-running sources: ``stop()`` from any thread, or Ctrl-C/SIGTERM.
+    """A stop request for long-running sources, set from any thread by ``Source.stop()``.
 
-    While a watching source waits for files, the runner cannot see its own Ctrl-C flag (it checks it
-    between frames). So, in the main thread, the source chains a handler in front of the current one:
-    it records the request, then calls the previous handler (the runner's), so the runner's own
-    behaviour (a second Ctrl-C aborts) is kept. The previous handler is put back when the source ends,
-    unless someone else replaced ours meanwhile.
+    The host's runner calls ``source.stop()`` on Ctrl-C/SIGTERM (and a GUI calls it from its
+    Stop button), so a source that waits for files or frames ends promptly.
     """
 
     def __init__(self) -> None:
         self.event = threading.Event()
-        self._prev: dict[int, object] = {}
-        self._mine = None
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def handler(signum, frame, _self=self):
-            _self.event.set()
-            prev = _self._prev.get(signum)
-            if callable(prev):
-                prev(signum, frame)
-            elif prev == signal.SIG_DFL and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-
-        self._mine = handler
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._prev[sig] = signal.getsignal(sig)
-                signal.signal(sig, handler)
-            except (ValueError, OSError):  # not allowed here
-                self._prev.pop(sig, None)
-
-    def uninstall(self) -> None:
-        for sig, prev in self._prev.items():
-            try:
-                if signal.getsignal(sig) is self._mine:
-                    signal.signal(sig, prev)
-            except (ValueError, OSError, TypeError):
-                pass
-        self._prev.clear()
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; true when a stop was requested."""
@@ -184,71 +149,65 @@ class FolderSource(Source):
         index = 0
         last_new = time.monotonic()
         stopper = self._stopper
-        stopper.install()
-        try:
-            while not stopper.event.is_set():
-                if p.stop_file and (self._root / p.stop_file).exists():
-                    return
-                now = time.monotonic()
-                ready: list[tuple[str, Frame | None]] = []
-                for path in self._files():
-                    if path in seen:
-                        continue
+        while not stopper.event.is_set():
+            if p.stop_file and (self._root / p.stop_file).exists():
+                return
+            now = time.monotonic()
+            ready: list[tuple[str, Frame | None]] = []
+            for path in self._files():
+                if path in seen:
+                    continue
+                try:
+                    st = os.stat(path)
+                except OSError:  # removed meanwhile
+                    pending.pop(path, None)
+                    suspects.pop(path, None)
+                    continue
+                sig = (st.st_size, st.st_mtime_ns)
+                if path in suspects:
+                    s_size, s_mtime, s_when, s_frame = suspects[path]
+                    if (s_size, s_mtime) != sig:  # still being written: settle and read again
+                        del suspects[path]
+                        pending[path] = (*sig, now)
+                    elif now - s_when >= p.retry_s:
+                        del suspects[path]
+                        ready.append((path, s_frame))
+                    continue
+                old = pending.get(path)
+                if old is None or old[:2] != sig:
+                    pending[path] = (*sig, now)
+                    continue
+                # unchanged since old[2]; the mtime itself must be old enough too, so a file whose
+                # writer pauses is not taken between two polls
+                if now - old[2] >= p.settle_s and time.time() - st.st_mtime_ns / 1e9 >= p.settle_s \
+                        and st.st_size > 0:
+                    ready.append((path, None))
+            for path, held in ready:  # sorted, as _files() is
+                pending.pop(path, None)
+                if skip is not None and skip(path):
+                    seen.add(path)
+                    continue
+                frame = held or self._frame(index, path)
+                if frame.image is None and held is None and p.retry_s > 0:
                     try:
                         st = os.stat(path)
-                    except OSError:  # removed meanwhile
-                        pending.pop(path, None)
-                        suspects.pop(path, None)
+                        suspects[path] = (st.st_size, st.st_mtime_ns, time.monotonic(), frame)
                         continue
-                    sig = (st.st_size, st.st_mtime_ns)
-                    if path in suspects:
-                        s_size, s_mtime, s_when, s_frame = suspects[path]
-                        if (s_size, s_mtime) != sig:  # still being written: settle and read again
-                            del suspects[path]
-                            pending[path] = (*sig, now)
-                        elif now - s_when >= p.retry_s:
-                            del suspects[path]
-                            ready.append((path, s_frame))
-                        continue
-                    old = pending.get(path)
-                    if old is None or old[:2] != sig:
-                        pending[path] = (*sig, now)
-                        continue
-                    # unchanged since old[2]; the mtime itself must be old enough too, so a file whose
-                    # writer pauses is not taken between two polls
-                    if now - old[2] >= p.settle_s and time.time() - st.st_mtime_ns / 1e9 >= p.settle_s \
-                            and st.st_size > 0:
-                        ready.append((path, None))
-                for path, held in ready:  # sorted, as _files() is
-                    pending.pop(path, None)
-                    if skip is not None and skip(path):
-                        seen.add(path)
-                        continue
-                    frame = held or self._frame(index, path)
-                    if frame.image is None and held is None and p.retry_s > 0:
-                        try:
-                            st = os.stat(path)
-                            suspects[path] = (st.st_size, st.st_mtime_ns, time.monotonic(), frame)
-                            continue
-                        except OSError:
-                            pass
-                    seen.add(path)
-                    last_new = time.monotonic()
-                    frame.index = index
-                    yield frame
-                    index += 1
-                    if stopper.event.is_set():
-                        return
-                if p.idle_timeout_s is not None and time.monotonic() - last_new >= p.idle_timeout_s \
-                        and not pending and not suspects:
+                    except OSError:
+                        pass
+                seen.add(path)
+                last_new = time.monotonic()
+                frame.index = index
+                yield frame
+                index += 1
+                if stopper.event.is_set():
                     return
-                if stopper.wait(p.poll_s):
-                    return
-        finally:
-            stopper.uninstall()
+            if p.idle_timeout_s is not None and time.monotonic() - last_new >= p.idle_timeout_s \
+                    and not pending and not suspects:
+                return
+            if stopper.wait(p.poll_s):
+                return
 
-    def close(self) -> None:
-        self._stopper.uninstall()
 
 
 # ---------------------------------------------------------------------- video
@@ -388,7 +347,6 @@ class CameraSource(Source):
         name = f"camera:{p.target}"
         n = 0
         retried = False
-        self._stopper.install()
         try:
             while (p.max_frames is None or n < p.max_frames) and not self._stopper.event.is_set():
                 ok, image = cap.read()
@@ -410,7 +368,6 @@ class CameraSource(Source):
                     yield Frame(image=image, source=name, index=n, path=None, timestamp=time.time())
                 n += 1
         finally:
-            self._stopper.uninstall()
             self.close()
 
     def _is_live(self) -> bool:
