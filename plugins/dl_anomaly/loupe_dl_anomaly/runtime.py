@@ -1,0 +1,219 @@
+"""Anomaly inference with ONNX Runtime (no torch): the model, the inspect tool, the runtime.
+
+Scores. The graph gives a *raw* score (the maximum of the position-normalised
+nearest-neighbour distance map). Everything user-facing is normalised by the
+bundle's threshold: ``score = raw_score / threshold``, so **1.0 is the stored
+threshold**, good parts score below 1, defective ones above. A recipe limit
+``score: {max: 1.0}`` uses the trained threshold; ``score: {max: 1.0,
+review_max: 1.3}`` adds a review band between 1.0 and 1.3.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from host import Bundle, BundleError, InspectTool, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
+
+from .data import discover, prepare, read_image, read_mask
+
+
+class AnomalyModel:
+    """A loaded anomaly bundle: one ONNX Runtime session, created once."""
+
+    def __init__(self, bundle: Bundle, threads: int = 2):
+        if bundle.task != "anomaly":
+            raise BundleError(f"{bundle.path}: task is {bundle.task!r}, not 'anomaly'")
+        meta = bundle.meta
+        try:
+            self.size = (int(meta["input_size"][0]), int(meta["input_size"][1]))
+            self.threshold = float(meta["threshold"])
+            model_file = bundle.file(meta.get("model_file", "model.onnx"))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise BundleError(f"{bundle.path}/bundle.json: missing or bad field {exc}") from None
+        if not self.threshold > 0:
+            raise BundleError(f"{bundle.path}/bundle.json: threshold must be positive, got {self.threshold}")
+        self.pixel_low = float(meta.get("pixel_low", 0.0))
+        self.bundle = bundle
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(1, int(threads))
+        so.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(model_file), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise BundleError(f"{model_file}: cannot load the ONNX graph: {exc}") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def raw(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """(anomaly map at the model's input size (H, W) float32, raw score)."""
+        amap, score = self.session.run(None, {self.input_name: prepare(image, self.size)})
+        return amap[0, 0], float(score[0])
+
+    def predict(self, image: np.ndarray) -> dict[str, Any]:
+        amap, raw = self.raw(image)
+        score = raw / self.threshold
+        return {"score": score, "raw_score": raw, "is_anomalous": bool(score > 1.0), "threshold": self.threshold,
+                "anomaly_map": amap}
+
+    def heatmap(self, amap: np.ndarray, full_scale: float = 1.5) -> np.ndarray:
+        """Anomaly map -> float32 [0, 1]: 0 at the typical good level, ``1/full_scale`` at the threshold."""
+        lo = min(self.pixel_low, 0.5 * self.threshold)
+        hi = self.threshold * full_scale
+        return np.clip((amap - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def regions(amap: np.ndarray, threshold: float, image_shape: tuple[int, int], min_area: float = 0.0
+            ) -> list[tuple[np.ndarray, float, float]]:
+    """Connected regions of ``amap > threshold``: (contour in image pixels, area in image px, peak value)."""
+    mask = (amap > threshold).astype(np.uint8)
+    if not mask.any():
+        return []
+    sy, sx = image_shape[0] / amap.shape[0], image_shape[1] / amap.shape[1]
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = []
+    for c in contours:
+        area = max(cv2.contourArea(c), 1.0) * sx * sy
+        if area < min_area:
+            continue
+        m = np.zeros_like(mask)
+        cv2.drawContours(m, [c], -1, 1, -1)
+        peak = float(amap[m > 0].max()) if m.any() else float(threshold)
+        pts = c[:, 0, :].astype(np.float64) * (sx, sy)
+        out.append((pts, float(area), peak))
+    out.sort(key=lambda r: -r[2])
+    return out
+
+
+# ------------------------------------------------------------------ the tool
+
+
+class PatchCoreParams(Params):
+    model: ModelRef = Field(description="the anomaly bundle (path relative to the recipe, and its sha256)")
+    threads: int = Field(2, ge=1, le=64, description="ONNX Runtime intra-op threads")
+    min_region_area: float = Field(0.0, ge=0, description="ignore anomalous regions smaller than this (pixels of "
+                                                          "the tool's input image) in the overlays and counts")
+    heatmap_scale: float = Field(1.5, gt=0, description="normalised score shown as full heat (the threshold is "
+                                                        "at 1/heatmap_scale of the colour scale)")
+    max_regions: int = Field(10, ge=0, le=1000, description="at most this many region contours in the overlays")
+
+
+class PatchCoreTool(InspectTool):
+    id = "anomaly.patchcore"
+    title = "Anomaly detection (PatchCore)"
+    description = ("scores an image against a model trained on good parts only; heatmap of where it differs; "
+                   "score is normalised so that 1.0 is the model's threshold")
+    Params = PatchCoreParams
+    measurements = {
+        "score": "anomaly score / the model's threshold (1.0 = threshold; above is anomalous)",
+        "raw_score": "the model's raw score (position-normalised nearest-neighbour distance)",
+        "is_anomalous": "true when score > 1.0",
+        "n_regions": "connected regions where the anomaly map exceeds the threshold",
+        "anomalous_area": "area of those regions, in pixels of the tool's input image",
+        "max_region_area": "area of the largest region, in pixels",
+    }
+
+    def __init__(self, params: PatchCoreParams, context=None):
+        super().__init__(params, context)
+        path = self.context.resolve(params.model.path)
+        self.model = AnomalyModel(Bundle.load(path), threads=params.threads)
+
+    def inspect(self, image: np.ndarray) -> ToolOutput:
+        p = self.params
+        amap, raw = self.model.raw(image)
+        thr = self.model.threshold
+        score = raw / thr
+        regs = regions(amap, thr, image.shape[:2], p.min_region_area)
+        overlays = []
+        for pts, area, peak in regs[: p.max_regions]:
+            overlays.append(Shape("polygon", [(float(x), float(y)) for x, y in pts],
+                                  label=f"{peak / thr:.2f}", status="fail"))
+        areas = [r[1] for r in regs]
+        meas = {"score": float(score), "raw_score": float(raw), "is_anomalous": bool(score > 1.0),
+                "n_regions": len(regs), "anomalous_area": float(sum(areas)),
+                "max_region_area": float(max(areas) if areas else 0.0)}
+        return ToolOutput(meas, overlays, self.model.heatmap(amap, p.heatmap_scale))
+
+
+# ---------------------------------------------------------------- the runtime
+
+
+class AnomalyRuntime(ModelRuntime):
+    task = "anomaly"
+    description = "PatchCore-class anomaly bundles (ONNX Runtime): score, verdict, anomaly map"
+
+    def __init__(self, threads: int = 2):
+        self.threads = threads
+
+    def predictor(self, bundle: Bundle) -> Callable[[np.ndarray], dict[str, Any]]:
+        return AnomalyModel(bundle, self.threads).predict
+
+    def evaluate(self, bundle: Bundle, data: Path, out: Path | None, progress: Progress) -> dict[str, Any]:
+        from . import plots
+        from .metrics import auroc, f1_at, pixel_auroc, roc_curve
+
+        model = AnomalyModel(bundle, self.threads)
+        ds = discover(data, need_train=False, need_test=True)
+        if out is not None:
+            (out / "heatmaps").mkdir(parents=True, exist_ok=True)
+        scores, labels, kinds, times, maps, masks, failed = [], [], [], [], [], [], []
+        model.raw(np.zeros((*model.size, 3), np.uint8))  # warm-up
+        for i, s in enumerate(ds.test):
+            try:
+                img = read_image(s.path)
+            except ValueError as exc:
+                failed.append(str(exc))
+                continue
+            t0 = time.perf_counter()
+            amap, raw = model.raw(img)
+            times.append((time.perf_counter() - t0) * 1e3)
+            scores.append(raw)
+            labels.append(s.label)
+            kinds.append(s.kind)
+            if ds.has_masks:
+                maps.append(amap)
+                masks.append(read_mask(s.mask, model.size) if s.label else np.zeros(model.size, bool))
+            if out is not None:
+                gt = read_mask(s.mask, img.shape[:2]) if s.mask is not None else None
+                vis = plots.heatmap_overlay(img, model.heatmap(amap), regions(amap, model.threshold, img.shape[:2]),
+                                            f"{s.kind} score {raw / model.threshold:.2f}", raw > model.threshold, gt)
+                cv2.imwrite(str(out / "heatmaps" / f"{s.kind}_{s.path.stem}.png"), vis)
+            progress.update("eval", i + 1, len(ds.test))
+        sc, lb = np.array(scores), np.array(labels)
+        thr = model.threshold
+        f1 = f1_at(sc, lb, thr)
+        result: dict[str, Any] = {
+            "task": "anomaly",
+            "image_auroc": auroc(sc, lb),
+            "threshold": thr,
+            "f1": f1["f1"], "precision": f1["precision"], "recall": f1["recall"], "accuracy": f1["accuracy"],
+            "confusion": {"tp": f1["tp"], "fp": f1["fp"], "fn": f1["fn"], "tn": f1["tn"]},
+            "n_images": int(sc.size), "n_good": int((lb == 0).sum()), "n_defective": int((lb == 1).sum()),
+            "ms_per_image": float(np.median(times)) if times else float("nan"),
+            "threshold_method": bundle.meta.get("thresholds", {}).get("method", ""),
+        }
+        if ds.has_masks:
+            result["pixel_auroc"] = pixel_auroc(maps, masks)
+        per_type = {}
+        ka = np.array(kinds)
+        for k in sorted(set(kinds) - {"good"}):
+            sel = (ka == k) | (lb == 0)
+            per_type[k] = auroc(sc[sel], lb[sel])
+        if per_type:
+            result["per_type_auroc"] = per_type
+        if failed:
+            result["unreadable"] = failed
+        if out is not None:
+            fpr, tpr, _ = roc_curve(sc, lb)
+            cv2.imwrite(str(out / "roc.png"), plots.roc_plot(fpr, tpr, result["image_auroc"]))
+            cv2.imwrite(str(out / "score_histogram.png"),
+                        plots.histogram_plot(sc[lb == 0] / thr, sc[lb == 1] / thr, 1.0))
+            import json
+
+            (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
+        return result
