@@ -1,0 +1,184 @@
+"""Class-folder data sets and the image preprocessing shared by training and inference (numpy + OpenCV).
+
+Layouts understood (the classification layout users already have)::
+
+    DATA/train/<class>/*.png   [DATA/test/<class>/*.png]
+    DATA/<class>/*.png                                  (no train/ folder: all of it is training data)
+
+Without a ``test/`` folder the held-out split is a deterministic stratified
+fraction of the training images (``stratified_split``), so ``loupe eval``
+scores exactly the images the trainer kept out.
+
+The trainer imports ``preprocess`` from here, so the exported model and the
+runtime see identical inputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+#: The normalisation of the EfficientNet-Lite0 backbone: RGB, (x / 255 - 0.5) / 0.5.
+DEFAULT_NORMALISATION = {"color": "RGB", "scale": 1.0 / 255.0, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+
+
+# ------------------------------------------------------------------ images
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file as stored (8/16-bit, gray or BGR); raises ValueError naming the file."""
+    data = np.fromfile(str(path), dtype=np.uint8)
+    if data.size == 0:
+        raise ValueError(f"{path}: empty file")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"{path}: cannot decode image (corrupt, truncated or not an image)")
+    return image
+
+
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """Any image (gray, BGR, BGRA; uint8, uint16 or float) as contiguous uint8 RGB."""
+    a = np.asarray(image)
+    if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype != np.uint8:
+        a = a.astype(np.float32)
+        if a.size and float(np.nanmax(a)) <= 1.0:
+            a = a * 255.0
+        a = np.clip(np.nan_to_num(a), 0, 255).astype(np.uint8)
+    if a.ndim == 2:
+        return cv2.cvtColor(a, cv2.COLOR_GRAY2RGB)
+    if a.ndim != 3:
+        raise ValueError(f"expected a 2-D or 3-D image array, got shape {a.shape}")
+    c = a.shape[2]
+    if c == 1:
+        return cv2.cvtColor(a[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if c == 3:
+        return cv2.cvtColor(a, cv2.COLOR_BGR2RGB)
+    if c == 4:
+        return cv2.cvtColor(a, cv2.COLOR_BGRA2RGB)
+    raise ValueError(f"images with {c} channels are not supported")
+
+
+def resize_to(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Stretch to ``size`` = (height, width): area averaging when shrinking, bilinear when enlarging."""
+    h, w = size
+    if rgb.shape[0] == h and rgb.shape[1] == w:
+        return rgb
+    shrink = rgb.shape[0] > h or rgb.shape[1] > w
+    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def normalise(rgb_batch: np.ndarray, norm: dict | None = None) -> np.ndarray:
+    """uint8 NHWC RGB -> float32 NCHW with the bundle's normalisation."""
+    norm = norm or DEFAULT_NORMALISATION
+    mean = np.asarray(norm["mean"], np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(norm["std"], np.float32).reshape(1, 3, 1, 1)
+    x = rgb_batch.astype(np.float32).transpose(0, 3, 1, 2) * np.float32(norm.get("scale", 1.0 / 255.0))
+    return np.ascontiguousarray((x - mean) / std)
+
+
+def preprocess(images: list[np.ndarray], size: tuple[int, int], norm: dict | None = None) -> np.ndarray:
+    """A list of images as decoded (any depth / channels) -> the model's float32 NCHW input."""
+    return normalise(np.stack([resize_to(to_rgb8(im), size) for im in images]), norm)
+
+
+# -------------------------------------------------------------- data sets
+
+
+@dataclass
+class Sample:
+    path: Path
+    label: int
+
+
+@dataclass
+class ClassFolders:
+    """Images found under a class-folder data set."""
+
+    root: Path
+    classes: list[str]
+    train: list[Sample]
+    test: list[Sample]          # empty when there is no test/ folder
+    has_test: bool
+
+    def counts(self, split: str = "train") -> dict[str, int]:
+        out = {c: 0 for c in self.classes}
+        for s in getattr(self, split):
+            out[self.classes[s.label]] += 1
+        return out
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _class_dirs(folder: Path) -> dict[str, Path]:
+    return {d.name: d for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+
+
+def scan(data: str | Path, classes: list[str] | None = None) -> ClassFolders:
+    """Find the class folders of ``data``; raise ValueError with a clear message when the layout is wrong.
+
+    ``classes`` fixes the class order (a trained model's); test classes outside it are an error.
+    """
+    root = Path(data)
+    if not root.is_dir():
+        raise ValueError(f"{root}: data folder not found")
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    test_dir = root / "test" if (root / "test").is_dir() else None
+    train_classes = {k: v for k, v in _class_dirs(train_dir).items() if not (train_dir is root and k == "test")}
+    if classes is None:
+        classes = [c for c, d in train_classes.items() if _images_in(d)]
+        if len(classes) < 2:
+            raise ValueError(f"{train_dir}: expected one sub-folder of images per class (at least two classes), "
+                             f"found {len(classes)} ({', '.join(classes) or 'none'})")
+    index = {c: i for i, c in enumerate(classes)}
+    train = [Sample(p, index[c]) for c, d in train_classes.items() if c in index for p in _images_in(d)]
+    test: list[Sample] = []
+    if test_dir is not None:
+        for c, d in _class_dirs(test_dir).items():
+            files = _images_in(d)
+            if not files:
+                continue
+            if c not in index:
+                raise ValueError(f"{d}: test class {c!r} is not one of the classes {classes}")
+            test += [Sample(p, index[c]) for p in files]
+    return ClassFolders(root, list(classes), train, test, test_dir is not None and bool(test))
+
+
+def stratified_split(labels: list[int] | np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified split: (kept indices, held-out indices), ``fraction`` of each class held out.
+
+    Every class with at least two images keeps at least one and holds out at least one.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        n = int(round(fraction * len(idx)))
+        if len(idx) >= 2:
+            n = min(max(n, 1), len(idx) - 1)
+        else:
+            n = 0
+        held.append(idx[:n])
+        keep.append(idx[n:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def test_samples(folders: ClassFolders, split: dict | None) -> tuple[list[Sample], str]:
+    """The images ``loupe eval`` scores: test/ when present, else the trainer's held-out split."""
+    if folders.has_test:
+        return folders.test, "test folder"
+    if split and split.get("test_fraction"):
+        _, held = stratified_split([s.label for s in folders.train], split["test_fraction"], split["seed"])
+        return [folders.train[i] for i in held], f"held-out {split['test_fraction']:.0%} of train (seed {split['seed']})"
+    return folders.train, "all images (no test folder, no held-out split recorded)"

@@ -1,0 +1,207 @@
+"""``loupe eval`` for classification bundles: metrics, confusion-matrix PNG, error gallery, HTML summary."""
+from __future__ import annotations
+
+import html
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from host import Bundle, Progress, UsageError
+
+from .data import read_image, scan, test_samples
+from .model import Classifier
+
+GREEN_AT = 0.90  # a confusion-matrix cell on the diagonal is green at or above this recall
+
+
+def confusion_matrix(y_true, y_pred, n: int) -> np.ndarray:
+    """N x N counts, rows = true class, columns = predicted class."""
+    cm = np.zeros((n, n), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    return cm
+
+
+def per_class(cm: np.ndarray, classes: list[str]) -> dict[str, dict[str, float]]:
+    out = {}
+    for i, c in enumerate(classes):
+        tp = float(cm[i, i])
+        pred, true = float(cm[:, i].sum()), float(cm[i].sum())
+        out[c] = {"precision": tp / pred if pred else 0.0, "recall": tp / true if true else 0.0,
+                  "support": int(true)}
+    return out
+
+
+# ------------------------------------------------------------------ plots
+
+
+def _text(img, s, org, scale=0.45, color=(20, 20, 20), thick=1):
+    cv2.putText(img, s, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
+
+
+def confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: str = "") -> None:
+    """Colour-coded confusion matrix (BGR PNG).
+
+    Each cell shows its count and its rate (share of the true class's row).
+    Diagonal cells: green when the rate is >= 90 %, amber from 70 %, red below.
+    Off-diagonal cells: white when empty, increasingly red as the rate grows.
+    """
+    n = len(classes)
+    cell = 64 if n <= 12 else 44
+    names = [c if len(c) <= 14 else c[:13] + "." for c in classes]
+    label_w = 12 + 8 * max(len(c) for c in names)
+    top = label_w + 40
+    left = label_w + 30
+    W, H = left + n * cell + 20, top + n * cell + 50
+    img = np.full((H, W, 3), 255, np.uint8)
+    rows = cm.sum(axis=1, keepdims=True).astype(np.float64)
+    rate = np.divide(cm, rows, out=np.zeros(cm.shape, np.float64), where=rows > 0)
+    for i in range(n):
+        for j in range(n):
+            r = rate[i, j]
+            if i == j:
+                if r >= GREEN_AT:
+                    col = (80, 190, 60)          # green (BGR)
+                elif r >= 0.7:
+                    col = (40, 180, 250)         # amber
+                else:
+                    col = (60, 60, 220)          # red
+            else:
+                t = min(1.0, r / 0.3)           # 30 % confusion is full red
+                col = (int(255 - t * 195), int(255 - t * 195), 255) if cm[i, j] else (255, 255, 255)
+            x0, y0 = left + j * cell, top + i * cell
+            cv2.rectangle(img, (x0, y0), (x0 + cell, y0 + cell), col, -1)
+            cv2.rectangle(img, (x0, y0), (x0 + cell, y0 + cell), (180, 180, 180), 1)
+            _text(img, str(int(cm[i, j])), (x0 + 5, y0 + cell // 2 - 2), 0.42 if cell > 50 else 0.35)
+            _text(img, f"{100 * r:.0f}%", (x0 + 5, y0 + cell // 2 + 16), 0.38 if cell > 50 else 0.3,
+                  (60, 60, 60))
+    for i, c in enumerate(names):
+        _text(img, c, (10, top + i * cell + cell // 2 + 5))
+    # column labels, written horizontally then rotated to read bottom-up
+    strip = np.full((cell * n, label_w, 3), 255, np.uint8)
+    for j, c in enumerate(names):
+        _text(strip, c, (6, j * cell + cell // 2 + 5))
+    img[30:30 + label_w, left:left + n * cell] = cv2.rotate(strip, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    _text(img, "columns: predicted class", (left, 22), 0.5)
+    _text(img, "rows: true class", (10, H - 38), 0.45)
+    _text(img, title or f"green: recall >= {GREEN_AT:.0%}", (10, H - 16), 0.45)
+    cv2.imwrite(str(path), img)
+
+
+def heat_overlay(image: np.ndarray, heat: np.ndarray, side: int = 160) -> np.ndarray:
+    """Image | heatmap-over-image, side by side (BGR)."""
+    from .data import to_rgb8
+
+    rgb = to_rgb8(image)
+    h, w = rgb.shape[:2]
+    s = side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    bgr = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), size, interpolation=cv2.INTER_AREA if s < 1 else
+                     cv2.INTER_NEAREST)
+    hm = cv2.resize(np.clip(heat, 0, 1).astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    colour = cv2.applyColorMap((hm * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    blend = cv2.addWeighted(bgr, 0.55, colour, 0.45, 0)
+    return np.hstack([bgr, np.full((size[1], 4, 3), 255, np.uint8), blend])
+
+
+def _html(result: dict[str, Any], gallery: list[dict[str, Any]], out: Path) -> None:
+    e = html.escape
+    rows = "".join(f"<tr><td>{e(c)}</td><td>{v['precision']:.3f}</td><td>{v['recall']:.3f}</td>"
+                   f"<td>{v['support']}</td></tr>" for c, v in result["per_class"].items())
+    cards = "".join(
+        f"<figure><img src='{e(g['file'])}'><figcaption>{e(Path(g['path']).name)}<br>true <b>{e(g['true'])}</b>, "
+        f"predicted <b class='bad'>{e(g['predicted'])}</b> ({g['confidence']:.2f})</figcaption></figure>"
+        for g in gallery)
+    missed = result["n_images"] - result["n_correct"]
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>Loupe evaluation</title>
+<style>body{{font-family:sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}} td:first-child{{text-align:left}}
+figure{{display:inline-block;margin:6px;font-size:12px;vertical-align:top}} .bad{{color:#c22}}</style></head><body>
+<h1>Classification evaluation</h1>
+<p>bundle <code>{e(result['bundle'])}</code> on <code>{e(result['data'])}</code> ({e(result['split'])})</p>
+<p><b>accuracy {result['accuracy']:.4f}</b> on {result['n_images']} images; {missed} misclassified;
+{result['ms_per_image']:.2f} ms per image (median)</p>
+<h2>Confusion matrix</h2><p>rows: true class, columns: predicted; green where the recall is &ge; 90%</p>
+<img src="confusion_matrix.png">
+<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>images</th></tr>{rows}</table>
+<h2>Misclassified ({len(gallery)} shown of {missed}, most confident first)</h2>
+<p>each: the image, and the class activation map of the predicted class over it</p>{cards}
+</body></html>"""
+    (out / "index.html").write_text(doc, encoding="utf-8")
+
+
+# -------------------------------------------------------------- evaluate
+
+
+def evaluate(bundle: Bundle, data: Path, out: Path | None, progress: Progress, threads: int = 2,
+             gallery_max: int = 60) -> dict[str, Any]:
+    clf = Classifier(bundle, threads=threads)
+    try:
+        folders = scan(data, classes=clf.classes)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    samples, split = test_samples(folders, bundle.meta.get("split"))
+    if not samples:
+        raise UsageError(f"{data}: no images to evaluate (expected test/<class>/ folders)")
+    y_true, y_pred, conf, times = [], [], [], []
+    unreadable: list[str] = []
+    wrong: list[tuple[float, int]] = []
+    n = len(samples)
+    for k, s in enumerate(samples):
+        try:
+            image = read_image(s.path)
+        except (ValueError, OSError) as exc:
+            unreadable.append(str(exc))
+            continue
+        t0 = time.perf_counter()
+        p = clf.predict(image, heatmap=False)
+        times.append((time.perf_counter() - t0) * 1e3)
+        y_true.append(s.label)
+        y_pred.append(p.index)
+        conf.append(p.confidence)
+        if p.index != s.label:
+            wrong.append((p.confidence, k))
+        if k % 50 == 0 or k == n - 1:
+            acc = float(np.mean(np.equal(y_true, y_pred))) if y_true else 0.0
+            progress.update("evaluate", k + 1, n, acc=acc)
+    if not y_true:
+        raise UsageError(f"{data}: none of the {n} test images could be read")
+    cm = confusion_matrix(y_true, y_pred, len(clf.classes))
+    correct = int(np.trace(cm))
+    result: dict[str, Any] = {
+        "task": "classify",
+        "accuracy": correct / len(y_true),
+        "classes": clf.classes,
+        "confusion_matrix": cm.tolist(),
+        "per_class": per_class(cm, clf.classes),
+        "ms_per_image": statistics.median(times),
+        "n_images": len(y_true),
+        "n_correct": correct,
+        "unreadable": unreadable,
+        "split": split,
+        "bundle": str(bundle.path),
+        "data": str(data),
+        "threads": threads,
+    }
+    if out is not None:
+        out = Path(out)
+        (out / "misclassified").mkdir(parents=True, exist_ok=True)
+        confusion_png(cm, clf.classes, out / "confusion_matrix.png",
+                      f"accuracy {result['accuracy']:.3f} on {len(y_true)} images; green: recall >= 90%")
+        gallery = []
+        for rank, (c, k) in enumerate(sorted(wrong, reverse=True)[:gallery_max]):
+            s = samples[k]
+            image = read_image(s.path)
+            p = clf.predict(image, heatmap=True)
+            name = f"misclassified/{rank:03d}_{clf.classes[s.label]}_as_{p.label}.png"
+            cv2.imwrite(str(out / name), heat_overlay(image, p.heatmap))
+            gallery.append({"file": name, "path": str(s.path), "true": clf.classes[s.label],
+                            "predicted": p.label, "confidence": p.confidence})
+        (out / "metrics.json").write_text(json.dumps({**result, "misclassified": gallery}, indent=2))
+        _html(result, gallery, out)
+        result["report"] = str(out / "index.html")
+    return result

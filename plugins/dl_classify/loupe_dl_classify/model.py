@@ -1,0 +1,121 @@
+"""A classification bundle opened for inference: one ONNX Runtime session, loaded once.
+
+Bundle contract (written by ``loupe train classify``)::
+
+    model.onnx        input "image" float32 [N, 3, H, W]; outputs "logits" [N, C]
+                      and "features" [N, K, h, w] (the last feature map)
+    cam_weights.npy   [C, K] float32: the linear head on the globally pooled features
+    cam_bias.npy      [C] float32
+    bundle.json       task "classify", classes, input_size [H, W], normalisation, ...
+
+Because the head is linear on the average-pooled feature map, the class
+activation map of class c is ``W[c] . F[:, y, x] + b[c]``, and its mean over
+the map is exactly the logit of c: the heatmap explains the score it shows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from host import Bundle, BundleError
+
+from .data import DEFAULT_NORMALISATION, preprocess
+
+
+@dataclass
+class Prediction:
+    index: int
+    label: str
+    confidence: float
+    probabilities: np.ndarray
+    heatmap: np.ndarray | None = None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _session(path, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(1, int(threads))
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+class Classifier:
+    """Loads a ``classify`` bundle once; ``predict`` is the per-image path."""
+
+    def __init__(self, bundle: Bundle, threads: int = 2):
+        meta = bundle.meta
+        if bundle.task != "classify":
+            raise BundleError(f"{bundle.path}: bundle task is {bundle.task!r}, not 'classify'")
+        try:
+            self.classes: list[str] = [str(c) for c in meta["classes"]]
+            size = meta["input_size"]
+            self.size: tuple[int, int] = (int(size[0]), int(size[1]))
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise BundleError(f"{bundle.path / 'bundle.json'}: missing or malformed field {exc}") from None
+        self.norm = meta.get("normalisation") or DEFAULT_NORMALISATION
+        self.bundle = bundle
+        try:
+            self.session = _session(bundle.file(meta.get("model", "model.onnx")), threads)
+        except BundleError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own error types
+            raise BundleError(f"{bundle.path}: cannot open the ONNX model: {exc}") from None
+        self.input_name = self.session.get_inputs()[0].name
+        outs = [o.name for o in self.session.get_outputs()]
+        for name in ("logits", "features"):
+            if name not in outs:
+                raise BundleError(f"{bundle.path}: the ONNX model has no output {name!r} (outputs: {outs})")
+        self.cam_w = np.load(bundle.file("cam_weights.npy"), allow_pickle=False).astype(np.float32)
+        self.cam_b = np.load(bundle.file("cam_bias.npy"), allow_pickle=False).astype(np.float32)
+        if self.cam_w.shape[0] != len(self.classes):
+            raise BundleError(f"{bundle.path}: cam_weights.npy has {self.cam_w.shape[0]} rows for "
+                              f"{len(self.classes)} classes")
+
+    # ---------------------------------------------------------------- raw
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Model input (NCHW float32) -> (logits [N, C], features [N, K, h, w])."""
+        logits, feats = self.session.run(["logits", "features"], {self.input_name: x})
+        return logits, feats
+
+    def cam(self, features: np.ndarray, index: int) -> np.ndarray:
+        """The class activation map of class ``index`` for one image's features [K, h, w], in [0, 1]."""
+        k, h, w = features.shape
+        m = (self.cam_w[index] @ features.reshape(k, h * w) + self.cam_b[index]).reshape(h, w)
+        m = np.maximum(m - m.min(), 0.0) if m.max() <= 0 else np.maximum(m, 0.0)
+        top = float(m.max())
+        m = m / top if top > 0 else m
+        return cv2.resize(m.astype(np.float32), (self.size[1], self.size[0]), interpolation=cv2.INTER_LINEAR)
+
+    # ------------------------------------------------------------ predict
+
+    def predict(self, image: np.ndarray, heatmap: bool = True) -> Prediction:
+        logits, feats = self.run(preprocess([image], self.size, self.norm))
+        p = softmax(logits[0].astype(np.float64))
+        i = int(np.argmax(p))
+        return Prediction(i, self.classes[i], float(p[i]), p, self.cam(feats[0], i) if heatmap else None)
+
+    def predict_batch(self, images: list[np.ndarray], batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities [N, C] and features of many images (for evaluation and export checks)."""
+        probs, feats = [], []
+        for s in range(0, len(images), batch):
+            lg, ft = self.run(preprocess(images[s:s + batch], self.size, self.norm))
+            probs.append(softmax(lg.astype(np.float64)))
+            feats.append(ft)
+        return np.concatenate(probs), np.concatenate(feats)
+
+    def describe(self) -> dict[str, Any]:
+        return {"classes": self.classes, "input_size": list(self.size)}

@@ -1,0 +1,113 @@
+"""The ``classify.cnn`` inspect tool and the ``classify`` model runtime (ONNX Runtime, no torch)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from host import Bundle, InspectTool, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
+
+
+class ClassifyParams(Params):
+    model: ModelRef = Field(description="the classification bundle: path (relative to the recipe) and the sha256 "
+                                        "of its manifest.json")
+    allowed: list[str] = Field(default_factory=list,
+                               description="classes that pass (e.g. [good]); empty: every class passes")
+    min_confidence: float = Field(0.0, ge=0.0, le=1.0,
+                                  description="the verdict needs at least this softmax confidence")
+    heatmap: bool = Field(True, description="compute the class activation map of the predicted class")
+    threads: int = Field(2, ge=1, le=64, description="ONNX Runtime intra-op threads")
+
+    @model_validator(mode="after")
+    def _allowed_are_classes(self, info: ValidationInfo) -> "ClassifyParams":
+        """At recipe load, check ``allowed`` against the bundle's classes (when the bundle can be read)."""
+        base = (info.context or {}).get("base_dir") if info is not None else None
+        if not self.allowed:
+            return self
+        p = Path(self.model.path).expanduser()
+        if base is not None and not p.is_absolute():
+            p = Path(base) / p
+        try:
+            classes = json.loads((p / "bundle.json").read_text())["classes"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return self  # missing or broken bundles are reported by the model check
+        unknown = [c for c in self.allowed if c not in classes]
+        if unknown:
+            raise ValueError(f"allowed: {unknown} not among the model's classes {classes}")
+        return self
+
+
+class ClassifyTool(InspectTool):
+    """Classifies the image (or ROI) with a trained bundle.
+
+    The verdict is expressed through measurements, so the recipe's limits decide:
+    ``ok`` is true when the class is in ``allowed`` and the confidence is at least
+    ``min_confidence`` -- put ``ok: {equals: true}`` in the step's limits. Finer rules
+    work too: ``class: {one_of: [good]}``, ``confidence: {min: 0.9, review_min: 0.6}``.
+    """
+
+    id = "classify.cnn"
+    title = "CNN classifier"
+    description = "class, confidence and a class-activation heatmap from a trained classification bundle"
+    Params = ClassifyParams
+    measurements = {
+        "class": "predicted class name",
+        "class_index": "index of the predicted class in the model's class list",
+        "confidence": "softmax probability of the predicted class (0-1)",
+        "margin": "confidence minus the second most likely class's probability",
+        "second_class": "the second most likely class",
+        "allowed": "true when the predicted class is in the allowed set",
+        "ok": "true when allowed and confidence >= min_confidence (limit it with {equals: true})",
+    }
+
+    def __init__(self, params: ClassifyParams, context=None):
+        super().__init__(params, context)
+        from host import BundleError
+
+        from .model import Classifier
+
+        path = self.context.resolve(params.model.path)
+        bundle = Bundle.load(path)
+        if bundle.task != "classify":
+            raise BundleError(f"{path}: a {bundle.task!r} bundle, but classify.cnn needs a 'classify' bundle")
+        self.clf = Classifier(bundle, threads=params.threads)
+        self.allowed = set(params.allowed or self.clf.classes)
+        self.min_conf = float(params.min_confidence)
+
+    def inspect(self, image: np.ndarray) -> ToolOutput:
+        p = self.clf.predict(image, heatmap=self.params.heatmap)
+        order = np.argsort(p.probabilities)
+        second = int(order[-2]) if len(order) > 1 else p.index
+        allowed = p.label in self.allowed
+        ok = allowed and p.confidence >= self.min_conf
+        m = {"class": p.label, "class_index": p.index, "confidence": p.confidence,
+             "margin": p.confidence - float(p.probabilities[second]), "second_class": self.clf.classes[second],
+             "allowed": allowed, "ok": ok}
+        label = f"{p.label} {p.confidence:.2f}"
+        return ToolOutput(m, [Shape("text", [(4.0, 14.0)], label, status="pass" if ok else "fail")], p.heatmap)
+
+
+class ClassifyRuntime(ModelRuntime):
+    task = "classify"
+    description = "image classification bundles (ONNX Runtime): predictions, CAM heatmaps, evaluation"
+    threads = 2
+
+    def predictor(self, bundle: Bundle) -> Callable[[np.ndarray], dict[str, Any]]:
+        from .model import Classifier
+
+        clf = Classifier(bundle, threads=self.threads)
+
+        def predict(image: np.ndarray) -> dict[str, Any]:
+            p = clf.predict(image, heatmap=False)
+            return {"class": p.label, "index": p.index, "confidence": p.confidence,
+                    "probabilities": dict(zip(clf.classes, map(float, p.probabilities)))}
+
+        return predict
+
+    def evaluate(self, bundle: Bundle, data: Path, out: Path | None, progress: Progress) -> dict[str, Any]:
+        from .evaluate import evaluate
+
+        return evaluate(bundle, data, out, progress, threads=self.threads)

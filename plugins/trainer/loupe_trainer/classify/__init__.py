@@ -1,0 +1,1 @@
+"""Image classification from tens of samples: data loading, augmentation, transfer learning, ONNX export."""

@@ -1,0 +1,75 @@
+"""Data loading and augmentation for small classification sets (numpy + OpenCV, no torchvision).
+
+Images are decoded, converted to RGB and resized to the model's input size once
+(``load_images``); augmentation then works on those small uint8 arrays, so an
+epoch costs little besides the network itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from loupe_dl_classify.data import Sample, read_image, resize_to, to_rgb8
+
+
+def load_images(samples: list[Sample], size: tuple[int, int], on_error=None) -> tuple[np.ndarray, np.ndarray, list]:
+    """Decode ``samples`` into an [N, H, W, 3] uint8 RGB array at ``size``; unreadable files are skipped.
+
+    Returns (images, labels, skipped) where skipped lists (path, reason).
+    """
+    images, labels, skipped = [], [], []
+    for s in samples:
+        try:
+            images.append(resize_to(to_rgb8(read_image(s.path)), size))
+            labels.append(s.label)
+        except (ValueError, OSError, cv2.error) as exc:
+            skipped.append((str(s.path), str(exc)))
+            if on_error is not None:
+                on_error(s.path, exc)
+    if not images:
+        return np.zeros((0, size[0], size[1], 3), np.uint8), np.zeros((0,), np.int64), skipped
+    return np.stack(images), np.asarray(labels, np.int64), skipped
+
+
+@dataclass
+class Augment:
+    """Random geometric and photometric changes suited to small inspection data sets.
+
+    Each image gets: a random affine (rotation up to ``rotate`` degrees, scale
+    by 1 +/- ``scale``, shift up to ``shift`` of the size), optional flips,
+    and brightness / contrast jitter of up to ``jitter``. Borders are filled by
+    replicating the edge pixels.
+    """
+
+    rotate: float = 10.0
+    scale: float = 0.10
+    shift: float = 0.08
+    hflip: bool = True
+    vflip: bool = False
+    jitter: float = 0.2
+
+    def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n, h, w = batch.shape[:3]
+        out = np.empty_like(batch)
+        for i in range(n):
+            img = batch[i]
+            if self.rotate or self.scale or self.shift:
+                a = rng.uniform(-self.rotate, self.rotate)
+                s = 1.0 + rng.uniform(-self.scale, self.scale)
+                m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), a, s)
+                m[0, 2] += rng.uniform(-self.shift, self.shift) * w
+                m[1, 2] += rng.uniform(-self.shift, self.shift) * h
+                img = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            if self.hflip and rng.random() < 0.5:
+                img = img[:, ::-1]
+            if self.vflip and rng.random() < 0.5:
+                img = img[::-1]
+            if self.jitter:
+                c = 1.0 + rng.uniform(-self.jitter, self.jitter)
+                b = 255.0 * rng.uniform(-self.jitter, self.jitter) * 0.5
+                mean = float(img.mean())
+                img = np.clip((img.astype(np.float32) - mean) * c + mean + b, 0, 255).astype(np.uint8)
+            out[i] = img
+        return out

@@ -1,0 +1,263 @@
+"""Transfer learning on the pretrained EfficientNet-Lite0: linear probe, then fine-tuning (LP-FT).
+
+1. *Linear probe*: the backbone's pooled features of the (unaugmented and a few
+   augmented copies of the) training images are computed once, and the new
+   linear head is fitted on them (full-batch, weight decay). Fast, and gives
+   the fine-tuning stage a head that already points the right way, so the
+   pretrained features are not wrecked by a random head's gradients.
+2. *Fine-tuning*: the top ``finetune_blocks`` MBConv blocks plus the 1x1 head
+   convolution (or the whole network) are trained with AdamW, a cosine
+   schedule, label smoothing and augmentation; BatchNorm statistics stay
+   frozen (small batches from tiny sets give poor estimates). The epoch with
+   the best validation accuracy is kept; training stops after ``patience``
+   epochs without improvement or when the time budget is spent.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbone import build_backbone, stage_channels, to_tensor
+from .augment import Augment
+
+
+DEFAULT_STAGES = ("stage4", "stage5", "stage6")
+
+
+class ClassNet(nn.Module):
+    """Backbone trunk -> multi-scale feature map -> global average pooling -> linear head.
+
+    The feature map concatenates the outputs of ``stages`` (default: stages 4-6,
+    strides 16, 16 and 32: 80 + 112 + 192 = 384 channels), the coarser ones
+    upsampled (nearest) to the finest grid. Mid-level ImageNet features transfer
+    better to small, unfamiliar images than the 1280-channel head alone (measured
+    on Fashion-MNIST, see notes/issue-5.md), the trunk stops after stage 6 (cheaper),
+    and the class activation maps come at stride 16 instead of 32.
+
+    ``forward`` returns (logits, feature map); logits = fc(mean over the map).
+    """
+
+    def __init__(self, n_classes: int, dropout: float = 0.2, pretrained: bool = True,
+                 stages: tuple[str, ...] = DEFAULT_STAGES):
+        super().__init__()
+        self.backbone = build_backbone(pretrained=pretrained)
+        self.backbone.fc = nn.Identity()  # the ImageNet classifier is not used
+        self.stage_names = tuple(stages)
+        self.num_features = sum(stage_channels(s) for s in self.stage_names)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(self.num_features, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        st = self.backbone.stages(x, self.stage_names)
+        maps = [st[s] for s in self.stage_names]
+        h = max(int(m.shape[-2]) for m in maps)
+        w = max(int(m.shape[-1]) for m in maps)
+        maps = [m if (int(m.shape[-2]), int(m.shape[-1])) == (h, w) else F.interpolate(m, size=(h, w), mode="nearest")
+                for m in maps]
+        return torch.cat(maps, dim=1) if len(maps) > 1 else maps[0]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmap = self.features(x)
+        return self.fc(self.dropout(fmap.mean(dim=(2, 3)))), fmap
+
+
+@dataclass
+class FitConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    patience: int = 6
+    finetune_blocks: int = 16          # 0: linear probe only; 16: every block (the whole network)
+    probe_augment_copies: int = 2
+    dropout: float = 0.2
+    seed: int = 0
+    time_limit_s: float = 270.0
+    augment: Augment = field(default_factory=Augment)
+
+
+def _set_trainable(net: ClassNet, blocks: int) -> list[nn.Parameter]:
+    """Train the head and the top ``blocks`` MBConv blocks that the feature map depends on."""
+    bb = net.backbone
+    for p in net.parameters():
+        p.requires_grad_(False)
+    last = max(bb._stage_end[int(s[5:]) - 1] for s in net.stage_names if s.startswith("stage")) \
+        if any(s.startswith("stage") for s in net.stage_names) else len(bb._blocks)
+    mods: list[nn.Module] = [net.fc]
+    if blocks > 0:
+        mods += list(bb._blocks[max(0, last - blocks):last])
+        if "head" in net.stage_names:
+            mods += [bb._conv_head, bb._bn1]
+        if blocks >= last:
+            mods += [bb._conv_stem, bb._bn0]
+    for m in mods:
+        for p in m.parameters():
+            p.requires_grad_(True)
+    return [p for p in net.parameters() if p.requires_grad]
+
+
+def _freeze_bn(net: nn.Module) -> None:
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+
+
+@torch.no_grad()
+def pooled_features(net: ClassNet, images: np.ndarray, batch: int = 64) -> torch.Tensor:
+    net.eval()
+    out = [net.features(to_tensor(images[s:s + batch])).mean(dim=(2, 3)) for s in range(0, len(images), batch)]
+    return torch.cat(out) if out else torch.zeros((0, net.num_features))
+
+
+@torch.no_grad()
+def predict(net: ClassNet, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Softmax probabilities [N, C] (eval mode)."""
+    net.eval()
+    out = [F.softmax(net(to_tensor(images[s:s + batch]))[0], dim=1) for s in range(0, len(images), batch)]
+    return torch.cat(out).numpy() if out else np.zeros((0, net.fc.out_features), np.float32)
+
+
+def linear_probe(net: ClassNet, feats: torch.Tensor, labels: torch.Tensor, weight_decay: float = 1e-3,
+                 smoothing: float = 0.1, steps: int = 300) -> None:
+    """Fit ``net.fc`` on fixed pooled features (full-batch L-BFGS, L2 penalty)."""
+    fc = net.fc
+    nn.init.zeros_(fc.weight)
+    nn.init.zeros_(fc.bias)
+    # standardise for conditioning, then fold the scaling back into the layer
+    mu, sd = feats.mean(0), feats.std(0) + 1e-3
+    z = (feats - mu) / sd
+    w = torch.zeros_like(fc.weight, requires_grad=True)
+    b = torch.zeros_like(fc.bias, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(z @ w.T + b, labels, label_smoothing=smoothing) + weight_decay * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        fc.weight.copy_(w / sd)
+        fc.bias.copy_(b - (w * (mu / sd)).sum(1))
+
+
+def fit(x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes: int, cfg: FitConfig,
+        progress=None, log=print) -> tuple[ClassNet, dict[str, Any]]:
+    """Train on uint8 RGB images ``x`` (labels ``y``); select the epoch on (``vx``, ``vy``)."""
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    net = ClassNet(n_classes, dropout=cfg.dropout)
+    yt = torch.from_numpy(y)
+    has_val = len(vx) > 0
+    history: dict[str, Any] = {"epochs": []}
+
+    def update(stage, done, total, **m):
+        if progress is not None:
+            progress.update(stage, done, total, **m)
+
+    # ---- 1. linear probe on frozen features (plus a few augmented copies)
+    copies = [x] + [cfg.augment(x, rng) for _ in range(cfg.probe_augment_copies)]
+    feats = []
+    for i, c in enumerate(copies):
+        feats.append(pooled_features(net, c))
+        update("features", i + 1, len(copies))
+    linear_probe(net, torch.cat(feats), yt.repeat(len(copies)), smoothing=cfg.label_smoothing,
+                 weight_decay=float(np.clip(5.0 / max(len(x), 1), 0.005, 0.1)))
+
+    def val_metrics() -> tuple[float, float]:
+        if not has_val:
+            return float("nan"), float("nan")
+        p = predict(net, vx)
+        acc = float((p.argmax(1) == vy).mean())
+        loss = float(-np.log(np.clip(p[np.arange(len(vy)), vy], 1e-9, 1)).mean())
+        return acc, loss
+
+    acc0, loss0 = val_metrics()
+    history["probe_val_acc"] = acc0
+    history["probe_s"] = time.perf_counter() - t_start
+    log(f"linear probe: val acc {acc0:.4f} ({history['probe_s']:.1f} s)")
+    best = {"acc": acc0, "loss": loss0, "epoch": 0, "state": copy.deepcopy(net.state_dict())}
+    if cfg.finetune_blocks <= 0 or cfg.epochs <= 0:
+        history.update(best_epoch=0, best_val_acc=acc0, stopped="linear probe only", seconds=time.perf_counter() - t_start)
+        return net, history
+
+    # ---- 2. fine-tune the top of the network
+    params = _set_trainable(net, cfg.finetune_blocks)
+    head = list(net.fc.parameters())
+    head_ids = {id(p) for p in head}
+    body = [p for p in params if id(p) not in head_ids]
+    opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.lr}],
+                            weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(x) / cfg.batch_size))
+    total_steps = steps_per_epoch * cfg.epochs
+    warm = steps_per_epoch
+    base = [g["lr"] for g in opt.param_groups]
+    step = 0
+    stale = 0
+    stopped = f"{cfg.epochs} epochs"
+    for epoch in range(1, cfg.epochs + 1):
+        t_epoch = time.perf_counter()
+        net.train()
+        _freeze_bn(net)
+        order = rng.permutation(len(x))
+        tot_loss, tot_ok, seen = 0.0, 0, 0
+        for s in range(0, len(x), cfg.batch_size):
+            idx = order[s:s + cfg.batch_size]
+            if len(idx) < 2 and seen:
+                continue
+            xb = to_tensor(cfg.augment(x[idx], rng))
+            yb = yt[idx]
+            f = min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+            for g, b0 in zip(opt.param_groups, base):
+                g["lr"] = b0 * f
+            logits, _ = net(xb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            tot_loss += float(loss.detach()) * len(idx)
+            tot_ok += int((logits.argmax(1) == yb).sum())
+            seen += len(idx)
+            update(f"epoch {epoch}/{cfg.epochs}", seen, len(x), loss=tot_loss / seen, acc=tot_ok / seen)
+        acc, vloss = val_metrics()
+        dt = time.perf_counter() - t_epoch
+        history["epochs"].append({"epoch": epoch, "loss": tot_loss / max(seen, 1), "train_acc": tot_ok / max(seen, 1),
+                                  "val_acc": acc, "val_loss": vloss, "seconds": dt})
+        log(f"epoch {epoch}: loss {tot_loss / max(seen, 1):.4f} train acc {tot_ok / max(seen, 1):.4f} "
+            f"val acc {acc:.4f} val loss {vloss:.4f} ({dt:.1f} s)")
+        if has_val:
+            better = acc > best["acc"] + 1e-9 or (abs(acc - best["acc"]) <= 1e-9 and vloss < best["loss"])
+            if better:
+                best = {"acc": acc, "loss": vloss, "epoch": epoch, "state": copy.deepcopy(net.state_dict())}
+                stale = 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    stopped = f"early stop: no validation gain for {cfg.patience} epochs"
+                    break
+        else:
+            best = {"acc": acc, "loss": vloss, "epoch": epoch, "state": None}
+        elapsed = time.perf_counter() - t_start
+        if elapsed + dt * 1.05 > cfg.time_limit_s:
+            stopped = f"time budget ({cfg.time_limit_s:.0f} s) reached"
+            break
+    if best["state"] is not None:
+        net.load_state_dict(best["state"])
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    history.update(best_epoch=best["epoch"], best_val_acc=best["acc"], stopped=stopped,
+                   seconds=time.perf_counter() - t_start)
+    return net, history

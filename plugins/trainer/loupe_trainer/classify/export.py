@@ -1,0 +1,97 @@
+"""ONNX export of a trained classifier, with a parity check against torch, into a bundle."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from host import Bundle, BundleError, write_bundle
+from loupe_dl_classify.data import DEFAULT_NORMALISATION, preprocess
+from loupe_dl_classify.model import _session
+
+from ..backbone import to_tensor
+from .engine import ClassNet
+
+OPSET = 17
+#: parity tolerances: logits may differ by float rounding only; the predicted class never
+LOGIT_ATOL = 2e-3
+FEATURE_ATOL = 2e-3
+
+
+class _Graph(nn.Module):
+    def __init__(self, net: ClassNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor):
+        logits, fmap = self.net(x)
+        return logits, fmap
+
+
+def export_onnx(net: ClassNet, size: tuple[int, int], path: Path) -> None:
+    net.eval()
+    dummy = torch.zeros(1, 3, size[0], size[1])
+    # the exporter restores the wrapper's training flag on exit (recursively): keep everything in eval
+    import warnings
+
+    with warnings.catch_warnings():  # the TorchScript exporter's notes on constant folding and tracing
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Graph(net).eval(), (dummy,), str(path), input_names=["image"],
+                          output_names=["logits", "features"],
+                          dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}, "features": {0: "n"}},
+                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+    net.eval()
+
+
+def parity_check(net: ClassNet, onnx_path: Path, raw_images: list[np.ndarray], resized_rgb: np.ndarray,
+                 size: tuple[int, int], threads: int = 2) -> dict[str, Any]:
+    """Compare torch (on the trainer's inputs) with ONNX Runtime (on the runtime's own preprocessing of the
+    decoded images). Raises ``BundleError`` when they disagree."""
+    net.eval()
+    with torch.no_grad():
+        t_logits, t_feats = (a.numpy() for a in net(to_tensor(resized_rgb)))
+    sess = _session(onnx_path, threads)
+    o_logits, o_feats = sess.run(["logits", "features"], {"image": preprocess(raw_images, size)})
+    d_logits = float(np.abs(t_logits - o_logits).max())
+    d_feats = float(np.abs(t_feats - o_feats).max())
+    agree = float((t_logits.argmax(1) == o_logits.argmax(1)).mean())
+    report = {"images": len(raw_images), "max_abs_logit_diff": d_logits, "max_abs_feature_diff": d_feats,
+              "argmax_agreement": agree}
+    if d_logits > LOGIT_ATOL or d_feats > FEATURE_ATOL or agree < 1.0:
+        raise BundleError(f"export parity check failed: ONNX Runtime and torch disagree on {len(raw_images)} "
+                          f"training images (max |logit diff| {d_logits:.2e} > {LOGIT_ATOL:g}, or max |feature "
+                          f"diff| {d_feats:.2e} > {FEATURE_ATOL:g}, or predicted classes agree on only "
+                          f"{agree:.1%}); the bundle was not written")
+    return report
+
+
+def write_classifier_bundle(net: ClassNet, out: Path, classes: list[str], size: tuple[int, int],
+                            raw_images: list[np.ndarray], resized_rgb: np.ndarray, meta: dict[str, Any],
+                            threads: int = 2) -> Bundle:
+    """Export, check parity, and write the bundle atomically (nothing is written when parity fails)."""
+    with tempfile.TemporaryDirectory(prefix="loupe-export-") as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        export_onnx(net, size, onnx_path)
+        parity = parity_check(net, onnx_path, raw_images, resized_rgb, size, threads)
+        w = net.fc.weight.detach().numpy().astype(np.float32)
+        b = net.fc.bias.detach().numpy().astype(np.float32)
+        full = {**meta, "task": "classify", "classes": list(classes), "input_size": [int(size[0]), int(size[1])],
+                "normalisation": DEFAULT_NORMALISATION, "model": "model.onnx",
+                "outputs": {"logits": "[N, C] class scores (softmax gives probabilities)",
+                            "features": "[N, K, h, w] last feature map (stages 4-6 concatenated at stride 16); "
+                                        "CAM_c = cam_weights[c] . F + cam_bias[c]"},
+                "onnx_opset": OPSET, "parity": parity}
+        return write_bundle(out, full, {"model.onnx": onnx_path, "cam_weights.npy": _npy(w),
+                                        "cam_bias.npy": _npy(b)})
+
+
+def _npy(a: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()

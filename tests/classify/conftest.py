@@ -1,0 +1,60 @@
+"""Shared fixtures for the classification tests: a small real data set (Fashion-MNIST PNGs) and a tiny model."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from host.testing import run_loupe
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+CLASSES = {0: "tshirt", 1: "trouser", 7: "sneaker"}   # Fashion-MNIST label -> folder name
+
+
+def read_idx(path: Path) -> np.ndarray:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    nd = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(nd)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * nd).reshape(dims)
+
+
+def _find(stem: str) -> Path:
+    for p in (FMNIST / f"{stem}.gz", FMNIST / stem):
+        if p.exists():
+            return p
+    pytest.skip(f"Fashion-MNIST not installed ({FMNIST}/{stem}[.gz])")
+
+
+@pytest.fixture(scope="session")
+def fmnist_small(tmp_path_factory) -> Path:
+    """train/<class>/ with 12 images and test/<class>/ with 15 images of three Fashion-MNIST classes."""
+    x = read_idx(_find("t10k-images-idx3-ubyte"))
+    y = read_idx(_find("t10k-labels-idx1-ubyte"))
+    root = tmp_path_factory.mktemp("fmnist") / "data"
+    for label, name in CLASSES.items():
+        ids = np.flatnonzero(y == label)
+        for split, chosen in (("train", ids[:12]), ("test", ids[200:215])):
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in chosen:
+                cv2.imwrite(str(d / f"{i:05d}.png"), x[i])
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(fmnist_small, tmp_path_factory) -> Path:
+    """A model trained through the CLI: 64 px input, linear probe + 1 fine-tuning epoch."""
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    r = run_loupe("train", "classify", fmnist_small, "--out", out, "--epochs", "1", "--input-size", "64",
+                  "--max-minutes", "3", "-q", env={"OMP_NUM_THREADS": "2"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "trained classify model" in r.stdout
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["task"] == "classify"
+    return out

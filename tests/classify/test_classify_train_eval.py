@@ -1,0 +1,131 @@
+"""Train through the CLI, check the bundle, the export parity, `loupe eval` and its plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from host import Bundle, BundleError
+from host.testing import run_loupe
+
+
+def test_bundle_metadata_and_parity(tiny_bundle):
+    b = Bundle.load(tiny_bundle)
+    m = b.meta
+    assert m["classes"] == ["sneaker", "trouser", "tshirt"]
+    assert m["input_size"] == [64, 64]
+    assert m["normalisation"]["mean"] == [0.5, 0.5, 0.5] and m["normalisation"]["color"] == "RGB"
+    assert {"model.onnx", "cam_weights.npy", "cam_bias.npy"} <= set(b.files)
+    assert m["parity"]["argmax_agreement"] == 1.0 and m["parity"]["max_abs_logit_diff"] < 2e-3
+    assert m["training"]["n_train"] + m["training"]["n_val"] == 36
+    assert "torch" in m["versions"] and "onnxruntime" in m["versions"]
+    assert m["split"] is None  # a test folder exists: no held-out split
+
+
+def test_cam_explains_the_logit(tiny_bundle, fmnist_small):
+    """The heatmap is the class activation map: its mean over the map equals the logit."""
+    from loupe_dl_classify.data import preprocess, read_image
+    from loupe_dl_classify.model import Classifier
+
+    clf = Classifier(Bundle.load(tiny_bundle))
+    img = read_image(next((fmnist_small / "test" / "trouser").iterdir()))
+    logits, feats = clf.run(preprocess([img], clf.size))
+    k = feats.shape[1]
+    cams = np.einsum("ck,khw->chw", clf.cam_w, feats[0]) + clf.cam_b[:, None, None]
+    np.testing.assert_allclose(cams.mean(axis=(1, 2)), logits[0], rtol=1e-4, atol=1e-4)
+    p = clf.predict(img)
+    assert p.heatmap.shape == clf.size and 0.0 <= p.heatmap.min() and p.heatmap.max() <= 1.0
+    assert k == 384  # stages 4-6 of EfficientNet-Lite0: 80 + 112 + 192
+
+
+def test_eval_json_matches_sklearn(tiny_bundle, fmnist_small, tmp_path):
+    from sklearn.metrics import confusion_matrix, precision_score, recall_score
+
+    from loupe_dl_classify.data import read_image
+    from loupe_dl_classify.model import Classifier
+
+    out = tmp_path / "report"
+    r = run_loupe("eval", tiny_bundle, fmnist_small, "--json", "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    for key in ("task", "accuracy", "classes", "confusion_matrix", "per_class", "ms_per_image"):
+        assert key in res
+    assert res["task"] == "classify" and res["n_images"] == 45
+    assert res["accuracy"] >= 0.8, res  # three classes: chance is 0.33
+
+    # the same predictions, made independently, through sklearn
+    clf = Classifier(Bundle.load(tiny_bundle))
+    y_true, y_pred = [], []
+    for i, c in enumerate(clf.classes):
+        for f in sorted((fmnist_small / "test" / c).iterdir()):
+            y_true.append(i)
+            y_pred.append(clf.predict(read_image(f), heatmap=False).index)
+    cm = confusion_matrix(y_true, y_pred, labels=list(range(3)))
+    assert res["confusion_matrix"] == cm.tolist()
+    assert res["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    prec = precision_score(y_true, y_pred, average=None, labels=[0, 1, 2], zero_division=0)
+    rec = recall_score(y_true, y_pred, average=None, labels=[0, 1, 2], zero_division=0)
+    for i, c in enumerate(res["classes"]):
+        assert res["per_class"][c]["precision"] == pytest.approx(prec[i])
+        assert res["per_class"][c]["recall"] == pytest.approx(rec[i])
+
+    # plots: confusion PNG with green cells where recall >= 90%, gallery, HTML
+    png = cv2.imread(str(out / "confusion_matrix.png"))
+    assert png is not None
+    green = np.all(png == (80, 190, 60), axis=2).sum()
+    rates = np.diag(cm) / cm.sum(1)
+    assert (green > 0) == bool((rates >= 0.9).any())
+    html = (out / "index.html").read_text()
+    assert "confusion_matrix.png" in html and f"{res['accuracy']:.4f}" in html
+    wrong = len(y_true) - int(np.trace(cm))
+    assert len(list((out / "misclassified").glob("*.png"))) == min(wrong, 60)
+
+
+def test_eval_without_test_folder_uses_the_held_out_split(fmnist_small, tmp_path):
+    """No test/: the trainer keeps a stratified 20% out and eval scores exactly those images."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(fmnist_small / "train", data / "train")
+    out = tmp_path / "b"
+    r = run_loupe("train", "classify", data, "--out", out, "--epochs", "0", "--input-size", "48", "-q")
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = Bundle.load(out).meta
+    assert meta["split"]["test_fraction"] == 0.2 and meta["split"]["n_test"] == 9  # round(0.2*12)=2 -> 3 classes x ... 
+    r = run_loupe("eval", out, data, "--json")
+    res = json.loads(r.stdout)
+    assert res["n_images"] == meta["split"]["n_test"]
+    assert sum(map(sum, res["confusion_matrix"])) == res["n_images"]
+    assert "held-out" in res["split"]
+
+
+def test_parity_check_fails_on_disagreement(fmnist_small, tmp_path):
+    torch = pytest.importorskip("torch")
+    from loupe_dl_classify.data import read_image, resize_to, to_rgb8
+    from loupe_trainer.classify.engine import ClassNet
+    from loupe_trainer.classify.export import export_onnx, parity_check
+
+    net = ClassNet(3).eval()
+    files = sorted((fmnist_small / "train" / "tshirt").iterdir())[:4]
+    raw = [read_image(f) for f in files]
+    rgb = np.stack([resize_to(to_rgb8(im), (48, 48)) for im in raw])
+    path = tmp_path / "m.onnx"
+    export_onnx(net, (48, 48), path)
+    rep = parity_check(net, path, raw, rgb, (48, 48))
+    assert rep["max_abs_logit_diff"] < 2e-3 and rep["argmax_agreement"] == 1.0
+    with torch.no_grad():
+        net.fc.weight.add_(torch.randn_like(net.fc.weight))  # the torch model no longer matches the graph
+    with pytest.raises(BundleError, match="parity"):
+        parity_check(net, path, raw, rgb, (48, 48))
+
+
+def test_train_usage_errors(tmp_path):
+    (tmp_path / "train" / "only").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "train" / "only" / "a.png"), np.zeros((8, 8), np.uint8))
+    r = run_loupe("train", "classify", tmp_path, "--out", tmp_path / "b")
+    assert r.returncode == 2 and "at least two classes" in r.stderr and "Traceback" not in r.stderr
+    r = run_loupe("train", "classify", tmp_path, "--out", tmp_path / "b", "--input-size", "8")
+    assert r.returncode == 2 and "--input-size" in r.stderr
