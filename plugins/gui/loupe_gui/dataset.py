@@ -1,10 +1,13 @@
 """Dataset analysis for the trainer workspace: class counts per split and the image-size distribution.
 
-The classification helper had not registered a reusable analysis function when
-this was written, so the GUI reads the folders itself (OpenCV decodes a sample
-of images for their sizes). Layouts: class folders (``<class>/``), split class
-folders (``train/<class>/``, ``test/<class>/``) and MVTec AD (``train/good``,
-``test/<type>``, ``ground_truth/`` which is skipped).
+When the installed ``dataset`` command (registered by loupe-trainer through
+``loupe_commands``) comes with a module-level ``analyze(root, progress)``, the
+GUI calls it, so the GUI and ``loupe dataset analyze`` report the same counts,
+sizes, corrupt files and duplicates. Without it the GUI reads the folders
+itself (OpenCV decodes a sample of images for their sizes). Layouts: class
+folders (``<class>/``), split class folders (``train/<class>/``,
+``test/<class>/``) and MVTec AD (``train/good``, ``test/<type>``;
+``ground_truth/`` is skipped).
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ class DatasetSummary:
     sampled: int = 0
     unreadable: list[str] = field(default_factory=list)
     files: dict[str, list[Path]] = field(default_factory=dict)          # "split/class" -> files
+    duplicates: int = 0
+    source: str = "gui"                                                 # who analysed: "gui" or the command's module
 
     @property
     def classes(self) -> list[str]:
@@ -41,6 +46,38 @@ class DatasetSummary:
 
 def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def analyze_with(catalogue, root: str | Path, progress=None) -> DatasetSummary:
+    """Use the ``dataset`` command's own analysis when it has one, else :func:`analyze`."""
+    import importlib
+
+    entry = catalogue.commands.get("dataset") if catalogue is not None else None
+    fn = None
+    if entry is not None:
+        try:
+            fn = getattr(importlib.import_module(entry.cls.__module__), "analyze", None)
+        except ImportError:
+            fn = None
+    if fn is None:
+        return analyze(root, progress=progress)
+    root = Path(root)
+    # the command's analysis reports progress as a plain callable(done, total)
+    a = fn(root, progress=(lambda done, total: progress.update("analyse", done, total)) if progress else None)
+    summary = DatasetSummary(root, source=entry.cls.__module__)
+    for split, counts in a.counts().items():
+        if split == "ground_truth":
+            continue
+        summary.splits["all" if split == "-" else split] = dict(counts)
+    summary.sizes = {tuple(k): int(v) for k, v in a.sizes().items()}
+    summary.sampled = len(a.readable)
+    summary.unreadable = [c["file"] for c in a.corrupt()]
+    summary.duplicates = len(a.duplicates())
+    if not summary.splits:
+        from host import UsageError
+
+        raise UsageError(f"{root}: no class folders with images (expected <class>/ or train/<class>/)")
+    return summary
 
 
 def analyze(root: str | Path, max_decode: int = 300, progress=None) -> DatasetSummary:

@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     # trainer workspace
     win.show_workspace("train")
     tw = win.train_ws
-    data = fashion_classes(work / "fashion", classes=(0, 1, 7, 8), n_train=40, n_test=15, upscale=2)
+    data = fashion_classes(work / "fashion", classes=(0, 2, 4, 6), n_train=40, n_test=15, upscale=2)
     tw.set_data(data, task="classify")
     wait_until(app, lambda: tw.summary is not None and not tw._busy(), 60)
     if "classify" in tw.catalogue.trainers and not args.skip_train:

@@ -23,7 +23,7 @@ from host.reporters.imaging import blend_heatmap, thumbnail, to_uint8
 
 from . import theme
 from .charts import BarChart, ConfusionMatrix, HistogramChart, LineChart, SizeChart
-from .dataset import analyze
+from .dataset import analyze_with
 from .forms import ParamForm
 from .imageview import to_qimage
 from .jobs import GuiProgress, Job
@@ -456,7 +456,7 @@ class TrainWorkspace(QtWidgets.QWidget):
         if not path or self._busy():
             return
         self.data_info.setText("analysing…")
-        self._start(Job(analyze, Path(path), progress=self._new_progress()), self._analysed)
+        self._start(Job(analyze_with, self.catalogue, Path(path), progress=self._new_progress()), self._analysed)
 
     def _analysed(self, summary) -> None:
         self.summary = summary
@@ -468,6 +468,8 @@ class TrainWorkspace(QtWidgets.QWidget):
                f"sizes from {summary.sampled} decoded images")
         if summary.unreadable:
             msg += f"; {len(summary.unreadable)} unreadable"
+        if summary.duplicates:
+            msg += f"; {summary.duplicates} groups of duplicate files"
         self.data_info.setText(msg)
         self.stage.setText("ready")
         self.bar.setRange(0, 1)
