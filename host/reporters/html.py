@@ -148,7 +148,7 @@ body{{font-family:system-ui,sans-serif;margin:0;background:#1e2227;color:#ddd}}
 header{{padding:12px 20px;background:#14171a;position:sticky;top:0;z-index:2;border-bottom:1px solid #333}}
 h1{{font-size:20px;margin:0 0 6px}} header small{{color:#999}}
 button{{background:#2a2f35;color:#ddd;border:1px solid #444;border-radius:4px;padding:3px 10px;margin-right:6px;cursor:pointer}}
-.grid{{display:flex;flex-wrap:wrap;gap:12px;padding:16px}}
+.grid{{display:flex;flex-wrap:wrap;gap:12px;padding:16px;align-items:flex-start}}
 .card{{background:#262b31;border-radius:6px;width:500px;padding:8px;border-left:5px solid #555}}
 .card.pass{{border-color:#2ecc71}} .card.fail{{border-color:#e74c3c}} .card.review{{border-color:#f39c12}} .card.error{{border-color:#8e44ad}}
 .imgbox{{position:relative;line-height:0}} .imgbox img{{width:100%;image-rendering:auto}}
