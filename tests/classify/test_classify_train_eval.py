@@ -94,7 +94,7 @@ def test_eval_without_test_folder_uses_the_held_out_split(fmnist_small, tmp_path
     r = run_loupe("train", "classify", data, "--out", out, "--epochs", "0", "--input-size", "48", "-q")
     assert r.returncode == 0, r.stderr[-2000:]
     meta = Bundle.load(out).meta
-    assert meta["split"]["test_fraction"] == 0.2 and meta["split"]["n_test"] == 9  # round(0.2*12)=2 -> 3 classes x ... 
+    assert meta["split"]["test_fraction"] == 0.2 and meta["split"]["n_test"] == 6  # round(0.2 * 12) = 2 per class
     r = run_loupe("eval", out, data, "--json")
     res = json.loads(r.stdout)
     assert res["n_images"] == meta["split"]["n_test"]

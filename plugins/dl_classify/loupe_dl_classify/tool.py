@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from host import Bundle, InspectTool, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
 
@@ -21,23 +21,25 @@ class ClassifyParams(Params):
     heatmap: bool = Field(True, description="compute the class activation map of the predicted class")
     threads: int = Field(2, ge=1, le=64, description="ONNX Runtime intra-op threads")
 
-    @model_validator(mode="after")
-    def _allowed_are_classes(self, info: ValidationInfo) -> "ClassifyParams":
+    @field_validator("allowed")
+    @classmethod
+    def _allowed_are_classes(cls, allowed: list[str], info: ValidationInfo) -> list[str]:
         """At recipe load, check ``allowed`` against the bundle's classes (when the bundle can be read)."""
-        base = (info.context or {}).get("base_dir") if info is not None else None
-        if not self.allowed:
-            return self
-        p = Path(self.model.path).expanduser()
+        model = info.data.get("model")
+        if not allowed or model is None:
+            return allowed
+        base = (info.context or {}).get("base_dir")
+        p = Path(model.path).expanduser()
         if base is not None and not p.is_absolute():
             p = Path(base) / p
         try:
             classes = json.loads((p / "bundle.json").read_text())["classes"]
         except (OSError, ValueError, KeyError, TypeError):
-            return self  # missing or broken bundles are reported by the model check
-        unknown = [c for c in self.allowed if c not in classes]
+            return allowed  # a missing or broken bundle is reported by the model check
+        unknown = [c for c in allowed if c not in classes]
         if unknown:
-            raise ValueError(f"allowed: {unknown} not among the model's classes {classes}")
-        return self
+            raise ValueError(f"{unknown} not among the model's classes {classes}")
+        return allowed
 
 
 class ClassifyTool(InspectTool):
