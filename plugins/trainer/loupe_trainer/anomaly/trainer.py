@@ -117,7 +117,8 @@ class AnomalyTrainer(Trainer):
         rng = np.random.default_rng(params.seed)
         order = rng.permutation(n)
         if n >= 5:
-            n_cal = max(2, int(round(params.calibration_fraction * n)))
+            # at least 5 held-out images (or half the set) so that per-position statistics mean something
+            n_cal = max(min(5, n // 2), int(round(params.calibration_fraction * n)))
             cal_idx, bank_idx = order[:n_cal], order[n_cal:]
             in_sample = False
         else:  # too few images to hold any out: calibrate on the bank images themselves
@@ -156,9 +157,13 @@ class AnomalyTrainer(Trainer):
             # 3. calibration: position statistics and held-out good scores (leave-one-out)
             cal = torch.from_numpy(F_all[cal_idx].reshape(-1, D))
             dist = nn_distance(cal, bank, chunk=8192).reshape(len(cal_idx), 1, h, w)
-            mu, sd = _position_stats(dist, params.position_norm)
+            norm = params.position_norm
+            if norm == "z" and len(cal_idx) < 8:
+                norm = "mean"  # a per-position spread from fewer than 8 images is too noisy
+                progress.log(f"{len(cal_idx)} calibration images: position normalisation 'mean' instead of 'z'")
+            mu, sd = _position_stats(dist, norm)
             model = PatchCore(feats, bank, params.sigma, mu, sd).eval()
-            loo = _loo_scores(model, dist, params.position_norm)
+            loo = _loo_scores(model, dist, norm)
             good_scores = loo if loo is not None else \
                 model.smooth(model.normalized(dist)).flatten(1).max(1).values.numpy()
             threshold = good_threshold(good_scores, params.quantile, params.margin)
@@ -230,6 +235,7 @@ class AnomalyTrainer(Trainer):
                 "score_normalisation": "score = raw_score / threshold (1.0 = threshold; > 1 is anomalous)",
                 "pixel_low": pixel_low,
                 "params": params.model_dump(),
+                "position_norm": norm,
                 "feature": {"backbone": "efficientnet_lite0", "layers": list(params.layers), "stride": feats.stride,
                             "dim": int(D), "map_size": [int(h), int(w)], "aggregate": params.aggregate},
                 "memory_bank": {**cinfo, "bytes": int(bank.numel() * 4)},
