@@ -17,3 +17,12 @@ def loupe_commands(register):
     from .dataset import DatasetCommand
 
     register(DatasetCommand)
+
+
+@hookimpl
+def loupe_optimize(register):
+    from .optimize import FP16Optimizer, Int8Optimizer, PruneOptimizer
+
+    register(Int8Optimizer)
+    register(FP16Optimizer)
+    register(PruneOptimizer)

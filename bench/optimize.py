@@ -1,0 +1,127 @@
+"""Benchmark of ``loupe optimize`` on the demo models: fp32 vs int8 vs prune (vs fp16), one run each task.
+
+    .venv/bin/python bench/optimize.py --work /tmp/loupe-opt-bench [--quick]
+
+Builds (once, cached in --work) a generated texture set (``loupe_trainer.samples``, MVTec layout) and a
+Fashion-MNIST subset (class folders), trains a small anomaly and a small classification model with the
+normal ``loupe train`` commands, optimises each with ``loupe optimize --method int8|prune|fp16``, then runs
+``loupe bench --compare`` (fp32 first, so the speed-up column is against fp32) with ``--data`` for the
+accuracy / AUROC column. Timings: OMP_NUM_THREADS=2, ONNX Runtime 2 intra-op threads, median over
+``--repeat`` passes on the evaluation images. Writes WORK/<task>/bench.md and bench.json and prints them.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+LOUPE = [str(ROOT / ".venv" / "bin" / "loupe")]
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+FM_CLASSES = {0: "tshirt", 1: "trouser", 2: "pullover", 3: "dress", 7: "sneaker", 8: "bag"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    nd = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(nd)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * nd).reshape(dims)
+
+
+def make_fashion(out: Path, n_train: int, n_test: int, classes: dict[int, str] = FM_CLASSES) -> Path:
+    """train/<class>/ and test/<class>/ PNGs from the Fashion-MNIST test file (deterministic)."""
+    import cv2
+
+    if (out / "train").is_dir():
+        return out
+    x = read_idx(FMNIST / "t10k-images-idx3-ubyte.gz")
+    y = read_idx(FMNIST / "t10k-labels-idx1-ubyte.gz")
+    for label, name in classes.items():
+        ids = np.flatnonzero(y == label)
+        for split, chosen in (("train", ids[:n_train]), ("test", ids[500:500 + n_test])):
+            d = out / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in chosen:
+                cv2.imwrite(str(d / f"{i:05d}.png"), x[i])
+    return out
+
+
+def make_texture(out: Path, category: str, n_train: int, n_good: int, n_defect: int, size: int) -> Path:
+    from loupe_trainer.samples import make_texture_dataset
+
+    if not (out / category / "train").is_dir():
+        make_texture_dataset(out, category, n_train, n_good, n_defect, size=size, seed=0)
+    return out / category
+
+
+def loupe(*args, quiet=False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    cmd = LOUPE + [str(a) for a in args]
+    print("$ loupe " + " ".join(str(a) for a in args), flush=True)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        print(r.stdout[-4000:], r.stderr[-4000:])
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+    return r
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default="/tmp/loupe-opt-bench")
+    ap.add_argument("--quick", action="store_true", help="smaller data and shorter recovery")
+    ap.add_argument("--task", choices=["anomaly", "classify", "both"], default="both")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--fp16", action="store_true", help="also build and time an fp16 bundle")
+    args = ap.parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    q = args.quick
+    results = {}
+    if args.task in ("classify", "both"):
+        data = make_fashion(work / "fashion", 20 if q else 60, 15 if q else 50)
+        b = work / "classify" / "fp32"
+        if not (b / "manifest.json").exists():
+            loupe("train", "classify", data, "--out", b, "--input-size", 96, "--epochs", 3 if q else 8,
+                  "--max-minutes", 3 if q else 6, "-q")
+        results["classify"] = optimise_and_compare(work / "classify", b, data, args)
+    if args.task in ("anomaly", "both"):
+        data = make_texture(work / "textures", "fabric", 30 if q else 60, 10 if q else 20, 10 if q else 20, 256)
+        b = work / "anomaly" / "fp32"
+        if not (b / "manifest.json").exists():
+            loupe("train", "anomaly", data, "--out", b, "-q")
+        results["anomaly"] = optimise_and_compare(work / "anomaly", b, data, args)
+    for task, table in results.items():
+        print(f"\n## {task}\n\n{table}")
+    return 0
+
+
+def optimise_and_compare(d: Path, fp32: Path, data: Path, args) -> str:
+    bundles = [fp32]
+    for method, extra in (("int8", []), ("prune", ["--steps", 60 if args.quick else 300]),
+                          *((("fp16", []),) if args.fp16 else ())):
+        out = d / method
+        if not (out / "manifest.json").exists():
+            t0 = time.time()
+            loupe("optimize", fp32, "--method", method, "--out", out, "-q", *extra)
+            print(f"  {method}: {time.time() - t0:.0f} s")
+        bundles.append(out)
+        rec = json.loads((out / "bundle.json").read_text())["optimization"]
+        keep = {k: rec[k] for k in ("float_groups", "backbone_macs", "accuracy", "cpu_timing") if k in rec}
+        print(json.dumps(keep, indent=1)[:1500])
+    test = data / "test"
+    loupe("bench", "--compare", *bundles, "--source", f"folder:{test}", "--data", data, "--repeat", args.repeat,
+          "--out", d, "--limit", 60)
+    return (d / "bench.md").read_text()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

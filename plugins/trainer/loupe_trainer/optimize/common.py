@@ -1,0 +1,257 @@
+"""What every optimiser shares: the bundle's model file and data, model inputs, and the record.
+
+``model_file(bundle)``            name of the ONNX graph in the bundle (``model_file`` or ``model`` key).
+``training_data(bundle)``         the folder the bundle was trained on, from its metadata (or ``None``).
+``calibration_images(bundle, calib, n, seed)``
+                                  model inputs (float32 (1, 3, H, W), prepared exactly as the runtime
+                                  prepares them) from ``--calib DATA`` or the bundle's training images,
+                                  never from its test split.
+``held_out_images(bundle, data, n)``
+                                  model inputs from the evaluation split (for parity between graphs).
+``evaluate(bundle, data)``        the runtime's own ``evaluate`` (what ``loupe eval`` prints).
+``finish(parent, out, files, record, ...)``
+                                  writes the optimised bundle: the parent's files with the graph
+                                  replaced, metadata with ``optimization`` (method, settings, parent
+                                  sha256, parity against the parent, accuracy of both), atomically.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from host import Bundle, BundleError, Progress, UsageError, write_bundle
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+#: metric compared between parent and optimised bundle, by task
+KEY_METRIC = {"classify": "accuracy", "anomaly": "image_auroc"}
+
+
+def model_file(bundle: Bundle) -> str:
+    return str(bundle.meta.get("model_file") or bundle.meta.get("model") or "model.onnx")
+
+
+def input_size(bundle: Bundle) -> tuple[int, int]:
+    try:
+        s = bundle.meta["input_size"]
+        return (int(s[0]), int(s[1])) if not isinstance(s, int) else (int(s), int(s))
+    except (KeyError, TypeError, IndexError, ValueError):
+        raise BundleError(f"{bundle.path / 'bundle.json'}: missing or malformed field 'input_size'") from None
+
+
+def training_data(bundle: Bundle) -> Path | None:
+    tr = bundle.meta.get("training") or {}
+    for key in ("data", "root"):
+        if tr.get(key) and Path(tr[key]).is_dir():
+            return Path(tr[key])
+    return None
+
+
+def _read(path: Path) -> np.ndarray | None:
+    from loupe_dl_anomaly.data import read_image
+
+    try:
+        return read_image(path)
+    except (ValueError, OSError):
+        return None
+
+
+def prepare(bundle: Bundle) -> Callable[[np.ndarray], np.ndarray]:
+    """decoded image -> model input, exactly as the task's runtime prepares it."""
+    size = input_size(bundle)
+    if bundle.task == "classify":
+        from loupe_dl_classify.data import DEFAULT_NORMALISATION, preprocess
+
+        norm = bundle.meta.get("normalisation") or DEFAULT_NORMALISATION
+        return lambda img: preprocess([img], size, norm)
+    if bundle.task == "anomaly":
+        from loupe_dl_anomaly.data import prepare as _prep
+
+        return lambda img: _prep(img, size)
+    raise UsageError(f"{bundle.path}: cannot optimise {bundle.task!r} bundles (only classify and anomaly)")
+
+
+def _training_paths(bundle: Bundle, data: Path) -> list[Path]:
+    """The images a bundle was (or could have been) trained on: never its test split."""
+    if bundle.task == "classify":
+        from loupe_dl_classify.data import scan, stratified_split
+
+        try:
+            folders = scan(data, classes=[str(c) for c in bundle.meta.get("classes", [])] or None)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        train = folders.train
+        split = bundle.meta.get("split")
+        if not folders.has_test and split and split.get("test_fraction"):
+            keep, _ = stratified_split([s.label for s in train], split["test_fraction"], split["seed"])
+            train = [train[i] for i in keep]
+        return [s.path for s in train]
+    root = data / "train" if (data / "train").is_dir() else data
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
+def calibration_images(bundle: Bundle, calib: str | None, n: int, seed: int = 0) -> tuple[list[np.ndarray], str]:
+    """Up to ``n`` model inputs for calibration / fine-tuning, and where they came from."""
+    if calib:
+        data = Path(calib)
+        if not data.is_dir():
+            raise UsageError(f"--calib {calib}: folder not found")
+        root = data / "train" if (data / "train").is_dir() else data
+        paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+        source = str(data.resolve())
+    else:
+        data = training_data(bundle)
+        if data is None:
+            raise UsageError(f"{bundle.path / 'bundle.json'}: the training data folder recorded in the bundle "
+                             f"({(bundle.meta.get('training') or {}).get('data') or (bundle.meta.get('training') or {}).get('root')}) "
+                             f"is not available here; give calibration images with --calib DATA")
+        paths = _training_paths(bundle, data)
+        source = f"{data.resolve()} (training images)"
+    if not paths:
+        raise UsageError(f"{source}: no images found for calibration")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(paths))
+    prep = prepare(bundle)
+    out = []
+    for i in order:
+        img = _read(paths[i])
+        if img is not None:
+            out.append(prep(img).astype(np.float32))
+        if len(out) >= n:
+            break
+    if not out:
+        raise UsageError(f"{source}: none of the images could be read")
+    return out, source
+
+
+def eval_data(bundle: Bundle, data: str | None) -> Path | None:
+    if data:
+        p = Path(data)
+        if not p.is_dir():
+            raise UsageError(f"--data {data}: folder not found")
+        return p
+    return training_data(bundle)
+
+
+def held_out_images(bundle: Bundle, data: Path | None, n: int) -> list[np.ndarray]:
+    """Model inputs from the evaluation split of ``data`` (test/ or the trainer's held-out share)."""
+    if data is None:
+        return []
+    paths: list[Path] = []
+    if bundle.task == "classify":
+        from loupe_dl_classify.data import scan, test_samples
+
+        try:
+            folders = scan(data, classes=[str(c) for c in bundle.meta.get("classes", [])] or None)
+            samples, _ = test_samples(folders, bundle.meta.get("split"))
+            paths = [s.path for s in samples]
+        except ValueError:
+            paths = []
+    else:
+        test = data / "test"
+        if test.is_dir():
+            paths = sorted(p for p in test.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    rng = np.random.default_rng(1)
+    prep = prepare(bundle)
+    out = []
+    for i in rng.permutation(len(paths)):
+        img = _read(paths[i])
+        if img is not None:
+            out.append(prep(img).astype(np.float32))
+        if len(out) >= n:
+            break
+    return out
+
+
+def runtime_for(task: str):
+    if task == "classify":
+        from loupe_dl_classify.tool import ClassifyRuntime
+
+        return ClassifyRuntime()
+    if task == "anomaly":
+        from loupe_dl_anomaly.runtime import AnomalyRuntime
+
+        return AnomalyRuntime()
+    raise UsageError(f"no runtime for {task!r} bundles")
+
+
+def evaluate(bundle: Bundle, data: Path) -> dict[str, Any]:
+    return runtime_for(bundle.task).evaluate(bundle, data, None, Progress())
+
+
+def _strip(m: dict[str, Any]) -> dict[str, Any]:
+    keys = ("accuracy", "image_auroc", "pixel_auroc", "f1", "n_images", "ms_per_image")
+    return {k: m[k] for k in keys if k in m}
+
+
+def accuracy_check(parent: Bundle, child: Bundle, data: Path | None, max_drop: float,
+                   progress: Progress, parent_metrics: dict | None = None) -> dict[str, Any]:
+    """Evaluate both bundles on the same held-out data with the runtime; points lost on the key metric."""
+    if data is None:
+        progress.log("no evaluation data (the training folder is gone and no --data given): accuracy not checked")
+        return {"checked": False, "reason": "no evaluation data available; give --data DATA"}
+    key = KEY_METRIC[parent.task]
+    progress.update("accuracy check", 0, 2)
+    pm = parent_metrics if parent_metrics is not None else evaluate(parent, data)
+    progress.update("accuracy check", 1, 2)
+    cm = evaluate(child, data)
+    progress.update("accuracy check", 2, 2)
+    if key not in pm or key not in cm:
+        return {"checked": False, "reason": f"the evaluation gave no {key!r} (does {data} have a test split "
+                                             f"with both classes?)", "parent": _strip(pm), "optimized": _strip(cm)}
+    drop = 100.0 * (float(pm[key]) - float(cm[key]))
+    res = {"checked": True, "data": str(data.resolve()), "metric": key, "parent": _strip(pm),
+           "optimized": _strip(cm), "drop_points": round(drop, 3), "max_drop_points": max_drop,
+           "within_tolerance": bool(drop <= max_drop + 1e-9)}
+    msg = f"{key}: parent {pm[key]:.4f}, optimised {cm[key]:.4f} ({-drop:+.2f} points)"
+    progress.log(msg if res["within_tolerance"] else msg + f" -- MORE than the {max_drop:g} points allowed")
+    return res
+
+
+def finish(parent: Bundle, out: Path, model_path: Path, record: dict[str, Any], *, extra_files: dict | None = None,
+           meta_update: dict | None = None) -> Bundle:
+    """Write the optimised bundle (the parent's other files unchanged, the graph replaced)."""
+    files: dict[str, Any] = {}
+    for name in parent.files:
+        if name not in ("bundle.json", "manifest.json"):
+            files[name] = parent.path / name
+    files[model_file(parent)] = model_path
+    files.update(extra_files or {})
+    meta = dict(parent.meta)
+    meta.update(meta_update or {})
+    history = list(parent.meta.get("optimization_history", []))
+    if parent.meta.get("optimization"):
+        history.append(parent.meta["optimization"])
+    rec = {**record, "parent": {"path": str(parent.path.resolve()), "sha256": parent.sha256,
+                                "model_sha256": parent.files.get(model_file(parent))},
+           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    meta["optimization"] = rec
+    if history:
+        meta["optimization_history"] = history
+    try:
+        return write_bundle(out, meta, files)
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot write the bundle: {exc}") from None
+
+
+def record_accuracy(parent: Bundle, child: Bundle, data, params, progress: Progress, t0: float,
+                    parent_metrics: dict | None = None) -> Bundle:
+    """Run the accuracy check on the written bundle and rewrite its record with the result."""
+    import tempfile
+
+    acc = accuracy_check(parent, child, data, params.max_drop, progress, parent_metrics)
+    meta = dict(child.meta)
+    meta["optimization"] = {**meta["optimization"], "accuracy": acc, "seconds": round(time.perf_counter() - t0, 1)}
+    files = {n: child.path / n for n in child.files if n not in ("bundle.json", "manifest.json")}
+    with tempfile.TemporaryDirectory(prefix="loupe-opt-") as tmpd:  # write_bundle replaces the folder
+        staged = {}
+        for n, p in files.items():
+            staged[n] = Path(tmpd) / n
+            staged[n].write_bytes(p.read_bytes())
+        out = write_bundle(child.path, meta, staged)
+    if params.strict and acc.get("checked") and not acc["within_tolerance"]:
+        raise UsageError(f"{out.path}: {acc['metric']} dropped {acc['drop_points']:.2f} points "
+                         f"(more than --max-drop {params.max_drop:g}); the bundle was written for inspection")
+    return out

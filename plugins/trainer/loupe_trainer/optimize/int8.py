@@ -1,0 +1,208 @@
+"""``loupe optimize BUNDLE --method int8``: ONNX Runtime static INT8 quantisation of the backbone.
+
+What it does, and why (measured on the 2-core AVX-512 VNNI CPU this project is
+developed on; see notes/issue-6.md for the figures):
+
+* **Format: QOperator** (``QLinearConv`` / ``QLinearAdd``), **uint8 activations,
+  int8 weights, per-channel weights**. int8 *activations* (ORT's default, S8S8)
+  have no fast QLinearConv kernel on x86 and run ~3x *slower* than fp32; U8S8
+  is the fast path. QDQ with per-channel weights is not fused back into
+  QLinearConv for this graph by ORT's CPU provider and ran close to fp32 speed.
+  Per-tensor weights triple the feature error (depthwise convolutions have
+  very different ranges per channel).
+* **Calibration: MinMax** on the bundle's training images (``--calib DATA``
+  to use other images). Entropy and Percentile gave no lower error here.
+* The graph is pre-processed with ``quant_pre_process`` (shape inference,
+  constant folding) before quantisation.
+* **Only the EfficientNet-Lite0 trunk is quantised.** Everything after it stays
+  float32: for anomaly bundles the feature aggregation, the nearest-neighbour
+  distance (``|x|^2 - 2 x.b + |b|^2`` would lose everything to int8
+  cancellation), the position normalisation and the smoothing; for
+  classification bundles the pooling and the linear head.
+* **Sensitive parts stay float, chosen by measurement**: each backbone group
+  (stem, block0..15, head) is quantised *alone* (calibration is computed once
+  and cached) and the relative L2 change of the graph's outputs on held-out
+  calibration images is measured; groups whose error exceeds ``sensitivity_ratio``
+  times the median group's (at most ``max_float_groups`` of them) are kept in
+  float. On EfficientNet-Lite0 this picks the stem and the first block, whose
+  wide-range activations lose most to 8 bits. ``--keep-float`` overrides the
+  search with an explicit list.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from host import Bundle, BundleError, Optimizer, Params, Progress, UsageError
+
+
+class Int8Params(Params):
+    calib: str | None = Field(None, description="folder of calibration images (default: the bundle's training "
+                                                 "images, as recorded in its metadata)")
+    calib_images: int = Field(64, ge=4, le=2000, description="number of calibration images")
+    calibration: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="activation range "
+                                                                                          "calibration method")
+    per_channel: bool = Field(True, description="per-channel weight scales (per-tensor is ~3x less accurate here)")
+    format: Literal["qoperator", "qdq"] = Field("qoperator", description="quantised graph format (QOperator is the "
+                                                                        "fast one on CPU)")
+    keep_float: list[str] | None = Field(None, description="backbone groups to keep in float (stem, block0..block15, "
+                                                           "head); default: chosen by the sensitivity search")
+    sensitivity_ratio: float = Field(4.0, gt=1.0, description="keep a group in float when quantising it alone "
+                                                              "changes the outputs this many times more than the "
+                                                              "median group")
+    max_float_groups: int = Field(3, ge=0, le=18, description="at most this many groups kept in float by the search")
+    data: str | None = Field(None, description="evaluation data for the accuracy check (default: the training "
+                                               "data's test split)")
+    max_drop: float = Field(1.0, ge=0, description="accuracy / AUROC points the optimised bundle may lose; more is "
+                                                   "reported (and is an error with --strict)")
+    strict: bool = Field(False, description="fail when the accuracy check loses more than --max-drop points")
+    threads: int = Field(2, ge=1, le=64, description="CPU threads for calibration and checks")
+    seed: int = Field(0, description="random seed (choice of calibration images)")
+
+
+class _Reader:
+    def __init__(self, name: str, xs: list[np.ndarray]):
+        self.name, self.xs, self.i = name, xs, 0
+
+    def get_next(self):
+        if self.i >= len(self.xs):
+            return None
+        self.i += 1
+        return {self.name: self.xs[self.i - 1]}
+
+    def rewind(self):
+        self.i = 0
+
+    def __len__(self):
+        return len(self.xs)
+
+
+def quantize(pre: Path, dst: Path, reader, nodes: list[str], params: Int8Params, cache: Path) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
+        quantize_static
+
+    class R(CalibrationDataReader):  # the quantiser checks the base class
+        def get_next(self):
+            return reader.get_next()
+
+    reader.rewind()
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[params.calibration]
+    quantize_static(str(pre), str(dst), R(), calibrate_method=method,
+                    quant_format=QuantFormat.QOperator if params.format == "qoperator" else QuantFormat.QDQ,
+                    per_channel=params.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_quantize=nodes, calibration_cache_path=str(cache))
+
+
+def sensitivity(pre: Path, tmp: Path, reader, groups: list[str], model, check: list[np.ndarray],
+                ref: list, names: list[str], params: Int8Params, cache: Path, progress: Progress) -> dict[str, float]:
+    """Relative L2 change of the outputs when only one group is quantised (the rest float)."""
+    from .graph import compare_outputs, mean_rel_l2, nodes_in, run_all, session
+
+    out: dict[str, float] = {}
+    for i, g in enumerate(groups):
+        q = tmp / f"sens_{g}.onnx"
+        quantize(pre, q, reader, nodes_in(model, [g]), params, cache)
+        out[g] = round(mean_rel_l2(compare_outputs(ref, run_all(session(q, params.threads), check), names)), 5)
+        q.unlink()
+        progress.update("sensitivity", i + 1, len(groups), **{g: out[g]})
+    return out
+
+
+def pick_float_groups(sens: dict[str, float], ratio: float, cap: int) -> list[str]:
+    if not sens:
+        return []
+    med = float(np.median(list(sens.values())))
+    worst = sorted(sens, key=sens.get, reverse=True)
+    return [g for g in worst[:cap] if sens[g] > ratio * max(med, 1e-6)]
+
+
+class Int8Optimizer(Optimizer):
+    method = "int8"
+    description = ("static INT8 quantisation of the backbone (ONNX Runtime, QOperator U8S8 per-channel, "
+                   "calibrated on training images; sensitive layers and the distance part stay float)")
+    Params = Int8Params
+
+    def optimize(self, bundle: Bundle, out: Path, params: Int8Params, progress: Progress) -> Bundle:
+        import onnx
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        from . import common
+        from .graph import backbone_groups, compare_outputs, ensure_node_names, mean_rel_l2, nodes_in, run_all, \
+            session
+
+        t0 = time.perf_counter()
+        src = bundle.file(common.model_file(bundle))
+        calib, calib_source = common.calibration_images(bundle, params.calib, params.calib_images, params.seed)
+        if len(calib) < 4:
+            raise UsageError(f"{calib_source}: only {len(calib)} readable calibration images; give at least 4")
+        data = common.eval_data(bundle, params.data)
+        check = common.held_out_images(bundle, data, 16) or calib[-min(8, len(calib) // 2):]
+        progress.log(f"calibrating on {len(calib)} images from {calib_source}")
+        with tempfile.TemporaryDirectory(prefix="loupe-int8-") as tmpd:
+            tmp = Path(tmpd)
+            named = tmp / "named.onnx"
+            model = onnx.load(str(src))
+            ensure_node_names(model)
+            onnx.save(model, str(named))
+            pre = tmp / "pre.onnx"
+            try:
+                quant_pre_process(str(named), str(pre), skip_symbolic_shape=True)
+            except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation; fall back to the graph
+                progress.log(f"quant_pre_process failed ({exc}); quantising the graph as exported")
+                pre = named
+            model = onnx.load(str(pre))
+            groups = backbone_groups(model)
+            if not groups:
+                raise BundleError(f"{src}: no EfficientNet-Lite0 backbone nodes found in the graph (node names "
+                                  f"like /.../_blocks.N/...); int8 only knows the Loupe trainers' graphs")
+            ref_sess = session(pre, params.threads)
+            names = [o.name for o in ref_sess.get_outputs()]
+            ref = run_all(ref_sess, check)
+            reader = _Reader(ref_sess.get_inputs()[0].name, calib)
+            cache = tmp / "calibration.json"
+            sens: dict[str, float] = {}
+            if params.keep_float is None:
+                sens = sensitivity(pre, tmp, reader, groups, model, check, ref, names, params, cache, progress)
+                keep = pick_float_groups(sens, params.sensitivity_ratio, params.max_float_groups)
+            else:
+                unknown = [g for g in params.keep_float if g not in groups]
+                if unknown:
+                    raise UsageError(f"--keep-float: unknown group(s) {unknown}; the graph has {groups}")
+                keep = list(params.keep_float)
+            quant_groups = [g for g in groups if g not in keep]
+            nodes = nodes_in(model, quant_groups)
+            progress.update("quantise", 0, 1)
+            dst = tmp / "model_int8.onnx"
+            quantize(pre, dst, reader, nodes, params, cache)
+            onnx.checker.check_model(str(dst))
+            progress.update("quantise", 1, 1)
+            cmp = compare_outputs(ref, run_all(session(dst, params.threads), check), names)
+            parity = {"images": len(check), "reference": "the parent's float graph", "outputs": cmp}
+            progress.log(f"int8 vs float: mean relative L2 {mean_rel_l2(cmp):.4f}")
+            excluded = [n for n in nodes_in(model, groups) if n not in set(nodes)]
+            record = {
+                "method": "int8",
+                "tool": "onnxruntime.quantization.quantize_static",
+                "format": params.format, "activations": "uint8", "weights": "int8",
+                "per_channel": params.per_channel, "calibration": params.calibration,
+                "calibration_images": len(calib), "calibration_source": calib_source,
+                "quantized_groups": quant_groups, "float_groups": keep,
+                "float_rest": "everything after the backbone (pooling/head, or aggregation, nearest-neighbour "
+                              "distance, normalisation, smoothing)",
+                "excluded_nodes": excluded,
+                "sensitivity": {"metric": "mean relative L2 change of the outputs with only that group quantised",
+                                "by_group": sens, "ratio": params.sensitivity_ratio,
+                                "max_float_groups": params.max_float_groups} if sens else
+                               {"by_group": {}, "note": "groups given with --keep-float"},
+                "n_quantized_nodes": len(nodes),
+                "parity": parity,
+            }
+            child = common.finish(bundle, Path(out), dst, {**record, "seconds": round(time.perf_counter() - t0, 1)})
+        return common.record_accuracy(bundle, child, data, params, progress, t0)
+
