@@ -1,0 +1,221 @@
+"""Anomaly detection benchmarks (issue 4). Run with 2 CPU threads:
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/anomaly.py [--out bench-anomaly] [--fmnist-test N] [--skip-fmnist]
+
+1. Fashion-MNIST one-class: for each class, 200 training images of that class,
+   scored on the 10k test set (that class normal). The features of the test set
+   are computed once (ONNX Runtime, the same feature graph as the bundles) and
+   each class's memory bank, position statistics and smoothing are applied with
+   the same torch functions the exported graph is built from (parity-checked at
+   export), so no per-class 10k-image graph runs are needed.
+2. Generated textures (``loupe_trainer.samples``): 200 good training images at
+   256x256 per category, trained with the default ``loupe train anomaly``
+   parameters (training time measured), evaluated with the runtime (image and
+   pixel AUROC).
+3. Speed at 256x256, batch 1: ``loupe run``'s per-frame path (host Pipeline, the
+   ``anomaly.patchcore`` step) against a bare ONNX Runtime session on the same
+   decoded images, in the same process, interleaved; medians.
+4. Memory: peak RSS of a ``loupe run`` subprocess over the test images.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def read_idx(name: str) -> np.ndarray:
+    for cand in (FMNIST / name, FMNIST / (name + ".gz")):
+        if cand.exists():
+            raw = gzip.open(cand).read() if cand.suffix == ".gz" else cand.read_bytes()
+            ndim = raw[3]
+            dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+            return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    raise FileNotFoundError(f"{FMNIST}/{name}[.gz] not found (install dataset-fashion-mnist)")
+
+
+def fmnist(args) -> dict:
+    import cv2
+    import torch
+
+    from loupe_dl_anomaly.metrics import auroc
+    from loupe_trainer.anomaly.coreset import subsample
+    from loupe_trainer.anomaly.model import PatchCore, PatchFeatures, nn_distance
+    from loupe_trainer.anomaly.trainer import _loo_scores, _position_stats  # noqa: F401
+    from loupe_trainer.backbone import build_backbone
+    from loupe_trainer.common import export_onnx, ort_session
+
+    files = {p.name for p in FMNIST.iterdir()}
+    pre = "train" if any(f.startswith("train-images") for f in files) else ""
+    xtr = read_idx("train-images-idx3-ubyte")
+    ytr = read_idx("train-labels-idx1-ubyte")
+    xte = read_idx("t10k-images-idx3-ubyte")[: args.fmnist_test]
+    yte = read_idx("t10k-labels-idx1-ubyte")[: args.fmnist_test]
+    size = args.fmnist_size
+    feats = PatchFeatures(build_backbone(), ("stage3", "stage4"), 3).eval()
+    tmp = Path(args.out) / "fmnist_features.onnx"
+    export_onnx(feats, torch.zeros(1, 3, size, size), tmp, ["image"], ["features"], dynamic_batch=True)
+    sess = ort_session(tmp, 2)
+
+    def features(imgs: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(imgs), 64):
+            b = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_LINEAR) for im in imgs[i:i + 64]])
+            b = np.repeat(b[:, None].astype(np.float32), 3, axis=1)
+            out.append(sess.run(None, {"image": b})[0])
+        return np.concatenate(out)
+
+    t0 = time.perf_counter()
+    fte = torch.from_numpy(features(xte))
+    t_test = time.perf_counter() - t0
+    n, h, w, D = fte.shape
+    rng = np.random.default_rng(0)
+    per_class = {}
+    for c in range(10):
+        idx = rng.choice(np.nonzero(ytr == c)[0], 200, replace=False)
+        ftr = torch.from_numpy(features(xtr[idx]))
+        n_cal = 40
+        bank, _ = subsample(ftr[n_cal:].reshape(-1, D), 8192, 0.1 if 160 * h * w * 0.1 > 1024 else 1.0)
+        cal = nn_distance(ftr[:n_cal].reshape(-1, D), bank, chunk=8192).reshape(n_cal, 1, h, w)
+        mu, sd = _position_stats(cal, "z")
+        model = PatchCore(feats, bank, 0.5, mu, sd)
+        with torch.no_grad():
+            dist = nn_distance(fte.reshape(-1, D), bank, chunk=16384).reshape(n, 1, h, w)
+            score = model.smooth(model.normalized(dist)).flatten(1).max(1).values.numpy()
+        per_class[CLASSES[c]] = auroc(score, (yte != c).astype(int))
+        print(f"  fmnist {c} {CLASSES[c]:<12} AUROC {per_class[CLASSES[c]]:.4f}", flush=True)
+    return {"mean_auroc": float(np.mean(list(per_class.values()))), "per_class": per_class, "input_size": size,
+            "n_test": int(n), "n_train_per_class": 200, "test_feature_s": round(t_test, 1)}
+
+
+def textures(args) -> dict:
+    from host import Bundle, Progress
+    from loupe_dl_anomaly.runtime import AnomalyRuntime
+    from loupe_trainer.anomaly.trainer import AnomalyParams, AnomalyTrainer
+    from loupe_trainer.samples import make_texture_dataset
+
+    out = {}
+    for cat in ("brushed_metal", "fabric"):
+        root = make_texture_dataset(Path(args.out) / "data", cat, 200, 30, 15, 256, seed=0)
+        t0 = time.perf_counter()
+        bundle = AnomalyTrainer().train(root, Path(args.out) / f"{cat}.bundle", AnomalyParams(), Progress())
+        train_s = time.perf_counter() - t0
+        res = AnomalyRuntime().evaluate(Bundle.load(bundle.path), root, Path(args.out) / f"eval_{cat}", Progress())
+        out[cat] = {"image_auroc": res["image_auroc"], "pixel_auroc": res["pixel_auroc"], "f1": res["f1"],
+                    "train_s": round(train_s, 1), "bank": bundle.meta["memory_bank"]["bank_size"],
+                    "eval_ms_per_image": res["ms_per_image"], "per_type_auroc": res["per_type_auroc"]}
+        print(f"  {cat}: {out[cat]}", flush=True)
+    return out
+
+
+RECIPE = """\
+loupe_recipe: 1
+name: bench-anomaly
+source: {{spec: "folder:{images}", pattern: "*.png"}}
+inspect:
+  - tool: anomaly.patchcore
+    name: surface
+    params: {{model: {{path: {bundle}, sha256: {sha}}}}}
+    limits: {{score: {{max: 1.0, review_max: 1.3}}}}
+"""
+
+
+def speed(args, cat: str = "brushed_metal") -> dict:
+    from host import Bundle, create_plugin_manager, model_sha256
+    from host.core.recipe import Recipe
+    from host.core.runner import Pipeline
+    from host.core.types import Frame
+    from loupe_dl_anomaly.data import list_images, prepare, read_image
+    from loupe_trainer.common import ort_session
+
+    bundle = Path(args.out) / f"{cat}.bundle"
+    images_dir = Path(args.out) / "data" / cat / "test" / "good"
+    recipe_path = Path(args.out) / "bench_recipe.yaml"
+    recipe_path.write_text(RECIPE.format(images=images_dir.resolve(), bundle=bundle.resolve(),
+                                         sha=model_sha256(bundle)))
+    pm = create_plugin_manager()
+    recipe = Recipe.load(recipe_path, pm.catalogue)
+    imgs = [read_image(p) for p in list_images(images_dir)]
+    frames = [Frame(im, "bench", i, path=f"{i}.png") for i, im in enumerate(imgs)]
+    meta = Bundle.load(bundle).meta
+    sess = ort_session(bundle / "model.onnx", 2)
+    size = tuple(meta["input_size"])
+    pipe = Pipeline(recipe)
+    t_pipe, t_bare = [], []
+    try:
+        pipe.process(frames[0])
+        sess.run(None, {"image": prepare(imgs[0], size)})
+        for _ in range(args.repeat):
+            for fr, im in zip(frames, imgs):
+                t0 = time.perf_counter()
+                sess.run(None, {"image": prepare(im, size)})
+                t_bare.append((time.perf_counter() - t0) * 1e3)
+                t0 = time.perf_counter()
+                pipe.process(fr)
+                t_pipe.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        pipe.close()
+    # the trunk alone (features graph up to stage4) for scale
+    res = {"loupe_pipeline_ms": statistics.median(t_pipe), "bare_ort_ms": statistics.median(t_bare),
+           "n": len(t_pipe)}
+    res["overhead_pct"] = 100.0 * (res["loupe_pipeline_ms"] / res["bare_ort_ms"] - 1.0)
+    # peak RSS of a real `loupe run`
+    # measured from a fresh parent, so that no earlier child of this process counts
+    exe = Path(sys.executable).with_name("loupe")
+    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "
+             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", probe, str(exe), "run", str(recipe_path), "--report",
+                        f"jsonl:{Path(args.out) / 'run.jsonl'}", "-q"], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "2"})
+    wall = time.perf_counter() - t0
+    rc, maxrss = (int(v) for v in r.stdout.split()[-2:])
+    r.returncode = rc
+    after = before = maxrss
+    res["loupe_run_rc"] = r.returncode
+    res["loupe_run_wall_s"] = round(wall, 2)
+    res["loupe_run_peak_rss_mb"] = round(max(after, before) / 1024.0, 1)
+    print(f"  speed: {res}", flush=True)
+    return res
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", default="bench-anomaly")
+    p.add_argument("--fmnist-test", type=int, default=10000)
+    p.add_argument("--fmnist-size", type=int, default=64)
+    p.add_argument("--skip-fmnist", action="store_true")
+    p.add_argument("--skip-textures", action="store_true")
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    load0 = os.getloadavg()
+    result: dict = {"threads": 2, "loadavg_start": load0}
+    if not args.skip_textures:
+        result["textures"] = textures(args)
+        result["speed"] = speed(args)
+    if not args.skip_fmnist:
+        result["fmnist"] = fmnist(args)
+    result["loadavg_end"] = os.getloadavg()
+    (Path(args.out) / "anomaly_bench.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
