@@ -1,0 +1,132 @@
+"""``loupe optimize --method int8`` on real (tiny) bundles: record, parity, eval, recipe, speed."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from host import Bundle, model_sha256
+from host.testing import run_loupe
+
+ENV = {"OMP_NUM_THREADS": "2"}
+
+
+def _optimize(bundle, out, *extra):
+    r = run_loupe("optimize", bundle, "--method", "int8", "--out", out, "-q", *extra, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return Bundle.load(out)
+
+
+@pytest.fixture(scope="module")
+def cls_int8(opt_classify_bundle, tmp_path_factory):
+    return _optimize(opt_classify_bundle, tmp_path_factory.mktemp("ci8") / "int8")
+
+
+@pytest.fixture(scope="module")
+def ano_int8(opt_anomaly_bundle, tmp_path_factory):
+    return _optimize(opt_anomaly_bundle, tmp_path_factory.mktemp("ai8") / "int8")
+
+
+def _quant_ops(bundle):
+    import onnx
+
+    m = onnx.load(str(bundle.path / "model.onnx"))
+    return [n.op_type for n in m.graph.node]
+
+
+def test_int8_classify_record_parity_accuracy(cls_int8, opt_classify_bundle):
+    parent = Bundle.load(opt_classify_bundle)
+    rec = cls_int8.meta["optimization"]
+    assert rec["method"] == "int8" and rec["format"] == "qoperator" and rec["per_channel"] is True
+    assert rec["parent"]["sha256"] == parent.sha256
+    # the sensitivity search measured every backbone group and kept the worst in float
+    sens = rec["sensitivity"]["by_group"]
+    assert {"stem", "block0", "block5"} <= set(sens)
+    assert rec["float_groups"] and all(sens[g] >= max(sens[q] for q in rec["quantized_groups"])
+                                       for g in rec["float_groups"])
+    assert rec["excluded_nodes"] and all("_blocks" in n or "stem" in n or "/Clip" in n for n in rec["excluded_nodes"])
+    ops = _quant_ops(cls_int8)
+    assert ops.count("QLinearConv") >= 30 and "Conv" in ops  # float groups kept as Conv
+    logits = rec["parity"]["outputs"]["logits"]
+    assert logits["argmax_agreement"] >= 0.9 and logits["rel_l2"] < 0.15
+    acc = rec["accuracy"]
+    assert acc["checked"] and acc["metric"] == "accuracy"
+    assert acc["drop_points"] <= 5.0  # tiny test set (60 images): one image is 1.7 points
+    # the other bundle files are carried over unchanged; the graph is smaller
+    assert cls_int8.files["cam_weights.npy"] == parent.files["cam_weights.npy"]
+    assert (cls_int8.path / "model.onnx").stat().st_size < 0.5 * (parent.path / "model.onnx").stat().st_size
+
+
+def test_int8_classify_eval_and_recipe(cls_int8, opt_fashion, tmp_path):
+    r = run_loupe("eval", cls_int8.path, opt_fashion, "--json", env=ENV)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert res["task"] == "classify" and res["accuracy"] >= 0.8
+    shutil.copytree(cls_int8.path, tmp_path / "model")
+    imgs = tmp_path / "images"
+    imgs.mkdir()
+    for c in ("tshirt", "trouser", "sneaker"):
+        for p in sorted((opt_fashion / "test" / c).glob("*.png"))[:3]:
+            shutil.copy(p, imgs / f"{c}_{p.name}")
+    (tmp_path / "recipe.yaml").write_text(
+        "loupe_recipe: 1\nname: int8\nsource: {spec: \"folder:images\"}\ninspect:\n"
+        "  - tool: classify.cnn\n    name: garment\n    params:\n"
+        f"      model: {{path: model, sha256: {model_sha256(tmp_path / 'model')}}}\n")
+    r = run_loupe("run", tmp_path / "recipe.yaml", "--report", f"jsonl:{tmp_path / 'out.jsonl'}", "-q",
+                  cwd=tmp_path, env=ENV, timeout=300)
+    assert r.returncode in (0, 1), r.stderr[-2000:]
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(rows) == 9
+    right = sum(row["results"][0]["measurements"]["class"] == row["path"].rsplit("/", 1)[-1].split("_")[0]
+                for row in rows)
+    assert right >= 7
+
+
+def test_int8_anomaly_keeps_distance_float(ano_int8, opt_anomaly_bundle, opt_texture):
+    import onnx
+
+    rec = ano_int8.meta["optimization"]
+    m = onnx.load(str(ano_int8.path / "model.onnx"))
+    # the nearest-neighbour part (MatMul with the bank, ReduceMin, Sqrt) is float32 and untouched
+    ops = {n.op_type for n in m.graph.node}
+    assert "MatMul" in ops and "ReduceMin" in ops and "QLinearMatMul" not in ops
+    assert "QLinearConv" in ops
+    assert rec["accuracy"]["checked"] and rec["accuracy"]["metric"] == "image_auroc"
+    assert rec["parity"]["outputs"]["score"]["rel_l2"] < 0.1
+    r = run_loupe("eval", ano_int8.path, opt_texture, "--json", env=ENV)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert res["image_auroc"] >= 0.8 and abs(res["image_auroc"] - rec["accuracy"]["optimized"]["image_auroc"]) < 1e-9
+
+
+def test_int8_faster_than_fp32(ano_int8, opt_anomaly_bundle):
+    """Same images, interleaved, 2 threads: the int8 graph is faster (the real target, 1.5x, is measured by
+    bench/optimize.py on the demo models; the machine is shared, so this only asserts a clear gain)."""
+    import time
+
+    from loupe_trainer.optimize.graph import session
+
+    a = session(Bundle.load(opt_anomaly_bundle).path / "model.onnx")
+    b = session(ano_int8.path / "model.onnx")
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 128, 128)).astype(np.float32)
+    ta, tb = [], []
+    for s in (a, b):
+        s.run(None, {"image": x})
+    for _ in range(15):
+        for s, t in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            s.run(None, {"image": x})
+            t.append(time.perf_counter() - t0)
+    assert np.median(ta) / np.median(tb) > 1.2
+
+
+def test_int8_usage_errors(opt_classify_bundle, tmp_path):
+    r = run_loupe("optimize", opt_classify_bundle, "--method", "int8", "--out", tmp_path / "x",
+                  "--keep-float", "block99", env=ENV)
+    assert r.returncode != 0 and "block99" in r.stderr and "Traceback" not in r.stderr
+    r = run_loupe("optimize", opt_classify_bundle, "--method", "int8", "--out", tmp_path / "x",
+                  "--calib", tmp_path / "nowhere", env=ENV)
+    assert r.returncode != 0 and "nowhere" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()
