@@ -84,3 +84,21 @@ def test_runtime_predictor(tiny_bundle, fmnist_small):
     predict = ClassifyRuntime().predictor(Bundle.load(tiny_bundle))
     p = predict(read_image(sorted((fmnist_small / "test" / "sneaker").iterdir())[0]))
     assert p["class"] == "sneaker" and abs(sum(p["probabilities"].values()) - 1) < 1e-6
+
+
+def test_inference_never_imports_torch(tiny_bundle, fmnist_small):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from host import Bundle\n"
+        "from loupe_dl_classify.model import Classifier\n"
+        "from loupe_dl_classify.evaluate import evaluate\n"
+        "from loupe_dl_classify.tool import ClassifyTool\n"
+        f"c = Classifier(Bundle.load({str(tiny_bundle)!r}))\n"
+        "c.predict(np.zeros((28, 28), np.uint8))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

@@ -82,6 +82,7 @@ class FitConfig:
     dropout: float = 0.2
     seed: int = 0
     time_limit_s: float = 270.0
+    refit_head: bool = True            # finally refit the linear head on training + validation features
     augment: Augment = field(default_factory=Augment)
 
 
@@ -189,6 +190,12 @@ def fit(x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes:
     log(f"linear probe: val acc {acc0:.4f} ({history['probe_s']:.1f} s)")
     best = {"acc": acc0, "loss": loss0, "epoch": 0, "state": copy.deepcopy(net.state_dict())}
     if cfg.finetune_blocks <= 0 or cfg.epochs <= 0:
+        if cfg.refit_head and has_val:
+            allx = np.concatenate([x, vx])
+            copies = [allx] + [cfg.augment(allx, rng) for _ in range(cfg.probe_augment_copies)]
+            linear_probe(net, torch.cat([pooled_features(net, c) for c in copies]),
+                         torch.from_numpy(np.concatenate([y, vy])).repeat(len(copies)),
+                         smoothing=cfg.label_smoothing, weight_decay=float(np.clip(5.0 / len(allx), 0.005, 0.1)))
         history.update(best_epoch=0, best_val_acc=acc0, stopped="linear probe only", seconds=time.perf_counter() - t_start)
         return net, history
 
@@ -256,6 +263,15 @@ def fit(x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes:
     if best["state"] is not None:
         net.load_state_dict(best["state"])
     net.eval()
+    if cfg.refit_head and has_val:
+        # the validation images chose the epoch; now let the head learn from them too
+        allx = np.concatenate([x, vx])
+        ally = torch.from_numpy(np.concatenate([y, vy]))
+        copies = [allx] + [cfg.augment(allx, rng) for _ in range(cfg.probe_augment_copies)]
+        feats = torch.cat([pooled_features(net, c) for c in copies])
+        linear_probe(net, feats, ally.repeat(len(copies)), smoothing=cfg.label_smoothing,
+                     weight_decay=float(np.clip(5.0 / len(allx), 0.005, 0.1)))
+        history["refit_head"] = True
     for p in net.parameters():
         p.requires_grad_(False)
     history.update(best_epoch=best["epoch"], best_val_acc=best["acc"], stopped=stopped,

@@ -1,7 +1,6 @@
 """``loupe train classify DATA --out BUNDLE``: transfer learning from EfficientNet-Lite0 on class folders."""
 from __future__ import annotations
 
-import os
 import platform
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -66,7 +65,6 @@ class ClassifyTrainer(Trainer):
 
         t0 = time.perf_counter()
         torch.set_num_threads(params.threads)
-        os.environ.setdefault("OMP_NUM_THREADS", str(params.threads))
         try:
             folders = scan(data)
         except ValueError as exc:
