@@ -47,16 +47,17 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -
         help_text = (field.description or "").rstrip(".")
         help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
         kw: dict[str, Any] = {"dest": f"opt_{name}", "default": None, "help": help_text}
+        metavar = name.upper()
         if ann is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif origin is typing.Literal:
             parser.add_argument(flag, choices=[str(a) for a in typing.get_args(ann)], **kw)
         elif origin in (list, tuple):
-            parser.add_argument(flag, nargs="+", **kw)
+            parser.add_argument(flag, nargs="+", metavar=metavar, **kw)
         elif ann in (int, float):
-            parser.add_argument(flag, type=ann, **kw)
+            parser.add_argument(flag, type=ann, metavar=metavar, **kw)
         else:
-            parser.add_argument(flag, **kw)
+            parser.add_argument(flag, metavar=metavar, **kw)
 
 
 def model_from_args(model: type[BaseModel], args: argparse.Namespace, extra: dict[str, Any] | None = None,
@@ -91,7 +92,8 @@ class CliProgress(Progress):
         if stage != self._stage:
             self.close()
             self._stage = stage
-            self._bar = tqdm(total=total or None, desc=stage, leave=True, dynamic_ncols=True, file=sys.stderr)
+            self._bar = tqdm(total=total or None, desc=stage, leave=True, dynamic_ncols=True, file=sys.stderr,
+                             disable=None)  # no bar when stderr is not a terminal (logs, CI)
         bar = self._bar
         if total and bar.total != total:
             bar.total = total

@@ -8,6 +8,7 @@ them per frame, so they must stay cheap.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,15 +170,16 @@ class FrameResult:
 
 
 def jsonable(v: Any) -> Any:
-    """Turn numpy scalars and small arrays into JSON-ready Python values."""
-    if isinstance(v, (np.floating,)):
-        return float(v)
+    """Turn numpy scalars and small arrays into JSON-ready Python values (NaN and inf become None)."""
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        return v if math.isfinite(v) else None
     if isinstance(v, (np.integer,)):
         return int(v)
     if isinstance(v, np.bool_):
         return bool(v)
     if isinstance(v, np.ndarray):
-        return v.tolist()
+        return jsonable(v.tolist()) if v.dtype.kind == "f" else v.tolist()
     if isinstance(v, (list, tuple)):
         return [jsonable(x) for x in v]
     return v

@@ -76,7 +76,7 @@ class HtmlReporter(Reporter):
         rows = []
         for r in result.results:
             meas = ", ".join(f"{html.escape(k)}={html.escape(_fmt(v))}" for k, v in r.measurements.items()
-                             if not isinstance(v, (list, dict, np.ndarray)))
+                             if not isinstance(v, (list, dict, np.ndarray)) and jsonable(v) is not None)
             extra = ""
             if r.failures:
                 extra += f'<div class=fails>{html.escape("; ".join(r.failures))}</div>'
@@ -86,7 +86,8 @@ class HtmlReporter(Reporter):
                         f'<td>{html.escape(r.step)}<br><small>{html.escape(r.tool)}</small></td>'
                         f'<td>{meas}{extra}</td><td>{r.ms:.2f}&nbsp;ms</td></tr>')
         err = f'<div class=fails>{html.escape(result.error)}</div>' if result.error else ""
-        title = os.path.basename(result.path) if result.path else result.key
+        # the file and its folder: in a labelled tree (good/, scratch/...) the folder is what tells images apart
+        title = os.path.join(*Path(result.path).parts[-2:]) if result.path else result.key
         return (f'<div class="card {result.verdict}" data-v="{result.verdict}">{img_html}'
                 f'<div class=head><span class="v {result.verdict}">{result.verdict}</span> '
                 f'<b title="{html.escape(result.key)}">{html.escape(title)}</b> '

@@ -58,11 +58,14 @@ def resize_nearest(a: np.ndarray, h: int, w: int) -> np.ndarray:
     return a[ys][:, xs]
 
 
-def blend_heatmap(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+def blend_heatmap(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.65) -> np.ndarray:
+    """Overlay a [0, 1] heatmap; cool (low) values fade out so the part stays visible under them."""
     if rgb.ndim == 2:
         rgb = np.repeat(rgb[:, :, None], 3, axis=2)
-    hm = colormap(resize_nearest(heat, rgb.shape[0], rgb.shape[1]))
-    return (rgb.astype(np.float32) * (1 - alpha) + hm.astype(np.float32) * alpha).astype(np.uint8)
+    h = resize_nearest(np.nan_to_num(heat.astype(np.float32)), rgb.shape[0], rgb.shape[1])
+    hm = colormap(h).astype(np.float32)
+    w = (alpha * np.clip((h - 0.15) / 0.45, 0.0, 1.0))[:, :, None]
+    return (rgb.astype(np.float32) * (1 - w) + hm * w).astype(np.uint8)
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -92,7 +92,7 @@ class SqliteReporter(Reporter):
             self._db.executemany(
                 "INSERT INTO results(frame_id, step, tool, verdict, measurements, failures, error, ms) "
                 "VALUES (?,?,?,?,?,?,?,?)",
-                [(fid, r.step, r.tool, r.verdict, json.dumps(r.measurements, default=jsonable),
+                [(fid, r.step, r.tool, r.verdict, json.dumps({k: jsonable(v) for k, v in r.measurements.items()}),
                   json.dumps(r.failures) if r.failures else None, r.error, r.ms) for r in result.results])
         self._pending += 1
         now = time.monotonic()

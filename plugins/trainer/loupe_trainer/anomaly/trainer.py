@@ -80,6 +80,13 @@ class AnomalyTrainer(Trainer):
     description = "PatchCore-class anomaly detection from good images (EfficientNet-Lite0 features, coreset)"
     Params = AnomalyParams
 
+    def make_sample_data(self, out: Path, seed: int = 0) -> Path:
+        """A small brushed-metal set (60 good training images; 10 good and 3 x 5 defective test
+        images with exact masks) in MVTec AD layout, for ``loupe demo``."""
+        from ..samples import make_texture_dataset
+
+        return make_texture_dataset(out, "brushed_metal", n_train=60, n_test_good=10, n_test_defect=5, seed=seed)
+
     def train(self, data: Path, out: Path, params: AnomalyParams, progress: Progress):
         import torch
 
