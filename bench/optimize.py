@@ -117,10 +117,75 @@ def optimise_and_compare(d: Path, fp32: Path, data: Path, args) -> str:
         rec = json.loads((out / "bundle.json").read_text())["optimization"]
         keep = {k: rec[k] for k in ("float_groups", "backbone_macs", "accuracy", "cpu_timing") if k in rec}
         print(json.dumps(keep, indent=1)[:1500])
-    test = data / "test"
-    loupe("bench", "--compare", *bundles, "--source", f"folder:{test}", "--data", data, "--repeat", args.repeat,
+    # the folder source does not recurse by default and bench has no --source-opt: time on a flat copy of up
+    # to 60 test images (all classes / defect types, interleaved)
+    timing = d / "timing-images"
+    if not timing.is_dir():
+        import shutil
+
+        timing.mkdir()
+        files = sorted(p for p in (data / "test").rglob("*.png"))
+        rng = np.random.default_rng(0)
+        for i in sorted(rng.permutation(len(files))[:60]):
+            shutil.copy(files[i], timing / f"{files[i].parent.name}_{files[i].name}")
+    loupe("bench", "--compare", *bundles, "--source", f"folder:{timing}", "--data", data, "--repeat", args.repeat,
           "--out", d, "--limit", 60)
-    return (d / "bench.md").read_text()
+    table = (d / "bench.md").read_text()
+    graph = graph_timing(bundles, d, rounds=args.repeat + 1)
+    (d / "graph-timing.md").write_text(graph + "\n")
+    return table + "\nGraph only (one session at a time, thread spinning off, 4 alternating rounds):\n\n" + graph
+
+
+def graph_timing(bundles: list[Path], d: Path, rounds: int = 4) -> str:
+    """Median ms of each bundle's ONNX graph alone, plus the fp32 graph with its Pad nodes folded into the
+    convolutions (numerically identical; shows how much of the int8 gain a float graph fix would give).
+    One session alive at a time and ``allow_spinning=0``: on this shared 2-core machine, idle ORT threads
+    that spin steal the CPU from whatever runs next, which distorts interleaved comparisons."""
+    import gc
+    import statistics
+
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from loupe_trainer.optimize.common import model_file
+    from loupe_trainer.optimize.graph import fold_pads
+    from host import Bundle
+
+    bs = [Bundle.load(b) for b in bundles]
+    graphs = [(b.path.name, b.path / model_file(b)) for b in bs]
+    folded = d / "fp32-folded.onnx"
+    quant_pre_process(str(graphs[0][1]), str(folded), skip_symbolic_shape=True)
+    m = onnx.load(str(folded))
+    fold_pads(m)
+    onnx.save(m, str(folded))
+    graphs.insert(1, ("fp32, pads folded (reference)", folded))
+    h, w = bs[0].meta["input_size"][:2]
+    lo, hi = (0.0, 255.0) if bs[0].task == "anomaly" else (-1.0, 1.0)
+    x = np.random.default_rng(0).uniform(lo, hi, (1, 3, h, w)).astype(np.float32)
+    times: dict[str, list[float]] = {n: [] for n, _ in graphs}
+    for r in range(rounds):
+        for name, path in (graphs if r % 2 == 0 else graphs[::-1]):
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 2
+            so.log_severity_level = 3
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            inp = s.get_inputs()[0].name
+            for _ in range(3):
+                s.run(None, {inp: x})
+            for _ in range(20):
+                t0 = time.perf_counter()
+                s.run(None, {inp: x})
+                times[name].append((time.perf_counter() - t0) * 1e3)
+            del s
+            gc.collect()
+    base = statistics.median(times[graphs[0][0]])
+    lines = ["| graph | median ms | speed-up vs fp32 |", "|---|---|---|"]
+    for name, _ in graphs:
+        med = statistics.median(times[name])
+        lines.append(f"| {name} | {med:.2f} | {base / med:.2f}x |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

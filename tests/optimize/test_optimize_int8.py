@@ -102,24 +102,31 @@ def test_int8_anomaly_keeps_distance_float(ano_int8, opt_anomaly_bundle, opt_tex
 
 
 def test_int8_faster_than_fp32(ano_int8, opt_anomaly_bundle):
-    """Same images, interleaved, 2 threads: the int8 graph is faster (the real target, 1.5x, is measured by
-    bench/optimize.py on the demo models; the machine is shared, so this only asserts a clear gain)."""
+    """Same input, 2 threads, one session at a time with thread spinning off (on this shared machine, spinning
+    pools distort interleaved timings), alternating rounds. The real target (1.5x) is measured by
+    bench/optimize.py on the demo models; this asserts a clear gain on the tiny 128 px model."""
+    import statistics
     import time
 
-    from loupe_trainer.optimize.graph import session
+    import onnxruntime as ort
 
-    a = session(Bundle.load(opt_anomaly_bundle).path / "model.onnx")
-    b = session(ano_int8.path / "model.onnx")
     x = np.random.default_rng(0).uniform(0, 255, (1, 3, 128, 128)).astype(np.float32)
-    ta, tb = [], []
-    for s in (a, b):
-        s.run(None, {"image": x})
-    for _ in range(15):
-        for s, t in ((a, ta), (b, tb)):
-            t0 = time.perf_counter()
-            s.run(None, {"image": x})
-            t.append(time.perf_counter() - t0)
-    assert np.median(ta) / np.median(tb) > 1.2
+    paths = {"fp32": Bundle.load(opt_anomaly_bundle).path / "model.onnx", "int8": ano_int8.path / "model.onnx"}
+    times = {k: [] for k in paths}
+    for r in range(4):
+        for k in (("fp32", "int8") if r % 2 == 0 else ("int8", "fp32")):
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 2
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            s = ort.InferenceSession(str(paths[k]), so, providers=["CPUExecutionProvider"])
+            for _ in range(2):
+                s.run(None, {"image": x})
+            for _ in range(10):
+                t0 = time.perf_counter()
+                s.run(None, {"image": x})
+                times[k].append(time.perf_counter() - t0)
+            del s
+    assert statistics.median(times["fp32"]) / statistics.median(times["int8"]) > 1.2
 
 
 def test_int8_usage_errors(opt_classify_bundle, tmp_path):

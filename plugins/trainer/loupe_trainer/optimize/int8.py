@@ -13,7 +13,8 @@ developed on; see notes/issue-6.md for the figures):
 * **Calibration: MinMax** on the bundle's training images (``--calib DATA``
   to use other images). Entropy and Percentile gave no lower error here.
 * The graph is pre-processed with ``quant_pre_process`` (shape inference,
-  constant folding) before quantisation.
+  constant folding) before quantisation, and the explicit ``Pad`` of every
+  TF-'SAME' convolution is folded into the ``Conv`` (``graph.fold_pads``).
 * **Only the EfficientNet-Lite0 trunk is quantised.** Everything after it stays
   float32: for anomaly bundles the feature aggregation, the nearest-neighbour
   distance (``|x|^2 - 2 x.b + |b|^2`` would lose everything to int8
@@ -133,8 +134,8 @@ class Int8Optimizer(Optimizer):
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         from . import common
-        from .graph import backbone_groups, compare_outputs, ensure_node_names, mean_rel_l2, nodes_in, run_all, \
-            session
+        from .graph import backbone_groups, compare_outputs, ensure_node_names, fold_pads, mean_rel_l2, nodes_in, \
+            run_all, session
 
         t0 = time.perf_counter()
         src = bundle.file(common.model_file(bundle))
@@ -157,6 +158,10 @@ class Int8Optimizer(Optimizer):
                 progress.log(f"quant_pre_process failed ({exc}); quantising the graph as exported")
                 pre = named
             model = onnx.load(str(pre))
+            folded = fold_pads(model)  # TF-SAME Pad + Conv -> one Conv (no layout reorder per conv)
+            if folded:
+                pre = tmp / "pre_folded.onnx"
+                onnx.save(model, str(pre))
             groups = backbone_groups(model)
             if not groups:
                 raise BundleError(f"{src}: no EfficientNet-Lite0 backbone nodes found in the graph (node names "
@@ -201,6 +206,7 @@ class Int8Optimizer(Optimizer):
                                 "max_float_groups": params.max_float_groups} if sens else
                                {"by_group": {}, "note": "groups given with --keep-float"},
                 "n_quantized_nodes": len(nodes),
+                "folded_pads": folded,
                 "parity": parity,
             }
             child = common.finish(bundle, Path(out), dst, {**record, "seconds": round(time.perf_counter() - t0, 1)})
