@@ -161,11 +161,11 @@ class FP16Optimizer(Optimizer):
         common.prepare(bundle)  # task check
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        from .graph import fold_pads
+        from .graph import fold_pads, fuse_nn_distance
 
         model = onnx.load(str(src))
         ensure_node_names(model)
-        folded = 0
+        folded, nn_fused = 0, None
         with tempfile.TemporaryDirectory(prefix="loupe-fp16-pre-") as tmpd:
             try:  # constant-fold the pad amounts, then fold Pad + Conv (as int8 does)
                 onnx.save(model, str(Path(tmpd) / "named.onnx"))
@@ -173,6 +173,7 @@ class FP16Optimizer(Optimizer):
                                   skip_symbolic_shape=True)
                 pre = onnx.load(str(Path(tmpd) / "pre.onnx"))
                 folded = fold_pads(pre)
+                nn_fused = fuse_nn_distance(pre)
                 model = pre
             except Exception as exc:  # noqa: BLE001 - an optimisation only
                 progress.log(f"graph pre-processing failed ({exc}); converting the graph as exported")
@@ -203,7 +204,8 @@ class FP16Optimizer(Optimizer):
             progress.log(f"CPU: fp32 {timing['fp32_ms']:.2f} ms, fp16 {timing['fp16_ms']:.2f} ms per image "
                          f"({timing['speedup']:.2f}x): float16 is meant for GPU execution providers")
             record = {"method": "fp16", "tool": "loupe_trainer.optimize.fp16 (onnx package)",
-                      "converted_groups": groups, "folded_pads": folded, "n_converted_nodes": len(nodes),
+                      "converted_groups": groups,
+                      "float_rewrites": {"folded_pads": folded, "nn_distance": nn_fused or "not present"}, "n_converted_nodes": len(nodes),
                       "float32_rest": "graph inputs/outputs and everything after the backbone",
                       "parity": {"images": len(check), "reference": "the parent's float32 graph", "outputs": cmp},
                       "cpu_timing": timing}

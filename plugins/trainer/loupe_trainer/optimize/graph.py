@@ -158,3 +158,100 @@ def fold_pads(model) -> int:
     for n in drop:
         g.node.remove(n)
     return len(drop)
+
+
+def _const_value(model, name: str):
+    from onnx import numpy_helper
+
+    for i in model.graph.initializer:
+        if i.name == name:
+            return numpy_helper.to_array(i)
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.output[0] == name:
+            for a in n.attribute:
+                if a.name == "value":
+                    return numpy_helper.to_array(a.t)
+    return None
+
+
+def fuse_nn_distance(model) -> dict | None:
+    """Restructure the anomaly graph's nearest-neighbour distance, in float32, to one GEMM and one min.
+
+    The exported graph computes ``d2 = (|x|^2 - 2 x.B^T) + |b|^2`` over the whole (patches x bank) matrix,
+    then ``min`` over the bank: two extra full passes over that matrix (the ``Sub`` and the ``Add``). Since
+    ``|x|^2`` does not depend on the bank entry, ``min_k d2 = |x|^2 + min_k (|b_k|^2 - 2 x.b_k)``, and the
+    bracket is one matrix product of ``[x, 1]`` with ``[-2 B^T ; |b|^2]``. Same arithmetic in float32 (the
+    sums are only ordered differently); nothing is quantised. Returns what was done, or ``None`` when the
+    pattern is not found (the graph is left unchanged).
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    prod = {o: n for n in g.node for o in n.output}
+    users: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    inits = {i.name: i for i in g.initializer}
+    for rm in list(g.node):
+        if rm.op_type != "ReduceMin":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in rm.attribute}
+        if list(attrs.get("axes", [])) not in ([1], [-1]) or attrs.get("keepdims", 1) != 0 or len(rm.input) > 1:
+            continue
+        add = prod.get(rm.input[0])
+        if add is None or add.op_type != "Add":
+            continue
+        bsq_name = next((i for i in add.input if i in inits), None)
+        sub = next((prod.get(i) for i in add.input if i != bsq_name and i in prod), None)
+        if bsq_name is None or sub is None or sub.op_type != "Sub":
+            continue
+        s_node, q = prod.get(sub.input[0]), prod.get(sub.input[1])
+        if s_node is None or q is None or s_node.op_type != "ReduceSum" or q.op_type != "Mul":
+            continue
+        p = next((prod.get(i) for i in q.input if i in prod and prod[i].op_type == "MatMul"), None)
+        c_name = next((i for i in q.input if p is None or i != p.output[0]), None)
+        c = _const_value(model, c_name) if c_name else None
+        if p is None or c is None or c.size != 1 or p.input[1] not in inits:
+            continue
+        r_name = p.input[0]
+        bt = numpy_helper.to_array(inits[p.input[1]]).astype(np.float32)      # (D, K)
+        bsq = numpy_helper.to_array(inits[bsq_name]).astype(np.float32).reshape(1, -1)  # (1, K)
+        if bt.ndim != 2 or bsq.shape[1] != bt.shape[1]:
+            continue
+        if any(len(users.get(t, [])) != 1 for t in (add.output[0], sub.output[0], q.output[0], p.output[0])):
+            continue
+        if len(users.get(s_node.output[0], [])) != 1:
+            continue
+        w = np.concatenate([-float(c.reshape(-1)[0]) * bt, bsq], axis=0).astype(np.float32)  # (D+1, K)
+        pre = rm.name or "nn"
+        names = {k: f"{pre}/fused_{k}" for k in ("w", "zero", "one", "z", "ones", "xa", "mm", "min", "ax", "xsq")}
+        g.initializer.extend([numpy_helper.from_array(w, names["w"]),
+                              numpy_helper.from_array(np.array(0.0, np.float32), names["zero"]),
+                              numpy_helper.from_array(np.array(1.0, np.float32), names["one"]),
+                              numpy_helper.from_array(np.array([1], np.int64), names["ax"])])
+        s_out = s_node.output[0]  # (M, 1) = |x|^2
+        new = [
+            helper.make_node("Mul", [s_out, names["zero"]], [names["z"]], name=f"{pre}/fused_zeros"),
+            helper.make_node("Add", [names["z"], names["one"]], [names["ones"]], name=f"{pre}/fused_ones"),
+            helper.make_node("Concat", [r_name, names["ones"]], [names["xa"]], axis=1, name=f"{pre}/fused_concat"),
+            helper.make_node("MatMul", [names["xa"], names["w"]], [names["mm"]], name=f"{pre}/fused_matmul"),
+            helper.make_node("ReduceMin", [names["mm"]], [names["min"]], axes=[1], keepdims=0,
+                             name=f"{pre}/fused_min"),
+            helper.make_node("Squeeze", [s_out, names["ax"]], [names["xsq"]], name=f"{pre}/fused_squeeze"),
+            helper.make_node("Add", [names["min"], names["xsq"]], [rm.output[0]], name=f"{pre}/fused_add"),
+        ]
+        old = [q, p, sub, add, rm]
+        at = list(g.node).index(rm)
+        keep = [n for n in g.node if all(n is not o for o in old)]
+        at = sum(1 for n in list(g.node)[:at] if all(n is not o for o in old))
+        del g.node[:]
+        g.node.extend(keep[:at] + new + keep[at:])
+        still = {i for n in g.node for i in n.input}
+        for name in (p.input[1], bsq_name):
+            if name not in still and name in inits:
+                g.initializer.remove(inits[name])
+        return {"bank": int(bt.shape[1]), "dim": int(bt.shape[0]), "removed": [n.name for n in old],
+                "note": "min_k(|x|^2 - 2x.b_k + |b_k|^2) = |x|^2 + min_k([x,1].[-2b_k; |b_k|^2]), float32"}
+    return None
