@@ -571,14 +571,22 @@ def _prune_anomaly(bundle: Bundle, teacher_bb, found: set[str], out: Path, param
     def loss_fn(s, t, _):  # each stage's features, normalised by the teacher's scale
         return sum(F.mse_loss(s[k], t[k]) / (t[k].pow(2).mean() + 1e-6) for k in layers)
 
-    def flip(xb, rng):
+    crop = max(64, (min(size) // 2) // 32 * 32)
+
+    def flip_crop(xb, rng):
+        """Random flips and a random crop of half the side: the features are local, so distilling on crops
+        teaches the same mapping at a quarter of the cost per step (4x more steps in the time budget)."""
         if rng.random() < 0.5:
             xb = xb[:, :, ::-1]
         if rng.random() < 0.5:
             xb = xb[:, ::-1]
+        if crop < min(xb.shape[1], xb.shape[2]):
+            y0 = int(rng.integers(0, xb.shape[1] - crop + 1))
+            x0 = int(rng.integers(0, xb.shape[2] - crop + 1))
+            xb = xb[:, y0:y0 + crop, x0:x0 + crop]
         return np.ascontiguousarray(xb)
 
-    rec = _recover(student, t_fn, s_fn, x, None, params, progress, loss_fn, flip)
+    rec = _recover(student, t_fn, s_fn, x, None, params, progress, loss_fn, flip_crop)
     # rebuild the memory bank, position statistics and threshold with the pruned backbone, through the trainer
     tparams = dict(bundle.meta.get("params") or {})
     try:
@@ -603,7 +611,8 @@ def _prune_anomaly(bundle: Bundle, teacher_bb, found: set[str], out: Path, param
               "widths": widths, "backbone_macs": {"before": macs0, "after": macs1,
                                                   "reduction": round(1 - macs1 / macs0, 4), "layers": list(layers),
                                                   "input_size": list(size)},
-              "recovery": {"kind": "feature distillation from the parent's trunk on good images, then memory bank, "
+              "recovery": {"kind": "feature distillation from the parent's trunk on good images (random flips, "
+                                   f"{crop} px crops), then memory bank, "
                                    "position statistics and threshold rebuilt by the anomaly trainer",
                            "images": int(len(x)), "source": source, **rec},
               "parent": {"path": str(bundle.path.resolve()), "sha256": bundle.sha256}}
