@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -93,9 +94,20 @@ class ClassifyTool(InspectTool):
 
 
 class ClassifyRuntime(ModelRuntime):
+    """Opens ``classify`` bundles for ``loupe eval`` / ``loupe bench``.
+
+    ONNX Runtime uses 2 intra-op threads unless ``LOUPE_ORT_THREADS`` says otherwise.
+    """
+
     task = "classify"
     description = "image classification bundles (ONNX Runtime): predictions, CAM heatmaps, evaluation"
-    threads = 2
+
+    @property
+    def threads(self) -> int:
+        try:
+            return max(1, int(os.environ.get("LOUPE_ORT_THREADS", "2")))
+        except ValueError:
+            return 2
 
     def predictor(self, bundle: Bundle) -> Callable[[np.ndarray], dict[str, Any]]:
         from .model import Classifier

