@@ -89,9 +89,9 @@ def test_int8_anomaly_keeps_distance_float(ano_int8, opt_anomaly_bundle, opt_tex
 
     rec = ano_int8.meta["optimization"]
     m = onnx.load(str(ano_int8.path / "model.onnx"))
-    # the nearest-neighbour part (MatMul with the bank, ReduceMin, Sqrt) is float32 and untouched
+    # the nearest-neighbour part (MatMul/Gemm with the bank, ReduceMin, Sqrt) is float32 and untouched
     ops = {n.op_type for n in m.graph.node}
-    assert "MatMul" in ops and "ReduceMin" in ops and "QLinearMatMul" not in ops
+    assert ops & {"MatMul", "Gemm"} and "ReduceMin" in ops and not ops & {"QLinearMatMul", "QGemm", "MatMulInteger"}
     assert "QLinearConv" in ops
     assert rec["accuracy"]["checked"] and rec["accuracy"]["metric"] == "image_auroc"
     assert rec["parity"]["outputs"]["score"]["rel_l2"] < 0.1

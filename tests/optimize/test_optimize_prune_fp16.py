@@ -70,7 +70,7 @@ def test_fp16_valid_graph(opt_anomaly_bundle, tmp_path):
     # inputs / outputs stay float32; the distance part (bank) stays float32
     assert all(v.type.tensor_type.elem_type == TensorProto.FLOAT for v in list(m.graph.input) + list(m.graph.output))
     inits = {i.name: i for i in m.graph.initializer}
-    mm = [i for n in m.graph.node if n.op_type == "MatMul" for i in n.input if i in inits]  # x . bank
+    mm = [i for n in m.graph.node if n.op_type in ("MatMul", "Gemm") for i in n.input if i in inits]  # x . bank
     assert mm and all(inits[i].data_type == TensorProto.FLOAT for i in mm)
     rec = b.meta["optimization"]
     assert rec["parity"]["outputs"]["score"]["rel_l2"] < 0.01
