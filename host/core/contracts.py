@@ -87,11 +87,17 @@ class InspectTool(Tool):
     """Measures an image and returns a ``ToolOutput``.
 
     ``measurements`` documents the names the tool produces (name -> help), so
-    recipes can be validated and the GUI can offer limits.
+    recipes can be validated and the GUI can offer limits; ``default_limits``
+    applies when a step sets none (``limits: {}`` in a recipe keeps a step
+    informational).
     """
 
     stage: ClassVar[str] = "inspect"
     measurements: ClassVar[dict[str, str]] = {}
+    #: The tool's natural pass condition, used when a recipe step gives no ``limits``
+    #: (e.g. ``{"ok": {"equals": True}}``); written into the step when the recipe is
+    #: loaded, so it shows in the canonical recipe and its hash.
+    default_limits: ClassVar[dict[str, dict[str, Any]]] = {}
 
     @abstractmethod
     def inspect(self, image: np.ndarray) -> ToolOutput:

@@ -256,7 +256,7 @@ def _canonical(doc: RecipeDoc, steps: list[Step]) -> dict[str, Any]:
             d["roi"] = list(s.roi)
         if s.input is not None:
             d["input"] = s.input
-        if s.limits:
+        if s.limits or getattr(s.tool_cls, "default_limits", None):  # an explicit {} overrides defaults
             d["limits"] = {k: v.model_dump(mode="json", exclude_none=True) for k, v in s.limits.items()}
         if not s.required:
             d["required"] = False
@@ -321,8 +321,15 @@ def _build_steps(doc: RecipeDoc, catalogue: Catalogue, base_dir: Path, problems:
             problems += [f"{where}: params.{field}: {msg}" for field, msg in _check_models(params, base_dir)]
             if section == "preprocess" and sd.limits:
                 problems.append(f"{where}: limits: preprocess steps have no measurements")
+            limits = sd.limits
+            if "limits" not in sd.model_fields_set and getattr(cls, "default_limits", None):
+                try:
+                    limits = {k: Limit.model_validate(v) for k, v in cls.default_limits.items()}
+                except ValidationError as exc:
+                    problems.append(f"{where}: limits: the tool's default_limits are invalid: {exc}")
+                    continue
             known = getattr(cls, "measurements", None) or {}
-            for m in sd.limits:
+            for m in limits:
                 if known and m not in known:
                     hint = difflib.get_close_matches(m, list(known), n=2, cutoff=0.5)
                     problems.append(f"{where}: limits.{m}: {sd.tool} has no measurement {m!r}"
@@ -333,7 +340,7 @@ def _build_steps(doc: RecipeDoc, catalogue: Catalogue, base_dir: Path, problems:
                 if sd.input != "raw" and sd.input not in earlier:
                     problems.append(f"{where}: input: {sd.input!r} is neither 'raw' nor a preprocess step "
                                     f"({', '.join(sorted(earlier)) or 'none defined'})")
-            steps.append(Step(section, i, name, sd.tool, cls, params, sd.roi, sd.input, sd.limits, sd.required))
+            steps.append(Step(section, i, name, sd.tool, cls, params, sd.roi, sd.input, limits, sd.required))
     return steps
 
 

@@ -161,3 +161,34 @@ def test_named_inputs(register_plugin):
     res = Pipeline(Recipe.from_dict(doc, pm.catalogue)).process(_frame(img))
     assert res.results[0].measurements["value"] == 255.0
     assert res.results[1].measurements["value"] == 76.0
+
+
+class Judged(Spot):
+    id = "t.judged"
+    default_limits = {"value": {"min": 100}}
+
+
+class JudgedPlugin:
+    @hookimpl
+    def loupe_inspect(self, register):
+        register(Judged)
+
+
+def test_default_limits(register_plugin, tmp_path):
+    pm = register_plugin(JudgedPlugin(), "judged")
+    img = np.zeros((8, 8), np.uint8)
+    img[2, 2] = 50
+    plain = Recipe.from_dict({"loupe_recipe": 1, "inspect": [{"tool": "t.judged"}]}, pm.catalogue)
+    assert plain.inspect[0].limits["value"].min == 100
+    assert Pipeline(plain).process(_frame(img)).verdict == "fail"
+    informational = Recipe.from_dict({"loupe_recipe": 1, "inspect": [{"tool": "t.judged", "limits": {}}]},
+                                     pm.catalogue)
+    assert informational.inspect[0].limits == {}
+    assert Pipeline(informational).process(_frame(img)).verdict == "pass"
+    assert informational.hash != plain.hash
+    # the canonical form spells the defaults out and round-trips to the same hash
+    again = tmp_path / "again.yaml"
+    again.write_text(plain.to_yaml())
+    assert Recipe.load(again, pm.catalogue).hash == plain.hash
+    again.write_text(informational.to_yaml())
+    assert Recipe.load(again, pm.catalogue).hash == informational.hash
