@@ -186,6 +186,8 @@ class LineChart(Chart):
         self.y_range: tuple[float, float] | None = None
         self.diagonal = False
         self.square = False
+        #: one highlighted (x, y) point, e.g. the operating point of a threshold on a ROC curve
+        self.marker: tuple[float, float] | None = None
 
     def clear(self):
         self.curves.clear()
@@ -240,6 +242,10 @@ class LineChart(Chart):
                 p.drawEllipse(QtCore.QPointF(xmap(good[0][0]), ymap(good[0][1])), 3, 3)
             else:
                 p.drawPolyline(QtGui.QPolygonF([QtCore.QPointF(xmap(x), ymap(y)) for x, y in good]))
+        if self.marker is not None and self.curves:
+            p.setPen(QtGui.QPen(QtGui.QColor(theme.TEXT), 2))
+            p.setBrush(QtGui.QColor(theme.STATUS["review"]))
+            p.drawEllipse(QtCore.QPointF(xmap(self.marker[0]), ymap(self.marker[1])), 5, 5)
         p.restore()
         legend = [(f"{n}  {c[-1][1]:.4g}" if c and not self.diagonal else n, self.colors[n])
                   for n, c in self.curves.items()]
@@ -256,6 +262,8 @@ class HistogramChart(Chart):
         self.groups: list[tuple[str, np.ndarray, str]] = []
         self.bins = bins
         self.threshold: float | None = None
+        #: fixed x range (e.g. the threshold slider's), so that moving the threshold does not re-bin
+        self.x_range: tuple[float, float] | None = None
         self.categorical: list[tuple[str, float]] | None = None
 
     def set_groups(self, groups: list[tuple[str, Sequence[float]]], colors: list[str] | None = None) -> None:
@@ -271,6 +279,8 @@ class HistogramChart(Chart):
         return any(len(v) for _, v, _ in self.groups)
 
     def _range(self):
+        if self.x_range is not None:
+            return self.x_range
         allv = np.concatenate([v for _, v, _ in self.groups if len(v)])
         lo, hi = float(allv.min()), float(allv.max())
         if self.threshold is not None:

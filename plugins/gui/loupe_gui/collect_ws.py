@@ -14,6 +14,7 @@ from host.reporters.imaging import thumbnail, to_uint8
 from . import theme
 from .dataset import IMAGE_EXTENSIONS
 from .imageview import ImageView, to_qimage
+from .sourcepick import PathEdit, SourcePicker
 
 
 class GrabWorker(QtCore.QThread):
@@ -22,9 +23,11 @@ class GrabWorker(QtCore.QThread):
     frame = QtCore.pyqtSignal(object)
     failed = QtCore.pyqtSignal(str)
 
-    def __init__(self, catalogue, spec: str, base_dir: Path, fps: float = 25.0, parent=None):
+    def __init__(self, catalogue, spec: str, base_dir: Path, fps: float = 25.0, options: dict | None = None,
+                 parent=None):
         super().__init__(parent)
         self.catalogue, self.spec, self.base_dir = catalogue, spec, base_dir
+        self.options = options or {}
         self.period = 1.0 / fps
         self._stop = threading.Event()
         self.latest = None
@@ -35,7 +38,7 @@ class GrabWorker(QtCore.QThread):
 
     def run(self):
         try:
-            src = open_source(self.spec, self.catalogue, self.base_dir)
+            src = open_source(self.spec, self.catalogue, self.base_dir, self.options)
         except Exception as exc:
             self.failed.emit(str(exc))
             return
@@ -104,16 +107,9 @@ class CollectWorkspace(QtWidgets.QWidget):
         ll.setContentsMargins(0, 0, 4, 0)
         sbox = QtWidgets.QGroupBox("Source")
         sf = QtWidgets.QFormLayout(sbox)
-        self.scheme = QtWidgets.QComboBox()
-        for s, e in sorted(self.catalogue.sources.items()):
-            self.scheme.addItem(s, s)
-            self.scheme.setItemData(self.scheme.count() - 1, e.cls.description, QtCore.Qt.ToolTipRole)
-        i = self.scheme.findData("camera")
-        self.scheme.setCurrentIndex(max(i, 0))
-        sf.addRow("kind", self.scheme)
-        self.target = QtWidgets.QLineEdit("0" if i >= 0 else "")
-        self.target.setPlaceholderText("camera index, video file or folder")
-        sf.addRow("target", self.target)
+        self.source = SourcePicker(self.catalogue, default="camera")
+        self.scheme, self.target = self.source.scheme, self.source.target
+        sf.addRow(self.source)
         brow = QtWidgets.QHBoxLayout()
         self.start_btn = QtWidgets.QPushButton("▶  Live")
         self.start_btn.setObjectName("primary")
@@ -127,18 +123,10 @@ class CollectWorkspace(QtWidgets.QWidget):
 
         dbox = QtWidgets.QGroupBox("Dataset")
         df = QtWidgets.QFormLayout(dbox)
-        drow = QtWidgets.QWidget()
-        dl = QtWidgets.QHBoxLayout(drow)
-        dl.setContentsMargins(0, 0, 0, 0)
-        self.folder = QtWidgets.QLineEdit()
-        self.folder.setPlaceholderText("dataset folder")
-        self.folder.editingFinished.connect(self.refresh_counts)
-        b = QtWidgets.QToolButton()
-        b.setText("…")
-        b.clicked.connect(self._browse_folder)
-        dl.addWidget(self.folder, 1)
-        dl.addWidget(b)
-        df.addRow("folder", drow)
+        self.folder_edit = PathEdit("dataset folder", "folder", "Dataset folder")
+        self.folder = self.folder_edit.edit
+        self.folder_edit.chosen.connect(lambda _path: self.refresh_counts())
+        df.addRow("folder", self.folder_edit)
         self.split = QtWidgets.QComboBox()
         self.split.addItems(["train", "test", "(none)"])
         self.split.currentIndexChanged.connect(self.refresh_counts)
@@ -203,12 +191,6 @@ class CollectWorkspace(QtWidgets.QWidget):
         split.setSizes([320, 1100])
         split.setStretchFactor(1, 1)
 
-    def _browse_folder(self):
-        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Dataset folder", self.folder.text() or "")
-        if path:
-            self.folder.setText(path)
-            self.refresh_counts()
-
     def _update_buttons(self):
         live = self.worker is not None and self.worker.isRunning()
         self.start_btn.setEnabled(not live)
@@ -223,17 +205,18 @@ class CollectWorkspace(QtWidgets.QWidget):
     # ------------------------------------------------------------------ live
 
     def set_source(self, spec: str) -> None:
-        scheme, target = spec.split(":", 1)
-        i = self.scheme.findData(scheme)
-        if i >= 0:
-            self.scheme.setCurrentIndex(i)
-        self.target.setText(target)
+        self.source.set_spec(spec)
 
     def start(self) -> bool:
         if self.worker is not None and self.worker.isRunning():
             return False
-        spec = f"{self.scheme.currentData()}:{self.target.text().strip()}"
-        self.worker = GrabWorker(self.catalogue, spec, Path.cwd())
+        spec = self.source.spec()
+        try:
+            options = self.source.options()
+        except Exception as exc:
+            self.message.setText(str(exc))
+            return False
+        self.worker = GrabWorker(self.catalogue, spec, Path.cwd(), options=options)
         self.worker.frame.connect(self._on_frame)
         self.worker.failed.connect(lambda m: self.message.setText(
             f"<span style='color:{theme.STATUS['fail']}'>{m}</span>"))

@@ -15,7 +15,7 @@ from host import Cancelled, LoupeError, Progress
 
 
 class ProgressSignals(QtCore.QObject):
-    updated = QtCore.pyqtSignal(str, int, int, dict)
+    updated = QtCore.pyqtSignal(str, int, int, dict, bool)  # stage, done, total, metrics, part of training
     logged = QtCore.pyqtSignal(str)
 
 
@@ -25,6 +25,9 @@ class GuiProgress(Progress):
     def __init__(self) -> None:
         super().__init__()
         self.signals = ProgressSignals()
+        #: False while the job evaluates or checks a model: the live training curves skip those updates
+        #: (set on the worker thread; it travels with each signal, so no update is misattributed)
+        self.training = True
 
     def on_update(self, stage: str, done: int, total: int, metrics: dict[str, float]) -> None:
         clean = {}
@@ -33,7 +36,7 @@ class GuiProgress(Progress):
                 clean[k] = float(v)
             except (TypeError, ValueError):
                 pass
-        self.signals.updated.emit(str(stage), int(done), int(total or 0), clean)
+        self.signals.updated.emit(str(stage), int(done), int(total or 0), clean, bool(self.training))
 
     def log(self, message: str) -> None:
         self.signals.logged.emit(str(message))

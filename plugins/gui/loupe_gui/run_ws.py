@@ -16,6 +16,7 @@ from host.reporters.imaging import thumbnail, to_uint8
 
 from . import theme
 from .imageview import ImageView, to_qimage
+from .sourcepick import SourcePicker
 
 VERDICTS = ("pass", "review", "fail", "error")
 
@@ -191,29 +192,10 @@ class RunWorkspace(QtWidgets.QWidget):
 
         sbox = QtWidgets.QGroupBox("Source")
         sf = QtWidgets.QFormLayout(sbox)
-        self.scheme = QtWidgets.QComboBox()
-        self.scheme.addItem("the recipe's source", "")
-        for s, e in sorted(self.catalogue.sources.items()):
-            self.scheme.addItem(f"{s}  —  {e.cls.description[:40]}", s)
-        self.scheme.currentIndexChanged.connect(self._update_buttons)
-        sf.addRow("kind", self.scheme)
-        row = QtWidgets.QWidget()
-        rr = QtWidgets.QHBoxLayout(row)
-        rr.setContentsMargins(0, 0, 0, 0)
-        self.target = QtWidgets.QLineEdit()
-        self.target.setPlaceholderText("folder, video file or camera index")
-        btn = QtWidgets.QToolButton()
-        btn.setText("…")
-        btn.clicked.connect(self._browse_target)
-        rr.addWidget(self.target, 1)
-        rr.addWidget(btn)
-        sf.addRow("target", row)
-        self.source_opts = QtWidgets.QWidget()
-        self.source_opts_lay = QtWidgets.QVBoxLayout(self.source_opts)
-        self.source_opts_lay.setContentsMargins(0, 0, 0, 0)
-        self.source_form = None
-        sf.addRow(self.source_opts)
-        self.scheme.currentIndexChanged.connect(self._scheme_changed)
+        self.source = SourcePicker(self.catalogue, recipe_entry=True)
+        self.scheme, self.target = self.source.scheme, self.source.target
+        self.source.changed.connect(self._update_buttons)
+        sf.addRow(self.source)
         self.limit = QtWidgets.QSpinBox()
         self.limit.setRange(0, 10_000_000)
         self.limit.setSpecialValueText("all frames")
@@ -322,25 +304,13 @@ class RunWorkspace(QtWidgets.QWidget):
                         edit.setText(spec.split(":", 1)[1])
         self._update_buttons()
 
-    def _scheme_changed(self, *_):
-        """The chosen source kind's options, as a form generated from its Params (less ``target``)."""
-        from .forms import ParamForm
-
-        if self.source_form is not None:
-            self.source_form.setParent(None)
-            self.source_form.deleteLater()
-            self.source_form = None
-        scheme = self.scheme.currentData()
-        if scheme:
-            self.source_form = ParamForm(self.catalogue.sources[scheme].cls.Params, skip=("target",), compact=True)
-            self.source_opts_lay.addWidget(self.source_form)
+    @property
+    def source_form(self):
+        """The chosen source kind's options form (generated from its Params), or None."""
+        return self.source.form
 
     def source_options(self) -> dict:
-        if self.source_form is None:
-            return {}
-        if self.source_form.validate() is None:
-            raise UsageError("fix the highlighted source options")
-        return self.source_form.values()
+        return self.source.options()
 
     def _open_recipe_dialog(self):
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open recipe", "", "Recipes (*.yaml *.yml)")
@@ -350,22 +320,13 @@ class RunWorkspace(QtWidgets.QWidget):
             except RecipeError as exc:
                 self.message.setText(str(exc))
 
-    def _browse_target(self):
-        scheme = self.scheme.currentData() or "folder"
-        if scheme == "folder":
-            path = QtWidgets.QFileDialog.getExistingDirectory(self, "Image folder")
-        else:
-            path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Video file")
-        if path:
-            self.target.setText(path)
-
     def source_spec(self):
-        scheme = self.scheme.currentData()
-        if not scheme:
+        spec = self.source.spec()
+        if spec is None:
             if self.recipe is None or self.recipe.doc.source is None:
                 raise UsageError("the recipe has no source: choose a source kind and target")
             return self.recipe.doc.source
-        return f"{scheme}:{self.target.text().strip()}"
+        return spec
 
     def report_specs(self) -> list[str]:
         out = []

@@ -8,6 +8,7 @@ heatmaps through an ordinary ``Pipeline``.
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import tempfile
 import time
@@ -27,6 +28,7 @@ from .dataset import analyze_with
 from .forms import ParamForm
 from .imageview import to_qimage
 from .jobs import GuiProgress, Job
+from .sourcepick import PathEdit
 
 GOOD = ("good", "ok", "pass", "normal")
 
@@ -124,6 +126,7 @@ def train_and_evaluate(pm, task: str, data: Path, out: Path, params, progress) -
     progress.log(f"bundle written to {bundle.path} in {seconds:.1f} s")
     result = {"bundle": bundle, "metrics": {}, "gallery": {"tiles": [], "rows": []}, "train_seconds": seconds}
     if bundle.task in pm.catalogue.runtimes:
+        progress.training = False  # evaluation: its running figures are not training curves
         result.update(evaluate_bundle(pm, bundle.path, data, out.parent / f"{out.name}-eval", progress))
     return result
 
@@ -138,7 +141,24 @@ def roc_points(scores, labels) -> tuple[np.ndarray, np.ndarray, float]:
     fp = np.cumsum(~y)[distinct]
     tpr = np.r_[0, tp / max(y.sum(), 1)]
     fpr = np.r_[0, fp / max((~y).sum(), 1)]
-    return fpr, tpr, float(np.trapz(tpr, fpr))
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy 2 renamed it
+    return fpr, tpr, float(trapezoid(tpr, fpr))
+
+
+EPOCH_STAGE = re.compile(r"^epoch\s+(\d+)(?:\s*/\s*(\d+))?$", re.I)
+
+
+def curve_point(stage: str, done: int, total: int, step: int) -> tuple[str, float, bool]:
+    """Where a progress update goes on the live curves: (stage group, x, x is in epochs).
+
+    Trainers name their epoch stages ``epoch 3/20``: those are one group, ``train``,
+    with x in epochs (epoch 3 at 2/3 done -> 2.67). Any other stage is its own group,
+    at x = ``step`` (that group's update count).
+    """
+    m = EPOCH_STAGE.match(stage.strip())
+    if m:
+        return "train", int(m.group(1)) - 1 + (done / total if total else 1.0), True
+    return stage.strip(), float(step), False
 
 
 # ----------------------------------------------------------------- widgets
@@ -188,7 +208,7 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.bundle: Bundle | None = None
         self.result: dict | None = None
         self.form: ParamForm | None = None
-        self._step = 0
+        self._steps: dict[str, int] = {}
         self._t0 = 0.0
         self._build_ui()
         self._task_changed()
@@ -216,18 +236,10 @@ class TrainWorkspace(QtWidgets.QWidget):
             self.task.addItem("no trainer installed (pip install loupe-trainer)", None)
         self.task.currentIndexChanged.connect(self._task_changed)
         df.addRow("task", self.task)
-        row = QtWidgets.QWidget()
-        rl = QtWidgets.QHBoxLayout(row)
-        rl.setContentsMargins(0, 0, 0, 0)
-        self.data = QtWidgets.QLineEdit()
-        self.data.setPlaceholderText("class folders, or an MVTec AD category")
-        self.data.editingFinished.connect(self.analyse)
-        b = QtWidgets.QToolButton()
-        b.setText("…")
-        b.clicked.connect(self._browse_data)
-        rl.addWidget(self.data, 1)
-        rl.addWidget(b)
-        df.addRow("folder", row)
+        self.data_edit = PathEdit("class folders, or an MVTec AD category", "folder", "Data folder")
+        self.data = self.data_edit.edit
+        self.data_edit.chosen.connect(lambda _path: self.analyse())
+        df.addRow("folder", self.data_edit)
         self.data_info = QtWidgets.QLabel("")
         self.data_info.setObjectName("muted")
         self.data_info.setWordWrap(True)
@@ -418,12 +430,6 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.adv.setVisible(on)
         self.adv_btn.setText("Advanced ◂" if on else "Advanced ▸")
 
-    def _browse_data(self):
-        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Data folder", self.data.text() or "")
-        if path:
-            self.data.setText(path)
-            self.analyse()
-
     def set_data(self, path: str | Path, task: str | None = None) -> None:
         if task is not None:
             i = self.task.findData(task)
@@ -498,7 +504,7 @@ class TrainWorkspace(QtWidgets.QWidget):
             return False
         self.loss_chart.clear()
         self.metric_chart.clear()
-        self._step = 0
+        self._steps = {}
         self._t0 = time.perf_counter()
         self._on_log(f"training {task} on {data} → {out}")
         self.stage.setText("starting…")
@@ -510,7 +516,7 @@ class TrainWorkspace(QtWidgets.QWidget):
             self.progress.cancel()
             self.stage.setText("cancelling at the next progress step…")
 
-    def _on_update(self, stage: str, done: int, total: int, metrics: dict) -> None:
+    def _on_update(self, stage: str, done: int, total: int, metrics: dict, training: bool = True) -> None:
         if total:
             self.bar.setRange(0, total)
             self.bar.setValue(min(done, total))
@@ -519,12 +525,20 @@ class TrainWorkspace(QtWidgets.QWidget):
         elapsed = time.perf_counter() - self._t0 if self._t0 else 0.0
         mtxt = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         self.stage.setText(f"{stage}  {done}/{total or '?'}   {mtxt}   {elapsed:.0f} s")
-        if metrics and stage not in ("analyse", "heatmaps"):
-            self._step += 1
-            for k, v in metrics.items():
-                if not math.isfinite(v):
-                    continue
-                (self.loss_chart if "loss" in k.lower() else self.metric_chart).add_point(k, self._step, v)
+        if not metrics or not training or stage in ("analyse", "heatmaps"):
+            return
+        # one curve per (stage group, metric): an evaluation's running accuracy or a calibration figure never
+        # continues a training curve
+        group = curve_point(stage, done, total, 0)[0]
+        for k, v in metrics.items():
+            if not math.isfinite(v):
+                continue
+            name = k if group == "train" else f"{group}: {k}"
+            self._steps[name] = self._steps.get(name, 0) + 1
+            _, x, epochs = curve_point(stage, done, total, self._steps[name])
+            chart = self.loss_chart if "loss" in k.lower() else self.metric_chart
+            chart.x_label = "epoch" if epochs else chart.x_label
+            chart.add_point(name, x, v)
 
     def _on_log(self, msg: str) -> None:
         self.log.appendPlainText(msg)
@@ -633,10 +647,18 @@ class TrainWorkspace(QtWidgets.QWidget):
         return (f"{name}\n{t['label']}" + (f"  score {s:.3g}" if s is not None else ""), t["verdict"])
 
     def _scores(self, m: dict, gallery: dict) -> None:
+        """Per-image scores for the ROC, the histogram and the threshold slider.
+
+        From the runtime's ``evaluate`` when it returns ``scores``/``labels`` (in the units of its
+        ``threshold``); otherwise from the task's inspect tool run over every test image, whose ``score``
+        is normalised (1.0 = the bundle's threshold; the anomaly runtime returns no per-image scores)."""
         self._score_data = None
+        self.auroc = None
         if "scores" in m and "labels" in m:
             scores = np.asarray(m["scores"], float)
             labels = np.asarray(m["labels"]).astype(bool)
+            thr = m.get("threshold")
+            self._score_unit = "score"
         else:
             pairs = [(self._score_of(r["measurements"]), r["label"].lower() not in GOOD)
                      for r in gallery.get("rows") or []]
@@ -645,38 +667,56 @@ class TrainWorkspace(QtWidgets.QWidget):
                 return
             scores = np.array([s for s, _ in pairs])
             labels = np.array([y for _, y in pairs])
+            thr = 1.0
+            self._score_unit = "score (1.0 = the model's threshold)"
         self._score_data = (scores, labels)
-        self.hist.set_groups([("good", scores[~labels]), ("defect", scores[labels])],
+        self.hist.x_label = self._score_unit
+        self.hist.set_groups([(f"good ({int((~labels).sum())})", scores[~labels]),
+                              (f"defect ({int(labels.sum())})", scores[labels])],
                              [theme.STATUS["pass"], theme.STATUS["fail"]])
+        self.roc.clear()
         if labels.any() and (~labels).any():
-            fpr, tpr, auc = roc_points(scores, labels)
-            self.roc.clear()
-            self.roc.set_curve(f"AUROC {auc:.3f}", fpr, tpr, theme.ACCENT)
-        thr = m.get("threshold")
-        if thr is None and self.bundle is not None:
-            thr = self.bundle.meta.get("threshold")
+            fpr, tpr, self.auroc = roc_points(scores, labels)
+            self.roc.set_curve(f"AUROC {self.auroc:.3f}", fpr, tpr, theme.ACCENT)
         lo, hi = float(scores.min()), float(scores.max())
         if isinstance(thr, (int, float)):
             lo, hi = min(lo, float(thr)), max(hi, float(thr))
-        self._thr_range = (lo, hi if hi > lo else lo + 1.0)
-        t = float(thr) if isinstance(thr, (int, float)) else float(np.median(scores))
-        self.slider.setValue(int(round((t - lo) / (self._thr_range[1] - lo) * 1000)))
-        self._threshold_moved(self.slider.value())
+        pad = 0.05 * (hi - lo) if hi > lo else 0.5
+        self._thr_range = (lo - pad, hi + pad)
+        self.hist.x_range = self._thr_range
+        self.model_threshold = float(thr) if isinstance(thr, (int, float)) else float(np.median(scores))
+        self.set_threshold(self.model_threshold)
+
+    def set_threshold(self, t: float) -> None:
+        """Move the threshold slider to the step nearest ``t``."""
+        lo, hi = self._thr_range
+        v = int(round((t - lo) / (hi - lo) * 1000))
+        if v == self.slider.value():
+            self._threshold_moved(v)
+        self.slider.setValue(v)
+
+    def threshold(self) -> float:
+        lo, hi = self._thr_range
+        return lo + (hi - lo) * self.slider.value() / 1000.0
 
     def _threshold_moved(self, v: int) -> None:
         if not getattr(self, "_score_data", None):
             return
-        lo, hi = self._thr_range
-        t = lo + (hi - lo) * v / 1000.0
+        t = self.threshold()
         scores, labels = self._score_data
-        pred = scores >= t
+        pred = scores > t  # anomalous above the threshold, as the tool's is_anomalous
         tp, fp = int((pred & labels).sum()), int((pred & ~labels).sum())
         fn, tn = int((~pred & labels).sum()), int((~pred & ~labels).sum())
         prec = tp / (tp + fp) if tp + fp else 0.0
         rec = tp / (tp + fn) if tp + fn else 0.0
         f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        self.threshold_counts = {"threshold": t, "tp": tp, "fp": fp, "fn": fn, "tn": tn, "f1": f1}
         self.hist.set_threshold(t)
-        self.thr_label.setText(f"{t:.4g}   missed defects {fn} · false rejects {fp} · F1 {f1:.3f}")
+        self.roc.marker = (fp / max(fp + tn, 1), tp / max(tp + fn, 1))
+        self.roc.update()
+        trained = "  (trained)" if abs(t - getattr(self, "model_threshold", t)) <= (self._thr_range[1] - self._thr_range[0]) / 1000 else ""
+        self.thr_label.setText(f"<b>{t:.3f}</b>{trained} &nbsp; missed defects <b>{fn}</b>/{tp + fn} · "
+                               f"false rejects <b>{fp}</b>/{fp + tn} · F1 <b>{f1:.3f}</b>")
 
     # ------------------------------------------------------ export, optimise
 

@@ -1,0 +1,101 @@
+"""Trainer workspace, anomaly task: a tiny PatchCore model trained to completion from the GUI, and the ROC,
+score histogram, threshold slider and heatmap gallery checked against the runtime's own evaluation."""
+import numpy as np
+import pytest
+
+pytest.importorskip("PyQt5")
+
+from host import create_plugin_manager  # noqa: E402
+
+#: small and fast: 128 px input, a small bank; trains in ~15-25 s on the 2-core machine
+TINY = {"image_size": 128, "max_bank": 1024, "threads": 2}
+
+
+@pytest.fixture(scope="module")
+def pm():
+    pm = create_plugin_manager()
+    if "anomaly" not in pm.catalogue.trainers or "anomaly" not in pm.catalogue.runtimes:
+        pytest.skip("needs the anomaly trainer and runtime")
+    return pm
+
+
+@pytest.fixture(scope="module")
+def texture(tmp_path_factory):
+    samples = pytest.importorskip("loupe_trainer.samples")
+    return samples.make_texture_dataset(tmp_path_factory.mktemp("anomaly"), "brushed_metal", n_train=12,
+                                        n_test_good=6, n_test_defect=2, size=128)
+
+
+def test_train_anomaly_roc_histogram_heatmaps(qtbot, pm, texture, tmp_path):
+    from loupe_gui.train_ws import TrainWorkspace
+
+    ws = TrainWorkspace(pm)
+    qtbot.addWidget(ws)
+    ws.resize(1500, 900)
+    ws.show()
+    ws.set_data(texture, task="anomaly")
+    qtbot.waitUntil(lambda: ws.summary is not None and not ws._busy(), timeout=20000)
+    ws.out.setText(str(tmp_path / "tiny-anomaly.bundle"))
+    assert ws.train(TINY)
+    # the job's result reaches the GUI thread as a queued signal, after the thread has ended
+    qtbot.waitUntil(lambda: ws.result is not None or ws.job.error is not None, timeout=180000)
+    assert ws.job.error is None, ws.job.error
+    assert (tmp_path / "tiny-anomaly.bundle" / "manifest.json").is_file()
+    m = ws.result["metrics"]
+    assert m["task"] == "anomaly" and m["n_good"] == 6 and m["n_defective"] == 6
+
+    # the runtime gives no per-image scores: the GUI ran anomaly.patchcore over every test image
+    gal = ws.result["gallery"]
+    assert gal["tool"] == "anomaly.patchcore"
+    assert len(gal["rows"]) == 12
+    scores, labels = ws._score_data
+    assert len(scores) == 12 and labels.sum() == 6
+    # ROC: the area the view draws is the runtime's image AUROC (the tool's score is raw / threshold)
+    assert ws.tabs.isTabEnabled(1) and not ws.tabs.isTabEnabled(0)
+    assert ws.auroc == pytest.approx(m["image_auroc"], abs=1e-9)
+    assert any(name.startswith("AUROC") for name in ws.roc.curves)
+    # histogram: every test image in its group (good / defect)
+    sizes = sorted(len(v) for _, v, _ in ws.hist.groups)
+    assert sizes == [6, 6]
+
+    # the slider starts at the trained threshold (1.0 in normalised units): the counts equal the runtime's
+    c = ws.threshold_counts
+    assert abs(c["threshold"] - 1.0) <= (ws._thr_range[1] - ws._thr_range[0]) / 1000 + 1e-12
+    conf = m["confusion"]
+    near = np.abs(scores - c["threshold"]).min()
+    if near > abs(c["threshold"] - 1.0):  # no test image sits between the slider step and 1.0
+        assert (c["tp"], c["fp"], c["fn"], c["tn"]) == (conf["tp"], conf["fp"], conf["fn"], conf["tn"])
+        assert c["f1"] == pytest.approx(m["f1"], abs=1e-9)
+    # below every score: nothing missed, every good part rejected; above every score: the reverse
+    ws.set_threshold(ws._thr_range[0])
+    low = dict(ws.threshold_counts)
+    assert (low["fn"], low["fp"], low["tp"]) == (0, 6, 6)
+    ws.set_threshold(ws._thr_range[1])
+    high = dict(ws.threshold_counts)
+    assert (high["fn"], high["fp"], high["tp"], high["f1"]) == (6, 0, 0, 0.0)
+    # a sweep: misses never decrease and false rejects never increase as the threshold rises, and each step's
+    # counts are the ones the scores give
+    prev = None
+    for v in range(0, 1001, 50):
+        ws.slider.setValue(v)
+        c = ws.threshold_counts
+        pred = scores > c["threshold"]
+        assert c["fn"] == int((~pred & labels).sum()) and c["fp"] == int((pred & ~labels).sum())
+        if prev is not None:
+            assert c["fn"] >= prev["fn"] and c["fp"] <= prev["fp"]
+        prev = dict(c)
+        assert f"missed defects <b>{c['fn']}</b>" in ws.thr_label.text()
+    # the histogram draws its threshold line where the slider is
+    assert ws.hist.threshold == pytest.approx(ws.threshold())
+
+    # heatmap gallery: tiles of good and defective test images, each with its heatmap and score
+    tiles = gal["tiles"]
+    assert ws.gallery.count() == len(tiles) >= 8
+    assert {t["label"] for t in tiles} == {"good", "dent", "scratch", "spot"}
+    by_path = {r["path"]: r["measurements"]["score"] for r in gal["rows"]}
+    for t in tiles:
+        assert t["image"].ndim == 3 and t["measurements"]["score"] == by_path[t["path"]]
+    # the live curves: per stage, no evaluation figure on a training curve
+    assert not any(n.startswith("eval") for n in ws.metric_chart.curves)
+    img = ws.grab().toImage()
+    assert not img.isNull()
