@@ -47,57 +47,67 @@ def read_idx(name: str) -> np.ndarray:
 
 
 def fmnist(args) -> dict:
+    """Each class: the trainer's own ``fit`` (default parameters, auto input size and global term) on 200
+    training images; the 10k test features are extracted once with the trainer's feature graph."""
     import cv2
     import torch
 
     from loupe_dl_anomaly.metrics import auroc
-    from loupe_trainer.anomaly.coreset import subsample
-    from loupe_trainer.anomaly.model import PatchCore, PatchFeatures, nn_distance
-    from loupe_trainer.anomaly.trainer import _loo_scores, _position_stats  # noqa: F401
+    from loupe_trainer.anomaly.model import FeatureGraph, PatchFeatures
+    from loupe_trainer.anomaly.trainer import AnomalyParams, _input_size, fit, use_global_term
     from loupe_trainer.backbone import build_backbone
     from loupe_trainer.common import export_onnx, ort_session
 
-    files = {p.name for p in FMNIST.iterdir()}
-    pre = "train" if any(f.startswith("train-images") for f in files) else ""
     xtr = read_idx("train-images-idx3-ubyte")
     ytr = read_idx("train-labels-idx1-ubyte")
     xte = read_idx("t10k-images-idx3-ubyte")[: args.fmnist_test]
     yte = read_idx("t10k-labels-idx1-ubyte")[: args.fmnist_test]
-    size = args.fmnist_size
-    feats = PatchFeatures(build_backbone(), ("stage3", "stage4"), 3).eval()
+    params = AnomalyParams(**({"image_size": args.fmnist_size} if args.fmnist_size else {}),
+                           **({"global_term": args.fmnist_global} if args.fmnist_global else {}))
+    size = _input_size(xtr[0], params.image_size)
+    use_global = use_global_term(params, xtr[0])
+    feats = PatchFeatures(build_backbone(), tuple(params.layers), params.aggregate,
+                          global_stage=params.global_stage if use_global else None).eval()
     tmp = Path(args.out) / "fmnist_features.onnx"
-    export_onnx(feats, torch.zeros(1, 3, size, size), tmp, ["image"], ["features"], dynamic_batch=True)
+    export_onnx(FeatureGraph(feats), torch.zeros(1, 3, *size), tmp, ["image"],
+                ["features", "global"] if use_global else ["features"], dynamic_batch=True)
     sess = ort_session(tmp, 2)
 
-    def features(imgs: np.ndarray) -> np.ndarray:
-        out = []
+    def features(imgs: np.ndarray):
+        pf, gf = [], []
         for i in range(0, len(imgs), 64):
-            b = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_LINEAR) for im in imgs[i:i + 64]])
+            # what loupe_dl_anomaly.data.prepare does for a gray image: resize (bilinear up), gray -> RGB
+            b = np.stack([cv2.resize(im, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for im in imgs[i:i + 64]])
             b = np.repeat(b[:, None].astype(np.float32), 3, axis=1)
-            out.append(sess.run(None, {"image": b})[0])
-        return np.concatenate(out)
+            out = sess.run(None, {"image": b})
+            pf.append(out[0])
+            gf.append(out[1] if use_global else None)
+        return np.concatenate(pf), (np.concatenate(gf) if use_global else None)
 
     t0 = time.perf_counter()
-    fte = torch.from_numpy(features(xte))
+    fte, gte = features(xte)
+    fte = torch.from_numpy(fte)
+    gte = torch.from_numpy(gte) if use_global else None
     t_test = time.perf_counter() - t0
-    n, h, w, D = fte.shape
     rng = np.random.default_rng(0)
     per_class = {}
     for c in range(10):
         idx = rng.choice(np.nonzero(ytr == c)[0], 200, replace=False)
-        ftr = torch.from_numpy(features(xtr[idx]))
-        n_cal = 40
-        bank, _ = subsample(ftr[n_cal:].reshape(-1, D), 8192, 0.1 if 160 * h * w * 0.1 > 1024 else 1.0)
-        cal = nn_distance(ftr[:n_cal].reshape(-1, D), bank, chunk=8192).reshape(n_cal, 1, h, w)
-        mu, sd = _position_stats(cal, "z")
-        model = PatchCore(feats, bank, 0.5, mu, sd)
+        ftr, gtr = features(xtr[idx])
+        order = np.random.default_rng(params.seed).permutation(len(idx))   # the trainer's split
+        n_cal = max(min(5, len(idx) // 2), int(round(params.calibration_fraction * len(idx))))
+        cal, bank = order[:n_cal], order[n_cal:]
+        model, _, info = fit(feats, ftr[bank], ftr[cal], params, gtr[bank] if use_global else None,
+                             gtr[cal] if use_global else None)
         with torch.no_grad():
-            dist = nn_distance(fte.reshape(-1, D), bank, chunk=16384).reshape(n, 1, h, w)
-            score = model.smooth(model.normalized(dist)).flatten(1).max(1).values.numpy()
+            score = np.concatenate([model.score_features(fte[i:i + 500], None if gte is None else gte[i:i + 500])[1]
+                                    .numpy() for i in range(0, len(fte), 500)])
         per_class[CLASSES[c]] = auroc(score, (yte != c).astype(int))
-        print(f"  fmnist {c} {CLASSES[c]:<12} AUROC {per_class[CLASSES[c]]:.4f}", flush=True)
-    return {"mean_auroc": float(np.mean(list(per_class.values()))), "per_class": per_class, "input_size": size,
-            "n_test": int(n), "n_train_per_class": 200, "test_feature_s": round(t_test, 1)}
+        print(f"  fmnist {c} {CLASSES[c]:<12} AUROC {per_class[CLASSES[c]]:.4f}  bank {info['memory_bank']['bank_size']}",
+              flush=True)
+    return {"mean_auroc": float(np.mean(list(per_class.values()))), "per_class": per_class, "input_size": list(size),
+            "global_term": use_global, "n_test": int(len(fte)), "n_train_per_class": 200,
+            "test_feature_s": round(t_test, 1), "params": params.model_dump()}
 
 
 def textures(args) -> dict:
@@ -133,6 +143,7 @@ inspect:
 
 
 def speed(args, cat: str = "brushed_metal") -> dict:
+    """loupe's per-frame path vs the bare session vs the trunk alone, interleaved, same process."""
     from host import Bundle, create_plugin_manager, model_sha256
     from host.core.recipe import Recipe
     from host.core.runner import Pipeline
@@ -152,11 +163,23 @@ def speed(args, cat: str = "brushed_metal") -> dict:
     meta = Bundle.load(bundle).meta
     sess = ort_session(bundle / "model.onnx", 2)
     size = tuple(meta["input_size"])
+    # the trunk alone (the same feature graph, without the search) to attribute the time
+    import torch
+
+    from loupe_trainer.anomaly.model import PatchFeatures
+    from loupe_trainer.backbone import build_backbone
+    from loupe_trainer.common import export_onnx
+
+    feat = meta["feature"]
+    trunk = PatchFeatures(build_backbone(), tuple(feat["layers"]), feat["aggregate"]).eval()
+    tpath = export_onnx(trunk, torch.zeros(1, 3, *size), Path(args.out) / "trunk_only.onnx", ["image"], ["features"])
+    tsess = ort_session(tpath, 2)
     pipe = Pipeline(recipe)
-    t_pipe, t_bare = [], []
+    t_pipe, t_bare, t_trunk = [], [], []
     try:
         pipe.process(frames[0])
         sess.run(None, {"image": prepare(imgs[0], size)})
+        tsess.run(None, {"image": prepare(imgs[0], size)})
         for _ in range(args.repeat):
             for fr, im in zip(frames, imgs):
                 t0 = time.perf_counter()
@@ -165,11 +188,15 @@ def speed(args, cat: str = "brushed_metal") -> dict:
                 t0 = time.perf_counter()
                 pipe.process(fr)
                 t_pipe.append((time.perf_counter() - t0) * 1e3)
+                t0 = time.perf_counter()
+                tsess.run(None, {"image": prepare(im, size)})
+                t_trunk.append((time.perf_counter() - t0) * 1e3)
     finally:
         pipe.close()
-    # the trunk alone (features graph up to stage4) for scale
     res = {"loupe_pipeline_ms": statistics.median(t_pipe), "bare_ort_ms": statistics.median(t_bare),
-           "n": len(t_pipe)}
+           "trunk_only_ms": statistics.median(t_trunk), "n": len(t_pipe),
+           "bank": meta["memory_bank"]["bank_size"], "dim": feat["dim"], "map_size": feat["map_size"],
+           "loadavg": os.getloadavg()}
     res["overhead_pct"] = 100.0 * (res["loupe_pipeline_ms"] / res["bare_ort_ms"] - 1.0)
     # peak RSS of a real `loupe run`
     # measured from a fresh parent, so that no earlier child of this process counts
@@ -195,9 +222,11 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="bench-anomaly")
     p.add_argument("--fmnist-test", type=int, default=10000)
-    p.add_argument("--fmnist-size", type=int, default=64)
+    p.add_argument("--fmnist-size", type=int, default=0, help="model input size (default: the trainer's auto)")
+    p.add_argument("--fmnist-global", choices=["auto", "on", "off"], default=None)
     p.add_argument("--skip-fmnist", action="store_true")
     p.add_argument("--skip-textures", action="store_true")
+    p.add_argument("--speed-only", action="store_true", help="reuse OUT's trained bundles: speed and memory only")
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
     import torch
@@ -206,10 +235,12 @@ def main() -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()
     result: dict = {"threads": 2, "loadavg_start": load0}
-    if not args.skip_textures:
+    if args.speed_only:
+        result["speed"] = speed(args)
+    elif not args.skip_textures:
         result["textures"] = textures(args)
         result["speed"] = speed(args)
-    if not args.skip_fmnist:
+    if not args.skip_fmnist and not args.speed_only:
         result["fmnist"] = fmnist(args)
     result["loadavg_end"] = os.getloadavg()
     (Path(args.out) / "anomaly_bench.json").write_text(json.dumps(result, indent=2))

@@ -61,7 +61,11 @@ def prepare(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
     ``size`` is (height, width). Shrinking uses area interpolation, enlarging bilinear.
     """
-    rgb = to_rgb8(image)
+    return prepare_rgb(to_rgb8(image), size)
+
+
+def prepare_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """As ``prepare`` for an image already converted by ``to_rgb8`` (uint8 RGB, HxWx3)."""
     h, w = size
     if rgb.shape[:2] != (h, w):
         interp = cv2.INTER_AREA if rgb.shape[0] > h or rgb.shape[1] > w else cv2.INTER_LINEAR

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from host import Bundle, BundleError, InspectTool, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
 
-from .data import discover, prepare, read_image, read_mask
+from .data import discover, prepare, prepare_rgb, read_image, read_mask, to_rgb8
 
 
 class AnomalyModel:
@@ -38,6 +38,12 @@ class AnomalyModel:
         if not self.threshold > 0:
             raise BundleError(f"{bundle.path}/bundle.json: threshold must be positive, got {self.threshold}")
         self.pixel_low = float(meta.get("pixel_low", 0.0))
+        tiling = meta.get("tiling") or None
+        try:
+            self.tile = (int(tiling["tile"][0]), int(tiling["tile"][1])) if tiling else None
+            self.overlap = float(tiling.get("overlap", 0.25)) if tiling else 0.0
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise BundleError(f"{bundle.path}/bundle.json: bad field tiling ({exc})") from None
         self.bundle = bundle
         import onnxruntime as ort
 
@@ -51,8 +57,18 @@ class AnomalyModel:
         self.input_name = self.session.get_inputs()[0].name
 
     def raw(self, image: np.ndarray) -> tuple[np.ndarray, float]:
-        """(anomaly map at the model's input size (H, W) float32, raw score)."""
+        """(anomaly map float32, raw score). The map is at the model's input size (H, W), or for a tiled
+        model at the image's own size (tiles stitched, the maximum where they overlap)."""
+        if self.tile is not None:
+            from .tiling import score_tiled
+
+            amap, score, _ = score_tiled(self._run_rgb, to_rgb8(image), self.tile, self.overlap)
+            return amap, score
         amap, score = self.session.run(None, {self.input_name: prepare(image, self.size)})
+        return amap[0, 0], float(score[0])
+
+    def _run_rgb(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        amap, score = self.session.run(None, {self.input_name: prepare_rgb(rgb, self.size)})
         return amap[0, 0], float(score[0])
 
     def predict(self, image: np.ndarray) -> dict[str, Any]:
@@ -177,7 +193,7 @@ class AnomalyRuntime(ModelRuntime):
             kinds.append(s.kind)
             if ds.has_masks:
                 maps.append(amap)
-                masks.append(read_mask(s.mask, model.size) if s.label else np.zeros(model.size, bool))
+                masks.append(read_mask(s.mask, amap.shape) if s.label else np.zeros(amap.shape, bool))
             if out is not None:
                 gt = read_mask(s.mask, img.shape[:2]) if s.mask is not None else None
                 vis = plots.heatmap_overlay(img, model.heatmap(amap), regions(amap, model.threshold, img.shape[:2]),

@@ -35,10 +35,11 @@ def gaussian_kernel1d(sigma: float) -> torch.Tensor:
 
 class PatchFeatures(nn.Module):
     def __init__(self, backbone: EfficientNetLite0, layers: tuple[str, ...] = ("stage3", "stage4"),
-                 aggregate: int = 3, projection: torch.Tensor | None = None):
+                 aggregate: int = 3, projection: torch.Tensor | None = None, global_stage: str | None = None):
         super().__init__()
         self.backbone = backbone
         self.layers = tuple(layers)
+        self.global_stage = global_stage
         self.aggregate = int(aggregate)
         self.stride = min(stage_stride(n) for n in self.layers)
         self.raw_dim = sum(stage_channels(n) for n in self.layers)
@@ -53,7 +54,15 @@ class PatchFeatures(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """image: (N, 3, H, W) RGB 0..255 -> (N, h, w, D) with h = H / stride."""
-        feats = self.backbone.stages(normalize(image), self.layers)
+        return self.extract(image)[0]
+
+    def extract(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(patch embeddings (N, h, w, D), global descriptor (N, C) or None) from one trunk pass.
+
+        The global descriptor is the average-pooled ``global_stage`` map, L2-normalised
+        (the image-level feature DN2-style kNN scoring uses)."""
+        names = self.layers + ((self.global_stage,) if self.global_stage else ())
+        feats = self.backbone.stages(normalize(image), names)
         h = math.ceil(image.shape[-2] / self.stride)
         w = math.ceil(image.shape[-1] / self.stride)
         maps = []
@@ -68,7 +77,31 @@ class PatchFeatures(nn.Module):
         x = torch.cat(maps, dim=1).permute(0, 2, 3, 1)  # N, h, w, C
         if self.projection is not None:
             x = x @ self.projection
-        return x
+        g = None
+        if self.global_stage:
+            g = feats[self.global_stage].mean(dim=(2, 3))
+            g = g / (g * g).sum(1, keepdim=True).clamp_min(1e-12).sqrt()
+        return x, g
+
+
+class FeatureGraph(nn.Module):
+    """What training runs through ONNX Runtime: image -> (patch features, global descriptor)."""
+
+    def __init__(self, features: PatchFeatures):
+        super().__init__()
+        self.features = features
+
+    def forward(self, image: torch.Tensor):
+        return self.features.extract(image)
+
+
+def knn_distance(g: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean Euclidean distance of each row of g (N, C) to its k nearest rows of bank (M, C)."""
+    d2 = (g * g).sum(1, keepdim=True) - 2.0 * (g @ bank.t()) + (bank * bank).sum(1)[None, :]
+    k = int(min(k, bank.shape[0]))
+    if k == 1:
+        return d2.amin(dim=1).clamp_min(0.0).sqrt()
+    return torch.topk(d2, k, dim=1, largest=False).values.clamp_min(0.0).sqrt().mean(1)
 
 
 def nn_distance(x: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor | None = None,
@@ -76,15 +109,58 @@ def nn_distance(x: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor | Non
     """Euclidean distance of each row of x (M, D) to its nearest row of bank (K, D)."""
     if bank_sq is None:
         bank_sq = (bank * bank).sum(1)
+    return nn_distance_t(x, (-2.0 * bank).t().contiguous(), bank_sq, chunk)
+
+
+def nn_distance_t(x: torch.Tensor, bank_tn2: torch.Tensor, bank_sq: torch.Tensor, chunk: int = 0) -> torch.Tensor:
+    """As ``nn_distance`` with the bank given as ``-2 * bank.T`` (D, K) and its squared norms (K,).
+
+    ``d^2 = |x|^2 + min_k (|b_k|^2 - 2 x.b_k)``: one matrix product plus the bank norms
+    (exported as MatMul + Add, which ONNX Runtime fuses into one Gemm with the norms as
+    its bias) and one ReduceMin over the (M, K) block; ``|x|^2`` is added after the
+    minimum (it does not depend on k), so no other pass touches the M x K intermediate.
+    """
     if chunk and x.shape[0] > chunk:
-        return torch.cat([nn_distance(x[i:i + chunk], bank, bank_sq) for i in range(0, x.shape[0], chunk)])
-    d2 = (x * x).sum(1, keepdim=True) - 2.0 * (x @ bank.t()) + bank_sq[None, :]
-    return d2.min(dim=1).values.clamp_min(0.0).sqrt()
+        return torch.cat([nn_distance_t(x[i:i + chunk], bank_tn2, bank_sq) for i in range(0, x.shape[0], chunk)])
+    m = (x @ bank_tn2 + bank_sq).amin(dim=1)
+    return (m + (x * x).sum(1)).clamp_min(0.0).sqrt()
+
+
+def pca_projection(x: torch.Tensor, dim: int, max_rows: int = 100_000, seed: int = 0) -> tuple[torch.Tensor, dict]:
+    """(D, dim) orthonormal projection onto the top ``dim`` principal axes of the rows of x (N, D).
+
+    Distances between projected rows are the distances within that subspace (a
+    lower bound of the full ones that keeps ``explained`` of the variance).
+    """
+    n, d = x.shape
+    if n > max_rows:
+        g = torch.Generator().manual_seed(seed)
+        x = x[torch.randperm(n, generator=g)[:max_rows]]
+    x = x.double()
+    xc = x - x.mean(0, keepdim=True)
+    cov = xc.t() @ xc / max(1, xc.shape[0] - 1)
+    evals, evecs = torch.linalg.eigh(cov)
+    order = torch.argsort(evals, descending=True)
+    evals, evecs = evals[order].clamp_min(0), evecs[:, order]
+    dim = int(min(dim, d))
+    explained = float(evals[:dim].sum() / evals.sum().clamp_min(1e-12))
+    return evecs[:, :dim].float().contiguous(), {"dim": dim, "from_dim": int(d), "explained_variance": round(explained, 5)}
 
 
 class PatchCore(nn.Module):
+    """Patch memory bank (+ optionally an image-level kNN term) -> (anomaly map, score).
+
+    With a global bank (``global_bank`` (M, C) of the good images' global descriptors),
+    the score is ``max(map) + global_scale * (knn_distance - global_mu)``: the global
+    kNN distance standardised on held-out good images and expressed in the units of
+    the patch score (so the sum ranks like the sum of the two z-scores). The map
+    stays the patch map.
+    """
+
     def __init__(self, features: PatchFeatures, bank: torch.Tensor, sigma: float = 0.5,
-                 mu: torch.Tensor | None = None, sd: torch.Tensor | None = None):
+                 mu: torch.Tensor | None = None, sd: torch.Tensor | None = None,
+                 global_bank: torch.Tensor | None = None, global_k: int = 2, global_mu: float = 0.0,
+                 global_scale: float = 0.0):
         super().__init__()
         self.register_buffer("mu", mu.float().reshape(1, 1, *mu.shape[-2:]) if mu is not None
                              else torch.zeros(1, 1, 1, 1))
@@ -93,18 +169,29 @@ class PatchCore(nn.Module):
         self.features = features
         self.register_buffer("bank", bank.float().contiguous())
         self.register_buffer("bank_sq", (self.bank * self.bank).sum(1))
+        # what the graph multiplies by: -2 * bank^T, contiguous (D, K), so the search is one Gemm + ReduceMin
+        self.register_buffer("bank_tn2", (-2.0 * self.bank).t().contiguous())
         self.sigma = float(sigma)
         if sigma > 0:
             self.register_buffer("kernel", gaussian_kernel1d(sigma))
         else:
             self.kernel = None
+        if global_bank is not None and features.global_stage:
+            self.register_buffer("global_bank", global_bank.float().contiguous())
+        else:
+            self.global_bank = None
+        self.global_k = int(global_k)
+        self.global_mu = float(global_mu)
+        self.global_scale = float(global_scale)
+
+    def patch_distances(self, f: torch.Tensor) -> torch.Tensor:
+        n, h, w, d = f.shape
+        dist = nn_distance_t(f.reshape(n * h * w, d), self.bank_tn2, self.bank_sq, chunk=0 if n == 1 else 8192)
+        return dist.reshape(n, 1, h, w)
 
     def patch_scores(self, image: torch.Tensor) -> torch.Tensor:
         """(N, 1, h, w) nearest-neighbour distances of each patch."""
-        f = self.features(image)
-        n, h, w, d = f.shape
-        dist = nn_distance(f.reshape(n * h * w, d), self.bank, self.bank_sq, chunk=0 if n == 1 else 8192)
-        return dist.reshape(n, 1, h, w)
+        return self.patch_distances(self.features(image))
 
     def smooth(self, m: torch.Tensor) -> torch.Tensor:
         if self.kernel is None:
@@ -118,8 +205,18 @@ class PatchCore(nn.Module):
     def normalized(self, dist: torch.Tensor) -> torch.Tensor:
         return (dist - self.mu) / self.sd
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.smooth(self.normalized(self.patch_scores(image)))
+    def global_term(self, g: torch.Tensor) -> torch.Tensor:
+        return self.global_scale * (knn_distance(g, self.global_bank, self.global_k) - self.global_mu)
+
+    def score_features(self, f: torch.Tensor, g: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(smoothed normalised map at feature resolution (N, 1, h, w), score (N,)) from extracted features."""
+        m = self.smooth(self.normalized(self.patch_distances(f)))
         score = m.flatten(1).max(dim=1).values
+        if self.global_bank is not None and g is not None:
+            score = score + self.global_term(g)
+        return m, score
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m, score = self.score_features(*self.features.extract(image))
         amap = F.interpolate(m, size=(image.shape[-2], image.shape[-1]), mode="bilinear", align_corners=False)
         return amap, score

@@ -3,21 +3,31 @@
 Steps (each reported through ``Progress``):
 
 1. ``features``: the training images are split into a *bank* part and a
-   *calibration* part (``calibration_fraction``, at least 2 images); patch
-   features of all of them are computed with ONNX Runtime (the feature graph
-   exported from torch, so the bank holds exactly what inference computes).
+   *calibration* part (``calibration_fraction``, at least 5 images); patch
+   features of all of them (of all their tiles with ``--tile``) are computed
+   with ONNX Runtime (the feature graph exported from torch, so the bank holds
+   exactly what inference computes). Optionally (``proj_dim``) a PCA of the
+   patch features, folded into the graph.
 2. ``coreset``: the bank part's patches are subsampled by blocked greedy
    k-center on a random projection to at most ``max_bank`` rows (memory bound:
    ``max_bank x D x 4`` bytes in the graph, whatever the number of images).
 3. ``calibrate``: the calibration images' nearest-neighbour distance maps give
-   the per-position mean and spread (position normalisation) and, leave-one-out,
-   the held-out good scores the threshold is fitted on (``quantile`` x ``margin``).
-   With defective images (``--refine test`` or a folder), the threshold is moved
-   to the F1-optimal cut.
+   the per-position mean and spread (position normalisation) and, leave-one-out
+   (one image, with all its tiles, at a time), the held-out good scores the
+   threshold is fitted on (``quantile`` x ``margin``). With the global term
+   (auto: images under 128 px), the kNN distance of each image's pooled
+   descriptor to the bank images' is standardised on the calibration images and
+   added in patch-score units. With defective images (``--refine test`` or a
+   folder), the threshold is moved to the F1-optimal cut.
 4. ``export``: one ONNX graph ``image (1, 3, H, W) RGB 0..255 -> anomaly_map
    (1, 1, H, W), score (1,)``, nearest-neighbour search included; parity against
    torch on training images (tolerance ``PARITY_ATOL + PARITY_RTOL x |value|``)
    fails the export when they disagree; the bundle is written by ``host.write_bundle``.
+   With ``--tile`` the graph scores one tile; ``bundle.json["tiling"]`` tells the
+   runtime to cover each image with overlapping tiles (``loupe_dl_anomaly.tiling``).
+
+Memory bound: ``max_bank x D x 4`` bytes of patch bank (4096 x 120 x 4 = 1.97 MB by
+default) plus, with the global term, ``max_global x C x 4`` (4096 x 192 x 4 = 3.1 MB).
 """
 from __future__ import annotations
 
@@ -38,16 +48,33 @@ PARITY_RTOL = 1e-3
 
 
 class AnomalyParams(Params):
-    image_size: int = Field(256, ge=64, le=1024, description="model input height in pixels; the width follows "
-                                                                "the training images' aspect ratio (multiple of 32)")
+    image_size: int | None = Field(None, ge=64, le=1024, description="model input height in pixels; the width "
+                                   "follows the training images' aspect ratio (multiple of 32). Default (auto): "
+                                   "256, or for images smaller than 128 px twice their height rounded up to a "
+                                   "multiple of 32 (at least 64)")
     layers: list[Literal["stage2", "stage3", "stage4", "stage5"]] = Field(
         default_factory=lambda: ["stage3", "stage4"],
         description="backbone stages whose features are concatenated (stage2 = stride 4, stage3 = stride 8, "
                     "stage4/stage5 = stride 16)")
     aggregate: int = Field(3, ge=1, le=7, description="local neighbourhood (k x k average) for patch features")
-    max_bank: int = Field(8192, ge=64, le=65536, description="memory bound: at most this many patch features "
-                                                             "are kept (coreset)")
-    coreset_ratio: float = Field(0.1, gt=0, le=1, description="keep at most this fraction of the training patches")
+    max_bank: int = Field(4096, ge=64, le=65536, description="memory bound: at most this many patch features "
+                                                             "are kept (coreset); the per-image search costs "
+                                                             "patches x max_bank x dim")
+    proj_dim: int = Field(0, ge=0, le=1024, description="PCA of the training patch features to this many "
+                                                          "dimensions, folded into the graph (0 = keep all): "
+                                                          "the nearest-neighbour search costs bank x dim")
+    global_term: Literal["auto", "on", "off"] = Field(
+        "auto", description="add an image-level term to the score: the kNN distance of the image's pooled, "
+                            "L2-normalised global_stage feature to the good images' (as DN2). auto = on for "
+                            "images smaller than 128 px (whole objects: a semantic one-class problem), off for "
+                            "larger ones (surfaces and parts: local defects)")
+    global_stage: Literal["stage5", "stage6", "head"] = Field("stage6", description="backbone stage pooled for "
+                                                                                    "the global term")
+    global_k: int = Field(2, ge=1, le=16, description="nearest good images averaged by the global term")
+    max_global: int = Field(4096, ge=16, le=65536, description="memory bound of the global term: at most this "
+                                                               "many good images' descriptors are kept")
+    coreset_ratio: float = Field(0.25, gt=0, le=1, description="keep at most this fraction of the training patches "
+                                                               "(small sets keep more; max_bank bounds the memory)")
     coreset_proj_dim: int = Field(32, ge=0, le=512, description="random projection used by the k-center "
                                                                  "greedy (0 = none)")
     sigma: float = Field(0.5, ge=0, le=8, description="Gaussian smoothing of the anomaly map, in feature cells "
@@ -64,15 +91,91 @@ class AnomalyParams(Params):
     refine: str = Field("none", description="refine the threshold to the F1-optimal cut with defective images: "
                                             "'none', 'test' (DATA/test) or a folder with good/ and defect "
                                             "sub-folders")
+    tile: int = Field(0, ge=0, le=4096, description="tile size in image pixels for large images with small "
+                                                   "defects (0 = off: the whole image is resized to the model "
+                                                   "input). Training and inference cut images into overlapping "
+                                                   "tiles; the score is the maximum over tiles, the map is stitched")
+    tile_overlap: float = Field(0.25, ge=0, le=0.75, description="overlap of neighbouring tiles (fraction of "
+                                                                 "the tile)")
     batch_size: int = Field(8, ge=1, le=128, description="images per feature-extraction batch")
     threads: int = Field(2, ge=1, le=64, description="CPU threads for torch and onnxruntime")
     seed: int = Field(0, description="random seed (split, projection, coreset)")
 
 
-def _input_size(first_image: np.ndarray, image_size: int) -> tuple[int, int]:
+#: images whose smaller side is below this are treated as small whole-object images (auto size, global term)
+SMALL_IMAGE = 128
+
+
+def auto_image_size(first_image: np.ndarray) -> int:
+    h = first_image.shape[0]
+    if min(first_image.shape[:2]) >= SMALL_IMAGE:
+        return 256
+    return int(max(64, -(-2 * h // 32) * 32))
+
+
+def use_global_term(params: "AnomalyParams", first_image: np.ndarray) -> bool:
+    if params.global_term != "auto":
+        return params.global_term == "on"
+    return min(first_image.shape[:2]) < SMALL_IMAGE
+
+
+def _input_size(first_image: np.ndarray, image_size: int | None) -> tuple[int, int]:
     h, w = first_image.shape[:2]
+    image_size = image_size or auto_image_size(first_image)
     width = max(32, int(round(image_size * w / h / 32.0)) * 32)
     return int(image_size), int(width)
+
+
+def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, in_sample: bool = False,
+        progress: Progress | None = None, cal_groups=None):
+    """Memory bank, position statistics, global term and held-out good scores from features.
+
+    ``f_bank`` / ``f_cal``: (n, h, w, D) patch features of the bank and calibration
+    images; ``g_bank`` / ``g_cal``: their global descriptors (or None). Returns
+    ``(model, good_scores, info)``; the trainer and the Fashion-MNIST benchmark
+    both build their models here.
+    """
+    import torch
+
+    from .coreset import subsample
+    from .model import PatchCore, nn_distance
+
+    progress = progress or Progress()
+    n_cal, h, w, D = f_cal.shape
+    bank, cinfo = subsample(torch.as_tensor(f_bank).reshape(-1, D), params.max_bank, params.coreset_ratio,
+                            proj_dim=params.coreset_proj_dim, seed=params.seed,
+                            progress=lambda i, k: progress.update("coreset", i, k))
+    progress.update("coreset", cinfo["bank_size"], cinfo["bank_size"], bank=cinfo["bank_size"])
+    dist = nn_distance(torch.as_tensor(f_cal).reshape(-1, D), bank, chunk=8192).reshape(n_cal, 1, h, w)
+    norm = params.position_norm
+    if norm == "z" and n_cal < 8:
+        norm = "mean"  # a per-position spread from fewer than 8 images is too noisy
+        progress.log(f"{n_cal} calibration images: position normalisation 'mean' instead of 'z'")
+    mu, sd = _position_stats(dist, norm)
+    model = PatchCore(feats, bank, params.sigma, mu, sd).eval()
+    loo = _loo_scores(model, dist, norm, cal_groups)
+    good = loo if loo is not None else model.smooth(model.normalized(dist)).flatten(1).max(1).values.numpy()
+    info = {"memory_bank": cinfo, "position_norm": norm, "leave_one_out": loo is not None,
+            "pixel_low": float(np.median(model.smooth(model.normalized(dist)).numpy())), "global": None}
+    if g_bank is not None and g_cal is not None and feats.global_stage:
+        if in_sample:
+            progress.log("global term skipped: no held-out images to standardise it on")
+        else:
+            from .model import knn_distance
+
+            gb = torch.as_tensor(g_bank).float()
+            if gb.shape[0] > params.max_global:
+                gen = torch.Generator().manual_seed(params.seed + 2)
+                gb = gb[torch.randperm(gb.shape[0], generator=gen)[: params.max_global]]
+            gd = knn_distance(torch.as_tensor(g_cal).float(), gb, params.global_k).numpy()
+            g_mu, g_sd = float(gd.mean()), float(gd.std()) + 1e-6
+            p_sd = float(np.std(good)) + 1e-6
+            scale = p_sd / g_sd  # global z-score in patch-score units
+            model = PatchCore(feats, bank, params.sigma, mu, sd, gb, params.global_k, g_mu, scale).eval()
+            good = good + scale * (gd - g_mu)
+            info["global"] = {"stage": feats.global_stage, "k": params.global_k, "n_images": int(gb.shape[0]),
+                              "dim": int(gb.shape[1]), "mu": g_mu, "scale": scale, "bytes": int(gb.numel() * 4)}
+    return model, np.asarray(good, np.float64), info
 
 
 class AnomalyTrainer(Trainer):
@@ -90,13 +193,13 @@ class AnomalyTrainer(Trainer):
     def train(self, data: Path, out: Path, params: AnomalyParams, progress: Progress):
         import torch
 
-        from loupe_dl_anomaly.data import discover, load_test_split, prepare, read_image
+        from loupe_dl_anomaly.data import discover, load_test_split, prepare, prepare_rgb, read_image, to_rgb8
+        from loupe_dl_anomaly.tiling import score_tiled, tile_boxes
         from loupe_dl_anomaly.metrics import f1_threshold, good_threshold
 
         from ..backbone import build_backbone
         from ..common import check_parity, export_onnx, iter_batches, ort_session, set_threads
-        from .coreset import subsample
-        from .model import PatchCore, PatchFeatures, nn_distance
+        from .model import FeatureGraph, PatchFeatures, pca_projection
 
         t_start = time.perf_counter()
         set_threads(params.threads)
@@ -118,7 +221,19 @@ class AnomalyTrainer(Trainer):
                 raise UsageError(str(exc)) from None
 
         first = load(ds.train[0])
-        size = _input_size(first, params.image_size)
+        if params.tile:
+            ts = params.image_size or max(64, min(256, -(-params.tile // 32) * 32))
+            size, tile = (int(ts), int(ts)), (params.tile, params.tile)
+        else:
+            size, tile = _input_size(first, params.image_size), None
+
+        def inputs(img: np.ndarray) -> list[np.ndarray]:
+            """The model inputs of one image: the whole image, or its tiles."""
+            if tile is None:
+                return [prepare(img, size)]
+            rgb = to_rgb8(img)
+            return [prepare_rgb(rgb[y0:y1, x0:x1], size) for y0, x0, y1, x1 in
+                    tile_boxes(rgb.shape[0], rgb.shape[1], tile, params.tile_overlap)]
         paths = list(ds.train)
         n = len(paths)
         rng = np.random.default_rng(params.seed)
@@ -134,59 +249,88 @@ class AnomalyTrainer(Trainer):
                          f"give at least 5 for a held-out threshold")
 
         backbone = build_backbone()
-        feats = PatchFeatures(backbone, tuple(params.layers), params.aggregate).eval()
+        use_global = use_global_term(params, first)
+        gstage = params.global_stage if use_global else None
+        feats = PatchFeatures(backbone, tuple(params.layers), params.aggregate, global_stage=gstage).eval()
         with tempfile.TemporaryDirectory(prefix="loupe-anomaly-") as tmp:
             tmp = Path(tmp)
             # 1. features with ONNX Runtime (fast on CPU, and exactly what inference computes)
-            fpath = export_onnx(feats, torch.zeros(1, 3, *size), tmp / "features.onnx", ["image"], ["features"],
-                                dynamic_batch=True)
+            fpath = export_onnx(FeatureGraph(feats) if use_global else feats, torch.zeros(1, 3, *size),
+                                tmp / "features.onnx", ["image"], ["features", "global"] if use_global else
+                                ["features"], dynamic_batch=True)
             fsess = ort_session(fpath, params.threads)
             all_feats: list[np.ndarray] = []
-            done = 0
-            for batch in iter_batches(paths, params.batch_size):
-                x = np.concatenate([prepare(load(p), size) for p in batch])
-                all_feats.append(fsess.run(None, {"image": x})[0])
-                done += len(batch)
-                progress.update("features", done, n)
-            F_all = np.concatenate(all_feats)  # (n, h, w, D)
+            all_glob: list[np.ndarray] = []
+            owner_l: list[int] = []      # image index of each model input (tile)
+            pending: list[np.ndarray] = []
+
+            def flush():
+                outs = fsess.run(None, {"image": np.concatenate(pending)})
+                all_feats.append(outs[0])
+                if use_global:
+                    all_glob.append(outs[1])
+                pending.clear()
+
+            for i, p in enumerate(paths):
+                for x in inputs(load(p)):
+                    pending.append(x)
+                    owner_l.append(i)
+                    if len(pending) >= params.batch_size:
+                        flush()
+                progress.update("features", i + 1, n)
+            if pending:
+                flush()
+            F_all = np.concatenate(all_feats)  # (n_inputs, h, w, D)
+            owner = np.asarray(owner_l)
+            in_bank, in_cal = np.isin(owner, bank_idx), np.isin(owner, cal_idx)
+            if tile is not None:
+                progress.log(f"{len(owner)} tiles of {tile[0]} px from {n} images (overlap {params.tile_overlap})")
+            G_all = np.concatenate(all_glob) if use_global else None
             del all_feats
             _, h, w, D = F_all.shape
             t_feat = time.perf_counter() - t_start
+            pinfo = None
+            if params.proj_dim and params.proj_dim < D:
+                # PCA of the bank images' patch features, folded into the graph as one MatMul
+                proj, pinfo = pca_projection(torch.from_numpy(F_all[in_bank].reshape(-1, D)), params.proj_dim,
+                                             seed=params.seed)
+                F_all = (torch.from_numpy(F_all.reshape(-1, D)) @ proj).numpy().reshape(len(F_all), h, w, -1)
+                feats = PatchFeatures(backbone, tuple(params.layers), params.aggregate, proj, gstage).eval()
+                D = F_all.shape[-1]
 
-            # 2. coreset
-            bank_feats = torch.from_numpy(F_all[bank_idx].reshape(-1, D))
-            bank, cinfo = subsample(bank_feats, params.max_bank, params.coreset_ratio,
-                                    proj_dim=params.coreset_proj_dim, seed=params.seed,
-                                    progress=lambda i, k: progress.update("coreset", i, k))
-            progress.update("coreset", cinfo["bank_size"], cinfo["bank_size"], bank=cinfo["bank_size"])
-            del bank_feats
-
-            # 3. calibration: position statistics and held-out good scores (leave-one-out)
-            cal = torch.from_numpy(F_all[cal_idx].reshape(-1, D))
-            dist = nn_distance(cal, bank, chunk=8192).reshape(len(cal_idx), 1, h, w)
-            norm = params.position_norm
-            if norm == "z" and len(cal_idx) < 8:
-                norm = "mean"  # a per-position spread from fewer than 8 images is too noisy
-                progress.log(f"{len(cal_idx)} calibration images: position normalisation 'mean' instead of 'z'")
-            mu, sd = _position_stats(dist, norm)
-            model = PatchCore(feats, bank, params.sigma, mu, sd).eval()
-            loo = _loo_scores(model, dist, norm)
-            good_scores = loo if loo is not None else \
-                model.smooth(model.normalized(dist)).flatten(1).max(1).values.numpy()
+            # 2. coreset, 3. calibration: position statistics, global term, held-out good scores (leave-one-out)
+            model, good_scores, finfo = fit(
+                feats, F_all[in_bank], F_all[in_cal], params,
+                G_all[in_bank] if use_global else None, G_all[in_cal] if use_global else None, in_sample, progress,
+                owner[in_cal])
+            if tile is not None:  # an image's score is the maximum over its tiles
+                cal_owner = owner[in_cal]
+                good_scores = np.array([good_scores[cal_owner == i].max() for i in np.unique(cal_owner)])
+            cinfo, norm, bank = finfo["memory_bank"], finfo["position_norm"], model.bank
+            del F_all
             threshold = good_threshold(good_scores, params.quantile, params.margin)
             thr_info = {"method": "good_quantile", "quantile": params.quantile, "margin": params.margin,
-                        "n_good": int(len(good_scores)), "held_out": not in_sample, "leave_one_out": loo is not None,
-                        "good_quantile_threshold": threshold,
+                        "n_good": int(len(good_scores)), "held_out": not in_sample,
+                        "leave_one_out": finfo["leave_one_out"], "good_quantile_threshold": threshold,
                         "good_score_mean": float(np.mean(good_scores)), "good_score_max": float(np.max(good_scores))}
             progress.update("calibrate", 1, 1, threshold=threshold)
-            pixel_low = float(np.median(model.smooth(model.normalized(dist)).numpy()))
+            pixel_low = finfo["pixel_low"]
+
+            def run_torch(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+                with torch.no_grad():
+                    a, sc = model(torch.from_numpy(prepare_rgb(rgb, size)))
+                return a[0, 0].numpy(), float(sc[0])
+
+            def score_image(img: np.ndarray) -> float:
+                if tile is None:
+                    return run_torch(to_rgb8(img))[1]
+                return score_tiled(run_torch, to_rgb8(img), tile, params.tile_overlap)[1]
 
             if refine_samples:
                 ref_scores, ref_labels = [], []
                 with torch.no_grad():
                     for i, s in enumerate(refine_samples):
-                        _, sc = model(torch.from_numpy(prepare(load(s.path), size)))
-                        ref_scores.append(float(sc[0]))
+                        ref_scores.append(score_image(load(s.path)))
                         ref_labels.append(s.label)
                         progress.update("refine", i + 1, len(refine_samples))
                 # held-out good scores join the given ones
@@ -209,9 +353,9 @@ class AnomalyTrainer(Trainer):
             sess = ort_session(gpath, params.threads)
             # held-out images (a bank image's own patches sit at distance ~0, where float32 cancellation in
             # |x|^2 - 2x.b + |b|^2 is amplified by the square root: not what inference sees)
-            check_imgs = [prepare(load(paths[i]), size) for i in cal_idx[:6]]
+            check_imgs = [inputs(load(paths[i]))[0] for i in cal_idx[:6]]
             if refine_samples:
-                check_imgs += [prepare(load(s.path), size) for s in refine_samples if s.label == 1][:2]
+                check_imgs += [inputs(load(s.path))[0] for s in refine_samples if s.label == 1][:2]
 
             def torch_fn(x):
                 with torch.no_grad():
@@ -233,6 +377,8 @@ class AnomalyTrainer(Trainer):
                 "input": {"name": "image", "layout": "NCHW", "color": "RGB", "dtype": "float32",
                           "range": [0, 255]},
                 "input_size": [size[0], size[1]],
+                "tiling": {"tile": [tile[0], tile[1]], "overlap": params.tile_overlap,
+                           "n_training_tiles": int(len(owner))} if tile is not None else None,
                 "normalisation": {"mean": [127.5] * 3, "std": [127.5] * 3, "in_graph": True,
                                   "note": "the graph computes (x/255-0.5)/0.5 itself; feed RGB 0..255"},
                 "outputs": {"anomaly_map": "(1,1,H,W) position-normalised nearest-neighbour distance",
@@ -244,8 +390,11 @@ class AnomalyTrainer(Trainer):
                 "params": params.model_dump(),
                 "position_norm": norm,
                 "feature": {"backbone": "efficientnet_lite0", "layers": list(params.layers), "stride": feats.stride,
-                            "dim": int(D), "map_size": [int(h), int(w)], "aggregate": params.aggregate},
-                "memory_bank": {**cinfo, "bytes": int(bank.numel() * 4)},
+                            "dim": int(D), "map_size": [int(h), int(w)], "aggregate": params.aggregate,
+                            "projection": pinfo or {"dim": int(D), "from_dim": int(D), "explained_variance": 1.0},
+                            "global": finfo["global"]},
+                "memory_bank": {**cinfo, "bytes": int(bank.numel() * 4),
+                                "global_bytes": (finfo["global"] or {}).get("bytes", 0)},
                 "training": {**ds.summary(), "n_bank_images": int(len(bank_idx)),
                              "n_calibration_images": int(len(cal_idx)), "train_s": round(train_s, 2),
                              "features_s": round(t_feat, 2)},
@@ -262,30 +411,52 @@ class AnomalyTrainer(Trainer):
 
 def _position_stats(dist, mode: str):
     """Per-position mean and spread of good distance maps (N, 1, h, w); lightly smoothed."""
-    import torch
-    import torch.nn.functional as F
-
     if mode == "none":
         return None, None
     mu = dist.mean(0, keepdim=True)
+    sd = dist.std(0, keepdim=True) if dist.shape[0] > 1 else None
+    return _finish_stats(mu, sd, mode, float(dist.std()))
+
+
+def _finish_stats(mu, sd, mode: str, fallback_sd: float = 1.0):
+    import torch
+    import torch.nn.functional as F
+
     mu = F.avg_pool2d(F.pad(mu, [1, 1, 1, 1], mode="replicate"), 3, stride=1)
     if mode == "mean":
         return torch.zeros_like(mu), mu.clamp_min(1e-6)
-    sd = dist.std(0, keepdim=True) if dist.shape[0] > 1 else torch.ones_like(mu) * float(dist.std())
+    if sd is None:
+        sd = torch.ones_like(mu) * fallback_sd
     sd = F.avg_pool2d(F.pad(sd, [1, 1, 1, 1], mode="replicate"), 3, stride=1)
     sd = sd.clamp_min(0.25 * float(sd.mean()) + 1e-6)
     return mu, sd
 
 
-def _loo_scores(model, dist, mode: str):
-    """Leave-one-out good scores: each calibration image normalised with statistics of the others."""
+def _loo_scores(model, dist, mode: str, groups=None):
+    """Leave-one-out good scores: each calibration map normalised with statistics of the others.
+
+    ``groups`` (one id per map, e.g. the image a tile comes from) leaves a whole group
+    out at once. Sums and sums of squares, so the cost is linear in the number of maps.
+    """
+    import torch
+
     n = dist.shape[0]
-    if mode == "none" or n < 3:
+    groups = np.arange(n) if groups is None else np.asarray(groups)
+    uniq = np.unique(groups)
+    if mode == "none" or len(uniq) < 3:
         return None
-    out = []
-    for i in range(n):
-        rest = dist[[j for j in range(n) if j != i]]
-        mu, sd = _position_stats(rest, mode)
-        m = model.smooth((dist[i:i + 1] - mu) / sd)
-        out.append(float(m.max()))
-    return np.array(out)
+    d64 = dist.double()
+    s_all, q_all = d64.sum(0, keepdim=True), (d64 * d64).sum(0, keepdim=True)
+    out = np.empty(n)
+    for gid in uniq:
+        sel = torch.from_numpy(groups == gid)
+        k = int(sel.sum())
+        rest = n - k
+        s = s_all - d64[sel].sum(0, keepdim=True)
+        q = q_all - (d64[sel] * d64[sel]).sum(0, keepdim=True)
+        mu = s / rest
+        sd = ((q - rest * mu * mu) / max(1, rest - 1)).clamp_min(0.0).sqrt() if rest > 1 else None
+        mu, sd = _finish_stats(mu.float(), None if sd is None else sd.float(), mode, float(dist.std()))
+        m = model.smooth((dist[sel] - mu) / sd)
+        out[sel.numpy()] = m.flatten(1).max(1).values.numpy()
+    return out
