@@ -101,17 +101,18 @@ def test_int8_anomaly_keeps_distance_float(ano_int8, opt_anomaly_bundle, opt_tex
     assert res["image_auroc"] >= 0.8 and abs(res["image_auroc"] - rec["accuracy"]["optimized"]["image_auroc"]) < 1e-9
 
 
-def test_int8_faster_than_fp32(ano_int8, opt_anomaly_bundle):
+def test_int8_faster_than_fp32(cls_int8, opt_classify_bundle):
     """Same input, 2 threads, one session at a time with thread spinning off (on this shared machine, spinning
     pools distort interleaved timings), alternating rounds. The real target (1.5x) is measured by
-    bench/optimize.py on the demo models; this asserts a clear gain on the tiny 128 px model."""
+    bench/optimize.py on the demo models; this asserts a clear gain on the tiny 64 px classifier (the
+    anomaly graph's time is mostly its float nearest-neighbour search, see notes/issue-6.md)."""
     import statistics
     import time
 
     import onnxruntime as ort
 
-    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 128, 128)).astype(np.float32)
-    paths = {"fp32": Bundle.load(opt_anomaly_bundle).path / "model.onnx", "int8": ano_int8.path / "model.onnx"}
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
+    paths = {"fp32": Bundle.load(opt_classify_bundle).path / "model.onnx", "int8": cls_int8.path / "model.onnx"}
     times = {k: [] for k in paths}
     for r in range(4):
         for k in (("fp32", "int8") if r % 2 == 0 else ("int8", "fp32")):
@@ -126,10 +127,10 @@ def test_int8_faster_than_fp32(ano_int8, opt_anomaly_bundle):
                 s.run(None, {"image": x})
                 times[k].append(time.perf_counter() - t0)
             del s
-    assert statistics.median(times["fp32"]) / statistics.median(times["int8"]) > 1.2
+    assert statistics.median(times["fp32"]) / statistics.median(times["int8"]) > 1.3
 
 
-def test_int8_usage_errors(opt_classify_bundle, tmp_path):
+def test_int8_usage_errors(opt_classify_bundle, cls_int8, tmp_path):
     r = run_loupe("optimize", opt_classify_bundle, "--method", "int8", "--out", tmp_path / "x",
                   "--keep-float", "block99", env=ENV)
     assert r.returncode != 0 and "block99" in r.stderr and "Traceback" not in r.stderr
@@ -137,3 +138,5 @@ def test_int8_usage_errors(opt_classify_bundle, tmp_path):
                   "--calib", tmp_path / "nowhere", env=ENV)
     assert r.returncode != 0 and "nowhere" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x").exists()
+    r = run_loupe("optimize", cls_int8.path, "--method", "int8", "--out", tmp_path / "x", env=ENV)
+    assert r.returncode != 0 and "already int8" in r.stderr and "Traceback" not in r.stderr

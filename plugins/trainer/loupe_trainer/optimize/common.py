@@ -255,3 +255,12 @@ def record_accuracy(parent: Bundle, child: Bundle, data, params, progress: Progr
         raise UsageError(f"{out.path}: {acc['metric']} dropped {acc['drop_points']:.2f} points "
                          f"(more than --max-drop {params.max_drop:g}); the bundle was written for inspection")
     return out
+
+
+def require_float(bundle: Bundle, method: str) -> None:
+    """int8 / fp16 / prune start from a float32 graph: refuse an already quantised or halved bundle."""
+    done = (bundle.meta.get("optimization") or {}).get("method")
+    if done in ("int8", "fp16"):
+        parent = (bundle.meta["optimization"].get("parent") or {}).get("path", "its parent bundle")
+        raise UsageError(f"{bundle.path}: this bundle is already {done}; run --method {method} on the float32 "
+                         f"bundle it was made from ({parent})")

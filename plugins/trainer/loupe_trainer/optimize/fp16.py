@@ -156,6 +156,7 @@ class FP16Optimizer(Optimizer):
         from . import common
         from .graph import backbone_groups, compare_outputs, ensure_node_names, nodes_in, run_all, session
 
+        common.require_float(bundle, "fp16")
         t0 = time.perf_counter()
         src = bundle.file(common.model_file(bundle))
         common.prepare(bundle)  # task check

@@ -147,6 +147,7 @@ class Int8Optimizer(Optimizer):
         from .graph import backbone_groups, compare_outputs, ensure_node_names, fold_pads, fuse_nn_distance, \
             mean_rel_l2, nodes_in, run_all, session
 
+        common.require_float(bundle, "int8")
         t0 = time.perf_counter()
         src = bundle.file(common.model_file(bundle))
         calib, calib_source = common.calibration_images(bundle, params.calib, params.calib_images, params.seed)

@@ -249,6 +249,7 @@ class PruneOptimizer(Optimizer):
         set_threads(params.threads)
         if bundle.task not in ("classify", "anomaly"):
             raise UsageError(f"{bundle.path}: cannot prune {bundle.task!r} bundles (only classify and anomaly)")
+        common.require_float(bundle, "prune")
         src = bundle.file(common.model_file(bundle))
         teacher, found = backbone_from_onnx(src)
         data = common.eval_data(bundle, params.data)
