@@ -13,6 +13,7 @@ from host.reporters.imaging import thumbnail, to_uint8
 
 from . import theme
 from .dataset import IMAGE_EXTENSIONS
+from .layout import workspace_split
 from .imageview import ImageView, to_qimage
 from .sourcepick import PathEdit, SourcePicker
 
@@ -96,15 +97,7 @@ class CollectWorkspace(QtWidgets.QWidget):
         self._update_buttons()
 
     def _build_ui(self):
-        outer = QtWidgets.QHBoxLayout(self)
-        outer.setContentsMargins(6, 6, 6, 6)
-        split = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
-        split.setHandleWidth(5)
-        outer.addWidget(split)
-
-        left = QtWidgets.QWidget()
-        ll = QtWidgets.QVBoxLayout(left)
-        ll.setContentsMargins(0, 0, 4, 0)
+        split, left, ll = workspace_split(self)
         sbox = QtWidgets.QGroupBox("Source")
         sf = QtWidgets.QFormLayout(sbox)
         self.source = SourcePicker(self.catalogue, default="camera")

@@ -15,6 +15,7 @@ from host.core.runner import new_run_info, open_reporter, open_source, run_recip
 from host.reporters.imaging import thumbnail, to_uint8
 
 from . import theme
+from .layout import workspace_split
 from .imageview import ImageView, to_qimage
 from .sourcepick import SourcePicker
 
@@ -171,15 +172,7 @@ class RunWorkspace(QtWidgets.QWidget):
         self._update_buttons()
 
     def _build_ui(self):
-        outer = QtWidgets.QHBoxLayout(self)
-        outer.setContentsMargins(6, 6, 6, 6)
-        split = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
-        split.setHandleWidth(5)
-        outer.addWidget(split)
-
-        left = QtWidgets.QWidget()
-        ll = QtWidgets.QVBoxLayout(left)
-        ll.setContentsMargins(0, 0, 4, 0)
+        split, left, ll = workspace_split(self)
         rbox = QtWidgets.QGroupBox("Recipe")
         rl = QtWidgets.QVBoxLayout(rbox)
         self.recipe_label = QtWidgets.QLabel("no recipe: open one, or edit one in the Recipe workspace")

@@ -108,7 +108,7 @@ def main(argv=None) -> int:
                   "max_minutes": 3.0})
         wait_until(app, lambda: tw.progress is not None and tw.loss_chart.has_data(), 300)
         shot("train-progress.png")
-        wait_until(app, lambda: not tw._busy(), 900)
+        wait_until(app, lambda: tw.result is not None or (tw.job is not None and tw.job.error), 900)
         tw.adv_btn.setChecked(False)
         tw.tabs.setCurrentIndex(0)
         shot("train-results.png")
@@ -116,6 +116,27 @@ def main(argv=None) -> int:
         shot("train-heatmaps.png")
     else:
         shot("train.png")
+
+    # anomaly: a small PatchCore model on synthetic brushed metal (good images only), its ROC, score
+    # histogram and threshold slider
+    if "anomaly" in tw.catalogue.trainers and not args.skip_train:
+        try:
+            from loupe_trainer.samples import make_texture_dataset
+        except ImportError:
+            make_texture_dataset = None
+        if make_texture_dataset is not None:
+            adata = make_texture_dataset(work / "texture", "brushed_metal", n_train=20, n_test_good=12,
+                                         n_test_defect=4, size=128)
+            tw.result = None
+            tw.set_data(adata, task="anomaly")
+            wait_until(app, lambda: tw.summary is not None and not tw._busy(), 60)
+            tw.out.setText(str(work / "brushed_metal.bundle"))
+            tw.train({"image_size": 128})
+            wait_until(app, lambda: tw.result is not None or (tw.job is not None and tw.job.error), 900)
+            tw.tabs.setCurrentIndex(1)
+            shot("train-anomaly.png")
+            tw.tabs.setCurrentIndex(2)
+            shot("train-anomaly-heatmaps.png")
 
     # collection: play the tray folder as a live source, capture two labels
     win.show_workspace("collect")

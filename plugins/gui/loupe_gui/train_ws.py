@@ -26,6 +26,7 @@ from . import theme
 from .charts import BarChart, ConfusionMatrix, HistogramChart, LineChart, SizeChart
 from .dataset import analyze_with
 from .forms import ParamForm
+from .layout import workspace_split
 from .imageview import to_qimage
 from .jobs import GuiProgress, Job
 from .sourcepick import PathEdit
@@ -209,6 +210,7 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.result: dict | None = None
         self.form: ParamForm | None = None
         self._steps: dict[str, int] = {}
+        self._pending: dict[str, list] = {}
         self._t0 = 0.0
         self._build_ui()
         self._task_changed()
@@ -216,16 +218,7 @@ class TrainWorkspace(QtWidgets.QWidget):
     # -------------------------------------------------------------------- UI
 
     def _build_ui(self):
-        outer = QtWidgets.QHBoxLayout(self)
-        outer.setContentsMargins(6, 6, 6, 6)
-        split = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
-        split.setHandleWidth(5)
-        outer.addWidget(split)
-
-        # left column: data and analysis
-        left = QtWidgets.QWidget()
-        ll = QtWidgets.QVBoxLayout(left)
-        ll.setContentsMargins(0, 0, 4, 0)
+        split, left, ll = workspace_split(self)
         dbox = QtWidgets.QGroupBox("Data")
         df = QtWidgets.QFormLayout(dbox)
         self.task = QtWidgets.QComboBox()
@@ -344,17 +337,17 @@ class TrainWorkspace(QtWidgets.QWidget):
         an = QtWidgets.QWidget()
         anl = QtWidgets.QVBoxLayout(an)
         anl.setContentsMargins(4, 4, 4, 4)
-        charts = QtWidgets.QHBoxLayout()
+        charts = QtWidgets.QVBoxLayout()
         self.roc = LineChart("ROC")
         self.roc.diagonal = True
         self.roc.x_range = (0.0, 1.0)
         self.roc.y_range = (0.0, 1.0)
         self.roc.x_label = "false positive rate"
         self.roc.y_label = "true positive rate"
-        self.hist = HistogramChart("Anomaly scores")
+        self.hist = HistogramChart("Scores of the test images")
         self.hist.x_label = "score"
         charts.addWidget(self.roc, 1)
-        charts.addWidget(self.hist, 2)
+        charts.addWidget(self.hist, 1)
         anl.addLayout(charts, 1)
         srow = QtWidgets.QHBoxLayout()
         srow.addWidget(QtWidgets.QLabel("threshold"))
@@ -362,10 +355,10 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.slider.setRange(0, 1000)
         self.slider.valueChanged.connect(self._threshold_moved)
         srow.addWidget(self.slider, 1)
-        self.thr_label = QtWidgets.QLabel("")
-        self.thr_label.setMinimumWidth(330)
-        srow.addWidget(self.thr_label)
         anl.addLayout(srow)
+        self.thr_label = QtWidgets.QLabel("")
+        self.thr_label.setWordWrap(True)
+        anl.addWidget(self.thr_label)
         self.tabs.addTab(an, "ROC / scores")
         self.gallery = Gallery()
         self.tabs.addTab(self.gallery, "Heatmaps")
@@ -374,6 +367,20 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.metrics_table.verticalHeader().hide()
         self.metrics_table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.Stretch)
         self.tabs.addTab(self.metrics_table, "Metrics")
+        self.opt_tab = QtWidgets.QWidget()
+        otl = QtWidgets.QVBoxLayout(self.opt_tab)
+        self.opt_info = QtWidgets.QLabel("Optimise the bundle (below) to compare it with its parent here.")
+        self.opt_info.setObjectName("muted")
+        self.opt_info.setWordWrap(True)
+        otl.addWidget(self.opt_info)
+        self.opt_table = QtWidgets.QTableWidget(0, 3)
+        self.opt_table.setHorizontalHeaderLabels(["", "parent", "optimised"])
+        self.opt_table.verticalHeader().hide()
+        self.opt_table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
+        self.opt_table.horizontalHeader().setStretchLastSection(True)
+        otl.addWidget(self.opt_table, 1)
+        self.tabs.addTab(self.opt_tab, "Optimised")
+        self.opt_result = None
         rl2.addWidget(self.tabs, 1)
         erow = QtWidgets.QHBoxLayout()
         self.export_btn = QtWidgets.QPushButton("Export bundle…")
@@ -502,9 +509,12 @@ class TrainWorkspace(QtWidgets.QWidget):
             self.adv_btn.setChecked(True)
             self._on_log("fix the highlighted trainer parameters")
             return False
-        self.loss_chart.clear()
-        self.metric_chart.clear()
-        self._steps = {}
+        for chart in (self.loss_chart, self.metric_chart):
+            chart.clear()
+            chart.x_label = ""
+        self.loss_chart.empty_text = "the loss curve appears while training"
+        self.metric_chart.empty_text = "accuracy / validation metrics appear while training"
+        self._steps, self._pending = {}, {}
         self._t0 = time.perf_counter()
         self._on_log(f"training {task} on {data} → {out}")
         self.stage.setText("starting…")
@@ -537,7 +547,19 @@ class TrainWorkspace(QtWidgets.QWidget):
             self._steps[name] = self._steps.get(name, 0) + 1
             _, x, epochs = curve_point(stage, done, total, self._steps[name])
             chart = self.loss_chart if "loss" in k.lower() else self.metric_chart
-            chart.x_label = "epoch" if epochs else chart.x_label
+            if not epochs:
+                # a stage's one-off figure (a bank size, a calibrated threshold) is no curve: it is in the
+                # stage line and the log; it becomes a curve (x = update count) once it repeats
+                pending = self._pending.setdefault(name, [])
+                pending.append((x, v))
+                if len(pending) < 2:
+                    continue
+                for px, pv in pending[:-1]:
+                    chart.add_point(name, px, pv)
+                pending[:-1] = []
+                chart.x_label = chart.x_label or "update"
+            else:
+                chart.x_label = "epoch"
             chart.add_point(name, x, v)
 
     def _on_log(self, msg: str) -> None:
@@ -558,6 +580,11 @@ class TrainWorkspace(QtWidgets.QWidget):
 
     def _trained(self, result: dict) -> None:
         self.stage.setText(f"done in {result.get('train_seconds', 0):.1f} s")
+        task = result["bundle"].task if result.get("bundle") is not None else "this"
+        for chart, what in ((self.loss_chart, "loss"), (self.metric_chart, "metric")):
+            if not chart.has_data():
+                chart.empty_text = f"the {task} trainer reported no {what} curve (see the log)"
+                chart.update()
         self.bar.setValue(self.bar.maximum())
         self.show_result(result)
         self.trainingFinished.emit(result)
@@ -626,6 +653,9 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.tabs.setTabEnabled(1, self._score_data is not None)
         if "confusion_matrix" not in m and self._score_data is not None:
             self.tabs.setCurrentIndex(1)
+        self.opt_result = None
+        self.opt_table.setRowCount(0)
+        self.tabs.setTabEnabled(self.tabs.indexOf(self.opt_tab), False)
         self._update_buttons()
 
     @staticmethod
@@ -644,7 +674,14 @@ class TrainWorkspace(QtWidgets.QWidget):
             return (f"{name}\ntrue {t['label']} → {meas['class']}" + (f" {conf:.2f}" if conf is not None else ""),
                     "pass" if ok else "fail")
         s = self._score_of(meas)
-        return (f"{name}\n{t['label']}" + (f"  score {s:.3g}" if s is not None else ""), t["verdict"])
+        if s is None:
+            return f"{name}\n{t['label']}", t["verdict"]
+        defect = t["label"].lower() not in GOOD
+        thr = getattr(self, "model_threshold", None) if getattr(self, "_score_data", None) else None
+        flagged = s > thr if thr is not None else t["verdict"] != "pass"  # at the trained threshold
+        if defect == flagged:
+            return f"{name}\n{t['label']}  score {s:.2f}", "pass"
+        return f"{name}\n{t['label']}  score {s:.2f}  " + ("missed" if defect else "false reject"), "fail"
 
     def _scores(self, m: dict, gallery: dict) -> None:
         """Per-image scores for the ROC, the histogram and the threshold slider.
@@ -668,11 +705,10 @@ class TrainWorkspace(QtWidgets.QWidget):
             scores = np.array([s for s, _ in pairs])
             labels = np.array([y for _, y in pairs])
             thr = 1.0
-            self._score_unit = "score (1.0 = the model's threshold)"
+            self._score_unit = "score / trained threshold"
         self._score_data = (scores, labels)
         self.hist.x_label = self._score_unit
-        self.hist.set_groups([(f"good ({int((~labels).sum())})", scores[~labels]),
-                              (f"defect ({int(labels.sum())})", scores[labels])],
+        self.hist.set_groups([("good", scores[~labels]), ("defect", scores[labels])],
                              [theme.STATUS["pass"], theme.STATUS["fail"]])
         self.roc.clear()
         if labels.any() and (~labels).any():
@@ -691,11 +727,15 @@ class TrainWorkspace(QtWidgets.QWidget):
         """Move the threshold slider to the step nearest ``t``."""
         lo, hi = self._thr_range
         v = int(round((t - lo) / (hi - lo) * 1000))
+        self._exact = (v, float(t))  # the slider shows this step as exactly t (e.g. the trained 1.0)
         if v == self.slider.value():
             self._threshold_moved(v)
         self.slider.setValue(v)
 
     def threshold(self) -> float:
+        exact = getattr(self, "_exact", None)
+        if exact is not None and exact[0] == self.slider.value():
+            return exact[1]
         lo, hi = self._thr_range
         return lo + (hi - lo) * self.slider.value() / 1000.0
 
@@ -714,8 +754,8 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.hist.set_threshold(t)
         self.roc.marker = (fp / max(fp + tn, 1), tp / max(tp + fn, 1))
         self.roc.update()
-        trained = "  (trained)" if abs(t - getattr(self, "model_threshold", t)) <= (self._thr_range[1] - self._thr_range[0]) / 1000 else ""
-        self.thr_label.setText(f"<b>{t:.3f}</b>{trained} &nbsp; missed defects <b>{fn}</b>/{tp + fn} · "
+        trained = " (the trained threshold)" if t == getattr(self, "model_threshold", None) else ""
+        self.thr_label.setText(f"threshold <b>{t:.3f}</b>{trained}: &nbsp; missed defects <b>{fn}</b>/{tp + fn} · "
                                f"false rejects <b>{fp}</b>/{fp + tn} · F1 <b>{f1:.3f}</b>")
 
     # ------------------------------------------------------ export, optimise
@@ -740,26 +780,63 @@ class TrainWorkspace(QtWidgets.QWidget):
             except Exception as exc:
                 self._on_log(f"export failed: {exc}")
 
-    def optimise(self) -> bool:
+    def optimise(self, params: dict | None = None) -> bool:
+        """Optimise the current bundle with the chosen method in the worker thread (``params`` override the
+        optimiser's defaults); the result is compared with the parent in the Optimised tab."""
         method = self.opt_method.currentData()
         if method is None or self.bundle is None or self._busy():
             return False
         cls = self.catalogue.optimizers[method].cls
+        try:
+            p = cls.Params(**(params or {}))
+        except Exception as exc:  # pydantic ValidationError: show it, do not start
+            self._on_log(f"optimiser parameters: {exc}")
+            return False
         out = self.bundle.path.parent / f"{self.bundle.path.name}-{method}"
         bundle = self.bundle
 
         def run(progress):
-            return cls().optimize(bundle, out, cls.Params(), progress)
+            progress.training = False
+            return cls().optimize(bundle, out, p, progress)
 
+        self.opt_result = None
         self._on_log(f"optimising with {method} → {out}")
+        self.stage.setText(f"optimising ({method})…")
         self._start(Job(run, self._new_progress()), self._optimised)
         return True
 
+    @staticmethod
+    def _bundle_mb(b: Bundle) -> float:
+        return sum(f.stat().st_size for f in Path(b.path).iterdir() if f.is_file()) / 1e6
+
     def _optimised(self, b: Bundle) -> None:
-        size = lambda p: sum(f.stat().st_size for f in Path(p).iterdir() if f.is_file())  # noqa: E731
-        self._on_log(f"optimised bundle {b.path}: {size(b.path) / 1e6:.2f} MB (was {size(self.bundle.path) / 1e6:.2f} MB)")
-        for k, v in (b.meta.get("optimization") or {}).items():
-            self._on_log(f"  {k}: {v}")
+        rec = b.meta.get("optimization") or {}
+        acc = rec.get("accuracy") or {}
+        par, opt = acc.get("parent") or {}, acc.get("optimized") or {}
+        rows = [("method", rec.get("method", "?"), ""),
+                ("bundle size (MB)", f"{self._bundle_mb(self.bundle):.2f}", f"{self._bundle_mb(b):.2f}")]
+        for k, label in (("ms_per_image", "ms / image"), ("accuracy", "accuracy"), ("image_auroc", "image AUROC"),
+                         ("pixel_auroc", "pixel AUROC"), ("f1", "F1")):
+            if k in par or k in opt:
+                f = lambda v: f"{v:.4g}" if isinstance(v, (int, float)) else "—"  # noqa: E731
+                rows.append((label, f(par.get(k)), f(opt.get(k))))
+        if acc.get("checked"):
+            ok = acc.get("within_tolerance")
+            rows.append((f"{acc['metric']} lost (points)", "", f"{acc['drop_points']:+.2f}"
+                         + ("" if ok else f"  (> {acc['max_drop_points']:g} allowed)")))
+        else:
+            rows.append(("accuracy check", "", acc.get("reason", "not run")))
+        rows.append(("optimise time (s)", "", f"{rec.get('seconds', float('nan')):.1f}"))
+        self.opt_table.setRowCount(len(rows))
+        for i, (k, a, c) in enumerate(rows):
+            for j, v in enumerate((k, a, c)):
+                self.opt_table.setItem(i, j, QtWidgets.QTableWidgetItem(v))
+        self.opt_table.resizeColumnsToContents()
+        self.opt_result = {"bundle": b, "parent": self.bundle, "record": rec, "rows": rows}
+        self.tabs.setTabEnabled(self.tabs.indexOf(self.opt_tab), True)
+        self.tabs.setCurrentWidget(self.opt_tab)
+        self.opt_info.setText(f"{b.path}")
+        self._on_log(f"optimised bundle {b.path}: {self._bundle_mb(b):.2f} MB (was {self._bundle_mb(self.bundle):.2f} MB)")
         self.stage.setText("optimised")
 
     def shutdown(self) -> None:
