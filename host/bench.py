@@ -14,11 +14,12 @@ from .core.bundle import MANIFEST, Bundle
 from .core.contracts import Progress
 from .core.errors import UsageError
 from .core.recipe import Recipe, SourceDoc
+from .cli import _source_options as source_options
 from .core.runner import Pipeline, open_source
 
 
-def _load_images(pm, spec, base_dir: Path, limit: int) -> list:
-    source = open_source(spec, pm.catalogue, base_dir=base_dir)
+def _load_images(pm, spec, base_dir: Path, limit: int, options: dict[str, Any] | None = None) -> list:
+    source = open_source(spec, pm.catalogue, base_dir=base_dir, options=options)
     frames = []
     try:
         for frame in source.frames():
@@ -85,6 +86,20 @@ def _synthetic(bundle: Bundle, n: int = 30) -> list[np.ndarray]:
     return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
 
 
+def _timing_images(pm, args, bundle: Bundle | None = None) -> list[np.ndarray] | None:
+    """Images to time on: --source (with --source-opt), else the test split of --data, else None."""
+    options = source_options(getattr(args, "source_opt", None))
+    if args.source:
+        frames = _load_images(pm, args.source, Path.cwd(), args.limit, options)
+    elif getattr(args, "data", None):
+        data = Path(args.data)
+        folder = data / "test" if (data / "test").is_dir() else data
+        frames = _load_images(pm, f"folder:{folder}", Path.cwd(), args.limit, {"recursive": True, **options})
+    else:
+        return None
+    return [f.image for f in frames]
+
+
 def bench_target(pm, args) -> dict[str, Any]:
     if args.compare:
         return compare_bundles(pm, [Path(b) for b in args.compare], args)
@@ -93,12 +108,12 @@ def bench_target(pm, args) -> dict[str, Any]:
     target = Path(args.target)
     if target.is_dir() and (target / MANIFEST).exists():
         bundle = Bundle.load(target)
-        images = ([f.image for f in _load_images(pm, args.source, Path.cwd(), args.limit)]
-                  if args.source else _synthetic(bundle))
-        return bench_bundle(pm, bundle, images, args.repeat)
+        images = _timing_images(pm, args)
+        return bench_bundle(pm, bundle, images if images is not None else _synthetic(bundle), args.repeat)
     recipe = Recipe.load(target, pm.catalogue)
     if args.source:
-        frames = _load_images(pm, args.source, Path.cwd(), args.limit)
+        frames = _load_images(pm, args.source, Path.cwd(), args.limit,
+                              source_options(args.source_opt))
     elif recipe.doc.source is not None:
         frames = _load_images(pm, recipe.doc.source, recipe.base_dir, args.limit)
     else:
@@ -109,10 +124,7 @@ def bench_target(pm, args) -> dict[str, Any]:
 def compare_bundles(pm, paths: list[Path], args) -> dict[str, Any]:
     """Size, median ms, images/s and (with --data) accuracy or AUROC of each bundle, in one run."""
     bundles = [Bundle.load(p) for p in paths]
-    if args.source:
-        images = [f.image for f in _load_images(pm, args.source, Path.cwd(), args.limit)]
-    else:
-        images = None
+    images = _timing_images(pm, args)  # --source, else the --data test split, else synthetic per bundle
     rows = []
     for b in bundles:
         row = bench_bundle(pm, b, images if images is not None else _synthetic(b), args.repeat)

@@ -408,7 +408,9 @@ def build_parser(pm, optimize_method: str | None = None) -> argparse.ArgumentPar
 
     s = sub.add_parser("bench", help="median time per image of a recipe or a bundle")
     s.add_argument("target", nargs="?", metavar="RECIPE|BUNDLE")
-    s.add_argument("--source", help="images to time on (default: the recipe's source)")
+    s.add_argument("--source", help="images to time on (default: the recipe's source; for bundles the test "
+                                    "split of --data, else random images of the model's input size)")
+    s.add_argument("--source-opt", action="append", metavar="KEY=VALUE", help="a source option (repeatable)")
     s.add_argument("--json", action="store_true")
     s.add_argument("--repeat", type=int, default=1, help="passes over the source (default 1)")
     s.add_argument("--limit", type=int, default=200, help="at most N images (default 200)")
