@@ -71,7 +71,8 @@ class Chart(QtWidgets.QWidget):
             top = 28
         if not self.has_data():
             p.setPen(QtGui.QColor(theme.MUTED))
-            p.drawText(self.rect().adjusted(0, top, 0, 0), QtCore.Qt.AlignCenter, self.empty_text)
+            p.drawText(self.rect().adjusted(12, top, -12, 0), QtCore.Qt.AlignCenter | QtCore.Qt.TextWordWrap,
+                       self.empty_text)
             return
         f = p.font()
         f.setPointSizeF(max(7.0, f.pointSizeF() - 1.5))

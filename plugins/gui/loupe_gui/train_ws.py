@@ -332,7 +332,7 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.tabs = QtWidgets.QTabWidget()
         # classification
         self.cm = ConfusionMatrix()
-        self.tabs.addTab(self.cm, "Confusion matrix")
+        self.tabs.addTab(self.cm, "Confusion")
         # anomaly
         an = QtWidgets.QWidget()
         anl = QtWidgets.QVBoxLayout(an)
@@ -543,7 +543,7 @@ class TrainWorkspace(QtWidgets.QWidget):
         for k, v in metrics.items():
             if not math.isfinite(v):
                 continue
-            name = k if group == "train" else f"{group}: {k}"
+            name = (k if k.lower().startswith("train") else f"train {k}") if group == "train" else f"{group}: {k}"
             self._steps[name] = self._steps.get(name, 0) + 1
             _, x, epochs = curve_point(stage, done, total, self._steps[name])
             chart = self.loss_chart if "loss" in k.lower() else self.metric_chart
