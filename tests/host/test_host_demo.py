@@ -29,3 +29,13 @@ def test_demo_end_to_end(tmp_path):
     r = run_loupe("run", work / "inspect.yaml", "--quiet", "--report", f"jsonl:{tmp_path / 'again.jsonl'}")
     assert r.returncode == 0, r.stderr
     assert len((tmp_path / "again.jsonl").read_text().splitlines()) == 25
+    # the bundle compared with itself on the demo's test split: one row per bundle, metrics from its runtime
+    bundle = work / "models" / "brushed_metal.bundle"
+    r = run_loupe("bench", "--compare", bundle, bundle, "--data", work / "data" / "brushed_metal", "--limit", "8",
+                  "--json", "--out", tmp_path / "bench")
+    assert r.returncode == 0, r.stderr
+    import json
+
+    rows = json.loads(r.stdout)["rows"]
+    assert len(rows) == 2 and rows[0]["images"] == 8 and rows[0]["image_auroc"] == rows[1]["image_auroc"] > 0.9
+    assert (tmp_path / "bench" / "bench.md").read_text().count("brushed_metal.bundle") == 2
