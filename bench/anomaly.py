@@ -1,21 +1,27 @@
 """Anomaly detection benchmarks (issue 4). Run with 2 CPU threads:
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/anomaly.py [--out bench-anomaly] [--fmnist-test N] [--skip-fmnist]
+        [--skip-textures] [--skip-tiling] [--speed-only]
 
 1. Fashion-MNIST one-class: for each class, 200 training images of that class,
-   scored on the 10k test set (that class normal). The features of the test set
-   are computed once (ONNX Runtime, the same feature graph as the bundles) and
-   each class's memory bank, position statistics and smoothing are applied with
-   the same torch functions the exported graph is built from (parity-checked at
-   export), so no per-class 10k-image graph runs are needed.
+   scored on the 10k test set (that class normal), with the trainer's default
+   parameters (auto input size 64 px and the auto global term for 28 px images).
+   The features of the test set are computed once (ONNX Runtime, the trainer's
+   feature graph) and each class's model is built by the trainer's own ``fit``
+   (coreset, position statistics, global term); its ``score_features`` is what
+   the exported graph computes (parity-checked at every export), so no per-class
+   10k-image graph runs are needed.
 2. Generated textures (``loupe_trainer.samples``): 200 good training images at
    256x256 per category, trained with the default ``loupe train anomaly``
    parameters (training time measured), evaluated with the runtime (image and
    pixel AUROC).
 3. Speed at 256x256, batch 1: ``loupe run``'s per-frame path (host Pipeline, the
-   ``anomaly.patchcore`` step) against a bare ONNX Runtime session on the same
-   decoded images, in the same process, interleaved; medians.
+   ``anomaly.patchcore`` step) against a bare ONNX Runtime session and the trunk
+   alone (same feature graph without the search) on the same decoded images, in
+   the same process, interleaved; medians.
 4. Memory: peak RSS of a ``loupe run`` subprocess over the test images.
+5. Tiling: 1024 x 1024 brushed-metal images with one ~8 px spot; a model on the
+   whole image (resized to 256) against one trained and run on 256 px tiles.
 """
 from __future__ import annotations
 
@@ -218,6 +224,48 @@ def speed(args, cat: str = "brushed_metal") -> dict:
     return res
 
 
+def _small_spot(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Darken a soft spot of radius ~4 px in place; return its exact mask."""
+    h, w = img.shape[:2]
+    cy, cx = rng.uniform(0.1, 0.9, 2) * (h, w)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    alpha = np.clip(1.3 - ((y - cy) ** 2 + (x - cx) ** 2) / 16.0, 0, 1) ** 0.7
+    img[...] = np.clip(np.round(img.astype(np.float32) - 28.0 * alpha[..., None]), 0, 255).astype(np.uint8)
+    return alpha > 0.15
+
+
+def tiling(args, size: int = 1024) -> dict:
+    import cv2
+
+    from host import Bundle, Progress
+    from loupe_dl_anomaly.runtime import AnomalyRuntime
+    from loupe_trainer.anomaly.trainer import AnomalyParams, AnomalyTrainer
+    from loupe_trainer.samples import texture_image
+
+    root = Path(args.out) / "data" / "large_metal"
+    rng = np.random.default_rng(5)
+    for sub, n in (("train/good", 30), ("test/good", 10), ("test/spot", 10)):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img, _ = texture_image("brushed_metal", rng, size)
+            if sub == "test/spot":
+                (root / "ground_truth" / "spot").mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(root / "ground_truth" / "spot" / f"{i:03d}_mask.png"),
+                            _small_spot(img, rng).astype(np.uint8) * 255)
+            cv2.imwrite(str(root / sub / f"{i:03d}.png"), img)
+    out = {}
+    for name, kw in (("whole_image_256", {}), ("tiles_256", {"tile": 256})):
+        t0 = time.perf_counter()
+        b = AnomalyTrainer().train(root, Path(args.out) / f"large_{name}.bundle", AnomalyParams(**kw), Progress())
+        train_s = time.perf_counter() - t0
+        res = AnomalyRuntime().evaluate(Bundle.load(b.path), root, None, Progress())
+        out[name] = {"image_auroc": res["image_auroc"], "pixel_auroc": res["pixel_auroc"], "f1": res["f1"],
+                     "train_s": round(train_s, 1), "ms_per_image": round(res["ms_per_image"], 1),
+                     "tiles": (b.meta.get("tiling") or {}).get("n_training_tiles")}
+        print(f"  tiling {name}: {out[name]}", flush=True)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="bench-anomaly")
@@ -226,6 +274,7 @@ def main() -> int:
     p.add_argument("--fmnist-global", choices=["auto", "on", "off"], default=None)
     p.add_argument("--skip-fmnist", action="store_true")
     p.add_argument("--skip-textures", action="store_true")
+    p.add_argument("--skip-tiling", action="store_true")
     p.add_argument("--speed-only", action="store_true", help="reuse OUT's trained bundles: speed and memory only")
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
@@ -240,6 +289,8 @@ def main() -> int:
     elif not args.skip_textures:
         result["textures"] = textures(args)
         result["speed"] = speed(args)
+    if not args.skip_tiling and not args.speed_only:
+        result["tiling"] = tiling(args)
     if not args.skip_fmnist and not args.speed_only:
         result["fmnist"] = fmnist(args)
     result["loadavg_end"] = os.getloadavg()
