@@ -1,6 +1,6 @@
 """Tiling: a small defect on a large image is found by a model trained and run on tiles.
 
-The 512 x 512 images carry a spot about 8 px across; resized whole to a 128 px model input it shrinks to 2 px.
+The 384 x 384 images carry a spot about 8 px across; resized whole to a 128 px model input it shrinks to 3 px.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from host.testing import run_loupe
 
 from anomaly_helpers import ENV, bundle_meta
 
-SIZE = 512
+SIZE = 384
 
 
 def small_spot(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -63,7 +63,7 @@ def test_tiling_finds_small_defect(large_data, tmp_path):
 
     tiled = _train_eval(large_data, tmp_path / "tiled", "--tile", "128")
     meta = bundle_meta(tmp_path / "tiled" / "model")
-    assert meta["tiling"]["tile"] == [128, 128] and meta["tiling"]["n_training_tiles"] == 8 * 25
+    assert meta["tiling"]["tile"] == [128, 128] and meta["tiling"]["n_training_tiles"] == 8 * 16
     assert meta["input_size"] == [128, 128]
     assert tiled["image_auroc"] == 1.0
     assert tiled["pixel_auroc"] > 0.95
