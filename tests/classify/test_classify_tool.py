@@ -5,18 +5,20 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from host import Bundle, model_sha256
 from host.testing import check_tool_contract, run_loupe
 
 
-def _recipe(path: Path, bundle: Path, allowed, min_conf=0.5, source=None):
+def _recipe(path: Path, bundle: Path, allowed, min_conf=0.5, source=None, limits=True):
     doc = {"loupe_recipe": 1, "name": "trousers",
            "inspect": [{"tool": "classify.cnn", "name": "cnn",
                         "params": {"model": {"path": str(bundle), "sha256": model_sha256(bundle)},
-                                   "allowed": allowed, "min_confidence": min_conf},
-                        "limits": {"ok": {"equals": True}}}]}
+                                   "allowed": allowed, "min_confidence": min_conf}}]}
+    if limits:  # without limits the tool's default ({ok: {equals: true}}) applies: the same verdicts
+        doc["inspect"][0]["limits"] = {"ok": {"equals": True}}
     if source:
         doc["source"] = source
     path.write_text(yaml.safe_dump(doc))
@@ -42,8 +44,9 @@ def test_tool_contract(tiny_bundle, fmnist_small):
     assert out.measurements["allowed"] is True  # empty allowed list: every class passes
 
 
-def test_recipe_run_verdicts(tiny_bundle, fmnist_small, tmp_path):
-    recipe = _recipe(tmp_path / "r.yaml", tiny_bundle, ["trouser"])
+@pytest.mark.parametrize("limits", [True, False], ids=["explicit-limits", "default-limits"])
+def test_recipe_run_verdicts(tiny_bundle, fmnist_small, tmp_path, limits):
+    recipe = _recipe(tmp_path / "r.yaml", tiny_bundle, ["trouser"], limits=limits)
     r = run_loupe("validate", recipe)
     assert r.returncode == 0, r.stderr
     src = tmp_path / "mixed"

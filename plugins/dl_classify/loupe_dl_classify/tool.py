@@ -65,6 +65,8 @@ class ClassifyTool(InspectTool):
         "allowed": "true when the predicted class is in the allowed set",
         "ok": "true when allowed and confidence >= min_confidence (limit it with {equals: true})",
     }
+    # with no limits in the step, the verdict follows `ok` (class allowed and confident enough)
+    default_limits = {"ok": {"equals": True}}
 
     def __init__(self, params: ClassifyParams, context=None):
         super().__init__(params, context)
