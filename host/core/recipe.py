@@ -301,7 +301,7 @@ def _build_steps(doc: RecipeDoc, catalogue: Catalogue, base_dir: Path, problems:
             names.add(name)
             entry = catalogue.tool(sd.tool)
             if entry is None:
-                hint = difflib.get_close_matches(sd.tool, list(catalogue.tools), n=3, cutoff=0.5)
+                hint = difflib.get_close_matches(sd.tool, list(catalogue.tools), n=3, cutoff=0.8)
                 problems.append(f"{where}: tool: unknown tool {sd.tool!r}"
                                 + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else
                                    f"; installed tools: {', '.join(sorted(catalogue.tools)) or 'none'}"))
