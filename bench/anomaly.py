@@ -76,7 +76,7 @@ def fmnist(args) -> dict:
                           global_stage=params.global_stage if use_global else None).eval()
     tmp = Path(args.out) / "fmnist_features.onnx"
     export_onnx(FeatureGraph(feats), torch.zeros(1, 3, *size), tmp, ["image"],
-                ["features", "global"] if use_global else ["features"], dynamic_batch=True)
+                ["features", "global"] if use_global else ["features"], dynamic_batch=True, fold_pads=True)
     sess = ort_session(tmp, 2)
 
     def features(imgs: np.ndarray):
@@ -178,7 +178,8 @@ def speed(args, cat: str = "brushed_metal") -> dict:
 
     feat = meta["feature"]
     trunk = PatchFeatures(build_backbone(), tuple(feat["layers"]), feat["aggregate"]).eval()
-    tpath = export_onnx(trunk, torch.zeros(1, 3, *size), Path(args.out) / "trunk_only.onnx", ["image"], ["features"])
+    tpath = export_onnx(trunk, torch.zeros(1, 3, *size), Path(args.out) / "trunk_only.onnx", ["image"], ["features"],
+                        fold_pads=bool(meta.get("graph", {}).get("pads_folded")))
     tsess = ort_session(tpath, 2)
     pipe = Pipeline(recipe)
     t_pipe, t_bare, t_trunk = [], [], []
@@ -186,17 +187,26 @@ def speed(args, cat: str = "brushed_metal") -> dict:
         pipe.process(frames[0])
         sess.run(None, {"image": prepare(imgs[0], size)})
         tsess.run(None, {"image": prepare(imgs[0], size)})
-        for _ in range(args.repeat):
-            for fr, im in zip(frames, imgs):
-                t0 = time.perf_counter()
-                sess.run(None, {"image": prepare(im, size)})
-                t_bare.append((time.perf_counter() - t0) * 1e3)
-                t0 = time.perf_counter()
-                pipe.process(fr)
-                t_pipe.append((time.perf_counter() - t0) * 1e3)
-                t0 = time.perf_counter()
-                tsess.run(None, {"image": prepare(im, size)})
-                t_trunk.append((time.perf_counter() - t0) * 1e3)
+        # blocks of all images per path, the order rotated each round: ONNX Runtime's worker threads spin
+        # for a while after a run, so image-by-image interleaving of three sessions on 2 cores makes them
+        # steal from each other; the first run of each block (after a switch) is dropped
+        def bare(i):
+            sess.run(None, {"image": prepare(imgs[i], size)})
+
+        def piped(i):
+            pipe.process(frames[i])
+
+        def trunk_run(i):
+            tsess.run(None, {"image": prepare(imgs[i], size)})
+
+        paths = [(bare, t_bare), (piped, t_pipe), (trunk_run, t_trunk)]
+        for r in range(args.repeat * 2):
+            for fn, acc in paths[r % 3:] + paths[:r % 3]:
+                fn(0)
+                for i in range(len(imgs)):
+                    t0 = time.perf_counter()
+                    fn(i)
+                    acc.append((time.perf_counter() - t0) * 1e3)
     finally:
         pipe.close()
     res = {"loupe_pipeline_ms": statistics.median(t_pipe), "bare_ort_ms": statistics.median(t_bare),

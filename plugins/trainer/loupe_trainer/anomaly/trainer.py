@@ -257,7 +257,7 @@ class AnomalyTrainer(Trainer):
             # 1. features with ONNX Runtime (fast on CPU, and exactly what inference computes)
             fpath = export_onnx(FeatureGraph(feats) if use_global else feats, torch.zeros(1, 3, *size),
                                 tmp / "features.onnx", ["image"], ["features", "global"] if use_global else
-                                ["features"], dynamic_batch=True)
+                                ["features"], dynamic_batch=True, fold_pads=True)
             fsess = ort_session(fpath, params.threads)
             all_feats: list[np.ndarray] = []
             all_glob: list[np.ndarray] = []
@@ -349,7 +349,7 @@ class AnomalyTrainer(Trainer):
 
             # 4. export the whole graph and check parity with torch
             gpath = export_onnx(model, torch.zeros(1, 3, *size), tmp / "model.onnx", ["image"],
-                                ["anomaly_map", "score"])
+                                ["anomaly_map", "score"], fold_pads=True)
             sess = ort_session(gpath, params.threads)
             # held-out images (a bank image's own patches sit at distance ~0, where float32 cancellation in
             # |x|^2 - 2x.b + |b|^2 is amplified by the square root: not what inference sees)
@@ -377,6 +377,7 @@ class AnomalyTrainer(Trainer):
                 "input": {"name": "image", "layout": "NCHW", "color": "RGB", "dtype": "float32",
                           "range": [0, 255]},
                 "input_size": [size[0], size[1]],
+                "graph": {"pads_folded": True, "nn_search": "MatMul(-2 B^T) + |b|^2, ReduceMin, + |x|^2"},
                 "tiling": {"tile": [tile[0], tile[1]], "overlap": params.tile_overlap,
                            "n_training_tiles": int(len(owner))} if tile is not None else None,
                 "normalisation": {"mean": [127.5] * 3, "std": [127.5] * 3, "in_graph": True,
