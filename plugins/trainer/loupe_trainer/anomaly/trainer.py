@@ -198,7 +198,7 @@ class AnomalyTrainer(Trainer):
         from loupe_dl_anomaly.metrics import f1_threshold, good_threshold
 
         from ..backbone import build_backbone
-        from ..common import check_parity, export_onnx, iter_batches, ort_session, set_threads
+        from ..common import check_parity, export_onnx, ort_session, set_threads
         from .model import FeatureGraph, PatchFeatures, pca_projection
 
         t_start = time.perf_counter()
