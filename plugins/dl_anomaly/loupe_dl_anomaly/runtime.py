@@ -133,6 +133,8 @@ class PatchCoreTool(InspectTool):
         "anomalous_area": "area of those regions, in pixels of the tool's input image",
         "max_region_area": "area of the largest region, in pixels",
     }
+    # with no limits in the step, a part passes up to the model's stored threshold (score 1.0)
+    default_limits = {"score": {"max": 1.0}}
 
     def __init__(self, params: PatchCoreParams, context=None):
         super().__init__(params, context)
