@@ -26,11 +26,9 @@
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -43,13 +41,9 @@ CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
 
 
 def read_idx(name: str) -> np.ndarray:
-    for cand in (FMNIST / name, FMNIST / (name + ".gz")):
-        if cand.exists():
-            raw = gzip.open(cand).read() if cand.suffix == ".gz" else cand.read_bytes()
-            ndim = raw[3]
-            dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
-            return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-    raise FileNotFoundError(f"{FMNIST}/{name}[.gz] not found (install dataset-fashion-mnist)")
+    from loupe_trainer.datasets import fashion_mnist_file, read_idx as read
+
+    return read(fashion_mnist_file(name, FMNIST))
 
 
 def fmnist(args) -> dict:

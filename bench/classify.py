@@ -20,7 +20,6 @@ of the per-frame times the runner records. Everything runs with 2 threads.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import resource
@@ -40,15 +39,12 @@ LOUPE = [str(Path(sys.executable).with_name("loupe"))]
 
 
 def read_idx(stem: str) -> np.ndarray:
-    for p in (FMNIST / f"{stem}.gz", FMNIST / stem):
-        if p.exists():
-            raw = p.read_bytes()
-            if raw[:2] == b"\x1f\x8b":
-                raw = gzip.decompress(raw)
-            nd = raw[3]
-            dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(nd)]
-            return np.frombuffer(raw, np.uint8, offset=4 + 4 * nd).reshape(dims)
-    sys.exit(f"Fashion-MNIST not found: {FMNIST}/{stem}[.gz] (apt install dataset-fashion-mnist)")
+    from loupe_trainer.datasets import fashion_mnist_file, read_idx as read
+
+    try:
+        return read(fashion_mnist_file(stem, FMNIST))
+    except FileNotFoundError as exc:
+        sys.exit(str(exc))
 
 
 def write_folders(root: Path, x: np.ndarray, y: np.ndarray, size: int | None = None) -> None:

@@ -12,7 +12,6 @@ accuracy / AUROC column. Timings: OMP_NUM_THREADS=2, ONNX Runtime 2 intra-op thr
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import subprocess
@@ -28,13 +27,8 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 FM_CLASSES = {0: "tshirt", 1: "trouser", 2: "pullover", 3: "dress", 7: "sneaker", 8: "bag"}
 
 
-def read_idx(path: Path) -> np.ndarray:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    nd = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(nd)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * nd).reshape(dims)
+
+from loupe_trainer.datasets import read_idx  # noqa: E402
 
 
 def make_fashion(out: Path, n_train: int, n_test: int, classes: dict[int, str] = FM_CLASSES) -> Path:

@@ -1,7 +1,6 @@
 """Shared fixtures for the classification tests: a small real data set (Fashion-MNIST PNGs) and a tiny model."""
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -10,25 +9,17 @@ import numpy as np
 import pytest
 
 from host.testing import run_loupe
+from loupe_trainer.datasets import fashion_mnist_file, read_idx
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = {0: "tshirt", 1: "trouser", 7: "sneaker"}   # Fashion-MNIST label -> folder name
 
 
-def read_idx(path: Path) -> np.ndarray:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    nd = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(nd)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * nd).reshape(dims)
-
-
 def _find(stem: str) -> Path:
-    for p in (FMNIST / f"{stem}.gz", FMNIST / stem):
-        if p.exists():
-            return p
-    pytest.skip(f"Fashion-MNIST not installed ({FMNIST}/{stem}[.gz])")
+    try:
+        return fashion_mnist_file(stem, FMNIST)
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")

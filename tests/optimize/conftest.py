@@ -2,26 +2,19 @@
 both trained through the CLI, so the optimisers see exactly what users' bundles look like."""
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from host.testing import run_loupe
+from loupe_trainer.datasets import read_idx
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 ENV = {"OMP_NUM_THREADS": "2"}
 CLASSES = {0: "tshirt", 1: "trouser", 7: "sneaker"}
 
 
-def _idx(path: Path) -> np.ndarray:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    nd = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(nd)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * nd).reshape(dims)
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +24,7 @@ def opt_fashion(tmp_path_factory) -> Path:
     src = FMNIST / "t10k-images-idx3-ubyte.gz"
     if not src.exists():
         pytest.skip(f"Fashion-MNIST not installed ({src})")
-    x, y = _idx(src), _idx(FMNIST / "t10k-labels-idx1-ubyte.gz")
+    x, y = read_idx(src), read_idx(FMNIST / "t10k-labels-idx1-ubyte.gz")
     root = tmp_path_factory.mktemp("optfm") / "data"
     for label, name in CLASSES.items():
         ids = np.flatnonzero(y == label)

@@ -1,0 +1,34 @@
+"""Public data sets used by the benchmarks and tests: Fashion-MNIST from Debian's
+``dataset-fashion-mnist`` (IDX files, gzipped or not, under /usr/share/datasets/fashion-mnist)."""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (``.gz`` or raw) of unsigned bytes into an array of its stored shape."""
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    nd = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(nd)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * nd).reshape(dims)
+
+
+def fashion_mnist_file(stem: str, root: Path = FASHION_MNIST) -> Path:
+    """``train-images-idx3-ubyte`` etc. as installed (with or without ``.gz``); FileNotFoundError if absent."""
+    for p in (root / f"{stem}.gz", root / stem):
+        if p.exists():
+            return p
+    raise FileNotFoundError(f"Fashion-MNIST not found: {root}/{stem}[.gz] (apt install dataset-fashion-mnist)")
+
+
+def fashion_mnist(split: str = "t10k", root: Path = FASHION_MNIST) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 28, 28) and labels (N,) of the ``train`` or ``t10k`` split."""
+    return (read_idx(fashion_mnist_file(f"{split}-images-idx3-ubyte", root)),
+            read_idx(fashion_mnist_file(f"{split}-labels-idx1-ubyte", root)))
