@@ -125,18 +125,9 @@ def fold_pads_into_convs(path: str | Path) -> int:
             vals[init.name] = numpy_helper.to_array(init)
     folded = 0
     for pad, conv in cands:
-        pads = np.asarray(vals[pad.input[1]]).astype(int).reshape(-1).tolist()
-        if len(pads) != 8 or pads[0] or pads[1] or pads[4] or pads[5] or min(pads) < 0:
-            continue
-        old = next((list(a.ints) for a in conv.attribute if a.name == "pads"), [0, 0, 0, 0])
-        new = [old[0] + pads[2], old[1] + pads[3], old[2] + pads[6], old[3] + pads[7]]
-        for a in list(conv.attribute):
-            if a.name == "pads":
-                conv.attribute.remove(a)
-        conv.attribute.append(helper.make_attribute("pads", new))
-        conv.input[0] = pad.input[0]
-        g.node.remove(pad)
-        folded += 1
+        if merge_pad_into_conv(pad, conv, vals[pad.input[1]]):
+            g.node.remove(pad)
+            folded += 1
     # drop what no longer feeds anything (the pad arithmetic)
     while True:
         used = {i for n in g.node for i in n.input} | outputs
@@ -147,6 +138,25 @@ def fold_pads_into_convs(path: str | Path) -> int:
             g.node.remove(n)
     onnx.save(model, str(path))
     return folded
+
+
+def merge_pad_into_conv(pad, conv, amounts) -> bool:
+    """Move a zero ``Pad`` node's spatial amounts (ONNX order, NCHW begins then ends) into the ``Conv`` it
+    feeds: the conv then reads the pad's input. False (nothing changed) when the pad touches the batch or
+    channel axis or is negative. The caller removes the ``Pad`` node."""
+    from onnx import helper
+
+    pads = np.asarray(amounts).astype(int).reshape(-1).tolist()
+    if len(pads) != 8 or pads[0] or pads[1] or pads[4] or pads[5] or min(pads) < 0:
+        return False
+    old = next((list(a.ints) for a in conv.attribute if a.name == "pads"), [0, 0, 0, 0])
+    new = [old[0] + pads[2], old[1] + pads[3], old[2] + pads[6], old[3] + pads[7]]
+    for a in list(conv.attribute):
+        if a.name == "pads":
+            conv.attribute.remove(a)
+    conv.attribute.append(helper.make_attribute("pads", new))
+    conv.input[0] = pad.input[0]
+    return True
 
 
 def ort_session(path: str | Path, threads: int = 2):

@@ -118,6 +118,8 @@ def fold_pads(model) -> int:
     """
     from onnx import helper, numpy_helper
 
+    from ..common import merge_pad_into_conv
+
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     users: dict[str, list] = {}
@@ -138,23 +140,15 @@ def fold_pads(model) -> int:
                 continue
         if len(n.input) > 3 and n.input[3]:
             continue  # axes given: leave it
-        pads = numpy_helper.to_array(inits[n.input[1]]).astype(int).tolist()
         us = users.get(n.output[0], [])
-        if len(pads) != 8 or pads[0] or pads[1] or pads[4] or pads[5] or min(pads) < 0 \
-                or len(us) != 1 or us[0].op_type != "Conv" or n.output[0] in outputs:
+        if len(us) != 1 or us[0].op_type != "Conv" or n.output[0] in outputs:
             continue
         conv = us[0]
         if any(a.name == "auto_pad" and helper.get_attribute_value(a) not in (b"NOTSET", "NOTSET")
                for a in conv.attribute):
             continue
-        old = next((list(a.ints) for a in conv.attribute if a.name == "pads"), [0, 0, 0, 0])
-        new = [old[0] + pads[2], old[1] + pads[3], old[2] + pads[6], old[3] + pads[7]]
-        for a in list(conv.attribute):
-            if a.name == "pads":
-                conv.attribute.remove(a)
-        conv.attribute.append(helper.make_attribute("pads", new))
-        conv.input[0] = n.input[0]
-        drop.append(n)
+        if merge_pad_into_conv(n, conv, numpy_helper.to_array(inits[n.input[1]])):
+            drop.append(n)
     for n in drop:
         g.node.remove(n)
     return len(drop)
