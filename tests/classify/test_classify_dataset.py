@@ -75,5 +75,5 @@ def test_dataset_resize_copy(tmp_path):
     for f in files:
         img = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
         assert img.shape[:2] == (24, 32)
-    r = run_loupe("dataset", "analyze", root, "--resize-to", "large", "--resize-out", dst)
+    r = run_loupe("dataset", "analyze", root, "--resize-to", "large", "--resize-out", dst, cwd=tmp_path)
     assert r.returncode == 2 and "WIDTHxHEIGHT" in r.stderr
