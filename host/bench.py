@@ -13,7 +13,7 @@ import numpy as np
 from .core.bundle import MANIFEST, Bundle
 from .core.contracts import Progress
 from .core.errors import UsageError
-from .core.recipe import Recipe, SourceDoc
+from .core.recipe import Recipe
 from .cli import _source_options as source_options
 from .core.runner import Pipeline, open_source
 

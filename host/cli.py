@@ -10,9 +10,7 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import sys
-import time
 import typing
 from pathlib import Path
 from typing import Any

@@ -264,7 +264,7 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
         for r in reporters:
             r.open()
             opened.append(r)
-        skip = None
+        skip: Callable[[str], bool] | None = None
         if resume:
             done: set[str] | None = None
             for r in reporters:
@@ -273,13 +273,14 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
                     done = keys if done is None else done & keys
             if done is None:
                 raise UsageError("--resume needs a reporter that stores results (sqlite:PATH)")
-            summary.skipped = 0
 
-            def skip(key: str, _done=done) -> bool:
+            def skip_stored(key: str, _done: set[str] = done) -> bool:
                 if key in _done:
                     summary.skipped += 1
                     return True
                 return False
+
+            skip = skip_stored
 
         hook.loupe_before_run(run=run)
         after_frame = hook.loupe_after_frame if hook.loupe_after_frame.get_hookimpls() else None

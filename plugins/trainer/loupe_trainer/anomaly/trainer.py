@@ -190,7 +190,9 @@ class AnomalyTrainer(Trainer):
 
         return make_texture_dataset(out, "brushed_metal", n_train=60, n_test_good=10, n_test_defect=5, seed=seed)
 
-    def train(self, data: Path, out: Path, params: AnomalyParams, progress: Progress):
+    def train(self, data: Path, out: Path, params: AnomalyParams, progress: Progress, backbone=None):
+        """Train and export. ``backbone``: a feature network to use instead of the pretrained
+        EfficientNet-Lite0 (the pruning optimiser passes its pruned, distilled trunk)."""
         import torch
 
         from loupe_dl_anomaly.data import discover, load_test_split, prepare, prepare_rgb, read_image, to_rgb8
@@ -248,7 +250,7 @@ class AnomalyTrainer(Trainer):
             progress.log(f"only {n} training images: the threshold is fitted in-sample (optimistic); "
                          f"give at least 5 for a held-out threshold")
 
-        backbone = build_backbone()
+        backbone = build_backbone() if backbone is None else backbone
         use_global = use_global_term(params, first)
         gstage = params.global_stage if use_global else None
         feats = PatchFeatures(backbone, tuple(params.layers), params.aggregate, global_stage=gstage).eval()

@@ -532,9 +532,7 @@ def _add_parent_parity(parent: Bundle, child: Bundle) -> None:
 
 def _prune_anomaly(bundle: Bundle, teacher_bb, found: set[str], out: Path, params: PruneParams,
                    progress: Progress) -> Bundle:
-    import json
     import tempfile
-    from unittest import mock
 
     import torch
     import torch.nn.functional as F
@@ -597,14 +595,8 @@ def _prune_anomaly(bundle: Bundle, teacher_bb, found: set[str], out: Path, param
     data = common.training_data(bundle) if params.calib is None else Path(params.calib)
     if data is None:
         raise UsageError(f"{bundle.path}: the training data is not available; give it with --calib DATA")
-    pruned = student.eval()
-
-    def build_pruned(pretrained: bool = True, weights=None):
-        return copy.deepcopy(pruned)
-
     progress.log("rebuilding the memory bank with the pruned backbone")
-    with mock.patch.object(backbone_mod, "build_backbone", build_pruned):
-        child = AnomalyTrainer().train(data, out, ap, progress)
+    child = AnomalyTrainer().train(data, out, ap, progress, backbone=copy.deepcopy(student.eval()))
     record = {"method": "prune", "criterion": "data-aware L1 (mean |activation| after the depthwise conv x L1 of "
                                               "the project weights)",
               "ratio": params.ratio, "pruned": "expanded channels of MBConv blocks (block widths and feature "
