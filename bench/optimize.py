@@ -28,25 +28,16 @@ FM_CLASSES = {0: "tshirt", 1: "trouser", 2: "pullover", 3: "dress", 7: "sneaker"
 
 
 
-from loupe_trainer.datasets import read_idx  # noqa: E402
+from loupe_trainer.datasets import read_idx, write_class_folders  # noqa: E402
 
 
 def make_fashion(out: Path, n_train: int, n_test: int, classes: dict[int, str] = FM_CLASSES) -> Path:
     """train/<class>/ and test/<class>/ PNGs from the Fashion-MNIST test file (deterministic)."""
-    import cv2
-
     if (out / "train").is_dir():
         return out
     x = read_idx(FMNIST / "t10k-images-idx3-ubyte.gz")
     y = read_idx(FMNIST / "t10k-labels-idx1-ubyte.gz")
-    for label, name in classes.items():
-        ids = np.flatnonzero(y == label)
-        for split, chosen in (("train", ids[:n_train]), ("test", ids[500:500 + n_test])):
-            d = out / split / name
-            d.mkdir(parents=True, exist_ok=True)
-            for i in chosen:
-                cv2.imwrite(str(d / f"{i:05d}.png"), x[i])
-    return out
+    return write_class_folders(out, x, y, classes, {"train": slice(0, n_train), "test": slice(500, 500 + n_test)})
 
 
 def make_texture(out: Path, category: str, n_train: int, n_good: int, n_defect: int, size: int) -> Path:

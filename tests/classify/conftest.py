@@ -4,12 +4,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from host.testing import run_loupe
-from loupe_trainer.datasets import fashion_mnist_file, read_idx
+from loupe_trainer.datasets import fashion_mnist_file, read_idx, write_class_folders
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = {0: "tshirt", 1: "trouser", 7: "sneaker"}   # Fashion-MNIST label -> folder name
@@ -27,15 +25,8 @@ def fmnist_small(tmp_path_factory) -> Path:
     """train/<class>/ with 12 images and test/<class>/ with 15 images of three Fashion-MNIST classes."""
     x = read_idx(_find("t10k-images-idx3-ubyte"))
     y = read_idx(_find("t10k-labels-idx1-ubyte"))
-    root = tmp_path_factory.mktemp("fmnist") / "data"
-    for label, name in CLASSES.items():
-        ids = np.flatnonzero(y == label)
-        for split, chosen in (("train", ids[:12]), ("test", ids[200:215])):
-            d = root / split / name
-            d.mkdir(parents=True, exist_ok=True)
-            for i in chosen:
-                cv2.imwrite(str(d / f"{i:05d}.png"), x[i])
-    return root
+    return write_class_folders(tmp_path_factory.mktemp("fmnist") / "data", x, y, CLASSES,
+                               {"train": slice(0, 12), "test": slice(200, 215)})
 
 
 @pytest.fixture(scope="session")

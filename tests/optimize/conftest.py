@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from host.testing import run_loupe
-from loupe_trainer.datasets import read_idx
+from loupe_trainer.datasets import read_idx, write_class_folders
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 ENV = {"OMP_NUM_THREADS": "2"}
@@ -19,21 +18,12 @@ CLASSES = {0: "tshirt", 1: "trouser", 7: "sneaker"}
 
 @pytest.fixture(scope="session")
 def opt_fashion(tmp_path_factory) -> Path:
-    import cv2
-
     src = FMNIST / "t10k-images-idx3-ubyte.gz"
     if not src.exists():
         pytest.skip(f"Fashion-MNIST not installed ({src})")
     x, y = read_idx(src), read_idx(FMNIST / "t10k-labels-idx1-ubyte.gz")
-    root = tmp_path_factory.mktemp("optfm") / "data"
-    for label, name in CLASSES.items():
-        ids = np.flatnonzero(y == label)
-        for split, chosen in (("train", ids[:16]), ("test", ids[300:320])):
-            d = root / split / name
-            d.mkdir(parents=True, exist_ok=True)
-            for i in chosen:
-                cv2.imwrite(str(d / f"{i:05d}.png"), x[i])
-    return root
+    return write_class_folders(tmp_path_factory.mktemp("optfm") / "data", x, y, CLASSES,
+                               {"train": slice(0, 16), "test": slice(300, 320)})
 
 
 @pytest.fixture(scope="session")

@@ -165,7 +165,9 @@ def ort_session(path: str | Path, threads: int = 2):
     so = ort.SessionOptions()
     so.intra_op_num_threads = max(1, int(threads))
     so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # ORT's notes on unused initializers are not the user's business
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 

@@ -32,3 +32,21 @@ def fashion_mnist(split: str = "t10k", root: Path = FASHION_MNIST) -> tuple[np.n
     """Images (N, 28, 28) and labels (N,) of the ``train`` or ``t10k`` split."""
     return (read_idx(fashion_mnist_file(f"{split}-images-idx3-ubyte", root)),
             read_idx(fashion_mnist_file(f"{split}-labels-idx1-ubyte", root)))
+
+
+def write_class_folders(root: str | Path, x: np.ndarray, y: np.ndarray, classes: dict[int, str],
+                        splits: dict[str, slice]) -> Path:
+    """Write ``root/<split>/<class>/<index>.png`` for each label in ``classes`` (label -> folder name),
+    taking, per class, the images at ``splits[split]`` among that class's indices (deterministic)."""
+    import cv2
+
+    root = Path(root)
+    for label, name in classes.items():
+        ids = np.flatnonzero(y == label)
+        for split, chosen in splits.items():
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in ids[chosen]:
+                if not cv2.imwrite(str(d / f"{i:05d}.png"), x[i]):
+                    raise OSError(f"{d}: cannot write images")
+    return root

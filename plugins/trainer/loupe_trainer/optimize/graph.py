@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
+
+from ..common import ort_session as session  # noqa: F401  (the optimisers time and compare with it)
 
 _BLOCK = re.compile(r"/_blocks\.(\d+)/")
 
@@ -69,18 +70,6 @@ def ensure_node_names(model) -> None:
         if not node.name or node.name in seen:
             node.name = f"{node.op_type}_{i}"
         seen.add(node.name)
-
-
-def session(path: str | Path, threads: int = 2):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = max(1, int(threads))
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 def run_all(sess, inputs: list[np.ndarray]) -> list[list[np.ndarray]]:
