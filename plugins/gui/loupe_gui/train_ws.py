@@ -204,6 +204,7 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.pm = pm
         self.catalogue = pm.catalogue
         self.job: Job | None = None
+        self._job_active = False
         self.progress: GuiProgress | None = None
         self.summary = None
         self.bundle: Bundle | None = None
@@ -406,7 +407,13 @@ class TrainWorkspace(QtWidgets.QWidget):
     # ----------------------------------------------------------------- state
 
     def _busy(self) -> bool:
-        return self.job is not None and self.job.isRunning()
+        # busy until the job's ``finished`` has been handled on this (the GUI) thread: the worker's
+        # isRunning() turns false before its queued succeeded/failed signal reaches our slots
+        return self.job is not None and self._job_active
+
+    def _job_finished(self) -> None:
+        self._job_active = False
+        self._update_buttons()
 
     def _update_buttons(self):
         busy = self._busy()
@@ -452,7 +459,8 @@ class TrainWorkspace(QtWidgets.QWidget):
         job.succeeded.connect(on_done)
         job.failed.connect(self._job_failed)
         job.cancelled.connect(self._job_cancelled)
-        job.finished.connect(self._update_buttons)
+        job.finished.connect(self._job_finished)
+        self._job_active = True
         job.start()
         self._update_buttons()
 
