@@ -31,10 +31,10 @@ def fmnist_small(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(fmnist_small, tmp_path_factory) -> Path:
-    """A model trained through the CLI: 64 px input, linear probe + 1 fine-tuning epoch."""
+    """A model trained through the CLI: 64 px input, grid pooling, linear probe + 1 fine-tuning epoch."""
     out = tmp_path_factory.mktemp("bundle") / "tiny"
     r = run_loupe("train", "classify", fmnist_small, "--out", out, "--epochs", "1", "--input-size", "64",
-                  "--max-minutes", "3", "-q", env={"OMP_NUM_THREADS": "2"})
+                  "--pooling", "grid", "--max-minutes", "3", "-q", env={"OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "trained classify model" in r.stdout
     meta = json.loads((out / "bundle.json").read_text())

@@ -33,11 +33,40 @@ def test_cam_explains_the_logit(tiny_bundle, fmnist_small):
     img = read_image(next((fmnist_small / "test" / "trouser").iterdir()))
     logits, feats = clf.run(preprocess([img], clf.size))
     k = feats.shape[1]
-    cams = np.einsum("ck,khw->chw", clf.cam_w, feats[0]) + clf.cam_b[:, None, None]
+    # grid pooling: the head has a weight for every feature at every map position
+    assert Bundle.load(tiny_bundle).meta["training"]["head"]["pooling"] == "grid"
+    assert clf.cam_w.shape == (3, k) + feats.shape[2:]
+    cams = np.einsum("ckhw,khw->chw", clf.cam_w, feats[0]) + clf.cam_b[:, None, None]
     np.testing.assert_allclose(cams.mean(axis=(1, 2)), logits[0], rtol=1e-4, atol=1e-4)
     p = clf.predict(img)
     assert p.heatmap.shape == clf.size and 0.0 <= p.heatmap.min() and p.heatmap.max() <= 1.0
     assert k == 384  # stages 4-6 of EfficientNet-Lite0: 80 + 112 + 192
+
+
+@pytest.mark.parametrize("pooling", ["global", "grid"])
+def test_head_as_cam_weights_round_trip(pooling):
+    """The head written as CAM weights explains each logit exactly, and reading it back gives the same head."""
+    import torch
+
+    from loupe_trainer.classify.engine import ClassNet
+
+    torch.manual_seed(0)
+    net = ClassNet(4, pretrained=False, pooling=pooling).eval()
+    torch.nn.init.normal_(net.fc.weight, std=0.1)
+    x = torch.rand(2, 3, 80, 96) * 2 - 1
+    with torch.no_grad():
+        logits, fmap = net(x)
+    h, w = fmap.shape[-2:]
+    cw, cb = net.cam_weights(h, w)
+    assert cw.shape == ((4, 384) if pooling == "global" else (4, 384, h, w))
+    eq = "ck,nkhw->nchw" if cw.ndim == 2 else "ckhw,nkhw->nchw"
+    cams = np.einsum(eq, cw, fmap.numpy()) + cb[None, :, None, None]
+    np.testing.assert_allclose(cams.mean(axis=(2, 3)), logits.numpy(), rtol=1e-4, atol=1e-4)
+    other = ClassNet(4, pretrained=False, pooling=pooling).eval()
+    other.backbone.load_state_dict(net.backbone.state_dict())
+    other.load_cam_weights(cw, cb)
+    with torch.no_grad():
+        np.testing.assert_allclose(other(x)[0].numpy(), logits.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_eval_json_matches_sklearn(tiny_bundle, fmnist_small, tmp_path):

@@ -30,7 +30,7 @@ def opt_fashion(tmp_path_factory) -> Path:
 def opt_classify_bundle(opt_fashion, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("optcb") / "fp32"
     r = run_loupe("train", "classify", opt_fashion, "--out", out, "--epochs", "1", "--input-size", "64",
-                  "--max-minutes", "2", "-q", env=ENV)
+                  "--pooling", "grid", "--max-minutes", "2", "-q", env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 

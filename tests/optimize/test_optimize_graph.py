@@ -68,4 +68,5 @@ def test_prune_rebuilds_the_exact_network(opt_classify_bundle):
     f6 = torch.nn.functional.interpolate(st["stage6"], size=st["stage4"].shape[-2:], mode="nearest")
     fmap = torch.cat([st["stage4"], st["stage5"], f6], 1).numpy()
     np.testing.assert_allclose(fmap, feats, rtol=1e-3, atol=1e-3)
-    np.testing.assert_allclose(fmap.mean(axis=(2, 3)) @ w.T + bias, logits, rtol=1e-3, atol=1e-3)
+    cams = np.einsum("ck,nkhw->nchw" if w.ndim == 2 else "ckhw,nkhw->nchw", w, fmap) + bias[None, :, None, None]
+    np.testing.assert_allclose(cams.mean(axis=(2, 3)), logits, rtol=1e-3, atol=1e-3)

@@ -4,13 +4,16 @@ Bundle contract (written by ``loupe train classify``)::
 
     model.onnx        input "image" float32 [N, 3, H, W]; outputs "logits" [N, C]
                       and "features" [N, K, h, w] (the last feature map)
-    cam_weights.npy   [C, K] float32: the linear head on the globally pooled features
+    cam_weights.npy   [C, K] float32: the linear head on the globally pooled features, or
+                      [C, K, h, w] for a head that also pools cells of the map (grid pooling):
+                      the head's weight for each feature at each map position
     cam_bias.npy      [C] float32
     bundle.json       task "classify", classes, input_size [H, W], normalisation, ...
 
-Because the head is linear on the average-pooled feature map, the class
-activation map of class c is ``W[c] . F[:, y, x] + b[c]``, and its mean over
-the map is exactly the logit of c: the heatmap explains the score it shows.
+Because the head is linear in the feature map, the class activation map of
+class c is ``sum_k W[c, k] * F[k] + b[c]`` (W[c, k] a scalar, or a map for grid
+pooling), and its mean over the map is exactly the logit of c: the heatmap
+explains the score it shows.
 """
 from __future__ import annotations
 
@@ -80,9 +83,9 @@ class Classifier:
                 raise BundleError(f"{bundle.path}: the ONNX model has no output {name!r} (outputs: {outs})")
         self.cam_w = np.load(bundle.file("cam_weights.npy"), allow_pickle=False).astype(np.float32)
         self.cam_b = np.load(bundle.file("cam_bias.npy"), allow_pickle=False).astype(np.float32)
-        if self.cam_w.shape[0] != len(self.classes):
-            raise BundleError(f"{bundle.path}: cam_weights.npy has {self.cam_w.shape[0]} rows for "
-                              f"{len(self.classes)} classes")
+        if self.cam_w.shape[0] != len(self.classes) or self.cam_w.ndim not in (2, 4):
+            raise BundleError(f"{bundle.path}: cam_weights.npy has shape {self.cam_w.shape}; expected [C, K] or "
+                              f"[C, K, h, w] with C = {len(self.classes)} classes")
 
     # ---------------------------------------------------------------- raw
 
@@ -94,7 +97,14 @@ class Classifier:
     def cam(self, features: np.ndarray, index: int) -> np.ndarray:
         """The class activation map of class ``index`` for one image's features [K, h, w], in [0, 1]."""
         k, h, w = features.shape
-        m = (self.cam_w[index] @ features.reshape(k, h * w) + self.cam_b[index]).reshape(h, w)
+        wc = self.cam_w[index]
+        if wc.ndim == 1:
+            m = (wc @ features.reshape(k, h * w) + self.cam_b[index]).reshape(h, w)
+        else:
+            if wc.shape != features.shape:
+                raise BundleError(f"cam_weights.npy is for a {wc.shape[1]}x{wc.shape[2]} feature map; the model "
+                                  f"gave {h}x{w}")
+            m = np.einsum("khw,khw->hw", wc, features) + self.cam_b[index]
         m = np.maximum(m - m.min(), 0.0) if m.max() <= 0 else np.maximum(m, 0.0)
         top = float(m.max())
         m = m / top if top > 0 else m

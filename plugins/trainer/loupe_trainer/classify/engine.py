@@ -35,8 +35,34 @@ from .augment import Augment
 DEFAULT_STAGES = ("stage4", "stage5", "stage6")
 
 
+POOLINGS = ("global", "grid")
+
+
+def pool_matrix(h: int, w: int, pooling: str, grid: int = 3) -> np.ndarray:
+    """[h*w, G] averaging weights that turn a feature map into G pooled vectors.
+
+    ``global``: one column, the mean over the map. ``grid``: the global mean plus
+    the means of ``grid`` x ``grid`` cells (adaptive-pooling bins), so the head
+    sees where on the part a feature is as well as whether it is there. Pooling
+    stays linear in the map, so the class activation map remains an exact
+    decomposition of the logit (see :meth:`ClassNet.cam_weights`).
+    """
+    cols = [np.full(h * w, 1.0 / (h * w))]
+    if pooling == "grid":
+        for i in range(grid):
+            r0, r1 = (i * h) // grid, -((-(i + 1) * h) // grid)
+            for j in range(grid):
+                c0, c1 = (j * w) // grid, -((-(j + 1) * w) // grid)
+                m = np.zeros((h, w))
+                m[r0:r1, c0:c1] = 1.0 / ((r1 - r0) * (c1 - c0))
+                cols.append(m.ravel())
+    elif pooling != "global":
+        raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+    return np.stack(cols, 1).astype(np.float32)
+
+
 class ClassNet(nn.Module):
-    """Backbone trunk -> multi-scale feature map -> global average pooling -> linear head.
+    """Backbone trunk -> multi-scale feature map -> linear pooling -> linear head.
 
     The feature map concatenates the outputs of ``stages`` (default: stages 4-6,
     strides 16, 16 and 32: 80 + 112 + 192 = 384 channels), the coarser ones
@@ -45,18 +71,24 @@ class ClassNet(nn.Module):
     on Fashion-MNIST, see notes/issue-5.md), the trunk stops after stage 6 (cheaper),
     and the class activation maps come at stride 16 instead of 32.
 
-    ``forward`` returns (logits, feature map); logits = fc(mean over the map).
+    ``pooling`` is ``global`` (average pooling) or ``grid`` (average pooling plus
+    3 x 3 cell averages; see :func:`pool_matrix`). ``forward`` returns
+    (logits, feature map).
     """
 
     def __init__(self, n_classes: int, dropout: float = 0.2, pretrained: bool = True,
-                 stages: tuple[str, ...] = DEFAULT_STAGES):
+                 stages: tuple[str, ...] = DEFAULT_STAGES, pooling: str = "global", grid: int = 3):
         super().__init__()
         self.backbone = build_backbone(pretrained=pretrained)
         self.backbone.fc = nn.Identity()  # the ImageNet classifier is not used
         self.stage_names = tuple(stages)
-        self.num_features = sum(stage_channels(s) for s in self.stage_names)
+        self.channels = sum(stage_channels(s) for s in self.stage_names)
+        self.pooling, self.grid = pooling, grid
+        self.n_pools = pool_matrix(1, 1, pooling, grid).shape[1]
+        self.num_features = self.channels * self.n_pools
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.num_features, n_classes)
+        self._pmat: dict[tuple[int, int], torch.Tensor] = {}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         st = self.backbone.stages(x, self.stage_names)
@@ -67,9 +99,56 @@ class ClassNet(nn.Module):
                 for m in maps]
         return torch.cat(maps, dim=1) if len(maps) > 1 else maps[0]
 
+    def set_pooling(self, pooling: str) -> None:
+        """Change the pooling; the head is re-initialised for the new feature size."""
+        self.pooling = pooling
+        self.n_pools = pool_matrix(1, 1, pooling, self.grid).shape[1]
+        self.num_features = self.channels * self.n_pools
+        self.fc = nn.Linear(self.num_features, self.fc.out_features)
+        self._pmat = {}
+
+    def pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        """[N, K, h, w] -> [N, K * G] pooled features (channel-major)."""
+        if self.pooling == "global":
+            return fmap.mean(dim=(2, 3))
+        h, w = int(fmap.shape[-2]), int(fmap.shape[-1])
+        if (h, w) not in self._pmat:
+            self._pmat[(h, w)] = torch.from_numpy(pool_matrix(h, w, self.pooling, self.grid))
+        return torch.matmul(fmap.flatten(2), self._pmat[(h, w)]).flatten(1)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.features(x)
-        return self.fc(self.dropout(fmap.mean(dim=(2, 3)))), fmap
+        return self.fc(self.dropout(self.pool(fmap))), fmap
+
+    def cam_weights(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """The head as class activation weights: [C, K] (global pooling) or [C, K, h, w], and the bias [C].
+
+        With M_c = sum_k W[c, k] * F[k] (+ bias), the mean of M_c over the map is exactly the logit of class c.
+        """
+        wt = self.fc.weight.detach().numpy().astype(np.float64)
+        b = self.fc.bias.detach().numpy().astype(np.float32)
+        if self.pooling == "global":
+            return wt.astype(np.float32), b
+        p = pool_matrix(h, w, self.pooling, self.grid).astype(np.float64)     # [hw, G]
+        wk = wt.reshape(wt.shape[0], self.channels, self.n_pools)            # [C, K, G]
+        return (np.einsum("ckg,pg->ckp", wk, p) * (h * w)).reshape(wt.shape[0], self.channels, h, w).astype(
+            np.float32), b
+
+    def load_cam_weights(self, w: np.ndarray, b: np.ndarray) -> None:
+        """Set the head from :meth:`cam_weights` output (the inverse; exact for weights that came from it)."""
+        if w.ndim == 2:
+            if self.pooling != "global":
+                raise ValueError("global-pooling CAM weights for a grid-pooling head")
+            fw = w
+        else:
+            c, k, h, ww = w.shape
+            p = pool_matrix(h, ww, self.pooling, self.grid).astype(np.float64)
+            # W_pos = hw * P @ W_g: least squares recovers one W_g giving the same logits for every map
+            sol = np.linalg.lstsq(p, w.reshape(c * k, h * ww).T.astype(np.float64) / (h * ww), rcond=None)[0]
+            fw = sol.T.reshape(c, k * self.n_pools)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.from_numpy(np.asarray(fw, np.float32)))
+            self.fc.bias.copy_(torch.from_numpy(np.asarray(b, np.float32)))
 
 
 @dataclass
@@ -85,6 +164,7 @@ class FitConfig:
     dropout: float = 0.2
     seed: int = 0
     time_limit_s: float = 270.0
+    pooling: str = "auto"              # global | grid | auto (chosen by cross-validating the linear probe)
     refit_head: bool = True            # finally refit the linear head on training + validation features
     augment: Augment = field(default_factory=Augment)
 
@@ -118,7 +198,7 @@ def _freeze_bn(net: nn.Module) -> None:
 @torch.no_grad()
 def pooled_features(net: ClassNet, images: np.ndarray, batch: int = 64) -> torch.Tensor:
     net.eval()
-    out = [net.features(to_tensor(images[s:s + batch])).mean(dim=(2, 3)) for s in range(0, len(images), batch)]
+    out = [net.pool(net.features(to_tensor(images[s:s + batch]))) for s in range(0, len(images), batch)]
     return torch.cat(out) if out else torch.zeros((0, net.num_features))
 
 
@@ -133,7 +213,12 @@ def predict(net: ClassNet, images: np.ndarray, batch: int = 64) -> np.ndarray:
 def linear_probe(net: ClassNet, feats: torch.Tensor, labels: torch.Tensor, weight_decay: float = 1e-3,
                  smoothing: float = 0.1, steps: int = 300) -> None:
     """Fit ``net.fc`` on fixed pooled features (full-batch L-BFGS, L2 penalty)."""
-    fc = net.fc
+    fit_linear(net.fc, feats, labels, weight_decay, smoothing, steps)
+
+
+def fit_linear(fc: nn.Linear, feats: torch.Tensor, labels: torch.Tensor, weight_decay: float = 1e-3,
+               smoothing: float = 0.1, steps: int = 300) -> None:
+    """Fit the linear layer ``fc`` on fixed features (full-batch L-BFGS, L2 penalty on standardised inputs)."""
     nn.init.zeros_(fc.weight)
     nn.init.zeros_(fc.bias)
     # standardise for conditioning, then fold the scaling back into the layer
@@ -155,13 +240,45 @@ def linear_probe(net: ClassNet, feats: torch.Tensor, labels: torch.Tensor, weigh
         fc.bias.copy_(b - (w * (mu / sd)).sum(1))
 
 
+def _probe_wd(n: int) -> float:
+    """L2 strength of the linear probe for ``n`` training images (stronger for smaller sets)."""
+    return float(np.clip(5.0 / max(n, 1), 0.005, 0.1))
+
+
+def cross_validate_pooling(feats: torch.Tensor, y: np.ndarray, n_copies: int, channels: int, n_pools: int,
+                           smoothing: float, seed: int, folds: int = 5) -> dict[str, float]:
+    """Accuracy of the linear probe under ``global`` and ``grid`` pooling, by stratified k-fold over the images.
+
+    ``feats`` are grid-pooled features [n_copies * N, K * G] (copy 0 unaugmented); the global-pooled ones are
+    their first pool column. Augmented copies of an image stay in its fold; each fold is scored on the
+    unaugmented images it holds out.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    n = len(y)
+    k = int(min(folds, np.bincount(y).min()))
+    if k < 2:
+        return {}
+    variants = {"grid": feats, "global": feats.view(len(feats), channels, n_pools)[:, :, 0].contiguous()}
+    scores = {v: 0 for v in variants}
+    yt = torch.from_numpy(y)
+    for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(n), y):
+        rows = torch.from_numpy(np.concatenate([tr + c * n for c in range(n_copies)]))
+        for name, f in variants.items():
+            head = nn.Linear(f.shape[1], int(y.max()) + 1)
+            fit_linear(head, f[rows], yt[tr].repeat(n_copies), _probe_wd(len(tr)), smoothing)
+            with torch.no_grad():
+                scores[name] += int((head(f[torch.from_numpy(te)]).argmax(1) == yt[te]).sum())
+    return {name: hits / n for name, hits in scores.items()}
+
+
 def fit(x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes: int, cfg: FitConfig,
         progress=None, log=print) -> tuple[ClassNet, dict[str, Any]]:
     """Train on uint8 RGB images ``x`` (labels ``y``); select the epoch on (``vx``, ``vy``)."""
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    net = ClassNet(n_classes, dropout=cfg.dropout)
+    net = ClassNet(n_classes, dropout=cfg.dropout, pooling="global" if cfg.pooling == "global" else "grid")
     yt = torch.from_numpy(y)
     has_val = len(vx) > 0
     history: dict[str, Any] = {"epochs": []}
@@ -176,8 +293,19 @@ def fit(x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes:
     for i, c in enumerate(copies):
         feats.append(pooled_features(net, c))
         update("features", i + 1, len(copies))
-    linear_probe(net, torch.cat(feats), yt.repeat(len(copies)), smoothing=cfg.label_smoothing,
-                 weight_decay=float(np.clip(5.0 / max(len(x), 1), 0.005, 0.1)))
+    feats = torch.cat(feats)
+    if cfg.pooling == "auto":
+        cv = cross_validate_pooling(feats, y, len(copies), net.channels, net.n_pools, cfg.label_smoothing, cfg.seed)
+        history["pooling_cv_accuracy"] = cv
+        # grid pooling only when cross-validation says the part's layout helps; a tie keeps the simpler,
+        # translation-invariant global pooling
+        if not cv or cv["grid"] <= cv["global"]:
+            feats = feats.view(len(feats), net.channels, net.n_pools)[:, :, 0].contiguous()
+            net.set_pooling("global")
+        log("pooling: " + net.pooling + (" (cross-validated probe accuracy: " +
+                                         ", ".join(f"{k} {v:.3f}" for k, v in cv.items()) + ")" if cv else ""))
+    history["pooling"] = net.pooling
+    linear_probe(net, feats, yt.repeat(len(copies)), smoothing=cfg.label_smoothing, weight_decay=_probe_wd(len(x)))
 
     def val_metrics() -> tuple[float, float]:
         if not has_val:
@@ -198,7 +326,7 @@ def fit(x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes:
             copies = [allx] + [cfg.augment(allx, rng) for _ in range(cfg.probe_augment_copies)]
             linear_probe(net, torch.cat([pooled_features(net, c) for c in copies]),
                          torch.from_numpy(np.concatenate([y, vy])).repeat(len(copies)),
-                         smoothing=cfg.label_smoothing, weight_decay=float(np.clip(5.0 / len(allx), 0.005, 0.1)))
+                         smoothing=cfg.label_smoothing, weight_decay=_probe_wd(len(allx)))
         history.update(best_epoch=0, best_val_acc=acc0, stopped="linear probe only", seconds=time.perf_counter() - t_start)
         return net, history
 
@@ -275,7 +403,7 @@ def fit(x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes:
         copies = [allx] + [cfg.augment(allx, rng) for _ in range(cfg.probe_augment_copies)]
         feats = torch.cat([pooled_features(net, c) for c in copies])
         linear_probe(net, feats, ally.repeat(len(copies)), smoothing=cfg.label_smoothing,
-                     weight_decay=float(np.clip(5.0 / len(allx), 0.005, 0.1)))
+                     weight_decay=_probe_wd(len(allx)))
         history["refit_head"] = True
     for p in net.parameters():
         p.requires_grad_(False)

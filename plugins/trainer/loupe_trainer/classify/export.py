@@ -82,13 +82,16 @@ def write_classifier_bundle(net: ClassNet, out: Path, classes: list[str], size: 
         onnx_path = Path(tmp) / "model.onnx"
         export_onnx(net, size, onnx_path)
         parity = parity_check(net, onnx_path, raw_images, resized_rgb, size, threads)
-        w = net.fc.weight.detach().numpy().astype(np.float32)
-        b = net.fc.bias.detach().numpy().astype(np.float32)
+        with torch.no_grad():
+            h, wd = (int(d) for d in net.features(torch.zeros(1, 3, *size)).shape[-2:])
+        w, b = net.cam_weights(h, wd)
         full = {**meta, "task": "classify", "classes": list(classes), "input_size": [int(size[0]), int(size[1])],
                 "normalisation": DEFAULT_NORMALISATION, "model": "model.onnx",
                 "outputs": {"logits": "[N, C] class scores (softmax gives probabilities)",
                             "features": "[N, K, h, w] last feature map (stages 4-6 concatenated at stride 16); "
-                                        "CAM_c = cam_weights[c] . F + cam_bias[c]"},
+                                        "CAM_c = sum over k of cam_weights[c, k] * F[k] + cam_bias[c] "
+                                        "(cam_weights [C, K] or, for grid pooling, [C, K, h, w]); "
+                                        "the mean of CAM_c over the map is the logit"},
                 "onnx_opset": OPSET, "parity": parity}
         return write_bundle(out, full, {"model.onnx": onnx_path, "cam_weights.npy": _npy(w),
                                         "cam_bias.npy": _npy(b)})

