@@ -238,3 +238,100 @@ def fuse_nn_distance(model) -> dict | None:
         return {"bank": int(bt.shape[1]), "dim": int(bt.shape[0]), "removed": [n.name for n in old],
                 "note": "min_k(|x|^2 - 2x.b_k + |b_k|^2) = |x|^2 + min_k([x,1].[-2b_k; |b_k|^2]), float32"}
     return None
+
+
+def quantize_nn_search(model) -> dict | None:
+    """Run the anomaly graph's nearest-neighbour *search* in int8; keep the *distance* float32 and exact.
+
+    The trainers export the search as ``min_k (x @ (-2 B^T) + |b|^2)`` (MatMul, Add, ReduceMin; ``|x|^2`` is
+    added after the min). This becomes:
+
+    * ``DynamicQuantizeMatMul`` (ONNX Runtime's contrib op: the patch features are quantised to uint8 per
+      call, the bank is int8 with one scale per bank entry, the ``|b|^2`` bias is added in float) giving the
+      approximate scores, and ``ArgMin`` over the bank: *which* entry is nearest;
+    * a ``Gather`` of that entry's float32 row and the exact ``|x - b|^2 - |x|^2``, so the value handed on is
+      the float32 distance to a real bank entry, never a quantised one. Where int8 picks a different entry
+      than float would, the distance is to the runner-up: slightly larger, and measured (see the int8
+      optimiser's sensitivity table, group ``nn_search``).
+
+    Returns what was done, or ``None`` when the pattern is not in the graph (it is left unchanged).
+    """
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    prod = {o: n for n in g.node for o in n.output}
+    users: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    inits = {i.name: i for i in g.initializer}
+    for rm in list(g.node):
+        if rm.op_type != "ReduceMin" or len(rm.input) > 1:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in rm.attribute}
+        if list(attrs.get("axes", [])) not in ([1], [-1]) or attrs.get("keepdims", 1) != 0:
+            continue
+        add = prod.get(rm.input[0])
+        if add is None:
+            continue
+        if add.op_type == "Gemm":  # MatMul + Add as fused by ONNX Runtime's optimiser (quant_pre_process)
+            ga = {a.name: helper.get_attribute_value(a) for a in add.attribute}
+            if (ga.get("transA", 0) or ga.get("transB", 0) or ga.get("alpha", 1.0) != 1.0
+                    or ga.get("beta", 1.0) != 1.0 or len(add.input) != 3
+                    or add.input[1] not in inits or add.input[2] not in inits):
+                continue
+            mm, bsq_name, x, w_name, old = add, add.input[2], add.input[0], add.input[1], [add, rm]
+        elif add.op_type == "Add":
+            bsq_name = next((i for i in add.input if i in inits), None)
+            mm = next((prod.get(i) for i in add.input if i != bsq_name and i in prod), None)
+            if bsq_name is None or mm is None or mm.op_type != "MatMul" or mm.input[1] not in inits:
+                continue
+            if len(users.get(mm.output[0], [])) != 1:
+                continue
+            x, w_name, old = mm.input[0], mm.input[1], [mm, add, rm]
+        else:
+            continue
+        if len(users.get(add.output[0], [])) != 1:
+            continue
+        btn2 = numpy_helper.to_array(inits[w_name]).astype(np.float32)                  # (D, K) = -2 B^T
+        bsq = numpy_helper.to_array(inits[bsq_name]).astype(np.float32).reshape(-1)     # (K,)
+        if btn2.ndim != 2 or bsq.shape[0] != btn2.shape[1]:
+            continue
+        scale = np.maximum(np.abs(btn2).max(axis=0), 1e-12).astype(np.float32) / 127.0  # per bank entry
+        bq = np.clip(np.round(btn2 / scale), -127, 127).astype(np.int8)
+        bank = np.ascontiguousarray((btn2 / -2.0).T).astype(np.float32)                # (K, D)
+        pre = rm.name or "nn"
+        nm = {k: f"{pre}/q8_{k}" for k in ("bq", "scale", "zp", "bsq", "bank", "ax", "s", "idx", "c", "d", "dd",
+                                           "d2", "xx", "xn")}
+        g.initializer.extend([numpy_helper.from_array(bq, nm["bq"]), numpy_helper.from_array(scale, nm["scale"]),
+                              numpy_helper.from_array(np.zeros(bq.shape[1], np.int8), nm["zp"]),
+                              numpy_helper.from_array(bsq, nm["bsq"]), numpy_helper.from_array(bank, nm["bank"]),
+                              numpy_helper.from_array(np.array([1], np.int64), nm["ax"])])
+        new = [
+            helper.make_node("DynamicQuantizeMatMul", [x, nm["bq"], nm["scale"], nm["zp"], nm["bsq"]], [nm["s"]],
+                             name=f"{pre}/q8_search", domain="com.microsoft"),
+            helper.make_node("ArgMin", [nm["s"]], [nm["idx"]], axis=1, keepdims=0, name=f"{pre}/q8_argmin"),
+            helper.make_node("Gather", [nm["bank"], nm["idx"]], [nm["c"]], axis=0, name=f"{pre}/q8_gather"),
+            helper.make_node("Sub", [x, nm["c"]], [nm["d"]], name=f"{pre}/q8_diff"),
+            helper.make_node("Mul", [nm["d"], nm["d"]], [nm["dd"]], name=f"{pre}/q8_sq"),
+            helper.make_node("ReduceSum", [nm["dd"], nm["ax"]], [nm["d2"]], keepdims=0, name=f"{pre}/q8_d2"),
+            helper.make_node("Mul", [x, x], [nm["xx"]], name=f"{pre}/q8_xsq"),
+            helper.make_node("ReduceSum", [nm["xx"], nm["ax"]], [nm["xn"]], keepdims=0, name=f"{pre}/q8_xn"),
+            # what the ReduceMin handed on: min_k(|b_k|^2 - 2 x.b_k) = |x - b*|^2 - |x|^2
+            helper.make_node("Sub", [nm["d2"], nm["xn"]], [rm.output[0]], name=f"{pre}/q8_value"),
+        ]
+        nodes = list(g.node)
+        at = sum(1 for n in nodes[:nodes.index(rm)] if all(n is not o for o in old))
+        keep = [n for n in nodes if all(n is not o for o in old)]
+        del g.node[:]
+        g.node.extend(keep[:at] + new + keep[at:])
+        still = {i for n in g.node for i in n.input}
+        for name in (w_name, bsq_name):
+            if name not in still and name in inits:
+                g.initializer.remove(inits[name])
+        if not any(o.domain == "com.microsoft" for o in model.opset_import):
+            model.opset_import.extend([helper.make_opsetid("com.microsoft", 1)])
+        return {"bank": int(btn2.shape[1]), "dim": int(btn2.shape[0]),
+                "search": "DynamicQuantizeMatMul (uint8 patches per call, int8 bank per entry) + ArgMin",
+                "distance": "float32 |x - b|^2 to the entry found (exact)"}
+    return None

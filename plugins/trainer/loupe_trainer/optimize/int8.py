@@ -21,11 +21,16 @@ developed on; see notes/issue-6.md for the figures):
   the fp32 graph's time). Both rewrites are float-only and are recorded under
   ``float_rewrites``; bench/optimize.py times an fp32 graph with the same
   rewrites, so the gain of quantisation itself stays visible.
-* **Only the EfficientNet-Lite0 trunk is quantised.** Everything after it stays
-  float32: for anomaly bundles the feature aggregation, the nearest-neighbour
-  distance (``|x|^2 - 2 x.b + |b|^2`` would lose everything to int8
-  cancellation), the position normalisation and the smoothing; for
-  classification bundles the pooling and the linear head.
+* **The EfficientNet-Lite0 trunk is quantised, and the anomaly graph's
+  nearest-neighbour *search*; the rest stays float32**: for anomaly bundles the
+  feature aggregation, the nearest-neighbour *distance* (``|x|^2 - 2 x.b +
+  |b|^2`` in int8 would lose everything to cancellation), the position
+  normalisation and the smoothing; for classification bundles the pooling and
+  the linear head. The search (which bank entry is nearest: more than half of
+  the float graph's time once the trunk is fast) runs as an int8 matrix product
+  and the distance to the entry it finds is recomputed exactly in float32
+  (``graph.quantize_nn_search``); it is a candidate group (``nn_search``) in the
+  sensitivity search below, so it too stays float when it hurts.
 * **Sensitive parts stay float, chosen by measurement**: each backbone group
   (stem, block0..15, head) is quantised *alone* (calibration is computed once
   and cached) and the relative L2 change of the graph's outputs on held-out
@@ -59,8 +64,9 @@ class Int8Params(Params):
     per_channel: bool = Field(True, description="per-channel weight scales (per-tensor is ~3x less accurate here)")
     format: Literal["qoperator", "qdq"] = Field("qoperator", description="quantised graph format (QOperator is the "
                                                                         "fast one on CPU)")
-    keep_float: list[str] | None = Field(None, description="backbone groups to keep in float (stem, block0..block15, "
-                                                           "head); default: chosen by the sensitivity search")
+    keep_float: list[str] | None = Field(None, description="groups to keep in float (stem, block0..block15, head, "
+                                                           "and nn_search for anomaly graphs); default: chosen by "
+                                                           "the sensitivity search")
     sensitivity_share: float = Field(0.1, gt=0.0, le=1.0, description="keep a group in float when its "
                                                                       "single-group error is at least this share "
                                                                       "of all groups' errors summed")
@@ -108,6 +114,22 @@ def quantize(pre: Path, dst: Path, reader, nodes: list[str], params: Int8Params,
                     nodes_to_quantize=nodes, calibration_cache_path=str(cache))
 
 
+#: the pseudo-group of the anomaly graph's nearest-neighbour search (see graph.quantize_nn_search)
+SEARCH = "nn_search"
+
+
+def quantize_search(src: Path, dst: Path) -> dict | None:
+    """Copy the graph at ``src`` to ``dst`` with its nearest-neighbour search in int8 (distance kept float)."""
+    import onnx
+
+    from .graph import quantize_nn_search
+
+    model = onnx.load(str(src))
+    done = quantize_nn_search(model)
+    onnx.save(model, str(dst))
+    return done
+
+
 def sensitivity(pre: Path, tmp: Path, reader, groups: list[str], model, check: list[np.ndarray],
                 ref: list, names: list[str], params: Int8Params, cache: Path, progress: Progress) -> dict[str, float]:
     """Relative L2 change of the outputs when only one group is quantised (the rest float)."""
@@ -116,7 +138,10 @@ def sensitivity(pre: Path, tmp: Path, reader, groups: list[str], model, check: l
     out: dict[str, float] = {}
     for i, g in enumerate(groups):
         q = tmp / f"sens_{g}.onnx"
-        quantize(pre, q, reader, nodes_in(model, [g]), params, cache)
+        if g == SEARCH:
+            quantize_search(pre, q)
+        else:
+            quantize(pre, q, reader, nodes_in(model, [g]), params, cache)
         out[g] = round(mean_rel_l2(compare_outputs(ref, run_all(session(q, params.threads), check), names)), 5)
         q.unlink()
         progress.update("sensitivity", i + 1, len(groups), **{g: out[g]})
@@ -145,7 +170,7 @@ class Int8Optimizer(Optimizer):
 
         from . import common
         from .graph import backbone_groups, compare_outputs, ensure_node_names, fold_pads, fuse_nn_distance, \
-            mean_rel_l2, nodes_in, run_all, session
+            mean_rel_l2, nodes_in, quantize_nn_search, run_all, session
 
         common.require_float(bundle, "int8")
         t0 = time.perf_counter()
@@ -178,6 +203,10 @@ class Int8Optimizer(Optimizer):
             if not groups:
                 raise BundleError(f"{src}: no EfficientNet-Lite0 backbone nodes found in the graph (node names "
                                   f"like /.../_blocks.N/...); int8 only knows the Loupe trainers' graphs")
+            import copy
+
+            if quantize_nn_search(copy.deepcopy(model)) is not None:
+                groups = groups + [SEARCH]   # anomaly graphs: the search is a candidate like any backbone group
             ref_sess = session(pre, params.threads)
             names = [o.name for o in ref_sess.get_outputs()]
             ref = run_all(ref_sess, check)
@@ -195,10 +224,11 @@ class Int8Optimizer(Optimizer):
                     raise UsageError(f"--keep-float: unknown group(s) {unknown}; the graph has {groups}")
                 keep = list(params.keep_float)
             quant_groups = [g for g in groups if g not in keep]
-            nodes = nodes_in(model, quant_groups)
+            nodes = nodes_in(model, [g for g in quant_groups if g != SEARCH])
             progress.update("quantise", 0, 1)
             dst = tmp / "model_int8.onnx"
             quantize(pre, dst, reader, nodes, params, cache)
+            search = quantize_search(dst, dst) if SEARCH in quant_groups else None
             onnx.checker.check_model(str(dst))
             progress.update("quantise", 1, 1)
             cmp = compare_outputs(ref, run_all(session(dst, params.threads), check), names)
@@ -214,6 +244,8 @@ class Int8Optimizer(Optimizer):
                 "quantized_groups": quant_groups, "float_groups": keep,
                 "float_rest": "everything after the backbone (pooling/head, or aggregation, nearest-neighbour "
                               "distance, normalisation, smoothing)",
+                "nn_search": search or ("kept float (by measurement or --keep-float)" if SEARCH in groups
+                                        else "not present"),
                 "excluded_nodes": excluded,
                 "sensitivity": {"metric": "mean relative L2 change of the outputs with only that group quantised",
                                 "by_group": sens, "share": params.sensitivity_share,
