@@ -91,7 +91,7 @@ def main(argv=None) -> int:
 
 def optimise_and_compare(d: Path, fp32: Path, data: Path, args) -> str:
     bundles = [fp32]
-    for method, extra in (("int8", []), ("prune", ["--steps", 60 if args.quick else 300, "--max-minutes", 2 if args.quick else 5]),
+    for method, extra in (("int8", []), ("prune", ["--steps", 60, "--max-minutes", 2] if args.quick else []),
                           *((("fp16", []),) if args.fp16 else ())):
         out = d / method
         if not (out / "manifest.json").exists():

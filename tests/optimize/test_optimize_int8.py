@@ -118,7 +118,7 @@ def test_int8_search_finds_the_float_neighbour(fused):
     from loupe_trainer.optimize.graph import quantize_nn_search
 
     rng = np.random.default_rng(0)
-    n, k, d = 300, 500, 24
+    n, k, d = 300, 500, 24   # 500: not a multiple of the search's chunk width
     bank = rng.normal(size=(k, d)).astype(np.float32)
     x = (bank[rng.integers(0, k, n)] + 0.2 * rng.normal(size=(n, d))).astype(np.float32)
     inits = [numpy_helper.from_array((-2 * bank).T.copy(), "btn2"),

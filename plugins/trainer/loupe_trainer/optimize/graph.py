@@ -297,20 +297,45 @@ def quantize_nn_search(model) -> dict | None:
         bsq = numpy_helper.to_array(inits[bsq_name]).astype(np.float32).reshape(-1)     # (K,)
         if btn2.ndim != 2 or bsq.shape[0] != btn2.shape[1]:
             continue
+        k = btn2.shape[1]
+        # ORT's ArgMin is a plain loop (5x slower than ReduceMin over the patches x bank scores), so the
+        # index is found in two steps: the min of each chunk of WIDTH entries (ReduceMin), the best chunk
+        # (ArgMin over K / WIDTH values), then the best entry inside it. The bank is padded to a multiple of
+        # WIDTH with entries whose |b|^2 is huge, so they are never picked.
+        width = 64
+        kp = -(-k // width) * width
+        pad = kp - k
+        btn2 = np.pad(btn2, ((0, 0), (0, pad)))
+        bsq = np.concatenate([bsq, np.full(pad, 1e30, np.float32)])
         scale = np.maximum(np.abs(btn2).max(axis=0), 1e-12).astype(np.float32) / 127.0  # per bank entry
         bq = np.clip(np.round(btn2 / scale), -127, 127).astype(np.int8)
-        bank = np.ascontiguousarray((btn2 / -2.0).T).astype(np.float32)                # (K, D)
+        bank = np.ascontiguousarray((btn2 / -2.0).T).astype(np.float32)                # (K', D)
         pre = rm.name or "nn"
-        nm = {k: f"{pre}/q8_{k}" for k in ("bq", "scale", "zp", "bsq", "bank", "ax", "s", "idx", "c", "d", "dd",
-                                           "d2", "xx", "xn")}
+        nm = {k: f"{pre}/q8_{k}" for k in ("bq", "scale", "zp", "bsq", "bank", "ax", "s", "shape3", "s3", "cmin",
+                                           "chunk", "chunk3", "expand", "cidx", "cvals", "inner", "width", "base",
+                                           "idx3", "flat", "idx", "c", "d", "dd", "d2", "xx", "xn")}
         g.initializer.extend([numpy_helper.from_array(bq, nm["bq"]), numpy_helper.from_array(scale, nm["scale"]),
-                              numpy_helper.from_array(np.zeros(bq.shape[1], np.int8), nm["zp"]),
+                              numpy_helper.from_array(np.zeros(kp, np.int8), nm["zp"]),
                               numpy_helper.from_array(bsq, nm["bsq"]), numpy_helper.from_array(bank, nm["bank"]),
-                              numpy_helper.from_array(np.array([1], np.int64), nm["ax"])])
+                              numpy_helper.from_array(np.array([1], np.int64), nm["ax"]),
+                              numpy_helper.from_array(np.array([0, kp // width, width], np.int64), nm["shape3"]),
+                              numpy_helper.from_array(np.array([1, 1, width], np.int64), nm["expand"]),
+                              numpy_helper.from_array(np.array(width, np.int64), nm["width"]),
+                              numpy_helper.from_array(np.array([-1], np.int64), nm["flat"])])
         new = [
             helper.make_node("DynamicQuantizeMatMul", [x, nm["bq"], nm["scale"], nm["zp"], nm["bsq"]], [nm["s"]],
                              name=f"{pre}/q8_search", domain="com.microsoft"),
-            helper.make_node("ArgMin", [nm["s"]], [nm["idx"]], axis=1, keepdims=0, name=f"{pre}/q8_argmin"),
+            helper.make_node("Reshape", [nm["s"], nm["shape3"]], [nm["s3"]], name=f"{pre}/q8_chunks"),  # (P, G, W)
+            helper.make_node("ReduceMin", [nm["s3"]], [nm["cmin"]], axes=[2], keepdims=0, name=f"{pre}/q8_cmin"),
+            helper.make_node("ArgMin", [nm["cmin"]], [nm["chunk"]], axis=1, keepdims=1, name=f"{pre}/q8_chunk"),
+            helper.make_node("Unsqueeze", [nm["chunk"], nm["ax"]], [nm["chunk3"]], name=f"{pre}/q8_chunk3"),
+            helper.make_node("Expand", [nm["chunk3"], nm["expand"]], [nm["cidx"]], name=f"{pre}/q8_cidx"),
+            helper.make_node("GatherElements", [nm["s3"], nm["cidx"]], [nm["cvals"]], axis=1,
+                             name=f"{pre}/q8_cvals"),                                              # (P, 1, W)
+            helper.make_node("ArgMin", [nm["cvals"]], [nm["inner"]], axis=2, keepdims=0, name=f"{pre}/q8_inner"),
+            helper.make_node("Mul", [nm["chunk"], nm["width"]], [nm["base"]], name=f"{pre}/q8_base"),
+            helper.make_node("Add", [nm["base"], nm["inner"]], [nm["idx3"]], name=f"{pre}/q8_index"),
+            helper.make_node("Reshape", [nm["idx3"], nm["flat"]], [nm["idx"]], name=f"{pre}/q8_flat"),
             helper.make_node("Gather", [nm["bank"], nm["idx"]], [nm["c"]], axis=0, name=f"{pre}/q8_gather"),
             helper.make_node("Sub", [x, nm["c"]], [nm["d"]], name=f"{pre}/q8_diff"),
             helper.make_node("Mul", [nm["d"], nm["d"]], [nm["dd"]], name=f"{pre}/q8_sq"),
@@ -331,7 +356,8 @@ def quantize_nn_search(model) -> dict | None:
                 g.initializer.remove(inits[name])
         if not any(o.domain == "com.microsoft" for o in model.opset_import):
             model.opset_import.extend([helper.make_opsetid("com.microsoft", 1)])
-        return {"bank": int(btn2.shape[1]), "dim": int(btn2.shape[0]),
-                "search": "DynamicQuantizeMatMul (uint8 patches per call, int8 bank per entry) + ArgMin",
+        return {"bank": int(k), "dim": int(btn2.shape[0]),
+                "search": "DynamicQuantizeMatMul (uint8 patches per call, int8 bank per entry), then the arg-min "
+                          f"by chunks of {width}",
                 "distance": "float32 |x - b|^2 to the entry found (exact)"}
     return None

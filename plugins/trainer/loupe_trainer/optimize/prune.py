@@ -51,7 +51,8 @@ class PruneParams(Params):
     calib: str | None = Field(None, description="folder of images for channel importance and recovery (default: "
                                                 "the bundle's training images)")
     calib_images: int = Field(200, ge=4, le=20000, description="most images used for importance and recovery")
-    steps: int = Field(300, ge=0, le=100000, description="recovery (fine-tune / distillation) steps")
+    steps: int = Field(1000, ge=0, le=100000, description="recovery (fine-tune / distillation) steps (the time "
+                                                              "budget may end it sooner)")
     batch_size: int = Field(16, ge=2, le=256, description="images per recovery step")
     lr: float = Field(1e-4, gt=0, le=1.0, description="AdamW learning rate of the recovery")
     max_minutes: float = Field(6.0, gt=0, description="time budget of the recovery")
