@@ -69,6 +69,36 @@ def test_head_as_cam_weights_round_trip(pooling):
         np.testing.assert_allclose(other(x)[0].numpy(), logits.numpy(), rtol=1e-4, atol=1e-4)
 
 
+def test_pooling_choice_by_cross_validation():
+    """auto pooling picks grid when the class is *where* a feature is, and global when position is noise."""
+    import torch
+
+    from loupe_trainer.classify.engine import cross_validate_pooling, pool_matrix
+
+    rng = np.random.default_rng(0)
+    n, k, h, w = 120, 4, 6, 6
+    y = np.repeat(np.arange(3), n // 3)
+    p = pool_matrix(h, w, "grid")
+
+    def pooled(maps):
+        return torch.from_numpy((maps.reshape(n, k, h * w) @ p).reshape(n, -1).astype(np.float32))
+
+    # the same feature for every class, at a class-specific place: identical global averages
+    placed = rng.normal(0, 0.1, (n, k, h, w))
+    for i, c in enumerate(y):
+        r, col = [(0, 0), (0, 4), (4, 2)][c]
+        placed[i, 0, r:r + 2, col:col + 2] += 3.0
+    cv = cross_validate_pooling(pooled(placed), y, 1, k, p.shape[1], 0.1, 0)
+    assert cv["grid"] > 0.9 and cv["grid"] > cv["global"] + 0.3
+    # a class-specific feature anywhere on the map: the cells add nothing but noise
+    anywhere = rng.normal(0, 0.1, (n, k, h, w))
+    for i, c in enumerate(y):
+        r, col = rng.integers(0, 5, 2)
+        anywhere[i, c, r:r + 2, col:col + 2] += 3.0
+    cv = cross_validate_pooling(pooled(anywhere), y, 1, k, p.shape[1], 0.1, 0)
+    assert cv["global"] > 0.9 and cv["global"] >= cv["grid"]
+
+
 def test_eval_json_matches_sklearn(tiny_bundle, fmnist_small, tmp_path):
     from sklearn.metrics import confusion_matrix, precision_score, recall_score
 

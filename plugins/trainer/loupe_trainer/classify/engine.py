@@ -246,7 +246,8 @@ def _probe_wd(n: int) -> float:
 
 
 def cross_validate_pooling(feats: torch.Tensor, y: np.ndarray, n_copies: int, channels: int, n_pools: int,
-                           smoothing: float, seed: int, folds: int = 5) -> dict[str, float]:
+                           smoothing: float, seed: int, folds: int = 5,
+                           max_images: int = 2000) -> dict[str, float]:
     """Accuracy of the linear probe under ``global`` and ``grid`` pooling, by stratified k-fold over the images.
 
     ``feats`` are grid-pooled features [n_copies * N, K * G] (copy 0 unaugmented); the global-pooled ones are
@@ -256,20 +257,30 @@ def cross_validate_pooling(feats: torch.Tensor, y: np.ndarray, n_copies: int, ch
     from sklearn.model_selection import StratifiedKFold
 
     n = len(y)
-    k = int(min(folds, np.bincount(y).min()))
-    if k < 2:
+    if np.bincount(y).min() < 2:
         return {}
+    # large sets: decide on a stratified sample, so the choice costs seconds, not the training budget
+    sample = np.arange(n)
+    if n > max_images:
+        from sklearn.model_selection import train_test_split
+
+        sample = np.sort(train_test_split(sample, train_size=max_images, stratify=y, random_state=seed)[0])
     variants = {"grid": feats, "global": feats.view(len(feats), channels, n_pools)[:, :, 0].contiguous()}
     scores = {v: 0 for v in variants}
     yt = torch.from_numpy(y)
-    for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(n), y):
+    ys = y[sample]
+    k = int(min(folds, np.bincount(ys)[np.unique(ys)].min()))
+    if k < 2:
+        return {}
+    for tr_s, te_s in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(sample)), ys):
+        tr, te = sample[tr_s], sample[te_s]
         rows = torch.from_numpy(np.concatenate([tr + c * n for c in range(n_copies)]))
         for name, f in variants.items():
             head = nn.Linear(f.shape[1], int(y.max()) + 1)
             fit_linear(head, f[rows], yt[tr].repeat(n_copies), _probe_wd(len(tr)), smoothing)
             with torch.no_grad():
                 scores[name] += int((head(f[torch.from_numpy(te)]).argmax(1) == yt[te]).sum())
-    return {name: hits / n for name, hits in scores.items()}
+    return {name: hits / len(sample) for name, hits in scores.items()}
 
 
 def fit(x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes: int, cfg: FitConfig,
