@@ -143,6 +143,30 @@ def fold_pads(model) -> int:
     return len(drop)
 
 
+def _index(g):
+    """(producer of each tensor, consumers of each tensor, initializers by name) of an ONNX graph."""
+    prod = {o: n for n in g.node for o in n.output}
+    users: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    return prod, users, {i.name: i for i in g.initializer}
+
+
+def _replace(g, old: list, new: list, anchor, initializers: list) -> None:
+    """Swap the nodes ``old`` for ``new`` (placed where ``anchor`` was, keeping topological order) and drop the
+    ``initializers`` nothing reads any more."""
+    nodes = list(g.node)
+    at = sum(1 for n in nodes[:nodes.index(anchor)] if all(n is not o for o in old))
+    keep = [n for n in nodes if all(n is not o for o in old)]
+    del g.node[:]
+    g.node.extend(keep[:at] + new + keep[at:])
+    still = {i for n in g.node for i in n.input}
+    for init in initializers:
+        if init.name not in still:
+            g.initializer.remove(init)
+
+
 def _const_value(model, name: str):
     from onnx import numpy_helper
 
@@ -171,12 +195,7 @@ def fuse_nn_distance(model) -> dict | None:
     from onnx import helper, numpy_helper
 
     g = model.graph
-    prod = {o: n for n in g.node for o in n.output}
-    users: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            users.setdefault(i, []).append(n)
-    inits = {i.name: i for i in g.initializer}
+    prod, users, inits = _index(g)
     for rm in list(g.node):
         if rm.op_type != "ReduceMin":
             continue
@@ -226,15 +245,7 @@ def fuse_nn_distance(model) -> dict | None:
             helper.make_node("Add", [names["min"], names["xsq"]], [rm.output[0]], name=f"{pre}/fused_add"),
         ]
         old = [q, p, sub, add, rm]
-        at = list(g.node).index(rm)
-        keep = [n for n in g.node if all(n is not o for o in old)]
-        at = sum(1 for n in list(g.node)[:at] if all(n is not o for o in old))
-        del g.node[:]
-        g.node.extend(keep[:at] + new + keep[at:])
-        still = {i for n in g.node for i in n.input}
-        for name in (p.input[1], bsq_name):
-            if name not in still and name in inits:
-                g.initializer.remove(inits[name])
+        _replace(g, old, new, rm, [inits[n] for n in (p.input[1], bsq_name) if n in inits])
         return {"bank": int(bt.shape[1]), "dim": int(bt.shape[0]), "removed": [n.name for n in old],
                 "note": "min_k(|x|^2 - 2x.b_k + |b_k|^2) = |x|^2 + min_k([x,1].[-2b_k; |b_k|^2]), float32"}
     return None
@@ -259,12 +270,7 @@ def quantize_nn_search(model) -> dict | None:
     from onnx import helper, numpy_helper
 
     g = model.graph
-    prod = {o: n for n in g.node for o in n.output}
-    users: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            users.setdefault(i, []).append(n)
-    inits = {i.name: i for i in g.initializer}
+    prod, users, inits = _index(g)
     for rm in list(g.node):
         if rm.op_type != "ReduceMin" or len(rm.input) > 1:
             continue
@@ -345,15 +351,7 @@ def quantize_nn_search(model) -> dict | None:
             # what the ReduceMin handed on: min_k(|b_k|^2 - 2 x.b_k) = |x - b*|^2 - |x|^2
             helper.make_node("Sub", [nm["d2"], nm["xn"]], [rm.output[0]], name=f"{pre}/q8_value"),
         ]
-        nodes = list(g.node)
-        at = sum(1 for n in nodes[:nodes.index(rm)] if all(n is not o for o in old))
-        keep = [n for n in nodes if all(n is not o for o in old)]
-        del g.node[:]
-        g.node.extend(keep[:at] + new + keep[at:])
-        still = {i for n in g.node for i in n.input}
-        for name in (w_name, bsq_name):
-            if name not in still and name in inits:
-                g.initializer.remove(inits[name])
+        _replace(g, old, new, rm, [inits[n] for n in (w_name, bsq_name) if n in inits])
         if not any(o.domain == "com.microsoft" for o in model.opset_import):
             model.opset_import.extend([helper.make_opsetid("com.microsoft", 1)])
         return {"bank": int(k), "dim": int(btn2.shape[0]),
