@@ -394,6 +394,8 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.opt_btn.clicked.connect(self.optimise)
         if not self.catalogue.optimizers:
             self.opt_method.addItem("no optimiser installed", None)
+        elif self.opt_method.findData("int8") >= 0:  # the one that pays off on a CPU line (fp16 is for GPUs)
+            self.opt_method.setCurrentIndex(self.opt_method.findData("int8"))
         erow.addWidget(self.export_btn)
         erow.addStretch(1)
         erow.addWidget(self.opt_method)
