@@ -17,12 +17,13 @@ from .core.contracts import (Cancelled, Command, InspectTool, ModelRuntime, NoPa
 from .core.errors import BundleError, LoupeError, PluginError, RecipeError, UsageError  # noqa: E402
 from .core.manager import create_plugin_manager  # noqa: E402
 from .core.recipe import Limit, ModelRef, Recipe  # noqa: E402
-from .core.types import ERROR, FAIL, PASS, REVIEW, Frame, FrameResult, Shape, ToolOutput, ToolResult  # noqa: E402
+from .core.types import (ERROR, FAIL, PASS, REVIEW, Frame, FrameResult, LazyShapes, Shape, ToolOutput,  # noqa: E402
+                         ToolResult)
 
 __all__ = [
     "hookimpl", "__version__", "Bundle", "model_sha256", "write_bundle", "Cancelled", "Command", "InspectTool",
     "ModelRuntime", "NoParams", "Optimizer", "Params", "PreprocessTool", "Progress", "Reporter", "RunInfo",
     "Source", "SourceParams", "StepContext", "Trainer", "BundleError", "LoupeError", "PluginError",
     "RecipeError", "UsageError", "create_plugin_manager", "Limit", "ModelRef", "Recipe", "ERROR", "FAIL",
-    "PASS", "REVIEW", "Frame", "FrameResult", "Shape", "ToolOutput", "ToolResult",
+    "PASS", "REVIEW", "Frame", "FrameResult", "LazyShapes", "Shape", "ToolOutput", "ToolResult",
 ]

@@ -20,7 +20,7 @@ from .catalogue import Catalogue
 from .contracts import Reporter, RunInfo, Source, StepContext
 from .errors import UsageError
 from .recipe import Recipe, SourceDoc
-from .types import ERROR, FAIL, PASS, REVIEW, Frame, FrameResult, ToolResult, worst
+from .types import ERROR, FAIL, PASS, REVIEW, Frame, FrameResult, LazyShapes, ToolResult, worst
 
 log = logging.getLogger("loupe.runner")
 
@@ -122,7 +122,8 @@ class Pipeline:
                         verdict = v
             overlays = out.overlays
             if roi is not None and (roi[0] or roi[1]):
-                overlays = [s.shifted(roi[0], roi[1]) for s in overlays]
+                # shifted back to image coordinates when (and if) a reporter or the GUI reads them
+                overlays = LazyShapes(lambda o=overlays, dx=roi[0], dy=roi[1]: [s.shifted(dx, dy) for s in o])
             results.append(ToolResult(name, tool_id, verdict, out.measurements, overlays, out.heatmap,
                                       failures, ms, None, roi))
             if required:

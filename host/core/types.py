@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,18 +92,53 @@ class Shape:
         return d
 
 
+class LazyShapes(Sequence):
+    """Overlays built on first use.
+
+    A tool whose overlays cost real time per frame (one outline per blob) returns
+    ``LazyShapes(make)`` instead of a list; ``make()`` runs the first time anything
+    reads the shapes (the HTML report, the GUI, a JSON reporter), so a production run
+    whose reporters never draw (SQLite, CSV) never pays for them. Reads like a list.
+    """
+
+    __slots__ = ("_make", "_items")
+
+    def __init__(self, make: Callable[[], Sequence[Shape]]):
+        self._make: Callable[[], Sequence[Shape]] | None = make
+        self._items: list[Shape] | None = None
+
+    def _shapes(self) -> list[Shape]:
+        if self._items is None:
+            self._items = list(self._make())
+            self._make = None
+        return self._items
+
+    def __getitem__(self, i):
+        return self._shapes()[i]
+
+    def __len__(self) -> int:
+        return len(self._shapes())
+
+    def __iter__(self) -> Iterator[Shape]:
+        return iter(self._shapes())
+
+    def __repr__(self) -> str:
+        return f"LazyShapes({self._items!r})" if self._items is not None else "LazyShapes(<not built>)"
+
+
 @dataclass(slots=True)
 class ToolOutput:
     """What an inspect tool returns for one image.
 
     ``measurements`` are named numbers (or strings/bools) that recipes put
-    limits on; ``overlays`` are drawn by the GUI and the HTML report;
+    limits on; ``overlays`` are drawn by the GUI and the HTML report (a list,
+    or a :class:`LazyShapes` when they are costly to build);
     ``heatmap`` is an optional float map in [0, 1] (any size: it is stretched
     over the tool's input image) for anomaly or attention maps.
     """
 
     measurements: dict[str, Any]
-    overlays: list[Shape] = field(default_factory=list)
+    overlays: Sequence[Shape] = field(default_factory=list)
     heatmap: np.ndarray | None = None
 
 
@@ -114,7 +150,7 @@ class ToolResult:
     tool: str
     verdict: str
     measurements: dict[str, Any]
-    overlays: list[Shape]
+    overlays: Sequence[Shape]
     heatmap: np.ndarray | None
     failures: list[str]
     ms: float

@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from host import Frame, InspectTool, NoParams, Recipe, Shape, ToolOutput, hookimpl
+from host import Frame, InspectTool, LazyShapes, NoParams, Recipe, Shape, ToolOutput, hookimpl
 from host.core.runner import Pipeline
 from host.testing import run_loupe
 
@@ -147,6 +147,41 @@ def test_roi_review_band_and_decision(register_plugin, tmp_path):
     # a measurement a limit needs but the tool did not produce fails, it does not pass silently
     assert Pipeline(Recipe.from_dict({"loupe_recipe": 1, "inspect": [
         {"tool": "t.spot", "limits": {"value": {"min": 0}}}]}, pm.catalogue)).process(_frame(img)).verdict == "pass"
+
+
+class LazySpot(Spot):
+    id = "t.lazyspot"
+    built = 0
+
+    def inspect(self, image):
+        out = super().inspect(image)
+        shapes = out.overlays
+
+        def make():
+            LazySpot.built += 1
+            return shapes
+
+        return ToolOutput(out.measurements, LazyShapes(make))
+
+
+class LazySpotPlugin:
+    @hookimpl
+    def loupe_inspect(self, register):
+        register(LazySpot)
+
+
+def test_lazy_overlays_are_built_only_when_read(register_plugin, tmp_path):
+    pm = register_plugin(LazySpotPlugin(), "lazyspot")
+    img = np.zeros((50, 80), np.uint8)
+    img[30, 70] = 200
+    doc = {"loupe_recipe": 1, "inspect": [{"tool": "t.lazyspot", "name": "roi", "roi": [60, 20, 20, 20]}]}
+    LazySpot.built = 0
+    res = Pipeline(Recipe.from_dict(doc, pm.catalogue, base_dir=tmp_path)).process(_frame(img))
+    (r,) = res.results
+    assert r.measurements["x"] == 10 and LazySpot.built == 0     # verdicts and measurements need no overlays
+    assert r.overlays[0].points == [(70.0, 30.0)] and len(r.overlays) == 1  # read: built, shifted to the image
+    assert r.to_dict()["overlays"][0]["points"] == [[70.0, 30.0]]
+    assert LazySpot.built == 1                                    # and only once
 
 
 def test_named_inputs(register_plugin):

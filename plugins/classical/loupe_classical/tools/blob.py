@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from host import InspectTool, Shape, ToolOutput
+from host import InspectTool, LazyShapes, Shape, ToolOutput
 
 from ._common import BAD, INFO, OK, BinarizeParams, binarize, to_gray
 
@@ -58,78 +58,84 @@ class Blob(InspectTool):
         mode = cv2.RETR_EXTERNAL if p.fill_holes else cv2.RETR_CCOMP
         contours, hierarchy = cv2.findContours(mask, mode, cv2.CHAIN_APPROX_SIMPLE)
         h, w = mask.shape
-        areas, circs, cents, boxes, kept = [], [], [], [], []
-        rejected = 0
-        for i, c in enumerate(contours):
-            if not p.fill_holes and hierarchy is not None and hierarchy[0][i][3] >= 0:
-                continue  # a hole: measured with its parent
+        holes = not p.fill_holes and hierarchy is not None
+        hier = hierarchy[0].tolist() if holes else None
+        outer = [i for i in range(len(contours)) if not holes or hier[i][3] < 0]  # holes are measured with parents
+        raw = []  # per outer contour: m00, m10, m01, perimeter, x, y, w, h, points; the rest is vectorised
+        for i in outer:
+            c = contours[i]
             m = cv2.moments(c)
-            area = m["m00"]
-            if not p.fill_holes and hierarchy is not None:
-                child = hierarchy[0][i][2]
+            raw.append((m["m00"], m["m10"], m["m01"], cv2.arcLength(c, True), *cv2.boundingRect(c), len(c)))
+        r = np.asarray(raw, np.float64).reshape(-1, 9)
+        m00, per, x, y, bw, bh = r[:, 0], r[:, 3], r[:, 4], r[:, 5], r[:, 6], r[:, 7]
+        area = m00.copy()
+        if holes:
+            for j, i in enumerate(outer):
+                child = hier[i][2]
                 while child >= 0:
-                    area -= cv2.contourArea(contours[child])
-                    child = hierarchy[0][child][0]
-            if area <= 0 and len(c) < 3:
-                area = float(len(c))  # a 1-2 px speck
-            per = cv2.arcLength(c, True)
-            circ = min(1.0, 4.0 * math.pi * m["m00"] / (per * per)) if per > 0 else 0.0
-            x, y, bw, bh = cv2.boundingRect(c)
-            if (area < p.min_area or (p.max_area is not None and area > p.max_area) or circ < p.min_circularity
-                    or (p.exclude_border and (x <= 0 or y <= 0 or x + bw >= w or y + bh >= h))):
-                rejected += 1
-                continue
-            cx, cy = (m["m10"] / m["m00"], m["m01"] / m["m00"]) if m["m00"] > 0 else (x + bw / 2, y + bh / 2)
-            areas.append(float(area))
-            circs.append(float(circ))
-            cents.append((float(cx), float(cy)))
-            boxes.append((x, y, bw, bh))
-            kept.append(c)
+                    area[j] -= cv2.contourArea(contours[child])
+                    child = hier[child][0]
+        speck = (area <= 0) & (r[:, 8] < 3)
+        area[speck] = r[speck, 8]  # a 1-2 px speck
+        with np.errstate(divide="ignore", invalid="ignore"):
+            circ = np.where(per > 0, np.minimum(1.0, 4.0 * math.pi * m00 / (per * per)), 0.0)
+            cx = np.where(m00 > 0, r[:, 1] / m00, x + bw / 2)
+            cy = np.where(m00 > 0, r[:, 2] / m00, y + bh / 2)
+        ok = (area >= p.min_area) & (circ >= p.min_circularity)
+        if p.max_area is not None:
+            ok &= area <= p.max_area
+        if p.exclude_border:
+            ok &= (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
+        rejected = int((~ok).sum())
+        t = np.stack([area, circ, cx, cy, x, y, bw, bh], 1)[ok]
+        kept = [contours[outer[j]] for j in np.flatnonzero(ok)]
         # sort blobs top-to-bottom, left-to-right (stable reading order for reports)
-        order = sorted(range(len(areas)), key=lambda j: (round(cents[j][1] / 8), cents[j][0]))
-        areas = [areas[j] for j in order]
-        circs = [circs[j] for j in order]
-        cents = [cents[j] for j in order]
-        boxes = [boxes[j] for j in order]
+        order = np.lexsort((t[:, 2], np.round(t[:, 3] / 8)))
+        t = t[order]
         kept = [kept[j] for j in order]
-        n = len(areas)
+        areas, circs, cents = t[:, 0], t[:, 1], t[:, 2:4]
+        n = len(t)
         pitch = _nn_pitch(cents)
         meas = {
             "count": n,
-            "total_area": float(sum(areas)),
-            "mean_area": float(np.mean(areas)) if n else 0.0,
-            "min_area": float(min(areas)) if n else 0.0,
-            "max_area": float(max(areas)) if n else 0.0,
-            "mean_circularity": float(np.mean(circs)) if n else 0.0,
-            "min_circularity": float(min(circs)) if n else 0.0,
+            "total_area": float(areas.sum()),
+            "mean_area": float(areas.mean()) if n else 0.0,
+            "min_area": float(areas.min()) if n else 0.0,
+            "max_area": float(areas.max()) if n else 0.0,
+            "mean_circularity": float(circs.mean()) if n else 0.0,
+            "min_circularity": float(circs.min()) if n else 0.0,
             "pitch": pitch,
             "rejected": rejected,
             # per-blob details (not limit targets; stored in reports as JSON)
             "areas": np.round(areas, 2).tolist(),
-            "centroids": np.round(np.asarray(cents, np.float64).reshape(-1, 2), 3).tolist(),
-            "bboxes": [list(b) for b in boxes],
+            "centroids": np.round(cents, 3).tolist(),
+            "bboxes": t[:, 4:8].astype(np.int64).tolist(),
             "circularities": np.round(circs, 4).tolist(),
         }
         if p.px_per_mm:
             s = p.px_per_mm
             meas.update({"total_area_mm2": meas["total_area"] / s ** 2, "mean_area_mm2": meas["mean_area"] / s ** 2,
                          "pitch_mm": pitch / s})
-        overlays: list[Shape] = []
-        for j in range(min(n, p.max_overlays)):
-            pts = kept[j]
-            if len(pts) > 24:  # a simplified outline (within 1 px) keeps reports small and drawing fast
-                pts = cv2.approxPolyDP(pts, 1.0, True)
-            overlays.append(Shape("polygon", pts.reshape(-1, 2).tolist(), status=OK))
-            overlays.append(Shape("point", [cents[j]], label=str(j + 1), status=INFO))
-        if n == 0:
-            overlays.append(Shape("text", [(2.0, 12.0)], label="no blob", status=BAD))
-        return ToolOutput(meas, overlays)
+        # one outline per blob is most of this tool's own cost: built only if a report or the GUI draws them
+        return ToolOutput(meas, LazyShapes(lambda: _outlines(kept[:p.max_overlays], cents, n)))
 
 
-def _nn_pitch(cents: list[tuple[float, float]]) -> float:
-    """Median distance from each centroid to its nearest other centroid (OpenCV's brute-force 2-NN)."""
+def _outlines(contours: list[np.ndarray], cents: np.ndarray, n: int) -> list[Shape]:
+    overlays: list[Shape] = []
+    for j, pts in enumerate(contours):
+        if len(pts) > 24:  # a simplified outline (within 1 px) keeps reports small and drawing fast
+            pts = cv2.approxPolyDP(pts, 1.0, True)
+        overlays.append(Shape("polygon", pts.reshape(-1, 2).tolist(), status=OK))
+        overlays.append(Shape("point", [(float(cents[j, 0]), float(cents[j, 1]))], label=str(j + 1), status=INFO))
+    if n == 0:
+        overlays.append(Shape("text", [(2.0, 12.0)], label="no blob", status=BAD))
+    return overlays
+
+
+def _nn_pitch(cents: np.ndarray) -> float:
+    """Median distance from each centroid [N, 2] to its nearest other centroid (OpenCV's brute-force 2-NN)."""
     if len(cents) < 2:
         return 0.0
-    pts = np.asarray(cents, dtype=np.float32)
+    pts = np.ascontiguousarray(cents, dtype=np.float32)
     d, _ = cv2.batchDistance(pts, pts, cv2.CV_32F, normType=cv2.NORM_L2, K=2)  # column 0: the point itself
     return float(np.median(d[:, 1]))
