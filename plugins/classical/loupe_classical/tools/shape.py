@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from host import InspectTool, Shape, ToolOutput
+from host import InspectTool, LazyShapes, Shape, ToolOutput
 
 from ._common import BAD, INFO, OK, BinarizeParams, binarize, to_gray
 
@@ -93,15 +93,17 @@ class ShapeMeasure(InspectTool):
             meas["diameter_mm"] = meas["diameter"] / s
             for k in _LENGTHS:
                 meas[k + "_mm"] = meas[k] / s
-        box = cv2.boxPoints(((rx, ry), (rw, rh), rang))
-        outline = cv2.approxPolyDP(c, 0.5, True).reshape(-1, 2).tolist()
-        overlays = [
-            Shape("polygon", outline, status=INFO),
-            Shape("circle", [(float(cx), float(cy))], radius=float(r), label=f"Ø {2 * r:.2f} px", status=OK),
-            Shape("ellipse", [(float(ex), float(ey))], axes=(ea / 2.0, eb / 2.0), angle=float(eang), status=INFO),
-            Shape("polygon", box.tolist(), status=INFO),
-        ]
-        return ToolOutput(meas, overlays)
+        def overlays() -> list[Shape]:  # built only when a reporter or the GUI draws them
+            box = cv2.boxPoints(((rx, ry), (rw, rh), rang))
+            return [
+                Shape("polygon", cv2.approxPolyDP(c, 0.5, True).reshape(-1, 2).tolist(), status=INFO),
+                Shape("circle", [(float(cx), float(cy))], radius=float(r), label=f"Ø {2 * r:.2f} px", status=OK),
+                Shape("ellipse", [(float(ex), float(ey))], axes=(ea / 2.0, eb / 2.0), angle=float(eang),
+                      status=INFO),
+                Shape("polygon", box.tolist(), status=INFO),
+            ]
+
+        return ToolOutput(meas, LazyShapes(overlays))
 
 
 def fit_circle(pts: np.ndarray) -> tuple[float, float, float]:
