@@ -56,18 +56,25 @@ class ShapeMeasure(InspectTool):
         p = self.params
         mask = binarize(to_gray(image), p)
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        objs = [(cv2.contourArea(c), c) for c in contours]
-        objs = [o for o in objs if o[0] >= p.min_area and len(o[1]) >= 5]
+        # one pass: the objects that pass the filters, and the largest of them
+        objs, area, c = [], -1.0, None
+        for cont in contours:
+            if len(cont) < 5:
+                continue
+            a = cv2.contourArea(cont)
+            if a >= p.min_area:
+                objs.append(cont)
+                if a > area:
+                    area, c = a, cont
         nan = float("nan")
         meas = {k: nan for k in self.measurements}
         meas.update({"found": False, "count": len(objs)})
         if not objs:
             return ToolOutput(meas, [Shape("text", [(2.0, 12.0)], label="no object", status=BAD)])
-        if p.select == "largest":
-            area, c = max(objs, key=lambda o: o[0])
-        else:
+        if p.select != "largest":
             h, w = mask.shape
-            area, c = min(objs, key=lambda o: _dist_to(o[1], w / 2, h / 2))
+            c = min(objs, key=lambda o: _dist_to(o, w / 2, h / 2))
+            area = cv2.contourArea(c)
         pts = c.reshape(-1, 2).astype(np.float64)
         if p.circle_fit == "least_squares":
             cx, cy, r = fit_circle(pts)
