@@ -44,6 +44,7 @@ developed on; see notes/issue-6.md for the figures):
 """
 from __future__ import annotations
 
+import copy
 import tempfile
 import time
 from pathlib import Path
@@ -203,8 +204,6 @@ class Int8Optimizer(Optimizer):
             if not groups:
                 raise BundleError(f"{src}: no EfficientNet-Lite0 backbone nodes found in the graph (node names "
                                   f"like /.../_blocks.N/...); int8 only knows the Loupe trainers' graphs")
-            import copy
-
             if quantize_nn_search(copy.deepcopy(model)) is not None:
                 groups = groups + [SEARCH]   # anomaly graphs: the search is a candidate like any backbone group
             ref_sess = session(pre, params.threads)
