@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from pydantic import Field, model_validator
 
-from host import InspectTool, Params, Shape, ToolOutput
+from host import InspectTool, LazyShapes, Params, Shape, ToolOutput
 
 from ._common import BAD, INFO, OK, to_gray
 
@@ -115,20 +115,27 @@ class Caliper(InspectTool):
         if not keep.any():
             return []
         a = np.abs(d)
-        ends = np.concatenate((brk, [nz.size]))
-        out = []
-        for k in np.flatnonzero(keep):
-            seg = nz[starts[k]:ends[k]]
-            i = int(seg[np.argmax(a[seg])])
-            off = 0.0
-            if 0 < i < len(a) - 1:
-                y0, y1, y2 = a[i - 1], a[i], a[i + 1]
-                den = y0 - 2 * y1 + y2
-                off = 0.5 * (y0 - y2) / den if den != 0 else 0.0
-            out.append((float(i + max(-0.5, min(0.5, off))), float(steps[k])))
-        if len(out) > p.max_edges:
-            out = sorted(sorted(out, key=lambda e: -abs(e[1]))[:p.max_edges])
-        return out
+        # the strongest sample of each kept run (the first one on ties), refined by a parabola
+        av = a[nz]
+        run = np.repeat(np.arange(starts.size), np.diff(np.concatenate((starts, [nz.size]))))
+        peak = np.maximum.reduceat(av, starts)
+        hit = np.flatnonzero(av == peak[run])
+        first = hit[np.unique(run[hit], return_index=True)[1]]     # per run, in run order
+        k = np.flatnonzero(keep)
+        i = nz[first[k]]
+        inner = (i > 0) & (i < len(a) - 1)
+        y0 = np.where(inner, a[np.maximum(i - 1, 0)], 0.0)
+        y1 = a[i]
+        y2 = np.where(inner, a[np.minimum(i + 1, len(a) - 1)], 0.0)
+        den = y0 - 2 * y1 + y2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            off = np.where(inner & (den != 0), 0.5 * (y0 - y2) / den, 0.0)
+        pos = i + np.clip(off, -0.5, 0.5)
+        st = steps[k]
+        if len(pos) > p.max_edges:
+            top = np.sort(np.argsort(-np.abs(st), kind="stable")[:p.max_edges])
+            pos, st = pos[top], st[top]
+        return list(zip(pos.tolist(), st.tolist()))
 
     def inspect(self, image: np.ndarray) -> ToolOutput:
         p = self.params
@@ -161,13 +168,13 @@ class Caliper(InspectTool):
             "min_width": min(widths) if widths else nan,
             "max_width": max(widths) if widths else nan,
             "contrast": max((abs(e[1]) for e in edges), default=0.0),
-            "edges": [round(x, 4) for x in pos],
-            "widths": [round(w, 4) for w in widths],
+            "edges": np.round(pos, 4).tolist(),
+            "widths": np.round(widths, 4).tolist(),
         }
         if p.px_per_mm:
             for k in ("width", "mean_width", "min_width", "max_width", "span"):
                 meas[k + "_mm"] = meas[k] / p.px_per_mm
-        return ToolOutput(meas, self._overlays(edges, pairs))
+        return ToolOutput(meas, LazyShapes(lambda: self._overlays(edges, pairs)))  # built when drawn
 
     def point(self, t: float) -> tuple[float, float]:
         x0, y0 = self.params.start
