@@ -183,3 +183,19 @@ def test_barcode_ean13_decoded_also_rotated():
         assert out.measurements["text"] == code and out.measurements["types"] == ["EAN_13"]
         assert out.overlays[0].status == "pass"
     assert Barcode(Barcode.Params()).inspect(np.full((200, 300), 255, np.uint8)).measurements["decoded"] is False
+
+
+def test_contour_stats_match_opencv():
+    """The blob tool's vectorised moments / perimeter / box equal OpenCV's per-contour calls."""
+    from loupe_classical.tools.blob import contour_stats
+
+    rng = np.random.default_rng(0)
+    mask = ((rng.random((200, 300)) > 0.6) * 255).astype(np.uint8)   # specks, lines, blobs with holes
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((2, 2), np.uint8))
+    contours, _ = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    assert len(contours) > 100 and min(len(c) for c in contours) == 1
+    got = np.stack(contour_stats(contours), 1)
+    ref = np.array([(cv2.moments(c)["m00"], cv2.moments(c)["m10"], cv2.moments(c)["m01"], cv2.arcLength(c, True),
+                     *cv2.boundingRect(c), len(c)) for c in contours])
+    np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-4)
+    assert len(contour_stats([])[0]) == 0

@@ -60,20 +60,17 @@ class Blob(InspectTool):
         h, w = mask.shape
         holes = not p.fill_holes and hierarchy is not None
         hier = hierarchy[0].tolist() if holes else None
-        outer = [i for i in range(len(contours)) if not holes or hier[i][3] < 0]  # holes are measured with parents
-        raw = []  # per outer contour: m00, m10, m01, perimeter, x, y, w, h, points; the rest is vectorised
-        for i in outer:
-            c = contours[i]
-            m = cv2.moments(c)
-            raw.append((m["m00"], m["m10"], m["m01"], cv2.arcLength(c, True), *cv2.boundingRect(c), len(c)))
-        r = np.asarray(raw, np.float64).reshape(-1, 9)
+        outer = np.asarray([i for i in range(len(contours)) if not holes or hier[i][3] < 0], np.int64)
+        # moments, perimeter and box of every contour at once (the per-contour OpenCV calls cost 3x more)
+        stats = contour_stats(contours)
+        r = np.stack(stats, 1)[outer] if len(outer) else np.zeros((0, 9))
         m00, per, x, y, bw, bh = r[:, 0], r[:, 3], r[:, 4], r[:, 5], r[:, 6], r[:, 7]
         area = m00.copy()
         if holes:
-            for j, i in enumerate(outer):
+            for j, i in enumerate(outer.tolist()):
                 child = hier[i][2]
                 while child >= 0:
-                    area[j] -= cv2.contourArea(contours[child])
+                    area[j] -= stats[0][child]
                     child = hier[child][0]
         speck = (area <= 0) & (r[:, 8] < 3)
         area[speck] = r[speck, 8]  # a 1-2 px speck
@@ -118,6 +115,31 @@ class Blob(InspectTool):
                          "pitch_mm": pitch / s})
         # one outline per blob is most of this tool's own cost: built only if a report or the GUI draws them
         return ToolOutput(meas, LazyShapes(lambda: _outlines(kept[:p.max_overlays], cents, n)))
+
+
+def contour_stats(contours) -> tuple[np.ndarray, ...]:
+    """Per contour (closed polygon): m00, m10, m01, perimeter, x, y, w, h, vertex count, as float arrays.
+
+    The same values as ``cv2.moments`` (m00 = |area|), ``cv2.arcLength(c, True)`` and ``cv2.boundingRect``
+    (checked against them in the tests), computed for all contours at once with the shoelace sums.
+    """
+    n = np.fromiter((len(c) for c in contours), np.int64, len(contours))
+    if not len(contours):
+        return tuple(np.zeros(0) for _ in range(9))
+    pts = np.concatenate(contours).reshape(-1, 2).astype(np.float64)
+    starts = np.concatenate(([0], np.cumsum(n)[:-1]))
+    nxt = np.arange(len(pts)) + 1          # each vertex's successor, wrapping within its contour
+    nxt[starts + n - 1] = starts
+    x, y = pts[:, 0], pts[:, 1]
+    x1, y1 = x[nxt], y[nxt]
+    cross = x * y1 - x1 * y
+    a2 = np.add.reduceat(cross, starts)    # twice the signed area
+    sgn = np.sign(a2)
+    xmin, ymin = np.minimum.reduceat(x, starts), np.minimum.reduceat(y, starts)
+    return (np.abs(a2) / 2, sgn * np.add.reduceat((x + x1) * cross, starts) / 6,
+            sgn * np.add.reduceat((y + y1) * cross, starts) / 6, np.add.reduceat(np.hypot(x1 - x, y1 - y), starts),
+            xmin, ymin, np.maximum.reduceat(x, starts) - xmin + 1, np.maximum.reduceat(y, starts) - ymin + 1,
+            n.astype(np.float64))
 
 
 def _outlines(contours: list[np.ndarray], cents: np.ndarray, n: int) -> list[Shape]:
