@@ -105,7 +105,9 @@ def write_bundle(out: str | Path, meta: dict[str, Any], files: dict[str, str | P
     """Write a bundle atomically: files (name -> source path or bytes), metadata, manifest.
 
     The bundle is assembled in a sibling temporary folder and renamed into place,
-    so a crash never leaves a half-written bundle at ``out``.
+    so a crash never leaves a half-written bundle at ``out``. Every source is copied
+    before ``out`` is replaced, so the sources may be ``out``'s own files (rewriting a
+    bundle in place under new metadata).
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -146,3 +146,19 @@ def test_recipe_error_lists_every_problem(tmp_path):
     with pytest.raises(RecipeError) as exc:
         Recipe.load(write(tmp_path, text), cat)
     assert len(exc.value.problems) == 2
+
+
+def test_bundle_rewritten_in_place(tmp_path):
+    """write_bundle may read its files from the bundle it replaces (new metadata, same files)."""
+    from host import Bundle, write_bundle
+
+    out = tmp_path / "m.bundle"
+    first = write_bundle(out, {"task": "demo", "v": 1}, {"model.onnx": b"graph", "w.npy": b"weights"})
+    first_sha = first.sha256
+    again = write_bundle(out, {**first.meta, "v": 2},
+                         {n: out / n for n in first.files if n not in ("bundle.json", "manifest.json")})
+    b = Bundle.load(out)
+    assert b.meta["v"] == 2 and again.sha256 == b.sha256 != first_sha
+    assert (out / "model.onnx").read_bytes() == b"graph" and (out / "w.npy").read_bytes() == b"weights"
+    assert b.files["model.onnx"] == first.files["model.onnx"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.bundle.")]  # no staging folder left

@@ -47,6 +47,7 @@ def test_prune_anomaly_rebuilds_bank(opt_anomaly_bundle, opt_texture, tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     b = Bundle.load(out)
     rec = b.meta["optimization"]
+    assert rec["parent"]["sha256"] == Bundle.load(opt_anomaly_bundle).sha256 and rec["created"]
     assert rec["backbone_macs"]["reduction"] >= 0.30
     assert b.meta["memory_bank"]["bank_size"] > 0 and b.meta["threshold"] > 0  # rebuilt by the trainer
     assert b.meta["parity"]["n_images"] >= 1  # the anomaly trainer's own export parity

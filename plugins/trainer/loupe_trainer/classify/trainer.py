@@ -60,16 +60,16 @@ class ClassifyTrainer(Trainer):
 
     def train(self, data: Path, out: Path, params: ClassifyParams, progress: Progress) -> Bundle:
         import numpy as np
-        import torch
 
         from loupe_dl_classify.data import read_image, scan, stratified_split
 
+        from ..common import set_threads
         from .augment import Augment, load_images
         from .engine import FitConfig, fit
         from .export import write_classifier_bundle
 
         t0 = time.perf_counter()
-        torch.set_num_threads(params.threads)
+        set_threads(params.threads)
         try:
             folders = scan(data)
         except ValueError as exc:

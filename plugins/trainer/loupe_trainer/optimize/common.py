@@ -13,6 +13,9 @@
                                   writes the optimised bundle: the parent's files with the graph
                                   replaced, metadata with ``optimization`` (method, settings, parent
                                   sha256, parity against the parent, accuracy of both), atomically.
+``lineage(parent, record)``       that ``optimization`` record and the inherited history, for
+                                  optimisers that write their bundle through a trainer (prune).
+``rewrite(bundle, meta)``         the same files again under new metadata (records added afterwards).
 """
 from __future__ import annotations
 
@@ -210,6 +213,27 @@ def accuracy_check(parent: Bundle, child: Bundle, data: Path | None, max_drop: f
     return res
 
 
+def lineage(parent: Bundle, record: dict[str, Any]) -> dict[str, Any]:
+    """Metadata of a bundle optimised from ``parent``: its ``optimization`` record (with the parent's path and
+    hashes, and when) and the ``optimization_history`` it inherits (the parent's own record last)."""
+    history = list(parent.meta.get("optimization_history", []))
+    if parent.meta.get("optimization"):
+        history.append(parent.meta["optimization"])
+    out: dict[str, Any] = {"optimization": {
+        **record, "parent": {"path": str(parent.path.resolve()), "sha256": parent.sha256,
+                             "model_sha256": parent.files.get(model_file(parent))},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
+    if history:
+        out["optimization_history"] = history
+    return out
+
+
+def rewrite(bundle: Bundle, meta: dict[str, Any], out: Path | None = None) -> Bundle:
+    """Write ``bundle``'s files again with new metadata (in place unless ``out`` is given), atomically."""
+    files = {n: bundle.path / n for n in bundle.files if n not in ("bundle.json", "manifest.json")}
+    return write_bundle(out or bundle.path, meta, files)
+
+
 def finish(parent: Bundle, out: Path, model_path: Path, record: dict[str, Any], *, extra_files: dict | None = None,
            meta_update: dict | None = None) -> Bundle:
     """Write the optimised bundle (the parent's other files unchanged, the graph replaced)."""
@@ -221,15 +245,7 @@ def finish(parent: Bundle, out: Path, model_path: Path, record: dict[str, Any], 
     files.update(extra_files or {})
     meta = dict(parent.meta)
     meta.update(meta_update or {})
-    history = list(parent.meta.get("optimization_history", []))
-    if parent.meta.get("optimization"):
-        history.append(parent.meta["optimization"])
-    rec = {**record, "parent": {"path": str(parent.path.resolve()), "sha256": parent.sha256,
-                                "model_sha256": parent.files.get(model_file(parent))},
-           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    meta["optimization"] = rec
-    if history:
-        meta["optimization_history"] = history
+    meta.update(lineage(parent, record))
     try:
         return write_bundle(out, meta, files)
     except OSError as exc:
@@ -239,18 +255,10 @@ def finish(parent: Bundle, out: Path, model_path: Path, record: dict[str, Any], 
 def record_accuracy(parent: Bundle, child: Bundle, data, params, progress: Progress, t0: float,
                     parent_metrics: dict | None = None) -> Bundle:
     """Run the accuracy check on the written bundle and rewrite its record with the result."""
-    import tempfile
-
     acc = accuracy_check(parent, child, data, params.max_drop, progress, parent_metrics)
     meta = dict(child.meta)
     meta["optimization"] = {**meta["optimization"], "accuracy": acc, "seconds": round(time.perf_counter() - t0, 1)}
-    files = {n: child.path / n for n in child.files if n not in ("bundle.json", "manifest.json")}
-    with tempfile.TemporaryDirectory(prefix="loupe-opt-") as tmpd:  # write_bundle replaces the folder
-        staged = {}
-        for n, p in files.items():
-            staged[n] = Path(tmpd) / n
-            staged[n].write_bytes(p.read_bytes())
-        out = write_bundle(child.path, meta, staged)
+    out = rewrite(child, meta)
     if params.strict and acc.get("checked") and not acc["within_tolerance"]:
         raise UsageError(f"{out.path}: {acc['metric']} dropped {acc['drop_points']:.2f} points "
                          f"(more than --max-drop {params.max_drop:g}); the bundle was written for inspection")

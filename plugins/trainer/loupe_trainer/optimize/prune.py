@@ -465,12 +465,7 @@ def _prune_classify(bundle: Bundle, teacher_bb, out: Path, params: PruneParams, 
     meta = {k: v for k, v in bundle.meta.items() if k not in ("task", "classes", "input_size", "normalisation",
                                                                 "model", "outputs", "onnx_opset", "parity",
                                                                 "format")}
-    history = list(bundle.meta.get("optimization_history", []))
-    if bundle.meta.get("optimization"):
-        history.append(bundle.meta["optimization"])
-    meta["optimization"] = {**record, "parent": {"path": str(bundle.path.resolve()), "sha256": bundle.sha256}}
-    if history:
-        meta["optimization_history"] = history
+    meta.update(_c.lineage(bundle, record))
     progress.update("export", 0, 1)
     child = write_classifier_bundle(student, out, classes, size, raw, resized, meta, params.threads)
     progress.update("export", 1, 1)
@@ -503,8 +498,6 @@ def _check_rebuilt(bundle: Bundle, torch_fn, x_rgb: np.ndarray, output: str) -> 
 
 def _add_parent_parity(parent: Bundle, child: Bundle) -> None:
     """Record how far the pruned graph's outputs moved from the parent's on held-out images."""
-    from host import write_bundle
-
     from . import common
     from .graph import compare_outputs, run_all, session
 
@@ -520,26 +513,13 @@ def _add_parent_parity(parent: Bundle, child: Bundle) -> None:
     meta["optimization"] = {**meta["optimization"], "parity": {
         "export": "torch vs ONNX Runtime on the pruned network: see the bundle's 'parity' field",
         "vs_parent": {"images": len(check), "outputs": cmp}}}
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmpd:
-        staged = {}
-        for n in child.files:
-            if n in ("bundle.json", "manifest.json"):
-                continue
-            staged[n] = Path(tmpd) / n
-            staged[n].write_bytes((child.path / n).read_bytes())
-        write_bundle(child.path, meta, staged)
+    common.rewrite(child, meta)
 
 
 def _prune_anomaly(bundle: Bundle, teacher_bb, found: set[str], out: Path, params: PruneParams,
                    progress: Progress) -> Bundle:
-    import tempfile
-
     import torch
     import torch.nn.functional as F
-
-    from host import write_bundle
 
     from .. import backbone as backbone_mod
     from ..anomaly.trainer import AnomalyParams, AnomalyTrainer
@@ -609,22 +589,7 @@ def _prune_anomaly(bundle: Bundle, teacher_bb, found: set[str], out: Path, param
               "recovery": {"kind": "feature distillation from the parent's trunk on good images (random flips, "
                                    f"{crop} px crops), then memory bank, "
                                    "position statistics and threshold rebuilt by the anomaly trainer",
-                           "images": int(len(x)), "source": source, **rec},
-              "parent": {"path": str(bundle.path.resolve()), "sha256": bundle.sha256}}
-    meta = dict(child.meta)
-    history = list(bundle.meta.get("optimization_history", []))
-    if bundle.meta.get("optimization"):
-        history.append(bundle.meta["optimization"])
-    meta["optimization"] = record
-    if history:
-        meta["optimization_history"] = history
-    with tempfile.TemporaryDirectory() as tmpd:
-        staged = {}
-        for n in child.files:
-            if n in ("bundle.json", "manifest.json"):
-                continue
-            staged[n] = Path(tmpd) / n
-            staged[n].write_bytes((child.path / n).read_bytes())
-        write_bundle(out, meta, staged)
-    _add_parent_parity(bundle, Bundle.load(out))
+                           "images": int(len(x)), "source": source, **rec}}
+    child = common.rewrite(child, {**child.meta, **common.lineage(bundle, record)})
+    _add_parent_parity(bundle, child)
     return Bundle.load(out)
