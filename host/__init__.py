@@ -14,7 +14,9 @@ from .core.bundle import Bundle, model_sha256, write_bundle  # noqa: E402
 from .core.contracts import (Cancelled, Command, InspectTool, ModelRuntime, NoParams, Optimizer,  # noqa: E402
                              Params, PreprocessTool, Progress, Reporter, RunInfo, Source, SourceParams,
                              StepContext, Trainer)
-from .core.errors import BundleError, LoupeError, PluginError, RecipeError, UsageError  # noqa: E402
+from .core.errors import (BundleError, LoupeError, PluginError, RecipeError, StationActionError,  # noqa: E402
+                          UsageError)
+from .core.line import (LineAdapter, StationControl, StationEvent, StationResult)  # noqa: E402
 from .core.manager import create_plugin_manager  # noqa: E402
 from .core.recipe import Limit, ModelRef, Recipe  # noqa: E402
 from .core.types import (ERROR, FAIL, PASS, REVIEW, Frame, FrameResult, LazyShapes, Shape, ToolOutput,  # noqa: E402
@@ -26,4 +28,5 @@ __all__ = [
     "Source", "SourceParams", "StepContext", "Trainer", "BundleError", "LoupeError", "PluginError",
     "RecipeError", "UsageError", "create_plugin_manager", "Limit", "ModelRef", "Recipe", "ERROR", "FAIL",
     "PASS", "REVIEW", "Frame", "FrameResult", "LazyShapes", "Shape", "ToolOutput", "ToolResult",
+    "LineAdapter", "StationControl", "StationEvent", "StationResult", "StationActionError",
 ]
