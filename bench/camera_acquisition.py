@@ -1,6 +1,6 @@
 """GenICam acquisition: the source's cost per frame against a bare harvesters loop, same run.
 
-    .venv/bin/python bench/genicam.py [--frames 300] [--rounds 5] [--json]
+    .venv/bin/python bench/camera_acquisition.py [--frames 300] [--rounds 5] [--json]
 
 Both loops fetch from the same software camera (viky.cti from the pinned `genicam`
 wheel, Mono8, the highest frame rate it offers) and make the one copy a frame needs to
