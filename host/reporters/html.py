@@ -43,7 +43,10 @@ def clean(s: Any) -> str:
         s.encode("utf-8")
         return s
     except UnicodeEncodeError:
-        return s.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        try:  # the raw bytes of a file name back, then one U+FFFD per byte that is not UTF-8
+            return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            return s.encode("utf-8", "replace").decode("utf-8")
 
 
 def esc(s: Any) -> str:

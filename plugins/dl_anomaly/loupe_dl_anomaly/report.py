@@ -23,11 +23,15 @@ from host import VERDICT_COLOURS
 
 
 def _e(s: Any) -> str:
+    """Escaped for HTML; a file name that is not valid UTF-8 gets one U+FFFD per undecodable byte."""
     s = str(s)
     try:
         s.encode("utf-8")
-    except UnicodeEncodeError:  # a file name that is not valid UTF-8
-        s = s.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        try:
+            s = s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            s = s.encode("utf-8", "replace").decode("utf-8")
     return html.escape(s, quote=True)
 
 

@@ -62,11 +62,14 @@ def blend_window(h: int, w: int, top: bool = False, left: bool = False, bottom: 
 
 
 def score_tiled(run: Callable[[np.ndarray], tuple[np.ndarray, float]], rgb: np.ndarray, tile: tuple[int, int],
-                overlap: float) -> tuple[np.ndarray, float, int]:
+                overlap: float, blend: str = "hann") -> tuple[np.ndarray, float, int]:
     """Score an RGB image tile by tile: (stitched map (H, W) float32, max score, number of tiles).
 
-    ``run(rgb_tile) -> (anomaly map at the model's size, score)``.
+    ``run(rgb_tile) -> (anomaly map at the model's size, score)``. ``blend``: ``hann`` (the weighted mean
+    described above) or ``max`` (the maximum where tiles overlap: the old stitching, kept for comparison).
     """
+    if blend not in ("hann", "max"):
+        raise ValueError(f"blend must be 'hann' or 'max', not {blend!r}")
     h, w = rgb.shape[:2]
     acc = np.zeros((h, w), np.float64)
     weight = np.zeros((h, w), np.float64)
@@ -77,11 +80,16 @@ def score_tiled(run: Callable[[np.ndarray], tuple[np.ndarray, float]], rgb: np.n
         amap, score = run(rgb[y0:y1, x0:x1])
         if amap.shape != (y1 - y0, x1 - x0):
             amap = cv2.resize(amap, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        best = max(best, float(score))
+        if blend == "max":
+            np.maximum(acc[y0:y1, x0:x1], amap, out=acc[y0:y1, x0:x1], where=weight[y0:y1, x0:x1] > 0)
+            np.copyto(acc[y0:y1, x0:x1], amap, where=weight[y0:y1, x0:x1] == 0)
+            weight[y0:y1, x0:x1] = 1.0
+            continue
         key = (y1 - y0, x1 - x0, y0 == 0, x0 == 0, y1 == h, x1 == w)
         win = windows.get(key)
         if win is None:
             win = windows[key] = blend_window(*key)
         acc[y0:y1, x0:x1] += amap * win
         weight[y0:y1, x0:x1] += win
-        best = max(best, float(score))
     return (acc / np.maximum(weight, 1e-12)).astype(np.float32), best, len(boxes)
