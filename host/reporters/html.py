@@ -294,12 +294,12 @@ def _css_colours() -> str:
 
 
 def _svg(s: Shape, status: str, font: float) -> str:
+    """One shape as SVG: drawn twice, a dark wider stroke under the coloured one, so that an outline stays
+    visible on a heatmap of the same colour; labels get a dark halo for the same reason."""
     c = VERDICT_COLOURS.get(status, VERDICT_COLOURS["info"])
-    style = f'stroke="{c}" fill="none" stroke-width="2" vector-effect="non-scaling-stroke"'
     pts = s.points
     label = ""
     if s.label and pts:
-        # a dark halo under the letters keeps them readable on any image or heatmap colour
         lx, ly = pts[0]
         if s.kind in ("polygon", "polyline") and len(pts) > 2:
             lx, ly = min(p[0] for p in pts), min(p[1] for p in pts) - font * 0.2
@@ -307,23 +307,29 @@ def _svg(s: Shape, status: str, font: float) -> str:
         label = (f'<text x="{lx:.1f}" y="{ly:.1f}" fill="{c}" font-size="{font:.1f}" font-weight="bold" '
                  f'font-family="sans-serif" stroke="#000" stroke-width="{font / 5:.1f}" paint-order="stroke" '
                  f'stroke-linejoin="round">{esc(s.label)}</text>')
+    geom = ""
     if s.kind == "rect" and len(pts) == 2:
         (x0, y0), (x1, y1) = pts
-        return (f'<rect x="{min(x0, x1):.1f}" y="{min(y0, y1):.1f}" width="{abs(x1 - x0):.1f}" '
-                f'height="{abs(y1 - y0):.1f}" {style}/>') + label
-    if s.kind == "circle" and pts:
-        return f'<circle cx="{pts[0][0]:.1f}" cy="{pts[0][1]:.1f}" r="{s.radius:.1f}" {style}/>' + label
-    if s.kind == "ellipse" and pts:
+        geom = (f'<rect x="{min(x0, x1):.1f}" y="{min(y0, y1):.1f}" width="{abs(x1 - x0):.1f}" '
+                f'height="{abs(y1 - y0):.1f}"')
+    elif s.kind == "circle" and pts:
+        geom = f'<circle cx="{pts[0][0]:.1f}" cy="{pts[0][1]:.1f}" r="{s.radius:.1f}"'
+    elif s.kind == "ellipse" and pts:
         (cx, cy), (a, b) = pts[0], s.axes
-        return (f'<ellipse cx="{cx:.1f}" cy="{cy:.1f}" rx="{a:.1f}" ry="{b:.1f}" '
-                f'transform="rotate({s.angle:.1f} {cx:.1f} {cy:.1f})" {style}/>') + label
-    if s.kind in ("line", "polyline", "polygon") and pts:
+        geom = (f'<ellipse cx="{cx:.1f}" cy="{cy:.1f}" rx="{a:.1f}" ry="{b:.1f}" '
+                f'transform="rotate({s.angle:.1f} {cx:.1f} {cy:.1f})"')
+    elif s.kind in ("line", "polyline", "polygon") and pts:
         tag = "polygon" if s.kind == "polygon" else "polyline"
-        p = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
-        return f'<{tag} points="{p}" {style}/>' + label
-    if s.kind == "point" and pts:
-        return f'<circle cx="{pts[0][0]:.1f}" cy="{pts[0][1]:.1f}" r="{font / 5:.1f}" fill="{c}"/>' + label
-    return label
+        geom = f'<{tag} points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in pts)}"'
+    elif s.kind == "point" and pts:
+        r = font / 5
+        return (f'<circle cx="{pts[0][0]:.1f}" cy="{pts[0][1]:.1f}" r="{r:.1f}" fill="{c}" stroke="#000" '
+                f'stroke-width="1" vector-effect="non-scaling-stroke"/>') + label
+    if not geom:
+        return label
+    return (f'{geom} stroke="#000" stroke-opacity="0.6" fill="none" stroke-width="4" '
+            f'vector-effect="non-scaling-stroke"/>'
+            f'{geom} stroke="{c}" fill="none" stroke-width="2" vector-effect="non-scaling-stroke"/>' + label)
 
 
 PAGE = """<!doctype html>

@@ -49,7 +49,7 @@ def roc_plot(fpr: np.ndarray, tpr: np.ndarray, auc: float, path: Path,
     fig = figure(4.6, 4.3)
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=1, ls="--", label="chance")
-    ax.plot(fpr, tpr, color="#1f77b4", lw=2, drawstyle="steps-post", label=f"ROC (AUROC {auc:.3f})")
+    ax.plot(fpr, tpr, color="#1f77b4", lw=2, label=f"ROC (AUROC {auc:.3f})")
     if operating_point is not None:
         fx, ty = operating_point
         ax.plot([fx], [ty], "o", ms=9, mfc=VERDICT_COLOURS["fail"], mec="black",
@@ -175,7 +175,7 @@ def panel(image: np.ndarray, heat: np.ndarray, shapes, verdict: str, gt: np.ndar
     body = np.hstack([left, gap, right])
     bar = np.full((24, body.shape[1], 3), 40, np.uint8)
     cv2.putText(bar, title, (6, 17), _FONT, 0.45, _bgr(verdict), 1, cv2.LINE_AA)
-    if size[0] >= 200:
+    if cv2.getTextSize(title, _FONT, 0.45, 1)[0][0] + 12 < size[0] + 6:
         cv2.putText(bar, "ground truth", (size[0] + 12, 17), _FONT, 0.45, (220, 220, 220), 1, cv2.LINE_AA)
     return np.vstack([bar, body, legend_strip(body.shape[1])])
 

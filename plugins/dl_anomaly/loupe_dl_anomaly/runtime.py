@@ -292,10 +292,11 @@ def _eval_row(model: AnomalyModel, s, img: np.ndarray, amap: np.ndarray, raw: fl
     except ValueError:
         rel = Path(s.kind) / s.path.name
     name = re.sub(r"[^\w.-]", "_", f"{s.kind}_{s.path.stem}") + ".png"  # also for undecodable file names
-    title = f"{rel.as_posix()}  score {score:.2f}  {verdict.upper()}"
+    correct = (verdict == "fail") == bool(s.label)
+    flag = "" if correct else ("missed defect" if s.label else "false reject")
+    title = f"{rel.as_posix()}  score {score:.2f}  {verdict.upper()}" + (f": {flag.upper()}" if flag else "")
     cv2.imwrite(str(out / "heatmaps" / name),
                 plots.panel(img, model.heatmap(amap), shapes, verdict, gt, title))
-    correct = (verdict == "fail") == bool(s.label)
     return {"file": rel.as_posix(), "type": s.kind, "score": float(score), "verdict": verdict,
             "correct": correct, "defective": bool(s.label), "heatmap": f"heatmaps/{name}",
-            "flag": "" if correct else ("missed defect" if s.label else "false reject")}
+            "flag": flag}
