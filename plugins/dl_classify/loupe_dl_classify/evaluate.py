@@ -4,6 +4,7 @@ from __future__ import annotations
 import html
 import json
 import statistics
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ def confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: str = "
     ax.tick_params(which="minor", length=0)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title or "confusion matrix", fontsize=10)
+    ax.set_title(textwrap.fill(title or "confusion matrix", 40 + 4 * n), fontsize=9)
     fig.savefig(str(path), dpi=110)
 
 
