@@ -127,7 +127,7 @@ at &ge; {CONFUSION_PASS_AT:.0%}, amber at &ge; {CONFUSION_REVIEW_AT:.0%}, red be
 <h2>Misclassified ({len(gallery)} shown of {missed}, most confident first)</h2>
 <p>each: the image, and the class activation map of the predicted class over it</p>{cards}
 </body></html>"""
-    (out / "index.html").write_text(doc, encoding="utf-8")
+    (out / "index.html").write_text(doc, encoding="utf-8", errors="replace")  # undecodable file names
 
 
 # -------------------------------------------------------------- evaluate
