@@ -96,6 +96,7 @@ def test_resume_appends_to_the_report_and_a_new_run_replaces_it(tmp_path, photos
     assert "grid-template-columns:repeat(auto-fill" in page  # the responsive grid
     # the file name with markup characters is escaped everywhere
     assert "e_&lt;b&gt;&amp;&quot;x.png" in page and 'e_<b>&"x.png' not in page
+    check_sort_and_filter_script(rep)
     # a new run without --resume replaces the report
     r = run_loupe(*args, "--limit", "1")
     assert r.returncode == 0, r.stderr
@@ -168,3 +169,65 @@ def test_confusion_matrix_colours_follow_one_rule():
     assert st[0][2] == ("none", 0.0) and st[1][0][0] == "fail" and st[1][0][1] == 1.0
     assert st[0][1][0] == "fail" and 0.2 < st[0][1][1] < st[2][0][1] < 1.0  # stronger as the share grows
     assert confusion_style([[60, 40], [0, 100]])[0][0] == ("fail", 1.0)  # 60 % is not green anywhere
+
+
+SHIM = r"""
+// a minimal DOM for the report's script: cards parsed from the page, buttons and selects with handlers
+const fs = require('fs');
+const page = fs.readFileSync(process.argv[2], 'utf8');
+const unesc = s => s.replace(/&quot;/g, '"').replace(/&#x27;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>')
+  .replace(/&amp;/g, '&');
+const cards = [...page.matchAll(/<div class="card (\w+)" ([^>]*)>/g)].map(m => {
+  const dataset = {};
+  for (const a of m[2].matchAll(/data-(\w+)="([^"]*)"/g)) dataset[a[1]] = unesc(a[2]);
+  return {dataset, style: {display: ''}, title: unesc((page.slice(m.index).match(/<b title="([^"]*)"/) || [])[1])};
+});
+const order = [];
+const grid = {querySelectorAll: () => cards, appendChild: c => order.push(c)};
+const selects = {step: {value: ''}, sort: {value: 'sev'}, shown: {}};
+const buttons = ['all', 'pass', 'review', 'fail', 'error'].map(f => ({dataset: {f}, classList: {toggle() {}}}));
+global.document = {
+  getElementById: id => id === 'grid' ? grid : selects[id],
+  querySelectorAll: sel => sel.startsWith('button') ? buttons : [],
+};
+const script = page.slice(page.lastIndexOf('<script>') + 8, page.lastIndexOf('</script>'));
+eval(script);
+function state(sort, step, verdict) {
+  selects.sort.value = sort; selects.step.value = step;
+  order.length = 0;
+  buttons.find(b => b.dataset.f === verdict).onclick();
+  return order.filter(c => c.style.display !== 'none').map(c => c.title.split('/').pop());
+}
+console.log(JSON.stringify({
+  sev: state('sev', '', 'all'), order: state('order', '', 'all'), mean: state('m:light.mean', '', 'all'),
+  fail: state('order', '', 'fail'), light_pass: state('order', 'light', 'pass'),
+  spots_fail: state('order', 'spots', 'fail')}));
+"""
+
+
+def check_sort_and_filter_script(rep: Path) -> None:
+    """The page's own script, run by Node.js over the page's cards: sort by severity, order or a
+    measurement; filter by verdict, and by one step's verdict."""
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        return  # Node.js is not installed: the script is not run
+    (rep.parent / "shim.js").write_text(SHIM)
+    out = subprocess.run([node, str(rep.parent / "shim.js"), str(rep / "index.html")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    recs = {Path(x["key"]).name: x for x in _records(rep)}
+    names = sorted(recs)
+    assert got["order"] == names
+    sev = {"pass": 0, "review": 1, "fail": 2, "error": 3}
+    ranks = [sev[recs[n]["verdict"]] for n in got["sev"]]
+    assert ranks == sorted(ranks, reverse=True) and sorted(got["sev"]) == names
+    means = [next(s for s in recs[n]["steps"] if s["step"] == "light")["meas"]["mean"] for n in got["mean"]]
+    assert means == sorted(means, reverse=True)
+    assert got["fail"] == [n for n in names if recs[n]["verdict"] == "fail"] and got["fail"]
+    step_v = {n: {s["step"]: s["verdict"] for s in recs[n]["steps"]} for n in names}
+    assert got["light_pass"] == [n for n in names if step_v[n]["light"] == "pass"] and got["light_pass"]
+    assert got["spots_fail"] == [n for n in names if step_v[n]["spots"] == "fail"]
