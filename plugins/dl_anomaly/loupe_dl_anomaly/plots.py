@@ -121,8 +121,9 @@ def heatmap_overlay(image: np.ndarray, heat: np.ndarray, shapes, verdict: str) -
     return vis
 
 
-def ground_truth_view(image: np.ndarray, gt: np.ndarray | None) -> np.ndarray:
-    """The image, dimmed, with the ground-truth mask filled and outlined in magenta (BGR)."""
+def ground_truth_view(image: np.ndarray, gt: np.ndarray | None, note: str = "no defect marked") -> np.ndarray:
+    """The image, dimmed, with the ground-truth mask filled and outlined in magenta (BGR); ``note`` is written
+    on it when the mask is empty or missing."""
     bgr = cv2.cvtColor(to_rgb8(image), cv2.COLOR_RGB2BGR)
     vis = (bgr * 0.75).astype(np.uint8)
     if gt is not None and gt.any():
@@ -131,7 +132,7 @@ def ground_truth_view(image: np.ndarray, gt: np.ndarray | None) -> np.ndarray:
         cs, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(vis, cs, -1, GT_COLOUR, 2, cv2.LINE_AA)
     else:
-        _label(vis, "no defect marked", (6, 18), (230, 230, 230))
+        _label(vis, note, (6, 18), (230, 230, 230))
     return vis
 
 
@@ -158,7 +159,7 @@ def legend_strip(width: int, heat_scale: float = 1.5) -> np.ndarray:
 
 
 def panel(image: np.ndarray, heat: np.ndarray, shapes, verdict: str, gt: np.ndarray | None, title: str,
-          side: int = 320) -> np.ndarray:
+          side: int = 320, gt_note: str = "no defect marked") -> np.ndarray:
     """Heatmap view | ground-truth view, side by side, a title bar above and the legend below (BGR).
 
     The image is brought to the panel's size first and everything is drawn at that size, so outlines and
@@ -170,7 +171,7 @@ def panel(image: np.ndarray, heat: np.ndarray, shapes, verdict: str, gt: np.ndar
     small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_NEAREST)
     gt_small = None if gt is None else cv2.resize(gt.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
     left = heatmap_overlay(small, heat, [_scaled(sh, s) for sh in shapes], verdict)
-    right = ground_truth_view(small, gt_small)
+    right = ground_truth_view(small, gt_small, gt_note)
     gap = np.full((size[1], 6, 3), 255, np.uint8)
     body = np.hstack([left, gap, right])
     bar = np.full((24, body.shape[1], 3), 40, np.uint8)

@@ -296,7 +296,8 @@ def _eval_row(model: AnomalyModel, s, img: np.ndarray, amap: np.ndarray, raw: fl
     flag = "" if correct else ("missed defect" if s.label else "false reject")
     title = f"{rel.as_posix()}  score {score:.2f}  {verdict.upper()}" + (f": {flag.upper()}" if flag else "")
     cv2.imwrite(str(out / "heatmaps" / name),
-                plots.panel(img, model.heatmap(amap), shapes, verdict, gt, title))
+                plots.panel(img, model.heatmap(amap), shapes, verdict, gt, title,
+                            gt_note="good part" if not s.label else "no ground-truth mask"))
     return {"file": rel.as_posix(), "type": s.kind, "score": float(score), "verdict": verdict,
             "correct": correct, "defective": bool(s.label), "heatmap": f"heatmaps/{name}",
             "flag": flag}
