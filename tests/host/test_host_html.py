@@ -109,7 +109,7 @@ def test_markup_and_undecodable_names_never_break_the_page(tmp_path):
     is shown with a replacement character instead of failing the report."""
     import skimage.data as data
 
-    from host import Frame, Recipe, Shape, ToolOutput, create_plugin_manager
+    from host import Frame, Recipe, Shape, create_plugin_manager
     from host.core.contracts import RunInfo
     from host.core.runner import Pipeline
     from host.reporters.html import HtmlReporter
