@@ -7,6 +7,11 @@ def loupe_line_adapter(register):
     from .tcp import TcpAdapter
 
     register(TcpAdapter)
+    from .modbus import ModbusAdapter  # noqa: E402 (loupe-line: Modbus TCP, h12b)
+    from .opcua import OpcUaAdapter  # noqa: E402 (loupe-line: OPC UA, h12b)
+
+    register(ModbusAdapter)
+    register(OpcUaAdapter)
 
 
 @hookimpl
