@@ -163,6 +163,14 @@ class _Tables:
         self.inputs[RESULTS_VALID] = True
         self.inputs[INSPECTION_COMPLETED] = not self.inputs[INSPECTION_COMPLETED]
 
+    def missed_from_station(self) -> None:
+        try:
+            s = self.control.status()
+        except Exception:  # noqa: BLE001
+            return
+        self.registers[IR_MISSED] = min(int(s.get("missed", 0)), 0xFFFF)
+        self.inputs[BUFFER_OVERRUN] = bool(s.get("overrun"))
+
     def error(self, code: str) -> None:
         self.registers[IR_ERROR] = ERROR_CODES.get(code, OTHER_ERROR)
 
@@ -201,7 +209,7 @@ class _Tables:
             self.error(e.code)
             if e.code == "buffer_full":
                 self.inputs[BUFFER_OVERRUN] = True
-            self.registers[IR_MISSED] = min(self.registers[IR_MISSED] + 1, 0xFFFF)
+            self.missed_from_station()
             return
         except Exception as e:  # noqa: BLE001 - a station fault must not take the server down
             log.warning("trigger failed: %s", e)
@@ -232,10 +240,7 @@ class _Tables:
             self.error(code)
         elif self.registers[IR_ERROR] in (ERROR_CODES["bad_command"], ERROR_CODES["unknown_job"]):
             self.registers[IR_ERROR] = 0
-        try:
-            self.inputs[BUFFER_OVERRUN] = bool(self.control.status().get("overrun"))
-        except Exception:  # noqa: BLE001
-            pass
+        self.missed_from_station()
         if self.coils[EXECUTE_COMMAND]:    # the PLC still holds the command: answer it
             self.inputs[COMMAND_COMPLETED] = ok
             self.inputs[COMMAND_FAILED] = not ok
@@ -261,7 +266,8 @@ class _Tables:
         elif ev.kind == "trigger_missed":
             if ev.data.get("reason") == "buffer_full":
                 self.inputs[BUFFER_OVERRUN] = True
-            self.registers[IR_MISSED] = min(self.registers[IR_MISSED] + 1, 0xFFFF)
+            if "missed" in ev.data:
+                self.registers[IR_MISSED] = min(int(ev.data["missed"]), 0xFFFF)
         elif ev.kind == "error":
             self.pending.clear()     # a frame that failed does not leave the PLC looking at Busy
         self.refresh()
@@ -319,6 +325,7 @@ class ModbusAdapter(LineAdapter):
         super().__init__(target, params, control)
         self.host, self.port = parse_target(target, 502)
         self.name = f"modbus://{self.host}:{self.port}"
+        self.spec = f"modbus:{target}"  # the station keys adapters by their spec
         self.tables: _Tables | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
@@ -342,7 +349,7 @@ class ModbusAdapter(LineAdapter):
             raise RuntimeError(f"{self.name}: the Modbus server did not start within 10 s")
         if self._error is not None:
             raise RuntimeError(f"{self.name}: cannot listen: {self._error}") from self._error
-        self.control.set_adapter_connected(self.name, False, "listening, no client")
+        self.control.set_adapter_connected(self.spec, False, "listening, no client")
 
     def _run(self) -> None:
         from pymodbus.datastore import ModbusServerContext
@@ -383,11 +390,19 @@ class ModbusAdapter(LineAdapter):
                 loop.close()
 
     def _on_connect(self, connected: bool) -> None:
-        self._clients += 1 if connected else -1
-        self._clients = max(self._clients, 0)
+        """pymodbus reports connects twice and disconnects once: count its live connections instead,
+        once the loop has finished the bookkeeping of this one."""
+        if self._loop is not None:
+            self._loop.call_soon(self._count_clients)
+
+    def _count_clients(self) -> None:
+        server = self._server
+        n = len(getattr(server, "active_connections", {}) or {}) if server is not None else 0
+        if n == self._clients:
+            return
+        self._clients = n
         try:
-            self.control.set_adapter_connected(
-                self.name, self._clients > 0, f"{self._clients} client(s)" if self._clients else "no client")
+            self.control.set_adapter_connected(self.spec, n > 0, f"{n} client(s)" if n else "no client")
         except Exception:  # noqa: BLE001
             pass
 

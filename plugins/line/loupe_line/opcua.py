@@ -129,6 +129,7 @@ class OpcUaAdapter(LineAdapter):
         super().__init__(target, params, control)
         self.host, self.port = parse_target(target)
         self.name = f"opcua://{self.host}:{self.port}"
+        self.spec = f"opcua:{target}"  # the station keys adapters by their spec
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -185,7 +186,7 @@ class OpcUaAdapter(LineAdapter):
             raise RuntimeError(f"{self.name}: the OPC UA server did not start within 60 s")
         if self._error is not None:
             raise RuntimeError(f"{self.name}: cannot start: {self._error}") from self._error
-        self.control.set_adapter_connected(self.name, False, "listening, no session")
+        self.control.set_adapter_connected(self.spec, False, "listening, no session")
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -379,7 +380,7 @@ class OpcUaAdapter(LineAdapter):
                 count = len(server.bserver.clients)
                 if count != self._sessions:
                     self._sessions = count
-                    self.control.set_adapter_connected(self.name, count > 0,
+                    self.control.set_adapter_connected(self.spec, count > 0,
                                                        f"{count} client(s)" if count else "no client")
             except Exception:  # noqa: BLE001
                 pass

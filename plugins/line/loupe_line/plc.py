@@ -24,6 +24,8 @@ from host import Command
 #: scheme -> "module:Class" (imported when used)
 DRIVERS = {
     "tcp": "loupe_line.tcp:TcpDriver",
+    "modbus": "loupe_line.plc_drivers:ModbusDriver",
+    "opcua": "loupe_line.plc_drivers:OpcUaDriver",
 }
 
 

@@ -1,0 +1,281 @@
+"""Simulated-PLC drivers for ``loupe line plc --io modbus://...`` and ``--io opcua://...``.
+
+Each driver has the shape of ``loupe_line.tcp.TcpDriver``: ``open()``,
+``close()``, ``state()``, ``select_job(job) -> "OK,<job>" | "ER,JOB,<code>"``
+and ``run(times, ack) -> outcomes`` (one dict per trigger: ``sent``, ``done``,
+``reply``, ``result_id``, ``verdict``, ``error``).
+
+- **Modbus** plays the In-Sight handshake a PLC program does, one trigger at a
+  time: wait for TriggerReady, raise Trigger, check TriggerAck (else read the
+  error register: a refused trigger is a missed one), drop Trigger, poll until
+  ResultsValid, read result id, result code and measurements, pulse ResultsAck.
+  The Modbus map makes ResultsAck part of the handshake, so ``ack`` is implied.
+  Job ids on the wire are numbers: the index in the station's job list.
+- **OPC UA** calls ``StartSingleJob`` on schedule (the station queues triggers,
+  so calls may overlap inspections), takes each result from the ``ResultReady``
+  event, and with ``ack`` calls ``ResultAcknowledge`` for it.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+from .modbus import (COILS, COMMAND_COMPLETED, COMMAND_FAILED, ERROR_CODES, EXECUTE_COMMAND, HR_COMMAND, INPUTS,
+                     IR_ERROR, IR_RESULT_ID, RESULTS_ACK, RESULTS_VALID, STATE_CODES, TRIGGER, TRIGGER_ACK,
+                     TRIGGER_READY)
+from .modbus import parse_target as modbus_target
+
+VERDICTS = {1: "pass", 2: "fail", 3: "review", 4: "error"}
+STATES = {v: k for k, v in STATE_CODES.items()}
+ERRORS = {v: k for k, v in ERROR_CODES.items()}
+
+
+def _outcome() -> dict:
+    return dict(sent=None, done=None, reply=None, result_id=None, verdict=None, error=None)
+
+
+class ModbusDriver:
+    """The simulated PLC's side of the Modbus map (pymodbus client)."""
+
+    scheme = "modbus"
+
+    def __init__(self, target: str, timeout: float = 30.0):
+        self.host, self.port = modbus_target(target, 502)
+        self.timeout = timeout
+        self.client = None
+
+    def open(self) -> None:
+        from pymodbus.client import ModbusTcpClient
+
+        self.client = ModbusTcpClient(self.host, port=self.port, timeout=min(self.timeout, 10.0), retries=1)
+        if not self.client.connect():
+            raise ConnectionError(f"cannot connect to modbus://{self.host}:{self.port}")
+        # a PLC's first scan: triggers enabled, online, every edge low
+        self.client.write_coils(0, [True, False, False, False, False])
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    # ---- small reads
+
+    def bits(self) -> list[bool]:
+        rr = self.client.read_discrete_inputs(0, count=len(INPUTS))
+        if rr.isError():
+            raise ConnectionError(f"read discrete inputs: {rr}")
+        return list(rr.bits[:len(INPUTS)])
+
+    def registers(self, address: int, count: int) -> list[int]:
+        rr = self.client.read_input_registers(address, count=count)
+        if rr.isError():
+            raise ConnectionError(f"read input registers: {rr}")
+        return list(rr.registers)
+
+    def coil(self, address: int, value: bool) -> None:
+        rr = self.client.write_coil(address, value)
+        if rr.isError():
+            raise ConnectionError(f"write coil {COILS[address]}: {rr}")
+
+    def state(self) -> str:
+        return STATES.get(self.registers(1, 1)[0], "?")
+
+    def select_job(self, job: str) -> str:
+        if not str(job).isdigit():
+            return "ER,JOB,bad_argument"  # the Modbus map takes job ids: the index in the station's job list
+        return self.command(1, int(job), reply=f"OK,{job}", name="JOB")
+
+    def command(self, code: int, arg: int = 0, reply: str = "OK", name: str = "CMD") -> str:
+        self.client.write_registers(HR_COMMAND, [code, arg])
+        self.coil(EXECUTE_COMMAND, True)
+        deadline = time.monotonic() + self.timeout
+        try:
+            while time.monotonic() < deadline:
+                b = self.bits()
+                if b[COMMAND_COMPLETED]:
+                    return reply
+                if b[COMMAND_FAILED]:
+                    return f"ER,{name},{ERRORS.get(self.registers(IR_ERROR, 1)[0], 'failed')}"
+                time.sleep(0.001)
+            return f"ER,{name},timeout"
+        finally:
+            self.coil(EXECUTE_COMMAND, False)
+
+    # ---- the handshake
+
+    def trigger_once(self, o: dict, deadline: float) -> None:
+        while not self.bits()[TRIGGER_READY]:
+            if time.monotonic() > deadline:
+                o["error"] = "not_ready"
+                return
+            time.sleep(0.0005)
+        o["sent"] = time.perf_counter()
+        self.coil(TRIGGER, True)
+        acked = self.bits()[TRIGGER_ACK]
+        if not acked:
+            o["error"] = ERRORS.get(self.registers(IR_ERROR, 1)[0], "refused")
+            o["done"] = time.perf_counter()
+            o["reply"] = f"ER,TRG,{o['error']}"
+            self.coil(TRIGGER, False)
+            return
+        self.coil(TRIGGER, False)
+        while True:
+            b = self.bits()
+            if b[RESULTS_VALID]:
+                break
+            if time.monotonic() > deadline:
+                o["error"] = "timeout"
+                return
+        regs = self.registers(IR_RESULT_ID, 3)
+        o["done"] = time.perf_counter()
+        o["result_id"] = (regs[0] << 16) | regs[1]
+        o["verdict"] = VERDICTS.get(regs[2], "?")
+        o["reply"] = f"OK,{o['result_id']},{o['verdict']}"
+        # ResultsAck: the edge is handled before the write is answered
+        self.coil(RESULTS_ACK, True)
+        self.coil(RESULTS_ACK, False)
+
+    def run(self, times: list[float], ack: bool = True) -> list[dict]:
+        outcomes = [_outcome() for _ in times]
+        for i, t in enumerate(times):
+            delay = t - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            self.trigger_once(outcomes[i], time.monotonic() + self.timeout)
+        return outcomes
+
+
+class OpcUaDriver:
+    """The simulated PLC's side of the OPC UA server (asyncua's synchronous client)."""
+
+    scheme = "opcua"
+
+    def __init__(self, target: str, timeout: float = 30.0, username: str | None = None,
+                 password: str | None = None):
+        from .opcua import parse_target
+
+        self.host, self.port = parse_target(target)
+        self.url = f"opc.tcp://{self.host}:{self.port}/loupe/"
+        self.timeout = timeout
+        self.username, self.password = username, password
+        self.client = None
+        self.events: queue.Queue = queue.Queue()
+
+    def open(self) -> None:
+        from asyncua.sync import Client
+
+        c = Client(self.url, timeout=min(self.timeout, 10.0))
+        if self.username:
+            c.set_user(self.username)
+            c.set_password(self.password or "")
+        c.connect()
+        self.client = c
+        self.idx = c.get_namespace_index("urn:loupe:station")
+        ns = self.idx
+        objects = c.nodes.objects
+        self.vs = objects.get_child(f"{ns}:VisionSystem")
+        self.amsm = self.vs.get_child([f"{ns}:VisionStateMachine", f"{ns}:AutomaticModeStateMachine"])
+        self.rm = self.vs.get_child(f"{ns}:RecipeManagement")
+        self.res = self.vs.get_child(f"{ns}:ResultManagement")
+        self.state_node = self.vs.get_child(f"{ns}:State")
+        etype = c.nodes.types.get_child(["0:EventTypes", "0:BaseEventType", f"{ns}:ResultReadyEventType"])
+        events = self.events
+
+        class Handler:
+            def event_notification(self, ev):
+                events.put((time.perf_counter(), int(ev.ResultId), ev.Verdict))
+
+        self.sub = c.create_subscription(0, Handler())  # 0: the server publishes at once
+        self.sub.subscribe_events(self.vs, etype)
+
+    def close(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.disconnect()
+            finally:
+                self.client = None
+
+    def state(self) -> str:
+        return self.state_node.read_value()
+
+    def _code(self, exc: Exception) -> str:
+        name = type(exc).__name__
+        if "ResourceUnavailable" in name:
+            return "buffer_full"
+        if "InvalidState" in name:
+            return "busy" if self.state() == "ContinuousExecution" else "not_ready"
+        if "InvalidArgument" in name:
+            return "unknown_job"
+        if "NoData" in name:
+            return "no_result"
+        return name
+
+    def select_job(self, job: str) -> str:
+        from asyncua import ua
+
+        try:
+            self.rm.call_method(f"{self.idx}:SelectJob", ua.Variant(str(job), ua.VariantType.String))
+        except Exception as e:  # noqa: BLE001 - a refused call is a reply
+            return f"ER,JOB,{self._code(e)}"
+        return f"OK,{job}"
+
+    def run(self, times: list[float], ack: bool = False) -> list[dict]:
+        from asyncua import ua
+
+        outcomes = [_outcome() for _ in times]
+        by_id: dict[int, int] = {}
+        early: dict[int, tuple[float, str]] = {}
+        lock = threading.Lock()
+        expected = [0]
+
+        def take(now, rid, verdict):
+            i = by_id.get(rid)
+            if i is None:
+                early[rid] = (now, verdict)   # the event overtook the method's reply
+                return
+            o = outcomes[i]
+            o["done"], o["result_id"], o["verdict"] = now, rid, verdict
+            o["reply"] = f"OK,{rid},{verdict}"
+            if ack:
+                try:
+                    self.res.call_method(f"{self.idx}:ResultAcknowledge", ua.Variant(str(rid), ua.VariantType.String))
+                except Exception as e:  # noqa: BLE001
+                    o["error"] = f"ack: {self._code(e)}"
+            expected[0] -= 1
+
+        for i, t in enumerate(times):
+            delay = t - time.perf_counter()
+            while delay > 0:                   # take results while waiting for the next trigger time
+                try:
+                    now, rid, verdict = self.events.get(timeout=delay)
+                    with lock:
+                        take(now, rid, verdict)
+                except queue.Empty:
+                    pass
+                delay = t - time.perf_counter()
+            o = outcomes[i]
+            o["sent"] = time.perf_counter()
+            try:
+                rid = int(self.amsm.call_method(f"{self.idx}:StartSingleJob"))
+            except Exception as e:  # noqa: BLE001 - a refused trigger is a missed one
+                o["done"] = time.perf_counter()
+                o["error"] = self._code(e)
+                o["reply"] = f"ER,TRG,{o['error']}"
+                continue
+            with lock:
+                by_id[rid] = i
+                expected[0] += 1
+                if rid in early:
+                    now, verdict = early.pop(rid)
+                    take(now, rid, verdict)
+        deadline = time.monotonic() + self.timeout
+        while expected[0] > 0 and time.monotonic() < deadline:
+            try:
+                now, rid, verdict = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            with lock:
+                take(now, rid, verdict)
+        return outcomes
+
