@@ -287,6 +287,8 @@ class OpcUaAdapter(LineAdapter):
                 except StationActionError as e:
                     log.info("%s: %s refused: %s", self.name, fn.__name__, e)
                     return status_for(e.code)
+                finally:
+                    self._refresh_now()  # counters and flags that no event announces (reset_counters)
             call.__name__ = fn.__name__
             return uamethod(call)
 
@@ -411,6 +413,33 @@ class OpcUaAdapter(LineAdapter):
             fut.result(10)
         except Exception as e:  # noqa: BLE001 - an address-space hiccup must not kill the event thread
             log.warning("%s: event %s not published: %s", self.name, event.kind, e)
+
+    def _refresh_now(self) -> None:
+        """Copy the station's status into the address space (from a method's worker thread)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            status = self.control.status()
+            asyncio.run_coroutine_threadsafe(self._status(status), loop).result(5)
+        except Exception as e:  # noqa: BLE001
+            log.debug("%s: status refresh failed: %s", self.name, e)
+
+    async def _status(self, status: dict) -> None:
+        from asyncua import ua
+
+        n = self._nodes
+        state = status.get("state")
+        if state:
+            for key in ("State", "VisionStateMachine.CurrentState", "AutomaticModeStateMachine.CurrentState"):
+                await n[key].write_value(ua.Variant(state, ua.VariantType.String))
+        if status.get("job"):
+            await n["CurrentJob"].write_value(ua.Variant(status["job"], ua.VariantType.String))
+        await n["MissedTriggers"].write_value(ua.Variant(min(int(status.get("missed", 0)), 2**32 - 1),
+                                                         ua.VariantType.UInt32))
+        await n["BufferOverrun"].write_value(ua.Variant(bool(status.get("overrun")), ua.VariantType.Boolean))
+        waiting = int((status.get("buffer") or {}).get("unacknowledged", 0))
+        await n["ResultsWaiting"].write_value(ua.Variant(waiting, ua.VariantType.UInt32))
 
     async def _apply(self, ev: StationEvent, status: dict) -> None:
         from asyncua import ua
