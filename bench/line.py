@@ -11,7 +11,11 @@ All figures come from one run, on this machine:
   everything the station, the store and the protocol add (target: p99 <= 2 ms);
 - **throughput**: the highest trigger rate, of those tried, sustained with no missed trigger
   (pipelined triggers, buffer 64, each rate for ``--seconds``);
-- **changeover**: ``JOB a`` / ``JOB b`` round trips, minus a ``STATE?`` round trip.
+- **changeover**: ``JOB a`` / ``JOB b`` round trips, minus a ``STATE?`` round trip;
+- **Modbus and OPC UA latency** (``protocol_latency``): a second ``loupe serve`` with both adapters;
+  the simulated PLC's Modbus driver (Trigger coil -> ResultsValid, then ResultsAck) and OPC UA driver
+  (StartSingleJob -> ResultReady event, then ResultAcknowledge), overhead as above (targets: p99
+  <= 2 ms Modbus, <= 5 ms OPC UA).
 
 Without ``--recipe`` it uses the example station's classical recipes (``examples/station``).
 """
@@ -151,6 +155,61 @@ def changeover(port: int, n: int) -> dict:
             "changeover_ms_p99": pct(co, 99) - base, "n": n}
 
 
+# ---------------------------------------------------------------- Modbus and OPC UA (h12b)
+
+
+def protocol_latency(work: Path, station: Path, count: int, rate: float) -> dict:
+    """Trigger -> results-valid over Modbus TCP (Trigger coil -> ResultsValid, polled as fast as the
+    master can) and OPC UA (StartSingleJob -> ResultReady event, publishing interval 0), one
+    ``loupe serve`` with both adapters; overhead = latency - the station's own pipeline time."""
+    from loupe_line.plc import run_plc
+
+    proto = work / "station-protocols.yaml"
+    text = station.read_text().replace("io: [tcp://127.0.0.1:0]", "io: [modbus://127.0.0.1:0, opcua://127.0.0.1:0]")
+    proto.write_text(text.replace("results.sqlite", "results-protocols.sqlite"))
+    for f in work.glob("results-protocols.sqlite*"):
+        f.unlink()
+    exe = Path(sys.executable).with_name("loupe")
+    proc = subprocess.Popen([str(exe), "serve", str(proto), "-q"], cwd=work, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    ports: dict[str, int] = {}
+    for ln in proc.stdout:
+        m = re.search(r"io: (modbus|opc\.tcp)://[^:]+:(\d+)", ln)
+        if m:
+            ports["modbus" if m.group(1) == "modbus" else "opcua"] = int(m.group(2))
+        if len(ports) == 2:
+            break
+    if len(ports) != 2:
+        proc.kill()
+        raise RuntimeError("loupe serve did not print the modbus and opcua endpoints")
+    runs, checks = {}, {}
+    try:
+        for scheme, port in ports.items():
+            io = f"{scheme}://127.0.0.1:{port}"
+            run_plc(io, rate=rate, count=30, ack=True)  # warm-up
+            s = run_plc(io, rate=rate, count=count, ack=True)
+            errors = sorted({str(o["error"]) for o in s["outcomes"] if o["error"]})
+            if not s["handshake_ok"] or s["missed"]:
+                print(f"  {io}: {s['problems']}, {s['missed']} missed ({', '.join(errors)})", file=sys.stderr)
+            runs[scheme] = {o["result_id"]: (o["done"] - o["sent"]) * 1e3 for o in s["outcomes"]
+                            if o["result_id"] is not None}
+            checks[scheme] = {"handshake_ok": s["handshake_ok"], "missed": s["missed"], "errors": errors}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    with sqlite3.connect(work / "results-protocols.sqlite") as c:
+        total = dict(c.execute("SELECT idx, total_ms FROM frames").fetchall())
+    out = {}
+    for scheme, lat in runs.items():
+        over = [lat[r] - total[r] for r in lat if r in total]
+        out[scheme] = {"latency_ms": {"p50": pct(list(lat.values()), 50), "p99": pct(list(lat.values()), 99),
+                                      "rate_hz": rate, "n": len(lat)},
+                       "overhead_ms": {"p50": pct(over, 50), "p99": pct(over, 99), "n": len(over)},
+                       **checks[scheme]}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", type=Path, help="a recipe to bench (default: the example's classical recipe)")
@@ -162,6 +221,9 @@ def main() -> int:
                     help="rates tried for throughput (Hz)")
     ap.add_argument("--seconds", type=float, default=3.0, help="seconds per throughput rate")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--protocol-count", type=int, default=500, help="triggers per protocol (Modbus, OPC UA)")
+    ap.add_argument("--protocol-rate", type=float, default=50.0, help="their trigger rate (Hz)")
+    ap.add_argument("--no-protocols", action="store_true", help="TCP only (skip Modbus and OPC UA)")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="loupe-bench-line-"))
     station = setup(work, args.recipe, args.images)
@@ -189,6 +251,7 @@ def main() -> int:
                 break
     finally:
         summary = srv.stop()
+    protocols = {} if args.no_protocols else protocol_latency(work, station, args.protocol_count, args.protocol_rate)
     with sqlite3.connect(work / "results.sqlite") as c:
         total = dict(c.execute("SELECT idx, total_ms FROM frames").fetchall())
         stored = c.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
@@ -208,7 +271,10 @@ def main() -> int:
         "bare_pipeline_limit_hz": 1e3 / statistics.median(bare),
         "stored_results": stored,
         "serve_summary": summary.strip().splitlines()[-1] if summary.strip() else "",
+        "protocols": protocols,
     }
+    for scheme, p in protocols.items():
+        p["latency_minus_bare_ms"] = {q: p["latency_ms"][q] - res["bare_pipeline_ms"][q] for q in ("p50", "p99")}
     print(json.dumps(res, indent=2))
     print(f"""
 | figure | value |
@@ -218,6 +284,11 @@ def main() -> int:
 | station overhead p50 / p99 (latency - own pipeline time) | {res['overhead_ms']['p50']:.3f} / {res['overhead_ms']['p99']:.3f} ms |
 | changeover p50 / p99 (JOB round trip - STATE? round trip) | {co['changeover_ms_p50']:.3f} / {co['changeover_ms_p99']:.3f} ms |
 | highest rate with no missed trigger (tried {args.rates}) | {res['max_rate_no_miss_hz']} Hz (bare pipeline limit {res['bare_pipeline_limit_hz']:.0f} Hz) |""")
+    for scheme, p in protocols.items():
+        print(f"| {scheme} trigger -> results valid p50 / p99 ({args.protocol_rate:g} Hz) | "
+              f"{p['latency_ms']['p50']:.3f} / {p['latency_ms']['p99']:.3f} ms |")
+        print(f"| {scheme} overhead p50 / p99 (latency - own pipeline time) | "
+              f"{p['overhead_ms']['p50']:.3f} / {p['overhead_ms']['p99']:.3f} ms |")
     if args.out:
         args.out.write_text(json.dumps(res, indent=2))
     return 0

@@ -414,6 +414,13 @@ class OpcUaAdapter(LineAdapter):
         except Exception as e:  # noqa: BLE001 - an address-space hiccup must not kill the event thread
             log.warning("%s: event %s not published: %s", self.name, event.kind, e)
 
+    async def _write(self, key: str, value, vt) -> None:
+        """Write one variable directly into the address space (asyncua's fast path)."""
+        from asyncua import ua
+
+        dv = ua.DataValue(ua.Variant(value, vt), SourceTimestamp=dt.datetime.now(dt.timezone.utc))
+        await self._server.write_attribute_value(self._nodes[key].nodeid, dv)
+
     def _refresh_now(self) -> None:
         """Copy the station's status into the address space (from a method's worker thread)."""
         loop = self._loop
@@ -428,38 +435,22 @@ class OpcUaAdapter(LineAdapter):
     async def _status(self, status: dict) -> None:
         from asyncua import ua
 
-        n = self._nodes
+        w = self._write
         state = status.get("state")
         if state:
             for key in ("State", "VisionStateMachine.CurrentState", "AutomaticModeStateMachine.CurrentState"):
-                await n[key].write_value(ua.Variant(state, ua.VariantType.String))
+                await w(key, state, ua.VariantType.String)
         if status.get("job"):
-            await n["CurrentJob"].write_value(ua.Variant(status["job"], ua.VariantType.String))
-        await n["MissedTriggers"].write_value(ua.Variant(min(int(status.get("missed", 0)), 2**32 - 1),
-                                                         ua.VariantType.UInt32))
-        await n["BufferOverrun"].write_value(ua.Variant(bool(status.get("overrun")), ua.VariantType.Boolean))
+            await w("CurrentJob", status["job"], ua.VariantType.String)
+        await w("MissedTriggers", min(int(status.get("missed", 0)), 2**32 - 1), ua.VariantType.UInt32)
+        await w("BufferOverrun", bool(status.get("overrun")), ua.VariantType.Boolean)
         waiting = int((status.get("buffer") or {}).get("unacknowledged", 0))
-        await n["ResultsWaiting"].write_value(ua.Variant(waiting, ua.VariantType.UInt32))
+        await w("ResultsWaiting", waiting, ua.VariantType.UInt32)
 
     async def _apply(self, ev: StationEvent, status: dict) -> None:
-        from asyncua import ua
-
-        n = self._nodes
-
-        async def put(key, value, vt):
-            await n[key].write_value(ua.Variant(value, vt))
-
-        await put("State", ev.state, ua.VariantType.String)
-        await put("VisionStateMachine.CurrentState", ev.state, ua.VariantType.String)
-        await put("AutomaticModeStateMachine.CurrentState", ev.state, ua.VariantType.String)
-        await put("CurrentJob", ev.job, ua.VariantType.String)
-        if status:
-            await put("MissedTriggers", min(int(status.get("missed", 0)), 2**32 - 1), ua.VariantType.UInt32)
-            await put("BufferOverrun", bool(status.get("overrun")), ua.VariantType.Boolean)
-            waiting = (status.get("buffer") or {}).get("unacknowledged", 0)
-            await put("ResultsWaiting", int(waiting), ua.VariantType.UInt32)
         if ev.kind == "result_ready" and ev.result is not None:
-            await self._publish(ev.result)
+            await self._publish(ev.result)   # the result first: it is what a PLC waits for
+        await self._status(status or {"state": ev.state, "job": ev.job})
 
     def _values(self, r: StationResult) -> tuple[list[str], list[float]]:
         names = self.params.measurements or [k for k, v in r.measurements.items() if numeric(v) is not None]
@@ -472,7 +463,6 @@ class OpcUaAdapter(LineAdapter):
     async def _publish(self, r: StationResult) -> None:
         from asyncua import ua
 
-        n = self._nodes
         names, values = self._values(r)
         created = dt.datetime.fromtimestamp(r.created, dt.timezone.utc)
         total = float(r.processing_ms.get("total", sum(r.processing_ms.values()) if r.processing_ms else 0.0))
@@ -490,7 +480,7 @@ class OpcUaAdapter(LineAdapter):
                                ("ProcessingTimes.StartTime", created, ua.VariantType.DateTime),
                                ("ProcessingTimes.EndTime", end, ua.VariantType.DateTime),
                                ("ProcessingTimes.ProcessingDuration", total, ua.VariantType.Double)):
-            await n[key].write_value(ua.Variant(value, vt))
+            await self._write(key, value, vt)
         gen = self._event
         e = gen.event
         e.ResultId = str(r.result_id)
