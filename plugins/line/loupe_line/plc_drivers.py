@@ -7,8 +7,8 @@ and ``run(times, ack) -> outcomes`` (one dict per trigger: ``sent``, ``done``,
 
 - **Modbus** plays the In-Sight handshake a PLC program does, one trigger at a
   time: wait for TriggerReady, raise Trigger, check TriggerAck (else read the
-  error register: a refused trigger is a missed one), drop Trigger, poll until
-  ResultsValid, read result id, result code and measurements, pulse ResultsAck.
+  error register: a refused trigger is a missed one), poll until ResultsValid,
+  read result id and result code, drop Trigger, pulse ResultsAck.
   The Modbus map makes ResultsAck part of the handshake, so ``ack`` is implied.
   Job ids on the wire are numbers: the index in the station's job list.
 - **OPC UA** calls ``StartSingleJob`` on schedule (the station queues triggers,
@@ -112,27 +112,26 @@ class ModbusDriver:
             time.sleep(0.0005)
         o["sent"] = time.perf_counter()
         self.coil(TRIGGER, True)
-        acked = self.bits()[TRIGGER_ACK]
-        if not acked:
+        b = self.bits()   # TriggerAck is set before the write is answered
+        if not b[TRIGGER_ACK]:
             o["error"] = ERRORS.get(self.registers(IR_ERROR, 1)[0], "refused")
             o["done"] = time.perf_counter()
             o["reply"] = f"ER,TRG,{o['error']}"
             self.coil(TRIGGER, False)
             return
-        self.coil(TRIGGER, False)
-        while True:
-            b = self.bits()
-            if b[RESULTS_VALID]:
-                break
+        while not b[RESULTS_VALID]:
             if time.monotonic() > deadline:
                 o["error"] = "timeout"
+                self.coil(TRIGGER, False)
                 return
             time.sleep(0.0002)  # a PLC polls on its cycle; a bare spin only steals the station's CPU
+            b = self.bits()
+        o["done"] = time.perf_counter()   # results valid, as the PLC saw it
         regs = self.registers(IR_RESULT_ID, 3)
-        o["done"] = time.perf_counter()
         o["result_id"] = (regs[0] << 16) | regs[1]
         o["verdict"] = VERDICTS.get(regs[2], "?")
         o["reply"] = f"OK,{o['result_id']},{o['verdict']}"
+        self.coil(TRIGGER, False)
         # ResultsAck: the edge is handled before the write is answered
         self.coil(RESULTS_ACK, True)
         self.coil(RESULTS_ACK, False)
