@@ -181,6 +181,9 @@ class _Handler(socketserver.StreamRequestHandler):
                 reply = f"OK,{control.state}"
             elif cmd == "STOP":
                 control.stop_continuous()
+                deadline = time.monotonic() + adapter.params.timeout_s
+                while control.state == "ContinuousExecution" and time.monotonic() < deadline:
+                    time.sleep(0.001)  # the reply comes once the frame in progress is done
                 reply = f"OK,{control.state}"
             elif cmd == "RESET":
                 control.reset()
@@ -210,18 +213,19 @@ class _Handler(socketserver.StreamRequestHandler):
                     text = "ER,TRG,timeout" if r is None else format_result(r, adapter.params.measurements)
                 else:
                     r, text = None, value
+                if r is not None and adapter.params.auto_ack:
+                    # released before the reply goes out, so the PLC that reads it finds room for its
+                    # next trigger; a client that has gone still gets its result stored and released
+                    try:
+                        control.acknowledge(r.result_id)
+                    except StationActionError:
+                        pass
                 if alive:
                     try:
                         self.wfile.write(text.encode("ascii", "replace") + b"\r\n")
                         self.wfile.flush()
                     except OSError:
                         alive = False
-                if r is not None and adapter.params.auto_ack:
-                    # written, or its client has gone: either way the result is stored and released
-                    try:
-                        control.acknowledge(r.result_id)
-                    except StationActionError:
-                        pass
             finally:
                 replies.task_done()
 
