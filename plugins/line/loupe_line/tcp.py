@@ -124,6 +124,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 pass
             return
         replies: queue.Queue = queue.Queue()
+        adapter._replies[self.request] = replies
         writer = threading.Thread(target=self._write_replies, args=(replies,), daemon=True,
                                   name="loupe-tcp-writer")
         writer.start()
@@ -244,6 +245,7 @@ class TcpAdapter(LineAdapter):
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._clients: set[socket.socket] = set()
+        self._replies: dict[socket.socket, queue.Queue] = {}
         self._lock = threading.Lock()
         self.name = f"tcp:{target}"
 
@@ -273,6 +275,7 @@ class TcpAdapter(LineAdapter):
     def _disconnect(self, sock: socket.socket) -> None:
         with self._lock:
             self._clients.discard(sock)
+            self._replies.pop(sock, None)
             n = len(self._clients)
         self.control.set_adapter_connected(self.name, n > 0, f"{n} client(s)" if n else "no client")
 
@@ -282,6 +285,10 @@ class TcpAdapter(LineAdapter):
             return
         server.shutdown()
         server.server_close()
+        # the station closes its adapters after the frame in progress: let its reply go out first
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and any(q.unfinished_tasks for q in list(self._replies.values())):
+            time.sleep(0.005)
         with self._lock:
             clients = list(self._clients)
         for sock in clients:
