@@ -475,6 +475,13 @@ class _Job:
 
 
 @dataclass
+class _Stores:
+    run: RunInfo
+    reporters: list[Reporter]
+    counts: dict[str, int] = field(default_factory=lambda: {PASS: 0, REVIEW: 0, FAIL: 0, ERROR: 0})
+
+
+@dataclass
 class _Counters:
     counts: dict[str, int] = field(default_factory=lambda: {PASS: 0, REVIEW: 0, FAIL: 0, ERROR: 0})
     missed: int = 0
@@ -503,7 +510,8 @@ class Station(StationControl):
         self._state = INITIALIZED
         self._job = config.first_job
         self._jobs: dict[str, _Job] = {}
-        self._reporters: list[Reporter] = []
+        self._stores: dict[str, _Stores] = {}      # job -> its open run in every store
+        self._reporters: list[Reporter] = []       # the current job's (what the inspection thread writes)
         self._run: RunInfo | None = None
         self._after_frame = None
         self._ids: ResultIds | None = None
@@ -546,7 +554,9 @@ class Station(StationControl):
             if self._source is None:
                 self._source = open_source(cfg.source, self.pm.catalogue, base_dir=cfg.source_base)
             self._ids = ResultIds(cfg.state_file)
-            self._open_stores(self._job)
+            for job in self._jobs:  # one run per job, opened now: a changeover opens nothing
+                self._open_stores(job)
+            self._activate(self._job)
             self._after_frame = hook.loupe_after_frame if hook.loupe_after_frame.get_hookimpls() else None
             for io in cfg.io:
                 adapter = io.cls(io.target, io.params, self)
@@ -596,10 +606,11 @@ class Station(StationControl):
             except Exception:
                 log.exception("closing line adapter %s failed", name)
         errors: list[BaseException] = []
-        try:
-            self._close_stores()
-        except Exception as exc:
-            errors.append(exc)
+        for job in list(self._stores):
+            try:
+                self._close_stores(job)
+            except Exception as exc:
+                errors.append(exc)
         for job in self._jobs.values():
             job.pipeline.close()
         if self._source is not None:
@@ -620,6 +631,7 @@ class Station(StationControl):
     # --------------------------------------------------------------- stores
 
     def _open_stores(self, job: str) -> None:
+        """Open a run of ``job`` in every store (its recipe is what the run records)."""
         from .runner import open_reporter
 
         cfg = self.config
@@ -638,23 +650,37 @@ class Station(StationControl):
             for r in opened:
                 r.close()
             raise
-        self._run, self._reporters = run, opened
-        self._run_counts = {PASS: 0, REVIEW: 0, FAIL: 0, ERROR: 0}
+        self._stores[job] = _Stores(run, opened)
         self.pm.hook.loupe_before_run(run=run)
 
-    def _close_stores(self) -> None:
-        reporters, run = self._reporters, self._run
-        self._reporters = []
-        if run is None:
-            return
-        first: Exception | None = None
+    def _activate(self, job: str) -> None:
+        """Make ``job``'s runs the ones the inspection thread writes (caller holds the frame lock)."""
+        old = self._stores.get(self._job)
+        if old is not None and self._job != job:
+            self._flush(old.reporters)  # so the next job's run can write (SQLite: one writer)
+        st = self._stores[job]
+        self._run, self._reporters, self._run_counts = st.run, st.reporters, st.counts
+
+    @staticmethod
+    def _flush(reporters: list[Reporter]) -> None:
         for r in reporters:
+            flush = getattr(r, "flush", None)
+            if flush is not None:
+                flush()
+
+    def _close_stores(self, job: str) -> None:
+        st = self._stores.pop(job, None)
+        if st is None:
+            return
+        if st.reporters is self._reporters:
+            self._reporters, self._run = [], None
+        first: Exception | None = None
+        for r in st.reporters:
             try:
                 r.close()
             except Exception as exc:
                 first = first or exc
-        self.pm.hook.loupe_after_run(run=run, counts=dict(self._run_counts), interrupted=self._stopping)
-        self._run = None
+        self.pm.hook.loupe_after_run(run=st.run, counts=dict(st.counts), interrupted=self._stopping)
         if first is not None:
             raise first
 
@@ -814,9 +840,8 @@ class Station(StationControl):
                                          f"a job changes in Ready; the station is {self._state}")
             with self._frame_lock:
                 t0 = time.perf_counter()
-                self._close_stores()
+                self._activate(job)
                 self._job = job
-                self._open_stores(job)
                 ms = (time.perf_counter() - t0) * 1e3
             self.changeovers_ms.append(ms)
             del self.changeovers_ms[:-100]
@@ -897,9 +922,12 @@ class Station(StationControl):
             old_jobs = {job: self._jobs[job] for job in new}
             self._jobs.update(new)
             cfg.recipes.update({job: j.recipe for job, j in new.items()})
-            if self._job in new:  # the stores record the recipe of each run
-                self._close_stores()
-                self._open_stores(self._job)
+            for job in new:  # the stores record the recipe of each run: a new run per changed job
+                if job == self._job:
+                    self._flush(self._reporters)
+                self._close_stores(job)
+                self._open_stores(job)
+            self._activate(self._job)
         for j in old_jobs.values():
             j.pipeline.close()
         log.info("reloaded jobs: %s", ", ".join(new))
@@ -1011,6 +1039,12 @@ class Station(StationControl):
             if self._after_frame is not None:
                 self._after_frame(run=self._run, result=fr)
         self._finish(rid, job, wall, fr, perf)
+        if not self._pending:  # idle: make the stored results durable now (busy: the stores batch)
+            with self._frame_lock:
+                try:
+                    self._flush(self._reporters)
+                except Exception as exc:
+                    store_error = store_error or f"store: {type(exc).__name__}: {exc}"
         if error is not None or store_error is not None:
             with self._lock:
                 self._fail(error or store_error)

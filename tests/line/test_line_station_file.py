@@ -111,3 +111,26 @@ def test_serve_exits_2_with_the_problems(tmp_path):
     r = run_loupe("serve", path, env=SERVE_ENV, timeout=120)
     assert r.returncode == 2
     assert f"{path}: buffer: Input should be a valid integer" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_hmi_is_passed_on_to_an_http_adapter(line_pm, tmp_path):
+    from host import LineAdapter, hookimpl
+
+    class Screen(LineAdapter):  # what loupe-hmi registers: an adapter with the scheme http
+        scheme = "http"
+        wants_frames = True
+
+        def start(self):
+            pass
+
+    class ScreenPlugin:
+        @hookimpl
+        def loupe_line_adapter(self, register):
+            register(Screen)
+
+    line_pm.register_plugin(ScreenPlugin(), name="screen")
+    path = write_station(tmp_path, extra="hmi: {listen: 127.0.0.1:8080}\n")
+    cfg = load_station(path, line_pm.catalogue)
+    assert [(s.scheme, s.target) for s in cfg.io] == [("http", "//127.0.0.1:8080")]
+    cfg = load_station(path, line_pm.catalogue, hmi="0.0.0.0:9000", io=["tcp://127.0.0.1:0"])
+    assert [s.spec for s in cfg.io] == ["tcp://127.0.0.1:0", "http://0.0.0.0:9000"]

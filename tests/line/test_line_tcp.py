@@ -92,6 +92,9 @@ def test_disconnect_and_reconnect_mid_run(make_station, tmp_path):
     for _ in range(3):  # triggers whose replies the client never reads
         a.send("TRG")
     a.sock.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and st.status()["results_issued"] < 4:
+        time.sleep(0.01)  # the gone client's triggers are still taken
     b = Client(port)
     other = Client(port)  # a second client at the same time
     try:

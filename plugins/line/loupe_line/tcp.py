@@ -124,6 +124,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 pass
             return
         replies: queue.Queue = queue.Queue()
+        adapter._replies[self.request] = replies
         writer = threading.Thread(target=self._write_replies, args=(replies,), daemon=True,
                                   name="loupe-tcp-writer")
         writer.start()
@@ -181,6 +182,9 @@ class _Handler(socketserver.StreamRequestHandler):
                 reply = f"OK,{control.state}"
             elif cmd == "STOP":
                 control.stop_continuous()
+                deadline = time.monotonic() + adapter.params.timeout_s
+                while control.state == "ContinuousExecution" and time.monotonic() < deadline:
+                    time.sleep(0.001)  # the reply comes once the frame in progress is done
                 reply = f"OK,{control.state}"
             elif cmd == "RESET":
                 control.reset()
@@ -210,18 +214,19 @@ class _Handler(socketserver.StreamRequestHandler):
                     text = "ER,TRG,timeout" if r is None else format_result(r, adapter.params.measurements)
                 else:
                     r, text = None, value
+                if r is not None and adapter.params.auto_ack:
+                    # released before the reply goes out, so the PLC that reads it finds room for its
+                    # next trigger; a client that has gone still gets its result stored and released
+                    try:
+                        control.acknowledge(r.result_id)
+                    except StationActionError:
+                        pass
                 if alive:
                     try:
                         self.wfile.write(text.encode("ascii", "replace") + b"\r\n")
                         self.wfile.flush()
                     except OSError:
                         alive = False
-                if r is not None and adapter.params.auto_ack:
-                    # written, or its client has gone: either way the result is stored and released
-                    try:
-                        control.acknowledge(r.result_id)
-                    except StationActionError:
-                        pass
             finally:
                 replies.task_done()
 
@@ -240,6 +245,7 @@ class TcpAdapter(LineAdapter):
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._clients: set[socket.socket] = set()
+        self._replies: dict[socket.socket, queue.Queue] = {}
         self._lock = threading.Lock()
         self.name = f"tcp:{target}"
 
@@ -269,6 +275,7 @@ class TcpAdapter(LineAdapter):
     def _disconnect(self, sock: socket.socket) -> None:
         with self._lock:
             self._clients.discard(sock)
+            self._replies.pop(sock, None)
             n = len(self._clients)
         self.control.set_adapter_connected(self.name, n > 0, f"{n} client(s)" if n else "no client")
 
@@ -278,6 +285,10 @@ class TcpAdapter(LineAdapter):
             return
         server.shutdown()
         server.server_close()
+        # the station closes its adapters after the frame in progress: let its reply go out first
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and any(q.unfinished_tasks for q in list(self._replies.values())):
+            time.sleep(0.005)
         with self._lock:
             clients = list(self._clients)
         for sock in clients:
