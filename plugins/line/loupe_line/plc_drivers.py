@@ -245,15 +245,17 @@ class OpcUaDriver:
             expected[0] -= 1
 
         for i, t in enumerate(times):
-            delay = t - time.perf_counter()
-            while delay > 0:                   # take results while waiting for the next trigger time
-                try:
-                    now, rid, verdict = self.events.get(timeout=delay)
-                    with lock:
-                        take(now, rid, verdict)
-                except queue.Empty:
-                    pass
+            while True:   # take the results that came (even when behind schedule), then wait for time t
                 delay = t - time.perf_counter()
+                try:
+                    now, rid, verdict = (self.events.get(timeout=delay) if delay > 0
+                                         else self.events.get_nowait())
+                except queue.Empty:
+                    if delay <= 0 or t - time.perf_counter() <= 0:
+                        break
+                    continue
+                with lock:
+                    take(now, rid, verdict)
             o = outcomes[i]
             o["sent"] = time.perf_counter()
             try:
