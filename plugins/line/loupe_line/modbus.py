@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from host import LineAdapter, Params, StationActionError, StationEvent, StationResult
+from host import LineAdapter, Params, StationActionError, StationEvent, StationResult, UsageError
 
 log = logging.getLogger("loupe.line.modbus")
 
@@ -86,10 +86,9 @@ def parse_target(target: str, default_port: int) -> tuple[str, int]:
         host, port = t, ""
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    try:
-        return host or "127.0.0.1", int(port) if port else default_port
-    except ValueError:
-        raise ValueError(f"bad port in {target!r}: expected //HOST:PORT") from None
+    if port and (not port.isdigit() or int(port) > 65535):
+        raise ValueError("the port must be a number 0-65535 (//HOST:PORT)")
+    return host or "127.0.0.1", int(port) if port else default_port
 
 
 def float_registers(value: Any) -> tuple[int, int]:
@@ -323,7 +322,10 @@ class ModbusAdapter(LineAdapter):
 
     def __init__(self, target, params, control):
         super().__init__(target, params, control)
-        self.host, self.port = parse_target(target, 502)
+        try:
+            self.host, self.port = parse_target(target, 502)
+        except ValueError as exc:
+            raise UsageError(f"io modbus:{target}: {exc}") from None
         self.name = f"modbus://{self.host}:{self.port}"
         self.spec = f"modbus:{target}"  # the station keys adapters by their spec
         self.tables: _Tables | None = None
@@ -345,10 +347,10 @@ class ModbusAdapter(LineAdapter):
         self.tables = _Tables(self)
         self._thread = threading.Thread(target=self._run, name=f"loupe-{self.name}", daemon=True)
         self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError(f"{self.name}: the Modbus server did not start within 10 s")
+        if not self._ready.wait(30):
+            raise OSError("the Modbus server did not start within 30 s")
         if self._error is not None:
-            raise RuntimeError(f"{self.name}: cannot listen: {self._error}") from self._error
+            raise OSError(str(self._error)) from self._error
         self.control.set_adapter_connected(self.spec, False, "listening, no client")
 
     def _run(self) -> None:

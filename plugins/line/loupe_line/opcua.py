@@ -51,7 +51,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from host import LineAdapter, Params, StationActionError, StationEvent, StationResult
+from host import LineAdapter, Params, StationActionError, StationEvent, StationResult, UsageError
 
 log = logging.getLogger("loupe.line.opcua")
 
@@ -84,7 +84,7 @@ def parse_target(target: str, default_port: int = 4840) -> tuple[str, int]:
         host, port = t, ""
     host = host.strip("[]") or "127.0.0.1"
     if port and (not port.isdigit() or not 0 <= int(port) <= 65535):
-        raise ValueError(f"{target!r}: the port must be a number 0-65535")
+        raise ValueError("the port must be a number 0-65535 (//HOST:PORT)")
     return host, int(port) if port else default_port
 
 
@@ -127,7 +127,10 @@ class OpcUaAdapter(LineAdapter):
 
     def __init__(self, target, params, control):
         super().__init__(target, params, control)
-        self.host, self.port = parse_target(target)
+        try:
+            self.host, self.port = parse_target(target)
+        except ValueError as exc:
+            raise UsageError(f"io opcua:{target}: {exc}") from None
         self.name = f"opcua://{self.host}:{self.port}"
         self.spec = f"opcua:{target}"  # the station keys adapters by their spec
         self._thread: threading.Thread | None = None
@@ -168,13 +171,15 @@ class OpcUaAdapter(LineAdapter):
 
     def _check(self) -> None:
         p = self.params
+        where = f"io {self.spec}"
         if p.username is not None and self._password() is None:
-            raise ValueError(f"{self.name}: username {p.username!r} needs a password (password or password_env)")
+            raise UsageError(f"{where}: username {p.username!r} needs a password (password, or password_env "
+                             f"naming a set environment variable)")
         if not self._anonymous() and p.username is None:
             if not is_loopback(self.host) and p.anonymous is None:
-                raise ValueError(f"{self.name}: anonymous access is allowed on loopback only: set a username "
+                raise UsageError(f"{where}: anonymous access is allowed on loopback only: set a username "
                                  f"(and password) or anonymous: true")
-            raise ValueError(f"{self.name}: no identity accepted (anonymous: false and no username)")
+            raise UsageError(f"{where}: no identity accepted (anonymous: false and no username)")
 
     # ---- life cycle
 
@@ -182,10 +187,10 @@ class OpcUaAdapter(LineAdapter):
         self._check()
         self._thread = threading.Thread(target=self._run, name=f"loupe-{self.name}", daemon=True)
         self._thread.start()
-        if not self._ready.wait(60):
-            raise RuntimeError(f"{self.name}: the OPC UA server did not start within 60 s")
+        if not self._ready.wait(120):
+            raise OSError("the OPC UA server did not start within 120 s")
         if self._error is not None:
-            raise RuntimeError(f"{self.name}: cannot start: {self._error}") from self._error
+            raise OSError(f"cannot serve on {self.host}:{self.port}: {self._error}") from self._error
         self.control.set_adapter_connected(self.spec, False, "listening, no session")
 
     def _run(self) -> None:
