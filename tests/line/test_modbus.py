@@ -202,6 +202,35 @@ def test_plc_never_acknowledges_buffer_overrun(make_station, tmp_path):
         plc.close()
 
 
+def test_auto_acknowledge_slow_plc_loses_oldest_unseen_result_and_flags_it(make_station, tmp_path):
+    path = write_station(tmp_path, buffer=2, acknowledge="auto", io="[modbus://127.0.0.1:0]")
+    st = make_station(path)
+    (_, ad), = st.adapters
+    plc = Plc(ad.port)
+    try:
+        for rid in (1, 2, 3, 4):  # the station releases each result once stored; the PLC never acknowledges
+            plc.coil(TRIGGER, True)
+            assert plc.bits()[TRIGGER_ACK]
+            plc.coil(TRIGGER, False)
+            deadline = time.monotonic() + 20
+            while st.status()["results_issued"] < rid or st.status()["buffer"]["used"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        deadline = time.monotonic() + 10
+        while not plc.bits()[BUFFER_OVERRUN] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        r = plc.regs(8)
+        assert plc.bits()[BUFFER_OVERRUN] and (r[2] << 16 | r[3]) == 1 and r[7] == 3  # 1 shown, 3 and 4 waiting
+        assert st.status()["missed"] == 0 and ad.stats()["dropped"] == 1
+        plc.coil(RESULTS_ACK, True)
+        plc.coil(RESULTS_ACK, False)
+        r = plc.regs(8)
+        assert (r[2] << 16 | r[3]) == 3  # result 2 was the one lost
+        assert plc.command(4)[0][COMMAND_COMPLETED] and not plc.bits()[BUFFER_OVERRUN]  # reset clears it
+    finally:
+        plc.close()
+
+
 def test_client_disconnects_and_reconnects_mid_run(make_station, tmp_path):
     st, ad = modbus_station(make_station, tmp_path, buffer=4)
     spec = "modbus://127.0.0.1:0"

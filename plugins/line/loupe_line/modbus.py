@@ -119,7 +119,13 @@ class _Tables:
         self.holding = [0] * 2
         self.registers = [0] * (IR_MEASUREMENTS + 2 * self.slots)
         self.pending: set[int] = set()          # triggers taken here whose result has not come
-        self.waiting: deque[StationResult] = deque(maxlen=65535)  # results not yet acknowledged
+        try:   # results not yet acknowledged by the PLC: as many as the station's buffer holds
+            size = int(self.control.status()["buffer"]["size"])
+        except Exception:  # noqa: BLE001
+            size = 1024
+        self.waiting: deque[StationResult] = deque(maxlen=max(size, 1))
+        self.dropped = 0                          # results lost here (acknowledge: auto and a slow PLC)
+        self.local_overrun = False
         self.presented: StationResult | None = None
         self.triggers = self.refused = self.acks = 0
         self.coils[TRIGGER_ENABLE] = True        # In-Sight powers up with triggers enabled
@@ -168,7 +174,7 @@ class _Tables:
         except Exception:  # noqa: BLE001
             return
         self.registers[IR_MISSED] = min(int(s.get("missed", 0)), 0xFFFF)
-        self.inputs[BUFFER_OVERRUN] = bool(s.get("overrun"))
+        self.inputs[BUFFER_OVERRUN] = bool(s.get("overrun")) or self.local_overrun
 
     def error(self, code: str) -> None:
         self.registers[IR_ERROR] = ERROR_CODES.get(code, OTHER_ERROR)
@@ -234,7 +240,9 @@ class _Tables:
         self.inputs[RESULTS_VALID] = False
         self.present()
 
-    def command_done(self, ok: bool, code: str = "") -> None:
+    def command_done(self, ok: bool, code: str = "", name: str = "") -> None:
+        if ok and name in ("reset", "reset_counters"):
+            self.local_overrun = False
         if not ok:
             self.error(code)
         elif self.registers[IR_ERROR] in (ERROR_CODES["bad_command"], ERROR_CODES["unknown_job"]):
@@ -250,6 +258,12 @@ class _Tables:
     def on_event(self, ev: StationEvent) -> None:
         if ev.kind == "result_ready" and ev.result is not None:
             self.pending.discard(ev.result.result_id)
+            if len(self.waiting) == self.waiting.maxlen:
+                # only with `acknowledge: auto` (else the station's buffer refuses first): the PLC is
+                # too slow to take every result; the oldest unseen one is lost and that is flagged
+                self.dropped += 1
+                self.local_overrun = True
+                self.inputs[BUFFER_OVERRUN] = True
             self.waiting.append(ev.result)
             self.present()
         elif ev.kind == "result_acknowledged" and ev.result is not None:
@@ -453,11 +467,12 @@ class ModbusAdapter(LineAdapter):
                     t.command_done(False, "other")
             else:
                 with t.lock:
-                    t.command_done(True)
+                    t.command_done(True, name=name)
 
         threading.Thread(target=work, name=f"{self.name}-command", daemon=True).start()
 
     def stats(self) -> dict[str, Any]:
         t = self.tables
         return {"clients": self._clients, "triggers": t.triggers if t else 0, "refused": t.refused if t else 0,
-                "acks": t.acks if t else 0, "commands": self._commands, "time": time.time()}
+                "acks": t.acks if t else 0, "dropped": t.dropped if t else 0, "commands": self._commands,
+                "time": time.time()}
