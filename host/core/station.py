@@ -499,6 +499,8 @@ class Station(StationControl):
     """
 
     history_size = 256
+    #: after this long without a trigger, the stores are flushed (SQLite: committed)
+    idle_flush_s = 0.25
 
     def __init__(self, config: StationConfig, pm, source: Source | None = None):
         self.config = config
@@ -529,6 +531,8 @@ class Station(StationControl):
         self._continuous = False
         self._stopping = False
         self._frames = None
+        self._dirty = False
+        self._last_done = 0.0
         self._thread: threading.Thread | None = None
         self._started = time.time()
         self.startup_ms: dict[str, float] = {}
@@ -606,7 +610,8 @@ class Station(StationControl):
             except Exception:
                 log.exception("closing line adapter %s failed", name)
         errors: list[BaseException] = []
-        for job in list(self._stores):
+        # the current job's runs first: they may hold the write lock of a shared store (SQLite)
+        for job in sorted(self._stores, key=lambda j: j != self._job):
             try:
                 self._close_stores(job)
             except Exception as exc:
@@ -922,9 +927,8 @@ class Station(StationControl):
             old_jobs = {job: self._jobs[job] for job in new}
             self._jobs.update(new)
             cfg.recipes.update({job: j.recipe for job, j in new.items()})
+            self._flush(self._reporters)  # releases a shared store's write lock (SQLite)
             for job in new:  # the stores record the recipe of each run: a new run per changed job
-                if job == self._job:
-                    self._flush(self._reporters)
                 self._close_stores(job)
                 self._open_stores(job)
             self._activate(self._job)
@@ -967,19 +971,27 @@ class Station(StationControl):
     def _loop(self) -> None:
         try:
             while True:
+                flush = False
                 with self._lock:
                     while not (self._stopping or self._pending or (self._continuous and self._state == CONTINUOUS
                                                                    and (self.trigger_mode == "source" or
                                                                         self._used() < self.buffer_size))):
-                        self._cv.wait(0.5)
+                        if self._dirty and time.monotonic() - self._last_done >= self.idle_flush_s:
+                            flush = True
+                            break
+                        self._cv.wait(0.05 if self._dirty else 0.5)
                     if self._stopping:
                         break
-                    if self._pending:
+                    if flush:
+                        rid = None
+                    elif self._pending:
                         rid, wall, perf = self._pending.popleft()
                         self._inflight = rid
                     else:
                         rid = None
-                if rid is None:
+                if flush:
+                    self._flush_idle()
+                elif rid is None:
                     self._continuous_frame()
                 else:
                     self._inspect(rid, wall, perf)
@@ -993,6 +1005,17 @@ class Station(StationControl):
                 self._pending.clear()
             for rid, wall, perf in aborted:
                 self._abort(rid, wall, "station stopped" if self._stopping else "inspection thread failed")
+
+    def _flush_idle(self) -> None:
+        """The station has been idle for ``idle_flush_s``: make the stored results durable
+        (busy, the stores batch their commits; a flush here never delays a frame in progress)."""
+        with self._frame_lock:
+            self._dirty = False
+            try:
+                self._flush(self._reporters)
+            except Exception as exc:
+                with self._lock:
+                    self._fail(f"store: {type(exc).__name__}: {exc}")
 
     def _continuous_frame(self) -> None:
         t_wall, t_perf = time.time(), time.perf_counter()
@@ -1038,13 +1061,9 @@ class Station(StationControl):
             self._run_counts[fr.verdict] += 1
             if self._after_frame is not None:
                 self._after_frame(run=self._run, result=fr)
+        self._dirty = True
+        self._last_done = time.monotonic()
         self._finish(rid, job, wall, fr, perf)
-        if not self._pending:  # idle: make the stored results durable now (busy: the stores batch)
-            with self._frame_lock:
-                try:
-                    self._flush(self._reporters)
-                except Exception as exc:
-                    store_error = store_error or f"store: {type(exc).__name__}: {exc}"
         if error is not None or store_error is not None:
             with self._lock:
                 self._fail(error or store_error)
