@@ -49,7 +49,7 @@ def pct(values, q):
     return v[lo] + (v[hi] - v[lo]) * (k - lo)
 
 
-def setup(work: Path, recipe: Path | None, images: Path | None) -> Path:
+def setup(work: Path, recipe: Path | None, images: Path | None, buffer: int = BUFFER) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     if recipe is None:
         for f in ("four-holes.yaml", "three-holes.yaml"):
@@ -74,7 +74,7 @@ jobs:
 trigger: software
 io: [tcp://127.0.0.1:0]
 store: [sqlite:results.sqlite]
-buffer: {BUFFER}
+buffer: {buffer}
 """)
     for f in work.glob("results.sqlite*"):
         f.unlink()
