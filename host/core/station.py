@@ -374,10 +374,23 @@ class ResultIds:
     one block, never a reused id; a clean ``close()`` records the exact next id.
     """
 
-    def __init__(self, path: Path, block: int = 1000):
+    def __init__(self, path: Path, block: int = 1000, lock: bool = True):
         self.path = Path(path)
         self.block = block
         self._next = 1
+        self._lock_fd: int | None = None
+        if lock:  # one station per state file: a second one would issue the same ids
+            import fcntl
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise UsageError(f"{self.path}: another station is running with this result-id state file "
+                                 f"(the same station file, or the same state_file)") from None
+            self._lock_fd = fd
         if self.path.exists():
             try:
                 self._next = max(1, int(json.loads(self.path.read_text())["next_result_id"]))
@@ -418,7 +431,12 @@ class ResultIds:
         return self._next
 
     def close(self) -> None:
-        self._write(self._next)
+        try:
+            self._write(self._next)
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the lock
+                self._lock_fd = None
 
 
 # ------------------------------------------------------------ event channels
@@ -563,7 +581,10 @@ class Station(StationControl):
             self._activate(self._job)
             self._after_frame = hook.loupe_after_frame if hook.loupe_after_frame.get_hookimpls() else None
             for io in cfg.io:
-                adapter = io.cls(io.target, io.params, self)
+                try:
+                    adapter = io.cls(io.target, io.params, self)
+                except ValueError as exc:  # a target the adapter cannot use (no port, ...)
+                    raise UsageError(f"io {io.spec}: {exc}") from None
                 self._adapters.append((io.spec, adapter))
             self._thread = threading.Thread(target=self._loop, name="loupe-inspection", daemon=True)
             self._thread.start()
@@ -571,7 +592,7 @@ class Station(StationControl):
                 self._channels.append(_Channel(name, adapter))
                 try:
                     adapter.start()
-                except OSError as exc:
+                except (OSError, ValueError) as exc:  # the port is taken, the host unknown, ...
                     raise UsageError(f"io {name}: cannot start: {exc}") from None
         except BaseException:
             self.close()

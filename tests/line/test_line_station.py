@@ -270,10 +270,25 @@ def test_result_ids_continue_across_restarts(rec_pm, tmp_path):
     # a crash before close: the reserved block is skipped, no id reused
     from host.core.station import ResultIds
 
-    ids = ResultIds(tmp_path / "x.json", block=10)
+    ids = ResultIds(tmp_path / "x.json", block=10, lock=False)
     taken = [ids.take() for _ in range(3)]
-    again = ResultIds(tmp_path / "x.json", block=10)  # no close(): as after kill -9
+    again = ResultIds(tmp_path / "x.json", block=10, lock=False)  # no close(): as after kill -9
     assert taken == [1, 2, 3] and again.take() == 11
+
+
+def test_a_second_station_on_the_same_state_file_is_refused(rec_pm, tmp_path):
+    from host import UsageError
+
+    path = write_station(tmp_path)
+    st = start(rec_pm, path)
+    try:
+        with pytest.raises(UsageError, match="another station is running"):
+            start(rec_pm, path)
+        assert st.wait_result(st.trigger(), timeout=20).result_id == 1
+    finally:
+        st.close()
+    st = start(rec_pm, path)  # the lock went with the first station
+    st.close()
 
 
 def test_close_stores_the_frame_in_progress_and_aborted_triggers(rec_pm, tmp_path):
