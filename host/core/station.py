@@ -551,6 +551,7 @@ class Station(StationControl):
         self._frames = None
         self._dirty = False
         self._last_done = 0.0
+        self._last_miss_log = -1e9
         self._thread: threading.Thread | None = None
         self._started = time.time()
         self.startup_ms: dict[str, float] = {}
@@ -795,7 +796,10 @@ class Station(StationControl):
         if code == "buffer_full":
             self._c.overruns += 1
             self._overrun = True
-        log.warning("missed trigger (%s): %s", code, message)
+        now = time.monotonic()
+        if now - self._last_miss_log >= 1.0:  # reported at most once a second in the log (events: each)
+            self._last_miss_log = now
+            log.warning("missed trigger (%s): %s; %d missed so far", code, message, self._c.missed)
         self._publish(TRIGGER_MISSED, message=message, reason=code, missed=self._c.missed)
         return StationActionError(code, message)
 
