@@ -536,6 +536,7 @@ class Station(StationControl):
         self._after_frame = None
         self._ids: ResultIds | None = None
         self._pending: collections.deque[tuple[int, float, float]] = collections.deque()  # (id, wall, perf)
+        self._aborting: set[int] = set()  # taken off the queue, their error results not yet stored
         self._inflight: int | None = None
         self._unacked: collections.OrderedDict[int, StationResult] = collections.OrderedDict()
         self._recent: collections.OrderedDict[int, StationResult] = collections.OrderedDict()
@@ -832,7 +833,8 @@ class Station(StationControl):
                     return r
                 if self._ids is not None and result_id >= self._ids.next:
                     return None  # never issued
-                if result_id != self._inflight and all(p[0] != result_id for p in self._pending):
+                if result_id != self._inflight and result_id not in self._aborting \
+                        and all(p[0] != result_id for p in self._pending):
                     return None  # not in progress and no longer held (or aborted before issue)
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -906,6 +908,7 @@ class Station(StationControl):
             self._continuous = False
             aborted = list(self._pending)
             self._pending.clear()
+            self._aborting.update(rid for rid, _, _ in aborted)
             if self._inflight is None:
                 self._frames = None if st == ERROR_STATE else self._frames
                 self._set_state(READY, "reset")
@@ -1028,19 +1031,23 @@ class Station(StationControl):
             with self._lock:
                 aborted = list(self._pending)
                 self._pending.clear()
+                self._aborting.update(rid for rid, _, _ in aborted)
             for rid, wall, perf in aborted:
                 self._abort(rid, wall, "station stopped" if self._stopping else "inspection thread failed")
 
     def _flush_idle(self) -> None:
         """The station has been idle for ``idle_flush_s``: make the stored results durable
         (busy, the stores batch their commits; a flush here never delays a frame in progress)."""
+        error = None
         with self._frame_lock:
             self._dirty = False
             try:
                 self._flush(self._reporters)
             except Exception as exc:
-                with self._lock:
-                    self._fail(f"store: {type(exc).__name__}: {exc}")
+                error = f"store: {type(exc).__name__}: {exc}"
+        if error is not None:  # the state lock is never taken while the frame lock is held
+            with self._lock:
+                self._fail(error)
 
     def _continuous_frame(self) -> None:
         t_wall, t_perf = time.time(), time.perf_counter()
@@ -1118,6 +1125,7 @@ class Station(StationControl):
                 self._recent[prev.result_id] = dataclasses.replace(prev, frame=None)
             self._last = res
             self._recent[rid] = res
+            self._aborting.discard(rid)
             while len(self._recent) > self.history_size:
                 self._recent.popitem(last=False)
             self._inflight = None
