@@ -38,13 +38,14 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--sample", type=float, default=10.0, help="seconds between RSS samples")
+    ap.add_argument("--buffer", type=int, default=32, help="the station's result buffer (default 32)")
     ap.add_argument("--work", type=Path)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     from loupe_line.plc import run_plc
 
     work = args.work or Path(tempfile.mkdtemp(prefix="loupe-soak-"))
-    station = setup(work, None, None)
+    station = setup(work, None, None, buffer=args.buffer)
     srv = Serve(station)
     curve: list[tuple[float, float]] = []
     done = threading.Event()
@@ -74,7 +75,7 @@ def main() -> int:
     first = statistics.median(v for _, v in curve[:q])
     last = statistics.median(v for _, v in curve[-q:])
     res = {
-        "minutes": args.minutes, "rate_hz": args.rate, "triggers": s["triggers"], "results": s["results"],
+        "minutes": args.minutes, "rate_hz": args.rate, "buffer": args.buffer, "triggers": s["triggers"], "results": s["results"],
         "missed": s["missed"], "handshake_ok": s["handshake_ok"], "latency_ms": s["latency_ms"],
         "stored": len(stored), "stored_equals_issued": sorted(issued) == stored,
         "rss_mb_first_quarter_median": first, "rss_mb_last_quarter_median": last,

@@ -31,7 +31,7 @@ class ServeCommand(Command):
         parser.add_argument("--store", action="append", metavar="SPEC",
                             help="a result store, e.g. sqlite:results.sqlite (repeatable; replaces the station's)")
         parser.add_argument("--hmi", metavar="HOST:PORT", help="serve the operator screen here (needs loupe-hmi)")
-        parser.add_argument("-q", "--quiet", action="store_true", help="print only the ready line and the summary")
+        parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
 
     def run(self, args: argparse.Namespace) -> int:
         from ..core.manager import create_plugin_manager
@@ -63,10 +63,10 @@ class ServeCommand(Command):
                     print(f"  store: {spec}", flush=True)
                 while not stop.wait(0.5):
                     pass
-                print("stopping: finishing the frame in progress", file=sys.stderr, flush=True)
+                if not args.quiet:
+                    print("stopping: finishing the frame in progress", file=sys.stderr, flush=True)
             finally:
                 t0 = time.perf_counter()
-                status = station.status()
                 station.close()
             st = station.status()
             c = st["counts"]
@@ -74,7 +74,6 @@ class ServeCommand(Command):
                   f"({c['pass']} pass, {c['review']} review, {c['fail']} fail, {c['error']} error), "
                   f"{st['missed']} missed triggers ({st['overruns']} buffer overruns), "
                   f"next result id {st['next_result_id']}", flush=True)
-            del status
             return 0
         finally:
             for sig, handler in old.items():

@@ -162,7 +162,8 @@ class StationControl(ABC):
     @abstractmethod
     def set_adapter_connected(self, adapter: str, connected: bool, detail: str = "") -> None:
         """An adapter tells the station whether its client/broker is connected
-        (shown as an alarm on the operator screen when not)."""
+        (shown as an alarm on the operator screen when not). ``adapter`` is the adapter's
+        spec, ``f"{self.scheme}:{self.target}"`` (the key of ``status()["adapters"]``)."""
 
 
 class LineAdapter(ABC):

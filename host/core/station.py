@@ -374,10 +374,23 @@ class ResultIds:
     one block, never a reused id; a clean ``close()`` records the exact next id.
     """
 
-    def __init__(self, path: Path, block: int = 1000):
+    def __init__(self, path: Path, block: int = 1000, lock: bool = True):
         self.path = Path(path)
         self.block = block
         self._next = 1
+        self._lock_fd: int | None = None
+        if lock:  # one station per state file: a second one would issue the same ids
+            import fcntl
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise UsageError(f"{self.path}: another station is running with this result-id state file "
+                                 f"(the same station file, or the same state_file)") from None
+            self._lock_fd = fd
         if self.path.exists():
             try:
                 self._next = max(1, int(json.loads(self.path.read_text())["next_result_id"]))
@@ -418,7 +431,12 @@ class ResultIds:
         return self._next
 
     def close(self) -> None:
-        self._write(self._next)
+        try:
+            self._write(self._next)
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the lock
+                self._lock_fd = None
 
 
 # ------------------------------------------------------------ event channels
@@ -499,6 +517,8 @@ class Station(StationControl):
     """
 
     history_size = 256
+    #: after this long without a trigger, the stores are flushed (SQLite: committed)
+    idle_flush_s = 0.25
 
     def __init__(self, config: StationConfig, pm, source: Source | None = None):
         self.config = config
@@ -516,6 +536,7 @@ class Station(StationControl):
         self._after_frame = None
         self._ids: ResultIds | None = None
         self._pending: collections.deque[tuple[int, float, float]] = collections.deque()  # (id, wall, perf)
+        self._aborting: set[int] = set()  # taken off the queue, their error results not yet stored
         self._inflight: int | None = None
         self._unacked: collections.OrderedDict[int, StationResult] = collections.OrderedDict()
         self._recent: collections.OrderedDict[int, StationResult] = collections.OrderedDict()
@@ -529,6 +550,9 @@ class Station(StationControl):
         self._continuous = False
         self._stopping = False
         self._frames = None
+        self._dirty = False
+        self._last_done = 0.0
+        self._last_miss_log = -1e9
         self._thread: threading.Thread | None = None
         self._started = time.time()
         self.startup_ms: dict[str, float] = {}
@@ -559,7 +583,10 @@ class Station(StationControl):
             self._activate(self._job)
             self._after_frame = hook.loupe_after_frame if hook.loupe_after_frame.get_hookimpls() else None
             for io in cfg.io:
-                adapter = io.cls(io.target, io.params, self)
+                try:
+                    adapter = io.cls(io.target, io.params, self)
+                except ValueError as exc:  # a target the adapter cannot use (no port, ...)
+                    raise UsageError(f"io {io.spec}: {exc}") from None
                 self._adapters.append((io.spec, adapter))
             self._thread = threading.Thread(target=self._loop, name="loupe-inspection", daemon=True)
             self._thread.start()
@@ -567,7 +594,7 @@ class Station(StationControl):
                 self._channels.append(_Channel(name, adapter))
                 try:
                     adapter.start()
-                except OSError as exc:
+                except (OSError, ValueError) as exc:  # the port is taken, the host unknown, ...
                     raise UsageError(f"io {name}: cannot start: {exc}") from None
         except BaseException:
             self.close()
@@ -606,7 +633,8 @@ class Station(StationControl):
             except Exception:
                 log.exception("closing line adapter %s failed", name)
         errors: list[BaseException] = []
-        for job in list(self._stores):
+        # the current job's runs first: they may hold the write lock of a shared store (SQLite)
+        for job in sorted(self._stores, key=lambda j: j != self._job):
             try:
                 self._close_stores(job)
             except Exception as exc:
@@ -769,7 +797,10 @@ class Station(StationControl):
         if code == "buffer_full":
             self._c.overruns += 1
             self._overrun = True
-        log.warning("missed trigger (%s): %s", code, message)
+        now = time.monotonic()
+        if now - self._last_miss_log >= 1.0:  # reported at most once a second in the log (events: each)
+            self._last_miss_log = now
+            log.warning("missed trigger (%s): %s; %d missed so far", code, message, self._c.missed)
         self._publish(TRIGGER_MISSED, message=message, reason=code, missed=self._c.missed)
         return StationActionError(code, message)
 
@@ -802,7 +833,8 @@ class Station(StationControl):
                     return r
                 if self._ids is not None and result_id >= self._ids.next:
                     return None  # never issued
-                if result_id != self._inflight and all(p[0] != result_id for p in self._pending):
+                if result_id != self._inflight and result_id not in self._aborting \
+                        and all(p[0] != result_id for p in self._pending):
                     return None  # not in progress and no longer held (or aborted before issue)
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -876,6 +908,7 @@ class Station(StationControl):
             self._continuous = False
             aborted = list(self._pending)
             self._pending.clear()
+            self._aborting.update(rid for rid, _, _ in aborted)
             if self._inflight is None:
                 self._frames = None if st == ERROR_STATE else self._frames
                 self._set_state(READY, "reset")
@@ -922,9 +955,8 @@ class Station(StationControl):
             old_jobs = {job: self._jobs[job] for job in new}
             self._jobs.update(new)
             cfg.recipes.update({job: j.recipe for job, j in new.items()})
+            self._flush(self._reporters)  # releases a shared store's write lock (SQLite)
             for job in new:  # the stores record the recipe of each run: a new run per changed job
-                if job == self._job:
-                    self._flush(self._reporters)
                 self._close_stores(job)
                 self._open_stores(job)
             self._activate(self._job)
@@ -967,19 +999,27 @@ class Station(StationControl):
     def _loop(self) -> None:
         try:
             while True:
+                flush = False
                 with self._lock:
                     while not (self._stopping or self._pending or (self._continuous and self._state == CONTINUOUS
                                                                    and (self.trigger_mode == "source" or
                                                                         self._used() < self.buffer_size))):
-                        self._cv.wait(0.5)
+                        if self._dirty and time.monotonic() - self._last_done >= self.idle_flush_s:
+                            flush = True
+                            break
+                        self._cv.wait(0.05 if self._dirty else 0.5)
                     if self._stopping:
                         break
-                    if self._pending:
+                    if flush:
+                        rid = None
+                    elif self._pending:
                         rid, wall, perf = self._pending.popleft()
                         self._inflight = rid
                     else:
                         rid = None
-                if rid is None:
+                if flush:
+                    self._flush_idle()
+                elif rid is None:
                     self._continuous_frame()
                 else:
                     self._inspect(rid, wall, perf)
@@ -991,8 +1031,23 @@ class Station(StationControl):
             with self._lock:
                 aborted = list(self._pending)
                 self._pending.clear()
+                self._aborting.update(rid for rid, _, _ in aborted)
             for rid, wall, perf in aborted:
                 self._abort(rid, wall, "station stopped" if self._stopping else "inspection thread failed")
+
+    def _flush_idle(self) -> None:
+        """The station has been idle for ``idle_flush_s``: make the stored results durable
+        (busy, the stores batch their commits; a flush here never delays a frame in progress)."""
+        error = None
+        with self._frame_lock:
+            self._dirty = False
+            try:
+                self._flush(self._reporters)
+            except Exception as exc:
+                error = f"store: {type(exc).__name__}: {exc}"
+        if error is not None:  # the state lock is never taken while the frame lock is held
+            with self._lock:
+                self._fail(error)
 
     def _continuous_frame(self) -> None:
         t_wall, t_perf = time.time(), time.perf_counter()
@@ -1038,13 +1093,9 @@ class Station(StationControl):
             self._run_counts[fr.verdict] += 1
             if self._after_frame is not None:
                 self._after_frame(run=self._run, result=fr)
+        self._dirty = True
+        self._last_done = time.monotonic()
         self._finish(rid, job, wall, fr, perf)
-        if not self._pending:  # idle: make the stored results durable now (busy: the stores batch)
-            with self._frame_lock:
-                try:
-                    self._flush(self._reporters)
-                except Exception as exc:
-                    store_error = store_error or f"store: {type(exc).__name__}: {exc}"
         if error is not None or store_error is not None:
             with self._lock:
                 self._fail(error or store_error)
@@ -1074,6 +1125,7 @@ class Station(StationControl):
                 self._recent[prev.result_id] = dataclasses.replace(prev, frame=None)
             self._last = res
             self._recent[rid] = res
+            self._aborting.discard(rid)
             while len(self._recent) > self.history_size:
                 self._recent.popitem(last=False)
             self._inflight = None

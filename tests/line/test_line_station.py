@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 
 import pytest
@@ -270,10 +269,25 @@ def test_result_ids_continue_across_restarts(rec_pm, tmp_path):
     # a crash before close: the reserved block is skipped, no id reused
     from host.core.station import ResultIds
 
-    ids = ResultIds(tmp_path / "x.json", block=10)
+    ids = ResultIds(tmp_path / "x.json", block=10, lock=False)
     taken = [ids.take() for _ in range(3)]
-    again = ResultIds(tmp_path / "x.json", block=10)  # no close(): as after kill -9
+    again = ResultIds(tmp_path / "x.json", block=10, lock=False)  # no close(): as after kill -9
     assert taken == [1, 2, 3] and again.take() == 11
+
+
+def test_a_second_station_on_the_same_state_file_is_refused(rec_pm, tmp_path):
+    from host import UsageError
+
+    path = write_station(tmp_path)
+    st = start(rec_pm, path)
+    try:
+        with pytest.raises(UsageError, match="another station is running"):
+            start(rec_pm, path)
+        assert st.wait_result(st.trigger(), timeout=20).result_id == 1
+    finally:
+        st.close()
+    st = start(rec_pm, path)  # the lock went with the first station
+    st.close()
 
 
 def test_close_stores_the_frame_in_progress_and_aborted_triggers(rec_pm, tmp_path):
@@ -285,3 +299,20 @@ def test_close_stores_the_frame_in_progress_and_aborted_triggers(rec_pm, tmp_pat
     assert [r[0] for r in rows] == ids  # inspected or aborted: every issued id is stored once
     assert all(r[2] != "error" or r[3] == "station stopped" for r in rows)
     assert Recorder.instances[0].closed
+
+
+def test_source_trigger_counts_frames_that_find_the_buffer_full(rec_pm, tmp_path):
+    # trigger: source — the source paces ContinuousExecution (a camera's hardware trigger; here a
+    # folder, as fast as it reads): a frame that arrives with the buffer full is a missed trigger
+    path = write_station(tmp_path, buffer=2, trigger="source")
+    st = start(rec_pm, path, io=["rec://x"])
+    try:
+        assert st.state == "ContinuousExecution"
+        assert wait_for(lambda: st.status()["missed"] >= 3)
+        s = st.status()
+        assert s["results_issued"] == 2 and s["overrun"] and s["buffer"]["unacknowledged"] == 2
+        st.stop_continuous()
+        assert wait_for(lambda: st.state == "Ready")
+    finally:
+        st.close()
+    assert [r[0] for r in stored(tmp_path / "results.sqlite")] == [1, 2]

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
-import sys
 import time
 
 import pytest
@@ -117,7 +117,7 @@ def test_plc_command_drives_a_served_station(serve, tmp_path):
     srv = serve(path)
     out = subprocess.run(loupe_exe() + ["line", "plc", "--io", f"tcp://127.0.0.1:{srv.port}", "--rate", "50",
                                         "--count", "40", "--ack", "--job", "three", "--json"],
-                         env={**__import__("os").environ, **SERVE_ENV}, capture_output=True, text=True, timeout=120)
+                         env={**os.environ, **SERVE_ENV}, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     s = json.loads(out.stdout)
     assert s["handshake_ok"] and s["triggers"] == 40 and s["results"] == 40 and s["missed"] == 0
