@@ -31,8 +31,10 @@ ready), ``BadResourceUnavailable`` (buffer full), ``BadInvalidArgument``
 (unknown job, bad result id), ``BadConfigurationError`` (a bad recipe on
 reload), ``BadNoData`` (nothing to acknowledge).
 
-asyncua runs in its own thread with its own event loop. Method calls run on
-asyncua's worker threads (the station's actions are thread-safe and quick);
+asyncua runs in its own thread with its own event loop. StartSingleJob,
+StartContinuous, ResultAcknowledge and ResetCounters run on that loop (the
+station's actions return at once); SelectJob, Stop, Reset and Reload, which may
+wait for the frame in progress, on asyncua's worker threads;
 station events are copied into the address space from the adapter's queue
 thread, so an OPC UA client never delays inspection.
 """
@@ -284,16 +286,34 @@ class OpcUaAdapter(LineAdapter):
         n["BufferOverrun"] = await vs.add_variable(idx, "BufferOverrun", False, ua.VariantType.Boolean)
         n["ResultsWaiting"] = await vs.add_variable(idx, "ResultsWaiting", 0, ua.VariantType.UInt32)
 
-        def action(fn):
-            """A method body that maps StationActionError onto a Bad status code."""
-            def call(parent, *args):
+        def action(fn, quick: bool = False):
+            """A method body that maps StationActionError onto a Bad status code, then copies the
+            station's status into the address space (counters no event announces: reset_counters).
+
+            ``quick`` actions (trigger, acknowledge: they return at once) run on the server's loop;
+            the others (select job, stop, reset, reload may wait for the frame in progress) run on
+            asyncua's worker threads."""
+            def body(*args):
                 try:
                     return fn(*args)
                 except StationActionError as e:
                     log.info("%s: %s refused: %s", self.name, fn.__name__, e)
                     return status_for(e.code)
-                finally:
-                    self._refresh_now()  # counters and flags that no event announces (reset_counters)
+
+            if quick:
+                async def call(parent, *args):
+                    out = body(*args)
+                    try:
+                        await self._status(self.control.status())
+                    except Exception as e:  # noqa: BLE001
+                        log.debug("%s: status refresh failed: %s", self.name, e)
+                    return out
+            else:
+                def call(parent, *args):
+                    try:
+                        return body(*args)
+                    finally:
+                        self._refresh_now()
             call.__name__ = fn.__name__
             return uamethod(call)
 
@@ -341,18 +361,18 @@ class OpcUaAdapter(LineAdapter):
         amsm = await vsm.add_object(idx, "AutomaticModeStateMachine")
         n["AutomaticModeStateMachine.CurrentState"] = await amsm.add_variable(idx, "CurrentState", c.state,
                                                                               ua.VariantType.String)
-        await amsm.add_method(idx, "StartSingleJob", action(start_single_job), [],
+        await amsm.add_method(idx, "StartSingleJob", action(start_single_job, quick=True), [],
                               [arg("JobId", ua.ObjectIds.String, "the result id of this trigger")])
-        await amsm.add_method(idx, "StartContinuous", action(start_continuous), [], [])
+        await amsm.add_method(idx, "StartContinuous", action(start_continuous, quick=True), [], [])
         await amsm.add_method(idx, "Stop", action(stop), [], [])
         rm = await vs.add_object(idx, "RecipeManagement")
         await rm.add_method(idx, "SelectJob", action(select_job),
                             [arg("JobId", ua.ObjectIds.String, "a job id of the station")], [])
         await rm.add_method(idx, "Reload", action(reload), [], [])
         res = await vs.add_object(idx, "ResultManagement")
-        await res.add_method(idx, "ResultAcknowledge", action(result_acknowledge),
+        await res.add_method(idx, "ResultAcknowledge", action(result_acknowledge, quick=True),
                              [arg("ResultId", ua.ObjectIds.String, "empty: the oldest unacknowledged result")], [])
-        await res.add_method(idx, "ResetCounters", action(reset_counters), [], [])
+        await res.add_method(idx, "ResetCounters", action(reset_counters, quick=True), [], [])
         last = await res.add_object(idx, "LastResult")
         epoch = dt.datetime.fromtimestamp(0, dt.timezone.utc)
         for name, value, vt in (("ResultId", "", ua.VariantType.String), ("ResultState", 0, ua.VariantType.Int32),
