@@ -5,7 +5,7 @@ Each driver has the shape of ``loupe_line.tcp.TcpDriver``: ``open()``,
 and ``run(times, ack) -> outcomes`` (one dict per trigger: ``sent``, ``done``,
 ``reply``, ``result_id``, ``verdict``, ``error``).
 
-- **Modbus** plays the In-Sight handshake a PLC program does, one trigger at a
+- **Modbus** (a minimal master of its own, ``_Master``) plays the In-Sight handshake a PLC program does, one trigger at a
   time: wait for TriggerReady, raise Trigger, check TriggerAck (else read the
   error register: a refused trigger is a missed one), poll until ResultsValid,
   read result id and result code, drop Trigger, pulse ResultsAck.
@@ -18,10 +18,12 @@ and ``run(times, ack) -> outcomes`` (one dict per trigger: ``sent``, ``done``,
 from __future__ import annotations
 
 import queue
+import socket
+import struct
 import threading
 import time
 
-from .modbus import (COILS, COMMAND_COMPLETED, COMMAND_FAILED, ERROR_CODES, EXECUTE_COMMAND, HR_COMMAND, INPUTS,
+from .modbus import (COMMAND_COMPLETED, COMMAND_FAILED, ERROR_CODES, EXECUTE_COMMAND, HR_COMMAND, INPUTS,
                      IR_ERROR, IR_RESULT_ID, RESULTS_ACK, RESULTS_VALID, STATE_CODES, TRIGGER, TRIGGER_ACK,
                      TRIGGER_READY)
 from .modbus import parse_target as modbus_target
@@ -35,24 +37,78 @@ def _outcome() -> dict:
     return dict(sent=None, done=None, reply=None, result_id=None, verdict=None, error=None)
 
 
+class _Master:
+    """A minimal Modbus TCP master: the function codes the map uses (1, 2, 4, 5, 16), one request
+    at a time on one socket. The simulated PLC uses it rather than pymodbus's synchronous client,
+    whose own cost per request (0.3 ms median, 5 ms at the 90th percentile on a loaded 2-core
+    machine) exceeds the station's overhead being measured; it is also a second, independent
+    framing of the protocol next to pymodbus and mbpoll (tests)."""
+
+    def __init__(self, host: str, port: int, timeout: float, unit: int = 1):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.unit = unit
+        self.tid = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def request(self, fc: int, body: bytes) -> bytes:
+        self.tid = (self.tid + 1) & 0xFFFF
+        self.sock.sendall(struct.pack(">HHHBB", self.tid, 0, len(body) + 2, self.unit, fc) + body)
+        buf = b""
+        while len(buf) < 7:
+            buf += self._recv()
+        tid, _, length = struct.unpack(">HHH", buf[:6])
+        while len(buf) < 6 + length:
+            buf += self._recv()
+        pdu = buf[7:6 + length]
+        if tid != self.tid:
+            raise ConnectionError(f"modbus: reply to transaction {tid}, expected {self.tid}")
+        if pdu[0] & 0x80:
+            raise ConnectionError(f"modbus: exception {pdu[1]} to function {fc}")
+        return pdu[1:]
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(512)
+        if not chunk:
+            raise ConnectionError("the station closed the connection")
+        return chunk
+
+    def read_bits(self, fc: int, address: int, count: int) -> list[bool]:
+        data = self.request(fc, struct.pack(">HH", address, count))
+        return [bool(data[1 + i // 8] >> (i % 8) & 1) for i in range(count)]
+
+    def read_registers(self, fc: int, address: int, count: int) -> list[int]:
+        data = self.request(fc, struct.pack(">HH", address, count))
+        return list(struct.unpack(f">{count}H", data[1:1 + 2 * count]))
+
+    def write_coil(self, address: int, value: bool) -> None:
+        self.request(5, struct.pack(">HH", address, 0xFF00 if value else 0))
+
+    def write_registers(self, address: int, values: list[int]) -> None:
+        n = len(values)
+        self.request(16, struct.pack(f">HHB{n}H", address, n, 2 * n, *values))
+
+
 class ModbusDriver:
-    """The simulated PLC's side of the Modbus map (pymodbus client)."""
+    """The simulated PLC's side of the Modbus map (a minimal master, ``_Master``)."""
 
     scheme = "modbus"
 
     def __init__(self, target: str, timeout: float = 30.0):
         self.host, self.port = modbus_target(target, 502)
         self.timeout = timeout
-        self.client = None
+        self.client: _Master | None = None
 
     def open(self) -> None:
-        from pymodbus.client import ModbusTcpClient
-
-        self.client = ModbusTcpClient(self.host, port=self.port, timeout=min(self.timeout, 10.0), retries=1)
-        if not self.client.connect():
-            raise ConnectionError(f"cannot connect to modbus://{self.host}:{self.port}")
+        try:
+            self.client = _Master(self.host, self.port, min(self.timeout, 10.0))
+        except OSError as exc:
+            raise ConnectionError(f"cannot connect to modbus://{self.host}:{self.port}: {exc}") from None
         # a PLC's first scan: triggers enabled, online, every edge low
-        self.client.write_coils(0, [True, False, False, False, False])
+        for address, value in enumerate([True, False, False, False, False]):
+            self.client.write_coil(address, value)
 
     def close(self) -> None:
         if self.client is not None:
@@ -62,21 +118,13 @@ class ModbusDriver:
     # ---- small reads
 
     def bits(self) -> list[bool]:
-        rr = self.client.read_discrete_inputs(0, count=len(INPUTS))
-        if rr.isError():
-            raise ConnectionError(f"read discrete inputs: {rr}")
-        return list(rr.bits[:len(INPUTS)])
+        return self.client.read_bits(2, 0, len(INPUTS))
 
     def registers(self, address: int, count: int) -> list[int]:
-        rr = self.client.read_input_registers(address, count=count)
-        if rr.isError():
-            raise ConnectionError(f"read input registers: {rr}")
-        return list(rr.registers)
+        return self.client.read_registers(4, address, count)
 
     def coil(self, address: int, value: bool) -> None:
-        rr = self.client.write_coil(address, value)
-        if rr.isError():
-            raise ConnectionError(f"write coil {COILS[address]}: {rr}")
+        self.client.write_coil(address, value)
 
     def state(self) -> str:
         return STATES.get(self.registers(1, 1)[0], "?")
