@@ -11,16 +11,15 @@ and ``run(times, ack) -> outcomes`` (one dict per trigger: ``sent``, ``done``,
   read result id and result code, drop Trigger, pulse ResultsAck.
   The Modbus map makes ResultsAck part of the handshake, so ``ack`` is implied.
   Job ids on the wire are numbers: the index in the station's job list.
-- **OPC UA** calls ``StartSingleJob`` on schedule (the station queues triggers,
-  so calls may overlap inspections), takes each result from the ``ResultReady``
-  event, and with ``ack`` calls ``ResultAcknowledge`` for it.
+- **OPC UA** calls ``StartSingleJob`` on schedule, one job at a time (waits for
+  its ``ResultReady`` event before the next), and with ``ack`` calls
+  ``ResultAcknowledge`` for it.
 """
 from __future__ import annotations
 
 import queue
 import socket
 import struct
-import threading
 import time
 
 from .modbus import (COMMAND_COMPLETED, COMMAND_FAILED, ERROR_CODES, EXECUTE_COMMAND, HR_COMMAND, INPUTS,
@@ -269,41 +268,26 @@ class OpcUaDriver:
         return f"OK,{job}"
 
     def run(self, times: list[float], ack: bool = False) -> list[dict]:
+        """One job at a time, as OPC 40100-1's SingleExecution: StartSingleJob at ``times[i]`` (or at
+        once when behind schedule), wait for its ResultReady event, acknowledge it with ``ack``."""
         from asyncua import ua
 
         outcomes = [_outcome() for _ in times]
-        by_id: dict[int, int] = {}
-        early: dict[int, tuple[float, str]] = {}
-        lock = threading.Lock()
-        expected = [0]
+        early: dict[int, tuple[float, str]] = {}   # events of results not (yet) asked for
 
-        def take(now, rid, verdict):
-            i = by_id.get(rid)
-            if i is None:
-                early[rid] = (now, verdict)   # the event overtook the method's reply
-                return
-            o = outcomes[i]
-            o["done"], o["result_id"], o["verdict"] = now, rid, verdict
-            o["reply"] = f"OK,{rid},{verdict}"
-            if ack:
+        def wait_for(rid: int, deadline: float) -> tuple[float, str] | None:
+            while rid not in early:
                 try:
-                    self.res.call_method(f"{self.idx}:ResultAcknowledge", ua.Variant(str(rid), ua.VariantType.String))
-                except Exception as e:  # noqa: BLE001
-                    o["error"] = f"ack: {self._code(e)}"
-            expected[0] -= 1
+                    now, r, verdict = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    return None
+                early[r] = (now, verdict)
+            return early.pop(rid)
 
         for i, t in enumerate(times):
-            while True:   # take the results that came (even when behind schedule), then wait for time t
-                delay = t - time.perf_counter()
-                try:
-                    now, rid, verdict = (self.events.get(timeout=delay) if delay > 0
-                                         else self.events.get_nowait())
-                except queue.Empty:
-                    if delay <= 0 or t - time.perf_counter() <= 0:
-                        break
-                    continue
-                with lock:
-                    take(now, rid, verdict)
+            delay = t - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
             o = outcomes[i]
             o["sent"] = time.perf_counter()
             try:
@@ -313,19 +297,19 @@ class OpcUaDriver:
                 o["error"] = self._code(e)
                 o["reply"] = f"ER,TRG,{o['error']}"
                 continue
-            with lock:
-                by_id[rid] = i
-                expected[0] += 1
-                if rid in early:
-                    now, verdict = early.pop(rid)
-                    take(now, rid, verdict)
-        deadline = time.monotonic() + self.timeout
-        while expected[0] > 0 and time.monotonic() < deadline:
-            try:
-                now, rid, verdict = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            with lock:
-                take(now, rid, verdict)
+            got = wait_for(rid, time.monotonic() + self.timeout)
+            if got is None:
+                o["error"] = "timeout"
+                continue
+            o["done"], o["verdict"] = got
+            o["result_id"] = rid
+            o["reply"] = f"OK,{rid},{o['verdict']}"
+            if ack:
+                try:
+                    self.res.call_method(f"{self.idx}:ResultAcknowledge", ua.Variant(str(rid), ua.VariantType.String))
+                except Exception as e:  # noqa: BLE001
+                    o["error"] = f"ack: {self._code(e)}"
+            if len(early) > 10000:
+                early.clear()   # results other clients triggered
         return outcomes
 
