@@ -58,6 +58,7 @@ from host import LineAdapter, Params, StationActionError, StationEvent, StationR
 log = logging.getLogger("loupe.line.opcua")
 
 NAMESPACE = "urn:loupe:station"
+_UNSET = object()
 #: OPC 40100-1 ResultStateDataType (Int32): 1 OK, 2 NOK, 3 not decidable; negative values are vendor errors
 RESULT_STATES = {"pass": 1, "fail": 2, "review": 3, "error": -1}
 SECURITY = {"none": "NoSecurity", "sign": "Basic256Sha256_Sign", "sign-encrypt": "Basic256Sha256_SignAndEncrypt"}
@@ -142,6 +143,7 @@ class OpcUaAdapter(LineAdapter):
         self._error: BaseException | None = None
         self._server = None
         self._nodes: dict[str, Any] = {}
+        self._written: dict[str, Any] = {}
         self._event = None
         self._sessions = 0
         self.events_sent = 0
@@ -286,7 +288,7 @@ class OpcUaAdapter(LineAdapter):
         n["BufferOverrun"] = await vs.add_variable(idx, "BufferOverrun", False, ua.VariantType.Boolean)
         n["ResultsWaiting"] = await vs.add_variable(idx, "ResultsWaiting", 0, ua.VariantType.UInt32)
 
-        def action(fn, quick: bool = False):
+        def action(fn, quick: bool = False, refresh: bool = True):
             """A method body that maps StationActionError onto a Bad status code, then copies the
             station's status into the address space (counters no event announces: reset_counters).
 
@@ -303,10 +305,11 @@ class OpcUaAdapter(LineAdapter):
             if quick:
                 async def call(parent, *args):
                     out = body(*args)
-                    try:
-                        await self._status(self.control.status())
-                    except Exception as e:  # noqa: BLE001
-                        log.debug("%s: status refresh failed: %s", self.name, e)
+                    if refresh or isinstance(out, ua.StatusCode):   # refused (counters), or no event tells
+                        try:
+                            await self._status(self.control.status())
+                        except Exception as e:  # noqa: BLE001
+                            log.debug("%s: status refresh failed: %s", self.name, e)
                     return out
             else:
                 def call(parent, *args):
@@ -361,16 +364,16 @@ class OpcUaAdapter(LineAdapter):
         amsm = await vsm.add_object(idx, "AutomaticModeStateMachine")
         n["AutomaticModeStateMachine.CurrentState"] = await amsm.add_variable(idx, "CurrentState", c.state,
                                                                               ua.VariantType.String)
-        await amsm.add_method(idx, "StartSingleJob", action(start_single_job, quick=True), [],
+        await amsm.add_method(idx, "StartSingleJob", action(start_single_job, quick=True, refresh=False), [],
                               [arg("JobId", ua.ObjectIds.String, "the result id of this trigger")])
-        await amsm.add_method(idx, "StartContinuous", action(start_continuous, quick=True), [], [])
+        await amsm.add_method(idx, "StartContinuous", action(start_continuous, quick=True, refresh=False), [], [])
         await amsm.add_method(idx, "Stop", action(stop), [], [])
         rm = await vs.add_object(idx, "RecipeManagement")
         await rm.add_method(idx, "SelectJob", action(select_job),
                             [arg("JobId", ua.ObjectIds.String, "a job id of the station")], [])
         await rm.add_method(idx, "Reload", action(reload), [], [])
         res = await vs.add_object(idx, "ResultManagement")
-        await res.add_method(idx, "ResultAcknowledge", action(result_acknowledge, quick=True),
+        await res.add_method(idx, "ResultAcknowledge", action(result_acknowledge, quick=True, refresh=False),
                              [arg("ResultId", ua.ObjectIds.String, "empty: the oldest unacknowledged result")], [])
         await res.add_method(idx, "ResetCounters", action(reset_counters, quick=True), [], [])
         last = await res.add_object(idx, "LastResult")
@@ -439,10 +442,14 @@ class OpcUaAdapter(LineAdapter):
         except Exception as e:  # noqa: BLE001 - an address-space hiccup must not kill the event thread
             log.warning("%s: event %s not published: %s", self.name, event.kind, e)
 
-    async def _write(self, key: str, value, vt) -> None:
-        """Write one variable directly into the address space (asyncua's fast path)."""
+    async def _write(self, key: str, value, vt, always: bool = False) -> None:
+        """Write one variable directly into the address space (asyncua's fast path); a status
+        variable whose value did not change is not written again."""
         from asyncua import ua
 
+        if not always and self._written.get(key, _UNSET) == value:
+            return
+        self._written[key] = value
         dv = ua.DataValue(ua.Variant(value, vt), SourceTimestamp=dt.datetime.now(dt.timezone.utc))
         await self._server.write_attribute_value(self._nodes[key].nodeid, dv)
 
@@ -505,7 +512,7 @@ class OpcUaAdapter(LineAdapter):
                                ("ProcessingTimes.StartTime", created, ua.VariantType.DateTime),
                                ("ProcessingTimes.EndTime", end, ua.VariantType.DateTime),
                                ("ProcessingTimes.ProcessingDuration", total, ua.VariantType.Double)):
-            await self._write(key, value, vt)
+            await self._write(key, value, vt, always=True)
         gen = self._event
         e = gen.event
         e.ResultId = str(r.result_id)
