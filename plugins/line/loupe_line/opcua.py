@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hmac
 import ipaddress
 import logging
 import math
@@ -189,6 +190,9 @@ class OpcUaAdapter(LineAdapter):
 
     def start(self) -> None:
         self._check()
+        if self.params.username is not None and self.params.security == ["none"]:
+            log.warning("%s: username/password on an unsecured endpoint only: the password may cross the "
+                        "network in clear; add security: [sign-encrypt]", self.spec)
         self._thread = threading.Thread(target=self._run, name=f"loupe-{self.name}", daemon=True)
         self._thread.start()
         if not self._ready.wait(120):
@@ -221,7 +225,9 @@ class OpcUaAdapter(LineAdapter):
             def get_user(self, iserver, username=None, password=None, certificate=None):
                 if username is None:
                     return User(role=UserRole.User) if adapter._anonymous() else None
-                if username == adapter.params.username and password == adapter._password():
+                expected = adapter._password() or ""
+                if username == adapter.params.username and hmac.compare_digest(
+                        str(password or "").encode(), expected.encode()):
                     return User(role=UserRole.User)
                 return None
 
@@ -399,9 +405,6 @@ class OpcUaAdapter(LineAdapter):
             ("ProcessingDuration", ua.VariantType.Double), ("MeasurementNames", ua.VariantType.String),
             ("MeasurementValues", ua.VariantType.Double)])
         self._event = await server.get_event_generator(etype, vs)
-        self._etype = etype
-
-        self._session_poll = None
 
     async def _watch_sessions(self, server) -> None:
         """asyncua has no connect/disconnect hook: poll its connection list (twice a second)."""
