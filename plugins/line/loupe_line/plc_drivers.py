@@ -17,6 +17,7 @@ and ``run(times, ack) -> outcomes`` (one dict per trigger: ``sent``, ``done``,
 """
 from __future__ import annotations
 
+import os
 import queue
 import socket
 import struct
@@ -205,7 +206,9 @@ class OpcUaDriver:
         self.host, self.port = parse_target(target)
         self.url = f"opc.tcp://{self.host}:{self.port}/loupe/"
         self.timeout = timeout
-        self.username, self.password = username, password
+        # ``loupe line plc`` has no credential options: a server that wants a user gets it from the environment
+        self.username = username or os.environ.get("LOUPE_PLC_USER")
+        self.password = password if password is not None else os.environ.get("LOUPE_PLC_PASSWORD")
         self.client = None
         self.events: queue.Queue = queue.Queue()
 
