@@ -304,9 +304,15 @@ def test_plc_command_over_opcua(ua_station):
     st = ua_station
     drain(st)
     port = st.url.rsplit(":", 1)[1].split("/")[0]
+    bad = subprocess.run(loupe_exe() + ["line", "plc", "--io", f"opcua://127.0.0.1:{port}", "--count", "1"],
+                         env={**os.environ, **SERVE_ENV, "LOUPE_PLC_USER": "op", "LOUPE_PLC_PASSWORD": "no"},
+                         capture_output=True, text=True, timeout=180)
+    assert bad.returncode == 2 and "cannot open an OPC UA session" in bad.stderr, bad.stderr[-2000:]
+    assert "Traceback" not in bad.stderr
     p = subprocess.run(loupe_exe() + ["line", "plc", "--io", f"opcua://127.0.0.1:{port}", "--rate", "20",
                                       "--count", "12", "--ack", "--job", "three", "--json"],
-                       env={**os.environ, **SERVE_ENV}, capture_output=True, text=True, timeout=180)
+                       env={**os.environ, **SERVE_ENV, "LOUPE_PLC_USER": "op", "LOUPE_PLC_PASSWORD": "secret"},
+                       capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stdout + p.stderr[-3000:]
     s = json.loads(p.stdout)
     assert s["handshake_ok"] and s["triggers"] == 12 and s["results"] == 12 and s["missed"] == 0

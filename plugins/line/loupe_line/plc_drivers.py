@@ -219,7 +219,15 @@ class OpcUaDriver:
         if self.username:
             c.set_user(self.username)
             c.set_password(self.password or "")
-        c.connect()
+        try:
+            c.connect()
+        except Exception as exc:  # noqa: BLE001 - asyncua raises its own types; the command wants an OSError
+            try:
+                c._stop_own_tloop()  # the client leaves its loop thread running on a failed connect
+            except Exception:  # noqa: BLE001
+                pass
+            raise ConnectionError(f"cannot open an OPC UA session at {self.url}: {type(exc).__name__} {exc}") \
+                from None
         self.client = c
         self.idx = c.get_namespace_index("urn:loupe:station")
         ns = self.idx
