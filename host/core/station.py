@@ -758,6 +758,10 @@ class Station(StationControl):
     def jobs(self) -> list[str]:
         return list(self.config.recipes)
 
+    @property
+    def base_dir(self) -> Path:
+        return self.config.base_dir
+
     def _used(self) -> int:
         return len(self._pending) + (self._inflight is not None) + len(self._unacked)
 
