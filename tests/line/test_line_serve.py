@@ -67,7 +67,7 @@ def test_kill_9_then_restart_continues_result_ids(serve, tmp_path):
     c = Client(srv2.port)
     then = [int(c.cmd("TRG").split(",")[1]) for _ in range(3)]
     c.close()
-    rc, out, err = srv2.stop()
+    rc, out, err = srv2.stop(signal.SIGINT)  # Ctrl-C stops it as cleanly as SIGTERM
     assert rc == 0, err
     assert first == [1, 2, 3, 4, 5]
     assert min(then) > max(first) and then == sorted(then) and len(set(then)) == 3
