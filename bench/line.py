@@ -145,6 +145,45 @@ def line(sock, buf, text):
     return out.decode()
 
 
+ECHO_SERVER = """
+import socketserver, sys
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(line)
+class S(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+s = S(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"""
+
+
+def echo_round_trip(n: int, rate: float) -> list[float]:
+    """The floor under any TCP figure on this machine, now: a bare line echo server (its own process,
+    one thread per connection, like the station's) timed like the PLC times TRG."""
+    proc = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = [b""]
+        out = []
+        t0 = time.perf_counter()
+        for i in range(n):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            t = time.perf_counter()
+            line(s, buf, "TRG")
+            out.append((time.perf_counter() - t) * 1e3)
+        s.close()
+        return out
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def changeover(port: int, n: int) -> dict:
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -246,6 +285,7 @@ def main() -> int:
     from loupe_line.plc import run_plc
 
     bare, acquire = bare_pipeline(station, args.count)
+    echo = echo_round_trip(min(args.count, 500), min(args.rate, 100.0))
     srv = Serve(station)
     try:
         io = f"tcp://127.0.0.1:{srv.port}"
@@ -282,6 +322,7 @@ def main() -> int:
         "recipe": str(args.recipe or "examples/station/four-holes.yaml"),
         "bare_pipeline_ms": {"p50": pct(bare, 50), "p99": pct(bare, 99)},
         "acquire_ms": {"p50": pct(acquire, 50), "p99": pct(acquire, 99)},
+        "tcp_echo_round_trip_ms": {"p50": pct(echo, 50), "p99": pct(echo, 99)},
         "latency_ms": {"p50": pct(list(lat.values()), 50), "p99": pct(list(lat.values()), 99),
                        "rate_hz": rate, "n": len(lat), "missed": s["missed"]},
         "overhead_ms": {"p50": pct(over, 50), "p99": pct(over, 99), "n": len(over)},
@@ -302,6 +343,7 @@ def main() -> int:
 | figure | value |
 |---|---|
 | bare pipeline p50 / p99 | {res['bare_pipeline_ms']['p50']:.3f} / {res['bare_pipeline_ms']['p99']:.3f} ms |
+| bare TCP line echo round trip p50 / p99 (the floor here) | {res['tcp_echo_round_trip_ms']['p50']:.3f} / {res['tcp_echo_round_trip_ms']['p99']:.3f} ms |
 | source next frame (read + decode) p50 / p99, in process | {res['acquire_ms']['p50']:.3f} / {res['acquire_ms']['p99']:.3f} ms |
 | TCP trigger -> result p50 / p99 ({rate:.3g} Hz) | {res['latency_ms']['p50']:.3f} / {res['latency_ms']['p99']:.3f} ms |
 | station overhead p50 / p99 (latency - own pipeline time) | {res['overhead_ms']['p50']:.3f} / {res['overhead_ms']['p99']:.3f} ms |

@@ -41,6 +41,8 @@ class ServeCommand(Command):
         old = {}
 
         def on_signal(signum, frame):
+            if stop.is_set() and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C while stopping: give up waiting (exit 130)
             stop.set()
 
         for sig in (signal.SIGINT, signal.SIGTERM):

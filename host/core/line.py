@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -102,6 +103,12 @@ class StationControl(ABC):
     @abstractmethod
     def jobs(self) -> list[str]:
         """Every job id of the station."""
+
+    @property
+    def base_dir(self) -> Path:
+        """The station file's folder: where an adapter keeps its files (keys, certificates).
+        The default is the current directory."""
+        return Path.cwd()
 
     @abstractmethod
     def status(self) -> dict[str, Any]:

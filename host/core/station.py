@@ -591,7 +591,8 @@ class Station(StationControl):
             self._thread = threading.Thread(target=self._loop, name="loupe-inspection", daemon=True)
             self._thread.start()
             for name, adapter in self._adapters:
-                self._channels.append(_Channel(name, adapter))
+                if type(adapter).on_event is not LineAdapter.on_event:  # it listens: its own queue and thread
+                    self._channels.append(_Channel(name, adapter))
                 try:
                     adapter.start()
                 except (OSError, ValueError) as exc:  # the port is taken, the host unknown, ...
@@ -757,16 +758,23 @@ class Station(StationControl):
     def jobs(self) -> list[str]:
         return list(self.config.recipes)
 
+    @property
+    def base_dir(self) -> Path:
+        return self.config.base_dir
+
     def _used(self) -> int:
         return len(self._pending) + (self._inflight is not None) + len(self._unacked)
 
     def status(self) -> dict[str, Any]:
         with self._lock:
             adapters = {}
-            for name, ch in zip([n for n, _ in self._adapters], self._channels):
+            channels = {ch.name: ch for ch in self._channels}
+            for name, _ in self._adapters:
                 conn, detail = self._connected.get(name, (None, ""))
-                adapters[name] = {"connected": conn, "detail": detail, "events_queued": ch.queue.qsize(),
-                                  "events_dropped": ch.dropped, "event_errors": ch.errors}
+                ch = channels.get(name)  # none for an adapter that does not listen to events
+                adapters[name] = {"connected": conn, "detail": detail,
+                                  "events_queued": ch.queue.qsize() if ch else 0,
+                                  "events_dropped": ch.dropped if ch else 0, "event_errors": ch.errors if ch else 0}
             return {
                 "station": self.config.name, "state": self._state, "job": self._job, "jobs": self.jobs,
                 "trigger": self.trigger_mode, "counts": dict(self._c.counts),

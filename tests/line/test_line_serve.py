@@ -37,8 +37,12 @@ inspect:
     t0 = time.perf_counter()
     assert c.cmd("TRG").startswith("OK,2,")
     frame_s = time.perf_counter() - t0
+    assert frame_s > 0.03, frame_s  # long enough to be caught in progress
+    probe = Client(srv.port, timeout=60)
     c.send("TRG")
-    time.sleep(min(0.05, frame_s / 4))
+    deadline = time.monotonic() + 10
+    while probe.cmd("STATE?") != "OK,SingleExecution":  # the trigger was taken: its frame is in progress
+        assert time.monotonic() < deadline
     rc, out, err = srv.stop(signal.SIGTERM)
     reply = c.recv()  # the frame in progress was finished and answered before the adapter closed
     assert reply.startswith("OK,3,"), (reply, out, err)
@@ -48,6 +52,7 @@ inspect:
     assert [r[1] for r in rows(tmp_path / "results.sqlite")] == ["pass"] * 3
     assert c.sock.recv(16) == b""  # closed by the station
     c.close()
+    probe.close()
 
 
 def test_kill_9_then_restart_continues_result_ids(serve, tmp_path):
@@ -62,7 +67,7 @@ def test_kill_9_then_restart_continues_result_ids(serve, tmp_path):
     c = Client(srv2.port)
     then = [int(c.cmd("TRG").split(",")[1]) for _ in range(3)]
     c.close()
-    rc, out, err = srv2.stop()
+    rc, out, err = srv2.stop(signal.SIGINT)  # Ctrl-C stops it as cleanly as SIGTERM
     assert rc == 0, err
     assert first == [1, 2, 3, 4, 5]
     assert min(then) > max(first) and then == sorted(then) and len(set(then)) == 3

@@ -113,9 +113,9 @@ def test_disconnect_and_reconnect_mid_run(make_station, tmp_path):
 
 
 def test_plc_command_drives_a_served_station(serve, tmp_path):
-    path = write_station(tmp_path, buffer=8, io="[tcp://127.0.0.1:0]")
+    path = write_station(tmp_path, buffer=64, io="[tcp://127.0.0.1:0]")  # rides out stalls of a loaded machine
     srv = serve(path)
-    out = subprocess.run(loupe_exe() + ["line", "plc", "--io", f"tcp://127.0.0.1:{srv.port}", "--rate", "50",
+    out = subprocess.run(loupe_exe() + ["line", "plc", "--io", f"tcp://127.0.0.1:{srv.port}", "--rate", "25",
                                         "--count", "40", "--ack", "--job", "three", "--json"],
                          env={**os.environ, **SERVE_ENV}, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
