@@ -316,3 +316,27 @@ def test_source_trigger_counts_frames_that_find_the_buffer_full(rec_pm, tmp_path
     finally:
         st.close()
     assert [r[0] for r in stored(tmp_path / "results.sqlite")] == [1, 2]
+
+
+def test_an_adapter_that_draws_gets_the_frame(rec_pm, station_file):
+    class Drawer(Recorder):
+        scheme = "draw"
+        wants_frames = True
+
+    class DrawerPlugin:
+        @hookimpl
+        def loupe_line_adapter(self, register):
+            register(Drawer)
+
+    rec_pm.register_plugin(DrawerPlugin(), name="drawer")
+    st = start(rec_pm, station_file, io=["rec://a", "draw://b"])
+    try:
+        st.wait_result(st.trigger(), timeout=20)
+        plain, drawer = Recorder.instances
+        assert wait_for(lambda: any(e.kind == "result_ready" for e in drawer.events)
+                        and any(e.kind == "result_ready" for e in plain.events))
+        got = next(e for e in drawer.events if e.kind == "result_ready").result
+        assert got.frame is not None and got.frame.image.shape == (130, 160)
+        assert next(e for e in plain.events if e.kind == "result_ready").result.frame is None
+    finally:
+        st.close()
