@@ -181,11 +181,20 @@ class LineAdapter(ABC):
     Params: ClassVar[type[BaseModel]] = NoParams
     #: how many events may wait for this adapter before new ones are counted as dropped
     queue_size: ClassVar[int] = 1024
+    #: whether events carry ``StationResult.frame`` (the image, overlays): only adapters that
+    #: draw (the operator screen) need it; the others get ``frame=None`` and hold no images
+    wants_frames: ClassVar[bool] = False
 
     def __init__(self, target: str, params: BaseModel, control: StationControl):
         self.target = target
         self.params = params
         self.control = control
+
+    @property
+    def endpoint(self) -> str:
+        """Where the adapter listens, once started (``tcp://127.0.0.1:40113`` when port 0 was asked);
+        ``loupe serve`` prints it."""
+        return f"{self.scheme}:{self.target}"
 
     @abstractmethod
     def start(self) -> None:

@@ -30,6 +30,7 @@ HOST_DISTRIBUTION = "loupe-host"
 
 #: The host's own defaults, registered exactly like external plugins.
 DEFAULT_PLUGINS = ("host.reporters.plugin",)
+DEFAULT_PLUGINS += ("host.commands.serve",)  # loupe serve (stations)
 
 log = logging.getLogger("loupe")
 
