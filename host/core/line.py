@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -163,6 +164,18 @@ class StationControl(ABC):
     def set_adapter_connected(self, adapter: str, connected: bool, detail: str = "") -> None:
         """An adapter tells the station whether its client/broker is connected
         (shown as an alarm on the operator screen when not)."""
+
+    # ---- optional (additive): what screens and dashboards show
+
+    @property
+    def base_dir(self) -> Path:
+        """Where relative paths in an adapter's options resolve (the station file's folder)."""
+        return Path.cwd()
+
+    def describe_job(self, job: str) -> dict[str, Any]:
+        """A job's recipe as a screen shows it: ``{"job", "recipe", "hash", "steps": [{"name",
+        "tool", "required", "limits": {measurement: {min, max, review_min, ...}}}]}``."""
+        return {"job": job, "recipe": "", "hash": "", "steps": []}
 
 
 class LineAdapter(ABC):

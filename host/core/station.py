@@ -83,7 +83,9 @@ class IoDoc(BaseModel):
 
 
 class HmiDoc(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """``hmi: {listen: HOST:PORT, ...}``: the operator screen; other keys are the screen's options."""
+
+    model_config = ConfigDict(extra="allow")
     listen: str = Field(pattern=r"^[^\s:]*:\d{1,5}$")
 
 
@@ -334,7 +336,8 @@ def load_station(path: str | Path, catalogue, source: str | None = None, io: lis
         if "http" not in catalogue.line_adapters:
             problems.append(f"{where}: the operator screen ({listen}) needs the 'http' line adapter: install loupe-hmi")
         else:
-            io_entries.append((where, f"http://{listen}"))
+            options = dict(doc.hmi.model_extra or {}) if doc.hmi is not None else {}
+            io_entries.append((where, {"spec": f"http://{listen}", **options} if options else f"http://{listen}"))
     io_specs: list[IoSpec] = []
     if check_io:
         for where, entry in io_entries:
@@ -940,6 +943,20 @@ class Station(StationControl):
             self._c.missed = 0
             self._c.overruns = 0
             self._overrun = False
+
+    @property
+    def base_dir(self) -> Path:
+        return self.config.base_dir
+
+    def describe_job(self, job: str) -> dict[str, Any]:
+        rec = self._jobs.get(job)
+        recipe = rec.recipe if rec is not None else self.config.recipes.get(job)
+        if recipe is None:
+            raise StationActionError("unknown_job", f"no job {job!r}; jobs: {', '.join(self.jobs)}")
+        return {"job": job, "recipe": recipe.name, "hash": recipe.hash,
+                "steps": [{"name": st.name, "tool": st.tool_id, "required": st.required,
+                           "limits": {k: lim.model_dump(exclude_none=True) for k, lim in st.limits.items()}}
+                          for st in recipe.inspect]}
 
     def set_adapter_connected(self, adapter: str, connected: bool, detail: str = "") -> None:
         with self._lock:
