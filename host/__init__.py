@@ -30,3 +30,10 @@ __all__ = [
     "PASS", "REVIEW", "Frame", "FrameResult", "LazyShapes", "Shape", "ToolOutput", "ToolResult",
     "LineAdapter", "StationControl", "StationEvent", "StationResult", "StationActionError",
 ]
+
+# colour rules shared by every drawing of results (HTML report, eval reports, the desktop app)
+from .reporters.imaging import (CONFUSION_PASS_AT, CONFUSION_REVIEW_AT, VERDICT_COLOURS,  # noqa: E402
+                                confusion_style, overlay_status, resolved_overlays)
+
+__all__ += ["CONFUSION_PASS_AT", "CONFUSION_REVIEW_AT", "VERDICT_COLOURS", "confusion_style", "overlay_status",
+            "resolved_overlays"]
