@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from host import LineAdapter, Params, StationEvent, StationResult, UsageError
+from host import LineAdapter, Params, StationEvent, StationResult, UsageError, resolved_overlays
 
 log = logging.getLogger("loupe.hmi")
 
@@ -161,7 +161,7 @@ class Hub:
             return None
         out = []
         for tr in fr.results:
-            for shape in tr.overlays:
+            for shape in resolved_overlays(tr):  # "verdict"/"alert" shapes take the step's verdict colour
                 d = shape.to_dict()
                 d["step"] = tr.step
                 out.append(d)
