@@ -30,6 +30,8 @@ class ScreenParams(Params):
     failures: int = Field(24, ge=1, le=500, description="failed frames kept for the gallery")
     history: int = Field(10_000, ge=100, le=1_000_000, description="results kept for /api/results")
     title: str = Field("", description="the screen's title (default: the station's name)")
+    push_s: float = Field(0.05, ge=0.01, le=5, description="how often each browser's stream sends news: the newest "
+                                                           "result, state changes, alarms (0.05 s: up to 20 updates/s)")
 
     @field_validator("shifts")
     @classmethod
@@ -88,7 +90,10 @@ class Hub:
         self.shift_counts = {"pass": 0, "review": 0, "fail": 0, "error": 0}
         self.shift_start = self._shift_start(time.time())
         self.latest_id: int | None = None
-        self.subscribers: list[Any] = []
+        self.version = 0          # bumped on state, job and alarm events: streams then send the state
+        self.alarm_seq = 0        # alarms so far (the log keeps the last 100)
+        self.latest: dict[str, Any] | None = None
+        self.closing = False
         self.results_seen = 0
         self.step_ms: list[tuple[str, float]] = []  # drained by the metrics collector
 
@@ -113,6 +118,7 @@ class Hub:
                 self.shift_counts = dict.fromkeys(self.shift_counts, 0)
             self.shift_counts[res.verdict] = self.shift_counts.get(res.verdict, 0) + 1
             self.history.append(s)
+            self.latest = s
             self.results_seen += 1
             self.latest_id = res.result_id
             if res.frame is not None and res.frame.image is not None:
@@ -130,9 +136,11 @@ class Hub:
         return s
 
     def add_alarm(self, kind: str, message: str, when: float) -> dict[str, Any]:
-        a = {"kind": kind, "message": message, "time": when}
         with self.lock:
+            self.alarm_seq += 1
+            a = {"seq": self.alarm_seq, "kind": kind, "message": message, "time": when}
             self.alarm_log.appendleft(a)
+            self.version += 1
         return a
 
     def reset_shift(self) -> None:
@@ -183,10 +191,10 @@ class Hub:
                 break
         return out
 
-    def publish(self, message: dict[str, Any]) -> None:
-        """Hand a message to every browser's queue (their own event loop); a full queue asks for a resync."""
-        for sub in list(self.subscribers):
-            sub.offer(message)
+    def changed(self, kind: str) -> None:
+        """Something browsers should re-read (state, job, alarms): they poll these counters."""
+        with self.lock:
+            self.version += 1
 
 
 class OperatorScreen(LineAdapter):
@@ -253,22 +261,19 @@ class OperatorScreen(LineAdapter):
         log.info("operator screen on %s", self.endpoint)
 
     def on_event(self, event: StationEvent) -> None:
+        """Cheap bookkeeping only: browsers' streams pick the news up at their own pace (``app.events``)."""
         hub = self.hub
         if event.kind == "result_ready" and event.result is not None:
-            s = hub.add_result(event.result)
-            hub.publish({"type": "result", "result": s, "state": event.state,
-                         "sent": time.time(), "latency_ms": event.data.get("latency_ms")})
-            return
-        if event.kind in ("error", "trigger_missed"):
-            a = hub.add_alarm(event.kind, event.message or event.kind, event.time)
-            hub.publish({"type": "alarm", "alarm": a, "state": event.state})
-        hub.publish({"type": "status", "kind": event.kind, "state": event.state, "job": event.job})
+            hub.add_result(event.result)
+        elif event.kind in ("error", "trigger_missed"):
+            hub.add_alarm(event.kind, event.message or event.kind, event.time)
+        else:
+            hub.changed(event.kind)
 
     def close(self) -> None:
         if self._server is not None:
+            self.hub.closing = True
             self._server.should_exit = True
-            for sub in list(self.hub.subscribers):
-                sub.close()
         if self._thread is not None:
             self._thread.join(5)
         self._server = None
