@@ -531,6 +531,8 @@ class Station(StationControl):
         self._connected: dict[str, tuple[bool, str]] = {}
         self._continuous = False
         self._stopping = False
+        self._source_lost: str | None = None       # a camera the source is reopening (Error until it is back)
+        self._resume_continuous = False
         self._frames = None
         self._thread: threading.Thread | None = None
         self._started = time.time()
@@ -985,18 +987,23 @@ class Station(StationControl):
         try:
             while True:
                 with self._lock:
-                    while not (self._stopping or self._pending or (self._continuous and self._state == CONTINUOUS
-                                                                   and (self.trigger_mode == "source" or
-                                                                        self._used() < self.buffer_size))):
+                    while not (self._stopping or self._pending or self._source_lost
+                               or (self._continuous and self._state == CONTINUOUS
+                                   and (self.trigger_mode == "source" or self._used() < self.buffer_size))):
                         self._cv.wait(0.5)
                     if self._stopping:
                         break
-                    if self._pending:
+                    lost = self._source_lost
+                    if lost and not self._pending:
+                        rid = None
+                    elif self._pending:
                         rid, wall, perf = self._pending.popleft()
                         self._inflight = rid
                     else:
                         rid = None
-                if rid is None:
+                if lost and rid is None:
+                    self._await_source()
+                elif rid is None:
                     self._continuous_frame()
                 else:
                     self._inspect(rid, wall, perf)
@@ -1010,6 +1017,36 @@ class Station(StationControl):
                 self._pending.clear()
             for rid, wall, perf in aborted:
                 self._abort(rid, wall, "station stopped" if self._stopping else "inspection thread failed")
+
+    def _await_source(self) -> None:
+        """The source lost its camera: wait (here, on the inspection thread) for the source's next frame,
+        which comes once it has reopened the camera; then leave Error by itself."""
+        try:
+            frame = self._next_frame()
+        except Exception as exc:
+            frame = Frame(image=None, source=str(self.config.source), index=-1, error=str(exc),
+                          meta={"device_lost": True})
+        with self._lock:
+            if self._stopping or frame.meta.get("device_lost"):
+                return  # still gone (or stopping): the loop asks again
+            self._source_lost = None
+            self._alarms.pop("source", None)
+            self._alarms.pop("error", None)
+            if self._state == ERROR_STATE and self._inflight is None:
+                if self._resume_continuous:
+                    self._continuous = True
+                    self._set_state(CONTINUOUS, "camera back")
+                else:
+                    self._set_state(READY, "camera back")
+            self._cv.notify_all()
+
+    def _source_failed(self, frame: Frame) -> None:
+        """A frame that says the camera is gone (``meta["device_lost"]``): Error until the source has it back.
+        Caller holds the lock."""
+        self._resume_continuous = self._continuous or self._state == CONTINUOUS
+        self._source_lost = frame.error or "camera lost"
+        self._fail(f"source: {self._source_lost}")
+        self._alarms["source"] = self._source_lost
 
     def _continuous_frame(self) -> None:
         t_wall, t_perf = time.time(), time.perf_counter()
@@ -1056,6 +1093,9 @@ class Station(StationControl):
             if self._after_frame is not None:
                 self._after_frame(run=self._run, result=fr)
         self._finish(rid, job, wall, fr, perf)
+        if frame.meta.get("device_lost"):
+            with self._lock:
+                self._source_failed(frame)
         if not self._pending:  # idle: make the stored results durable now (busy: the stores batch)
             with self._frame_lock:
                 try:
