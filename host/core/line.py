@@ -172,6 +172,18 @@ class StationControl(ABC):
         (shown as an alarm on the operator screen when not). ``adapter`` is the adapter's
         spec, ``f"{self.scheme}:{self.target}"`` (the key of ``status()["adapters"]``)."""
 
+    # ---- optional (additive): what screens and dashboards show
+
+    @property
+    def base_dir(self) -> Path:
+        """Where relative paths in an adapter's options resolve (the station file's folder)."""
+        return Path.cwd()
+
+    def describe_job(self, job: str) -> dict[str, Any]:
+        """A job's recipe as a screen shows it: ``{"job", "recipe", "hash", "steps": [{"name",
+        "tool", "required", "limits": {measurement: {min, max, review_min, ...}}}]}``."""
+        return {"job": job, "recipe": "", "hash": "", "steps": []}
+
 
 class LineAdapter(ABC):
     """A station's link to the line (PLC protocol, bus, screen).

@@ -83,7 +83,9 @@ class IoDoc(BaseModel):
 
 
 class HmiDoc(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """``hmi: {listen: HOST:PORT, ...}``: the operator screen; other keys are the screen's options."""
+
+    model_config = ConfigDict(extra="allow")
     listen: str = Field(pattern=r"^[^\s:]*:\d{1,5}$")
 
 
@@ -334,7 +336,8 @@ def load_station(path: str | Path, catalogue, source: str | None = None, io: lis
         if "http" not in catalogue.line_adapters:
             problems.append(f"{where}: the operator screen ({listen}) needs the 'http' line adapter: install loupe-hmi")
         else:
-            io_entries.append((where, f"http://{listen}"))
+            options = dict(doc.hmi.model_extra or {}) if doc.hmi is not None else {}
+            io_entries.append((where, {"spec": f"http://{listen}", **options} if options else f"http://{listen}"))
     io_specs: list[IoSpec] = []
     if check_io:
         for where, entry in io_entries:
@@ -549,6 +552,8 @@ class Station(StationControl):
         self._connected: dict[str, tuple[bool, str]] = {}
         self._continuous = False
         self._stopping = False
+        self._source_lost: str | None = None       # a camera the source is reopening (Error until it is back)
+        self._resume_continuous = False
         self._frames = None
         self._dirty = False
         self._last_done = 0.0
@@ -981,6 +986,20 @@ class Station(StationControl):
             self._c.overruns = 0
             self._overrun = False
 
+    @property
+    def base_dir(self) -> Path:
+        return self.config.base_dir
+
+    def describe_job(self, job: str) -> dict[str, Any]:
+        rec = self._jobs.get(job)
+        recipe = rec.recipe if rec is not None else self.config.recipes.get(job)
+        if recipe is None:
+            raise StationActionError("unknown_job", f"no job {job!r}; jobs: {', '.join(self.jobs)}")
+        return {"job": job, "recipe": recipe.name, "hash": recipe.hash,
+                "steps": [{"name": st.name, "tool": st.tool_id, "required": st.required,
+                           "limits": {k: lim.model_dump(exclude_none=True) for k, lim in st.limits.items()}}
+                          for st in recipe.inspect]}
+
     def set_adapter_connected(self, adapter: str, connected: bool, detail: str = "") -> None:
         with self._lock:
             self._connected[adapter] = (bool(connected), detail)
@@ -1009,16 +1028,17 @@ class Station(StationControl):
             while True:
                 flush = False
                 with self._lock:
-                    while not (self._stopping or self._pending or (self._continuous and self._state == CONTINUOUS
-                                                                   and (self.trigger_mode == "source" or
-                                                                        self._used() < self.buffer_size))):
+                    while not (self._stopping or self._pending or self._source_lost
+                               or (self._continuous and self._state == CONTINUOUS
+                                   and (self.trigger_mode == "source" or self._used() < self.buffer_size))):
                         if self._dirty and time.monotonic() - self._last_done >= self.idle_flush_s:
                             flush = True
                             break
                         self._cv.wait(0.05 if self._dirty else 0.5)
                     if self._stopping:
                         break
-                    if flush:
+                    lost = self._source_lost
+                    if flush or (lost and not self._pending):
                         rid = None
                     elif self._pending:
                         rid, wall, perf = self._pending.popleft()
@@ -1027,6 +1047,8 @@ class Station(StationControl):
                         rid = None
                 if flush:
                     self._flush_idle()
+                elif lost and rid is None:
+                    self._await_source()
                 elif rid is None:
                     self._continuous_frame()
                 else:
@@ -1056,6 +1078,36 @@ class Station(StationControl):
         if error is not None:  # the state lock is never taken while the frame lock is held
             with self._lock:
                 self._fail(error)
+
+    def _await_source(self) -> None:
+        """The source lost its camera: wait (here, on the inspection thread) for the source's next frame,
+        which comes once it has reopened the camera; then leave Error by itself."""
+        try:
+            frame = self._next_frame()
+        except Exception as exc:
+            frame = Frame(image=None, source=str(self.config.source), index=-1, error=str(exc),
+                          meta={"device_lost": True})
+        with self._lock:
+            if self._stopping or frame.meta.get("device_lost"):
+                return  # still gone (or stopping): the loop asks again
+            self._source_lost = None
+            self._alarms.pop("source", None)
+            self._alarms.pop("error", None)
+            if self._state == ERROR_STATE and self._inflight is None:
+                if self._resume_continuous:
+                    self._continuous = True
+                    self._set_state(CONTINUOUS, "camera back")
+                else:
+                    self._set_state(READY, "camera back")
+            self._cv.notify_all()
+
+    def _source_failed(self, frame: Frame) -> None:
+        """A frame that says the camera is gone (``meta["device_lost"]``): Error until the source has it back.
+        Caller holds the lock."""
+        self._resume_continuous = self._continuous or self._state == CONTINUOUS
+        self._source_lost = frame.error or "camera lost"
+        self._fail(f"source: {self._source_lost}")
+        self._alarms["source"] = self._source_lost
 
     def _continuous_frame(self) -> None:
         t_wall, t_perf = time.time(), time.perf_counter()
@@ -1104,6 +1156,9 @@ class Station(StationControl):
         self._dirty = True
         self._last_done = time.monotonic()
         self._finish(rid, job, wall, fr, perf)
+        if frame.meta.get("device_lost"):
+            with self._lock:
+                self._source_failed(frame)
         if error is not None or store_error is not None:
             with self._lock:
                 self._fail(error or store_error)
