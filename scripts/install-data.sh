@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian data sets the tests and benchmarks use, when they are missing:
-# dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) and visp-images-data.
+# dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) and visp-images-data; the services the plant-data
+# tests start on loopback: postgresql and mosquitto.
 set -euo pipefail
 need=()
-for pkg in dataset-fashion-mnist visp-images-data; do
+for pkg in dataset-fashion-mnist visp-images-data postgresql mosquitto; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 [ ${#need[@]} -eq 0 ] && exit 0
