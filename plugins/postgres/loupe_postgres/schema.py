@@ -100,7 +100,8 @@ def parse_spec(target: str, scheme: str = "postgresql") -> PgSpec:
     except ValueError as exc:
         raise UsageError(f"report {shown!r}: {exc} (expected postgresql://USER@HOST:PORT/DB)") from None
     if password is not None:
-        raise UsageError(f"report {shown!r}: do not put the password in the spec (it is stored with every run); "
+        safe = shown.replace(f":{password}@", ":***@")
+        raise UsageError(f"report {safe!r}: do not put the password in the spec (it is stored with every run); "
                          f"set PGPASSWORD or use ~/.pgpass")
     if not host or not parts.path.strip("/"):
         raise UsageError(f"report {shown!r}: expected postgresql://USER@HOST:PORT/DB")
@@ -130,10 +131,13 @@ def connect(spec: PgSpec, *, autocommit: bool = False, timeout: float = 5.0):
 def current_version(conn) -> int:
     """The schema version of the database (0 when it has no Loupe tables)."""
     with conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('loupe_schema') IS NOT NULL")
-        if not cur.fetchone()[0]:
-            cur.execute("SELECT to_regclass('frames') IS NOT NULL")
-            if cur.fetchone()[0]:
+        # a plain catalogue query (not to_regclass, whose cache may miss a table that another session
+        # committed while this one waited for the migration lock)
+        cur.execute("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = current_schema() AND c.relname IN ('loupe_schema', 'frames')")
+        have = {r[0] for r in cur.fetchall()}
+        if "loupe_schema" not in have:
+            if "frames" in have:
                 raise UsageError("the database has a 'frames' table but no 'loupe_schema': not a Loupe store")
             return 0
         cur.execute("SELECT COALESCE(MAX(version), 0) FROM loupe_schema")
