@@ -49,7 +49,7 @@ def _watch(recipe, hot, spec):
     return subprocess.Popen(
         [_loupe(), "run", str(recipe), "--source", f"folder:{hot}", "--source-opt", "watch=true",
          "--source-opt", "settle_s=0", "--source-opt", "poll_s=0.05", "--source-opt", "stop_file=STOP",
-         "--report", spec, "--quiet", "-v"], env={**os.environ, "OMP_NUM_THREADS": "1"},
+         "--report", spec, "--quiet"], env={**os.environ, "OMP_NUM_THREADS": "1"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -12,9 +12,9 @@ The per-frame path never waits: ``write`` puts a small tuple on a bounded in-mem
 (``queue`` frames, default 10000; a frame that finds it full is counted in ``overflow`` and dropped, with a
 warning at the end). A publisher thread serialises the results and appends them to an on-disk spool
 (SQLite, ``spool`` path, at most ``spool_max`` messages, default 100000: messages beyond that are dropped and
-counted), hands them to paho while the broker is connected, and deletes each one when the broker
-acknowledges it (PUBACK). While the broker is down the spool grows; after paho reconnects, delivery resumes
-from the oldest unacknowledged message. At the end of a run the reporter waits up to ``flush_s`` seconds
+counted), hands them to paho while the broker is connected (at most ``max_inflight`` = 100 unacknowledged),
+and deletes each one when the broker acknowledges it (PUBACK). While the broker is down the spool grows;
+paho reconnects on its own, re-sends what it held unacknowledged, and the publisher goes on from the spool. At the end of a run the reporter waits up to ``flush_s`` seconds
 (default 10) for the acknowledgements; what is still unacknowledged stays in the spool and is sent by the
 next run that uses the same spool. Delivery is at least once: after a reconnect a message may arrive twice,
 so subscribers de-duplicate on ``(run_id, key)``.
@@ -115,7 +115,7 @@ class MqttReporter(Reporter):
         self._spool = sqlite3.connect(str(self.spool_path), isolation_level=None, check_same_thread=False)
         self._spool.execute("PRAGMA journal_mode=WAL")
         self._spool.execute("PRAGMA synchronous=NORMAL")
-        self._spool.execute("CREATE TABLE IF NOT EXISTS spool(id INTEGER PRIMARY KEY, topic TEXT NOT NULL, "
+        self._spool.execute("CREATE TABLE IF NOT EXISTS spool(id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, "
                             "payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL)")
         self.carried = self._spool.execute("SELECT COUNT(*) FROM spool").fetchone()[0]  # left by an earlier run
 
@@ -125,7 +125,6 @@ class MqttReporter(Reporter):
         self.reconnects = 0
         self._connected = threading.Event()
         self._acked: queue.SimpleQueue = queue.SimpleQueue()
-        self._rewind = threading.Event()
         self._first_connect = threading.Event()
         self._connect_rc: list = []
 
@@ -134,9 +133,10 @@ class MqttReporter(Reporter):
                         clean_session=True)
         if user:
             c.username_pw_set(user, os.environ.get("LOUPE_MQTT_PASSWORD"))
-        c.max_inflight_messages_set(self.max_inflight)
+        c.max_inflight_messages_set(0)  # the publisher thread bounds what is in flight (max_inflight)
         c.reconnect_delay_set(min_delay=1, max_delay=5)
         c.will_set(f"{topic}/status", self._status("offline", will=True), qos=1, retain=True)
+        c.enable_logger(logging.getLogger("loupe.mqtt.paho"))  # shown with loupe -v
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
@@ -174,7 +174,6 @@ class MqttReporter(Reporter):
             self.reconnects += 1
         if rc == 0:
             client.publish(f"{self.topic}/status", self._status("online"), qos=1, retain=True)
-            self._rewind.set()
             self._connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
@@ -215,9 +214,11 @@ class MqttReporter(Reporter):
     # ---------------------------------------------------------------- publisher thread
 
     def _publisher(self) -> None:
+        import paho.mqtt.client as mqtt
+
         db = self._spool
         handed: dict[int, int] = {}  # paho mid -> spool id
-        next_id = 0  # highest spool id handed to paho since the last (re)connect
+        next_id = 0  # highest spool id handed to paho
         stopping = False
         deadline = None
         try:
@@ -259,25 +260,27 @@ class MqttReporter(Reporter):
                 if done:
                     db.executemany("DELETE FROM spool WHERE id=?", done)
                     self.published += len(done)
-                # 3. after a (re)connect, start again from the oldest unacknowledged message
-                if self._rewind.is_set():
-                    self._rewind.clear()
-                    handed.clear()
-                    next_id = 0
-                # 4. hand the next messages to paho, keeping at most max_inflight unacknowledged
+                # 3. hand the next messages to paho, keeping at most max_inflight unacknowledged. paho keeps
+                #    what it was handed until the broker acknowledges it, and re-sends it after a reconnect
+                #    (same message id), so nothing is handed twice within a run.
                 if self._connected.is_set() and len(handed) < self.max_inflight:
                     for sid, topic, payload, qos, retain in db.execute(
                             "SELECT id, topic, payload, qos, retain FROM spool WHERE id>? ORDER BY id LIMIT ?",
                             (next_id, self.max_inflight - len(handed))).fetchall():
                         info = self._client.publish(topic, payload, qos=qos, retain=bool(retain))
-                        if info.rc != 0:  # not connected any more: the rewind after reconnect re-sends it
-                            break
-                        if qos == 0:
+                        next_id = sid
+                        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                            log.warning("%s: message refused by the client (%s); dropped", self.shown,
+                                        mqtt.error_string(info.rc))
+                            db.execute("DELETE FROM spool WHERE id=?", (sid,))
+                            self.spool_dropped += 1
+                        elif qos == 0:
                             db.execute("DELETE FROM spool WHERE id=?", (sid,))
                             self.published += 1
                         else:
                             handed[info.mid] = sid
-                        next_id = sid
+                        if info.rc == mqtt.MQTT_ERR_NO_CONN:  # paho sends it after the reconnect
+                            break
                 if stopping:
                     if deadline is None:
                         deadline = time.monotonic() + self.flush_s
