@@ -90,7 +90,10 @@ class MqttReporter(Reporter):
     max_inflight = 100
 
     def open(self) -> None:
-        import paho.mqtt.client as mqtt
+        try:
+            import paho.mqtt.client as mqtt
+        except ImportError:
+            raise UsageError("mqtt reports need paho-mqtt: pip install loupe-mqtt") from None
 
         host, port, user, topic, opts, shown = parse_spec(self.target)
         self.shown = shown

@@ -70,7 +70,10 @@ class PostgresReporter(Reporter):
     retry_s = 60.0
 
     def open(self) -> None:
-        import psycopg  # noqa: F401  (fail here, not in the writer thread, when it is missing)
+        try:
+            import psycopg  # noqa: F401  (fail here, not in the writer thread, when it is missing)
+        except ImportError:
+            raise UsageError("postgresql reports need psycopg: pip install loupe-postgres") from None
 
         self._spec = spec = parse_spec(self.target, self.scheme)
         opts = spec.options
