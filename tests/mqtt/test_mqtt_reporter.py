@@ -134,3 +134,31 @@ def test_unreachable_broker_is_a_clear_error(tmp_path):
                         "--report", f"mqtt://127.0.0.1:{port}/plant/x", "--quiet"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "cannot connect to the broker" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_results_left_in_the_spool_are_sent_by_the_next_run(tmp_path, broker, subscriber):
+    sub = subscriber(broker.port, "plant/#")
+    hot = tmp_path / "hot"
+    hot.mkdir()
+    spool = tmp_path / "spool.db"
+    spec = f"mqtt://127.0.0.1:{broker.port}/plant/line3?spool={spool}&flush_s=0.5"
+    recipe = _recipe(tmp_path / "r.yaml")
+    proc = _watch(recipe, hot, spec)
+    _images(hot, 0, 5)
+    _wait(lambda: len(sub.keys()) == 5, 60, "5 results", proc)
+    broker.stop()
+    _images(hot, 5, 10)  # published while the broker is down: they go to the spool ...
+    time.sleep(1.0)
+    (hot / "STOP").write_text("")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err  # ... and the run ends with them still there
+    left = sqlite3.connect(spool).execute("SELECT COUNT(*) FROM spool").fetchone()[0]
+    assert left >= 10 and "stay in the spool" in err
+    broker.start()
+    more = _images(tmp_path / "more", 100, 2)
+    r = subprocess.run([_loupe(), "run", str(recipe), "--source", f"folder:{more[0].parent}", "--report", spec,
+                        "--quiet"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    _wait(lambda: len(sub.keys()) == 17, 30, "the 10 spooled and the 2 new results")
+    assert sub.keys() == {str(hot / f"f_{i:04d}.png") for i in range(15)} | {str(p) for p in more}
+    assert sqlite3.connect(spool).execute("SELECT COUNT(*) FROM spool").fetchone()[0] == 0
