@@ -63,3 +63,25 @@ def wait_until(cond, timeout: float = 60.0, what: str = "condition", proc=None) 
         if time.time() - t0 > timeout:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def cli(capsys, *args: str, env: dict[str, str] | None = None):
+    """Run the ``loupe`` command line in this process (as ``loupe ARGS``); returns rc, stdout, stderr."""
+    from types import SimpleNamespace
+
+    from host.cli import main
+
+    env = env or {}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    capsys.readouterr()
+    try:
+        rc = main(list(args))
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=rc, stdout=out, stderr=err)

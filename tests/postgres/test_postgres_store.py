@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from pg_helpers import free_port, loupe_exe, run_loupe, wait_until, write_gray_images, write_recipe
+from pg_helpers import cli, free_port, loupe_exe, run_loupe, wait_until, write_gray_images, write_recipe
 
 
 def _count(conn, run_id=None) -> int:
@@ -21,11 +21,11 @@ def _count(conn, run_id=None) -> int:
         return 0
 
 
-def test_run_stores_frames_steps_measurements_and_full_json(tmp_path, pg_db, pg_connect):
+def test_run_stores_frames_steps_measurements_and_full_json(tmp_path, pg_db, pg_connect, capsys):
     spec, env = pg_db
     images = write_gray_images(tmp_path / "img", [10.0, 20.5, 30.25, 41.0, 55.5])
     recipe = write_recipe(tmp_path / "r.yaml", lo=15, hi=50)
-    r = run_loupe("run", str(recipe), "--source", f"folder:{images[0].parent}", "--report",
+    r = cli(capsys, "run", str(recipe), "--source", f"folder:{images[0].parent}", "--report",
                   f"{spec}?station=cell-7", "--quiet", env=env)
     assert r.returncode == 0, r.stderr
     c = pg_connect(spec)
@@ -164,30 +164,30 @@ def test_server_restart_mid_run_reconnects_and_resends(tmp_path, pg_db, pg_conne
     assert c.execute("SELECT counts FROM runs").fetchone()[0] == {"pass": 100}
 
 
-def test_wrong_password_unreachable_server_and_password_in_spec_are_clear_errors(tmp_path, pg_db, pg_server):
+def test_wrong_password_unreachable_server_and_password_in_spec_are_clear_errors(tmp_path, pg_db, pg_server, capsys):
     spec, env = pg_db
     images = write_gray_images(tmp_path / "img", [10.0, 20.0])
     recipe = write_recipe(tmp_path / "r.yaml")
     src = f"folder:{images[0].parent}"
-    r = run_loupe("run", str(recipe), "--source", src, "--report", spec, "--quiet", env={"PGPASSWORD": "wrong"})
+    r = cli(capsys, "run", str(recipe), "--source", src, "--report", spec, "--quiet", env={"PGPASSWORD": "wrong"})
     assert r.returncode == 2, r.stderr
     assert "password authentication failed" in r.stderr and "PGPASSWORD" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
-    r = run_loupe("run", str(recipe), "--source", src, "--report", dead, "--quiet", env=env)
+    r = cli(capsys, "run", str(recipe), "--source", src, "--report", dead, "--quiet", env=env)
     assert r.returncode == 2 and "cannot connect" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
-    r = run_loupe("run", str(recipe), "--source", src, "--report",
+    r = cli(capsys, "run", str(recipe), "--source", src, "--report",
                   spec.replace("postgres@", "postgres:secret@"), "--quiet", env=env)
     assert r.returncode == 2 and "do not put the password in the spec" in r.stderr, r.stderr
     assert "secret" not in r.stderr
 
 
-def test_old_schema_is_migrated_forward_with_its_data(tmp_path, pg_db, pg_connect):
+def test_old_schema_is_migrated_forward_with_its_data(tmp_path, pg_db, pg_connect, capsys):
     spec, env = pg_db
-    r = run_loupe("results", "migrate", spec, "--to", "1", env=env)
+    r = cli(capsys, "results", "migrate", spec, "--to", "1", env=env)
     assert r.returncode == 0 and "schema 0 -> 1" in r.stdout, r.stderr
     c = pg_connect(spec)
     # a version-1 store with one frame, as a version-1 writer left it (no measurements table yet)
@@ -202,14 +202,14 @@ def test_old_schema_is_migrated_forward_with_its_data(tmp_path, pg_db, pg_connec
     images = write_gray_images(tmp_path / "img", [20.0])
     recipe = write_recipe(tmp_path / "r.yaml")
     run = ("run", str(recipe), "--source", f"folder:{images[0].parent}", "--report", spec, "--quiet")
-    r = run_loupe(*run, env=env)
+    r = cli(capsys, *run, env=env)
     assert r.returncode == 2 and "loupe results migrate" in r.stderr and "version 1" in r.stderr, r.stderr
-    r = run_loupe("results", "migrate", spec, env=env)
+    r = cli(capsys, "results", "migrate", spec, env=env)
     assert r.returncode == 0 and "schema 1 -> 2" in r.stdout, r.stderr
     assert c.execute("SELECT name, value, lo, hi, verdict FROM measurements ORDER BY name").fetchall() == [
         ("mean", 12.5, 15.0, 50.0, "fail"), ("std", 0.5, None, None, None)]
-    r = run_loupe("results", "migrate", spec, env=env)
+    r = cli(capsys, "results", "migrate", spec, env=env)
     assert r.returncode == 0 and "nothing to do" in r.stdout
-    r = run_loupe(*run, env=env)
+    r = cli(capsys, *run, env=env)
     assert r.returncode == 0, r.stderr
     assert c.execute("SELECT COUNT(*) FROM measurements WHERE name='mean'").fetchone()[0] == 2

@@ -13,29 +13,29 @@ import json
 
 import numpy as np
 import pytest
-from pg_helpers import run_loupe, write_gray_images, write_recipe
+from pg_helpers import cli, write_gray_images, write_recipe
 
 NIST_X = [49.6, 47.6, 49.9, 51.3, 47.8, 51.2, 52.6, 52.4, 53.6, 52.1]
 
 
 @pytest.fixture
-def nist_stores(tmp_path, pg_db):
+def nist_stores(tmp_path, pg_db, capsys):
     """One run of the NIST series into both a SQLite and a PostgreSQL store (the recipe says 45 <= mean <= 57)."""
     spec, env = pg_db
     images = write_gray_images(tmp_path / "nist", NIST_X)
     recipe = write_recipe(tmp_path / "r.yaml", lo=45, hi=57)
     db = tmp_path / "store.sqlite"
-    r = run_loupe("run", str(recipe), "--source", f"folder:{images[0].parent}", "--report", f"sqlite:{db}",
+    r = cli(capsys, "run", str(recipe), "--source", f"folder:{images[0].parent}", "--report", f"sqlite:{db}",
                   "--report", f"{spec}?station=gauge-1", "--quiet", env=env)
     assert r.returncode == 0, r.stderr
     return f"sqlite:{db}", spec, env
 
 
-def test_spc_individuals_matches_the_nist_worked_example_on_both_stores(nist_stores, tmp_path):
+def test_spc_individuals_matches_the_nist_worked_example_on_both_stores(nist_stores, tmp_path, capsys):
     sqlite_spec, pg_spec, env = nist_stores
     outs = []
     for store in (sqlite_spec, pg_spec):
-        r = run_loupe("results", "spc", store, "mean", "--json", "--out", str(tmp_path / "spc"), env=env)
+        r = cli(capsys, "results", "spc", store, "mean", "--json", "--out", str(tmp_path / "spc"), env=env)
         assert r.returncode == 0, r.stderr
         o = json.loads(r.stdout)
         outs.append(o)
@@ -86,16 +86,16 @@ def test_western_electric_rules_flag_the_points_that_complete_each_pattern():
     assert got == [(1, 6, "above"), (2, 11, "above"), (3, 17, "above"), (4, 25, "below")]
 
 
-def test_spc_xbar_r_with_subgroups_and_a_shifted_process(tmp_path):
+def test_spc_xbar_r_with_subgroups_and_a_shifted_process(tmp_path, capsys):
     rng = np.random.default_rng(7)
     values = np.round(np.concatenate([rng.normal(100, 2, 40), rng.normal(112, 2, 10)]), 2)
     images = write_gray_images(tmp_path / "img", list(values))
     values = [round(v * 100) / 100 for v in values]
     recipe = write_recipe(tmp_path / "r.yaml", lo=90, hi=120)
     db = tmp_path / "s.sqlite"
-    assert run_loupe("run", str(recipe), "--source", f"folder:{images[0].parent}", "--report", f"sqlite:{db}",
+    assert cli(capsys, "run", str(recipe), "--source", f"folder:{images[0].parent}", "--report", f"sqlite:{db}",
                      "--quiet").returncode == 0
-    r = run_loupe("results", "spc", f"sqlite:{db}", "mean", "--step", "gray", "--subgroup", "5", "--json")
+    r = cli(capsys, "results", "spc", f"sqlite:{db}", "mean", "--step", "gray", "--subgroup", "5", "--json")
     assert r.returncode == 0, r.stderr
     o = json.loads(r.stdout)
     g = np.array(values).reshape(10, 5)
@@ -109,22 +109,22 @@ def test_spc_xbar_r_with_subgroups_and_a_shifted_process(tmp_path):
     # the last two subgroups come from the shifted process: flagged beyond 3 sigma, with their last frame's key
     assert {(1, 8, "above"), (1, 9, "above")} <= {(v["rule"], v["index"], v["side"]) for v in xc["violations"]}
     assert [v["key"] for v in xc["violations"] if (v["rule"], v["index"]) == (1, 9)] == [str(images[-1])]
-    r = run_loupe("results", "spc", f"sqlite:{db}", "mean", "--subgroup", "5")
+    r = cli(capsys, "results", "spc", f"sqlite:{db}", "mean", "--subgroup", "5")
     assert r.returncode == 0 and "rule 1" in r.stdout and "Cpk" in r.stdout
 
 
-def test_summary_is_the_same_on_sqlite_and_postgresql(tmp_path, pg_db):
+def test_summary_is_the_same_on_sqlite_and_postgresql(tmp_path, pg_db, capsys):
     spec, env = pg_db
     db = tmp_path / "s.sqlite"
     for job, vals, lo in (("gauge", [10, 20, 30, 40, 50, 60], 25), ("caps", [70, 80, 90, 100], 85)):
         images = write_gray_images(tmp_path / job, [float(v) for v in vals], prefix=job)
         recipe = write_recipe(tmp_path / f"{job}.yaml", lo=lo, name=job)
-        r = run_loupe("run", str(recipe), "--source", f"folder:{images[0].parent}", "--report", f"sqlite:{db}",
+        r = cli(capsys, "run", str(recipe), "--source", f"folder:{images[0].parent}", "--report", f"sqlite:{db}",
                       "--report", f"{spec}?station=st-{job}", "--quiet", env=env)
         assert r.returncode == 0, r.stderr
     sums = []
     for store in (f"sqlite:{db}", spec):
-        r = run_loupe("results", "summary", store, "--json", env=env)
+        r = cli(capsys, "results", "summary", store, "--json", env=env)
         assert r.returncode == 0, r.stderr
         sums.append(json.loads(r.stdout))
         s = sums[-1]
@@ -135,39 +135,39 @@ def test_summary_is_the_same_on_sqlite_and_postgresql(tmp_path, pg_db):
         assert s["top_failing_steps"] == [{"step": "gray", "fail": 4, "error": 0}]
         assert s["top_failing_measurements"] == [{"step": "gray", "name": "mean", "fail": 4, "review": 0}]
     assert [(x["station"], x["frames"]) for x in sums[1]["by_station"]] == [("st-caps", 4), ("st-gauge", 6)]
-    r = run_loupe("results", "summary", spec, env=env)
+    r = cli(capsys, "results", "summary", spec, env=env)
     assert r.returncode == 0 and "yield 60.0%" in r.stdout and "gray.mean" in r.stdout
 
 
-def test_export_csv_and_parquet_one_row_per_frame(nist_stores, tmp_path):
+def test_export_csv_and_parquet_one_row_per_frame(nist_stores, tmp_path, capsys):
     import pyarrow.parquet as pq
 
     sqlite_spec, pg_spec, env = nist_stores
     for i, store in enumerate((sqlite_spec, pg_spec)):
         out = tmp_path / f"e{i}.csv"
-        r = run_loupe("results", "export", store, "--out", str(out), env=env)
+        r = cli(capsys, "results", "export", store, "--out", str(out), env=env)
         assert r.returncode == 0, r.stderr
         rows = list(csv.DictReader(out.open()))
         assert len(rows) == 10 and len({r["key"] for r in rows}) == 10
         assert [float(r["gray.mean"]) for r in rows] == pytest.approx(NIST_X)
         assert all(r["verdict"] == "pass" and r["path"] == r["key"] for r in rows)
         pout = tmp_path / f"e{i}.parquet"
-        r = run_loupe("results", "export", store, "--out", str(pout), env=env)
+        r = cli(capsys, "results", "export", store, "--out", str(pout), env=env)
         assert r.returncode == 0, r.stderr
         t = pq.read_table(pout)
         assert t.num_rows == 10 and t.column("gray.mean").to_pylist() == pytest.approx(NIST_X)
         assert str(t.schema.field("gray.mean").type) == "double" and "timestamp" in str(t.schema.field("ts").type)
         assert t.column("key").to_pylist() == [r["key"] for r in rows]
-    assert run_loupe("results", "export", sqlite_spec, "--out", str(tmp_path / "x.xlsx")).returncode == 2
+    assert cli(capsys, "results", "export", sqlite_spec, "--out", str(tmp_path / "x.xlsx")).returncode == 2
 
 
-def test_bad_store_and_measurement_are_clear_errors(tmp_path, nist_stores):
+def test_bad_store_and_measurement_are_clear_errors(tmp_path, nist_stores, capsys):
     sqlite_spec, pg_spec, env = nist_stores
-    r = run_loupe("results", "summary", f"sqlite:{tmp_path / 'missing.sqlite'}")
+    r = cli(capsys, "results", "summary", f"sqlite:{tmp_path / 'missing.sqlite'}")
     assert r.returncode == 2 and "missing.sqlite: no such file" in r.stderr and "Traceback" not in r.stderr
-    r = run_loupe("results", "spc", sqlite_spec, "diameter")
+    r = cli(capsys, "results", "spc", sqlite_spec, "diameter")
     assert r.returncode == 2 and "no stored measurement is called 'diameter'" in r.stderr
-    r = run_loupe("results", "spc", pg_spec, "mean", "--step", "nope", env=env)
+    r = cli(capsys, "results", "spc", pg_spec, "mean", "--step", "nope", env=env)
     assert r.returncode == 2 and "no measurement 'mean' in step 'nope'" in r.stderr
-    r = run_loupe("results", "summary", "jsonl:x.jsonl")
+    r = cli(capsys, "results", "summary", "jsonl:x.jsonl")
     assert r.returncode == 2 and "unknown kind" in r.stderr
