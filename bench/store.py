@@ -4,9 +4,10 @@ Starts its own throwaway PostgreSQL cluster and Mosquitto broker on loopback (as
 
 1. Runs the same in-memory frames (3 trivial inspect steps with limits) through ``run_recipe`` with no
    reporter, then with each of jsonl, csv, sqlite, postgresql and mqtt, alternating, ``--rounds`` times.
-   Reports, per reporter, the median per-frame cost on the runner's path (time to the last frame, before
-   the reporters close) against the no-reporter run, as µs and as a share of a 5 ms frame, and the rows
-   per second to a finished store (including the close that commits / waits for acknowledgements).
+   Reports, per reporter, the median per-frame cost on the runner's path (first to last frame: not the
+   opening, not the close) against the no-reporter run, as µs and as a share of a 5 ms frame, and the rows
+   per second to a finished store (the whole run: open, frames, and the close that commits or waits for
+   the broker's acknowledgements).
 2. ``--million N``: fills a PostgreSQL and a SQLite store with N frames (with one step result and one
    measurement each) and times ``summary`` on both.
 
@@ -108,7 +109,8 @@ def start_mosquitto(base: Path):
 
 
 def one_run(pm, recipe, frames, specs: list[str]) -> tuple[float, float]:
-    """(seconds to the last frame, seconds including the reporters' close)."""
+    """(seconds for the frames themselves, first to last, scaled to n frames; seconds for the whole run
+    including opening and closing the reporters)."""
     MemorySource.frames_list = frames
     source = MemorySource(MemorySource.Params(target=""))
     run = new_run_info(recipe, "memory:", pm)
@@ -116,14 +118,16 @@ def one_run(pm, recipe, frames, specs: list[str]) -> tuple[float, float]:
     marks = {}
 
     def on_frame(result, n=len(frames)):
-        if result.index == n - 1:
+        if result.index == 0:
+            marks["first"] = time.perf_counter()
+        elif result.index == n - 1:
             marks["last"] = time.perf_counter()
 
     t0 = time.perf_counter()
     summary = run_recipe(recipe, source, reporters, pm, run, on_frame=on_frame)
     t1 = time.perf_counter()
     assert summary.frames == len(frames)
-    return marks["last"] - t0, t1 - t0
+    return (marks["last"] - marks["first"]) / (len(frames) - 1) * len(frames), t1 - t0
 
 
 def bench_reporters(pm, specs: dict[str, str], n: int, rounds: int) -> dict:
@@ -165,9 +169,9 @@ def bench_million(pg_port: int, n: int, folder: Path) -> dict:
                   "SELECT 'run' || r, 'st' || (r % 4), 'job' || (r % 3), 'h', '{}', 'memory:', now() "
                   "FROM generate_series(0, 19) r")
         c.execute("INSERT INTO frames(run_id, station, recipe_hash, key, idx, ts, verdict, total_ms, timings) "
-                  "SELECT 'run' || (i % 20), 'st' || ((i % 20) % 4), 'h', 'k' || i, i, "
+                  "SELECT 'run' || (i %% 20), 'st' || ((i %% 20) %% 4), 'h', 'k' || i, i, "
                   "now() - make_interval(secs => (%s - i) * 0.36), "
-                  "CASE WHEN i % 97 = 0 THEN 'fail' WHEN i % 1013 = 0 THEN 'error' ELSE 'pass' END, 1.0, "
+                  "CASE WHEN i %% 97 = 0 THEN 'fail' WHEN i %% 1013 = 0 THEN 'error' ELSE 'pass' END, 1.0, "
                   "'{\"s\": 1.0}' FROM generate_series(0, %s - 1) i", (n, n))
         c.execute("INSERT INTO results(frame_id, step, tool, verdict, measurements, failures) "
                   "SELECT id, 's', 'bench.corner', verdict, jsonb_build_object('value', idx % 255), "
@@ -222,6 +226,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="loupe-bench-store-"))
+    base.chmod(0o755)  # the postgres user must reach base/pg
     (base / "pg").mkdir()
     pg_port, pg_stop = start_postgres(base / "pg")
     mq_port, mq = start_mosquitto(base)

@@ -174,41 +174,44 @@ class PostgresReporter(Reporter):
             self.lost = self._q.qsize() + len(batch)
 
     def _rows(self, batch):
-        from psycopg.types.json import Jsonb
+        """The batch as column arrays for ``frames`` and row lists for ``results`` and ``measurements``.
 
-        run_id, station, rh = self.run.run_id, self.station, self.run.recipe_hash
-        frames, results, meas = [], [], []
-        for key, idx, path, source, ts, verdict, error, timings, steps in batch:
+        A key that occurs twice in one batch (a file delivered again) keeps its newest result.
+        """
+        dumps = json.dumps
+        newest = {item[0]: item for item in batch}
+        cols: list[list] = [[] for _ in range(10)]
+        res_rows: list[tuple] = []  # (key, step, tool, verdict, measurements, failures, error, ms)
+        m_rows: list[tuple] = []  # (key, ts, step, name, value, lo, hi, verdict)
+        for key, idx, path, source, ts, verdict, error, timings, steps in newest.values():
             tstamp = _ts(ts)
             full_steps = []
-            res_rows = []
-            m_rows = []
             for step, tool, sv, ms_dict, failures, serr, ms in steps:
                 clean = {k: _num(v) for k, v in ms_dict.items()}
                 full_steps.append({"step": step, "tool": tool, "verdict": sv, "measurements": clean,
                                    "failures": failures, "error": serr, "ms": ms})
-                res_rows.append((step, tool, sv, Jsonb(clean), Jsonb(failures) if failures else None, serr, ms))
+                res_rows.append((key, step, tool, sv, dumps(clean), dumps(failures) if failures else None, serr, ms))
                 limits = self._limits.get(step, {})
                 for name, v in clean.items():
                     if isinstance(v, bool) or not isinstance(v, (int, float)):
                         continue
                     lim = limits.get(name)
-                    mv = None
-                    if lim is not None:
-                        mv = lim.check(ms_dict[name])
-                    m_rows.append((step, name, float(v), lim.min if lim is not None else None,
-                                   lim.max if lim is not None else None, mv))
+                    if lim is None:
+                        m_rows.append((key, tstamp, step, name, float(v), None, None, None))
+                    else:
+                        m_rows.append((key, tstamp, step, name, float(v), lim.min, lim.max, lim.check(ms_dict[name])))
             full = {"key": key, "index": idx, "source": source, "path": path, "timestamp": ts, "verdict": verdict,
                     "error": error, "timings": timings, "results": full_steps}
-            frames.append(((run_id, station, rh, key, idx, path, source, tstamp, verdict, error,
-                            sum(timings.values()), Jsonb(timings), Jsonb(full)), tstamp, res_rows, m_rows))
-        return frames
+            for col, v in zip(cols, (key, idx, path, source, tstamp, verdict, error, sum(timings.values()),
+                                     dumps(timings), dumps(full))):
+                col.append(v)
+        return cols, res_rows, m_rows
 
     def _flush(self, batch: list[tuple]) -> None:
         import psycopg
 
         rows = self._rows(batch)
-        keys = [r[0][3] for r in rows]
+        n = len(rows[0][0])
         deadline = time.monotonic() + self.retry_s
         delay = 0.2
         while True:
@@ -216,8 +219,8 @@ class PostgresReporter(Reporter):
                 if self._conn is None or self._conn.closed:
                     self._conn = connect(self._spec, timeout=5)
                     self.reconnects += 1
-                self._send(rows, keys)
-                self.stored += len(rows)
+                self._send(*rows)
+                self.stored += n
                 return
             except (psycopg.OperationalError, UsageError) as exc:
                 # connection lost (server restart, network): reconnect and re-send the whole batch
@@ -229,36 +232,32 @@ class PostgresReporter(Reporter):
                     self._conn = None
                 if time.monotonic() > deadline:
                     raise LoupeError(f"{self._spec.shown}: the server was unreachable for {self.retry_s:.0f} s; "
-                                     f"{len(rows)} frames of the open batch were not stored ({exc})") from None
+                                     f"{n} frames of the open batch were not stored ({exc})") from None
                 log.warning("PostgreSQL connection lost (%s); retrying", " ".join(str(exc).split()))
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _send(self, rows, keys) -> None:
+    def _send(self, cols, res_rows, m_rows) -> None:
         conn = self._conn
         run_id, station = self.run.run_id, self.station
         with conn.transaction(), conn.cursor() as cur:
-            # a batch re-sent after a lost commit, or a key delivered twice: keep the newest
-            cur.execute("DELETE FROM frames WHERE run_id=%s AND key = ANY(%s)", (run_id, keys))
-            cur.executemany(
+            # a batch re-sent after a lost commit, or a key stored before in this run: keep the newest
+            cur.execute("DELETE FROM frames WHERE run_id=%s AND key = ANY(%b)", (run_id, cols[0]))
+            cur.execute(
                 "INSERT INTO frames(run_id, station, recipe_hash, key, idx, path, source, ts, verdict, error, "
-                "total_ms, timings, result) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
-                [r[0] for r in rows], returning=True)
-            ids = []
-            while True:
-                ids.append(cur.fetchone()[0])
-                if not cur.nextset():
-                    break
+                "total_ms, timings, result) SELECT %s, %s, %s, k, i, p, s, t, v, e, ms, tj::jsonb, rj::jsonb "
+                "FROM unnest(%b::text[], %b::int[], %b::text[], %b::text[], %b::timestamptz[], %b::text[], "
+                "%b::text[], %b::float8[], %b::text[], %b::text[]) AS u(k, i, p, s, t, v, e, ms, tj, rj) "
+                "RETURNING key, id", (run_id, station, self.run.recipe_hash, *cols))  # %b: binary arrays, no escaping
+            ids = dict(cur.fetchall())
             with cur.copy("COPY results(frame_id, step, tool, verdict, measurements, failures, error, ms) "
                           "FROM STDIN") as cp:
-                for fid, r in zip(ids, rows):
-                    for rr in r[2]:
-                        cp.write_row((fid, *rr))
+                for key, *rest in res_rows:
+                    cp.write_row((ids[key], *rest))
             with cur.copy("COPY measurements(frame_id, run_id, station, ts, step, name, value, lo, hi, verdict) "
                           "FROM STDIN") as cp:
-                for fid, r in zip(ids, rows):
-                    for step, name, value, lo, hi, v in r[3]:
-                        cp.write_row((fid, run_id, station, r[1], step, name, value, lo, hi, v))
+                for key, ts, *rest in m_rows:
+                    cp.write_row((ids[key], run_id, station, ts, *rest))
 
     def _finish(self) -> None:
         from psycopg.types.json import Jsonb
