@@ -318,6 +318,7 @@ class MqttReporter(Reporter):
                 info.wait_for_publish(timeout=2)
             except (RuntimeError, ValueError):
                 pass
+        c.disable_logger()  # paho logs a spurious "not connected" error while its loop thread winds down
         c.disconnect()
         c.loop_stop()
         if left:
