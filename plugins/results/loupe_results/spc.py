@@ -81,6 +81,10 @@ def _v(rule: int, i: int, side: float) -> dict[str, Any]:
     return {"rule": rule, "index": int(i), "side": "above" if side > 0 else "below", "description": RULES[rule]}
 
 
+def _above_ucl(i: int) -> dict[str, Any]:
+    return {"rule": 1, "index": int(i), "side": "above", "description": "range above the upper control limit"}
+
+
 def individuals(x: np.ndarray) -> tuple[Chart, Chart, float]:
     """Individuals (X) and moving-range (MR, span 2) charts; returns them and sigma within (MR-bar / d2)."""
     x = np.asarray(x, dtype=float)
@@ -94,7 +98,7 @@ def individuals(x: np.ndarray) -> tuple[Chart, Chart, float]:
     xc = Chart("individuals", x.tolist(), center, center + 3 * sigma, center - 3 * sigma, sigma)
     xc.violations = western_electric(x, center, sigma)
     mc = Chart("moving range", mr.tolist(), mr_bar, d4 * mr_bar, d3 * mr_bar)
-    mc.violations = [_v(1, i + 1, 1) for i in np.flatnonzero(mr > mc.ucl)]  # index of the later point
+    mc.violations = [_above_ucl(i + 1) for i in np.flatnonzero(mr > mc.ucl)]  # index of the later point
     return xc, mc, sigma
 
 
@@ -114,7 +118,7 @@ def xbar_r(x: np.ndarray, n: int) -> tuple[Chart, Chart, float]:
     xc = Chart("x-bar", means.tolist(), xbb, xbb + a2 * rbar, xbb - a2 * rbar, a2 * rbar / 3)
     xc.violations = western_electric(means, xbb, a2 * rbar / 3)
     rc = Chart("range", ranges.tolist(), rbar, d4 * rbar, d3 * rbar)
-    rc.violations = [_v(1, int(i), 1) for i in np.flatnonzero(ranges > rc.ucl)]
+    rc.violations = [_above_ucl(int(i)) for i in np.flatnonzero(ranges > rc.ucl)]
     return xc, rc, rbar / d2
 
 
