@@ -223,6 +223,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--million", type=int, default=0, help="also time `summary` on this many stored frames")
+    ap.add_argument("--no-reporters", action="store_true", help="skip part 1 (only --million)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="loupe-bench-store-"))
@@ -238,7 +239,7 @@ def main() -> None:
                  "sqlite": f"sqlite:{base / 'r.sqlite'}",
                  "postgresql": f"postgresql://postgres@127.0.0.1:{pg_port}/postgres",
                  "mqtt": f"mqtt://127.0.0.1:{mq_port}/bench/line?spool={base / 'spool.sqlite'}"}
-        out = {"reporters": bench_reporters(pm, specs, args.frames, args.rounds)}
+        out = {} if args.no_reporters else {"reporters": bench_reporters(pm, specs, args.frames, args.rounds)}
         if args.million:
             out["million"] = bench_million(pg_port, args.million, base)
     finally:
@@ -248,13 +249,14 @@ def main() -> None:
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    r = out["reporters"]
-    print(f"{r['frames']} frames, 3 trivial steps, median of {r['rounds']} rounds; no reporter: "
-          f"{r['none_us_per_frame']:.1f} µs/frame")
-    print(f"  {'reporter':<11} {'µs/frame':>9} {'overhead':>9} {'% of 5 ms':>9} {'rows/s':>9}")
-    for name, v in r["reporters"].items():
-        print(f"  {name:<11} {v['path_us_per_frame']:9.1f} {v['overhead_us_per_frame']:9.1f} "
-              f"{v['overhead_pct_of_5ms']:9.2f} {v['rows_per_s']:9.0f}")
+    r = out.get("reporters")
+    if r:
+        print(f"{r['frames']} frames, 3 trivial steps, median of {r['rounds']} rounds; no reporter: "
+              f"{r['none_us_per_frame']:.1f} µs/frame")
+        print(f"  {'reporter':<11} {'µs/frame':>9} {'overhead':>9} {'% of 5 ms':>9} {'rows/s':>9}")
+        for name, v in r["reporters"].items():
+            print(f"  {name:<11} {v['path_us_per_frame']:9.1f} {v['overhead_us_per_frame']:9.1f} "
+                  f"{v['overhead_pct_of_5ms']:9.2f} {v['rows_per_s']:9.0f}")
     if "million" in out:
         m = out["million"]
         print(f"summary on {m['frames']} frames: postgresql {m['postgresql_summary_s']:.2f} s "

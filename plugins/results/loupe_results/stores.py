@@ -52,6 +52,45 @@ def _yield_rows(rows, keys) -> list[dict[str, Any]]:
     return out
 
 
+def _rollup(groups, runs: dict[str, tuple]) -> dict[str, Any]:
+    """Totals and yields per run, station, job and hour from ``(run_id, station, hour, verdict, n)`` groups.
+
+    One grouped scan of ``frames`` gives every breakdown (runs x stations x hours x verdicts is small).
+    ``runs`` maps run_id -> (job, station, started).
+    """
+    def blank():
+        return {"frames": 0, **{v: 0 for v in VERDICTS}}
+
+    total, by_run, by_station, by_job, by_hour = blank(), {}, {}, {}, {}
+    for run_id, station, hour, verdict, n in groups:
+        n = int(n)
+        job, run_station, started = runs.get(run_id, (None, None, None))
+        station = station if station is not None else (run_station or "-")
+        for table, key in ((None, None), (by_run, run_id), (by_station, station), (by_job, job),
+                           (by_hour, hour)):
+            d = total if table is None else table.setdefault(key, blank())
+            d["frames"] += n
+            if verdict in d:
+                d[verdict] += n
+
+    def rows(table, name, extra=None):
+        out = []
+        for key in sorted(table, key=lambda k: (extra(k) if extra else k) or ""):
+            d = {name: key}
+            if name == "run_id":
+                job, st, started = runs.get(key, (None, None, None))
+                d.update({"job": job, "station": st, "started": _iso(started)})
+            d.update(table[key])
+            d["yield"] = round(d["pass"] / d["frames"], 6) if d["frames"] else None
+            out.append(d)
+        return out
+
+    total["yield"] = round(total["pass"] / total["frames"], 6) if total["frames"] else None
+    return {"total": total,
+            "by_run": rows(by_run, "run_id", lambda k: str(runs.get(k, (None, None, ""))[2] or "")),
+            "by_station": rows(by_station, "station"), "by_job": rows(by_job, "job"), "by_hour": rows(by_hour, "hour")}
+
+
 class Store:
     kind = ""
     spec = ""
@@ -134,39 +173,32 @@ class SqliteStore(Store):
         return self._db.execute(sql, params).fetchall()
 
     def summary(self, top: int = 10) -> dict[str, Any]:
-        counts = ("COUNT(*) AS frames, SUM(f.verdict='pass'), SUM(f.verdict='review'), SUM(f.verdict='fail'), "
-                  "SUM(f.verdict='error')")
-        keys = ("frames",) + VERDICTS
-        st = self._station
-        total = _yield_rows(self._q(f"SELECT {counts} FROM frames f"), keys)[0]
-        by_run = _yield_rows(self._q(
-            f"SELECT f.run_id, ru.recipe_name, {st}, ru.started, {counts} FROM frames f "
-            f"JOIN runs ru ON ru.run_id=f.run_id GROUP BY f.run_id ORDER BY ru.started"),
-            ("run_id", "job", "station", "started") + keys)
-        for r in by_run:
-            r["started"] = _iso(r["started"])
-        by_station = _yield_rows(self._q(
-            f"SELECT {st}, {counts} FROM frames f JOIN runs ru ON ru.run_id=f.run_id GROUP BY 1 ORDER BY 1"),
-            ("station",) + keys)
-        by_job = _yield_rows(self._q(
-            f"SELECT ru.recipe_name, {counts} FROM frames f JOIN runs ru ON ru.run_id=f.run_id "
-            f"GROUP BY 1 ORDER BY 1"), ("job",) + keys)
-        by_hour = _yield_rows(self._q(
-            f"SELECT strftime('%Y-%m-%dT%H:00Z', f.ts, 'unixepoch'), {counts} FROM frames f GROUP BY 1 ORDER BY 1"),
-            ("hour",) + keys)
-        steps = [{"step": s, "fail": int(nf or 0), "error": int(ne or 0)} for s, nf, ne in self._q(
-            "SELECT step, SUM(verdict='fail'), SUM(verdict='error') FROM results WHERE verdict IN ('fail','error') "
-            "GROUP BY step ORDER BY COUNT(*) DESC LIMIT ?", (top,))]
+        st = "f.station" if self._station == "f.station" else "NULL"  # per frame, if the schema has it
+        run_st = "ru.station" if self._station == "ru.station" else "NULL"  # else per run, else '-'
+        runs = {r: (job, rst, started) for r, job, rst, started in self._q(
+            f"SELECT ru.run_id, ru.recipe_name, {run_st}, ru.started FROM runs ru")}
+        groups = self._q(f"SELECT f.run_id, {st}, strftime('%Y-%m-%dT%H:00Z', f.ts, 'unixepoch'), f.verdict, COUNT(*) "
+                         f"FROM frames f GROUP BY 1, 2, 3, 4")
+        out = {"store": self.spec, **_rollup(groups, runs)}
+        steps: Counter = Counter()
+        errors: Counter = Counter()
         meas: Counter = Counter()
         review: Counter = Counter()
-        for step, text in self._q("SELECT r.step, j.value FROM results r, json_each(r.failures) j "
-                                  "WHERE r.failures IS NOT NULL"):
-            name, verdict = _failure_name(str(text))
-            (review if verdict == "review" else meas)[(step, name)] += 1
-        measurements = [{"step": s, "name": n, "fail": meas[(s, n)], "review": review[(s, n)]}
-                        for (s, n) in sorted(set(meas) | set(review), key=lambda k: (-meas[k], -review[k], k))[:top]]
-        return {"store": self.spec, "total": total, "by_run": by_run, "by_station": by_station, "by_job": by_job,
-                "by_hour": by_hour, "top_failing_steps": steps, "top_failing_measurements": measurements}
+        # one pass over the step results that did not pass
+        for step, verdict, failures in self._q("SELECT step, verdict, failures FROM results WHERE verdict <> 'pass'"):
+            if verdict == "fail":
+                steps[step] += 1
+            elif verdict == "error":
+                errors[step] += 1
+            for text in json.loads(failures) if failures else ():
+                name, v = _failure_name(str(text))
+                (review if v == "review" else meas)[(step, name)] += 1
+        out["top_failing_steps"] = [{"step": s_, "fail": steps[s_], "error": errors[s_]} for s_ in sorted(
+            set(steps) | set(errors), key=lambda k: (-(steps[k] + errors[k]), k))[:top]]
+        out["top_failing_measurements"] = [
+            {"step": s_, "name": n, "fail": meas[(s_, n)], "review": review[(s_, n)]}
+            for (s_, n) in sorted(set(meas) | set(review), key=lambda k: (-meas[k], -review[k], k))[:top]]
+        return out
 
     def measurement_columns(self):
         cols: dict[tuple[str, str], set[str]] = {}
@@ -285,34 +317,21 @@ class PostgresStore(Store):
 
     def summary(self, top: int = 10) -> dict[str, Any]:
         self._check()
-        counts = ("COUNT(*) AS frames, COUNT(*) FILTER (WHERE f.verdict='pass'), "
-                  "COUNT(*) FILTER (WHERE f.verdict='review'), COUNT(*) FILTER (WHERE f.verdict='fail'), "
-                  "COUNT(*) FILTER (WHERE f.verdict='error')")
-        keys = ("frames",) + VERDICTS
-        total = _yield_rows(self._q(f"SELECT {counts} FROM frames f"), keys)[0]
-        by_run = _yield_rows(self._q(
-            f"SELECT f.run_id, MIN(ru.recipe_name), MIN(ru.station), MIN(ru.started), {counts} FROM frames f "
-            f"JOIN runs ru ON ru.run_id=f.run_id GROUP BY f.run_id ORDER BY 4"),
-            ("run_id", "job", "station", "started") + keys)
-        for r in by_run:
-            r["started"] = _iso(r["started"])
-        by_station = _yield_rows(self._q(f"SELECT f.station, {counts} FROM frames f GROUP BY 1 ORDER BY 1"),
-                                 ("station",) + keys)
-        by_job = _yield_rows(self._q(
-            f"SELECT ru.recipe_name, {counts} FROM frames f JOIN runs ru ON ru.run_id=f.run_id GROUP BY 1 ORDER BY 1"),
-            ("job",) + keys)
-        by_hour = _yield_rows(self._q(
-            f"SELECT to_char(date_trunc('hour', f.ts AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:00\"Z\"'), {counts} "
-            f"FROM frames f GROUP BY 1 ORDER BY 1"), ("hour",) + keys)
-        steps = [{"step": s, "fail": int(nf), "error": int(ne)} for s, nf, ne in self._q(
+        runs = {r: (job, st, started) for r, job, st, started in self._q(
+            "SELECT run_id, recipe_name, station, started FROM runs")}
+        groups = self._q("SELECT f.run_id, f.station, to_char(date_trunc('hour', f.ts AT TIME ZONE 'UTC'), "
+                         "'YYYY-MM-DD\"T\"HH24:00\"Z\"'), f.verdict, COUNT(*) FROM frames f GROUP BY 1, 2, 3, 4")
+        out = {"store": self.spec, **_rollup(groups, runs)}
+        out["top_failing_steps"] = [{"step": s, "fail": int(nf), "error": int(ne)} for s, nf, ne in self._q(
             "SELECT step, COUNT(*) FILTER (WHERE verdict='fail'), COUNT(*) FILTER (WHERE verdict='error') "
-            "FROM results WHERE verdict IN ('fail','error') GROUP BY step ORDER BY COUNT(*) DESC LIMIT %s", (top,))]
-        meas = [{"step": s, "name": n, "fail": int(nf), "review": int(nr)} for s, n, nf, nr in self._q(
-            "SELECT step, name, COUNT(*) FILTER (WHERE verdict='fail'), COUNT(*) FILTER (WHERE verdict='review') "
-            "FROM measurements WHERE verdict IN ('fail','review') GROUP BY step, name "
-            "ORDER BY 3 DESC, 4 DESC, 1, 2 LIMIT %s", (top,))]
-        return {"store": self.spec, "total": total, "by_run": by_run, "by_station": by_station, "by_job": by_job,
-                "by_hour": by_hour, "top_failing_steps": steps, "top_failing_measurements": meas}
+            "FROM results WHERE verdict IN ('fail','error') GROUP BY step ORDER BY COUNT(*) DESC, step LIMIT %s",
+            (top,))]
+        out["top_failing_measurements"] = [
+            {"step": s, "name": n, "fail": int(nf), "review": int(nr)} for s, n, nf, nr in self._q(
+                "SELECT step, name, COUNT(*) FILTER (WHERE verdict='fail'), COUNT(*) FILTER (WHERE verdict='review') "
+                "FROM measurements WHERE verdict IN ('fail','review') GROUP BY step, name "
+                "ORDER BY 3 DESC, 4 DESC, 1, 2 LIMIT %s", (top,))]
+        return out
 
     def measurement_columns(self):
         self._check()
