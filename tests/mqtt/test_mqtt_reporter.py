@@ -162,3 +162,25 @@ def test_results_left_in_the_spool_are_sent_by_the_next_run(tmp_path, broker, su
     _wait(lambda: len(sub.keys()) == 17, 30, "the 10 spooled and the 2 new results")
     assert sub.keys() == {str(hot / f"f_{i:04d}.png") for i in range(15)} | {str(p) for p in more}
     assert sqlite3.connect(spool).execute("SELECT COUNT(*) FROM spool").fetchone()[0] == 0
+
+
+def test_a_full_queue_drops_and_counts_never_blocks(tmp_path, broker, subscriber):
+    """With a one-frame queue the runner outpaces the publisher: every result is either delivered or counted
+    as overflow (write() is a put_nowait: it never waits for the publisher or the broker)."""
+    from host import FrameResult, Recipe, RunInfo, create_plugin_manager
+    from loupe_mqtt.reporter import MqttReporter
+
+    sub = subscriber(broker.port, "plant/line9/result")
+    pm = create_plugin_manager()
+    recipe = Recipe.from_dict({"loupe_recipe": 1, "name": "q", "inspect": [{"tool": "classical.intensity"}]},
+                              pm.catalogue)
+    run = RunInfo(run_id="overflow1", recipe=recipe, recipe_hash=recipe.hash, source="memory:", started=time.time())
+    rep = MqttReporter(f"//127.0.0.1:{broker.port}/plant/line9?queue=1&spool={tmp_path / 'spool.db'}", run)
+    rep.open()
+    n = 3000
+    for i in range(n):
+        rep.write(FrameResult(f"k{i}", i, "memory", None, time.time(), "pass", [], {}, recipe.hash))
+    rep.close()
+    assert rep.overflow > 0
+    _wait(lambda: len(sub.keys()) == n - rep.overflow, 30, "every result not counted as overflow")
+    assert rep.published == n - rep.overflow + 2  # + the run's started and ended events
