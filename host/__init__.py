@@ -27,3 +27,9 @@ __all__ = [
     "RecipeError", "UsageError", "create_plugin_manager", "Limit", "ModelRef", "Recipe", "ERROR", "FAIL",
     "PASS", "REVIEW", "Frame", "FrameResult", "LazyShapes", "Shape", "ToolOutput", "ToolResult",
 ]
+
+# the one image reader (issue 10): numpy only; a plugin registers the decoder (OpenCV's imdecode)
+from .core.imageio import (IMAGE_EXTENSIONS, decode_image, is_image_file, read_image,  # noqa: E402
+                           register_image_decoder, to_rgb8)
+
+__all__ += ["IMAGE_EXTENSIONS", "decode_image", "is_image_file", "read_image", "register_image_decoder", "to_rgb8"]
