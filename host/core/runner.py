@@ -78,6 +78,8 @@ class _Abandoned(BaseException):
 # ------------------------------------------------------------------ what tools return
 
 _SCALARS = frozenset({int, float, bool, str, type(None)})
+_NUMBERS = frozenset({int, float, bool, type(None)})  # the fast path: nothing to check further
+_TEXT = frozenset({str})
 _MAX_LIST_DEPTH = 3
 _MAX_LIST_ITEMS = 100_000
 
@@ -152,10 +154,10 @@ def _shape_ok(s) -> bool:
     return True
 
 
-def _safe_shapes(make: Callable[[], Iterable[Shape]], where: str) -> list[Shape]:
+def _safe_shapes(lazy: Iterable[Shape], where: str) -> list[Shape]:
     """Build lazily made overlays, dropping (and logging) what is not a valid ``Shape``."""
     try:
-        shapes = list(make())
+        shapes = list(lazy)
     except Exception as exc:  # read by a reporter, after the frame's verdict: never raise there
         log.warning("%s: building the overlays failed: %s: %s", where, type(exc).__name__, exc)
         return []
@@ -393,8 +395,8 @@ def step_deadlines(recipe: Recipe, default_ms: float | None = DEFAULT_DEADLINE_M
 class Pipeline:
     """A recipe's steps, built once. ``process(frame)`` is the per-frame path.
 
-    ``mark`` is ``(step, start_ms, deadline_ms)`` of the step call running now (None between
-    calls); ``run_recipe``'s watching thread reads it to enforce deadlines.
+    ``mark`` is the entry of the step call running now (None between frames), ``mark_t0`` its
+    start; ``run_recipe``'s watching thread reads them to enforce deadlines.
     """
 
     def __init__(self, recipe: Recipe, on_step_error: Callable[[str, str, BaseException], None] | None = None,
@@ -403,7 +405,8 @@ class Pipeline:
         self.recipe_hash = recipe.hash
         self._on_step_error = on_step_error
         self._tools: list[Any] = []
-        self.mark: tuple[str, float, float | None] | None = None
+        self.mark: tuple | None = None  # the running step's entry: (name, ..., deadline_ms, ...)
+        self.mark_t0 = 0.0  # its start (time.perf_counter())
         self._gen = object()  # replaced when a hung step is given up: the old worker then stops
         self._busy: dict[str, tuple[object, str]] = {}  # step -> (gen of the abandoned call, message)
         dl = deadlines or {}
@@ -416,7 +419,7 @@ class Pipeline:
                 tool = step.tool_cls(step.params, recipe.context(step))
                 self._tools.append(tool)
                 tr = _transform_of(tool)
-                self._pre.append((step.name, tool.process, step.name in named_inputs, dl.get(step.name), tr))
+                self._pre.append((step.name, dl.get(step.name), tool.process, step.name in named_inputs, tr))
                 if tr is not None:
                     n_geo += 1
                 geo_index[step.name] = n_geo
@@ -428,8 +431,8 @@ class Pipeline:
                 self._tools.append(tool)
                 # how many geometric preprocess steps lie between the frame and this step's input
                 n = 0 if step.input == "raw" else (geo_index[step.input] if step.input else n_geo)
-                self._insp.append((step.name, step.tool_id, tool.inspect, tuple(step.limits.items()),
-                                   step.roi, step.input, step.required, dl.get(step.name), n))
+                self._insp.append((step.name, dl.get(step.name), step.tool_id, tool.inspect,
+                                   tuple(step.limits.items()), step.roi, step.input, step.required, n))
         except BaseException:
             self.close()
             raise
@@ -456,6 +459,7 @@ class Pipeline:
 
     def process(self, frame: Frame) -> FrameResult:
         gen = self._gen
+        clock = time.perf_counter
         timings: dict[str, float] = {}
         key = frame.key
         if not key.isascii():
@@ -468,11 +472,12 @@ class Pipeline:
         if self._keep_raw:
             images = {"raw": image}
         geos: list | None = [] if self._geo else None
-        for step, fn, keep, dl, tr in self._pre:
+        for entry in self._pre:
+            step, _, fn, keep, tr = entry
             if busy and step in busy:
                 return self._frame_error(frame, key, busy[step][1], timings)
-            t0 = _now_ms()
-            self.mark = (step, t0, dl)
+            self.mark_t0 = t0 = clock()
+            self.mark = entry
             try:
                 if tr is not None:
                     geos.append((tr, image.shape))  # type: ignore[union-attr]
@@ -487,43 +492,50 @@ class Pipeline:
                 if self._gen is not gen:
                     self._abandoned(gen)
                 self.mark = None
-                timings[step] = _now_ms() - t0
+                timings[step] = (clock() - t0) * 1e3
                 self._step_error(step, key, exc)
                 return self._frame_error(frame, key, f"{step}: {_describe(exc)}", timings)
-            timings[step] = _now_ms() - t0
+            timings[step] = (clock() - t0) * 1e3
             if keep:
                 if images is None:
                     images = {}
                 images[step] = image
         results: list[ToolResult] = []
         verdicts: list[str] = []
-        for name, tool_id, fn, limits, roi, inp, required, dl, n_geo in self._insp:
+        for entry in self._insp:
+            name, _, tool_id, fn, limits, roi, inp, required, n_geo = entry
             if busy and name in busy:
                 results.append(ToolResult(name, tool_id, ERROR, {}, [], None, [], 0.0, busy[name][1], roi))
                 verdicts.append(ERROR)
                 continue
             src = image if inp is None else images[inp]  # type: ignore[index]
-            t0 = _now_ms()
-            self.mark = (name, t0, dl)
+            self.mark_t0 = t0 = clock()
+            self.mark = entry
             try:
                 if roi is not None:
                     src = _crop(src, roi)
                 out = fn(src)
                 if self._gen is not gen:
                     self._abandoned(gen)
-                m, overlays, heatmap = check_output(out, name)
+                # the boundary check; plain numbers, no overlays, no heatmap: three C-level look-ups
+                if type(out) is ToolOutput and type(m := out.measurements) is dict \
+                        and _NUMBERS.issuperset(map(type, m.values())) and _TEXT.issuperset(map(type, m)) \
+                        and out.heatmap is None and type(overlays := out.overlays) is list and not overlays:
+                    heatmap = None
+                else:
+                    m, overlays, heatmap = check_output(out, name)
             except _Abandoned:
                 raise
             except BaseException as exc:
                 if self._gen is not gen:
                     self._abandoned(gen)
-                ms = _now_ms() - t0
+                ms = (clock() - t0) * 1e3
                 timings[name] = ms
                 self._step_error(name, key, exc)
                 results.append(ToolResult(name, tool_id, ERROR, {}, [], None, [], ms, _describe(exc), roi))
                 verdicts.append(ERROR)
                 continue
-            ms = _now_ms() - t0
+            ms = (clock() - t0) * 1e3
             timings[name] = ms
             verdict = PASS
             failures: list[str] = []
@@ -538,7 +550,7 @@ class Pipeline:
                             failures.append(failure_reason(mkey, m[mkey], limit, v))
                     if v is FAIL or (v is REVIEW and verdict is PASS):
                         verdict = v
-            if (n_geo or (roi is not None and (roi[0] or roi[1]))) and overlays:
+            if (n_geo or (roi is not None and (roi[0] or roi[1]))) and (type(overlays) is LazyShapes or overlays):
                 # back to the frame's pixels when (and if) a reporter or the GUI reads them
                 overlays = LazyShapes(lambda o=overlays, r=roi, g=geos[:n_geo] if n_geo else None, w=name:
                                       _back_to_frame(o, r, g, w))
@@ -550,7 +562,10 @@ class Pipeline:
             final = PASS
         else:
             final = worst(verdicts)
-        return FrameResult(key, frame.index, frame.source, _path(frame), frame.timestamp, final, results,
+        path = frame.path
+        if path is not None and not path.isascii():
+            path = safe_text(path)
+        return FrameResult(key, frame.index, frame.source, path, frame.timestamp, final, results,
                            timings, self.recipe_hash, None, frame.image)
 
     def _step_error(self, step: str, key: str, exc: BaseException) -> None:
@@ -859,19 +874,19 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
             worker = start()
             timeout = _POLL_S
             while not done.wait(timeout):
-                mark = pipeline.mark
-                if mark is None or mark[2] is None:
+                mark, t0 = pipeline.mark, pipeline.mark_t0
+                if mark is None or mark[1] is None:
                     timeout = _POLL_S
                     continue
-                left = mark[1] + mark[2] - _now_ms()
+                left = t0 + mark[1] / 1e3 - time.perf_counter()
                 if left > 0:
-                    timeout = min(left / 1e3 + 0.002, 3600.0)
+                    timeout = min(left + 0.002, 3600.0)
                     continue
                 with io_lock:
-                    if pipeline.mark is not mark or done.is_set():
+                    if pipeline.mark is not mark or pipeline.mark_t0 != t0 or done.is_set():
                         timeout = 0.001
                         continue
-                    name, _, dl = mark
+                    name, dl = mark[0], mark[1]
                     frame = state["frame"]
                     old_gen = pipeline._gen
                     key = safe_text(frame.key)

@@ -164,6 +164,12 @@ def _huge_png(tmp: Path, folder: Path) -> None:
                                         + struct.pack(">I", zlib.crc32(idat)))
 
 
+def _check_lazy_junk(pm, tmp, folder, o: Outcome) -> None:
+    d = next(x for x in o.jsonl if x["key"].endswith("b_bad.png"))
+    assert d["verdict"] == "pass"  # the junk is dropped when the overlays are drawn, the valid shape kept
+    assert [s["points"] for s in d["results"][0]["overlays"]] == [[[1.0, 1.0]]]
+
+
 def _check_failing_reporter(pm, tmp, folder, o: Outcome) -> None:
     (n, first), = o.summary.reporter_errors.values()
     assert n == 1 and "cannot write frame 2" in first  # frame 2 of 3 failed in that reporter only
@@ -225,7 +231,7 @@ CASES: dict[str, dict] = {
     "raises_system_exit": _bad_tool_case("hostile.system_exit", "SystemExit: 3"),
     "raises_keyboard_interrupt": _bad_tool_case("hostile.keyboard_interrupt", "KeyboardInterrupt"),
     "lazy_overlays_junk": {"inspect": [{"tool": "hostile.lazy_not_shapes", "name": "hostile"}],
-                           "expect": {"b_bad.png": None}},  # drawn without the junk, no crash in html
+                           "expect": {"b_bad.png": None}, "check": _check_lazy_junk},
     "non_utf8_file_name": {"inspect": [{"tool": "classical.intensity", "name": "light"}], "files": _non_utf8,
                            "n": 4, "expect": {}, "check": _check_non_utf8_then_resume},
     # item 1: a reporter whose write fails is recorded; the others keep every frame
@@ -345,7 +351,56 @@ def _report_outside(pm, tmp, folder):
     assert open_reporter("jsonl:sub/x.jsonl", pm.catalogue, info, base_dir=tmp)
 
 
+def _locked_briefly_waits(pm, tmp, folder):
+    db = tmp / "busy.sqlite"
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE x(a)")
+    holder.execute("BEGIN EXCLUSIVE")
+    threading.Timer(0.5, lambda: holder.execute("ROLLBACK")).start()
+    recipe = Recipe.from_dict({"loupe_recipe": 1, "inspect": [{"tool": "classical.intensity"}]}, pm.catalogue,
+                              base_dir=tmp)
+    info = new_run_info(recipe, "x", pm)
+    rep = open_reporter(f"sqlite:{db}?timeout=20", pm.catalogue, info)
+    s = run_recipe(recipe, open_source(f"folder:{folder}", pm.catalogue), [rep], pm, info)
+    assert s.frames == 3 and sqlite3.connect(db).execute("SELECT COUNT(*) FROM frames").fetchone()[0] == 3
+
+
+def _resume_no_duplicates(pm, tmp, folder):
+    insp = [{"tool": "classical.intensity", "name": "light"}]
+    first = run(pm, tmp, folder, insp)
+    (run_id,) = first.run_ids
+    # a crash lost the last uncommitted batch of the store, but the files had those frames already
+    con = sqlite3.connect(tmp / "out.sqlite")
+    con.execute("DELETE FROM results WHERE frame_id IN (SELECT id FROM frames WHERE key LIKE '%c_good.png')")
+    con.execute("DELETE FROM frames WHERE key LIKE '%c_good.png'")
+    con.commit()
+    con.close()
+    (tmp / "out_html").rename(tmp / "html_first")
+    again = run(pm, tmp, folder, insp, resume=True)
+    assert again.summary.run_id == run_id and again.summary.skipped == 2 and again.summary.frames == 1
+    assert len(again.jsonl) == 3 and len({d["key"] for d in again.jsonl}) == 3
+    assert len(again.csv) == 3 and len(again.frames) == 3
+
+
+def _sync_full(pm, tmp, folder):
+    recipe = Recipe.from_dict({"loupe_recipe": 1, "inspect": [{"tool": "classical.intensity"}]}, pm.catalogue,
+                              base_dir=tmp)
+    seen = []
+    for spec, want in ((f"sqlite:{tmp / 'a.sqlite'}", 1), (f"sqlite:{tmp / 'b.sqlite'}?sync=full", 2)):
+        info = new_run_info(recipe, "x", pm)
+        rep = open_reporter(spec, pm.catalogue, info)
+        run_recipe(recipe, open_source(f"folder:{folder}", pm.catalogue), [rep], pm, info,
+                   on_frame=lambda r: seen.append(rep._db.execute("PRAGMA synchronous").fetchone()[0]))
+        assert set(seen) == {want}
+        seen.clear()
+    with pytest.raises(UsageError, match="sync='sometimes'"):
+        open_reporter(f"sqlite:{tmp / 'c.sqlite'}?sync=sometimes", pm.catalogue, new_run_info(recipe, "x", pm))
+
+
 STOPS: dict[str, Callable] = {
+    "sqlite_locked_briefly_waits": _locked_briefly_waits,
+    "resume_no_duplicate_lines_and_same_run_id": _resume_no_duplicates,
+    "sqlite_sync_full_option": _sync_full,
     "sqlite_locked_past_timeout": _locked,
     "disk_full": _disk_full,
     "report_target_outside_the_recipe_folder": _report_outside,
