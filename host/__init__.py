@@ -30,6 +30,7 @@ __all__ = [
 
 # the one image reader (issue 10): numpy only; a plugin registers the decoder (OpenCV's imdecode)
 from .core.imageio import (IMAGE_EXTENSIONS, decode_image, is_image_file, read_image,  # noqa: E402
-                           register_image_decoder, to_rgb8)
+                           register_image_decoder, register_rgb_converter, to_rgb8, use_opencv)
 
-__all__ += ["IMAGE_EXTENSIONS", "decode_image", "is_image_file", "read_image", "register_image_decoder", "to_rgb8"]
+__all__ += ["IMAGE_EXTENSIONS", "decode_image", "is_image_file", "read_image", "register_image_decoder",
+            "register_rgb_converter", "to_rgb8", "use_opencv"]

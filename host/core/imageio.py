@@ -25,6 +25,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".
 MAX_IMAGE_BYTES = 1 << 30
 
 _decoder: Callable[[np.ndarray], np.ndarray | None] | None = None
+_to_rgb: Callable[[np.ndarray], np.ndarray] | None = None  # a fast uint8 gray/BGR/BGRA -> RGB, if registered
 
 
 def register_image_decoder(decode: Callable[[np.ndarray], "np.ndarray | None"]) -> None:
@@ -36,6 +37,26 @@ def register_image_decoder(decode: Callable[[np.ndarray], "np.ndarray | None"]) 
     """
     global _decoder
     _decoder = decode
+
+
+def register_rgb_converter(to_rgb: Callable[[np.ndarray], np.ndarray] | None) -> None:
+    """Install a fast channel converter for ``to_rgb8``: uint8 gray (H, W), BGR or BGRA -> RGB.
+    Without one, numpy does it (the same pixels, slower)."""
+    global _to_rgb
+    _to_rgb = to_rgb
+
+
+def use_opencv(cv2) -> None:
+    """Decode and convert with OpenCV: the ``cv2`` module is passed in by a plugin that depends on
+    it (the host itself never imports OpenCV). Registering it again is harmless."""
+    codes = {2: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}
+    flag = cv2.IMREAD_UNCHANGED
+
+    def to_rgb(a: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(a, codes[a.shape[2] if a.ndim == 3 else 2])
+
+    register_image_decoder(lambda buf: cv2.imdecode(buf, flag))
+    register_rgb_converter(to_rgb)
 
 
 def is_image_file(name: str | os.PathLike) -> bool:
@@ -228,7 +249,7 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(image)
     if a.dtype == np.uint16:
-        a = ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        a = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
     elif a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255
     elif a.dtype != np.uint8:
@@ -236,13 +257,14 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
         if f.size and float(np.nanmax(f)) <= 1.0:
             f = f * 255.0
         a = np.clip(np.nan_to_num(f), 0, 255).astype(np.uint8)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    fast = _to_rgb
     if a.ndim == 2:
-        return np.repeat(a[:, :, None], 3, axis=2)
+        return fast(a) if fast is not None else np.repeat(a[:, :, None], 3, axis=2)
     if a.ndim != 3:
         raise ValueError(f"expected a 2-D or 3-D image array, got shape {a.shape}")
     c = a.shape[2]
-    if c == 1:
-        return np.repeat(a, 3, axis=2)
     if c in (3, 4):
-        return np.ascontiguousarray(a[:, :, 2::-1])
+        return fast(a) if fast is not None else np.ascontiguousarray(a[:, :, 2::-1])
     raise ValueError(f"images with {c} channels are not supported")

@@ -20,12 +20,12 @@ import numpy as np
 from pydantic import Field
 
 from host import (IMAGE_EXTENSIONS, Frame, Source, SourceParams, UsageError, read_image,  # noqa: F401
-                  register_image_decoder)
+                  use_opencv)
 
 # OpenCV's decoders print warnings on corrupt files; the error frame already says what went wrong
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 # the host's one image reader (header budget, alpha, errors) decodes with OpenCV
-register_image_decoder(lambda buf: cv2.imdecode(buf, cv2.IMREAD_UNCHANGED))
+use_opencv(cv2)
 
 _GLOB_CHARS = set("*?[")
 

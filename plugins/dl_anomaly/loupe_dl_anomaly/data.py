@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from host import IMAGE_EXTENSIONS as IMAGE_EXTS, UsageError, read_image, register_image_decoder, to_rgb8  # noqa: F401
+from host import IMAGE_EXTENSIONS as IMAGE_EXTS, UsageError, read_image, use_opencv, to_rgb8  # noqa: F401
 
-register_image_decoder(lambda buf: cv2.imdecode(buf, cv2.IMREAD_UNCHANGED))
+use_opencv(cv2)
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -20,9 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from host import IMAGE_EXTENSIONS, read_image, register_image_decoder, to_rgb8  # noqa: F401 (the one reader)
+from host import IMAGE_EXTENSIONS, read_image, use_opencv, to_rgb8  # noqa: F401 (the one reader)
 
-register_image_decoder(lambda buf: cv2.imdecode(buf, cv2.IMREAD_UNCHANGED))
+use_opencv(cv2)
 
 #: The normalisation of the EfficientNet-Lite0 backbone: RGB, (x / 255 - 0.5) / 0.5.
 DEFAULT_NORMALISATION = {"color": "RGB", "scale": 1.0 / 255.0, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}

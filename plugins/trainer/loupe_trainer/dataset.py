@@ -119,9 +119,9 @@ def analyze(root: Path, progress=None) -> Analysis:
     import cv2
     import numpy as np
 
-    from host import register_image_decoder
+    from host import use_opencv
 
-    register_image_decoder(lambda buf: cv2.imdecode(buf, cv2.IMREAD_UNCHANGED))
+    use_opencv(cv2)
 
     if not root.is_dir():
         raise UsageError(f"{root}: data folder not found")
@@ -266,9 +266,9 @@ def resize_copy(result: Analysis, size: tuple[int, int], out: Path, progress=Non
     import cv2
     import numpy as np
 
-    from host import register_image_decoder
+    from host import use_opencv
 
-    register_image_decoder(lambda buf: cv2.imdecode(buf, cv2.IMREAD_UNCHANGED))
+    use_opencv(cv2)
 
     out = Path(out)
     if out.resolve() == result.root.resolve() or result.root.resolve() in out.resolve().parents:
