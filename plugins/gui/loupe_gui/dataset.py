@@ -15,7 +15,7 @@ import collections
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from host import IMAGE_EXTENSIONS, read_image
+from host import IMAGE_EXTENSIONS, read_image  # the host's one reader and extension list
 SPLITS = ("train", "val", "test")
 
 
@@ -84,6 +84,10 @@ def analyze(root: str | Path, max_decode: int = 300, progress=None) -> DatasetSu
     """Count images per split and class; decode up to ``max_decode`` images (evenly spread) for their sizes."""
     import cv2
     import numpy as np
+
+    from host import use_opencv
+
+    use_opencv(cv2)
 
     from host import UsageError
 
