@@ -397,7 +397,18 @@ def _sync_full(pm, tmp, folder):
         open_reporter(f"sqlite:{tmp / 'c.sqlite'}?sync=sometimes", pm.catalogue, new_run_info(recipe, "x", pm))
 
 
+def _listing_checks_stop(pm, tmp, folder):
+    for i in range(30):
+        (folder / f"sub{i}").mkdir()
+        _png(folder / f"sub{i}" / "x.png", np.zeros((4, 4), np.uint8))
+    source = open_source(f"folder:{folder}", pm.catalogue, options={"recursive": True})
+    assert source.count() == 33
+    source.stop()  # e.g. SIGTERM while a huge tree is being listed
+    assert list(source.frames()) == []
+
+
 STOPS: dict[str, Callable] = {
+    "folder_listing_checks_stop_requests": _listing_checks_stop,
     "sqlite_locked_briefly_waits": _locked_briefly_waits,
     "resume_no_duplicate_lines_and_same_run_id": _resume_no_duplicates,
     "sqlite_sync_full_option": _sync_full,
