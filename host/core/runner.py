@@ -273,7 +273,7 @@ def _pair(value: float, limit: float) -> tuple[str, str]:
     """Value and limit written with the same decimals: ``2.39``/``1.00``, ``11``/``12``."""
     if value.is_integer() and limit.is_integer():
         return f"{value:.0f}", f"{limit:.0f}"
-    d = max(0 if value.is_integer() else _sig_decimals(value), _exact_decimals(limit))
+    d = max(0 if value.is_integer() else min(_sig_decimals(value), _exact_decimals(value)), _exact_decimals(limit))
     return f"{value:.{d}f}", f"{limit:.{d}f}"
 
 
@@ -304,6 +304,9 @@ def failure_reason(key: str, value: Any, limit: Any, verdict: str) -> str:
         return f"{key} {_text(value)} is not a number"
     if v != v:
         return f"{key} NaN (not measured)"
+    if limit.min is not None and limit.min == limit.max and v != limit.min and verdict == FAIL:
+        a, b = _pair(v, limit.min)
+        return f"{key} {a} ≠ {b}"
     if limit.min is not None and v < limit.min:
         a, b = _pair(v, limit.min)
         return f"{key} {a} < min {b}{tail}"
