@@ -338,6 +338,47 @@ def _disk_full(pm, tmp, folder):
                        "(SELECT 1 FROM results r WHERE r.frame_id = f.id)").fetchone()[0] == 0
 
 
+def _sqlite_disk_full(pm, tmp, folder):
+    small = tmp / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(small)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        for i in range(400):
+            _png(folder / f"m{i:03d}.png", np.full((8, 8), i % 200, np.uint8))
+        recipe = Recipe.from_dict({"loupe_recipe": 1, "inspect": [{"tool": "classical.intensity"}]},
+                                  pm.catalogue, base_dir=tmp)
+        info = new_run_info(recipe, "x", pm)
+        rep = open_reporter(f"sqlite:{small / 'store.sqlite'}", pm.catalogue, info)
+        rep.batch_frames = 10
+        with pytest.raises(StoreError, match="database or disk is full"):
+            run_recipe(recipe, open_source(f"folder:{folder}", pm.catalogue), [rep], pm, info)
+        con = sqlite3.connect(small / "store.sqlite")
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        n = con.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
+        assert 0 < n < 403
+        assert con.execute("SELECT COUNT(*) FROM frames f WHERE NOT EXISTS "
+                           "(SELECT 1 FROM results r WHERE r.frame_id = f.id)").fetchone()[0] == 0
+        con.close()
+    finally:
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+def _cli_exit_2_with_the_cause(pm, tmp, folder):
+    from host.testing import run_loupe
+
+    (tmp / "r.yaml").write_text("loupe_recipe: 1\ninspect:\n  - tool: classical.intensity\n")
+    r = run_loupe("run", tmp / "r.yaml", "--source", f"folder:{folder}", "--report", "jsonl:/dev/full", "-q")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "report jsonl:/dev/full: cannot store results" in r.stderr and "No space left on device" in r.stderr
+    (tmp / "r2.yaml").write_text("loupe_recipe: 1\ninspect:\n  - tool: classical.intensity\n"
+                                 "report: [jsonl:~/.loupe-hostile.jsonl]\n")
+    r = run_loupe("run", tmp / "r2.yaml", "--source", f"folder:{folder}", "-q")
+    assert r.returncode == 2 and "--allow-report-outside" in r.stderr and "Traceback" not in r.stderr
+    assert not Path("~/.loupe-hostile.jsonl").expanduser().exists()
+
+
 def _report_outside(pm, tmp, folder):
     recipe = Recipe.from_dict({"loupe_recipe": 1, "inspect": [{"tool": "classical.intensity"}]}, pm.catalogue,
                               base_dir=tmp)
@@ -414,6 +455,8 @@ STOPS: dict[str, Callable] = {
     "sqlite_sync_full_option": _sync_full,
     "sqlite_locked_past_timeout": _locked,
     "disk_full": _disk_full,
+    "sqlite_disk_full": _sqlite_disk_full,
+    "cli_exit_2_with_the_cause": _cli_exit_2_with_the_cause,
     "report_target_outside_the_recipe_folder": _report_outside,
 }
 
