@@ -408,6 +408,7 @@ class Pipeline:
         self.recipe_hash = recipe.hash
         self._on_step_error = on_step_error
         self._tools: list[Any] = []
+        self._tool_names: list[str] = []
         self.mark: tuple | None = None  # the running step's entry: (name, ..., deadline_ms, ...)
         self.mark_t0 = 0.0  # its start (time.perf_counter())
         self._gen = object()  # replaced when a hung step is given up: the old worker then stops
@@ -421,6 +422,7 @@ class Pipeline:
             for step in recipe.preprocess:
                 tool = step.tool_cls(step.params, recipe.context(step))
                 self._tools.append(tool)
+                self._tool_names.append(step.name)
                 tr = _transform_of(tool)
                 self._pre.append((step.name, dl.get(step.name), tool.process, step.name in named_inputs, tr))
                 if tr is not None:
@@ -432,6 +434,7 @@ class Pipeline:
             for step in recipe.inspect:
                 tool = step.tool_cls(step.params, recipe.context(step))
                 self._tools.append(tool)
+                self._tool_names.append(step.name)
                 # how many geometric preprocess steps lie between the frame and this step's input
                 n = 0 if step.input == "raw" else (geo_index[step.input] if step.input else n_geo)
                 self._insp.append((step.name, dl.get(step.name), step.tool_id, tool.inspect,
@@ -441,13 +444,16 @@ class Pipeline:
             raise
         self._any = recipe.doc.decision == "any"
 
-    def close(self) -> None:
-        for tool in self._tools:
+    def close(self, keep: set[str] = frozenset()) -> None:
+        """Close every tool, except those of the steps in ``keep`` (a call of theirs is still running)."""
+        for name, tool in zip(self._tool_names, self._tools):
+            if name in keep:
+                continue
             try:
                 tool.close()
             except Exception:  # closing must not hide the run's own outcome
                 log.exception("closing a tool failed")
-        self._tools = []
+        self._tools, self._tool_names = [], []
 
     def _frame_error(self, frame: Frame, key: str, error: str, timings, results=()) -> FrameResult:
         return FrameResult(key, frame.index, frame.source, _path(frame), frame.timestamp, ERROR, list(results),
@@ -818,15 +824,19 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
 
         def deliver(result: FrameResult) -> bool:
             """Hand one frame to every reporter and listener (under io_lock); true when the run is to stop."""
+            full = None
             for r in opened:
                 try:
                     r.write(result)
                 except BaseException as exc:
                     if _storage_failure(exc):
-                        raise StoreError(
+                        full = full or StoreError(
                             f"report {names[id(r)]}: cannot store results: {_describe(exc)}; the run stopped "
-                            f"after {summary.frames} frames, the results stored so far are intact") from None
-                    failed(f"report {names[id(r)]}", exc)
+                            f"after {summary.frames} frames, the results stored so far are intact")
+                    else:
+                        failed(f"report {names[id(r)]}", exc)
+            if full is not None:  # the other reporters have this frame; nothing more can be stored
+                raise full
             counts[result.verdict] += 1
             if after_frame is not None:
                 try:
@@ -899,6 +909,7 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
                     pipeline._gen = object()
                     pipeline.mark = None
                     _async_raise(worker)
+                    worker = None  # abandoned: never waited for
                     summary.deadline_overruns += 1
                     log.warning("%s on %s; the call is abandoned and the line goes on", msg, key)
                     pipeline._step_error(name, key, TimeoutError(msg))
@@ -922,9 +933,12 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
         with io_lock:
             if worker is not None and not done.is_set():
                 pipeline._gen = object()  # aborted (second Ctrl-C, error): the worker delivers nothing more
-        if worker is not None and done.is_set():
-            worker.join(timeout=1.0)
-        pipeline.close()
+        if worker is not None:
+            worker.join(timeout=2.0)
+        # a tool whose call is still running (abandoned at its deadline, or an abort) is not closed
+        # under it; it is released when that call returns
+        pipeline.close(keep=set(pipeline._busy) | ({pipeline.mark[0]} if worker is not None and worker.is_alive()
+                                                    and pipeline.mark is not None else set()))
         try:
             source.close()
         finally:
