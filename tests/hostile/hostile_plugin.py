@@ -49,13 +49,20 @@ def _raise(exc):
     return f
 
 
+SPINNING = [0]  # how many calls of hostile.spin are looping now
+
+
 def _hang_python(image):
-    while True:  # a pure-Python endless loop: given up at the deadline, ended by the runner
-        pass
+    SPINNING[0] += 1
+    try:
+        while True:  # a pure-Python endless loop: given up at the deadline, ended by the runner
+            pass
+    finally:
+        SPINNING[0] -= 1
 
 
 def _sleep(image):
-    time.sleep(3.0)
+    time.sleep(10.0)  # blocks in C (no Python to interrupt) far past the test's deadline
     return _good_output(image)
 
 
