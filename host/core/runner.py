@@ -79,7 +79,6 @@ class _Abandoned(BaseException):
 
 _SCALARS = frozenset({int, float, bool, str, type(None)})
 _NUMBERS = frozenset({int, float, bool, type(None)})  # the fast path: nothing to check further
-_TEXT = frozenset({str})
 _MAX_LIST_DEPTH = 3
 _MAX_LIST_ITEMS = 100_000
 
@@ -526,11 +525,14 @@ class Pipeline:
                 out = fn(src)
                 if self._gen is not gen:
                     self._abandoned(gen)
-                # the boundary check; plain numbers, no overlays, no heatmap: three C-level look-ups
-                if type(out) is ToolOutput and type(m := out.measurements) is dict \
-                        and _NUMBERS.issuperset(map(type, m.values())) and _TEXT.issuperset(map(type, m)) \
-                        and out.heatmap is None and type(overlays := out.overlays) is list and not overlays:
+                # the boundary check; plain numbers, no overlays, no heatmap: one short loop here
+                if type(out) is ToolOutput and out.heatmap is None and type(overlays := out.overlays) is list \
+                        and not overlays and type(m := out.measurements) is dict:
                     heatmap = None
+                    for k, v in m.items():
+                        if type(v) not in _NUMBERS or type(k) is not str:
+                            m, overlays, heatmap = check_output(out, name)
+                            break
                 else:
                     m, overlays, heatmap = check_output(out, name)
             except _Abandoned:
