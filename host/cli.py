@@ -206,7 +206,8 @@ def cmd_run(pm, args) -> int:
     source = open_source(source_arg, cat, base_dir=source_base, options=_source_options(args.source_opt))
     run = new_run_info(recipe, source_spec, pm)
     run.resume = args.resume
-    reporters = [open_reporter(s, cat, run, base_dir=report_base) for s in specs]
+    reporters = [open_reporter(s, cat, run, base_dir=report_base,
+                               allow_outside=getattr(args, "allow_report_outside", False)) for s in specs]
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -237,10 +238,12 @@ def cmd_run(pm, args) -> int:
           f"{c['error']} error{skipped} in {summary.seconds:.2f} s ({ms:.2f} ms/frame); "
           f"run {summary.run_id}, recipe {recipe.hash[:16]}")
     print("reports: " + ", ".join(specs))
+    for name, (n, first) in summary.reporter_errors.items():  # the other reporters kept every frame
+        print(f"loupe: error: {name} failed on {n} frame(s); first: {first}", file=sys.stderr)
     if summary.interrupted:
         print("stopped by the operator; the results above are stored", file=sys.stderr)
         return 130
-    return 0
+    return 2 if summary.reporter_errors else 0
 
 
 def _source_options(pairs: list[str] | None) -> dict[str, Any]:
@@ -384,6 +387,8 @@ def build_parser(pm, optimize_method: str | None = None) -> argparse.ArgumentPar
     s.add_argument("--resume", action="store_true",
                    help="skip frames already stored by an interrupted run of this recipe and source")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--allow-report-outside", action="store_true",
+                   help="let the recipe's report targets lie outside its folder and the working directory")
 
     s = sub.add_parser("train", help="train a model into a bundle")
     tsub = s.add_subparsers(dest="task", metavar="TASK")

@@ -82,6 +82,12 @@ class PreprocessTool(Tool):
     def process(self, image: np.ndarray) -> np.ndarray:
         """Return the transformed image. Must not modify ``image`` in place."""
 
+    def transform(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        """A geometric step (crop, resize, rotate) returns the 2x3 affine matrix that maps a pixel
+        of its input image (of ``shape``) to its output image; the runner maps later steps'
+        overlays back through it, so they land on the frame's pixels. Others return None."""
+        return None
+
 
 class InspectTool(Tool):
     """Measures an image and returns a ``ToolOutput``.

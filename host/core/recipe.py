@@ -121,6 +121,8 @@ class StepDoc(BaseModel):
     input: str | None = None
     limits: dict[str, Limit] = Field(default_factory=dict)
     required: bool = True
+    # per-step deadline (issue 10): ms per call, 0 = none; default: the recipe's, else the line's
+    deadline_ms: float | None = Field(None, ge=0, le=86_400_000)
 
     @field_validator("roi")
     @classmethod
@@ -146,6 +148,8 @@ class RecipeDoc(BaseModel):
     inspect: list[StepDoc] = Field(default_factory=list)
     decision: Literal["all", "any"] = "all"
     report: list[str] = Field(default_factory=list)
+    # default deadline of every step (issue 10), ms; 0 = none; unset: the line's default
+    deadline_ms: float | None = Field(None, ge=0, le=86_400_000)
 
 
 @dataclass

@@ -207,6 +207,30 @@ class FrameResult:
         }
 
 
+def safe_text(s: str) -> str:
+    """``s`` as text every reporter can store: a file name with bytes that are not UTF-8
+    (held by Python as lone surrogates, e.g. ``caf\udce9.png``) becomes ``caf\\xe9.png``.
+
+    Unique and printable; applied once, by the runner, to each frame's key, path and errors.
+    """
+    if s.isascii():
+        return s
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
+            if _only_escapes(s) else s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _only_escapes(s: str) -> bool:
+    try:
+        s.encode("utf-8", "surrogateescape")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def jsonable(v: Any) -> Any:
     """Turn numpy scalars and small arrays into JSON-ready Python values (NaN and inf become None)."""
     if isinstance(v, (float, np.floating)):

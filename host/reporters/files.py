@@ -1,4 +1,10 @@
-"""Line-oriented reporters: JSON Lines and CSV."""
+"""Line-oriented reporters: JSON Lines and CSV.
+
+Both append. On ``loupe run --resume`` they read back the keys they already hold for
+the resumed run and do not write those frames again, so a resumed run has one line per
+frame. CSV cells that a spreadsheet would read as a formula (starting with ``=``, ``+``,
+``-``, ``@``, tab or CR) are written with a leading ``'``.
+"""
 from __future__ import annotations
 
 import csv
@@ -17,9 +23,28 @@ class JsonlReporter(Reporter):
 
     def open(self) -> None:
         Path(self.target).parent.mkdir(parents=True, exist_ok=True)
+        self._have: set[str] = set()
         self._f = open(self.target, "a", encoding="utf-8")
 
+    def done_keys(self) -> None:
+        """Resume: remember the keys this file holds for the (adopted) run; they are not written again.
+
+        Returns None: the results store decides which frames are skipped.
+        """
+        run_id = self.run.run_id
+        with open(self.target, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    d = json.loads(line)
+                except ValueError:  # a line cut short by a crash
+                    continue
+                if isinstance(d, dict) and d.get("run_id") == run_id:
+                    self._have.add(d.get("key"))
+        return None
+
     def write(self, result: FrameResult) -> None:
+        if self._have and result.key in self._have:
+            return
         d = result.to_dict()
         d["run_id"] = self.run.run_id
         self._f.write(json.dumps(d, default=jsonable) + "\n")
@@ -54,8 +79,21 @@ class CsvReporter(Reporter):
         if new:
             self._w.writerow(self._columns)
         self._known = set(self._columns)
+        self._have: set[str] = set()
+
+    def done_keys(self) -> None:
+        """Resume: remember the keys this file holds for the (adopted) run; they are not written again."""
+        run_id = self.run.run_id
+        with open(self.target, encoding="utf-8", errors="replace", newline="") as f:
+            for rec in csv.reader(f):
+                if len(rec) > 1 and rec[0] == run_id:
+                    key = rec[1]
+                    self._have.add(key[1:] if key[:1] == "'" and key[1:2] in _FORMULA else key)
+        return None
 
     def write(self, result: FrameResult) -> None:
+        if self._have and result.key in self._have:
+            return
         row: dict[str, object] = {"run_id": self.run.run_id, "key": result.key, "index": result.index,
                                   "verdict": result.verdict, "total_ms": round(result.total_ms, 3),
                                   "error": result.error or "; ".join(
@@ -70,9 +108,19 @@ class CsvReporter(Reporter):
                 else:
                     extra[col] = v
         row["extra"] = json.dumps(extra) if extra else ""
-        self._w.writerow([row.get(c, "") for c in self._columns])
+        self._w.writerow([_cell(row.get(c, "")) for c in self._columns])
         self._f.flush()
 
     def close(self) -> None:
         if getattr(self, "_f", None):
             self._f.close()
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(v: object) -> object:
+    """A text cell that a spreadsheet would run as a formula gets a leading ``'`` (numbers stay numbers)."""
+    if type(v) is str and v[:1] in _FORMULA and v:
+        return "'" + v
+    return v

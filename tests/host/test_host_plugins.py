@@ -175,7 +175,7 @@ def test_example_plugin_installed_as_a_distribution(tmp_path, pip_target):
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "out.jsonl").read_text())
     assert res["results"][0]["measurements"] == {"dark_fraction": 0.25, "dark_pixels": 500}
-    assert res["verdict"] == "fail" and "dark_fraction=0.25 fail" in res["results"][0]["failures"][0]
+    assert res["verdict"] == "fail" and res["results"][0]["failures"] == ["dark_fraction 0.25 > max 0.20"]
     # without the plugin the same recipe is refused with a clear message
     r = run_loupe("validate", recipe)
     assert r.returncode == 2 and "loupe-example-plugin" in r.stderr

@@ -77,6 +77,8 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path, many_images, 
     assert r.returncode == 0, r.stderr
     assert f"{stored} already stored" in r.stdout
     con = sqlite3.connect(db)
+    (run_id,) = {r for (r,) in con.execute("SELECT run_id FROM runs")}
+    assert f"run {run_id}," in r.stdout  # --resume prints the id the rows are stored under
     keys = [k for (k,) in con.execute("SELECT key FROM frames")]
     assert len(keys) == N and len(set(keys)) == N
     assert con.execute("SELECT COUNT(DISTINCT run_id) FROM frames").fetchone()[0] == 1

@@ -7,8 +7,9 @@ within a run).
 """
 from __future__ import annotations
 
-import glob
+import fnmatch
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -18,28 +19,15 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from host import Frame, Source, SourceParams, UsageError
+from host import (IMAGE_EXTENSIONS, Frame, Source, SourceParams, UsageError, read_image,  # noqa: F401
+                  use_opencv)
 
 # OpenCV's decoders print warnings on corrupt files; the error frame already says what went wrong
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+# the host's one image reader (header budget, alpha, errors) decodes with OpenCV
+use_opencv(cv2)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".pnm", ".webp")
 _GLOB_CHARS = set("*?[")
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file as stored (8/16-bit, gray or BGR); raises ValueError naming the file."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data.size == 0:
-        raise ValueError(f"{path}: empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError(f"{path}: cannot decode image (corrupt, truncated or not an image)")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    elif image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    return image
 
 
 class _Stopper:
@@ -105,16 +93,72 @@ class FolderSource(Source):
         self._stopper.event.set()
 
     def _files(self) -> list[str]:
+        """The matching image file names, sorted. Each real folder and file is visited once (symbolic
+        link loops end); entries that match but cannot be images (a FIFO, a broken link, a folder
+        named x.png) are listed too and recorded in ``self._bad`` with the reason, so they become
+        error frames. Listing ends early when a stop is requested."""
         root = self._root
+        self._bad: dict[str, str] = {}
         if root.is_file():
             return [str(root)]
         if not root.is_dir():
             raise UsageError(f"source folder:{self.params.target}: folder not found ({root})")
-        pattern = os.path.join(glob.escape(str(root)), "**" if self.params.recursive else "", self._pattern)
-        files = glob.glob(pattern, recursive=self.params.recursive)
-        stop = self.params.stop_file
-        return sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(f)
-                      and (stop is None or os.path.basename(f) != stop))
+        recursive = self.params.recursive
+        pattern = self._pattern
+        hidden_ok = pattern.startswith(".")
+        nested = "/" in pattern  # a pattern such as sub/*.png matches the path below the folder
+        stop_name = self.params.stop_file
+        stopped = self._stopper.event.is_set
+        seen_dirs: set[tuple[int, int]] = set()
+        seen_files: set[tuple[int, int]] = set()
+        out: list[str] = []
+        todo = [str(root)]
+        while todo and not stopped():
+            folder = todo.pop()
+            try:
+                st = os.stat(folder)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen_dirs:
+                continue  # a symbolic link loop or a second link to a folder already listed
+            seen_dirs.add((st.st_dev, st.st_ino))
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for e in entries:
+                name = e.name
+                if name.startswith(".") and not hidden_ok:
+                    continue
+                try:
+                    is_dir = e.is_dir()
+                except OSError:
+                    is_dir = False
+                if is_dir and recursive:
+                    todo.append(e.path)
+                if not fnmatch.fnmatchcase(os.path.relpath(e.path, root) if nested else name, pattern) \
+                        or not name.lower().endswith(IMAGE_EXTENSIONS) or name == stop_name:
+                    continue
+                try:
+                    fst = e.stat()
+                except OSError as exc:
+                    self._bad[e.path] = (f"{e.path}: broken symbolic link" if e.is_symlink()
+                                         else f"{e.path}: cannot read ({exc.strerror})")
+                    out.append(e.path)
+                    continue
+                if not stat.S_ISREG(fst.st_mode):
+                    kind = ("a folder" if stat.S_ISDIR(fst.st_mode) else "a FIFO (named pipe)"
+                            if stat.S_ISFIFO(fst.st_mode) else "a socket" if stat.S_ISSOCK(fst.st_mode)
+                            else "a device" if stat.S_ISCHR(fst.st_mode) or stat.S_ISBLK(fst.st_mode)
+                            else "not a regular file")
+                    self._bad[e.path] = f"{e.path}: {kind}, not an image file"
+                    out.append(e.path)
+                    continue
+                if (fst.st_dev, fst.st_ino) in seen_files:
+                    continue  # the same file through a second link
+                seen_files.add((fst.st_dev, fst.st_ino))
+                out.append(e.path)
+        return sorted(out)
 
     def count(self) -> int | None:
         if self.params.watch:
@@ -122,6 +166,9 @@ class FolderSource(Source):
         return len(self._files())
 
     def _frame(self, i: int, path: str) -> Frame:
+        bad = getattr(self, "_bad", None)
+        if bad and path in bad:
+            return Frame(image=None, source=self._name, index=i, path=path, timestamp=time.time(), error=bad[path])
         try:
             image, error = read_image(path), None
         except (ValueError, OSError, cv2.error) as exc:
@@ -157,6 +204,9 @@ class FolderSource(Source):
             for path in self._files():
                 if path in seen:
                     continue
+                if path in self._bad:
+                    ready.append((path, None))
+                    continue
                 try:
                     st = os.stat(path)
                 except OSError:  # removed meanwhile
@@ -188,7 +238,7 @@ class FolderSource(Source):
                     seen.add(path)
                     continue
                 frame = held or self._frame(index, path)
-                if frame.image is None and held is None and p.retry_s > 0:
+                if frame.image is None and held is None and p.retry_s > 0 and path not in self._bad:
                     try:
                         st = os.stat(path)
                         suspects[path] = (st.st_size, st.st_mtime_ns, time.monotonic(), frame)

@@ -18,42 +18,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from host import UsageError
+from host import IMAGE_EXTENSIONS as IMAGE_EXTS, UsageError, read_image, use_opencv, to_rgb8  # noqa: F401
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+use_opencv(cv2)
 
 
 def list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode a file as stored (gray or BGR, 8 or 16 bit); ValueError naming the file when it cannot."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise ValueError(f"{path}: cannot decode image (corrupt, truncated or not an image)")
-    return img
-
-
-def to_rgb8(image: np.ndarray) -> np.ndarray:
-    """Any decoded image (gray / BGR / BGRA, uint8 / uint16 / float) -> uint8 RGB, HxWx3."""
-    img = image
-    if img.dtype == np.uint16:
-        img = (img / 257.0).round().astype(np.uint8)
-    elif img.dtype != np.uint8:
-        f = img.astype(np.float32)
-        hi = 1.0 if float(np.nanmax(f)) <= 1.0 else 255.0
-        img = np.clip(f * (255.0 / hi), 0, 255).astype(np.uint8)
-    if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    if img.shape[2] == 1:
-        return cv2.cvtColor(img[..., 0], cv2.COLOR_GRAY2RGB)
-    if img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def prepare(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

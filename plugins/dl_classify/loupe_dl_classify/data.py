@@ -20,50 +20,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from host import IMAGE_EXTENSIONS, read_image, use_opencv, to_rgb8  # noqa: F401 (the one reader)
+
+use_opencv(cv2)
 
 #: The normalisation of the EfficientNet-Lite0 backbone: RGB, (x / 255 - 0.5) / 0.5.
 DEFAULT_NORMALISATION = {"color": "RGB", "scale": 1.0 / 255.0, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 
 
 # ------------------------------------------------------------------ images
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file as stored (8/16-bit, gray or BGR); raises ValueError naming the file."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data.size == 0:
-        raise ValueError(f"{path}: empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError(f"{path}: cannot decode image (corrupt, truncated or not an image)")
-    return image
-
-
-def to_rgb8(image: np.ndarray) -> np.ndarray:
-    """Any image (gray, BGR, BGRA; uint8, uint16 or float) as contiguous uint8 RGB."""
-    a = np.asarray(image)
-    if a.dtype == np.uint16:
-        a = (a >> 8).astype(np.uint8)
-    elif a.dtype == np.bool_:
-        a = a.astype(np.uint8) * 255
-    elif a.dtype != np.uint8:
-        a = a.astype(np.float32)
-        if a.size and float(np.nanmax(a)) <= 1.0:
-            a = a * 255.0
-        a = np.clip(np.nan_to_num(a), 0, 255).astype(np.uint8)
-    if a.ndim == 2:
-        return cv2.cvtColor(a, cv2.COLOR_GRAY2RGB)
-    if a.ndim != 3:
-        raise ValueError(f"expected a 2-D or 3-D image array, got shape {a.shape}")
-    c = a.shape[2]
-    if c == 1:
-        return cv2.cvtColor(a[:, :, 0], cv2.COLOR_GRAY2RGB)
-    if c == 3:
-        return cv2.cvtColor(a, cv2.COLOR_BGR2RGB)
-    if c == 4:
-        return cv2.cvtColor(a, cv2.COLOR_BGRA2RGB)
-    raise ValueError(f"images with {c} channels are not supported")
 
 
 def resize_to(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:

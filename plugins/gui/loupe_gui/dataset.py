@@ -15,7 +15,7 @@ import collections
 from dataclasses import dataclass, field
 from pathlib import Path
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from host import IMAGE_EXTENSIONS, read_image  # the host's one reader and extension list
 SPLITS = ("train", "val", "test")
 
 
@@ -85,6 +85,10 @@ def analyze(root: str | Path, max_decode: int = 300, progress=None) -> DatasetSu
     import cv2
     import numpy as np
 
+    from host import use_opencv
+
+    use_opencv(cv2)
+
     from host import UsageError
 
     root = Path(root)
@@ -110,7 +114,10 @@ def analyze(root: str | Path, max_decode: int = 300, progress=None) -> DatasetSu
     pick = every if len(every) <= max_decode else [every[int(i)] for i in np.linspace(0, len(every) - 1, max_decode)]
     sizes: collections.Counter = collections.Counter()
     for k, f in enumerate(pick):
-        img = cv2.imdecode(np.fromfile(str(f), np.uint8), cv2.IMREAD_UNCHANGED) if f.stat().st_size else None
+        try:  # the host's one reader (header budget, then OpenCV)
+            img = read_image(f)
+        except (ValueError, OSError):
+            img = None
         if img is None:
             summary.unreadable.append(str(f))
         else:

@@ -8,22 +8,10 @@ from typing import Any
 import numpy as np
 from PyQt5 import QtCore, QtGui, QtWidgets
 
+from host import read_image  # noqa: F401 (the host's one image reader)
 from host.reporters.imaging import colormap, to_uint8
 
 from . import theme
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file as stored (8/16-bit, gray or BGR); raises ValueError naming the file."""
-    import cv2
-
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise ValueError(f"{path}: cannot decode image")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return image
 
 
 def to_qimage(image: np.ndarray) -> QtGui.QImage:

@@ -9,8 +9,7 @@ from typing import Any
 import yaml
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-from host import resolved_overlays
-from host import Frame, Limit, Recipe, RecipeError, UsageError
+from host import IMAGE_EXTENSIONS, Frame, Limit, Recipe, RecipeError, UsageError, resolved_overlays
 from host.core.runner import Pipeline
 
 from . import theme
@@ -803,7 +802,8 @@ class RecipeWorkspace(QtWidgets.QWidget):
 
     def _open_image_dialog(self):
         path, _ = QtWidgets.QFileDialog.getOpenFileName(
-            self, "Open image", str(self.base_dir), "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff);;All files (*)")
+            self, "Open image", str(self.base_dir),
+            "Images (" + " ".join(f"*{e}" for e in IMAGE_EXTENSIONS) + ");;All files (*)")
         if path:
             self.open_image(path)
 

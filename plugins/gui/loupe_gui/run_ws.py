@@ -78,7 +78,8 @@ class RunWorker(QtCore.QThread):
                 self.total = None
             label = spec.spec if isinstance(spec, SourceDoc) else str(spec)
             run = new_run_info(self.recipe, label, self.pm)
-            reporters = [open_reporter(r, cat, run, base) for r in self.reports]
+            # the operator typed these targets (relative ones resolve in the recipe's folder)
+            reporters = [open_reporter(r, cat, run, base, allow_outside=True) for r in self.reports]
             self._t0 = time.perf_counter()
             self.summary = run_recipe(self.recipe, source, reporters, self.pm, run, limit=self.limit,
                                       on_frame=self._on_frame, stop=lambda: self._stop)

@@ -17,9 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from host import Command, UsageError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+from host import IMAGE_EXTENSIONS, Command, UsageError, decode_image, read_image
 CHANNEL_NAMES = {1: "gray", 3: "colour", 4: "colour+alpha"}
 
 
@@ -121,6 +119,10 @@ def analyze(root: Path, progress=None) -> Analysis:
     import cv2
     import numpy as np
 
+    from host import use_opencv
+
+    use_opencv(cv2)
+
     if not root.is_dir():
         raise UsageError(f"{root}: data folder not found")
     paths = sorted(p for p in root.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts))
@@ -136,9 +138,13 @@ def analyze(root: Path, progress=None) -> Analysis:
             result.files.append(FileInfo(p, str(rel), split, cls, "", error=f"unreadable: {exc}"))
             continue
         info = FileInfo(p, str(rel), split, cls, hashlib.sha256(data).hexdigest())
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+        try:  # the host's one reader: header budget first, then OpenCV
+            img, why = (decode_image(np.frombuffer(data, np.uint8), str(rel)), "") if data else (None, "")
+        except ValueError as exc:
+            img, why = None, str(exc)
         if img is None:
-            info.error = "empty file" if not data else "cannot decode (corrupt, truncated or not an image)"
+            info.error = "empty file" if not data else (
+                why if "budget" in why else "cannot decode (corrupt, truncated or not an image)")
         else:
             info.height, info.width = img.shape[:2]
             info.channels = 1 if img.ndim == 2 else img.shape[2]
@@ -243,12 +249,16 @@ def resize_copy(result: Analysis, size: tuple[int, int], out: Path, progress=Non
     import cv2
     import numpy as np
 
+    from host import use_opencv
+
+    use_opencv(cv2)
+
     out = Path(out)
     if out.resolve() == result.root.resolve() or result.root.resolve() in out.resolve().parents:
         raise UsageError(f"--resize-out {out}: must lie outside the data folder {result.root}")
     n = 0
     for f in result.readable:
-        img = cv2.imdecode(np.fromfile(str(f.path), np.uint8), cv2.IMREAD_UNCHANGED)
+        img = read_image(f.path)
         shrink = img.shape[1] > size[0] or img.shape[0] > size[1]
         img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         dst = out / f.rel

@@ -109,17 +109,23 @@ class Resize(PreprocessTool):
         self._interp = _INTERP[params.interpolation]
 
     def process(self, image: np.ndarray) -> np.ndarray:
-        p = self.params
         h, w = image.shape[:2]
+        return cv2.resize(image, self._size(h, w), interpolation=self._interp)
+
+    def _size(self, h: int, w: int) -> tuple[int, int]:
+        p = self.params
         if p.width is None and p.height is None:
-            size = (max(1, round(w * p.scale)), max(1, round(h * p.scale)))
-        elif p.width is not None and p.height is not None:
-            size = (p.width, p.height)
-        elif p.width is not None:
-            size = (p.width, max(1, round(h * p.width / w)))
-        else:
-            size = (max(1, round(w * p.height / h)), p.height)
-        return cv2.resize(image, size, interpolation=self._interp)
+            return max(1, round(w * p.scale)), max(1, round(h * p.scale))
+        if p.width is not None and p.height is not None:
+            return p.width, p.height
+        if p.width is not None:
+            return p.width, max(1, round(h * p.width / w))
+        return max(1, round(w * p.height / h)), p.height
+
+    def transform(self, shape):
+        h, w = shape[:2]
+        nw, nh = self._size(h, w)
+        return np.array([[nw / w, 0.0, 0.0], [0.0, nh / h, 0.0]])
 
 
 class CropParams(Params):
@@ -141,6 +147,9 @@ class Crop(PreprocessTool):
         if p.x >= w or p.y >= h:
             raise ValueError(f"crop [{p.x}, {p.y}, {p.width}, {p.height}] lies outside the {w}x{h} image")
         return image[p.y:p.y + p.height, p.x:p.x + p.width].copy()
+
+    def transform(self, shape):
+        return np.array([[1.0, 0.0, -self.params.x], [0.0, 1.0, -self.params.y]])
 
 
 class RotateParams(Params):
@@ -184,6 +193,33 @@ class Rotate(PreprocessTool):
         if p.flip != "none":
             out = cv2.flip(out, self._FLIP[p.flip])
         return out if out is not image else image.copy()
+
+    def transform(self, shape):
+        """Pixel centres: the same matrix ``process`` warps with (exact angles included), then the flip."""
+        p = self.params
+        h, w = shape[:2]
+        a = p.angle % 360
+        if a == 0:
+            m, (nw, nh) = np.array([[1.0, 0, 0], [0, 1.0, 0]]), (w, h)
+        elif a in self._EXACT:
+            m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), a, 1.0)
+            nw, nh = (h, w) if a in (90, 270) else (w, h)
+            m[0, 2] += (nw - w) / 2.0
+            m[1, 2] += (nh - h) / 2.0
+        else:
+            m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), a, 1.0)
+            nw, nh = w, h
+            if p.expand:
+                c, s = abs(m[0, 0]), abs(m[0, 1])
+                nw, nh = int(np.ceil(h * s + w * c)), int(np.ceil(h * c + w * s))
+                m[0, 2] += (nw - w) / 2.0
+                m[1, 2] += (nh - h) / 2.0
+        m3 = np.vstack([m, [0.0, 0.0, 1.0]])
+        if p.flip in ("horizontal", "both"):
+            m3 = np.array([[-1.0, 0, nw - 1], [0, 1.0, 0], [0, 0, 1.0]]) @ m3
+        if p.flip in ("vertical", "both"):
+            m3 = np.array([[1.0, 0, 0], [0, -1.0, nh - 1], [0, 0, 1.0]]) @ m3
+        return m3[:2]
 
 
 # ---------------------------------------------------------------- filtering

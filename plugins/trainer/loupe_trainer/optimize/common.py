@@ -25,9 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from host import Bundle, BundleError, Progress, UsageError, write_bundle
-
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+from host import IMAGE_EXTENSIONS as IMAGE_EXTS, Bundle, BundleError, Progress, UsageError, write_bundle
 #: metric compared between parent and optimised bundle, by task
 KEY_METRIC = {"classify": "accuracy", "anomaly": "image_auroc"}
 
