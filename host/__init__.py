@@ -27,3 +27,14 @@ __all__ = [
     "RecipeError", "UsageError", "create_plugin_manager", "Limit", "ModelRef", "Recipe", "ERROR", "FAIL",
     "PASS", "REVIEW", "Frame", "FrameResult", "LazyShapes", "Shape", "ToolOutput", "ToolResult",
 ]
+
+# recipes' budgets and located problems, bundle metadata, ONNX Runtime sessions (issue 10, schema half)
+from .core.bundle import BundleMeta, ModelInput, Normalisation, read_bundle_meta  # noqa: E402
+from .core.errors import RecipeProblem  # noqa: E402
+from .core.recipe import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, check_image_size  # noqa: E402
+from .core.safeyaml import YamlBudgetError, load_yaml  # noqa: E402
+from .core.sessions import SessionOptions, available_engines, create_session  # noqa: E402
+
+__all__ += ["BundleMeta", "ModelInput", "Normalisation", "read_bundle_meta", "RecipeProblem", "MAX_IMAGE_PIXELS",
+            "MAX_IMAGE_SIDE", "check_image_size", "YamlBudgetError", "load_yaml", "SessionOptions",
+            "available_engines", "create_session"]

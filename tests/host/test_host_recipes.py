@@ -153,7 +153,7 @@ def test_bundle_rewritten_in_place(tmp_path):
     from host import Bundle, write_bundle
 
     out = tmp_path / "m.bundle"
-    first = write_bundle(out, {"task": "demo", "v": 1}, {"model.onnx": b"graph", "w.npy": b"weights"})
+    first = write_bundle(out, {"task": "demo", "input_size": [8, 8], "v": 1}, {"model.onnx": b"graph", "w.npy": b"weights"})
     first_sha = first.sha256
     again = write_bundle(out, {**first.meta, "v": 2},
                          {n: out / n for n in first.files if n not in ("bundle.json", "manifest.json")})

@@ -9,9 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from host import Bundle, BundleError, write_bundle
+from host import Bundle, BundleError, create_session, write_bundle
 from loupe_dl_classify.data import DEFAULT_NORMALISATION, preprocess
-from loupe_dl_classify.model import _session
 
 from ..backbone import to_tensor
 from .engine import ClassNet
@@ -59,7 +58,7 @@ def parity_check(net: ClassNet, onnx_path: Path, raw_images: list[np.ndarray], r
     net.eval()
     with torch.no_grad():
         t_logits, t_feats = (a.numpy() for a in net(to_tensor(resized_rgb)))
-    sess = _session(onnx_path, threads)
+    sess = create_session(onnx_path, threads)
     o_logits, o_feats = sess.run(["logits", "features"], {"image": preprocess(raw_images, size)})
     d_logits = float(np.abs(t_logits - o_logits).max())
     d_feats = float(np.abs(t_feats - o_feats).max())
@@ -86,7 +85,7 @@ def write_classifier_bundle(net: ClassNet, out: Path, classes: list[str], size: 
             h, wd = (int(d) for d in net.features(torch.zeros(1, 3, *size)).shape[-2:])
         w, b = net.cam_weights(h, wd)
         full = {**meta, "task": "classify", "classes": list(classes), "input_size": [int(size[0]), int(size[1])],
-                "normalisation": DEFAULT_NORMALISATION, "model": "model.onnx",
+                "normalisation": DEFAULT_NORMALISATION, "model_file": "model.onnx",
                 "outputs": {"logits": "[N, C] class scores (softmax gives probabilities)",
                             "features": "[N, K, h, w] last feature map (stages 4-6 concatenated at stride 16); "
                                         "CAM_c = sum over k of cam_weights[c, k] * F[k] + cam_bias[c] "
