@@ -62,8 +62,9 @@ def test_operator_switches(support_env):
         assert r.returncode == 0, r.stderr
         return {p["name"] for p in json.loads(r.stdout)["plugins"]}
 
-    assert names(LOUPE_DISABLE_PLUGIN_AUTOLOAD="1") == {"host.reporters.plugin"}
-    assert names(LOUPE_PLUGINS="classical") == {"host.reporters.plugin", "classical"}
+    builtins = {"host.reporters.plugin", "host.commands.plugin"}
+    assert names(LOUPE_DISABLE_PLUGIN_AUTOLOAD="1") == builtins
+    assert names(LOUPE_PLUGINS="classical") == builtins | {"classical"}
     blocked = names(LOUPE_BLOCK_PLUGINS="testsupport_broken,dl_anomaly")
     assert "testsupport_broken" not in blocked and "dl_anomaly" not in blocked and "classical" in blocked
 

@@ -1,6 +1,7 @@
 """``loupe bench``: medians of per-image time for a recipe or a bundle, and bundle comparisons."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -10,12 +11,42 @@ from typing import Any
 
 import numpy as np
 
-from .core.bundle import MANIFEST, Bundle
-from .core.contracts import Progress
-from .core.errors import UsageError
-from .core.recipe import Recipe
-from .cli import _source_options as source_options
-from .core.runner import Pipeline, open_source
+from ..core.bundle import MANIFEST, Bundle
+from ..core.contracts import Command, Progress
+from ..core.errors import UsageError
+from ..core.recipe import Recipe
+from ..core.runner import Pipeline, open_source
+from .support import json_default, source_options
+
+
+class BenchCommand(Command):
+    """``loupe bench``: median per-frame time of a recipe (per step too) or a bundle's predictor."""
+
+    name = "bench"
+    help = "median time per image of a recipe or a bundle"
+
+    def add_arguments(self, s: argparse.ArgumentParser) -> None:
+        s.add_argument("target", nargs="?", metavar="RECIPE|BUNDLE")
+        s.add_argument("--source", help="images to time on (default: the recipe's source; for bundles the test "
+                                        "split of --data, else random images of the model's input size)")
+        s.add_argument("--source-opt", action="append", metavar="KEY=VALUE", help="a source option (repeatable)")
+        s.add_argument("--json", action="store_true")
+        s.add_argument("--repeat", type=int, default=1, help="passes over the source (default 1)")
+        s.add_argument("--limit", type=int, default=200, help="at most N images (default 200)")
+        s.add_argument("--compare", nargs="+", metavar="BUNDLE", help="compare bundles side by side")
+        s.add_argument("--data", help="evaluation data for --compare (accuracy / AUROC column)")
+        s.add_argument("--out", help="write the comparison as DIR/bench.md and DIR/bench.json")
+
+    def run(self, args: argparse.Namespace) -> int:
+        result = bench_target(args.plugin_manager, args)
+        if args.json:
+            print(json.dumps(result, default=json_default))
+        elif result.get("kind") == "compare":
+            print(result["markdown"])
+        else:
+            for k, v in result.items():
+                print(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
+        return 0
 
 
 def _load_images(pm, spec, base_dir: Path, limit: int, options: dict[str, Any] | None = None) -> list:
