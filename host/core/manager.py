@@ -154,6 +154,10 @@ def create_plugin_manager(
     """
     pm = LoupePluginManager()
     pm.add_hookspecs(hookspecs)
+    if os.environ.get("LOUPE_TRACE_HOOKS"):  # asked for: shown without -v
+        trace_log = logging.getLogger("loupe.hooks")
+        if trace_log.level == logging.NOTSET:
+            trace_log.setLevel(logging.INFO)
     if builtins:
         for modname in DEFAULT_PLUGINS:
             pm.register_plugin(importlib.import_module(modname), name=modname,
