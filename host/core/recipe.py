@@ -356,6 +356,8 @@ def _build_steps(data: dict, catalogue: Catalogue, base_dir: Path,
 def _build_step(section: str, i: int, raw: Any, catalogue: Catalogue, base_dir: Path, names: set[str],
                 steps: list[Step], problems: list[RecipeProblem]) -> tuple[Step | None, StepDoc | None]:
     label = _step_label(raw)
+    if isinstance(raw, dict) and isinstance(raw.get("tool"), str) and not isinstance(raw.get("name"), str):
+        label = _default_name(raw["tool"], names)  # the name the step will have
 
     def problem(field: str, message: str, step: str | None = None) -> None:
         problems.append(RecipeProblem(message, section=section, index=i, step=step or label, field=field))
@@ -393,8 +395,7 @@ def _build_step(section: str, i: int, raw: Any, catalogue: Catalogue, base_dir: 
     tool_id = raw.get("tool")
     if not isinstance(tool_id, str):
         return None, None  # reported above (missing or not text)
-    name = sd.name if sd is not None and sd.name else (raw.get("name") if isinstance(raw.get("name"), str)
-                                                        else _default_name(tool_id, names))
+    name = label
     if name in names:
         problem("name", f"step name {name!r} is used twice", step=name)
     names.add(name)
