@@ -68,7 +68,7 @@ class ClassNet(nn.Module):
     strides 16, 16 and 32: 80 + 112 + 192 = 384 channels), the coarser ones
     upsampled (nearest) to the finest grid. Mid-level ImageNet features transfer
     better to small, unfamiliar images than the 1280-channel head alone (measured
-    on Fashion-MNIST, see notes/issue-5.md), the trunk stops after stage 6 (cheaper),
+    on Fashion-MNIST), the trunk stops after stage 6 (cheaper),
     and the class activation maps come at stride 16 instead of 32.
 
     ``pooling`` is ``global`` (average pooling) or ``grid`` (average pooling plus
