@@ -237,3 +237,23 @@ def test_log_json_is_kept_out_of_the_hash(tmp_path):
     b = write_bundle(tmp_path / "b", ANOMALY, {"model.onnx": b"graph"}, log={"train_s": 2.0, "host": "y"})
     assert a.sha256 == b.sha256 and a.log["train_s"] == 1.0 and "log.json" not in a.files
     assert read_bundle_meta(a.meta).task == "anomaly"
+
+
+def test_retraining_with_the_same_seed_gives_the_same_hash(tmp_path):
+    """Same data, same seed: the same sha256 (wall times live in log.json, outside the manifest); and
+    ``loupe train`` prints the full hash."""
+    from loupe_trainer.samples import make_texture_dataset
+
+    data = make_texture_dataset(tmp_path, "brushed_metal", n_train=8, n_test_good=2, n_test_defect=1, size=64, seed=1)
+    hashes = []
+    for name in ("a", "b"):
+        r = run_loupe("train", "anomaly", data, "--out", tmp_path / name, "--image-size", "64", "--max-bank", "256",
+                      "-q", env={"OMP_NUM_THREADS": "1"}, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        m = re.search(r"^sha256 ([0-9a-f]{64})$", r.stdout, re.M)
+        assert m, r.stdout
+        b = Bundle.load(tmp_path / name)
+        assert m.group(1) == b.sha256
+        assert "train_s" in b.log and "train_s" not in json.dumps(b.meta)
+        hashes.append(b.sha256)
+    assert hashes[0] == hashes[1]

@@ -75,7 +75,7 @@ def parity_check(net: ClassNet, onnx_path: Path, raw_images: list[np.ndarray], r
 
 def write_classifier_bundle(net: ClassNet, out: Path, classes: list[str], size: tuple[int, int],
                             raw_images: list[np.ndarray], resized_rgb: np.ndarray, meta: dict[str, Any],
-                            threads: int = 2) -> Bundle:
+                            threads: int = 2, log: dict[str, Any] | None = None) -> Bundle:
     """Export, check parity, and write the bundle atomically (nothing is written when parity fails)."""
     with tempfile.TemporaryDirectory(prefix="loupe-export-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
@@ -93,7 +93,7 @@ def write_classifier_bundle(net: ClassNet, out: Path, classes: list[str], size: 
                                         "the mean of CAM_c over the map is the logit"},
                 "onnx_opset": OPSET, "parity": parity}
         return write_bundle(out, full, {"model.onnx": onnx_path, "cam_weights.npy": _npy(w),
-                                        "cam_bias.npy": _npy(b)})
+                                        "cam_bias.npy": _npy(b)}, log=log)
 
 
 def _npy(a: np.ndarray) -> bytes:
