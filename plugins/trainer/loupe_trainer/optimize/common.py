@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from host import Bundle, BundleError, BundleMeta, Progress, UsageError, read_bundle_meta, write_bundle
+from host import Bundle, BundleMeta, Progress, UsageError, read_bundle_meta, write_bundle
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 #: metric compared between parent and optimised bundle, by task
