@@ -21,6 +21,7 @@ $(STAMP): requirements.lock setup.cfg $(wildcard plugins/*/setup.cfg)
 
 data:
 	scripts/install-data.sh
+	scripts/install-gentl-producers.sh $(BIN)/python
 
 demo: install
 	$(BIN)/loupe demo

@@ -14,7 +14,9 @@ from .core.bundle import Bundle, model_sha256, write_bundle  # noqa: E402
 from .core.contracts import (Cancelled, Command, InspectTool, ModelRuntime, NoParams, Optimizer,  # noqa: E402
                              Params, PreprocessTool, Progress, Reporter, RunInfo, Source, SourceParams,
                              StepContext, Trainer)
-from .core.errors import BundleError, LoupeError, PluginError, RecipeError, UsageError  # noqa: E402
+from .core.errors import (BundleError, LoupeError, PluginError, RecipeError, StationActionError,  # noqa: E402
+                          UsageError)
+from .core.line import (LineAdapter, StationControl, StationEvent, StationResult)  # noqa: E402
 from .core.manager import create_plugin_manager  # noqa: E402
 from .core.recipe import Limit, ModelRef, Recipe  # noqa: E402
 from .core.types import (ERROR, FAIL, PASS, REVIEW, Frame, FrameResult, LazyShapes, Shape, ToolOutput,  # noqa: E402
@@ -26,6 +28,7 @@ __all__ = [
     "Source", "SourceParams", "StepContext", "Trainer", "BundleError", "LoupeError", "PluginError",
     "RecipeError", "UsageError", "create_plugin_manager", "Limit", "ModelRef", "Recipe", "ERROR", "FAIL",
     "PASS", "REVIEW", "Frame", "FrameResult", "LazyShapes", "Shape", "ToolOutput", "ToolResult",
+    "LineAdapter", "StationControl", "StationEvent", "StationResult", "StationActionError",
 ]
 
 # recipes' budgets and located problems, bundle metadata, ONNX Runtime sessions (issue 10, schema half)
@@ -38,3 +41,9 @@ from .core.sessions import SessionOptions, available_engines, create_session  # 
 __all__ += ["BundleMeta", "ModelInput", "Normalisation", "read_bundle_meta", "RecipeProblem", "MAX_IMAGE_PIXELS",
             "MAX_IMAGE_SIDE", "check_image_size", "YamlBudgetError", "load_yaml", "SessionOptions",
             "available_engines", "create_session"]
+# colour rules shared by every drawing of results (HTML report, eval reports, the desktop app)
+from .reporters.imaging import (CONFUSION_PASS_AT, CONFUSION_REVIEW_AT, VERDICT_COLOURS,  # noqa: E402
+                                confusion_style, overlay_status, resolved_overlays)
+
+__all__ += ["CONFUSION_PASS_AT", "CONFUSION_REVIEW_AT", "VERDICT_COLOURS", "confusion_style", "overlay_status",
+            "resolved_overlays"]

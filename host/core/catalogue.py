@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from .contracts import (Command, InspectTool, ModelRuntime, Optimizer, PreprocessTool, Reporter, Source,
                         Trainer)
 from .errors import PluginError
+from .line import LineAdapter
 
 _ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -54,6 +55,7 @@ KINDS: dict[str, tuple[type, str, bool]] = {
     "loupe_optimize": (Optimizer, "method", False),
     "loupe_report": (Reporter, "scheme", False),
     "loupe_commands": (Command, "name", False),
+    "loupe_line_adapter": (LineAdapter, "scheme", False),
 }
 
 
@@ -71,10 +73,12 @@ class Catalogue:
         self.reporters: dict[str, Entry] = {}
         self.commands: dict[str, Entry] = {}
         self.failures: dict[str, str] = {}
+        self.line_adapters: dict[str, Entry] = {}
         self._tables = {
             "loupe_acquire": self.sources, "loupe_preprocess": self.tools, "loupe_inspect": self.tools,
             "loupe_model_runtime": self.runtimes, "loupe_train": self.trainers,
             "loupe_optimize": self.optimizers, "loupe_report": self.reporters, "loupe_commands": self.commands,
+            "loupe_line_adapter": self.line_adapters,
         }
 
     @classmethod
@@ -244,6 +248,8 @@ class Catalogue:
             "optimizers": [dict(method=k, **base(e), params=params_schema(e.cls))
                            for k, e in sorted(self.optimizers.items())],
             "commands": [dict(name=k, **base(e)) for k, e in sorted(self.commands.items())],
+            "line_adapters": [dict(scheme=k, **base(e), params=params_schema(e.cls))
+                              for k, e in sorted(self.line_adapters.items())],
         }
 
 

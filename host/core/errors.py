@@ -66,3 +66,16 @@ class RecipeError(LoupeError):
 
 class BundleError(LoupeError):
     """A model bundle is missing, incomplete or fails its hash check."""
+
+
+class StationActionError(LoupeError):
+    """A station action that the current state does not allow (or that failed).
+
+    ``code`` is short and stable (``busy``, ``not_ready``, ``buffer_full``,
+    ``unknown_job``, ``bad_recipe``, ``no_result``), so line adapters can map it
+    onto their protocol's error replies.
+    """
+
+    def __init__(self, code: str, message: str):
+        self.code = code
+        super().__init__(message)

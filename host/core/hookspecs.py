@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Callable
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .contracts import Command, ModelRuntime, Optimizer, Reporter, RunInfo, Source, Tool, Trainer
+    from .contracts import (Command, LineAdapter, ModelRuntime, Optimizer, Reporter, RunInfo, Source, Tool,
+                            Trainer)
     from .types import FrameResult
 
 hookspec = pluggy.HookspecMarker("loupe")
@@ -228,4 +229,30 @@ def loupe_after_run(run: "RunInfo", counts: "dict[str, int]", interrupted: bool)
         before its source was exhausted.
 
     The return value is ignored.
+    """
+
+
+# -------------------------------------------------------------------------
+# line (stations: ``loupe serve``)
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def loupe_line_adapter(register: "Callable[[type[LineAdapter]], None]") -> None:
+    """Register line adapters: the station's links to PLCs, buses and screens.
+
+    Called once per plugin manager, when the catalogue is built. An adapter spec
+    in a station's ``io`` list (``opcua://127.0.0.1:4840``, ``modbus://0.0.0.0:5020``,
+    ``tcp://127.0.0.1:2000``, ``mqtt://broker:1883/plant/line1``) picks the adapter
+    class by its ``scheme``; the operator screen registers one too.
+
+    :param register: call it with each ``host.LineAdapter`` subclass. A scheme
+        registered twice is an error naming both plugins.
+
+    The return value is ignored. Must not open sockets: an adapter is started by
+    the station (``LineAdapter.start``) once every job's pipeline is built, and it
+    acts only through the ``host.StationControl`` handle it is given, never by
+    calling the runner. Events reach it through its own bounded queue on its own
+    thread (``LineAdapter.on_event``), so a slow or disconnected client never
+    delays inspection; events that overflow that queue are counted, not waited on.
     """

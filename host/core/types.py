@@ -64,7 +64,9 @@ class Shape:
     ``ellipse`` (points = [centre], axes = (a, b), angle in degrees), ``point``,
     or ``text`` (points = [anchor], label).
     ``status`` colours the shape: pass (green), fail (red), review (amber) or
-    info (cyan).
+    info (cyan); or, when only the step's limits can judge it, ``verdict`` (the
+    colour of the step's verdict) or ``alert`` (the same, but not drawn when the
+    step passes). Drawing code resolves these with ``host.resolved_overlays``.
     """
 
     kind: str

@@ -1,10 +1,104 @@
-"""Small numpy-only image helpers for reports (the host does not depend on OpenCV)."""
+"""Small numpy-only image helpers for reports (the host does not depend on OpenCV), and the colour rules
+every drawing of results follows: verdict colours, overlay statuses, confusion-matrix cells.
+
+Overlay statuses. A tool sets ``Shape.status`` to a fixed colour (``pass``, ``fail``, ``review``, ``info``)
+when it can judge the shape itself (a code that did not decode, a pattern match under its own minimum score),
+or to one of two *deferred* statuses when only the step's limits can judge it:
+
+* ``verdict``: drawn in the colour of the step's verdict (a blob outline is red when the step failed on
+  its count, green when it passed);
+* ``alert``: drawn in the colour of the step's verdict when the step did not pass, not drawn at all when it
+  passed (``no blob``, the peak of an anomaly map that has no region above the threshold).
+
+The tool cannot know its verdict (limits are applied after it returns), so the statuses are resolved by the
+code that draws, from the ``ToolResult``'s verdict: :func:`overlay_status` for one shape,
+:func:`resolved_overlays` for a tool or frame result. The HTML report, the anomaly evaluation report and the
+desktop app all go through them; stored results (jsonl, sqlite) keep the deferred status beside the verdict.
+"""
 from __future__ import annotations
 
 import struct
 import zlib
+from typing import Any
 
 import numpy as np
+
+#: One colour per verdict (and ``info``), as hex RGB; every report and chart uses these.
+VERDICT_COLOURS = {"pass": "#2ecc71", "review": "#f39c12", "fail": "#e74c3c", "error": "#8e44ad", "info": "#00bcd4"}
+
+#: Deferred overlay statuses, resolved against the step's verdict when drawn (see the module docstring).
+DEFERRED_STATUSES = ("verdict", "alert")
+
+
+def overlay_status(status: str, verdict: str) -> str | None:
+    """The colour status to draw a shape of ``status`` with, in a step whose verdict is ``verdict``;
+    ``None`` when the shape is not drawn (an ``alert`` shape of a passing step)."""
+    if status == "verdict":
+        return verdict
+    if status == "alert":
+        return None if verdict == "pass" else verdict
+    return status if status in VERDICT_COLOURS else "info"
+
+
+def resolved_overlays(result: Any) -> list:
+    """The overlays of a ``ToolResult`` (or of every tool result of a ``FrameResult``) with deferred
+    statuses resolved against each step's verdict; hidden shapes are left out. Shapes with a fixed status
+    are returned as they are, the others as copies."""
+    results = getattr(result, "results", None)
+    if results is not None:
+        return [s for r in results for s in resolved_overlays(r)]
+    out = []
+    for s in result.overlays:
+        st = overlay_status(s.status, result.verdict)
+        if st is None:
+            continue
+        if st != s.status:
+            s = type(s)(s.kind, list(s.points), s.label, s.radius, s.axes, s.angle, st)
+        out.append(s)
+    return out
+
+
+#: Confusion-matrix rule: a diagonal cell (a class's recall) is ``pass`` (green) at or above
+#: ``CONFUSION_PASS_AT``, ``review`` (amber) at or above ``CONFUSION_REVIEW_AT``, ``fail`` (red) below;
+#: an off-diagonal cell is ``fail`` shaded by its share of the row, full at ``CONFUSION_FULL_AT``.
+CONFUSION_PASS_AT = 0.90
+CONFUSION_REVIEW_AT = 0.70
+CONFUSION_FULL_AT = 0.30
+
+
+def confusion_style(matrix) -> list[list[tuple[str, float]]]:
+    """The one colour rule for confusion matrices (the ``loupe eval`` PNG and the desktop app).
+
+    ``matrix``: N x N counts, rows = true class. Returns, per cell, ``(status, strength)``: ``status`` is
+    ``pass``, ``review``, ``fail`` or ``none`` (an empty off-diagonal cell, drawn as background) and
+    ``strength`` in [0, 1] is how far to blend that status's colour (``VERDICT_COLOURS``) over the
+    background. Diagonal cells are drawn at full strength; off-diagonal ones grow with their row share.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    rows = m.sum(axis=1, keepdims=True)
+    rate = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    out = []
+    for i in range(m.shape[0]):
+        row = []
+        for j in range(m.shape[1]):
+            r = float(rate[i, j])
+            if i == j:
+                if rows[i, 0] == 0:
+                    row.append(("none", 0.0))
+                else:
+                    row.append(("pass" if r >= CONFUSION_PASS_AT else "review" if r >= CONFUSION_REVIEW_AT
+                                else "fail", 1.0))
+            elif m[i, j] > 0:
+                row.append(("fail", float(min(1.0, 0.2 + 0.8 * r / CONFUSION_FULL_AT))))
+            else:
+                row.append(("none", 0.0))
+        out.append(row)
+    return out
+
+
+def hex_rgb(colour: str) -> tuple[int, int, int]:
+    c = colour.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -83,3 +177,20 @@ def encode_png(image: np.ndarray) -> bytes:
 
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + chunk(b"IEND", b""))
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes | None:
+    """JPEG bytes of an 8-bit gray or RGB array, or ``None`` when Pillow is not installed.
+
+    Pillow is optional for the host (the HTML report then writes PNG thumbnails); every plugin that draws
+    charts installs it with matplotlib.
+    """
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="JPEG", quality=quality, optimize=True)
+    return buf.getvalue()

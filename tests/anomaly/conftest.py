@@ -28,3 +28,14 @@ def anomaly_bundle(texture_data, tmp_path_factory) -> Path:
     assert r.returncode == 0, r.stderr[-3000:]
     assert "trained anomaly model" in r.stdout
     return out
+
+
+@pytest.fixture(scope="session")
+def anomaly_eval(anomaly_bundle, texture_data, tmp_path_factory) -> tuple[Path, dict]:
+    """``loupe eval BUNDLE DATA --json --out DIR`` once: (DIR, the printed JSON)."""
+    import json
+
+    out = tmp_path_factory.mktemp("eval") / "eval"
+    r = run_loupe("eval", anomaly_bundle, texture_data, "--json", "--out", out, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out, json.loads(r.stdout)

@@ -57,12 +57,20 @@ def _train_eval(data: Path, out: Path, *extra: str) -> dict:
     return json.loads(r.stdout)
 
 
-def test_tiling_finds_small_defect(large_data, tmp_path):
+@pytest.fixture(scope="module")
+def tiled_run(large_data, tmp_path_factory) -> tuple[Path, dict]:
+    """A model trained on 128 px tiles, and its evaluation: (folder with model/ and eval/, eval JSON)."""
+    out = tmp_path_factory.mktemp("tiled")
+    return out, _train_eval(large_data, out, "--tile", "128")
+
+
+def test_tiling_finds_small_defect(large_data, tiled_run):
+    """Small defects keep their recall with blended (seamless) tile maps."""
     from host import Bundle
     from loupe_dl_anomaly.runtime import AnomalyModel
 
-    tiled = _train_eval(large_data, tmp_path / "tiled", "--tile", "128")
-    meta = bundle_meta(tmp_path / "tiled" / "model")
+    tmp_path, tiled = tiled_run  # the folder holding model/ and eval/, the eval JSON
+    meta = bundle_meta(tmp_path / "model")
     assert meta["tiling"]["tile"] == [128, 128] and meta["tiling"]["n_training_tiles"] == 8 * 16
     assert meta["input_size"] == [128, 128]
     assert tiled["image_auroc"] == 1.0
@@ -70,7 +78,7 @@ def test_tiling_finds_small_defect(large_data, tmp_path):
     assert tiled["confusion"]["tp"] >= 2 and tiled["confusion"]["fp"] <= 1
 
     # the stitched map is at the image's resolution and peaks on the spot
-    model = AnomalyModel(Bundle.load(tmp_path / "tiled" / "model"))
+    model = AnomalyModel(Bundle.load(tmp_path / "model"))
     img = cv2.imread(str(sorted((large_data / "test" / "spot").glob("*.png"))[0]))
     mask = cv2.imread(str(large_data / "ground_truth" / "spot" / "000_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
     amap, score = model.raw(img)
@@ -79,9 +87,42 @@ def test_tiling_finds_small_defect(large_data, tmp_path):
     ys, xs = np.nonzero(mask)
     assert abs(py - ys.mean()) < 16 and abs(px - xs.mean()) < 16
     assert score > model.threshold
-    # heatmap overlays in the eval folder are at the image size too
-    vis = cv2.imread(str(next((tmp_path / "tiled" / "eval" / "heatmaps").glob("spot_*.png"))))
-    assert vis is not None and vis.shape[0] >= SIZE
+    # the eval report's panels show the tiled map beside the ground truth
+    vis = cv2.imread(str(next((tmp_path / "eval" / "heatmaps").glob("spot_*.png"))))
+    assert vis is not None and vis.shape[1] > 600
+
+
+def _seam_step(amap: np.ndarray, starts: list[int], tile: int) -> float:
+    """How much larger the map's column-to-column change is across tile borders than elsewhere (1 = no seam)."""
+    w = amap.shape[1]
+    borders = sorted({s for s in starts if s > 0} | {s + tile for s in starts if s + tile < w})
+    d = np.abs(np.diff(amap.astype(np.float64), axis=1)).mean(axis=0)  # d[c] = change between c and c+1
+    at = np.array([d[b - 1] for b in borders])
+    rest = np.delete(d, [b - 1 for b in borders] + [b - 2 for b in borders] + [b for b in borders if b < len(d)])
+    return float(at.mean() / np.median(rest))
+
+
+def test_blended_tiles_leave_no_seam(large_data, tiled_run):
+    """A good image's stitched map shows no step at tile borders with the raised-cosine blend; the old
+    maximum stitching does."""
+    from host import Bundle
+    from loupe_dl_anomaly.data import to_rgb8
+    from loupe_dl_anomaly.runtime import AnomalyModel
+    from loupe_dl_anomaly.tiling import axis_starts, score_tiled
+
+    model = AnomalyModel(Bundle.load(tiled_run[0] / "model"))
+    starts = axis_starts(SIZE, 128, model.overlap)
+    hann, maxed = [], []
+    for p in sorted((large_data / "test" / "good").glob("*.png")):
+        rgb = to_rgb8(cv2.imread(str(p)))
+        amap, score = model.raw(cv2.imread(str(p)))
+        old, old_score, _ = score_tiled(model._run_rgb, rgb, model.tile, model.overlap, blend="max")
+        assert score == old_score  # the image score is unchanged: the maximum over tiles
+        hann.append(max(_seam_step(amap, starts, 128), _seam_step(amap.T, starts, 128)))
+        maxed.append(max(_seam_step(old, starts, 128), _seam_step(old.T, starts, 128)))
+    print("seam step, hann:", np.round(hann, 2), "max:", np.round(maxed, 2))
+    assert max(hann) < 1.6
+    assert np.median(maxed) > 1.5 * np.median(hann)
 
 
 def test_tile_boxes_cover_the_image():

@@ -1,6 +1,7 @@
 """Blob analysis on real images: the 24 coins of skimage's coins(), and a ViSP calibration grid."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -103,3 +104,56 @@ def test_grid36_01_pitch_against_hand_measured_truth():
     # rows 58-70 px apart; the printed pitch is 1350/1200 in = 28.575 mm (grid2d.fig)
     assert 58 <= m["pitch"] <= 66
     assert abs(m["pitch_mm"] - 28.575) < 28.575 * 0.06
+
+
+VERDICT_RECIPE = COINS_RECIPE.replace("min_area: 300}", "min_area: 300, max_area: 20000}") + """\
+  - tool: classical.blob
+    name: no_spots               # a defect check: no dark spot may be found
+    params: {polarity: dark, threshold: fixed, level: 5, min_area: 50}
+    limits:
+      count: {max: 0}
+report: ["html:report"]
+"""
+
+
+def test_overlays_take_the_colour_of_the_step_verdict(tmp_path: Path, classical_pm):
+    """Blob outlines are drawn in the colour of the step's verdict (the tool cannot know it); a passing step
+    with no blob shows no "no blob"; a failing one shows it in the fail colour."""
+    from host import VERDICT_COLOURS
+
+    (tmp_path / "images").mkdir()
+    coins = skimage.data.coins()
+    cv2.imwrite(str(tmp_path / "images" / "a_coins.png"), coins)
+    cv2.imwrite(str(tmp_path / "images" / "b_missing.png"), _remove_coin(coins))
+    cv2.imwrite(str(tmp_path / "images" / "c_blank.png"), np.full_like(coins, 128))
+    (tmp_path / "coins.yaml").write_text(VERDICT_RECIPE)
+    r = run_loupe("run", "coins.yaml", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    import json
+
+    recs = {rec["title"].rsplit("/", 1)[-1]: rec for rec in map(json.loads, (
+        tmp_path / "report" / "frames.jsonl").read_text().splitlines()[1:])}
+    green, red = VERDICT_COLOURS["pass"], VERDICT_COLOURS["fail"]
+    svg = recs["a_coins.png"]["svg"]
+    assert recs["a_coins.png"]["verdict"] == "pass"
+    assert len(re.findall(f'<polygon points="[^"]+" stroke="{green}"', svg)) == 24 and red not in svg
+    svg = recs["b_missing.png"]["svg"]
+    assert recs["b_missing.png"]["verdict"] == "fail"
+    assert len(re.findall(f'<polygon points="[^"]+" stroke="{red}"', svg)) == 23 and green not in svg
+    # the blank image: the coin step fails (no blob: shown, red); the spot step passes (no blob: not shown)
+    blank = recs["c_blank.png"]
+    assert [s["verdict"] for s in blank["steps"]] == ["fail", "pass"]
+    assert blank["svg"].count("no blob") == 1 and f'fill="{red}"' in blank["svg"]
+    # the stored results keep the deferred status; host.resolved_overlays gives what every drawing shows
+    from host import Frame, Recipe, resolved_overlays
+    from host.core.runner import Pipeline
+
+    pipe = Pipeline(Recipe.load(tmp_path / "coins.yaml", classical_pm.catalogue))
+    try:
+        res = pipe.process(Frame(np.full_like(coins, 128), "test", 0))
+    finally:
+        pipe.close()
+    assert [s.status for s in res.results[0].overlays] == ["alert"]
+    assert [(s.label, s.status) for s in resolved_overlays(res)] == [("no blob", "fail")]
+    res_ok = resolved_overlays(res.results[1])
+    assert res_ok == []

@@ -130,12 +130,20 @@ def test_eval_json_matches_sklearn(tiny_bundle, fmnist_small, tmp_path):
         assert res["per_class"][c]["precision"] == pytest.approx(prec[i])
         assert res["per_class"][c]["recall"] == pytest.approx(rec[i])
 
-    # plots: confusion PNG with green cells where recall >= 90%, gallery, HTML
+    # plots: confusion PNG coloured by host.confusion_style (green where recall >= 90 %), gallery, HTML
+    from host import VERDICT_COLOURS
+
     png = cv2.imread(str(out / "confusion_matrix.png"))
     assert png is not None
-    green = np.all(png == (80, 190, 60), axis=2).sum()
+
+    def bgr(status):
+        c = VERDICT_COLOURS[status]
+        return int(c[5:7], 16), int(c[3:5], 16), int(c[1:3], 16)
+
     rates = np.diag(cm) / cm.sum(1)
-    assert (green > 0) == bool((rates >= 0.9).any())
+    for status, has in (("pass", (rates >= 0.9).any()), ("review", ((rates >= 0.7) & (rates < 0.9)).any()),
+                        ("fail", (rates < 0.7).any())):
+        assert (np.all(png == bgr(status), axis=2).sum() > 100) == bool(has), status
     html = (out / "index.html").read_text()
     assert "confusion_matrix.png" in html and f"{res['accuracy']:.4f}" in html
     wrong = len(y_true) - int(np.trace(cm))

@@ -29,13 +29,15 @@ def tray(tmp_path, pm):
     return recipe, truth
 
 
-def _green_pixels(widget) -> int:
+def _green_pixels(widget, red: bool = False) -> int:
     img = widget.grab().toImage()
     n = 0
     for y in range(0, img.height(), 2):
         for x in range(0, img.width(), 2):
             c = img.pixelColor(x, y)
-            if c.green() > 150 and c.red() < 110 and c.blue() < 150:
+            if red and c.red() > 200 and c.green() < 110 and c.blue() < 110:
+                n += 1
+            elif not red and c.green() > 150 and c.red() < 110 and c.blue() < 150:
                 n += 1
     return n
 
@@ -56,9 +58,11 @@ def test_open_edit_run(qtbot, pm, tray, tmp_path):
     blob = next(r for r in res.results if r.step == "washers")
     assert blob.measurements["count"] == truth["tray_00.png"] == 11
     assert blob.verdict == "fail" and res.verdict == "fail"
-    # the overlays of the blob step are on the view, and drawn in pass colour (each washer is fine)
+    # the overlays of the blob step are on the view, drawn in the colour of the step's verdict (fail: one is
+    # missing), as in the HTML report (host.resolved_overlays)
     assert len(ws.view.overlays) >= 11
-    assert _green_pixels(ws.view) > 50
+    assert all(s.status == "fail" for s in ws.view.overlays if s.kind == "polygon")
+    assert _green_pixels(ws.view, red=True) > 50 and _green_pixels(ws.view) < 10
     rows = {(ws.table.item(i, 0).text(), ws.table.item(i, 1).text()): ws.table.item(i, 2).text()
             for i in range(ws.table.rowCount())}
     assert rows[("washers", "count")] == "11"

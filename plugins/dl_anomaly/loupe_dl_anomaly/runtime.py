@@ -9,6 +9,7 @@ review_max: 1.3}`` adds a review band between 1.0 and 1.3.
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -64,9 +65,14 @@ class AnomalyModel:
         return {"score": score, "raw_score": raw, "is_anomalous": bool(score > 1.0), "threshold": self.threshold,
                 "anomaly_map": amap}
 
+    @property
+    def low(self) -> float:
+        """The typical anomaly-map level of a good part (the bottom of the heatmap's colour scale)."""
+        return min(self.pixel_low, 0.5 * self.threshold)
+
     def heatmap(self, amap: np.ndarray, full_scale: float = 1.5) -> np.ndarray:
         """Anomaly map -> float32 [0, 1]: 0 at the typical good level, ``1/full_scale`` at the threshold."""
-        lo = min(self.pixel_low, 0.5 * self.threshold)
+        lo = self.low
         hi = self.threshold * full_scale
         return np.clip((amap - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
 
@@ -91,6 +97,51 @@ def regions(amap: np.ndarray, threshold: float, image_shape: tuple[int, int], mi
         out.append((pts, float(area), peak))
     out.sort(key=lambda r: -r[2])
     return out
+
+
+def peak_region(amap: np.ndarray, image_shape: tuple[int, int], low: float = 0.0
+                ) -> tuple[np.ndarray, float, float]:
+    """The region around the map's maximum: the connected pixels above 80 % of the way from ``low`` to the
+    peak, as (contour in image pixels, area in image px, peak value). Shown when a frame is judged anomalous
+    but no pixel of the (smoothed, or tile-blended) map exceeds the threshold, so that the verdict always
+    points at a place."""
+    peak = float(amap.max())
+    py, px = np.unravel_index(int(np.argmax(amap)), amap.shape)
+    level = low + 0.8 * (peak - low) if peak > low else peak
+    mask = (amap >= level).astype(np.uint8)
+    _, labels = cv2.connectedComponents(mask)
+    comp = (labels == labels[py, px]).astype(np.uint8)
+    sy, sx = image_shape[0] / amap.shape[0], image_shape[1] / amap.shape[1]
+    contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    c = max(contours, key=cv2.contourArea)
+    pts = c[:, 0, :].astype(np.float64)
+    if len(pts) < 3:  # one or two pixels: a small square around them
+        x0, y0 = pts.min(axis=0) - 0.5
+        x1, y1 = pts.max(axis=0) + 0.5
+        pts = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+    pts = pts * (sx, sy)
+    # at least ~2 % of the image's side, so that a single hot pixel is still visible
+    centre = pts.mean(axis=0)
+    half = 0.02 * max(image_shape)
+    span = pts.max(axis=0) - pts.min(axis=0)
+    if float(span.max()) < 2 * half:
+        pts = centre + np.array([[-half, -half], [half, -half], [half, half], [-half, half]])
+    return pts, float(max(cv2.contourArea(c), 1.0) * sx * sy), peak
+
+
+def region_overlays(amap: np.ndarray, threshold: float, image_shape: tuple[int, int], low: float,
+                    min_area: float = 0.0, max_regions: int = 10) -> tuple[list[Shape], list]:
+    """Overlays for an anomaly map: one polygon per region above the threshold (status ``verdict``: drawn
+    in the step's verdict colour), labelled with its peak score; when there is none, the peak region
+    (status ``alert``: drawn only when the step did not pass). Returns (shapes, regions)."""
+    regs = regions(amap, threshold, image_shape, min_area)
+    shapes = [Shape("polygon", [(float(x), float(y)) for x, y in pts], label=f"{peak / threshold:.2f}",
+                    status="verdict") for pts, _area, peak in regs[:max_regions]]
+    if not regs and amap.size:
+        pts, _area, peak = peak_region(amap, image_shape, low)
+        shapes.append(Shape("polygon", [(float(x), float(y)) for x, y in pts],
+                            label=f"peak {peak / threshold:.2f}", status="alert"))
+    return shapes, regs
 
 
 # ------------------------------------------------------------------ the tool
@@ -133,11 +184,8 @@ class PatchCoreTool(InspectTool):
         amap, raw = self.model.raw(image)
         thr = self.model.threshold
         score = raw / thr
-        regs = regions(amap, thr, image.shape[:2], p.min_region_area)
-        overlays = []
-        for pts, area, peak in regs[: p.max_regions]:
-            overlays.append(Shape("polygon", [(float(x), float(y)) for x, y in pts],
-                                  label=f"{peak / thr:.2f}", status="fail"))
+        overlays, regs = region_overlays(amap, thr, image.shape[:2], self.model.low, p.min_region_area,
+                                         p.max_regions)
         areas = [r[1] for r in regs]
         meas = {"score": float(score), "raw_score": float(raw), "is_anomalous": bool(score > 1.0),
                 "n_regions": len(regs), "anomalous_area": float(sum(areas)),
@@ -159,14 +207,14 @@ class AnomalyRuntime(ModelRuntime):
         return AnomalyModel(bundle, self.threads).predict
 
     def evaluate(self, bundle: Bundle, data: Path, out: Path | None, progress: Progress) -> dict[str, Any]:
-        from . import plots
-        from .metrics import auroc, f1_at, pixel_auroc, roc_curve
+        from .metrics import auroc, f1_at, pixel_auroc
 
         model = AnomalyModel(bundle, self.threads)
         ds = discover(data, need_train=False, need_test=True)
         if out is not None:
             (out / "heatmaps").mkdir(parents=True, exist_ok=True)
         scores, labels, kinds, times, maps, masks, failed = [], [], [], [], [], [], []
+        rows: list[dict[str, Any]] = []
         model.raw(np.zeros((*model.size, 3), np.uint8))  # warm-up
         for i, s in enumerate(ds.test):
             try:
@@ -184,10 +232,7 @@ class AnomalyRuntime(ModelRuntime):
                 maps.append(amap)
                 masks.append(read_mask(s.mask, amap.shape) if s.label else np.zeros(amap.shape, bool))
             if out is not None:
-                gt = read_mask(s.mask, img.shape[:2]) if s.mask is not None else None
-                vis = plots.heatmap_overlay(img, model.heatmap(amap), regions(amap, model.threshold, img.shape[:2]),
-                                            f"{s.kind} score {raw / model.threshold:.2f}", raw > model.threshold, gt)
-                cv2.imwrite(str(out / "heatmaps" / f"{s.kind}_{s.path.stem}.png"), vis)
+                rows.append(_eval_row(model, s, img, amap, raw, out, data))
             progress.update("eval", i + 1, len(ds.test))
         sc, lb = np.array(scores), np.array(labels)
         thr = model.threshold
@@ -214,11 +259,32 @@ class AnomalyRuntime(ModelRuntime):
         if failed:
             result["unreadable"] = failed
         if out is not None:
-            fpr, tpr, _ = roc_curve(sc, lb)
-            cv2.imwrite(str(out / "roc.png"), plots.roc_plot(fpr, tpr, result["image_auroc"]))
-            cv2.imwrite(str(out / "score_histogram.png"),
-                        plots.histogram_plot(sc[lb == 0] / thr, sc[lb == 1] / thr, 1.0))
-            import json
+            from .report import write_report
 
-            (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
+            result["report"] = str(write_report(out, result, rows, sc / thr, lb, bundle, data))
         return result
+
+
+def _eval_row(model: AnomalyModel, s, img: np.ndarray, amap: np.ndarray, raw: float, out: Path,
+              data: Path) -> dict[str, Any]:
+    """Score one test image for the evaluation report: its panel PNG and its scores.csv row."""
+    from . import plots
+
+    score = raw / model.threshold
+    verdict = "fail" if score > 1.0 else "pass"
+    shapes, _ = region_overlays(amap, model.threshold, img.shape[:2], model.low)
+    gt = read_mask(s.mask, img.shape[:2]) if s.mask is not None else None
+    try:
+        rel = s.path.relative_to(data / "test")
+    except ValueError:
+        rel = Path(s.kind) / s.path.name
+    name = re.sub(r"[^\w.-]", "_", f"{s.kind}_{s.path.stem}") + ".png"  # also for undecodable file names
+    correct = (verdict == "fail") == bool(s.label)
+    flag = "" if correct else ("missed defect" if s.label else "false reject")
+    title = f"{rel.as_posix()}  score {score:.2f}  {verdict.upper()}" + (f": {flag.upper()}" if flag else "")
+    cv2.imwrite(str(out / "heatmaps" / name),
+                plots.panel(img, model.heatmap(amap), shapes, verdict, gt, title,
+                            gt_note="good part" if not s.label else "no ground-truth mask"))
+    return {"file": rel.as_posix(), "type": s.kind, "score": float(score), "verdict": verdict,
+            "correct": correct, "defective": bool(s.label), "heatmap": f"heatmaps/{name}",
+            "flag": flag}

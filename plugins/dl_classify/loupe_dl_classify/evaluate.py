@@ -4,6 +4,7 @@ from __future__ import annotations
 import html
 import json
 import statistics
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from host import Bundle, Progress, UsageError
+from host import CONFUSION_PASS_AT, CONFUSION_REVIEW_AT, Bundle, Progress, UsageError
 
 from .data import read_image, scan, test_samples
 from .model import Classifier
 
-GREEN_AT = 0.90  # a confusion-matrix cell on the diagonal is green at or above this recall
 
 
 def confusion_matrix(y_true, y_pred, n: int) -> np.ndarray:
@@ -39,57 +39,52 @@ def per_class(cm: np.ndarray, classes: list[str]) -> dict[str, dict[str, float]]
 # ------------------------------------------------------------------ plots
 
 
-def _text(img, s, org, scale=0.45, color=(20, 20, 20), thick=1):
-    cv2.putText(img, s, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
-
-
 def confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: str = "") -> None:
-    """Colour-coded confusion matrix (BGR PNG).
+    """Colour-coded confusion matrix, drawn with matplotlib (Agg).
 
-    Each cell shows its count and its rate (share of the true class's row).
-    Diagonal cells: green when the rate is >= 90 %, amber from 70 %, red below.
-    Off-diagonal cells: white when empty, increasingly red as the rate grows.
+    Each cell shows its count and its rate (share of the true class's row). Colours follow
+    ``host.confusion_style``, the one rule the desktop app uses too: a diagonal cell is green at a recall of
+    ``CONFUSION_PASS_AT`` (90 %) or more, amber from ``CONFUSION_REVIEW_AT`` (70 %), red below; an
+    off-diagonal cell is red, stronger as its share of the row grows.
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from host import VERDICT_COLOURS, confusion_style
+
     n = len(classes)
-    cell = 64 if n <= 12 else 44
-    names = [c if len(c) <= 14 else c[:13] + "." for c in classes]
-    label_w = 12 + 8 * max(len(c) for c in names)
-    top = label_w + 40
-    left = label_w + 30
-    W, H = left + n * cell + 20, top + n * cell + 50
-    img = np.full((H, W, 3), 255, np.uint8)
-    rows = cm.sum(axis=1, keepdims=True).astype(np.float64)
-    rate = np.divide(cm, rows, out=np.zeros(cm.shape, np.float64), where=rows > 0)
+    style = confusion_style(cm)
+    white = np.array([1.0, 1.0, 1.0])
+    rgb = np.ones((n, n, 3))
     for i in range(n):
         for j in range(n):
-            r = rate[i, j]
-            if i == j:
-                if r >= GREEN_AT:
-                    col = (80, 190, 60)          # green (BGR)
-                elif r >= 0.7:
-                    col = (40, 180, 250)         # amber
-                else:
-                    col = (60, 60, 220)          # red
-            else:
-                t = min(1.0, r / 0.3)           # 30 % confusion is full red
-                col = (int(255 - t * 195), int(255 - t * 195), 255) if cm[i, j] else (255, 255, 255)
-            x0, y0 = left + j * cell, top + i * cell
-            cv2.rectangle(img, (x0, y0), (x0 + cell, y0 + cell), col, -1)
-            cv2.rectangle(img, (x0, y0), (x0 + cell, y0 + cell), (180, 180, 180), 1)
-            _text(img, str(int(cm[i, j])), (x0 + 5, y0 + cell // 2 - 2), 0.42 if cell > 50 else 0.35)
-            _text(img, f"{100 * r:.0f}%", (x0 + 5, y0 + cell // 2 + 16), 0.38 if cell > 50 else 0.3,
-                  (60, 60, 60))
-    for i, c in enumerate(names):
-        _text(img, c, (10, top + i * cell + cell // 2 + 5))
-    # column labels, written horizontally then rotated to read bottom-up
-    strip = np.full((cell * n, label_w, 3), 255, np.uint8)
-    for j, c in enumerate(names):
-        _text(strip, c, (6, j * cell + cell // 2 + 5))
-    img[30:30 + label_w, left:left + n * cell] = cv2.rotate(strip, cv2.ROTATE_90_COUNTERCLOCKWISE)
-    _text(img, "columns: predicted class", (left, 22), 0.5)
-    _text(img, "rows: true class", (10, H - 38), 0.45)
-    _text(img, title or f"green: recall >= {GREEN_AT:.0%}", (10, H - 16), 0.45)
-    cv2.imwrite(str(path), img)
+            status, strength = style[i][j]
+            if status != "none":
+                c = np.array([int(VERDICT_COLOURS[status][k:k + 2], 16) / 255 for k in (1, 3, 5)])
+                rgb[i, j] = white + (c - white) * strength
+    rows = cm.sum(axis=1, keepdims=True).astype(np.float64)
+    rate = np.divide(cm, rows, out=np.zeros(cm.shape, np.float64), where=rows > 0)
+    side = min(14.0, max(4.5, 0.62 * n + 2.2))
+    fig = Figure(figsize=(side + 0.6, side), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow(rgb, interpolation="nearest")
+    fs = 9 if n <= 12 else 7
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j] or i == j:
+                ax.text(j, i, f"{int(cm[i, j])}\n{100 * rate[i, j]:.0f}%", ha="center", va="center", fontsize=fs)
+    names = [c if len(c) <= 16 else c[:15] + "…" for c in classes]
+    ax.set_xticks(range(n), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=fs)
+    ax.set_yticks(range(n), names, fontsize=fs)
+    ax.set_xticks(np.arange(n + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(n + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="#bbbbbb", lw=0.8)
+    ax.tick_params(which="minor", length=0)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(textwrap.fill(title or "confusion matrix", 40 + 4 * n), fontsize=9)
+    fig.savefig(str(path), dpi=110)
 
 
 def heat_overlay(image: np.ndarray, heat: np.ndarray, side: int = 160) -> np.ndarray:
@@ -125,13 +120,14 @@ figure{{display:inline-block;margin:6px;font-size:12px;vertical-align:top}} .bad
 <p>bundle <code>{e(result['bundle'])}</code> on <code>{e(result['data'])}</code> ({e(result['split'])})</p>
 <p><b>accuracy {result['accuracy']:.4f}</b> on {result['n_images']} images; {missed} misclassified;
 {result['ms_per_image']:.2f} ms per image (median)</p>
-<h2>Confusion matrix</h2><p>rows: true class, columns: predicted; green where the recall is &ge; 90%</p>
+<h2>Confusion matrix</h2><p>rows: true class, columns: predicted; a class's recall (the diagonal) is green
+at &ge; {CONFUSION_PASS_AT:.0%}, amber at &ge; {CONFUSION_REVIEW_AT:.0%}, red below</p>
 <img src="confusion_matrix.png">
 <h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>images</th></tr>{rows}</table>
 <h2>Misclassified ({len(gallery)} shown of {missed}, most confident first)</h2>
 <p>each: the image, and the class activation map of the predicted class over it</p>{cards}
 </body></html>"""
-    (out / "index.html").write_text(doc, encoding="utf-8")
+    (out / "index.html").write_text(doc, encoding="utf-8", errors="replace")  # undecodable file names
 
 
 # -------------------------------------------------------------- evaluate
@@ -191,7 +187,8 @@ def evaluate(bundle: Bundle, data: Path, out: Path | None, progress: Progress, t
         out = Path(out)
         (out / "misclassified").mkdir(parents=True, exist_ok=True)
         confusion_png(cm, clf.classes, out / "confusion_matrix.png",
-                      f"accuracy {result['accuracy']:.3f} on {len(y_true)} images; green: recall >= 90%")
+                      f"accuracy {result['accuracy']:.3f} on {len(y_true)} images; diagonal green at recall "
+                      f">= {CONFUSION_PASS_AT:.0%}, amber >= {CONFUSION_REVIEW_AT:.0%}")
         gallery = []
         for rank, (c, k) in enumerate(sorted(wrong, reverse=True)[:gallery_max]):
             s = samples[k]

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from PyQt5 import QtCore, QtGui, QtWidgets
 
+from host import resolved_overlays
 from host import Frame, Limit, Recipe, RecipeError, UsageError
 from host.core.runner import Pipeline
 
@@ -995,7 +996,7 @@ class RecipeWorkspace(QtWidgets.QWidget):
             return
         shapes, heat = [], []
         for r in res.results:
-            shapes += r.overlays
+            shapes += resolved_overlays(r)  # deferred statuses take the step's verdict colour
             if r.heatmap is not None and res.image is not None:
                 h, w = res.image.shape[:2]
                 heat.append((r.heatmap, r.roi or (0, 0, w, h)))

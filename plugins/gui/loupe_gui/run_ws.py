@@ -9,6 +9,7 @@ from typing import Any
 
 from PyQt5 import QtCore, QtGui, QtWidgets
 
+from host import resolved_overlays
 from host import Recipe, RecipeError, UsageError
 from host.core.recipe import SourceDoc
 from host.core.runner import new_run_info, open_reporter, open_source, run_recipe
@@ -397,7 +398,7 @@ class RunWorkspace(QtWidgets.QWidget):
         if res is not None:
             self._set_verdict(res.verdict)
             self.view.set_image(res.image)
-            self.view.set_overlays([s for r in res.results for s in r.overlays])
+            self.view.set_overlays(resolved_overlays(res))  # deferred statuses take the step's verdict colour
             heat = []
             if res.image is not None:
                 h, w = res.image.shape[:2]

@@ -184,54 +184,37 @@ def text_histogram(sizes: Counter, width: int = 40, max_rows: int = 15) -> list[
 
 
 def size_chart(sizes: Counter, path: Path, title: str = "") -> None:
-    """PNG: a width-vs-height scatter (dot area ~ count) and a bar chart of the most common sizes."""
-    import cv2
-    import numpy as np
+    """PNG, drawn with matplotlib (Agg) like every Loupe chart: a width-vs-height scatter (dot area ~ count)
+    and a bar chart of the most common sizes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    W, H = 980, 460
-    img = np.full((H, W, 3), 255, np.uint8)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    dark = (40, 40, 40)
-    cv2.putText(img, title or "image size distribution", (20, 28), font, 0.6, dark, 1, cv2.LINE_AA)
-    # scatter
-    x0, y0, pw, ph = 70, 60, 380, 340
-    cv2.rectangle(img, (x0, y0), (x0 + pw, y0 + ph), (160, 160, 160), 1)
+    fig = Figure(figsize=(9.5, 4.2), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax, bx = fig.subplots(1, 2, width_ratios=[1, 1.1])
     if sizes:
-        ws = [w for w, _ in sizes]
-        hs = [h for _, h in sizes]
-        hi = max(max(ws), max(hs)) * 1.1
-        lo = 0
         top = max(sizes.values())
-        for t in np.linspace(lo, hi, 5):
-            px = int(x0 + pw * (t - lo) / (hi - lo))
-            py = int(y0 + ph - ph * (t - lo) / (hi - lo))
-            cv2.putText(img, f"{t:.0f}", (px - 10, y0 + ph + 18), font, 0.4, dark, 1, cv2.LINE_AA)
-            cv2.putText(img, f"{t:.0f}", (x0 - 45, py + 4), font, 0.4, dark, 1, cv2.LINE_AA)
-            cv2.line(img, (px, y0), (px, y0 + ph), (235, 235, 235), 1)
-            cv2.line(img, (x0, py), (x0 + pw, py), (235, 235, 235), 1)
-        for (w, h), n in sizes.items():
-            px = int(x0 + pw * (w - lo) / (hi - lo))
-            py = int(y0 + ph - ph * (h - lo) / (hi - lo))
-            r = max(3, int(18 * (n / top) ** 0.5))
-            cv2.circle(img, (px, py), r, (200, 120, 30), -1, cv2.LINE_AA)
-            cv2.circle(img, (px, py), r, (120, 60, 10), 1, cv2.LINE_AA)
-    cv2.putText(img, "width (px)", (x0 + pw // 2 - 40, y0 + ph + 38), font, 0.45, dark, 1, cv2.LINE_AA)
-    cv2.putText(img, "height", (8, y0 - 10), font, 0.45, dark, 1, cv2.LINE_AA)
-    # bars
-    bx, by, bw, bh = 520, 60, 430, 340
-    rows = sizes.most_common(12)
-    if rows:
-        top = rows[0][1]
-        step = bh / len(rows)
-        for i, ((w, h), n) in enumerate(rows):
-            y = int(by + i * step)
-            length = int((bw - 150) * n / top)
-            cv2.putText(img, f"{w}x{h}", (bx, y + int(step * 0.6)), font, 0.42, dark, 1, cv2.LINE_AA)
-            cv2.rectangle(img, (bx + 90, y + 3), (bx + 90 + max(1, length), y + int(step) - 3), (80, 170, 60), -1)
-            cv2.putText(img, str(n), (bx + 96 + length, y + int(step * 0.6)), font, 0.42, dark, 1, cv2.LINE_AA)
-    cv2.putText(img, "most common sizes (images)", (bx, by - 10), font, 0.45, dark, 1, cv2.LINE_AA)
+        ws, hs = zip(*sizes)
+        ax.scatter(ws, hs, s=[30 + 400 * n / top for n in sizes.values()], color="#1f77b4", alpha=0.6,
+                   edgecolors="#0b3c5d")
+        hi = max(max(ws), max(hs)) * 1.1
+        ax.set_xlim(0, hi)
+        ax.set_ylim(0, hi)
+        rows = sizes.most_common(12)[::-1]
+        bx.barh([f"{w}×{h}" for (w, h), _ in rows], [n for _, n in rows], color="#2ca02c")
+        for k, (_, n) in enumerate(rows):
+            bx.text(n, k, f" {n}", va="center", fontsize=8)
+        bx.set_xlim(0, rows[-1][1] * 1.15)
+        bx.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("width (px)")
+    ax.set_ylabel("height (px)")
+    ax.grid(alpha=0.3)
+    ax.set_title("sizes (dot area ~ images)", fontsize=10)
+    bx.set_xlabel("images")
+    bx.set_title("most common sizes", fontsize=10)
+    fig.suptitle(title or "image size distribution")
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), img)
+    fig.savefig(str(path), dpi=110)
 
 
 def _parse_size(spec: str, sizes: Counter) -> tuple[int, int]:

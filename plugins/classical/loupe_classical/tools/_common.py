@@ -9,8 +9,11 @@ from pydantic import Field
 
 from host import Params
 
-# shape statuses understood by the GUI and the HTML report
+# shape statuses understood by the GUI and the HTML report. VERDICT and ALERT are resolved when drawn, from the
+# step's verdict against its limits (which a tool cannot know): VERDICT takes the verdict's colour, ALERT too but
+# is not drawn when the step passes (host.overlay_status).
 OK, BAD, INFO, REVIEW = "pass", "fail", "info", "review"
+VERDICT, ALERT = "verdict", "alert"
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

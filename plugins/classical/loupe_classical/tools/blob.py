@@ -10,7 +10,7 @@ from pydantic import Field
 
 from host import InspectTool, LazyShapes, Shape, ToolOutput
 
-from ._common import BAD, INFO, OK, BinarizeParams, binarize, to_gray
+from ._common import ALERT, INFO, VERDICT, BinarizeParams, binarize, to_gray
 
 
 class BlobParams(BinarizeParams):
@@ -147,10 +147,10 @@ def _outlines(contours: list[np.ndarray], cents: np.ndarray, n: int) -> list[Sha
     for j, pts in enumerate(contours):
         if len(pts) > 24:  # a simplified outline (within 1 px) keeps reports small and drawing fast
             pts = cv2.approxPolyDP(pts, 1.0, True)
-        overlays.append(Shape("polygon", pts.reshape(-1, 2).tolist(), status=OK))
+        overlays.append(Shape("polygon", pts.reshape(-1, 2).tolist(), status=VERDICT))
         overlays.append(Shape("point", [(float(cents[j, 0]), float(cents[j, 1]))], label=str(j + 1), status=INFO))
     if n == 0:
-        overlays.append(Shape("text", [(2.0, 12.0)], label="no blob", status=BAD))
+        overlays.append(Shape("text", [(2.0, 12.0)], label="no blob", status=ALERT))
     return overlays
 
 

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from host import InspectTool, LazyShapes, Params, Shape, ToolOutput
 
-from ._common import BAD, INFO, OK, to_gray
+from ._common import ALERT, INFO, VERDICT, to_gray
 
 
 class CaliperParams(Params):
@@ -188,13 +188,13 @@ class Caliper(InspectTool):
         hw = p.width / 2.0
         shapes = [Shape("polygon", [(x0 + vx * hw, y0 + vy * hw), (x1 + vx * hw, y1 + vy * hw),
                                     (x1 - vx * hw, y1 - vy * hw), (x0 - vx * hw, y0 - vy * hw)],
-                        status=INFO if edges else BAD)]
+                        status=INFO if edges else ALERT)]
         for t, step in edges:
             x, y = self.point(t)
             shapes.append(Shape("line", [(x - vx * half, y - vy * half), (x + vx * half, y + vy * half)],
-                                status=OK))
+                                status=VERDICT))
         for a, b in pairs:
             xa, ya = self.point(a)
             xb, yb = self.point(b)
-            shapes.append(Shape("line", [(xa, ya), (xb, yb)], label=f"{b - a:.2f} px", status=OK))
+            shapes.append(Shape("line", [(xa, ya), (xb, yb)], label=f"{b - a:.2f} px", status=VERDICT))
         return shapes

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from host import InspectTool, Params, Shape, ToolOutput
 
-from ._common import BAD, OK, to_gray, to_u8
+from ._common import ALERT, BAD, OK, to_gray, to_u8
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
@@ -77,7 +77,7 @@ class _CodeTool(InspectTool):
                 overlays.append(Shape("polygon", [(float(x), float(y)) for x, y in (pts / f).reshape(-1, 2)],
                                       label="not decoded", status=BAD))
         if not found:
-            overlays.append(Shape("text", [(2.0, 12.0)], label="no code", status=BAD))
+            overlays.append(Shape("text", [(2.0, 12.0)], label="no code", status=ALERT))
         return ToolOutput(meas, overlays)
 
 

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from host import InspectTool, Params, Shape, ToolOutput
 
-from ._common import BAD, OK, to_gray, to_u8
+from ._common import ALERT, VERDICT, to_gray, to_u8
 
 
 class LinesParams(Params):
@@ -58,7 +58,7 @@ class HoughLines(InspectTool):
                 "angle": segs[0][1] if segs else float("nan"), "total_length": float(sum(s[0] for s in segs)),
                 "lines": [[round(v, 1) for v in s[2]] for s in segs]}
         overlays = [Shape("line", [(s[2][0], s[2][1]), (s[2][2], s[2][3])], label=f"{s[1]:.1f}°" if i == 0 else "",
-                          status=OK) for i, s in enumerate(segs)]
+                          status=VERDICT) for i, s in enumerate(segs)]
         return ToolOutput(meas, overlays)
 
 
@@ -99,7 +99,7 @@ class HoughCircles(InspectTool):
         meas = {"count": len(circles), "mean_radius": float(np.mean(radii)) if radii else nan,
                 "min_radius": min(radii) if radii else nan, "max_radius": max(radii) if radii else nan,
                 "circles": [[round(v, 2) for v in c] for c in circles]}
-        overlays = [Shape("circle", [(c[0], c[1])], radius=c[2], status=OK) for c in circles]
+        overlays = [Shape("circle", [(c[0], c[1])], radius=c[2], status=VERDICT) for c in circles]
         if not circles:
-            overlays.append(Shape("text", [(2.0, 12.0)], label="no circle", status=BAD))
+            overlays.append(Shape("text", [(2.0, 12.0)], label="no circle", status=ALERT))
         return ToolOutput(meas, overlays)

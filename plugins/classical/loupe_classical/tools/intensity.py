@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from host import InspectTool, Params, Shape, ToolOutput
 
-from ._common import BAD, INFO, OK, to_gray, to_u8
+from ._common import INFO, VERDICT, to_gray, to_u8
 
 
 class IntensityParams(Params):
@@ -155,5 +155,5 @@ class Presence(InspectTool):
         present = bool(p.min_fraction <= frac <= p.max_fraction)
         h, w = mask.shape
         shape = Shape("rect", [(0.0, 0.0), (float(w), float(h))],
-                      label=f"{'present' if present else 'absent'} {frac:.0%}", status=OK if present else BAD)
+                      label=f"{'present' if present else 'absent'} {frac:.0%}", status=VERDICT)
         return ToolOutput({"present": present, "fraction": frac, "mean": float(cv2.mean(to_gray(image))[0])}, [shape])

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from host import InspectTool, Params, Shape, ToolOutput, UsageError
 
-from ._common import BAD, OK, to_gray
+from ._common import ALERT, BAD, OK, to_gray
 
 
 class PatternParams(Params):
@@ -130,7 +130,7 @@ class PatternMatch(InspectTool):
                                   status=OK if s >= p.min_score else BAD))
             overlays.append(Shape("point", [(cx, cy)], status=OK))
         if not found:
-            overlays.append(Shape("text", [(2.0, 12.0)], label="pattern not found", status=BAD))
+            overlays.append(Shape("text", [(2.0, 12.0)], label="pattern not found", status=ALERT))
         return ToolOutput(meas, overlays)
 
     def _search(self, gray: np.ndarray, tpl: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from host import InspectTool, LazyShapes, Shape, ToolOutput
 
-from ._common import BAD, INFO, OK, BinarizeParams, binarize, to_gray
+from ._common import ALERT, INFO, VERDICT, BinarizeParams, binarize, to_gray
 
 _LENGTHS = ("perimeter", "circle_radius", "diameter", "ellipse_major", "ellipse_minor", "rect_width", "rect_height",
             "feret_max")
@@ -70,7 +70,7 @@ class ShapeMeasure(InspectTool):
         meas = {k: nan for k in self.measurements}
         meas.update({"found": False, "count": len(objs)})
         if not objs:
-            return ToolOutput(meas, [Shape("text", [(2.0, 12.0)], label="no object", status=BAD)])
+            return ToolOutput(meas, [Shape("text", [(2.0, 12.0)], label="no object", status=ALERT)])
         if p.select != "largest":
             h, w = mask.shape
             c = min(objs, key=lambda o: _dist_to(o, w / 2, h / 2))
@@ -104,7 +104,7 @@ class ShapeMeasure(InspectTool):
             box = cv2.boxPoints(((rx, ry), (rw, rh), rang))
             return [
                 Shape("polygon", cv2.approxPolyDP(c, 0.5, True).reshape(-1, 2).tolist(), status=INFO),
-                Shape("circle", [(float(cx), float(cy))], radius=float(r), label=f"Ø {2 * r:.2f} px", status=OK),
+                Shape("circle", [(float(cx), float(cy))], radius=float(r), label=f"Ø {2 * r:.2f} px", status=VERDICT),
                 Shape("ellipse", [(float(ex), float(ey))], axes=(ea / 2.0, eb / 2.0), angle=float(eang),
                       status=INFO),
                 Shape("polygon", box.tolist(), status=INFO),

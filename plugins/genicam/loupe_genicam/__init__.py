@@ -1,0 +1,1 @@
+"""loupe-genicam: GenICam cameras through GenTL producers (harvesters), and ``loupe cameras``."""
