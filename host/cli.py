@@ -24,6 +24,7 @@ from .core.errors import LoupeError, UsageError
 from .core.manager import create_plugin_manager
 from .core.recipe import Recipe, SourceDoc
 from .core.runner import new_run_info, open_reporter, open_source, run_recipe
+from .core.sessions import ENGINE_CHOICES, set_engine_override
 
 DEFAULT_REPORT = "sqlite:loupe-results.sqlite"
 
@@ -44,10 +45,15 @@ def cmd_plugins(pm, args) -> int:
                           + [f"command:{k}" for k, e in cat.commands.items() if e.plugin == p.name])
         rows.append({"name": p.name, "distribution": p.distribution, "version": p.version, "module": p.module,
                      "hooks": p.hooks, "provides": provides, "error": p.error})
+    from .core.sessions import engine_status
+
+    engines = engine_status()
     if args.json:
-        print(json.dumps({"host": __version__, "plugins": rows}, indent=2))
+        print(json.dumps({"host": __version__, "plugins": rows, "engines": engines}, indent=2))
         return 0
     print(f"loupe-host {__version__}")
+    print("engines: " + ", ".join(name if why is None else f"{name} (not usable)" for name, why in engines.items())
+          + "  (loupe plugins --json says why)")
     for r in rows:
         status = f"FAILED: {r['error']}" if r["error"] else ", ".join(r["hooks"])
         print(f"\n{r['name']}  ({r['distribution']} {r['version']})  {status}")
@@ -283,6 +289,8 @@ def build_parser(pm, optimize_method: str | None = None) -> argparse.ArgumentPar
                    help=f"jsonl:PATH, csv:PATH, sqlite:PATH or html:DIR; repeatable "
                         f"(default: the recipe's, else {DEFAULT_REPORT})")
     s.add_argument("--limit", type=int, metavar="N", help="stop after N frames")
+    s.add_argument("--engine", choices=ENGINE_CHOICES, help="inference engine for the recipe's models "
+                   "(default: the recipe's engine:, else LOUPE_ENGINE, else cpu)")
     s.add_argument("--resume", action="store_true",
                    help="skip frames already stored by an interrupted run of this recipe and source")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -302,6 +310,7 @@ def build_parser(pm, optimize_method: str | None = None) -> argparse.ArgumentPar
     s.add_argument("data")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--out", metavar="DIR", help="write plots, heatmaps and an HTML summary here")
+    s.add_argument("--engine", choices=ENGINE_CHOICES, help="inference engine (default: LOUPE_ENGINE, else cpu)")
     s.add_argument("-q", "--quiet", action="store_true")
 
     s = sub.add_parser("optimize", help="make a bundle smaller or faster")
@@ -358,6 +367,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
+        engines = getattr(args, "engine", None)  # --engine of run, eval (one) and bench (one or several)
+        if isinstance(engines, str):
+            set_engine_override(engines)
+        elif engines and len(engines) == 1:
+            set_engine_override(engines[0])
         handler = getattr(args, "_plugin_command", None)
         if handler is not None:
             args.plugin_manager = pm  # the host's own commands (bench, demo, bundle) work on it

@@ -167,6 +167,9 @@ class RecipeDoc(BaseModel):
     inspect: list[StepDoc] = Field(default_factory=list)
     decision: Literal["all", "any"] = "all"
     report: list[str] = Field(default_factory=list)
+    engine: Literal["cpu", "openvino", "cuda", "tensorrt", "auto"] | None = Field(
+        None, description="inference engine of the recipe's models (default: LOUPE_ENGINE, else cpu; "
+                          "`loupe run --engine` wins)")
 
 
 @dataclass
@@ -210,7 +213,8 @@ class Recipe:
         return [s for s in self.steps if s.section == "inspect"]
 
     def context(self, step: Step) -> StepContext:
-        return StepContext(step=step.name, base_dir=self.base_dir)
+        options = {"engine": self.doc.engine} if self.doc.engine else {}
+        return StepContext(step=step.name, base_dir=self.base_dir, options=options)
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical, fully defaulted form (what the hash is computed over)."""

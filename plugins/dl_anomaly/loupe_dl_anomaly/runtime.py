@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from host import Bundle, BundleError, InspectTool, create_session, read_bundle_meta, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
+from host import Bundle, BundleError, InspectTool, create_session, resolve_engine, read_bundle_meta, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
 
 from .data import discover, prepare, prepare_rgb, read_image, read_mask, to_rgb8
 
@@ -26,7 +26,7 @@ from .data import discover, prepare, prepare_rgb, read_image, read_mask, to_rgb8
 class AnomalyModel:
     """A loaded anomaly bundle: one ONNX Runtime session, created once."""
 
-    def __init__(self, bundle: Bundle, threads: int = 2):
+    def __init__(self, bundle: Bundle, threads: int = 2, engine: str | None = None):
         if bundle.task != "anomaly":
             raise BundleError(f"{bundle.path}: task is {bundle.task!r}, not 'anomaly'")
         meta = bundle.meta
@@ -41,7 +41,7 @@ class AnomalyModel:
         self.tile = info.tiling.tile if info.tiling else None
         self.overlap = float(info.tiling.overlap) if info.tiling else 0.0
         self.bundle = bundle
-        self.session = create_session(model_file, threads)
+        self.session = create_session(model_file, threads, engine=resolve_engine(engine))
         self.input_name = self.session.get_inputs()[0].name
 
     def raw(self, image: np.ndarray) -> tuple[np.ndarray, float]:
@@ -177,7 +177,7 @@ class PatchCoreTool(InspectTool):
     def __init__(self, params: PatchCoreParams, context=None):
         super().__init__(params, context)
         path = self.context.resolve(params.model.path)
-        self.model = AnomalyModel(Bundle.load(path), threads=params.threads)
+        self.model = AnomalyModel(Bundle.load(path), threads=params.threads, engine=self.context.options.get("engine"))
 
     def inspect(self, image: np.ndarray) -> ToolOutput:
         p = self.params

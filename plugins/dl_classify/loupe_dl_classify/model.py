@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from host import Bundle, BundleError, create_session, read_bundle_meta
+from host import Bundle, BundleError, UsageError, create_session, read_bundle_meta, resolve_engine
 
 from .data import DEFAULT_NORMALISATION, preprocess
 
@@ -46,7 +46,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class Classifier:
     """Loads a ``classify`` bundle once; ``predict`` is the per-image path."""
 
-    def __init__(self, bundle: Bundle, threads: int = 2):
+    def __init__(self, bundle: Bundle, threads: int = 2, engine: str | None = None):
         meta = bundle.meta
         if bundle.task != "classify":
             raise BundleError(f"{bundle.path}: bundle task is {bundle.task!r}, not 'classify'")
@@ -56,8 +56,8 @@ class Classifier:
         self.norm = meta.get("normalisation") or DEFAULT_NORMALISATION
         self.bundle = bundle
         try:
-            self.session = create_session(bundle.file(info.model_file), threads)
-        except BundleError:
+            self.session = create_session(bundle.file(info.model_file), threads, engine=resolve_engine(engine))
+        except (BundleError, UsageError):
             raise
         except Exception as exc:  # onnxruntime raises its own error types
             raise BundleError(f"{bundle.path}: cannot open the ONNX model: {exc}") from None
