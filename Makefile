@@ -34,6 +34,7 @@ bench: install data
 
 screenshots: install
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m loupe_gui.screenshots screenshots/
+	$(BIN)/python -m loupe_hmi.screenshots screenshots/
 
 clean:
 	rm -rf $(VENV) loupe-demo build *.egg-info plugins/*/*.egg-info

@@ -128,6 +128,13 @@ def _cmd_tool(pm, args) -> int:
 
 
 def cmd_validate(pm, args) -> int:
+    from .core.station import is_station_file
+
+    if is_station_file(args.recipe):  # a station file (loupe_station: 1)
+        from .core.station import describe_station, load_station
+
+        print(describe_station(load_station(args.recipe, pm.catalogue)))
+        return 0
     recipe = Recipe.load(args.recipe, pm.catalogue)
     print(f"OK {args.recipe}: recipe {recipe.name!r}, {len(recipe.preprocess)} preprocess and "
           f"{len(recipe.inspect)} inspect steps, hash {recipe.hash[:16]}")

@@ -1,2 +1,2 @@
-"""The host's own sub-commands beyond the core ones (``bench``, ``demo``, ``bundle``),
-registered as an internal plugin (``host.commands.plugin``) exactly like a third party's."""
+"""The host's own ``loupe`` sub-commands beyond the core ones (``bench``, ``demo``, ``bundle``, ``serve``),
+registered as internal plugins (``loupe_commands``) exactly like a third party's."""

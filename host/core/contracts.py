@@ -182,6 +182,10 @@ class Reporter(ABC):
     def close(self) -> None:
         """Flush and close. Called once, also after Ctrl-C or a failure."""
 
+    def flush(self) -> None:
+        """Make what was written so far durable and release any write lock (optional). A station
+        calls it when it goes idle and at a job changeover, where each job keeps its own open run."""
+
     def done_keys(self) -> set[str] | None:
         """Keys of frames already stored for this recipe hash (for ``--resume``);
         ``None`` when this reporter cannot resume."""

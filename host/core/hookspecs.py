@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Callable
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .contracts import (Command, LineAdapter, ModelRuntime, Optimizer, Reporter, RunInfo, Source, Tool,
+    from .contracts import (Command, ModelRuntime, Optimizer, Reporter, RunInfo, Source, Tool,
                             Trainer)
+    from .line import LineAdapter
     from .types import FrameResult
 
 hookspec = pluggy.HookspecMarker("loupe")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -103,6 +104,12 @@ class StationControl(ABC):
     def jobs(self) -> list[str]:
         """Every job id of the station."""
 
+    @property
+    def base_dir(self) -> Path:
+        """The station file's folder: where an adapter keeps its files (keys, certificates).
+        The default is the current directory."""
+        return Path.cwd()
+
     @abstractmethod
     def status(self) -> dict[str, Any]:
         """A JSON-ready snapshot: state, job, counts per verdict, results issued,
@@ -162,7 +169,20 @@ class StationControl(ABC):
     @abstractmethod
     def set_adapter_connected(self, adapter: str, connected: bool, detail: str = "") -> None:
         """An adapter tells the station whether its client/broker is connected
-        (shown as an alarm on the operator screen when not)."""
+        (shown as an alarm on the operator screen when not). ``adapter`` is the adapter's
+        spec, ``f"{self.scheme}:{self.target}"`` (the key of ``status()["adapters"]``)."""
+
+    # ---- optional (additive): what screens and dashboards show
+
+    @property
+    def base_dir(self) -> Path:
+        """Where relative paths in an adapter's options resolve (the station file's folder)."""
+        return Path.cwd()
+
+    def describe_job(self, job: str) -> dict[str, Any]:
+        """A job's recipe as a screen shows it: ``{"job", "recipe", "hash", "steps": [{"name",
+        "tool", "required", "limits": {measurement: {min, max, review_min, ...}}}]}``."""
+        return {"job": job, "recipe": "", "hash": "", "steps": []}
 
 
 class LineAdapter(ABC):
@@ -181,11 +201,20 @@ class LineAdapter(ABC):
     Params: ClassVar[type[BaseModel]] = NoParams
     #: how many events may wait for this adapter before new ones are counted as dropped
     queue_size: ClassVar[int] = 1024
+    #: whether events carry ``StationResult.frame`` (the image, overlays): only adapters that
+    #: draw (the operator screen) need it; the others get ``frame=None`` and hold no images
+    wants_frames: ClassVar[bool] = False
 
     def __init__(self, target: str, params: BaseModel, control: StationControl):
         self.target = target
         self.params = params
         self.control = control
+
+    @property
+    def endpoint(self) -> str:
+        """Where the adapter listens, once started (``tcp://127.0.0.1:40113`` when port 0 was asked);
+        ``loupe serve`` prints it."""
+        return f"{self.scheme}:{self.target}"
 
     @abstractmethod
     def start(self) -> None:

@@ -99,6 +99,10 @@ class SqliteReporter(Reporter):
         if self._pending >= self.batch_frames or now - self._last_commit >= self.batch_seconds:
             self._commit()
 
+    def flush(self) -> None:
+        if getattr(self, "_db", None) is not None and self._pending:
+            self._commit()
+
     def _commit(self) -> None:
         self._db.execute("COMMIT")
         self._pending = 0

@@ -244,3 +244,43 @@ def test_lost_camera_is_reported_and_reopened(genicam_pm, tmp_path, viky_cti):
     back = next(it)
     assert back.image is not None and back.meta.get("device_restored") and back.image.shape == (100, 120)
     it.close()
+
+
+def test_station_is_in_error_until_the_camera_is_back(genicam_pm, tmp_path, viky_cti):
+    """A lost camera puts the station in Error (triggers refused); it leaves Error by itself once the
+    source has reopened the camera, and the next trigger inspects a real frame."""
+    import time
+
+    from host import StationActionError
+    from host.core.station import Station, load_station
+
+    (tmp_path / "r.yaml").write_text("loupe_recipe: 1\nname: r\ninspect:\n  - tool: classical.intensity\n"
+                                     "    limits: {mean: {min: 0, max: 255}}\n")
+    (tmp_path / "s.yaml").write_text(f"""loupe_station: 1
+jobs: {{a: r.yaml}}
+source: {{spec: "genicam:0", cti: "{viky_cti}", reconnect_s: 0.05,
+          features: {{PixelFormat: Mono8, Width: 120, Height: 100}}}}
+trigger: software
+store: ["jsonl:out.jsonl"]
+acknowledge: auto
+""")
+    station = Station(load_station(tmp_path / "s.yaml", genicam_pm.catalogue), genicam_pm)
+    station.start()
+    try:
+        assert station.wait_result(station.trigger(), timeout=30).verdict == "pass"
+        station._source._ia.destroy()  # the cable is pulled
+        lost = station.wait_result(station.trigger(), timeout=30)
+        assert lost.verdict == "error" and "camera lost" in " ".join(lost.failures)
+        deadline = time.monotonic() + 30
+        seen_error = station.state == "Error"
+        while station.state != "Ready" and time.monotonic() < deadline:
+            seen_error = seen_error or station.state == "Error"
+            if station.state == "Error":
+                with pytest.raises(StationActionError):
+                    station.trigger()
+            time.sleep(0.02)
+        assert seen_error and station.state == "Ready"
+        assert "source" not in station.status()["alarms"]
+        assert station.wait_result(station.trigger(), timeout=30).verdict == "pass"
+    finally:
+        station.close()

@@ -62,9 +62,10 @@ def test_operator_switches(support_env):
         assert r.returncode == 0, r.stderr
         return {p["name"] for p in json.loads(r.stdout)["plugins"]}
 
-    builtins = {"host.reporters.plugin", "host.commands.plugin"}
-    assert names(LOUPE_DISABLE_PLUGIN_AUTOLOAD="1") == builtins
-    assert names(LOUPE_PLUGINS="classical") == builtins | {"classical"}
+    from host.core.manager import DEFAULT_PLUGINS  # the host's built-ins (reporters, commands)
+
+    assert names(LOUPE_DISABLE_PLUGIN_AUTOLOAD="1") == set(DEFAULT_PLUGINS)
+    assert names(LOUPE_PLUGINS="classical") == set(DEFAULT_PLUGINS) | {"classical"}
     blocked = names(LOUPE_BLOCK_PLUGINS="testsupport_broken,dl_anomaly")
     assert "testsupport_broken" not in blocked and "dl_anomaly" not in blocked and "classical" in blocked
 

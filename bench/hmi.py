@@ -1,0 +1,105 @@
+"""The operator screen's cost to the line, and its live-view latency, measured in one run.
+
+    .venv/bin/python bench/hmi.py [--triggers 400] [--rounds 3] [--json]
+
+A station on the classical plate recipe is driven at its highest sustained rate (the next
+software trigger as soon as the previous result is ready), alternately without the screen
+and with the screen and two browsers (Debian's chromium) on the live view. Throughput is
+the median over rounds; the ratio with/without is the figure (target >= 0.97). Live-view
+latency: from the result's creation (station clock) to its arrival in each browser's
+event stream, p50 and p99, same machine clock.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from loupe_hmi.screenshots import _station  # the same plates station the screenshots use
+
+
+def run(station_file: Path, triggers: int, browsers: int, pm) -> tuple[float, list[float]]:
+    from host.core.station import Station, load_station
+
+    station = Station(load_station(station_file, pm.catalogue), pm)
+    station.start()
+    pages, latencies = [], []
+    try:
+        ctx = None
+        if browsers:
+            from playwright.sync_api import sync_playwright
+
+            ctx = sync_playwright().start()
+            b = ctx.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            url = next(a.endpoint for _, a in station.adapters if a.scheme == "http")
+            for _ in range(browsers):
+                page = b.new_context(bypass_csp=True).new_page()
+                page.goto(url + "/")
+                page.wait_for_function("document.getElementById('state').textContent === 'Ready'")
+                pages.append(page)
+        for _ in range(5):  # warm-up
+            station.wait_result(station.trigger(), timeout=30)
+        created = {}
+        t0 = time.perf_counter()
+        for _ in range(triggers):
+            rid = station.trigger()
+            res = station.wait_result(rid, timeout=30)
+            created[rid] = res.created
+        rate = triggers / (time.perf_counter() - t0)
+        for page in pages:
+            last = max(created)
+            page.wait_for_function(f"window.loupeReceived.some(r => r.id === {last})", timeout=60000)
+            for r in page.evaluate("window.loupeReceived"):
+                if r["id"] in created:
+                    latencies.append(r["at"] - created[r["id"]] * 1e3)
+        if ctx is not None:
+            ctx.stop()
+    finally:
+        station.close()
+    return rate, latencies
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--triggers", type=int, default=400)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    from host import create_plugin_manager
+
+    pm = create_plugin_manager()
+    with tempfile.TemporaryDirectory() as tmp:
+        with_hmi = _station(Path(tmp))
+        text = with_hmi.read_text()
+        plain = with_hmi.with_name("plain.yaml")
+        plain.write_text("\n".join(line for line in text.splitlines() if not line.startswith("hmi:")) + "\n")
+        base, screen, lat = [], [], []
+        for _ in range(args.rounds):
+            base.append(run(plain, args.triggers, 0, pm)[0])
+            rate, latencies = run(with_hmi, args.triggers, 2, pm)
+            screen.append(rate)
+            lat += latencies
+    lat.sort()
+    out = {
+        "triggers_per_round": args.triggers, "rounds": args.rounds,
+        "rate_without_screen_hz": round(statistics.median(base), 1),
+        "rate_with_screen_2_browsers_hz": round(statistics.median(screen), 1),
+        "ratio": round(statistics.median(screen) / statistics.median(base), 3),
+        "live_latency_p50_ms": round(lat[len(lat) // 2], 1) if lat else None,
+        "live_latency_p99_ms": round(lat[int(len(lat) * 0.99) - 1], 1) if lat else None,
+        "live_latency_samples": len(lat),
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k:>32}: {v}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Loupe MQTT reporter: every result published on the plant's message bus (paho-mqtt 2)."""

@@ -1,0 +1,12 @@
+"""loupe-mqtt: registers the ``mqtt://HOST:PORT/TOPIC`` report spec.
+
+paho-mqtt is imported when a reporter opens, not when the plugin loads.
+"""
+from host import hookimpl
+
+
+@hookimpl
+def loupe_report(register):
+    from .reporter import MqttReporter
+
+    register(MqttReporter)

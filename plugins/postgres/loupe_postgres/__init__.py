@@ -1,0 +1,1 @@
+"""Loupe plant results store: PostgreSQL (psycopg 3)."""

@@ -1,0 +1,1 @@
+"""Loupe results analysis: summaries, exports and SPC over SQLite and PostgreSQL stores."""
