@@ -199,6 +199,8 @@ class Recipe:
     file: str
     base_dir: Path
     hash: str
+    #: an engine chosen outside the recipe (a station's ``engine:``); not part of the recipe's hash
+    engine: str | None = None
 
     @property
     def name(self) -> str:
@@ -213,7 +215,8 @@ class Recipe:
         return [s for s in self.steps if s.section == "inspect"]
 
     def context(self, step: Step) -> StepContext:
-        options = {"engine": self.doc.engine} if self.doc.engine else {}
+        engine = self.engine or self.doc.engine
+        options = {"engine": engine} if engine else {}
         return StepContext(step=step.name, base_dir=self.base_dir, options=options)
 
     def to_dict(self) -> dict[str, Any]:

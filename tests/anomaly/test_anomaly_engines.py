@@ -87,3 +87,33 @@ def test_bench_compares_engines_side_by_side(anomaly_bundle, tmp_path):
     assert rows["openvino"]["max_diff_vs_cpu"] < 1e-3
     assert rows["cuda"]["status"].startswith("not usable")
     assert "| openvino | openvino |" in (tmp_path / "b" / "bench.md").read_text()
+
+
+def test_recipe_and_station_choose_the_engine(anomaly_bundle, tmp_path):
+    """engine: in a recipe reaches the anomaly tool's session; a station's engine: beats the recipe's."""
+    from host import Recipe, create_plugin_manager
+    from host.core.runner import Pipeline
+    from host.core.station import Station, load_station
+
+    sha = Bundle.load(anomaly_bundle).sha256
+    (tmp_path / "r.yaml").write_text(f"""loupe_recipe: 1
+name: r
+engine: openvino
+inspect:
+  - tool: anomaly.patchcore
+    params: {{model: {{path: "{anomaly_bundle}", sha256: {sha}}}}}
+""")
+    anomaly_pm = create_plugin_manager()
+    recipe = Recipe.load(tmp_path / "r.yaml", anomaly_pm.catalogue)
+    pipe = Pipeline(recipe)
+    assert pipe._tools[0].model.session.engine == "openvino"
+    pipe.close()
+    (tmp_path / "images").mkdir()
+    (tmp_path / "s.yaml").write_text("loupe_station: 1\njobs: {a: r.yaml}\nsource: folder:images\n"
+                                      "engine: cpu\nstore: ['jsonl:out.jsonl']\n")
+    station = Station(load_station(tmp_path / "s.yaml", anomaly_pm.catalogue), anomaly_pm)
+    station.start()
+    try:
+        assert station._jobs["a"].pipeline._tools[0].model.session.engine == "cpu"
+    finally:
+        station.close()
