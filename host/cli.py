@@ -1,5 +1,9 @@
 """The ``loupe`` command line (a user-facing contract: names and outputs stay stable).
 
+The core commands (plugins, tools, validate, run, train, eval, optimize) live here; the
+host's other commands (``bench``, ``demo``, ``bundle``) are internal plugins in
+``host/commands``, registered through ``loupe_commands`` like any plugin's.
+
 Exit codes: 0 when the command completed, 2 for a usage, recipe, bundle or
 plugin error (one clear message, no traceback), 1 for an unexpected failure,
 130 when a run was stopped with Ctrl-C (after closing its reporters).
@@ -11,109 +15,18 @@ import json
 import logging
 import os
 import sys
-import typing
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ValidationError
 
 from . import __version__
-from .core.bundle import Bundle
-from .core.contracts import Progress
+from .commands.support import CliProgress, add_model_options, json_default, model_from_args, source_options
+from .core.bundle import Bundle, check_out_path
 from .core.errors import LoupeError, UsageError
 from .core.manager import create_plugin_manager
 from .core.recipe import Recipe, SourceDoc
 from .core.runner import new_run_info, open_reporter, open_source, run_recipe
+from .core.sessions import ENGINE_CHOICES, set_engine_override
 
-HOST_COMMANDS = ("plugins", "tools", "validate", "run", "train", "eval", "optimize", "bench", "demo")
 DEFAULT_REPORT = "sqlite:loupe-results.sqlite"
-
-
-# --------------------------------------------------------- parameter options
-
-
-def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
-    """Turn a pydantic parameter model's fields into ``--option`` flags."""
-    for name, field in model.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        ann = field.annotation
-        origin = typing.get_origin(ann)
-        args = [a for a in typing.get_args(ann) if a is not type(None)]
-        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
-            ann, origin, args = args[0], typing.get_origin(args[0]), list(typing.get_args(args[0]))
-        default = field.get_default(call_default_factory=True)
-        help_text = (field.description or "").rstrip(".")
-        help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
-        kw: dict[str, Any] = {"dest": f"opt_{name}", "default": None, "help": help_text}
-        metavar = name.upper()
-        if ann is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        elif origin is typing.Literal:
-            parser.add_argument(flag, choices=[str(a) for a in typing.get_args(ann)], **kw)
-        elif origin in (list, tuple):
-            parser.add_argument(flag, nargs="+", metavar=metavar, **kw)
-        elif ann in (int, float):
-            parser.add_argument(flag, type=ann, metavar=metavar, **kw)
-        else:
-            parser.add_argument(flag, metavar=metavar, **kw)
-
-
-def model_from_args(model: type[BaseModel], args: argparse.Namespace, extra: dict[str, Any] | None = None,
-                    what: str = "option") -> BaseModel:
-    values = {name: getattr(args, f"opt_{name}") for name in model.model_fields
-              if getattr(args, f"opt_{name}", None) is not None}
-    values.update(extra or {})
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        raise UsageError("; ".join(f"{what} --{str(e['loc'][0]).replace('_', '-')}: {e['msg']}"
-                                   for e in exc.errors())) from None
-
-
-# ------------------------------------------------------------------ progress
-
-
-class CliProgress(Progress):
-    """tqdm bars for long jobs; one bar per stage, metrics in the postfix."""
-
-    def __init__(self, quiet: bool = False) -> None:
-        super().__init__()
-        self.quiet = quiet
-        self._bar = None
-        self._stage = None
-
-    def on_update(self, stage, done, total, metrics):
-        if self.quiet:
-            return
-        from tqdm import tqdm
-
-        if stage != self._stage:
-            self.close()
-            self._stage = stage
-            self._bar = tqdm(total=total or None, desc=stage, leave=True, dynamic_ncols=True, file=sys.stderr,
-                             disable=None)  # no bar when stderr is not a terminal (logs, CI)
-        bar = self._bar
-        if total and bar.total != total:
-            bar.total = total
-        bar.n = done
-        if metrics:
-            bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in metrics.items()},
-                            refresh=False)
-        bar.refresh()
-
-    def log(self, message: str) -> None:
-        if self.quiet:
-            return
-        if self._bar is not None:
-            self._bar.write(message, file=sys.stderr)
-        else:
-            print(message, file=sys.stderr)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-            self._stage = None
 
 
 # ------------------------------------------------------------------ commands
@@ -132,10 +45,15 @@ def cmd_plugins(pm, args) -> int:
                           + [f"command:{k}" for k, e in cat.commands.items() if e.plugin == p.name])
         rows.append({"name": p.name, "distribution": p.distribution, "version": p.version, "module": p.module,
                      "hooks": p.hooks, "provides": provides, "error": p.error})
+    from .core.sessions import engine_status
+
+    engines = engine_status()
     if args.json:
-        print(json.dumps({"host": __version__, "plugins": rows}, indent=2))
+        print(json.dumps({"host": __version__, "plugins": rows, "engines": engines}, indent=2))
         return 0
     print(f"loupe-host {__version__}")
+    print("engines: " + ", ".join(name if why is None else f"{name} (not usable)" for name, why in engines.items())
+          + "  (loupe plugins --json says why)")
     for r in rows:
         status = f"FAILED: {r['error']}" if r["error"] else ", ".join(r["hooks"])
         print(f"\n{r['name']}  ({r['distribution']} {r['version']})  {status}")
@@ -148,6 +66,8 @@ def cmd_plugins(pm, args) -> int:
 
 
 def cmd_tools(pm, args) -> int:
+    if getattr(args, "id", None):
+        return _cmd_tool(pm, args)
     desc = pm.catalogue.describe()
     if args.json:
         print(json.dumps(desc, indent=2))
@@ -168,6 +88,42 @@ def cmd_tools(pm, args) -> int:
         for t in items:
             print(f"  {t[name]:<28} {t['description']}  [{t['distribution']}]")
         print()
+    return 0
+
+
+def _cmd_tool(pm, args) -> int:
+    """``loupe tools ID``: one tool's parameters, measurements and an example step."""
+    import difflib
+
+    import yaml
+
+    cat = pm.catalogue
+    entry = cat.tool(args.id)
+    if entry is None:
+        hint = difflib.get_close_matches(args.id, list(cat.tools), n=3, cutoff=0.6)
+        raise UsageError(f"unknown tool {args.id!r}" + (f"; did you mean {', '.join(map(repr, hint))}?" if hint
+                                                        else "; `loupe tools` lists them"))
+    d = cat.describe_tool(args.id)
+    if args.json:
+        print(json.dumps(d, indent=2, default=json_default))
+        return 0
+    print(f"{d['id']}  ({d['stage']} tool, {d['distribution']} {d['version']})")
+    if d["description"]:
+        print(f"  {d['description']}")
+    print("\nparameters")
+    for p in d["parameters"] or [{"name": "(none)", "type": "", "default": None, "required": False,
+                                   "description": "", "constraints": ""}]:
+        default = "required" if p["required"] else f"default {json.dumps(p['default'], default=str)}"
+        extra = f"; {p['constraints']}" if p["constraints"] else ""
+        print(f"  {p['name']:<20} {p['type']:<18} {default}{extra}")
+        if p["description"]:
+            print(f"  {'':<20} {p['description']}")
+    if d["stage"] == "inspect":
+        print("\nmeasurements (what limits may name)")
+        for name, text in d["measurements"].items() or [("(none declared)", "")]:
+            print(f"  {name:<20} {text}")
+    print("\nexample step")
+    print(yaml.safe_dump([d["example"]], sort_keys=False).rstrip())
     return 0
 
 
@@ -203,7 +159,7 @@ def cmd_run(pm, args) -> int:
         specs, report_base = recipe.doc.report, recipe.base_dir
     else:
         specs, report_base = [DEFAULT_REPORT], None
-    source = open_source(source_arg, cat, base_dir=source_base, options=_source_options(args.source_opt))
+    source = open_source(source_arg, cat, base_dir=source_base, options=source_options(args.source_opt))
     run = new_run_info(recipe, source_spec, pm)
     run.resume = args.resume
     reporters = [open_reporter(s, cat, run, base_dir=report_base,
@@ -246,35 +202,21 @@ def cmd_run(pm, args) -> int:
     return 2 if summary.reporter_errors else 0
 
 
-def _source_options(pairs: list[str] | None) -> dict[str, Any]:
-    """``--source-opt watch=true --source-opt pattern=*.png`` -> {"watch": True, "pattern": "*.png"}."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for pair in pairs or ():
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--source-opt {pair!r}: expected KEY=VALUE (e.g. watch=true)")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = value
-    return out
-
-
 def cmd_train(pm, args) -> int:
     entry = pm.catalogue.trainers[args.task]
     params = model_from_args(entry.cls.Params, args)
     data = Path(args.data)
     if not data.is_dir():
         raise UsageError(f"{data}: data folder not found")
+    out = check_out_path(args.out)  # never delete what is at --out unless it is a bundle
     progress = CliProgress(quiet=args.quiet)
     try:
-        bundle = entry.cls().train(data, Path(args.out), params, progress)
+        bundle = entry.cls().train(data, out, params, progress)
     finally:
         progress.close()
     metrics = bundle.meta.get("metrics", {})
-    print(f"trained {args.task} model -> {bundle.path} (sha256 {bundle.sha256[:16]})")
+    print(f"trained {args.task} model -> {bundle.path}")
+    print(f"sha256 {bundle.sha256}")
     if metrics:
         print("metrics: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                       for k, v in metrics.items() if not isinstance(v, (dict, list))))
@@ -300,13 +242,13 @@ def cmd_eval(pm, args) -> int:
     finally:
         progress.close()
     if args.json:
-        print(json.dumps(result, default=_json_default))
+        print(json.dumps(result, default=json_default))
     else:
         for k, v in result.items():
             if isinstance(v, float):
                 print(f"{k:>20}: {v:.4f}")
             elif isinstance(v, (list, dict)):
-                print(f"{k:>20}: {json.dumps(v, default=_json_default)}")
+                print(f"{k:>20}: {json.dumps(v, default=json_default)}")
             else:
                 print(f"{k:>20}: {v}")
     return 0
@@ -316,45 +258,17 @@ def cmd_optimize(pm, args) -> int:
     entry = pm.catalogue.optimizers[args.method]
     bundle = Bundle.load(args.bundle)
     params = model_from_args(entry.cls.Params, args)
+    target = check_out_path(args.out)  # never delete what is at --out unless it is a bundle
     progress = CliProgress(quiet=args.quiet)
     try:
-        out = entry.cls().optimize(bundle, Path(args.out), params, progress)
+        out = entry.cls().optimize(bundle, target, params, progress)
     finally:
         progress.close()
-    print(f"{args.method}: {bundle.path} -> {out.path} (sha256 {out.sha256[:16]})")
+    print(f"{args.method}: {bundle.path} -> {out.path}")
+    print(f"sha256 {out.sha256}")
     for k, v in out.meta.get("optimization", {}).items():
         print(f"  {k}: {v}")
     return 0
-
-
-def cmd_bench(pm, args) -> int:
-    """Median per-frame time of a recipe (per step too) or a bundle's predictor."""
-    from .bench import bench_target
-
-    result = bench_target(pm, args)
-    if args.json:
-        print(json.dumps(result, default=_json_default))
-    elif result.get("kind") == "compare":
-        print(result["markdown"])
-    else:
-        for k, v in result.items():
-            print(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
-    return 0
-
-
-def cmd_demo(pm, args) -> int:
-    from .demo import run_demo
-
-    return run_demo(pm, Path(args.workdir), quiet=args.quiet)
-
-
-def _json_default(o):
-    from .core.types import jsonable
-
-    v = jsonable(o)
-    if v is o:
-        return str(o)
-    return v
 
 
 # ------------------------------------------------------------------- parser
@@ -370,6 +284,7 @@ def build_parser(pm, optimize_method: str | None = None) -> argparse.ArgumentPar
     s = sub.add_parser("plugins", help="installed plugins, versions, hooks, load errors")
     s.add_argument("--json", action="store_true")
     s = sub.add_parser("tools", help="the catalogue of tools, sources, reporters, trainers")
+    s.add_argument("id", nargs="?", metavar="ID", help="one tool: its parameters, measurements, an example step")
     s.add_argument("--json", action="store_true")
     s = sub.add_parser("validate", help="validate a recipe against the catalogue")
     s.add_argument("recipe")
@@ -384,6 +299,8 @@ def build_parser(pm, optimize_method: str | None = None) -> argparse.ArgumentPar
                    help=f"jsonl:PATH, csv:PATH, sqlite:PATH or html:DIR; repeatable "
                         f"(default: the recipe's, else {DEFAULT_REPORT})")
     s.add_argument("--limit", type=int, metavar="N", help="stop after N frames")
+    s.add_argument("--engine", choices=ENGINE_CHOICES, help="inference engine for the recipe's models "
+                   "(default: the recipe's engine:, else LOUPE_ENGINE, else cpu)")
     s.add_argument("--resume", action="store_true",
                    help="skip frames already stored by an interrupted run of this recipe and source")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -405,6 +322,7 @@ def build_parser(pm, optimize_method: str | None = None) -> argparse.ArgumentPar
     s.add_argument("data")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--out", metavar="DIR", help="write plots, heatmaps and an HTML summary here")
+    s.add_argument("--engine", choices=ENGINE_CHOICES, help="inference engine (default: LOUPE_ENGINE, else cpu)")
     s.add_argument("-q", "--quiet", action="store_true")
 
     s = sub.add_parser("optimize", help="make a bundle smaller or faster")
@@ -416,24 +334,9 @@ def build_parser(pm, optimize_method: str | None = None) -> argparse.ArgumentPar
     if optimize_method in cat.optimizers:  # that method's own options (see _method_of)
         add_model_options(s, cat.optimizers[optimize_method].cls.Params)
 
-    s = sub.add_parser("bench", help="median time per image of a recipe or a bundle")
-    s.add_argument("target", nargs="?", metavar="RECIPE|BUNDLE")
-    s.add_argument("--source", help="images to time on (default: the recipe's source; for bundles the test "
-                                    "split of --data, else random images of the model's input size)")
-    s.add_argument("--source-opt", action="append", metavar="KEY=VALUE", help="a source option (repeatable)")
-    s.add_argument("--json", action="store_true")
-    s.add_argument("--repeat", type=int, default=1, help="passes over the source (default 1)")
-    s.add_argument("--limit", type=int, default=200, help="at most N images (default 200)")
-    s.add_argument("--compare", nargs="+", metavar="BUNDLE", help="compare bundles side by side")
-    s.add_argument("--data", help="evaluation data for --compare (accuracy / AUROC column)")
-    s.add_argument("--out", help="write the comparison as DIR/bench.md and DIR/bench.json")
-
-    s = sub.add_parser("demo", help="build sample data, train, run a saved recipe, write an HTML report")
-    s.add_argument("--workdir", default="loupe-demo", help="where the demo writes (default ./loupe-demo)")
-    s.add_argument("-q", "--quiet", action="store_true")
-
     for name, entry in sorted(cat.commands.items()):
-        if name in HOST_COMMANDS:
+        if name in sub.choices:  # a core command's name: the plugin that took it fails alone
+            pm.mark_failed(entry.plugin, f"command {name!r} is one of the host's own commands")
             continue
         cmd = entry.cls()
         c = sub.add_parser(name, help=cmd.help)
@@ -443,10 +346,7 @@ def build_parser(pm, optimize_method: str | None = None) -> argparse.ArgumentPar
 
 
 COMMANDS = {"plugins": cmd_plugins, "tools": cmd_tools, "validate": cmd_validate, "run": cmd_run,
-            "train": cmd_train, "eval": cmd_eval, "optimize": cmd_optimize, "bench": cmd_bench, "demo": cmd_demo}
-
-# commands the contract names that a plugin supplies, and which distribution brings them
-PLUGIN_COMMANDS = {"dataset": "loupe-trainer", "gui": "loupe-gui"}
+            "train": cmd_train, "eval": cmd_eval, "optimize": cmd_optimize}
 
 
 def _method_of(argv: list[str]) -> str | None:
@@ -465,9 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pm = create_plugin_manager()
         parser = build_parser(pm, optimize_method=_method_of(argv))
-        if argv and argv[0] in PLUGIN_COMMANDS and argv[0] not in pm.catalogue.commands:
-            raise UsageError(f"'loupe {argv[0]}' comes with the {PLUGIN_COMMANDS[argv[0]]} plugin, "
-                             f"which is not installed")
+        if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS \
+                and argv[0] not in pm.catalogue.commands:
+            raise UsageError(f"unknown command {argv[0]!r}; commands: "
+                             f"{', '.join(sorted(set(COMMANDS) | set(pm.catalogue.commands)))}. Plugins add "
+                             f"commands (`dataset` comes with loupe-trainer, `gui` with loupe-gui); "
+                             f"`loupe plugins` lists what is installed")
         if argv[:1] == ["train"] and len(argv) > 1 and not argv[1].startswith("-") \
                 and argv[1] not in pm.catalogue.trainers:
             raise UsageError(f"no trainer for task {argv[1]!r}; installed: "
@@ -476,8 +379,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
+        engines = getattr(args, "engine", None)  # --engine of run, eval (one) and bench (one or several)
+        if isinstance(engines, str):
+            set_engine_override(engines)
+        elif engines and len(engines) == 1:
+            set_engine_override(engines[0])
         handler = getattr(args, "_plugin_command", None)
         if handler is not None:
+            args.plugin_manager = pm  # the host's own commands (bench, demo, bundle) work on it
             return int(handler.run(args) or 0)
         return COMMANDS[args.command](pm, args)
     except LoupeError as exc:

@@ -35,7 +35,9 @@ from .core.types import Shape, ToolOutput
 
 @pytest.fixture
 def loupe_pm() -> LoupePluginManager:
-    return create_plugin_manager(autoload=False)
+    pm = create_plugin_manager(autoload=False)
+    pm.strict = True  # a plugin under test raises its registration error instead of being left out
+    return pm
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 class Params(BaseModel):
     """Base class for parameter models: unknown fields are errors, values are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # no inf/nan values
 
 
 class NoParams(Params):

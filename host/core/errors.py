@@ -1,6 +1,8 @@
 """Errors a user can act on. The CLI prints them without a traceback and exits 2."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class LoupeError(Exception):
     """Base class for user-facing errors (bad input, not a bug)."""
@@ -14,17 +16,52 @@ class PluginError(LoupeError):
     """A plugin registered something invalid or failed to load."""
 
 
-class RecipeError(LoupeError):
-    """A recipe failed validation. ``problems`` lists every problem found.
+@dataclass(frozen=True)
+class RecipeProblem:
+    """One problem in a recipe, located: where it is and what is wrong.
 
-    Each problem names the file, the step and the field, e.g.
-    ``recipe.yaml: inspect[0] (coins): params.min_area: Input should be a valid number``.
+    ``section`` is ``preprocess`` or ``inspect`` for a step (with ``index``, the
+    step's position in that list, and ``step``, its name or tool id), or the
+    top-level field (``source``, ``report``, ``requires``, ...) otherwise, or
+    ``None`` for the document as a whole. ``field`` is the dotted path inside the
+    step or section (``params.min_area``, ``limits.count.min``, ``roi``), empty
+    when the problem is the whole step or section. ``message`` is plain text.
     """
 
-    def __init__(self, file: str, problems: list[str]):
+    message: str
+    section: str | None = None
+    index: int | None = None
+    step: str | None = None
+    field: str = ""
+
+    def __str__(self) -> str:
+        if self.section in ("preprocess", "inspect") and self.index is not None:
+            return f"{self.section}[{self.index}] ({self.step or '?'}): {self.field or 'step'}: {self.message}"
+        where = ".".join(x for x in (self.section or "", self.field) if x)
+        if self.index is not None and self.section:
+            where = f"{self.section}[{self.index}]" + (f".{self.field}" if self.field else "")
+        return f"{where or 'recipe'}: {self.message}"
+
+    def to_dict(self) -> dict:
+        return {"section": self.section, "index": self.index, "step": self.step, "field": self.field,
+                "message": self.message}
+
+
+class RecipeError(LoupeError):
+    """A recipe failed validation: every problem found, all at once.
+
+    ``details`` is the list of ``RecipeProblem`` (section, index, step, field,
+    message); ``problems`` the same as text, each naming the step and the field,
+    e.g. ``inspect[0] (coins): params.min_area: Input should be a valid number``.
+    ``str(error)`` puts the file name in front of each.
+    """
+
+    def __init__(self, file: str, problems: "list[str | RecipeProblem]"):
         self.file = file
-        self.problems = problems
-        super().__init__("\n".join(f"{file}: {p}" for p in problems))
+        self.details: list[RecipeProblem] = [p if isinstance(p, RecipeProblem) else RecipeProblem(str(p))
+                                             for p in problems]
+        self.problems = [str(p) for p in self.details]
+        super().__init__("\n".join(f"{file}: {p}" for p in self.problems))
 
 
 class BundleError(LoupeError):

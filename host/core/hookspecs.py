@@ -168,7 +168,10 @@ def loupe_commands(register: "Callable[[type[Command]], None]") -> None:
 
     Called once when the command line is built. The host's own command names
     (``plugins``, ``tools``, ``validate``, ``run``, ``train``, ``eval``,
-    ``optimize``, ``bench``, ``demo``) cannot be taken.
+    ``optimize``, and ``bench``, ``demo``, ``bundle``, which the host registers
+    through this hook itself) cannot be taken: a plugin that registers one is
+    marked FAILED and left out. ``args.plugin_manager`` is set when ``run`` is
+    called.
 
     :param register: call it with each ``host.Command`` subclass.
 

@@ -9,10 +9,18 @@ Operators control loading with environment switches:
 ``LOUPE_BLOCK_PLUGINS=name,name``
     block-list: never load these.
 ``LOUPE_TRACE_HOOKS=1``
-    log every hook call to the ``loupe.hooks`` logger.
+    log every hook call to the ``loupe.hooks`` logger, the registration hooks
+    (what each plugin registered, or why it was left out) included.
+
+A plugin fails alone: one whose entry point does not import, that implements a hook
+the host does not have (a misspelt name), whose registration hook raises, or that
+registers an id another plugin owns is marked FAILED in ``pm.load_report`` (and in
+``loupe plugins``) with its distribution and the error, and is unregistered; every
+other plugin keeps working.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 import os
@@ -29,8 +37,7 @@ ENTRY_POINT_GROUP = "loupe.plugins"
 HOST_DISTRIBUTION = "loupe-host"
 
 #: The host's own defaults, registered exactly like external plugins.
-DEFAULT_PLUGINS = ("host.reporters.plugin",)
-DEFAULT_PLUGINS += ("host.commands.serve",)  # loupe serve (stations)
+DEFAULT_PLUGINS = ("host.reporters.plugin", "host.commands.plugin", "host.commands.serve")
 
 log = logging.getLogger("loupe")
 
@@ -62,10 +69,12 @@ class LoadReport:
 class LoupePluginManager(pluggy.PluginManager):
     """A pluggy manager that remembers where each plugin came from."""
 
-    def __init__(self) -> None:
+    def __init__(self, strict: bool = False) -> None:
         super().__init__("loupe")
         self.load_report = LoadReport()
         self._catalogue = None
+        #: raise a plugin's registration error instead of leaving the plugin out (tests, plugin authors)
+        self.strict = strict
 
     def register_plugin(self, plugin: object, name: str, distribution: str = "", version: str = "") -> str:
         """Register ``plugin`` and record its origin; the catalogue is rebuilt on next use."""
@@ -89,8 +98,31 @@ class LoupePluginManager(pluggy.PluginManager):
         if self._catalogue is None:
             from .catalogue import Catalogue
 
-            self._catalogue = Catalogue.build(self)
+            cat = Catalogue.build(self, strict=self.strict)
+            for name, reason in cat.failures.items():
+                self.mark_failed(name, reason)
+            self._catalogue = cat
         return self._catalogue
+
+    def mark_failed(self, name: str, reason: str) -> None:
+        """Record that plugin ``name`` failed (``reason``) and unregister it; the others stay."""
+        info = self.load_report.get(name)
+        if info is not None:
+            info.error = reason
+        log.warning("plugin %r%s left out: %s", name, f" from {info.distribution} {info.version}" if info else "",
+                    reason)
+        if self.has_plugin(name):
+            self.unregister(name=name)
+
+    def unknown_hooks(self, plugin: object) -> list[str]:
+        """The hooks ``plugin`` implements that the host does not specify (misspelt names)."""
+        out = []
+        for caller in self.get_hookcallers(plugin) or ():
+            if caller.has_spec():
+                continue
+            if any(impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls()):
+                out.append(caller.name)
+        return sorted(out)
 
 
 def _env_list(name: str) -> set[str] | None:
@@ -122,6 +154,10 @@ def create_plugin_manager(
     """
     pm = LoupePluginManager()
     pm.add_hookspecs(hookspecs)
+    if os.environ.get("LOUPE_TRACE_HOOKS"):  # asked for: shown without -v
+        trace_log = logging.getLogger("loupe.hooks")
+        if trace_log.level == logging.NOTSET:
+            trace_log.setLevel(logging.INFO)
     if builtins:
         for modname in DEFAULT_PLUGINS:
             pm.register_plugin(importlib.import_module(modname), name=modname,
@@ -156,8 +192,21 @@ def _load_entry_points(pm: LoupePluginManager, allowed: set[str] | None, blocked
         try:
             module: ModuleType = ep.load()
             pm.register_plugin(module, name=ep.name, distribution=dist, version=version)
+            unknown = pm.unknown_hooks(module)
+            if unknown:
+                known = sorted(n for n in dir(hookspecs) if n.startswith("loupe_"))
+                hint = "; ".join(f"{u}: did you mean {', '.join(m)}?" for u in unknown
+                                 if (m := difflib.get_close_matches(u, known, n=1, cutoff=0.6)))
+                pm.mark_failed(ep.name, f"implements hook(s) the host does not have: {', '.join(unknown)}"
+                                        + (f" ({hint})" if hint else ""))
         except Exception as exc:  # a broken plugin must not take the others down
             log.warning("plugin %r from %s %s failed to load: %s", ep.name, dist, version, exc)
-            pm.load_report.plugins.append(PluginInfo(
-                name=ep.name, distribution=dist, version=version, module=ep.value,
-                error=f"{type(exc).__name__}: {exc}"))
+            if pm.has_plugin(ep.name):  # registered in part (pluggy checks hook by hook)
+                pm.unregister(name=ep.name)
+            info = pm.load_report.get(ep.name)
+            if info is None:
+                pm.load_report.plugins.append(PluginInfo(
+                    name=ep.name, distribution=dist, version=version, module=ep.value,
+                    error=f"{type(exc).__name__}: {exc}"))
+            else:
+                info.error = f"{type(exc).__name__}: {exc}"

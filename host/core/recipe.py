@@ -41,10 +41,29 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .bundle import model_sha256
 from .catalogue import Catalogue
 from .contracts import StepContext
-from .errors import BundleError, RecipeError
+from .errors import BundleError, RecipeError, RecipeProblem
+from .safeyaml import YamlBudgetError, load_yaml
 from .types import FAIL, PASS, REVIEW
 
 SCHEMA_VERSION = 1
+
+#: the largest image side a recipe may name (a region of interest, a resize): beyond any real sensor
+MAX_IMAGE_SIDE = 1 << 16
+#: the most pixels a recipe may ask an image to have (268 Mpx: 768 MiB as 8-bit RGB)
+MAX_IMAGE_PIXELS = 1 << 28
+
+
+def check_image_size(width: int, height: int, what: str = "image") -> None:
+    """Raise ``ValueError`` when a size a recipe names is beyond any image Loupe will handle.
+
+    For parameter validators (a resize target, a canvas): ``MAX_IMAGE_SIDE`` per side,
+    ``MAX_IMAGE_PIXELS`` in all.
+    """
+    if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
+        raise ValueError(f"{what} {width}x{height} is larger than any image ({MAX_IMAGE_SIDE} pixels per side)")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{what} {width}x{height} has {width * height / 1e6:.0f} Mpx, over the "
+                         f"{MAX_IMAGE_PIXELS / 1e6:.0f} Mpx limit")
 
 
 class ModelRef(BaseModel):
@@ -67,7 +86,7 @@ class Limit(BaseModel):
     ``fail``. ``equals`` / ``one_of``: for text or boolean measurements.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # 1e400 (inf) or nan is never a limit
     min: float | None = None
     max: float | None = None
     review_min: float | None = None
@@ -129,6 +148,8 @@ class StepDoc(BaseModel):
     def _roi(cls, v):
         if v is not None and (v[2] <= 0 or v[3] <= 0 or v[0] < 0 or v[1] < 0):
             raise ValueError("roi is [x, y, width, height] with x, y >= 0 and a positive size")
+        if v is not None and (v[0] + v[2] > MAX_IMAGE_SIDE or v[1] + v[3] > MAX_IMAGE_SIDE):
+            raise ValueError(f"roi {list(v)} reaches beyond any image ({MAX_IMAGE_SIDE} pixels per side)")
         return v
 
 
@@ -150,6 +171,9 @@ class RecipeDoc(BaseModel):
     report: list[str] = Field(default_factory=list)
     # default deadline of every step (issue 10), ms; 0 = none; unset: the line's default
     deadline_ms: float | None = Field(None, ge=0, le=86_400_000)
+    engine: Literal["cpu", "openvino", "cuda", "tensorrt", "auto"] | None = Field(
+        None, description="inference engine of the recipe's models (default: LOUPE_ENGINE, else cpu; "
+                          "`loupe run --engine` wins)")
 
 
 @dataclass
@@ -179,6 +203,8 @@ class Recipe:
     file: str
     base_dir: Path
     hash: str
+    #: an engine chosen outside the recipe (a station's ``engine:``); not part of the recipe's hash
+    engine: str | None = None
 
     @property
     def name(self) -> str:
@@ -193,7 +219,9 @@ class Recipe:
         return [s for s in self.steps if s.section == "inspect"]
 
     def context(self, step: Step) -> StepContext:
-        return StepContext(step=step.name, base_dir=self.base_dir)
+        engine = self.engine or self.doc.engine
+        options = {"engine": engine} if engine else {}
+        return StepContext(step=step.name, base_dir=self.base_dir, options=options)
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical, fully defaulted form (what the hash is computed over)."""
@@ -206,44 +234,47 @@ class Recipe:
 
     @classmethod
     def load(cls, path: str | Path, catalogue: Catalogue) -> "Recipe":
+        """Read, budget-check (size, nesting, alias expansion) and validate a recipe file."""
         p = Path(path)
         file = str(path)
         if not p.is_file():
             raise RecipeError(file, ["file not found"])
         try:
-            text = p.read_text(encoding="utf-8")
+            data = load_yaml(p)
+        except YamlBudgetError as exc:
+            raise RecipeError(file, [RecipeProblem(str(exc))]) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise RecipeError(file, [f"cannot read: {exc}"]) from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise RecipeError(file, [f"YAML syntax error: {where}{problem}"]) from None
         return cls.from_dict(data, catalogue, base_dir=p.resolve().parent, file=file)
 
     @classmethod
     def from_dict(cls, data: Any, catalogue: Catalogue, base_dir: Path | None = None,
                   file: str = "<recipe>") -> "Recipe":
+        """Validate a loaded recipe document; a ``RecipeError`` lists every problem at once."""
         base_dir = base_dir or Path.cwd()
         if not isinstance(data, dict):
             raise RecipeError(file, [f"a recipe is a mapping of fields, got {type(data).__name__}"])
         if "loupe_recipe" not in data:
-            raise RecipeError(file, ["loupe_recipe: missing field (the recipe schema version, 1)"])
+            raise RecipeError(file, [RecipeProblem("missing field (the recipe schema version, 1)",
+                                                   section="loupe_recipe")])
         if data.get("loupe_recipe") != SCHEMA_VERSION:
-            raise RecipeError(file, [f"loupe_recipe: schema version {data.get('loupe_recipe')!r} is not "
-                                     f"supported (this Loupe reads version {SCHEMA_VERSION})"])
+            raise RecipeError(file, [RecipeProblem(f"schema version {data.get('loupe_recipe')!r} is not supported "
+                                                   f"(this Loupe reads version {SCHEMA_VERSION})",
+                                                   section="loupe_recipe")])
+        problems: list[RecipeProblem] = []
+        top = {k: v for k, v in data.items() if k not in ("preprocess", "inspect")}
+        top_doc = None
         try:
-            doc = RecipeDoc.model_validate(data)
+            top_doc = RecipeDoc.model_validate(top)
         except ValidationError as exc:
-            raise RecipeError(file, [_describe_doc_error(err, data) for err in exc.errors()]) from None
-        problems: list[str] = []
-        steps = _build_steps(doc, catalogue, base_dir, problems)
-        problems += _check_requires(doc.requires)
-        problems += _check_specs(doc, catalogue)
+            problems += [_top_problem(err) for err in exc.errors()]
+        steps, step_docs = _build_steps(data, catalogue, base_dir, problems)
+        if top_doc is not None:
+            problems += _check_requires(top_doc.requires)
+            problems += _check_specs(top_doc, catalogue)
         if problems:
             raise RecipeError(file, problems)
+        doc = top_doc.model_copy(update=step_docs)
         digest = hashlib.sha256(json.dumps(_canonical(doc, steps), sort_keys=True,
                                            separators=(",", ":")).encode()).hexdigest()
         return cls(doc, steps, file, base_dir, digest)
@@ -275,77 +306,161 @@ def _loc(loc: tuple) -> str:
     return out
 
 
-def _describe_doc_error(err: dict, data: dict) -> str:
-    loc = tuple(p for p in err["loc"] if p not in ("str", "SourceDoc", "tuple[int,int,int,int]"))
-    msg = err["msg"]
+_UNION_TAGS = ("str", "SourceDoc", "tuple[int,int,int,int]")
+_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def clean_message(err: dict, unknown: str = "unknown field") -> str:
+    """A pydantic error's message as plain text: no "Value error, " prefix; missing/unknown fields named."""
     if err["type"] == "missing":
-        msg = "missing field"
-    elif err["type"] == "extra_forbidden":
-        msg = "unknown field"
-    # name the step when the error is inside one
-    if len(loc) >= 2 and loc[0] in ("preprocess", "inspect") and isinstance(loc[1], int):
-        try:
-            raw = data[loc[0]][loc[1]]
-            label = raw.get("name") or raw.get("tool") or "?"
-        except Exception:
-            label = "?"
-        return f"{loc[0]}[{loc[1]}] ({label}): {_loc(loc[2:]) or 'step'}: {msg}"
-    return f"{_loc(loc) or 'recipe'}: {msg}"
+        return "missing field"
+    if err["type"] == "extra_forbidden":
+        return unknown
+    msg = str(err["msg"])
+    for prefix in _PREFIXES:
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    return msg
 
 
-def _build_steps(doc: RecipeDoc, catalogue: Catalogue, base_dir: Path, problems: list[str]) -> list[Step]:
+def _top_problem(err: dict) -> RecipeProblem:
+    loc = tuple(p for p in err["loc"] if p not in _UNION_TAGS)
+    if not loc:
+        return RecipeProblem(clean_message(err))
+    head, rest = loc[0], loc[1:]
+    index = rest[0] if rest and isinstance(rest[0], int) else None
+    if index is not None:
+        rest = rest[1:]
+    return RecipeProblem(clean_message(err), section=str(head), index=index, field=_loc(rest))
+
+
+def _step_label(raw: Any) -> str:
+    if isinstance(raw, dict):
+        for key in ("name", "tool"):
+            if isinstance(raw.get(key), str) and raw[key]:
+                return raw[key]
+    return "?"
+
+
+def _build_steps(data: dict, catalogue: Catalogue, base_dir: Path,
+                 problems: list[RecipeProblem]) -> tuple[list[Step], dict[str, list[StepDoc]]]:
+    """Validate every step on its own, so that every problem of every step is reported."""
     steps: list[Step] = []
+    docs: dict[str, list[StepDoc]] = {"preprocess": [], "inspect": []}
     names: set[str] = set()
     for section in ("preprocess", "inspect"):
-        for i, sd in enumerate(getattr(doc, section)):
-            name = sd.name or _default_name(sd.tool, names)
-            where = f"{section}[{i}] ({name})"
-            if name in names:
-                problems.append(f"{where}: name: step name {name!r} is used twice")
-            names.add(name)
-            entry = catalogue.tool(sd.tool)
-            if entry is None:
-                hint = difflib.get_close_matches(sd.tool, list(catalogue.tools), n=3, cutoff=0.8)
-                problems.append(f"{where}: tool: unknown tool {sd.tool!r}"
-                                + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else
-                                   f"; installed tools: {', '.join(sorted(catalogue.tools)) or 'none'}"))
-                continue
-            cls = entry.cls
-            if cls.stage != section:
-                problems.append(f"{where}: tool: {sd.tool!r} is a {cls.stage}-stage tool; it cannot be used under {section}")
-                continue
-            try:
-                params = cls.Params.model_validate(sd.params, context={"base_dir": base_dir})
-            except ValidationError as exc:
-                for err in exc.errors():
-                    msg = "missing field" if err["type"] == "missing" else (
-                        "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"])
-                    problems.append(f"{where}: params.{_loc(err['loc'])}: {msg}")
-                continue
-            problems += [f"{where}: params.{field}: {msg}" for field, msg in _check_models(params, base_dir)]
-            if section == "preprocess" and sd.limits:
-                problems.append(f"{where}: limits: preprocess steps have no measurements")
-            limits = sd.limits
-            if "limits" not in sd.model_fields_set and getattr(cls, "default_limits", None):
-                try:
-                    limits = {k: Limit.model_validate(v) for k, v in cls.default_limits.items()}
-                except ValidationError as exc:
-                    problems.append(f"{where}: limits: the tool's default_limits are invalid: {exc}")
-                    continue
-            known = getattr(cls, "measurements", None) or {}
-            for m in limits:
-                if known and m not in known:
-                    hint = difflib.get_close_matches(m, list(known), n=2, cutoff=0.5)
-                    problems.append(f"{where}: limits.{m}: {sd.tool} has no measurement {m!r}"
-                                    + (f"; did you mean {', '.join(map(repr, hint))}?" if hint
-                                       else f"; it measures {', '.join(known)}"))
-            if sd.input is not None and section == "inspect":
-                earlier = {s.name for s in steps if s.section == "preprocess"}
-                if sd.input != "raw" and sd.input not in earlier:
-                    problems.append(f"{where}: input: {sd.input!r} is neither 'raw' nor a preprocess step "
-                                    f"({', '.join(sorted(earlier)) or 'none defined'})")
-            steps.append(Step(section, i, name, sd.tool, cls, params, sd.roi, sd.input, limits, sd.required))
-    return steps
+        raw_list = data.get(section)
+        if raw_list is None:
+            continue
+        if not isinstance(raw_list, list):
+            problems.append(RecipeProblem(f"a list of steps, got {type(raw_list).__name__}", section=section))
+            continue
+        for i, raw in enumerate(raw_list):
+            step, sd = _build_step(section, i, raw, catalogue, base_dir, names, steps, problems)
+            if sd is not None:
+                docs[section].append(sd)
+            if step is not None:
+                steps.append(step)
+    return steps, docs
+
+
+def _build_step(section: str, i: int, raw: Any, catalogue: Catalogue, base_dir: Path, names: set[str],
+                steps: list[Step], problems: list[RecipeProblem]) -> tuple[Step | None, StepDoc | None]:
+    label = _step_label(raw)
+    if isinstance(raw, dict) and isinstance(raw.get("tool"), str) and not isinstance(raw.get("name"), str):
+        label = _default_name(raw["tool"], names)  # the name the step will have
+
+    def problem(field: str, message: str, step: str | None = None) -> None:
+        problems.append(RecipeProblem(message, section=section, index=i, step=step or label, field=field))
+
+    if not isinstance(raw, dict):
+        problem("", f"a step is a mapping (tool, params, limits, ...), got {type(raw).__name__}")
+        return None, None
+    n_before = len(problems)
+    # the step's own fields; params and limits are checked one by one below
+    raw_limits = raw.get("limits", {})
+    sd = None
+    try:
+        sd = StepDoc.model_validate({**raw, "limits": {}, "params": {}})
+    except ValidationError as exc:
+        for err in exc.errors():
+            problem(_loc(tuple(p for p in err["loc"] if p not in _UNION_TAGS)), clean_message(err))
+    params_raw = raw.get("params", {})
+    if params_raw is None:
+        params_raw = {}
+    if not isinstance(params_raw, dict):
+        problem("params", f"a mapping of parameters, got {type(params_raw).__name__}")
+        params_raw = None
+    limits: dict[str, Limit] = {}
+    if raw_limits is None:
+        raw_limits = {}
+    if not isinstance(raw_limits, dict):
+        problem("limits", f"a mapping of measurement names to ranges, got {type(raw_limits).__name__}")
+        raw_limits = {}
+    for m, spec in raw_limits.items():
+        try:
+            limits[str(m)] = Limit.model_validate(spec)
+        except ValidationError as exc:
+            for err in exc.errors():
+                problem(f"limits.{m}" + ("." + _loc(err["loc"]) if err["loc"] else ""), clean_message(err))
+    tool_id = raw.get("tool")
+    if not isinstance(tool_id, str):
+        return None, None  # reported above (missing or not text)
+    name = label
+    if name in names:
+        problem("name", f"step name {name!r} is used twice", step=name)
+    names.add(name)
+    entry = catalogue.tool(tool_id)
+    cls = None
+    if entry is None:
+        hint = difflib.get_close_matches(tool_id, list(catalogue.tools), n=3, cutoff=0.8)
+        problem("tool", f"unknown tool {tool_id!r}"
+                + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else
+                   f"; installed tools: {', '.join(sorted(catalogue.tools)) or 'none'}"), step=name)
+    elif entry.cls.stage != section:
+        problem("tool", f"{tool_id!r} is a {entry.cls.stage}-stage tool; it cannot be used under {section}",
+                step=name)
+    else:
+        cls = entry.cls
+    params = None
+    if cls is not None and params_raw is not None:
+        try:
+            params = cls.Params.model_validate(params_raw, context={"base_dir": base_dir})
+        except ValidationError as exc:
+            for err in exc.errors():
+                problem(f"params.{_loc(err['loc'])}" if err["loc"] else "params",
+                        clean_message(err, "unknown parameter"), step=name)
+        else:
+            for field, msg in _check_models(params, base_dir):
+                problem(f"params.{field}", msg, step=name)
+    if section == "preprocess" and raw_limits:
+        problem("limits", "preprocess steps have no measurements", step=name)
+    if cls is not None and "limits" not in raw and getattr(cls, "default_limits", None):
+        try:
+            limits = {k: Limit.model_validate(v) for k, v in cls.default_limits.items()}
+        except ValidationError as exc:
+            problem("limits", f"the tool's default_limits are invalid: {exc}", step=name)
+    known = (getattr(cls, "measurements", None) or {}) if cls is not None else {}
+    for m in limits:
+        if known and m not in known:
+            hint = difflib.get_close_matches(m, list(known), n=2, cutoff=0.5)
+            problem(f"limits.{m}", f"{tool_id} has no measurement {m!r}"
+                    + (f"; did you mean {', '.join(map(repr, hint))}?" if hint
+                       else f"; it measures {', '.join(known)}"), step=name)
+    step_input = sd.input if sd is not None else None
+    if step_input is not None and section == "inspect":
+        earlier = {s.name for s in steps if s.section == "preprocess"}
+        if step_input != "raw" and step_input not in earlier:
+            problem("input", f"{step_input!r} is neither 'raw' nor a preprocess step "
+                             f"({', '.join(sorted(earlier)) or 'none defined'})", step=name)
+    if len(problems) > n_before or sd is None or params is None:
+        return None, None
+    try:
+        sd = StepDoc.model_validate(raw)  # the document's own form (limits left unset stay unset)
+    except ValidationError as exc:  # pragma: no cover - every part was validated above
+        problem("", clean_message(exc.errors()[0]), step=name)
+        return None, None
+    return Step(section, i, name, tool_id, cls, params, sd.roi, sd.input, limits, sd.required), sd
 
 
 def _default_name(tool: str, taken: set[str]) -> str:
@@ -381,39 +496,42 @@ def _check_models(params: BaseModel, base_dir: Path, prefix: str = "") -> list[t
     return out
 
 
-def _check_requires(requires: dict[str, str]) -> list[str]:
-    problems = []
+def _check_requires(requires: dict[str, str]) -> list[RecipeProblem]:
+    problems: list[RecipeProblem] = []
     for dist, spec in requires.items():
         try:
             spec_set = SpecifierSet(spec or "")
         except InvalidSpecifier:
-            problems.append(f"requires.{dist}: {spec!r} is not a version specifier (e.g. '>=0.1,<1')")
+            problems.append(RecipeProblem(f"{spec!r} is not a version specifier (e.g. '>=0.1,<1')",
+                                          section="requires", field=dist))
             continue
         try:
             installed = dist_version(dist)
         except PackageNotFoundError:
-            problems.append(f"requires.{dist}: the recipe needs {dist}{spec}, which is not installed")
+            problems.append(RecipeProblem(f"the recipe needs {dist}{spec}, which is not installed",
+                                          section="requires", field=dist))
             continue
         try:
             ok = spec_set.contains(installed, prereleases=True)
         except InvalidVersion:
             ok = False
         if not ok:
-            problems.append(f"requires.{dist}: the recipe needs {dist}{spec}, installed is {installed}")
+            problems.append(RecipeProblem(f"the recipe needs {dist}{spec}, installed is {installed}",
+                                          section="requires", field=dist))
     return problems
 
 
-def _check_specs(doc: RecipeDoc, catalogue: Catalogue) -> list[str]:
-    problems = []
+def _check_specs(doc: RecipeDoc, catalogue: Catalogue) -> list[RecipeProblem]:
+    problems: list[RecipeProblem] = []
     src = doc.source.spec if isinstance(doc.source, SourceDoc) else doc.source
     if src:
         scheme = src.split(":", 1)[0]
         if ":" not in src or scheme not in catalogue.sources:
-            problems.append(f"source: {src!r} is not a source spec "
-                            f"({', '.join(f'{s}:...' for s in sorted(catalogue.sources)) or 'no source plugin installed'})")
+            known = ", ".join(f"{s}:..." for s in sorted(catalogue.sources)) or "no source plugin installed"
+            problems.append(RecipeProblem(f"{src!r} is not a source spec ({known})", section="source"))
     for i, rep in enumerate(doc.report):
         scheme = rep.split(":", 1)[0]
         if ":" not in rep or scheme not in catalogue.reporters:
-            problems.append(f"report[{i}]: {rep!r} is not a report spec "
-                            f"({', '.join(f'{s}:PATH' for s in sorted(catalogue.reporters))})")
+            known = ", ".join(f"{s}:PATH" for s in sorted(catalogue.reporters))
+            problems.append(RecipeProblem(f"{rep!r} is not a report spec ({known})", section="report", index=i))
     return problems

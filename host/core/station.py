@@ -104,6 +104,8 @@ class StationDoc(BaseModel):
     acknowledge: Literal["manual", "auto"] = "manual"
     hmi: HmiDoc | None = None
     state_file: str | None = None
+    engine: Literal["cpu", "openvino", "cuda", "tensorrt", "auto"] | None = Field(
+        None, description="inference engine for every job's models (beats the recipes' engine:)")
 
 
 @dataclass
@@ -575,6 +577,8 @@ class Station(StationControl):
         hook = self.pm.hook
         try:
             for job, recipe in cfg.recipes.items():
+                if cfg.doc.engine:
+                    recipe.engine = cfg.doc.engine
                 t0 = time.perf_counter()
                 pipe = Pipeline(recipe, on_step_error=lambda step, key, exc: hook.loupe_on_step_error(
                     run=self._run, step=step, key=key, error=exc))
@@ -951,6 +955,7 @@ class Station(StationControl):
                 if recipe.hash == old.recipe.hash:
                     continue
                 hook = self.pm.hook
+                recipe.engine = cfg.doc.engine
                 try:
                     pipe = Pipeline(recipe, on_step_error=lambda step, key, exc: hook.loupe_on_step_error(
                         run=self._run, step=step, key=key, error=exc))

@@ -206,3 +206,158 @@ def test_cli_usage_errors_exit_2(tmp_path):
     assert r.returncode == 0
     tools = {t["id"]: t for t in json.loads(r.stdout)["tools"]}
     assert tools["classical.intensity"]["measurements"]["mean"]
+
+
+HOSTILE = {
+    "setup.cfg": """\
+        [metadata]
+        name = loupe-hostile
+        version = 6.6.6
+
+        [options]
+        py_modules = hostile_raises, hostile_misspelt, hostile_dup, hostile_half
+
+        [options.entry_points]
+        loupe.plugins =
+            aaa_dup = hostile_dup
+            hostile_raises = hostile_raises
+            hostile_misspelt = hostile_misspelt
+            hostile_half = hostile_half
+        """,
+    "pyproject.toml": """\
+        [build-system]
+        requires = ["setuptools>=64", "wheel"]
+        build-backend = "setuptools.build_meta"
+        """,
+    # its registration hook raises
+    "hostile_raises.py": """\
+        from host import hookimpl
+
+        @hookimpl
+        def loupe_inspect(register):
+            raise RuntimeError("registration exploded")
+        """,
+    # a misspelt hook name
+    "hostile_misspelt.py": """\
+        from host import hookimpl
+
+        @hookimpl
+        def loupe_inspekt(register):
+            pass
+        """,
+    # registers an id the classical plugin owns; its entry point sorts (and loads) before classical
+    "hostile_dup.py": """\
+        from host import InspectTool, NoParams, ToolOutput, hookimpl
+
+        class FakeBlob(InspectTool):
+            id = "classical.blob"
+            Params = NoParams
+
+            def inspect(self, image):
+                return ToolOutput({"count": 0})
+
+        @hookimpl
+        def loupe_inspect(register):
+            register(FakeBlob)
+        """,
+    # registers a good tool, then its reporter hook raises: none of its registrations stay
+    "hostile_half.py": """\
+        from host import InspectTool, NoParams, ToolOutput, hookimpl
+
+        class Half(InspectTool):
+            id = "hostile_half.tool"
+            Params = NoParams
+
+            def inspect(self, image):
+                return ToolOutput({})
+
+        @hookimpl
+        def loupe_inspect(register):
+            register(Half)
+
+        @hookimpl
+        def loupe_report(register):
+            raise ValueError("half-way")
+        """,
+}
+
+
+def test_hostile_plugins_fail_alone(tmp_path, pip_target, image_dir):
+    """A plugin whose hook raises, one with a misspelt hook and one that takes classical.blob are each
+    FAILED with their distribution and error; every other plugin and command keeps working."""
+    src = tmp_path / "hostile"
+    src.mkdir()
+    for name, text in HOSTILE.items():
+        (src / name).write_text(textwrap.dedent(text))
+    env = pip_target(src, tmp_path / "site")
+    r = run_loupe("plugins", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    by_name = {p["name"]: p for p in json.loads(r.stdout)["plugins"]}
+    for name, needle in (("hostile_raises", "registration exploded"), ("hostile_misspelt", "loupe_inspekt"),
+                         ("aaa_dup", "'classical.blob' belongs to plugin 'classical'"), ("hostile_half", "half-way")):
+        p = by_name[name]
+        assert p["distribution"] == "loupe-hostile" and p["version"] == "6.6.6", p
+        assert p["error"] and needle in p["error"], p
+        assert p["provides"] == []
+    assert "did you mean loupe_inspect" in by_name["hostile_misspelt"]["error"]
+    assert by_name["classical"]["error"] is None and "classical.blob" in by_name["classical"]["provides"]
+    text = run_loupe("plugins", env=env)
+    assert text.returncode == 0 and text.stdout.count("FAILED") == 4
+    tools = json.loads(run_loupe("tools", "--json", env=env).stdout)["tools"]
+    blob = next(t for t in tools if t["id"] == "classical.blob")
+    assert blob["distribution"] == "loupe-classical"
+    assert not any(t["id"] == "hostile_half.tool" for t in tools)
+    # a recipe that uses classical.blob runs on the real tool
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"loupe_recipe: 1\nsource: folder:{image_dir}\ninspect: [{{tool: classical.blob}}]\n"
+                      f"report: [jsonl:{tmp_path / 'out.jsonl'}]\n")
+    r = run_loupe("run", recipe, "-q", env=env)
+    assert r.returncode == 0, r.stderr
+    first = json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])
+    assert "count" in first["results"][0]["measurements"] and "total_area" in first["results"][0]["measurements"]
+    # LOUPE_TRACE_HOOKS traces the registration hooks too, failures included
+    r = run_loupe("tools", env={**env, "LOUPE_TRACE_HOOKS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "loupe_inspect [plugin classical] registered classical.blob" in r.stderr
+    assert "plugin hostile_raises left out" in r.stderr
+
+
+def test_strict_manager_raises_for_plugin_authors(register_plugin):
+    """The ``register_plugin`` fixture's manager is strict: a plugin author's broken hook raises."""
+    class Raises:
+        @hookimpl
+        def loupe_inspect(self, register):
+            raise RuntimeError("nope")
+
+    pm = register_plugin(Raises(), "raises")
+    with pytest.raises(PluginError, match="nope"):
+        pm.catalogue
+
+
+def test_lenient_manager_leaves_a_failing_plugin_out():
+    pm = create_plugin_manager(autoload=False)
+
+    class Raises:
+        @hookimpl
+        def loupe_report(self, register):
+            raise RuntimeError("nope")
+
+    pm.register_plugin(Raises(), name="raises", distribution="x-dist", version="1")
+    assert "jsonl" in pm.catalogue.reporters  # the host's own reporters stay
+    info = pm.load_report.get("raises")
+    assert "nope" in info.error and not pm.has_plugin("raises")
+
+
+def test_host_commands_are_an_internal_plugin():
+    """bench, demo and bundle are registered through loupe_commands by the host's own plugin, and
+    the command line no longer imports them (no cli <-> bench <-> demo circle)."""
+    pm = create_plugin_manager(autoload=False)
+    cmds = pm.catalogue.commands
+    assert {"bench", "demo", "bundle"} <= set(cmds)
+    assert {cmds[c].plugin for c in ("bench", "demo", "bundle")} == {"host.commands.plugin"}
+    cli_src = (ROOT / "host" / "cli.py").read_text()
+    assert "HOST_COMMANDS" not in cli_src and "PLUGIN_COMMANDS" not in cli_src
+    for mod in ("bench", "demo"):
+        src = (ROOT / "host" / "commands" / f"{mod}.py").read_text()
+        assert "from ..cli" not in src and "from host.cli" not in src and "from .cli" not in src
+    assert not (ROOT / "host" / "bench.py").exists() and not (ROOT / "host" / "demo.py").exists()

@@ -153,7 +153,7 @@ def test_bundle_rewritten_in_place(tmp_path):
     from host import Bundle, write_bundle
 
     out = tmp_path / "m.bundle"
-    first = write_bundle(out, {"task": "demo", "v": 1}, {"model.onnx": b"graph", "w.npy": b"weights"})
+    first = write_bundle(out, {"task": "demo", "input_size": [8, 8], "v": 1}, {"model.onnx": b"graph", "w.npy": b"weights"})
     first_sha = first.sha256
     again = write_bundle(out, {**first.meta, "v": 2},
                          {n: out / n for n in first.files if n not in ("bundle.json", "manifest.json")})
@@ -162,3 +162,146 @@ def test_bundle_rewritten_in_place(tmp_path):
     assert (out / "model.onnx").read_bytes() == b"graph" and (out / "w.npy").read_bytes() == b"weights"
     assert b.files["model.onnx"] == first.files["model.onnx"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.bundle.")]  # no staging folder left
+
+
+# ----------------------------------------------------------- budgets and absurd values (issue 10, item 3)
+
+ALIAS_BOMB = """\
+loupe_recipe: 1
+source:
+  spec: folder:.
+  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+  b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+  c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+  d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+  e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+  f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+  g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+  h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+  i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+inspect: [{tool: classical.intensity}]
+"""
+
+
+@pytest.mark.parametrize("case", ["alias_bomb", "deep_block", "deep_flow", "too_large"])
+def test_recipe_budgets_are_checked_before_work(tmp_path, case):
+    """A 450-byte alias bomb (9^9 values), a 100000-deep list and a 2 MB file are refused with one
+    clear message; the subprocess timeout only guards against a hang (today the bomb grows to GBs)."""
+    text = {
+        "alias_bomb": ALIAS_BOMB,
+        "deep_block": "loupe_recipe: 1\nsource:\n" + "- " * 100_000 + "x\n",
+        "deep_flow": "loupe_recipe: 1\nsource: " + "[" * 100_000 + "]" * 100_000 + "\n",
+        "too_large": "loupe_recipe: 1\n" + "# padding\n" * 200_000,
+    }[case]
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    r = run_loupe("validate", p, timeout=60)
+    assert r.returncode == 2, (r.stdout, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr and "RecursionError" not in r.stderr
+    assert str(p) in r.stderr
+    needle = {"alias_bomb": "aliases are counted", "deep_block": "nesting deeper than",
+              "deep_flow": "nesting", "too_large": "byte limit"}[case]
+    assert needle in r.stderr, r.stderr
+
+
+def test_load_yaml_is_a_shared_host_function():
+    from host import YamlBudgetError, load_yaml
+
+    assert load_yaml("a: [1, 2]\nb: &x {c: 3}\nd: *x\n") == {"a": [1, 2], "b": {"c": 3}, "d": {"c": 3}}
+    with pytest.raises(YamlBudgetError, match="expands to more than 50"):
+        load_yaml("a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\nb: [*a, *a, *a, *a, *a, *a]\n", max_nodes=50)
+    with pytest.raises(YamlBudgetError, match="nesting deeper than 3"):
+        load_yaml("a: {b: {c: {d: 1}}}", max_depth=3)
+    with pytest.raises(YamlBudgetError, match="YAML syntax error") as exc:
+        load_yaml("a: [1,\nb: 2")
+    assert exc.value.line is not None
+    with pytest.raises(YamlBudgetError):
+        load_yaml("!!python/object:os.system {}")  # safe_load semantics: no Python tags
+
+
+ABSURD = {
+    "infinite_limit": ("mean: {min: 50, max: 200}", "mean: {min: 1e400}", ["limits.mean.min", "finite number"]),
+    "nan_limit": ("mean: {min: 50, max: 200}", "mean: {max: .nan}", ["limits.mean.max", "finite number"]),
+    "roi_beyond_any_image": ("    name: light\n", "    name: light\n    roi: [0, 0, 100000, 100000]\n",
+                             ["inspect[0] (light)", "roi", "beyond any image"]),
+    "resize_65535_squared": ("  - tool: classical.gray\n",
+                             "  - tool: classical.gray\n  - tool: classical.resize\n"
+                             "    params: {width: 65535, height: 65535}\n",
+                             ["preprocess[1] (resize)", "resize target 65535x65535", "Mpx limit"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ABSURD))
+def test_absurd_values_are_refused_at_validation(tmp_path, case):
+    old, new, needles = ABSURD[case]
+    assert old in GOOD
+    r = run_loupe("validate", write(tmp_path, GOOD.replace(old, new)))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    for n in needles:
+        assert n in r.stderr, f"{n!r} not in {r.stderr!r}"
+    assert "Value error," not in r.stderr
+
+
+MANY = """\
+loupe_recipe: 1
+source: folder:images
+inspect:
+  - tool: classical.blob
+    name: coins
+    params: {levl: 3, cnt: 2, min_area: -5}
+    limits:
+      count: {min: 5, max: 2}
+      cuont: {max: 3}
+  - tool: classical.intensity
+    roi: [0, 0, -1, 10]
+    bogus_field: 1
+report: [parquet:x]
+"""
+
+
+def test_every_problem_is_reported_at_once_and_located(tmp_path):
+    """Several problems in one step (today only the first of levl and cnt), in the step's own fields,
+    its limits and the top level all come back together, each with section, index, step and field."""
+    cat = create_plugin_manager().catalogue
+    with pytest.raises(RecipeError) as exc:
+        Recipe.load(write(tmp_path, MANY), cat)
+    err = exc.value
+    got = {(p.section, p.index, p.step, p.field) for p in err.details}
+    want = {("inspect", 0, "coins", "params.levl"), ("inspect", 0, "coins", "params.cnt"),
+            ("inspect", 0, "coins", "params.min_area"), ("inspect", 0, "coins", "limits.count"),
+            ("inspect", 0, "coins", "limits.cuont"), ("inspect", 1, "intensity", "roi"),
+            ("inspect", 1, "intensity", "bogus_field"), ("report", 0, None, "")}
+    assert want <= got, got
+    assert len(err.problems) == len(err.details) >= len(want)
+    for p in err.details:
+        assert not p.message.startswith(("Value error", "Assertion failed")), p
+    limit = next(p for p in err.details if p.field == "limits.count")
+    assert limit.message == "min (5.0) is greater than max (2.0)"
+    assert str(limit) == "inspect[0] (coins): limits.count: min (5.0) is greater than max (2.0)"
+    assert limit.to_dict() == {"section": "inspect", "index": 0, "step": "coins", "field": "limits.count",
+                               "message": "min (5.0) is greater than max (2.0)"}
+    r = run_loupe("validate", write(tmp_path, MANY))
+    assert r.returncode == 2 and "params.levl" in r.stderr and "params.cnt" in r.stderr
+    assert "Value error," not in r.stderr
+
+
+def test_tools_id_shows_one_tool(tmp_path):
+    r = run_loupe("tools", "classical.blob")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "classical.blob" in out and "parameters" in out and "min_area" in out and "default 20" in out
+    assert "measurements" in out and "count" in out and "example step" in out
+    example = out.split("example step\n", 1)[1]
+    import yaml
+
+    step = yaml.safe_load(example)[0]
+    assert step["tool"] == "classical.blob"
+    # the example is a valid step
+    doc = {"loupe_recipe": 1, "inspect": [step]}
+    Recipe.from_dict(doc, create_plugin_manager().catalogue)
+    j = run_loupe("tools", "anomaly.patchcore", "--json")
+    d = __import__("json").loads(j.stdout)
+    assert d["id"] == "anomaly.patchcore" and "model" in {p["name"] for p in d["parameters"] if p["required"]}
+    assert d["example"]["params"]["model"].keys() == {"path", "sha256"}
+    r = run_loupe("tools", "classical.blb")
+    assert r.returncode == 2 and "did you mean 'classical.blob'" in r.stderr

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from host import Bundle, BundleError, InspectTool, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
+from host import Bundle, BundleError, InspectTool, create_session, resolve_engine, read_bundle_meta, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
 
 from .data import discover, prepare, prepare_rgb, read_image, read_mask, to_rgb8
 
@@ -26,35 +26,22 @@ from .data import discover, prepare, prepare_rgb, read_image, read_mask, to_rgb8
 class AnomalyModel:
     """A loaded anomaly bundle: one ONNX Runtime session, created once."""
 
-    def __init__(self, bundle: Bundle, threads: int = 2):
+    def __init__(self, bundle: Bundle, threads: int = 2, engine: str | None = None):
         if bundle.task != "anomaly":
             raise BundleError(f"{bundle.path}: task is {bundle.task!r}, not 'anomaly'")
         meta = bundle.meta
+        info = bundle.info or read_bundle_meta(meta, bundle.path / "bundle.json")  # checked by Bundle.load
+        self.size = info.input_size
+        self.threshold = float(info.threshold)
+        model_file = bundle.file(info.model_file)
         try:
-            self.size = (int(meta["input_size"][0]), int(meta["input_size"][1]))
-            self.threshold = float(meta["threshold"])
-            model_file = bundle.file(meta.get("model_file", "model.onnx"))
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise BundleError(f"{bundle.path}/bundle.json: missing or bad field {exc}") from None
-        if not self.threshold > 0:
-            raise BundleError(f"{bundle.path}/bundle.json: threshold must be positive, got {self.threshold}")
-        self.pixel_low = float(meta.get("pixel_low", 0.0))
-        tiling = meta.get("tiling") or None
-        try:
-            self.tile = (int(tiling["tile"][0]), int(tiling["tile"][1])) if tiling else None
-            self.overlap = float(tiling.get("overlap", 0.25)) if tiling else 0.0
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise BundleError(f"{bundle.path}/bundle.json: bad field tiling ({exc})") from None
+            self.pixel_low = float(meta.get("pixel_low", 0.0))
+        except (TypeError, ValueError):
+            raise BundleError(f"{bundle.path}/bundle.json: pixel_low: not a number") from None
+        self.tile = info.tiling.tile if info.tiling else None
+        self.overlap = float(info.tiling.overlap) if info.tiling else 0.0
         self.bundle = bundle
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = max(1, int(threads))
-        so.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(model_file), so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise BundleError(f"{model_file}: cannot load the ONNX graph: {exc}") from None
+        self.session = create_session(model_file, threads, engine=resolve_engine(engine))
         self.input_name = self.session.get_inputs()[0].name
 
     def raw(self, image: np.ndarray) -> tuple[np.ndarray, float]:
@@ -190,7 +177,7 @@ class PatchCoreTool(InspectTool):
     def __init__(self, params: PatchCoreParams, context=None):
         super().__init__(params, context)
         path = self.context.resolve(params.model.path)
-        self.model = AnomalyModel(Bundle.load(path), threads=params.threads)
+        self.model = AnomalyModel(Bundle.load(path), threads=params.threads, engine=self.context.options.get("engine"))
 
     def inspect(self, image: np.ndarray) -> ToolOutput:
         p = self.params

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from host import Bundle, BundleError
+from host import Bundle, BundleError, UsageError, create_session, read_bundle_meta, resolve_engine
 
 from .data import DEFAULT_NORMALISATION, preprocess
 
@@ -43,36 +43,21 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _session(path, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = max(1, int(threads))
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 class Classifier:
     """Loads a ``classify`` bundle once; ``predict`` is the per-image path."""
 
-    def __init__(self, bundle: Bundle, threads: int = 2):
+    def __init__(self, bundle: Bundle, threads: int = 2, engine: str | None = None):
         meta = bundle.meta
         if bundle.task != "classify":
             raise BundleError(f"{bundle.path}: bundle task is {bundle.task!r}, not 'classify'")
-        try:
-            self.classes: list[str] = [str(c) for c in meta["classes"]]
-            size = meta["input_size"]
-            self.size: tuple[int, int] = (int(size[0]), int(size[1]))
-        except (KeyError, TypeError, IndexError, ValueError) as exc:
-            raise BundleError(f"{bundle.path / 'bundle.json'}: missing or malformed field {exc}") from None
+        info = bundle.info or read_bundle_meta(meta, bundle.path / "bundle.json")  # checked by Bundle.load
+        self.classes: list[str] = list(info.classes or [])
+        self.size: tuple[int, int] = info.input_size
         self.norm = meta.get("normalisation") or DEFAULT_NORMALISATION
         self.bundle = bundle
         try:
-            self.session = _session(bundle.file(meta.get("model", "model.onnx")), threads)
-        except BundleError:
+            self.session = create_session(bundle.file(info.model_file), threads, engine=resolve_engine(engine))
+        except (BundleError, UsageError):
             raise
         except Exception as exc:  # onnxruntime raises its own error types
             raise BundleError(f"{bundle.path}: cannot open the ONNX model: {exc}") from None

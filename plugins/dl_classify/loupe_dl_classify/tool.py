@@ -78,7 +78,7 @@ class ClassifyTool(InspectTool):
         bundle = Bundle.load(path)
         if bundle.task != "classify":
             raise BundleError(f"{path}: a {bundle.task!r} bundle, but classify.cnn needs a 'classify' bundle")
-        self.clf = Classifier(bundle, threads=params.threads)
+        self.clf = Classifier(bundle, threads=params.threads, engine=self.context.options.get("engine"))
         self.allowed = set(params.allowed or self.clf.classes)
         self.min_conf = float(params.min_confidence)
 

@@ -11,7 +11,7 @@
                                    and ONNX Runtime no longer leaves its blocked NCHWc layout around
                                    every padded conv (Pad + the reorders were ~40 % of the anomaly
                                    graph's time at 256 px). Returns the number folded.
-``ort_session(path, threads=2)``   a CPU ``onnxruntime.InferenceSession`` with the given intra-op threads.
+``ort_session(path, threads=2)``   ``host.create_session``: the one session factory.
 ``check_parity(torch_fn, session, inputs, atol, rtol, names)``
                                    runs both on every input (numpy arrays, one feed each) and returns
                                    ``{output: max abs diff, ...}``; raises ``ParityError`` (naming the
@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+
+from host import create_session
 
 
 from host import BundleError
@@ -74,7 +76,6 @@ def fold_pads_into_convs(path: str | Path) -> int:
     non-constant pad, or a Pad feeding anything but one Conv is left alone. Unused nodes are removed.
     """
     import onnx
-    import onnxruntime as ort
     from onnx import helper
 
     path = Path(path)
@@ -109,9 +110,7 @@ def fold_pads_into_convs(path: str | Path) -> int:
     for nm in names:
         if nm not in inits:
             probe.graph.output.append(helper.make_tensor_value_info(nm, onnx.TensorProto.INT64, None))
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = create_session(probe.SerializeToString(), 1, optimization="none")
     feeds = {}
     for i in sess.get_inputs():
         shape = [d if isinstance(d, int) else 1 for d in i.shape]
@@ -160,15 +159,8 @@ def merge_pad_into_conv(pad, conv, amounts) -> bool:
 
 
 def ort_session(path: str | Path, threads: int = 2):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = max(1, int(threads))
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3  # ORT's notes on unused initializers are not the user's business
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    """The host's session factory (``host.create_session``), kept under the trainer's old name."""
+    return create_session(path, threads)
 
 
 def check_parity(torch_fn: Callable[[np.ndarray], Sequence[np.ndarray]], session, inputs: Iterable[np.ndarray],

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from pydantic import Field, model_validator
 
-from host import NoParams, Params, PreprocessTool, UsageError
+from host import NoParams, Params, PreprocessTool, UsageError, check_image_size
 
 from ._common import full_scale, odd, to_gray, to_u8
 
@@ -95,6 +95,8 @@ class ResizeParams(Params):
     def _one(self) -> "ResizeParams":
         if self.scale is None and self.width is None and self.height is None:
             raise ValueError("give scale, or width and/or height")
+        if self.width is not None and self.height is not None:
+            check_image_size(self.width, self.height, "the resize target")
         return self
 
 

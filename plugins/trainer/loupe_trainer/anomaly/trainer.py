@@ -34,6 +34,7 @@ from __future__ import annotations
 import platform
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -192,224 +193,323 @@ class AnomalyTrainer(Trainer):
 
     def train(self, data: Path, out: Path, params: AnomalyParams, progress: Progress, backbone=None):
         """Train and export. ``backbone``: a feature network to use instead of the pretrained
-        EfficientNet-Lite0 (the pruning optimiser passes its pruned, distilled trunk)."""
-        import torch
+        EfficientNet-Lite0 (the pruning optimiser passes its pruned, distilled trunk).
 
-        from loupe_dl_anomaly.data import discover, load_test_split, prepare, prepare_rgb, read_image, to_rgb8
-        from loupe_dl_anomaly.tiling import score_tiled, tile_boxes
-        from loupe_dl_anomaly.metrics import f1_threshold, good_threshold
+        The stages are the methods of ``AnomalyRun``, in the order of the module docstring."""
+        run = AnomalyRun(Path(data), Path(out), params, progress, backbone)
+        run.prepare()
+        with tempfile.TemporaryDirectory(prefix="loupe-anomaly-") as tmp:
+            tmp = Path(tmp)
+            feats = run.extract_features(tmp)
+            feats = run.project(feats)
+            model, good_scores, finfo = run.calibrate(feats)
+            threshold, thr_info = run.fit_threshold(model, good_scores)
+            gpath, parity = run.export(model, tmp)
+            meta, log = run.metadata(model, good_scores, finfo, threshold, thr_info, parity)
+            return write_bundle(out, meta, {"model.onnx": gpath}, log=log)
+
+
+@dataclass
+class Features:
+    """Stage 1's output: patch features of every model input (image or tile) and where they came from."""
+
+    patches: np.ndarray            # (n_inputs, h, w, D)
+    pooled: np.ndarray | None      # (n_inputs, C) global descriptors, with the global term
+    owner: np.ndarray              # image index of each input
+    in_bank: np.ndarray            # bool per input: memory-bank part
+    in_cal: np.ndarray             # bool per input: calibration part
+
+
+class AnomalyRun:
+    """One anomaly training run, stage by stage: ``prepare`` (data, input size, bank/calibration
+    split), ``extract_features`` (ONNX Runtime), ``project`` (optional PCA), ``calibrate`` (coreset,
+    position statistics, held-out good scores), ``fit_threshold``, ``export`` (one graph, parity
+    with torch) and ``metadata``. What the stages share lives on the instance."""
+
+    def __init__(self, data: Path, out: Path, params: AnomalyParams, progress: Progress, backbone=None):
+        self.data, self.out, self.params, self.progress, self.backbone = data, out, params, progress, backbone
+        self.t_start = time.perf_counter()
+        self.t_features = 0.0
+
+    # ------------------------------------------------------------ 0. data and split
+
+    def prepare(self) -> None:
+        from loupe_dl_anomaly.data import discover, load_test_split
 
         from ..backbone import build_backbone
-        from ..common import check_parity, export_onnx, ort_session, set_threads
-        from .model import FeatureGraph, PatchFeatures, pca_projection
+        from ..common import set_threads
+        from .model import PatchFeatures
 
-        t_start = time.perf_counter()
+        params, progress = self.params, self.progress
         set_threads(params.threads)
-        ds = discover(data, need_train=True)
-        refine_samples = []
+        self.ds = ds = discover(self.data, need_train=True)
+        self.refine_samples = []
         if params.refine != "none":
             folder = (ds.root / "test") if params.refine == "test" else Path(params.refine)
             if not folder.is_dir():
                 raise UsageError(f"--refine {params.refine}: folder {folder} not found")
-            refine_samples = load_test_split(folder, ds.root if params.refine == "test" else folder.parent)
-            if not any(s.label == 1 for s in refine_samples):
+            self.refine_samples = load_test_split(folder, ds.root if params.refine == "test" else folder.parent)
+            if not any(s.label == 1 for s in self.refine_samples):
                 raise UsageError(f"--refine {params.refine}: {folder} has no defective images (sub-folders other "
                                  f"than good/)")
-
-        def load(path: Path) -> np.ndarray:
-            try:
-                return read_image(path)
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
-
-        first = load(ds.train[0])
+        first = self.load(ds.train[0])
         if params.tile:
             ts = params.image_size or max(64, min(256, -(-params.tile // 32) * 32))
-            size, tile = (int(ts), int(ts)), (params.tile, params.tile)
+            self.size, self.tile = (int(ts), int(ts)), (params.tile, params.tile)
         else:
-            size, tile = _input_size(first, params.image_size), None
-
-        def inputs(img: np.ndarray) -> list[np.ndarray]:
-            """The model inputs of one image: the whole image, or its tiles."""
-            if tile is None:
-                return [prepare(img, size)]
-            rgb = to_rgb8(img)
-            return [prepare_rgb(rgb[y0:y1, x0:x1], size) for y0, x0, y1, x1 in
-                    tile_boxes(rgb.shape[0], rgb.shape[1], tile, params.tile_overlap)]
-        paths = list(ds.train)
-        n = len(paths)
-        rng = np.random.default_rng(params.seed)
-        order = rng.permutation(n)
+            self.size, self.tile = _input_size(first, params.image_size), None
+        self.paths = list(ds.train)
+        n = len(self.paths)
+        order = np.random.default_rng(params.seed).permutation(n)
         if n >= 5:
             # at least 5 held-out images (or half the set) so that per-position statistics mean something
             n_cal = max(min(5, n // 2), int(round(params.calibration_fraction * n)))
-            cal_idx, bank_idx = order[:n_cal], order[n_cal:]
-            in_sample = False
+            self.cal_idx, self.bank_idx = order[:n_cal], order[n_cal:]
+            self.in_sample = False
         else:  # too few images to hold any out: calibrate on the bank images themselves
-            cal_idx, bank_idx, in_sample = order, order, True
+            self.cal_idx, self.bank_idx, self.in_sample = order, order, True
             progress.log(f"only {n} training images: the threshold is fitted in-sample (optimistic); "
                          f"give at least 5 for a held-out threshold")
+        self.backbone = build_backbone() if self.backbone is None else self.backbone
+        self.use_global = use_global_term(params, first)
+        self.gstage = params.global_stage if self.use_global else None
+        self.feats = PatchFeatures(self.backbone, tuple(params.layers), params.aggregate,
+                                   global_stage=self.gstage).eval()
 
-        backbone = build_backbone() if backbone is None else backbone
-        use_global = use_global_term(params, first)
-        gstage = params.global_stage if use_global else None
-        feats = PatchFeatures(backbone, tuple(params.layers), params.aggregate, global_stage=gstage).eval()
-        with tempfile.TemporaryDirectory(prefix="loupe-anomaly-") as tmp:
-            tmp = Path(tmp)
-            # 1. features with ONNX Runtime (fast on CPU, and exactly what inference computes)
-            fpath = export_onnx(FeatureGraph(feats) if use_global else feats, torch.zeros(1, 3, *size),
-                                tmp / "features.onnx", ["image"], ["features", "global"] if use_global else
-                                ["features"], dynamic_batch=True, fold_pads=True)
-            fsess = ort_session(fpath, params.threads)
-            all_feats: list[np.ndarray] = []
-            all_glob: list[np.ndarray] = []
-            owner_l: list[int] = []      # image index of each model input (tile)
-            pending: list[np.ndarray] = []
+    def load(self, path: Path) -> np.ndarray:
+        from loupe_dl_anomaly.data import read_image
 
-            def flush():
-                outs = fsess.run(None, {"image": np.concatenate(pending)})
-                all_feats.append(outs[0])
-                if use_global:
-                    all_glob.append(outs[1])
-                pending.clear()
+        try:
+            return read_image(path)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
-            for i, p in enumerate(paths):
-                for x in inputs(load(p)):
-                    pending.append(x)
-                    owner_l.append(i)
-                    if len(pending) >= params.batch_size:
-                        flush()
-                progress.update("features", i + 1, n)
-            if pending:
-                flush()
-            F_all = np.concatenate(all_feats)  # (n_inputs, h, w, D)
-            owner = np.asarray(owner_l)
-            in_bank, in_cal = np.isin(owner, bank_idx), np.isin(owner, cal_idx)
-            if tile is not None:
-                progress.log(f"{len(owner)} tiles of {tile[0]} px from {n} images (overlap {params.tile_overlap})")
-            G_all = np.concatenate(all_glob) if use_global else None
-            del all_feats
-            _, h, w, D = F_all.shape
-            t_feat = time.perf_counter() - t_start
-            pinfo = None
-            if params.proj_dim and params.proj_dim < D:
-                # PCA of the bank images' patch features, folded into the graph as one MatMul
-                proj, pinfo = pca_projection(torch.from_numpy(F_all[in_bank].reshape(-1, D)), params.proj_dim,
-                                             seed=params.seed)
-                F_all = (torch.from_numpy(F_all.reshape(-1, D)) @ proj).numpy().reshape(len(F_all), h, w, -1)
-                feats = PatchFeatures(backbone, tuple(params.layers), params.aggregate, proj, gstage).eval()
-                D = F_all.shape[-1]
+    def inputs(self, img: np.ndarray) -> list[np.ndarray]:
+        """The model inputs of one image: the whole image, or its tiles."""
+        from loupe_dl_anomaly.data import prepare, prepare_rgb, to_rgb8
+        from loupe_dl_anomaly.tiling import tile_boxes
 
-            # 2. coreset, 3. calibration: position statistics, global term, held-out good scores (leave-one-out)
-            model, good_scores, finfo = fit(
-                feats, F_all[in_bank], F_all[in_cal], params,
-                G_all[in_bank] if use_global else None, G_all[in_cal] if use_global else None, in_sample, progress,
-                owner[in_cal])
-            if tile is not None:  # an image's score is the maximum over its tiles
-                cal_owner = owner[in_cal]
-                good_scores = np.array([good_scores[cal_owner == i].max() for i in np.unique(cal_owner)])
-            cinfo, norm, bank = finfo["memory_bank"], finfo["position_norm"], model.bank
-            del F_all
-            threshold = good_threshold(good_scores, params.quantile, params.margin)
-            thr_info = {"method": "good_quantile", "quantile": params.quantile, "margin": params.margin,
-                        "n_good": int(len(good_scores)), "held_out": not in_sample,
-                        "leave_one_out": finfo["leave_one_out"], "good_quantile_threshold": threshold,
-                        "good_score_mean": float(np.mean(good_scores)), "good_score_max": float(np.max(good_scores))}
-            progress.update("calibrate", 1, 1, threshold=threshold)
-            pixel_low = finfo["pixel_low"]
+        if self.tile is None:
+            return [prepare(img, self.size)]
+        rgb = to_rgb8(img)
+        return [prepare_rgb(rgb[y0:y1, x0:x1], self.size) for y0, x0, y1, x1 in
+                tile_boxes(rgb.shape[0], rgb.shape[1], self.tile, self.params.tile_overlap)]
 
-            def run_torch(rgb: np.ndarray) -> tuple[np.ndarray, float]:
-                with torch.no_grad():
-                    a, sc = model(torch.from_numpy(prepare_rgb(rgb, size)))
-                return a[0, 0].numpy(), float(sc[0])
+    # ------------------------------------------------------------ 1. features
 
-            def score_image(img: np.ndarray) -> float:
-                if tile is None:
-                    return run_torch(to_rgb8(img))[1]
-                return score_tiled(run_torch, to_rgb8(img), tile, params.tile_overlap)[1]
+    def extract_features(self, tmp: Path) -> Features:
+        """Patch features of every training input with ONNX Runtime (fast on CPU, and exactly what
+        inference computes), in batches."""
+        import torch
 
-            if refine_samples:
-                ref_scores, ref_labels = [], []
-                with torch.no_grad():
-                    for i, s in enumerate(refine_samples):
-                        ref_scores.append(score_image(load(s.path)))
-                        ref_labels.append(s.label)
-                        progress.update("refine", i + 1, len(refine_samples))
-                # held-out good scores join the given ones
-                sc = np.r_[good_scores, ref_scores]
-                lb = np.r_[np.zeros(len(good_scores), int), ref_labels]
-                t_f1, f1 = f1_threshold(sc, lb)
-                threshold = t_f1
-                thr_info.update({"method": "f1_optimal", "refine_source": params.refine, "f1": f1,
-                                 "n_defective": int(sum(ref_labels)), "n_refine_good": int(len(ref_labels) -
-                                                                                            sum(ref_labels))})
-                if params.refine == "test":
-                    progress.log("threshold refined on DATA/test: an evaluation on the same images is optimistic")
-            if threshold <= 0:
-                raise BundleError(f"{out}: fitted threshold {threshold:.4g} is not positive; the normalised score "
-                                  f"(score / threshold) would be meaningless. Try --position-norm mean")
+        from ..common import export_onnx, ort_session
+        from .model import FeatureGraph
 
-            # 4. export the whole graph and check parity with torch
-            gpath = export_onnx(model, torch.zeros(1, 3, *size), tmp / "model.onnx", ["image"],
-                                ["anomaly_map", "score"], fold_pads=True)
-            sess = ort_session(gpath, params.threads)
-            # held-out images (a bank image's own patches sit at distance ~0, where float32 cancellation in
-            # |x|^2 - 2x.b + |b|^2 is amplified by the square root: not what inference sees)
-            check_imgs = [inputs(load(paths[i]))[0] for i in cal_idx[:6]]
-            if refine_samples:
-                check_imgs += [inputs(load(s.path))[0] for s in refine_samples if s.label == 1][:2]
+        params, progress, use_global = self.params, self.progress, self.use_global
+        fpath = export_onnx(FeatureGraph(self.feats) if use_global else self.feats, torch.zeros(1, 3, *self.size),
+                            tmp / "features.onnx", ["image"], ["features", "global"] if use_global else
+                            ["features"], dynamic_batch=True, fold_pads=True)
+        fsess = ort_session(fpath, params.threads)
+        patches: list[np.ndarray] = []
+        pooled: list[np.ndarray] = []
+        owner: list[int] = []
+        pending: list[np.ndarray] = []
 
-            def torch_fn(x):
-                with torch.no_grad():
-                    a, s = model(torch.from_numpy(x))
-                return a.numpy(), s.numpy()
+        def flush() -> None:
+            outs = fsess.run(None, {"image": np.concatenate(pending)})
+            patches.append(outs[0])
+            if use_global:
+                pooled.append(outs[1])
+            pending.clear()
 
-            parity = check_parity(torch_fn, sess, check_imgs, PARITY_ATOL, PARITY_RTOL,
-                                  ["anomaly_map", "score"])
-            progress.update("export", 1, 1)
-            import onnx
-            import onnxruntime
-            import sklearn
+        n = len(self.paths)
+        for i, p in enumerate(self.paths):
+            for x in self.inputs(self.load(p)):
+                pending.append(x)
+                owner.append(i)
+                if len(pending) >= params.batch_size:
+                    flush()
+            progress.update("features", i + 1, n)
+        if pending:
+            flush()
+        own = np.asarray(owner)
+        if self.tile is not None:
+            progress.log(f"{len(own)} tiles of {self.tile[0]} px from {n} images (overlap {params.tile_overlap})")
+        self.t_features = time.perf_counter() - self.t_start
+        return Features(np.concatenate(patches), np.concatenate(pooled) if use_global else None, own,
+                        np.isin(own, self.bank_idx), np.isin(own, self.cal_idx))
 
-            train_s = time.perf_counter() - t_start
-            meta = {
-                "task": "anomaly",
-                "method": "patchcore",
-                "model_file": "model.onnx",
-                "input": {"name": "image", "layout": "NCHW", "color": "RGB", "dtype": "float32",
-                          "range": [0, 255]},
-                "input_size": [size[0], size[1]],
-                "graph": {"pads_folded": True, "nn_search": "MatMul(-2 B^T) + |b|^2, ReduceMin, + |x|^2"},
-                "tiling": {"tile": [tile[0], tile[1]], "overlap": params.tile_overlap,
-                           "n_training_tiles": int(len(owner))} if tile is not None else None,
-                "normalisation": {"mean": [127.5] * 3, "std": [127.5] * 3, "in_graph": True,
-                                  "note": "the graph computes (x/255-0.5)/0.5 itself; feed RGB 0..255"},
-                "outputs": {"anomaly_map": "(1,1,H,W) position-normalised nearest-neighbour distance",
-                            "score": "(1,) maximum of the map (raw score)"},
-                "threshold": threshold,
-                "thresholds": thr_info,
-                "score_normalisation": "score = raw_score / threshold (1.0 = threshold; > 1 is anomalous)",
-                "pixel_low": pixel_low,
-                "params": params.model_dump(),
-                "position_norm": norm,
-                "feature": {"backbone": "efficientnet_lite0", "layers": list(params.layers), "stride": feats.stride,
-                            "dim": int(D), "map_size": [int(h), int(w)], "aggregate": params.aggregate,
-                            "projection": pinfo or {"dim": int(D), "from_dim": int(D), "explained_variance": 1.0},
-                            "global": finfo["global"]},
-                "memory_bank": {**cinfo, "bytes": int(bank.numel() * 4),
-                                "global_bytes": (finfo["global"] or {}).get("bytes", 0)},
-                "training": {**ds.summary(), "n_bank_images": int(len(bank_idx)),
-                             "n_calibration_images": int(len(cal_idx)), "train_s": round(train_s, 2),
-                             "features_s": round(t_feat, 2)},
-                "parity": {"atol": PARITY_ATOL, "rtol": PARITY_RTOL, "max_abs_diff": parity,
-                           "n_images": len(check_imgs)},
-                "metrics": {"threshold": threshold, "bank_size": cinfo["bank_size"], "train_s": round(train_s, 2),
-                            "good_score_max": float(np.max(good_scores))},
-                "versions": {"loupe_host": host_version, "torch": torch.__version__, "onnx": onnx.__version__,
-                             "onnxruntime": onnxruntime.__version__, "sklearn": sklearn.__version__,
-                             "python": platform.python_version()},
-            }
-            return write_bundle(out, meta, {"model.onnx": gpath})
+    def project(self, f: Features) -> Features:
+        """Optional PCA of the bank images' patch features (``proj_dim``), folded into the graph as one MatMul."""
+        import torch
+
+        from .model import PatchFeatures, pca_projection
+
+        params = self.params
+        _, h, w, D = f.patches.shape
+        self.pinfo = None
+        if not (params.proj_dim and params.proj_dim < D):
+            return f
+        proj, self.pinfo = pca_projection(torch.from_numpy(f.patches[f.in_bank].reshape(-1, D)), params.proj_dim,
+                                          seed=params.seed)
+        f.patches = (torch.from_numpy(f.patches.reshape(-1, D)) @ proj).numpy().reshape(len(f.patches), h, w, -1)
+        self.feats = PatchFeatures(self.backbone, tuple(params.layers), params.aggregate, proj, self.gstage).eval()
+        return f
+
+    # ------------------------------------------------------------ 2-3. coreset and calibration
+
+    def calibrate(self, f: Features):
+        """Coreset, position statistics, global term and held-out good scores (leave-one-out);
+        for a tiled model an image's score is the maximum over its tiles."""
+        use_global = self.use_global
+        model, good_scores, finfo = fit(
+            self.feats, f.patches[f.in_bank], f.patches[f.in_cal], self.params,
+            f.pooled[f.in_bank] if use_global else None, f.pooled[f.in_cal] if use_global else None,
+            self.in_sample, self.progress, f.owner[f.in_cal])
+        if self.tile is not None:
+            cal_owner = f.owner[f.in_cal]
+            good_scores = np.array([good_scores[cal_owner == i].max() for i in np.unique(cal_owner)])
+        self.map_size = tuple(int(d) for d in f.patches.shape[1:3])
+        self.dim = int(f.patches.shape[-1])
+        self.n_inputs = int(len(f.owner))
+        f.patches = f.pooled = None  # the bank holds what is needed now
+        return model, good_scores, finfo
+
+    # ------------------------------------------------------------ threshold
+
+    def score_image(self, model, img: np.ndarray) -> float:
+        """The torch model's score of one image (tiled like inference when the model is)."""
+        import torch
+
+        from loupe_dl_anomaly.data import prepare_rgb, to_rgb8
+        from loupe_dl_anomaly.tiling import score_tiled
+
+        def run_torch(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+            with torch.no_grad():
+                a, sc = model(torch.from_numpy(prepare_rgb(rgb, self.size)))
+            return a[0, 0].numpy(), float(sc[0])
+
+        if self.tile is None:
+            return run_torch(to_rgb8(img))[1]
+        return score_tiled(run_torch, to_rgb8(img), self.tile, self.params.tile_overlap)[1]
+
+    def fit_threshold(self, model, good_scores: np.ndarray) -> tuple[float, dict]:
+        """A quantile of the held-out good scores times a margin; with defective images (``refine``)
+        the F1-optimal cut instead."""
+        import torch
+
+        from loupe_dl_anomaly.metrics import f1_threshold, good_threshold
+
+        params, progress = self.params, self.progress
+        threshold = good_threshold(good_scores, params.quantile, params.margin)
+        thr_info = {"method": "good_quantile", "quantile": params.quantile, "margin": params.margin,
+                    "n_good": int(len(good_scores)), "held_out": not self.in_sample,
+                    "good_quantile_threshold": threshold,
+                    "good_score_mean": float(np.mean(good_scores)), "good_score_max": float(np.max(good_scores))}
+        progress.update("calibrate", 1, 1, threshold=threshold)
+        if self.refine_samples:
+            ref_scores, ref_labels = [], []
+            with torch.no_grad():
+                for i, s in enumerate(self.refine_samples):
+                    ref_scores.append(self.score_image(model, self.load(s.path)))
+                    ref_labels.append(s.label)
+                    progress.update("refine", i + 1, len(self.refine_samples))
+            # held-out good scores join the given ones
+            sc = np.r_[good_scores, ref_scores]
+            lb = np.r_[np.zeros(len(good_scores), int), ref_labels]
+            t_f1, f1 = f1_threshold(sc, lb)
+            threshold = t_f1
+            thr_info.update({"method": "f1_optimal", "refine_source": params.refine, "f1": f1,
+                             "n_defective": int(sum(ref_labels)), "n_refine_good": int(len(ref_labels) -
+                                                                                        sum(ref_labels))})
+            if params.refine == "test":
+                progress.log("threshold refined on DATA/test: an evaluation on the same images is optimistic")
+        if threshold <= 0:
+            raise BundleError(f"{self.out}: fitted threshold {threshold:.4g} is not positive; the normalised score "
+                              f"(score / threshold) would be meaningless. Try --position-norm mean")
+        return threshold, thr_info
+
+    # ------------------------------------------------------------ 4. export
+
+    def export(self, model, tmp: Path) -> tuple[Path, dict]:
+        """The whole graph to ONNX, checked against torch on held-out images."""
+        import torch
+
+        from ..common import check_parity, export_onnx, ort_session
+
+        gpath = export_onnx(model, torch.zeros(1, 3, *self.size), tmp / "model.onnx", ["image"],
+                            ["anomaly_map", "score"], fold_pads=True)
+        sess = ort_session(gpath, self.params.threads)
+        # held-out images (a bank image's own patches sit at distance ~0, where float32 cancellation in
+        # |x|^2 - 2x.b + |b|^2 is amplified by the square root: not what inference sees)
+        check_imgs = [self.inputs(self.load(self.paths[i]))[0] for i in self.cal_idx[:6]]
+        if self.refine_samples:
+            check_imgs += [self.inputs(self.load(s.path))[0] for s in self.refine_samples if s.label == 1][:2]
+
+        def torch_fn(x):
+            with torch.no_grad():
+                a, s = model(torch.from_numpy(x))
+            return a.numpy(), s.numpy()
+
+        diff = check_parity(torch_fn, sess, check_imgs, PARITY_ATOL, PARITY_RTOL, ["anomaly_map", "score"])
+        self.progress.update("export", 1, 1)
+        return gpath, {"atol": PARITY_ATOL, "rtol": PARITY_RTOL, "max_abs_diff": diff, "n_images": len(check_imgs)}
+
+    # ------------------------------------------------------------ bundle metadata
+
+    def metadata(self, model, good_scores, finfo, threshold: float, thr_info: dict,
+                 parity: dict) -> tuple[dict, dict]:
+        """``bundle.json`` (everything a runtime and a person need; no wall time, no host name, so
+        the same data and seed give the same bundle hash) and ``log.json`` (wall times)."""
+        import onnx
+        import onnxruntime
+        import sklearn
+        import torch
+
+        params, size, tile = self.params, self.size, self.tile
+        thr_info = {**thr_info, "leave_one_out": finfo["leave_one_out"]}
+        cinfo, norm, bank = dict(finfo["memory_bank"]), finfo["position_norm"], model.bank
+        coreset_s = cinfo.pop("coreset_s", None)  # a wall time: log.json, not the hashed metadata
+        h, w = self.map_size
+        D = self.dim
+        train_s = time.perf_counter() - self.t_start
+        meta = {
+            "task": "anomaly",
+            "method": "patchcore",
+            "model_file": "model.onnx",
+            "input": {"name": "image", "layout": "NCHW", "color": "RGB", "dtype": "float32",
+                      "range": [0, 255]},
+            "input_size": [size[0], size[1]],
+            "graph": {"pads_folded": True, "nn_search": "MatMul(-2 B^T) + |b|^2, ReduceMin, + |x|^2"},
+            "tiling": {"tile": [tile[0], tile[1]], "overlap": params.tile_overlap,
+                       "n_training_tiles": self.n_inputs} if tile is not None else None,
+            "normalisation": {"mean": [127.5] * 3, "std": [127.5] * 3, "in_graph": True,
+                              "note": "the graph computes (x/255-0.5)/0.5 itself; feed RGB 0..255"},
+            "outputs": {"anomaly_map": "(1,1,H,W) position-normalised nearest-neighbour distance",
+                        "score": "(1,) maximum of the map (raw score)"},
+            "threshold": threshold,
+            "thresholds": thr_info,
+            "score_normalisation": "score = raw_score / threshold (1.0 = threshold; > 1 is anomalous)",
+            "pixel_low": finfo["pixel_low"],
+            "params": params.model_dump(),
+            "position_norm": norm,
+            "feature": {"backbone": "efficientnet_lite0", "layers": list(params.layers), "stride": self.feats.stride,
+                        "dim": int(D), "map_size": [int(h), int(w)], "aggregate": params.aggregate,
+                        "projection": self.pinfo or {"dim": int(D), "from_dim": int(D), "explained_variance": 1.0},
+                        "global": finfo["global"]},
+            "memory_bank": {**cinfo, "bytes": int(bank.numel() * 4),
+                            "global_bytes": (finfo["global"] or {}).get("bytes", 0)},
+            "training": {**self.ds.summary(), "n_bank_images": int(len(self.bank_idx)),
+                         "n_calibration_images": int(len(self.cal_idx))},
+            "parity": parity,
+            "metrics": {"threshold": threshold, "bank_size": cinfo["bank_size"],
+                        "good_score_max": float(np.max(good_scores))},
+            "versions": {"loupe_host": host_version, "torch": torch.__version__, "onnx": onnx.__version__,
+                         "onnxruntime": onnxruntime.__version__, "sklearn": sklearn.__version__,
+                         "python": platform.python_version()},
+        }
+        log = {"train_s": round(train_s, 2), "features_s": round(self.t_features, 2), "coreset_s": coreset_s}
+        return meta, log
 
 
 def _position_stats(dist, mode: str):

@@ -68,7 +68,7 @@ class ClassNet(nn.Module):
     strides 16, 16 and 32: 80 + 112 + 192 = 384 channels), the coarser ones
     upsampled (nearest) to the finest grid. Mid-level ImageNet features transfer
     better to small, unfamiliar images than the 1280-channel head alone (measured
-    on Fashion-MNIST, see notes/issue-5.md), the trunk stops after stage 6 (cheaper),
+    on Fashion-MNIST), the trunk stops after stage 6 (cheaper),
     and the class activation maps come at stride 16 instead of 32.
 
     ``pooling`` is ``global`` (average pooling) or ``grid`` (average pooling plus
@@ -285,139 +285,167 @@ def cross_validate_pooling(feats: torch.Tensor, y: np.ndarray, n_copies: int, ch
 
 def fit(x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes: int, cfg: FitConfig,
         progress=None, log=print) -> tuple[ClassNet, dict[str, Any]]:
-    """Train on uint8 RGB images ``x`` (labels ``y``); select the epoch on (``vx``, ``vy``)."""
-    t_start = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    net = ClassNet(n_classes, dropout=cfg.dropout, pooling="global" if cfg.pooling == "global" else "grid")
-    yt = torch.from_numpy(y)
-    has_val = len(vx) > 0
-    history: dict[str, Any] = {"epochs": []}
+    """Train on uint8 RGB images ``x`` (labels ``y``); select the epoch on (``vx``, ``vy``).
 
-    def update(stage, done, total, **m):
-        if progress is not None:
-            progress.update(stage, done, total, **m)
+    The stages of the module docstring are the methods of ``FitRun``."""
+    run = FitRun(x, y, vx, vy, n_classes, cfg, progress, log)
+    run.linear_probe()
+    if cfg.finetune_blocks <= 0 or cfg.epochs <= 0:
+        if cfg.refit_head and run.has_val:
+            run.refit_head()
+        run.history.update(best_epoch=0, best_val_acc=run.best["acc"], stopped="linear probe only",
+                           seconds=time.perf_counter() - run.t_start)
+        return run.net, run.history
+    run.finetune()
+    if cfg.refit_head and run.has_val:
+        run.refit_head()  # the validation images chose the epoch; now let the head learn from them too
+        run.history["refit_head"] = True
+    for p in run.net.parameters():
+        p.requires_grad_(False)
+    run.history.update(best_epoch=run.best["epoch"], best_val_acc=run.best["acc"], stopped=run.stopped,
+                       seconds=time.perf_counter() - run.t_start)
+    return run.net, run.history
 
-    # ---- 1. linear probe on frozen features (plus a few augmented copies)
-    copies = [x] + [cfg.augment(x, rng) for _ in range(cfg.probe_augment_copies)]
-    feats = []
-    for i, c in enumerate(copies):
-        feats.append(pooled_features(net, c))
-        update("features", i + 1, len(copies))
-    feats = torch.cat(feats)
-    if cfg.pooling == "auto":
-        cv = cross_validate_pooling(feats, y, len(copies), net.channels, net.n_pools, cfg.label_smoothing, cfg.seed)
-        history["pooling_cv_accuracy"] = cv
-        # grid pooling only when cross-validation says the part's layout helps; a tie keeps the simpler,
-        # translation-invariant global pooling
-        if not cv or cv["grid"] <= cv["global"]:
-            feats = feats.view(len(feats), net.channels, net.n_pools)[:, :, 0].contiguous()
-            net.set_pooling("global")
-        log("pooling: " + net.pooling + (" (cross-validated probe accuracy: " +
-                                         ", ".join(f"{k} {v:.3f}" for k, v in cv.items()) + ")" if cv else ""))
-    history["pooling"] = net.pooling
-    linear_probe(net, feats, yt.repeat(len(copies)), smoothing=cfg.label_smoothing, weight_decay=_probe_wd(len(x)))
 
-    def val_metrics() -> tuple[float, float]:
-        if not has_val:
+class FitRun:
+    """One classifier fit, stage by stage: ``linear_probe`` (frozen features, new head),
+    ``finetune`` (epochs of ``train_epoch``, the best one kept) and ``refit_head``. The
+    random generator is shared by the stages in this order, so a seed gives one result."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes: int,
+                 cfg: FitConfig, progress=None, log=print):
+        self.t_start = time.perf_counter()
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.x, self.y, self.vx, self.vy, self.cfg, self.progress, self.log = x, y, vx, vy, cfg, progress, log
+        self.net = ClassNet(n_classes, dropout=cfg.dropout, pooling="global" if cfg.pooling == "global" else "grid")
+        self.yt = torch.from_numpy(y)
+        self.has_val = len(vx) > 0
+        self.history: dict[str, Any] = {"epochs": []}
+        self.best: dict[str, Any] = {}
+        self.stopped = f"{cfg.epochs} epochs"
+
+    def update(self, stage, done, total, **m) -> None:
+        if self.progress is not None:
+            self.progress.update(stage, done, total, **m)
+
+    def val_metrics(self) -> tuple[float, float]:
+        if not self.has_val:
             return float("nan"), float("nan")
-        p = predict(net, vx)
-        acc = float((p.argmax(1) == vy).mean())
-        loss = float(-np.log(np.clip(p[np.arange(len(vy)), vy], 1e-9, 1)).mean())
+        p = predict(self.net, self.vx)
+        acc = float((p.argmax(1) == self.vy).mean())
+        loss = float(-np.log(np.clip(p[np.arange(len(self.vy)), self.vy], 1e-9, 1)).mean())
         return acc, loss
 
-    acc0, loss0 = val_metrics()
-    history["probe_val_acc"] = acc0
-    history["probe_s"] = time.perf_counter() - t_start
-    log(f"linear probe: val acc {acc0:.4f} ({history['probe_s']:.1f} s)")
-    best = {"acc": acc0, "loss": loss0, "epoch": 0, "state": copy.deepcopy(net.state_dict())}
-    if cfg.finetune_blocks <= 0 or cfg.epochs <= 0:
-        if cfg.refit_head and has_val:
-            allx = np.concatenate([x, vx])
-            copies = [allx] + [cfg.augment(allx, rng) for _ in range(cfg.probe_augment_copies)]
-            linear_probe(net, torch.cat([pooled_features(net, c) for c in copies]),
-                         torch.from_numpy(np.concatenate([y, vy])).repeat(len(copies)),
-                         smoothing=cfg.label_smoothing, weight_decay=_probe_wd(len(allx)))
-        history.update(best_epoch=0, best_val_acc=acc0, stopped="linear probe only", seconds=time.perf_counter() - t_start)
-        return net, history
+    # ---- 1. linear probe on frozen features (plus a few augmented copies)
+    def linear_probe(self) -> None:
+        cfg, net, x, y, history = self.cfg, self.net, self.x, self.y, self.history
+        copies = [x] + [cfg.augment(x, self.rng) for _ in range(cfg.probe_augment_copies)]
+        feats = []
+        for i, c in enumerate(copies):
+            feats.append(pooled_features(net, c))
+            self.update("features", i + 1, len(copies))
+        feats = torch.cat(feats)
+        if cfg.pooling == "auto":
+            cv = cross_validate_pooling(feats, y, len(copies), net.channels, net.n_pools, cfg.label_smoothing,
+                                        cfg.seed)
+            history["pooling_cv_accuracy"] = cv
+            # grid pooling only when cross-validation says the part's layout helps; a tie keeps the simpler,
+            # translation-invariant global pooling
+            if not cv or cv["grid"] <= cv["global"]:
+                feats = feats.view(len(feats), net.channels, net.n_pools)[:, :, 0].contiguous()
+                net.set_pooling("global")
+            self.log("pooling: " + net.pooling + (" (cross-validated probe accuracy: " +
+                                                  ", ".join(f"{k} {v:.3f}" for k, v in cv.items()) + ")" if cv else ""))
+        history["pooling"] = net.pooling
+        linear_probe(net, feats, self.yt.repeat(len(copies)), smoothing=cfg.label_smoothing,
+                     weight_decay=_probe_wd(len(x)))
+        acc0, loss0 = self.val_metrics()
+        history["probe_val_acc"] = acc0
+        history["probe_s"] = time.perf_counter() - self.t_start
+        self.log(f"linear probe: val acc {acc0:.4f} ({history['probe_s']:.1f} s)")
+        self.best = {"acc": acc0, "loss": loss0, "epoch": 0, "state": copy.deepcopy(net.state_dict())}
 
     # ---- 2. fine-tune the top of the network
-    params = _set_trainable(net, cfg.finetune_blocks)
-    head = list(net.fc.parameters())
-    head_ids = {id(p) for p in head}
-    body = [p for p in params if id(p) not in head_ids]
-    opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.lr}],
-                            weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(x) / cfg.batch_size))
-    total_steps = steps_per_epoch * cfg.epochs
-    warm = steps_per_epoch
-    base = [g["lr"] for g in opt.param_groups]
-    step = 0
-    stale = 0
-    stopped = f"{cfg.epochs} epochs"
-    for epoch in range(1, cfg.epochs + 1):
-        t_epoch = time.perf_counter()
+    def finetune(self) -> None:
+        cfg, net, x = self.cfg, self.net, self.x
+        params = _set_trainable(net, cfg.finetune_blocks)
+        head = list(net.fc.parameters())
+        head_ids = {id(p) for p in head}
+        body = [p for p in params if id(p) not in head_ids]
+        opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.lr}],
+                                weight_decay=cfg.weight_decay)
+        steps_per_epoch = max(1, math.ceil(len(x) / cfg.batch_size))
+        self.schedule = {"total": steps_per_epoch * cfg.epochs, "warm": steps_per_epoch,
+                         "base": [g["lr"] for g in opt.param_groups], "step": 0}
+        stale = 0
+        for epoch in range(1, cfg.epochs + 1):
+            t_epoch = time.perf_counter()
+            loss, train_acc = self.train_epoch(epoch, opt)
+            acc, vloss = self.val_metrics()
+            dt = time.perf_counter() - t_epoch
+            self.history["epochs"].append({"epoch": epoch, "loss": loss, "train_acc": train_acc,
+                                           "val_acc": acc, "val_loss": vloss, "seconds": dt})
+            self.log(f"epoch {epoch}: loss {loss:.4f} train acc {train_acc:.4f} "
+                     f"val acc {acc:.4f} val loss {vloss:.4f} ({dt:.1f} s)")
+            if self.has_val:
+                best = self.best
+                better = acc > best["acc"] + 1e-9 or (abs(acc - best["acc"]) <= 1e-9 and vloss < best["loss"])
+                if better:
+                    self.best = {"acc": acc, "loss": vloss, "epoch": epoch, "state": copy.deepcopy(net.state_dict())}
+                    stale = 0
+                else:
+                    stale += 1
+                    if stale >= cfg.patience:
+                        self.stopped = f"early stop: no validation gain for {cfg.patience} epochs"
+                        break
+            else:
+                self.best = {"acc": acc, "loss": vloss, "epoch": epoch, "state": None}
+            elapsed = time.perf_counter() - self.t_start
+            # keep time for the head refit (about the cost of the probe's feature pass) after the last epoch
+            reserve = self.history["probe_s"] * 1.3 if (cfg.refit_head and self.has_val) else 0.0
+            if elapsed + dt * 1.05 + reserve > cfg.time_limit_s:
+                self.stopped = f"time budget ({cfg.time_limit_s:.0f} s) reached"
+                break
+        if self.best["state"] is not None:
+            net.load_state_dict(self.best["state"])
+        net.eval()
+
+    def train_epoch(self, epoch: int, opt) -> tuple[float, float]:
+        """One pass over the training images (augmented, shuffled); returns (mean loss, accuracy)."""
+        cfg, net, x, yt, sch = self.cfg, self.net, self.x, self.yt, self.schedule
         net.train()
         _freeze_bn(net)
-        order = rng.permutation(len(x))
+        order = self.rng.permutation(len(x))
         tot_loss, tot_ok, seen = 0.0, 0, 0
         for s in range(0, len(x), cfg.batch_size):
             idx = order[s:s + cfg.batch_size]
             if len(idx) < 2 and seen:
                 continue
-            xb = to_tensor(cfg.augment(x[idx], rng))
+            xb = to_tensor(cfg.augment(x[idx], self.rng))
             yb = yt[idx]
-            f = min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
-            for g, b0 in zip(opt.param_groups, base):
+            step, total = sch["step"], sch["total"]
+            f = min(1.0, (step + 1) / sch["warm"]) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+            for g, b0 in zip(opt.param_groups, sch["base"]):
                 g["lr"] = b0 * f
             logits, _ = net(xb)
             loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            step += 1
+            sch["step"] += 1
             tot_loss += float(loss.detach()) * len(idx)
             tot_ok += int((logits.argmax(1) == yb).sum())
             seen += len(idx)
-            update(f"epoch {epoch}/{cfg.epochs}", seen, len(x), loss=tot_loss / seen, acc=tot_ok / seen)
-        acc, vloss = val_metrics()
-        dt = time.perf_counter() - t_epoch
-        history["epochs"].append({"epoch": epoch, "loss": tot_loss / max(seen, 1), "train_acc": tot_ok / max(seen, 1),
-                                  "val_acc": acc, "val_loss": vloss, "seconds": dt})
-        log(f"epoch {epoch}: loss {tot_loss / max(seen, 1):.4f} train acc {tot_ok / max(seen, 1):.4f} "
-            f"val acc {acc:.4f} val loss {vloss:.4f} ({dt:.1f} s)")
-        if has_val:
-            better = acc > best["acc"] + 1e-9 or (abs(acc - best["acc"]) <= 1e-9 and vloss < best["loss"])
-            if better:
-                best = {"acc": acc, "loss": vloss, "epoch": epoch, "state": copy.deepcopy(net.state_dict())}
-                stale = 0
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    stopped = f"early stop: no validation gain for {cfg.patience} epochs"
-                    break
-        else:
-            best = {"acc": acc, "loss": vloss, "epoch": epoch, "state": None}
-        elapsed = time.perf_counter() - t_start
-        # keep time for the head refit (about the cost of the probe's feature pass) after the last epoch
-        reserve = history["probe_s"] * 1.3 if (cfg.refit_head and has_val) else 0.0
-        if elapsed + dt * 1.05 + reserve > cfg.time_limit_s:
-            stopped = f"time budget ({cfg.time_limit_s:.0f} s) reached"
-            break
-    if best["state"] is not None:
-        net.load_state_dict(best["state"])
-    net.eval()
-    if cfg.refit_head and has_val:
-        # the validation images chose the epoch; now let the head learn from them too
-        allx = np.concatenate([x, vx])
-        ally = torch.from_numpy(np.concatenate([y, vy]))
-        copies = [allx] + [cfg.augment(allx, rng) for _ in range(cfg.probe_augment_copies)]
+            self.update(f"epoch {epoch}/{cfg.epochs}", seen, len(x), loss=tot_loss / seen, acc=tot_ok / seen)
+        return tot_loss / max(seen, 1), tot_ok / max(seen, 1)
+
+    # ---- 3. refit the head on training + validation features
+    def refit_head(self) -> None:
+        cfg, net = self.cfg, self.net
+        allx = np.concatenate([self.x, self.vx])
+        ally = torch.from_numpy(np.concatenate([self.y, self.vy]))
+        copies = [allx] + [cfg.augment(allx, self.rng) for _ in range(cfg.probe_augment_copies)]
         feats = torch.cat([pooled_features(net, c) for c in copies])
         linear_probe(net, feats, ally.repeat(len(copies)), smoothing=cfg.label_smoothing,
                      weight_decay=_probe_wd(len(allx)))
-        history["refit_head"] = True
-    for p in net.parameters():
-        p.requires_grad_(False)
-    history.update(best_epoch=best["epoch"], best_val_acc=best["acc"], stopped=stopped,
-                   seconds=time.perf_counter() - t_start)
-    return net, history

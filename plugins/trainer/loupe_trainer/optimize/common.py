@@ -25,21 +25,21 @@ from typing import Any, Callable
 
 import numpy as np
 
-from host import IMAGE_EXTENSIONS as IMAGE_EXTS, Bundle, BundleError, Progress, UsageError, write_bundle
+from host import IMAGE_EXTENSIONS as IMAGE_EXTS, Bundle, BundleError, BundleMeta, Progress, UsageError, read_bundle_meta, write_bundle
 #: metric compared between parent and optimised bundle, by task
 KEY_METRIC = {"classify": "accuracy", "anomaly": "image_auroc"}
 
 
+def _info(bundle: Bundle) -> BundleMeta:
+    return bundle.info or read_bundle_meta(bundle.meta, bundle.path / "bundle.json")
+
+
 def model_file(bundle: Bundle) -> str:
-    return str(bundle.meta.get("model_file") or bundle.meta.get("model") or "model.onnx")
+    return _info(bundle).model_file
 
 
 def input_size(bundle: Bundle) -> tuple[int, int]:
-    try:
-        s = bundle.meta["input_size"]
-        return (int(s[0]), int(s[1])) if not isinstance(s, int) else (int(s), int(s))
-    except (KeyError, TypeError, IndexError, ValueError):
-        raise BundleError(f"{bundle.path / 'bundle.json'}: missing or malformed field 'input_size'") from None
+    return _info(bundle).input_size
 
 
 def training_data(bundle: Bundle) -> Path | None:

@@ -1,7 +1,6 @@
 """``loupe optimize BUNDLE --method int8``: ONNX Runtime static INT8 quantisation of the backbone.
 
-What it does, and why (measured on the 2-core AVX-512 VNNI CPU this project is
-developed on; see notes/issue-6.md for the figures):
+What it does, and why (measured on a 2-core AVX-512 VNNI CPU):
 
 * **Format: QOperator** (``QLinearConv`` / ``QLinearAdd``), **uint8 activations,
   int8 weights, per-channel weights**. int8 *activations* (ORT's default, S8S8)

@@ -463,7 +463,7 @@ def _prune_classify(bundle: Bundle, teacher_bb, out: Path, params: PruneParams, 
               "recovery": {"kind": "fine-tune: distillation from the parent (T=2) + cross-entropy, BatchNorm frozen",
                            "images": int(len(x)), "source": source, **rec}}
     meta = {k: v for k, v in bundle.meta.items() if k not in ("task", "classes", "input_size", "normalisation",
-                                                                "model", "outputs", "onnx_opset", "parity",
+                                                                "model", "model_file", "outputs", "onnx_opset", "parity",
                                                                 "format")}
     meta.update(_c.lineage(bundle, record))
     progress.update("export", 0, 1)

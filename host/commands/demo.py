@@ -13,15 +13,32 @@ and a missing one is reported with the distribution to install.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 import yaml
 
-from .core.bundle import model_sha256
-from .core.errors import UsageError
-from .core.recipe import Recipe
-from .core.runner import new_run_info, open_reporter, open_source, run_recipe
+from ..core.bundle import model_sha256
+from ..core.contracts import Command
+from ..core.errors import UsageError
+from ..core.recipe import Recipe
+from ..core.runner import new_run_info, open_reporter, open_source, run_recipe
+from .support import CliProgress
+
+
+class DemoCommand(Command):
+    """``loupe demo``: sample data, training, a saved recipe run, an HTML report."""
+
+    name = "demo"
+    help = "build sample data, train, run a saved recipe, write an HTML report"
+
+    def add_arguments(self, s: argparse.ArgumentParser) -> None:
+        s.add_argument("--workdir", default="loupe-demo", help="where the demo writes (default ./loupe-demo)")
+        s.add_argument("-q", "--quiet", action="store_true")
+
+    def run(self, args: argparse.Namespace) -> int:
+        return run_demo(args.plugin_manager, Path(args.workdir), quiet=args.quiet)
 
 NEEDS = {
     ("trainers", "anomaly"): "loupe-trainer",
@@ -38,8 +55,6 @@ def _say(msg: str, quiet: bool) -> None:
 
 
 def run_demo(pm, workdir: Path, quiet: bool = False) -> int:
-    from .cli import CliProgress
-
     cat = pm.catalogue
     missing = sorted({dist for (table, key), dist in NEEDS.items() if key not in getattr(cat, table)})
     if missing:

@@ -1,6 +1,7 @@
 """``loupe bench``: medians of per-image time for a recipe or a bundle, and bundle comparisons."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -10,12 +11,46 @@ from typing import Any
 
 import numpy as np
 
-from .core.bundle import MANIFEST, Bundle
-from .core.contracts import Progress
-from .core.errors import UsageError
-from .core.recipe import Recipe
-from .cli import _source_options as source_options
-from .core.runner import Pipeline, open_source
+from ..core.bundle import MANIFEST, Bundle
+from ..core.contracts import Command, Progress
+from ..core.errors import LoupeError, UsageError
+from ..core.recipe import Recipe
+from ..core.runner import Pipeline, open_source
+from ..core.sessions import ENGINE_CHOICES, create_session, probe_inputs, set_engine_override
+from .support import json_default, source_options
+
+
+class BenchCommand(Command):
+    """``loupe bench``: median per-frame time of a recipe (per step too) or a bundle's predictor."""
+
+    name = "bench"
+    help = "median time per image of a recipe or a bundle"
+
+    def add_arguments(self, s: argparse.ArgumentParser) -> None:
+        s.add_argument("target", nargs="?", metavar="RECIPE|BUNDLE")
+        s.add_argument("--source", help="images to time on (default: the recipe's source; for bundles the test "
+                                        "split of --data, else random images of the model's input size)")
+        s.add_argument("--source-opt", action="append", metavar="KEY=VALUE", help="a source option (repeatable)")
+        s.add_argument("--json", action="store_true")
+        s.add_argument("--repeat", type=int, default=1, help="passes over the source (default 1)")
+        s.add_argument("--limit", type=int, default=200, help="at most N images (default 200)")
+        s.add_argument("--compare", nargs="+", metavar="BUNDLE", help="compare bundles side by side")
+        s.add_argument("--data", help="evaluation data for --compare (accuracy / AUROC column)")
+        s.add_argument("--out", help="write the comparison as DIR/bench.md and DIR/bench.json")
+        s.add_argument("--engine", action="append", choices=ENGINE_CHOICES,
+                       help="inference engine; repeat it to compare engines on a BUNDLE side by side "
+                            "(batch 1 and best batch, parity against the CPU)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        result = bench_target(args.plugin_manager, args)
+        if args.json:
+            print(json.dumps(result, default=json_default))
+        elif result.get("kind") == "compare":
+            print(result["markdown"])
+        else:
+            for k, v in result.items():
+                print(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
+        return 0
 
 
 def _load_images(pm, spec, base_dir: Path, limit: int, options: dict[str, Any] | None = None) -> list:
@@ -101,6 +136,8 @@ def _timing_images(pm, args, bundle: Bundle | None = None) -> list[np.ndarray] |
 
 
 def bench_target(pm, args) -> dict[str, Any]:
+    if len(getattr(args, "engine", None) or []) > 1:
+        return compare_engines(pm, args, args.engine)
     if args.compare:
         return compare_bundles(pm, [Path(b) for b in args.compare], args)
     if not args.target:
@@ -159,3 +196,89 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
         cells += [f"{r[k]:.4f}" if k in r else "" for k in metric_keys]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def compare_engines(pm, args, engines: list[str]) -> dict[str, Any]:
+    """One bundle on several engines in one run: per-image latency through the runtime (batch 1), the
+    graph's throughput at its best batch size, and the largest difference of the predictions from the
+    CPU's on the same images."""
+    target = Path(args.target or "")
+    if not (target.is_dir() and (target / MANIFEST).exists()):
+        raise UsageError("bench --engine A --engine B compares engines on a BUNDLE")
+    bundle = Bundle.load(target)
+    images = _timing_images(pm, args)
+    images = images if images is not None else _synthetic(bundle)
+    runtime = pm.catalogue.runtimes[bundle.task].cls()
+    set_engine_override("cpu")
+    reference = [runtime.predictor(bundle)(img) for img in images[:20]]
+    rows = []
+    for engine in engines:
+        set_engine_override(engine)
+        row: dict[str, Any] = {"engine": engine}
+        try:
+            predict = runtime.predictor(bundle)
+            got = [predict(img) for img in images[:20]]
+            row.update(bench_bundle(pm, bundle, images, args.repeat))
+            row["max_diff_vs_cpu"] = max((_prediction_diff(a, b) for a, b in zip(reference, got)), default=0.0)
+            row.update(_best_batch(bundle, engine))
+            row["status"] = "ok"
+        except LoupeError as exc:
+            row["status"] = f"not usable: {exc}"
+        rows.append(row)
+    set_engine_override(None)
+    head = ["engine", "runs on", "median ms (batch 1)", "img/s (batch 1)", "best batch", "img/s (best batch)",
+            "max diff vs cpu", "status"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"| {r['engine']} | | | | | | | {r['status']} |")
+            continue
+        lines.append(f"| {r['engine']} | {r['runs_on']} | {r['median_ms']:.2f} | {r['images_per_s']:.1f} | {r['best_batch']} | "
+                     f"{r['best_batch_images_per_s']:.1f} | {r['max_diff_vs_cpu']:.2e} | ok |")
+    table = "\n".join(lines)
+    out = {"kind": "compare", "target": str(bundle.path), "rows": rows, "markdown": table,
+           "threads": os.environ.get("OMP_NUM_THREADS", "default")}
+    if args.out:
+        d = Path(args.out)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "bench.md").write_text(table + "\n")
+        (d / "bench.json").write_text(json.dumps(rows, indent=2, default=json_default))
+    return out
+
+
+def _prediction_diff(a: Any, b: Any) -> float:
+    """The largest absolute difference between two predictions' numbers (maps, scores, probabilities)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return max((_prediction_diff(a[k], b[k]) for k in a if k in b), default=0.0)
+    try:
+        x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    except (TypeError, ValueError):
+        return 0.0 if a == b else float("inf")
+    if x.shape != y.shape:
+        return float("inf")
+    return float(np.abs(x - y).max()) if x.size else 0.0
+
+
+def _best_batch(bundle: Bundle, engine: str, batches: tuple[int, ...] = (1, 2, 4, 8, 16)) -> dict[str, Any]:
+    """The graph's images/s at each batch size its input allows (a fixed batch dimension allows only 1)."""
+    model = bundle.file(bundle.info.model_file if bundle.info else bundle.meta.get("model_file", "model.onnx"))
+    sess = create_session(model, engine=engine, parity=False)
+    first = sess.get_inputs()[0]
+    dynamic = not (isinstance(first.shape[0], int) and first.shape[0] > 0)
+    best, best_rate = 1, 0.0
+    for b in (batches if dynamic else (1,)):
+        feed = {i.name: _batched(v, b) for i, v in zip(sess.get_inputs(), probe_inputs(sess).values())}
+        sess.run(None, feed)
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            times.append(time.perf_counter() - t0)
+        rate = b / statistics.median(times)
+        if rate > best_rate:
+            best, best_rate = b, rate
+    return {"best_batch": best, "best_batch_images_per_s": best_rate, "runs_on": sess.engine}
+
+
+def _batched(x: np.ndarray, b: int) -> np.ndarray:
+    return np.repeat(x[:1], b, axis=0)
