@@ -42,7 +42,8 @@ def cmd_plugins(pm, args) -> int:
                           + [f"train:{k}" for k, e in cat.trainers.items() if e.plugin == p.name]
                           + [f"runtime:{k}" for k, e in cat.runtimes.items() if e.plugin == p.name]
                           + [f"optimize:{k}" for k, e in cat.optimizers.items() if e.plugin == p.name]
-                          + [f"command:{k}" for k, e in cat.commands.items() if e.plugin == p.name])
+                          + [f"command:{k}" for k, e in cat.commands.items() if e.plugin == p.name]
+                          + [f"line:{k}" for k, e in cat.line_adapters.items() if e.plugin == p.name])
         rows.append({"name": p.name, "distribution": p.distribution, "version": p.version, "module": p.module,
                      "hooks": p.hooks, "provides": provides, "error": p.error})
     from .core.sessions import engine_status
@@ -82,7 +83,7 @@ def cmd_tools(pm, args) -> int:
         print()
     for key, label, name in (("sources", "sources", "scheme"), ("reporters", "reporters", "scheme"),
                              ("trainers", "trainers", "task"), ("runtimes", "model runtimes", "task"),
-                             ("optimizers", "optimizers", "method")):
+                             ("optimizers", "optimizers", "method"), ("line_adapters", "line adapters", "scheme")):
         items = desc[key]
         print(f"{label} ({len(items)})")
         for t in items:
