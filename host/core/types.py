@@ -64,7 +64,8 @@ class Shape:
     ``ellipse`` (points = [centre], axes = (a, b), angle in degrees), ``point``,
     or ``text`` (points = [anchor], label).
     ``status`` colours the shape: pass (green), fail (red), review (amber) or
-    info (cyan).
+    info (cyan); ``color`` (``#rrggbb``), when set, overrides that colour (e.g. one
+    colour per defect class).
     """
 
     kind: str
@@ -74,10 +75,11 @@ class Shape:
     axes: tuple[float, float] = (0.0, 0.0)
     angle: float = 0.0
     status: str = "info"
+    color: str = ""
 
     def shifted(self, dx: float, dy: float) -> "Shape":
         return Shape(self.kind, [(x + dx, y + dy) for x, y in self.points], self.label,
-                     self.radius, self.axes, self.angle, self.status)
+                     self.radius, self.axes, self.angle, self.status, self.color)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind, "points": [[float(x), float(y)] for x, y in self.points]}
@@ -89,6 +91,8 @@ class Shape:
             d["axes"] = [float(a) for a in self.axes]
             d["angle"] = float(self.angle)
         d["status"] = self.status
+        if self.color:
+            d["color"] = self.color
         return d
 
 

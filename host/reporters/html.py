@@ -117,7 +117,7 @@ def _fmt(v) -> str:
 
 
 def _svg(s: Shape) -> str:
-    c = COLOURS.get(s.status, COLOURS["info"])
+    c = getattr(s, "color", "") or COLOURS.get(s.status, COLOURS["info"])
     style = f'stroke="{c}" fill="none" stroke-width="2" vector-effect="non-scaling-stroke"'
     pts = s.points
     label = ""
