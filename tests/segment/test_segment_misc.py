@@ -69,5 +69,6 @@ def test_dataset_analyze_reports_pixel_share_and_bad_masks(seg_data, tmp_path):
     assert seg["splits"]["test"]["good"] == 4 and seg["splits"]["test"]["defective"] == 9
     # identical all-zero masks of good images are not reported as duplicates
     assert not any(all("/masks/" in f for f in g["files"]) for g in d["duplicates"])
+    assert not any("/masks/" in m["file"] for m in d["channel_mismatches"])   # gray masks beside colour images
     r = run_loupe("dataset", "analyze", data, "--out", tmp_path / "a", "--strict", env=ENV)
     assert r.returncode == 1 and "pixel share per class" in r.stdout and "orphan.png" in r.stdout

@@ -92,6 +92,8 @@ def add_segmentation(root: Path, d: dict[str, Any]) -> dict[str, Any] | None:
     # identical masks (all-zero ones of good images) are expected, not duplicates worth reporting
     d["duplicates"] = [g for g in d.get("duplicates", [])
                        if not all(Path(f).parent.name == "masks" for f in g["files"])]
+    # nor are 8-bit gray masks beside colour images a channel mismatch
+    d["channel_mismatches"] = [m for m in d.get("channel_mismatches", []) if Path(m["file"]).parent.name != "masks"]
     return seg
 
 

@@ -252,9 +252,11 @@ class SegmentTrainer(Trainer):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
                 step += 1
-            rec: dict[str, Any] = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5)}
+            rec: dict[str, Any] = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5),
+                                   "seconds": round(time.perf_counter() - t0, 1),
+                                   "cpu_seconds": round(time.process_time(), 1)}
             if vx is not None:
                 s, m = score(predict(vx), vy, 0.5)
                 rec.update(val_score=round(s, 4), val_mean_iou=m["mean_iou"], val_defect_iou=m["defect_iou"])
