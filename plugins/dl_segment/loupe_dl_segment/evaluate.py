@@ -220,7 +220,12 @@ def evaluate(bundle: Bundle, data: Path, out: Path | None, progress: Progress, t
                               "classes": seg.classes, "n_images": len(times), "n_defective": len(bad),
                               "n_good": len(good), "ms_per_image": statistics.median(times),
                               "threshold": seg.threshold if threshold is None else threshold,
-                              "confusion_matrix": cm.tolist(), "unreadable": unreadable, "split": split,
+                              "pixel_confusion_matrix": cm.tolist(),
+                              "pixel_confusion_labels": ["background"] + seg.classes,
+                              # per image: the defect score and whether it is defective (ROC in the desktop app)
+                              "scores": [i["score"] for i in per_image],
+                              "labels": [i["truth"] != "good" for i in per_image],
+                              "unreadable": unreadable, "split": split,
                               "bundle": str(bundle.path), "data": str(data), "threads": threads}
     if out is not None:
         names = ["background"] + seg.classes
