@@ -47,6 +47,9 @@ class SegNet(nn.Module):
         self.smooth8 = SepConv(width)
         self.smooth4 = nn.Sequential(SepConv(width), SepConv(width))
         self.head = nn.Conv2d(width, n_out, 1)
+        with torch.no_grad():  # start from "background almost everywhere" (p ~ 0.95), as the data are
+            self.head.bias.zero_()
+            self.head.bias[0] = 3.0 + float(torch.log(torch.tensor(max(1, n_out - 1), dtype=torch.float32)))
 
     def encoder_parameters(self):
         return [p for p in self.encoder.parameters() if p.requires_grad]

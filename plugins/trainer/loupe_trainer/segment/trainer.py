@@ -12,7 +12,7 @@ Training for few samples:
 * the loss copes with tiny defects on a huge background: cross-entropy with class weights
   ``sqrt(background pixels / class pixels)`` (capped) plus a soft Dice loss over the defect
   classes (``loss``);
-* the encoder's BatchNorm keeps its ImageNet statistics, the stem and first block stay frozen,
+* the encoder's BatchNorm keeps its ImageNet statistics, the stem and stages 1-3 stay frozen,
   the encoder learns at a lower rate than the decoder (AdamW, warm-up then cosine);
 * early stopping on a held-out share of train (stratified by each image's main class): the
   epoch with the best ``(mean IoU + defect IoU) / 2`` on it is kept, and the pixel threshold
@@ -38,17 +38,19 @@ from host import Bundle, Params, Progress, Trainer, UsageError
 class SegmentParams(Params):
     input_size: int = Field(256, ge=64, le=1024, description="side of the square model input in pixels (a multiple "
                                                              "of 32); images are stretched to it")
-    crop: int = Field(160, ge=0, le=1024, description="side of the random training crops (0: whole images); "
+    crop: int = Field(128, ge=0, le=1024, description="side of the random training crops (0: whole images); "
                                                       "validation and inference use whole images")
     epochs: int = Field(60, ge=1, le=2000, description="most epochs (early stopping usually ends sooner)")
     steps_per_epoch: int = Field(0, ge=0, description="optimiser steps per epoch (0: about two crops per "
                                                       "training image)")
     batch_size: int = Field(8, ge=1, le=256, description="crops per step")
-    lr: float = Field(2e-3, gt=0, le=1.0, description="peak AdamW learning rate of the decoder")
+    lr: float = Field(3e-3, gt=0, le=1.0, description="peak AdamW learning rate of the decoder")
     encoder_lr_scale: float = Field(0.25, ge=0, le=1.0, description="the encoder's rate relative to the "
                                                                     "decoder's (0: frozen encoder)")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
-    freeze_blocks: int = Field(1, ge=0, le=11, description="MBConv blocks after the stem kept frozen")
+    freeze_blocks: int = Field(5, ge=0, le=11, description="MBConv blocks after the stem kept frozen (5: up to "
+                                                            "stage 3, the stride-8 features; their backward pass "
+                                                            "is most of the cost of a step)")
     width: int = Field(64, ge=8, le=256, description="decoder channels")
     dice_weight: float = Field(1.0, ge=0, description="weight of the soft Dice loss beside the cross-entropy")
     max_class_weight: float = Field(10.0, ge=1, description="cap on the cross-entropy weight of a rare class")
@@ -204,7 +206,7 @@ class SegmentTrainer(Trainer):
         aug = SegAugment(crop=crop, enabled=params.augment)
         steps = params.steps_per_epoch or max(4, math.ceil(2 * len(tr_idx) / params.batch_size))
         total = steps * params.epochs
-        warm = min(30, total // 10 + 1)
+        warm = min(10, total // 10 + 1)
         defect_tr = [i for i in tr_idx if mains[i]]
         good_tr = [i for i in tr_idx if not mains[i]]
         vx = np.stack([images[i] for i in va_idx]) if len(va_idx) else None
