@@ -26,6 +26,7 @@ Models are named by path and sha256 (``{path: model, sha256: ...}``).
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import hashlib
 import json
 from dataclasses import dataclass
@@ -441,8 +442,9 @@ def _build_step(section: str, i: int, raw: Any, catalogue: Catalogue, base_dir: 
         except ValidationError as exc:
             problem("limits", f"the tool's default_limits are invalid: {exc}", step=name)
     known = (getattr(cls, "measurements", None) or {}) if cls is not None else {}
+    patterns = [k for k in known if "*" in k]  # "*.area": one measurement per model class (segmentation)
     for m in limits:
-        if known and m not in known:
+        if known and m not in known and not any(fnmatch.fnmatchcase(m, p) for p in patterns):
             hint = difflib.get_close_matches(m, list(known), n=2, cutoff=0.5)
             problem(f"limits.{m}", f"{tool_id} has no measurement {m!r}"
                     + (f"; did you mean {', '.join(map(repr, hint))}?" if hint

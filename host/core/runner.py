@@ -342,14 +342,14 @@ def _map_shapes(shapes: Iterable[Shape], m: np.ndarray) -> list[Shape]:
         if s.kind == "rect" and len(s.points) == 2 and not axis_aligned:
             (x0, y0), (x1, y1) = s.points
             out.append(Shape("polygon", [pt(x0, y0), pt(x1, y0), pt(x1, y1), pt(x0, y1)], s.label,
-                             s.radius, s.axes, s.angle, s.status))
+                             s.radius, s.axes, s.angle, s.status, s.color))
             continue
         pts = [pt(x, y) for x, y in s.points]
         if s.kind == "rect" and len(pts) == 2:
             (x0, y0), (x1, y1) = pts
             pts = [(min(x0, x1), min(y0, y1)), (max(x0, x1), max(y0, y1))]
         out.append(Shape(s.kind, pts, s.label, s.radius * scale, (s.axes[0] * scale, s.axes[1] * scale),
-                         s.angle - turn if s.kind == "ellipse" else s.angle, s.status))
+                         s.angle - turn if s.kind == "ellipse" else s.angle, s.status, s.color))
     return out
 
 

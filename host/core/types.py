@@ -67,6 +67,8 @@ class Shape:
     info (cyan); or, when only the step's limits can judge it, ``verdict`` (the
     colour of the step's verdict) or ``alert`` (the same, but not drawn when the
     step passes). Drawing code resolves these with ``host.resolved_overlays``.
+    ``color`` (``#rrggbb``), when set, overrides the colour (e.g. one colour per
+    defect class).
     """
 
     kind: str
@@ -76,10 +78,11 @@ class Shape:
     axes: tuple[float, float] = (0.0, 0.0)
     angle: float = 0.0
     status: str = "info"
+    color: str = ""
 
     def shifted(self, dx: float, dy: float) -> "Shape":
         return Shape(self.kind, [(x + dx, y + dy) for x, y in self.points], self.label,
-                     self.radius, self.axes, self.angle, self.status)
+                     self.radius, self.axes, self.angle, self.status, self.color)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind, "points": [[float(x), float(y)] for x, y in self.points]}
@@ -91,6 +94,8 @@ class Shape:
             d["axes"] = [float(a) for a in self.axes]
             d["angle"] = float(self.angle)
         d["status"] = self.status
+        if self.color:
+            d["color"] = self.color
         return d
 
 

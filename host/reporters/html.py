@@ -296,7 +296,7 @@ def _css_colours() -> str:
 def _svg(s: Shape, status: str, font: float) -> str:
     """One shape as SVG: drawn twice, a dark wider stroke under the coloured one, so that an outline stays
     visible on a heatmap of the same colour; labels get a dark halo for the same reason."""
-    c = VERDICT_COLOURS.get(status, VERDICT_COLOURS["info"])
+    c = s.color if re.fullmatch(r"#[0-9a-fA-F]{6}", s.color or "") else VERDICT_COLOURS.get(status, VERDICT_COLOURS["info"])
     pts = s.points
     label = ""
     if s.label and pts:

@@ -53,7 +53,7 @@ def resolved_overlays(result: Any) -> list:
         if st is None:
             continue
         if st != s.status:
-            s = type(s)(s.kind, list(s.points), s.label, s.radius, s.axes, s.angle, st)
+            s = type(s)(s.kind, list(s.points), s.label, s.radius, s.axes, s.angle, st, getattr(s, "color", ""))
         out.append(s)
     return out
 

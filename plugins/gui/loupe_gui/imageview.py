@@ -265,7 +265,7 @@ class ImageView(QtWidgets.QWidget):
             p.drawText(r.topLeft() + QtCore.QPointF(3, -4), label)
 
     def _draw_shape(self, p: QtGui.QPainter, s) -> None:
-        color = theme.status_color(getattr(s, "status", "info"))
+        color = QtGui.QColor(s.color) if getattr(s, "color", "") else theme.status_color(getattr(s, "status", "info"))
         pen = QtGui.QPen(color, 2)
         pen.setCosmetic(True)
         p.setPen(pen)

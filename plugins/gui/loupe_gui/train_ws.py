@@ -75,7 +75,8 @@ def inspect_images(pm, bundle: Bundle, data: Path, progress, gallery: int = 24, 
     src = open_source(f"folder:{root}", cat, root, {"recursive": True})
     for _ in src.frames(skip=lambda k: keys.append(k) or True):
         pass
-    keys = [k for k in keys if "ground_truth" not in Path(k).parts]
+    keys = [k for k in keys if "ground_truth" not in Path(k).parts
+            and not (Path(k).parent.name == "masks" and Path(k).parent.with_name("images").is_dir())]  # segmentation
     by_class: dict[str, list[str]] = {}
     for k in keys:
         by_class.setdefault(Path(k).parent.name, []).append(k)

@@ -347,6 +347,9 @@ class DatasetCommand(Command):
 
         result = analyze(root, prog)
         d = result.to_dict()
+        from .segment.analyze import add_segmentation, print_segmentation  # segmentation sets (issue 16)
+
+        seg = add_segmentation(root, d)
         out = Path(args.out)
         chart = out / "size_distribution.png"
         size_chart(result.sizes(), chart, f"image sizes of {root.name} ({d['n_readable']} images)")
@@ -360,7 +363,9 @@ class DatasetCommand(Command):
             print(json.dumps(d))
         else:
             print_report(d, chart)
+            if seg is not None:
+                print_segmentation(seg)
             if args.resize_to:
                 print(f"\nresized {d['resized']['images']} images to {size[0]}x{size[1]} -> {args.resize_out}")
-        problems = d["corrupt"] or d["duplicates"] or d["channel_mismatches"]
+        problems = d["corrupt"] or d["duplicates"] or d["channel_mismatches"] or (seg or {}).get("mask_problems")
         return 1 if (args.strict and problems) else 0

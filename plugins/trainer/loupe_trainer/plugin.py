@@ -10,6 +10,9 @@ def loupe_train(register):
     from .anomaly.trainer import AnomalyTrainer
 
     register(AnomalyTrainer)
+    from .segment.trainer import SegmentTrainer
+
+    register(SegmentTrainer)
 
 
 @hookimpl

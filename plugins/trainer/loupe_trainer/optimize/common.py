@@ -27,7 +27,7 @@ import numpy as np
 
 from host import IMAGE_EXTENSIONS as IMAGE_EXTS, Bundle, BundleError, BundleMeta, Progress, UsageError, read_bundle_meta, write_bundle
 #: metric compared between parent and optimised bundle, by task
-KEY_METRIC = {"classify": "accuracy", "anomaly": "image_auroc"}
+KEY_METRIC = {"classify": "accuracy", "anomaly": "image_auroc", "segment": "mean_iou"}
 
 
 def _info(bundle: Bundle) -> BundleMeta:
@@ -71,6 +71,10 @@ def prepare(bundle: Bundle) -> Callable[[np.ndarray], np.ndarray]:
         from loupe_dl_anomaly.data import prepare as _prep
 
         return lambda img: _prep(img, size)
+    if bundle.task == "segment":
+        from ..segment.optimize import prepare as _seg_prep
+
+        return _seg_prep(bundle, size)
     raise UsageError(f"{bundle.path}: cannot optimise {bundle.task!r} bundles (only classify and anomaly)")
 
 
@@ -89,6 +93,10 @@ def _training_paths(bundle: Bundle, data: Path) -> list[Path]:
             keep, _ = stratified_split([s.label for s in train], split["test_fraction"], split["seed"])
             train = [train[i] for i in keep]
         return [s.path for s in train]
+    if bundle.task == "segment":
+        from ..segment.optimize import training_paths
+
+        return training_paths(bundle, data)
     root = data / "train" if (data / "train").is_dir() else data
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
@@ -150,6 +158,10 @@ def held_out_images(bundle: Bundle, data: Path | None, n: int) -> list[np.ndarra
             paths = [s.path for s in samples]
         except ValueError:
             paths = []
+    elif bundle.task == "segment":
+        from ..segment.optimize import eval_paths
+
+        paths = eval_paths(bundle, data)
     else:
         test = data / "test"
         if test.is_dir():
@@ -175,6 +187,10 @@ def runtime_for(task: str):
         from loupe_dl_anomaly.runtime import AnomalyRuntime
 
         return AnomalyRuntime()
+    if task == "segment":
+        from loupe_dl_segment.tool import SegmentRuntime
+
+        return SegmentRuntime()
     raise UsageError(f"no runtime for {task!r} bundles")
 
 
@@ -183,7 +199,7 @@ def evaluate(bundle: Bundle, data: Path) -> dict[str, Any]:
 
 
 def _strip(m: dict[str, Any]) -> dict[str, Any]:
-    keys = ("accuracy", "image_auroc", "pixel_auroc", "f1", "n_images", "ms_per_image")
+    keys = ("accuracy", "mean_iou", "defect_iou", "image_auroc", "pixel_auroc", "f1", "n_images", "ms_per_image")
     return {k: m[k] for k in keys if k in m}
 
 

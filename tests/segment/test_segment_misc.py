@@ -1,0 +1,74 @@
+"""Augmentation keeps masks aligned; the inference plugin never needs torch; dataset analyze on masks."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+from host.testing import run_loupe
+
+ENV = {"OMP_NUM_THREADS": "2"}
+
+
+def test_augmentation_moves_image_and_mask_together():
+    from loupe_trainer.segment.augment import SegAugment
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:20, 5:40] = 1
+    mask[40:60, 30:34] = 2
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[..., 0] = mask * 100          # the image encodes its own mask
+    aug = SegAugment(crop=48, brightness=0, contrast=0, gamma=0, channel_gain=0, noise=0)
+    seen = 0
+    for _ in range(30):
+        a, m = aug(rng, img, mask)
+        assert a.shape[:2] == m.shape == (48, 48) and m.dtype == np.uint8
+        assert set(np.unique(m)) <= {0, 1, 2}
+        inner = cv2.erode((m > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # off the blended edges
+        assert np.all(np.abs(a[..., 0][inner].astype(int) - 100 * m[inner].astype(int)) <= 1)
+        seen += int(m.any())
+    assert seen >= 20   # crops are biased towards defects
+
+
+def test_inference_plugin_imports_without_torch():
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['loupe_trainer'] = None\n"
+            "import loupe_dl_segment.plugin, loupe_dl_segment.tool, loupe_dl_segment.model, "
+            "loupe_dl_segment.evaluate, loupe_dl_segment.data\n"
+            "from importlib.metadata import requires\n"
+            "reqs = ' '.join(requires('loupe-dl-segment'))\n"
+            "assert 'torch' not in reqs and 'loupe-trainer' not in reqs, reqs\nprint('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def test_dataset_analyze_reports_pixel_share_and_bad_masks(seg_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "d"
+    shutil.copytree(seg_data, data)
+    masks = sorted((data / "train" / "masks").glob("*scratch*"))
+    cv2.imwrite(str(masks[0]), np.zeros((50, 96), np.uint8))             # wrong size
+    cv2.imwrite(str(masks[1]), np.full((96, 96), 5, np.uint8))          # value above the 3 classes
+    cv2.imwrite(str(data / "train" / "masks" / "orphan.png"), np.zeros((96, 96), np.uint8))
+    r = run_loupe("dataset", "analyze", data, "--json", "--out", tmp_path / "a", env=ENV)
+    assert r.returncode == 0, r.stderr[-2000:]
+    d = json.loads(r.stdout)
+    seg = d["segmentation"]
+    assert seg["classes"] == ["scratch", "stain", "dent"]
+    share = seg["pixel_share"]["all"]
+    assert abs(sum(share.values()) - 1) < 1e-9 and share["background"] > 0.9
+    assert all(share[c] > 0 for c in ("scratch", "stain", "dent"))
+    probs = {p["file"]: p["problem"] for p in seg["mask_problems"]}
+    assert "mask is 96x50" in probs[f"train/masks/{masks[0].name}"]
+    assert "pixel value 5" in probs[f"train/masks/{masks[1].name}"]
+    assert "no image" in probs["train/masks/orphan.png"]
+    assert seg["splits"]["test"]["good"] == 4 and seg["splits"]["test"]["defective"] == 9
+    # identical all-zero masks of good images are not reported as duplicates
+    assert not any(all("/masks/" in f for f in g["files"]) for g in d["duplicates"])
+    assert not any("/masks/" in m["file"] for m in d["channel_mismatches"])   # gray masks beside colour images
+    r = run_loupe("dataset", "analyze", data, "--out", tmp_path / "a", "--strict", env=ENV)
+    assert r.returncode == 1 and "pixel share per class" in r.stdout and "orphan.png" in r.stdout
