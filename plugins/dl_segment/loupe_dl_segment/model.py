@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from host import Bundle, BundleError
+from host import Bundle, BundleError, UsageError, create_session, resolve_engine
 
 from .data import DEFAULT_NORMALISATION, preprocess
 
@@ -34,17 +34,9 @@ def class_colour_hex(k: int) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def open_session(path, threads: int):
-    """The one place this plugin opens an ONNX Runtime session (CPU, ``threads`` intra-op threads)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = max(1, int(threads))
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+def open_session(path, threads: int, engine: str | None = "cpu"):
+    """This plugin's sessions, from the host's one session factory (engines, parity, no external data)."""
+    return create_session(path, threads, engine=engine)
 
 
 @dataclass
@@ -108,7 +100,7 @@ def find_regions(labels: np.ndarray, probs: np.ndarray, n_classes: int, min_area
 class Segmenter:
     """Loads a ``segment`` bundle once; ``segment`` is the per-image path."""
 
-    def __init__(self, bundle: Bundle, threads: int = 2):
+    def __init__(self, bundle: Bundle, threads: int = 2, engine: str | None = None):
         meta = bundle.meta
         if bundle.task != "segment":
             raise BundleError(f"{bundle.path}: bundle task is {bundle.task!r}, not 'segment'")
@@ -122,8 +114,8 @@ class Segmenter:
         self.threshold = float(meta.get("threshold", 0.5))
         self.bundle = bundle
         try:
-            self.session = open_session(bundle.file(meta.get("model", "model.onnx")), threads)
-        except BundleError:
+            self.session = open_session(bundle.model_file, threads, engine=resolve_engine(engine))
+        except (BundleError, UsageError):
             raise
         except Exception as exc:  # onnxruntime raises its own error types
             raise BundleError(f"{bundle.path}: cannot open the ONNX model: {exc}") from None

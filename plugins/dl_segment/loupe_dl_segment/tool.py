@@ -61,7 +61,7 @@ class SegmentTool(InspectTool):
         bundle = Bundle.load(path)
         if bundle.task != "segment":
             raise BundleError(f"{path}: a {bundle.task!r} bundle, but segment.defects needs a 'segment' bundle")
-        self.seg = Segmenter(bundle, threads=params.threads)
+        self.seg = Segmenter(bundle, threads=params.threads, engine=self.context.options.get("engine"))
 
     def inspect(self, image: np.ndarray) -> ToolOutput:
         from .model import class_colour_hex, measure, region_polygons
