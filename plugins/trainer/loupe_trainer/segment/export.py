@@ -65,7 +65,7 @@ def write_segment_bundle(net: SegNet, out: Path, classes: list[str], size: tuple
         export_onnx(net, size, onnx_path)
         parity = parity_check(net, onnx_path, raw_images, resized_rgb, size, threshold, threads)
         full = {**meta, "task": "segment", "classes": list(classes), "input_size": [int(size[0]), int(size[1])],
-                "normalisation": DEFAULT_NORMALISATION, "model": "model.onnx", "threshold": float(threshold),
+                "normalisation": DEFAULT_NORMALISATION, "model_file": "model.onnx", "threshold": float(threshold),
                 "outputs": {"probs": "[N, K + 1, H, W] per-pixel softmax: channel 0 background, channel k the "
                                      "class on line k of classes.txt"},
                 "onnx_opset": OPSET, "parity": parity}
