@@ -37,3 +37,9 @@ from .reporters.imaging import (CONFUSION_PASS_AT, CONFUSION_REVIEW_AT, VERDICT_
 
 __all__ += ["CONFUSION_PASS_AT", "CONFUSION_REVIEW_AT", "VERDICT_COLOURS", "confusion_style", "overlay_status",
             "resolved_overlays"]
+
+# executors (``loupe run --executor``): the contract, and the pipeline a worker builds once
+from .core.contracts import Executor, ExecutorJob, ExecutorSummary  # noqa: E402
+from .core.runner import Pipeline  # noqa: E402
+
+__all__ += ["Executor", "ExecutorJob", "ExecutorSummary", "Pipeline"]
