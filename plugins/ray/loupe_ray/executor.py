@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -148,6 +149,8 @@ def init_ray(address: str | None, workers: int | None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    for name in ("ray", "ray.data"):  # Ray's start-up and per-dataset INFO lines would cover the bar
+        logging.getLogger(name).setLevel(logging.WARNING)
     kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
                               ignore_reinit_error=True)
     if address:
@@ -248,6 +251,8 @@ class RayExecutor(Executor):
         init_ray(self.address, workers)
         if workers is None:
             workers = max(1, int(ray.cluster_resources().get("CPU", 2)) - 1)
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         ctx = ray.data.DataContext.get_current()
         ctx.max_errored_blocks = -1  # a block that failed twice is recorded frame by frame, not fatal
         ctx.enable_progress_bars = False
@@ -258,11 +263,14 @@ class RayExecutor(Executor):
             blocks = [(s, o, n) for s, o, n in _resplit(spool, blocks, per)]
         ds = ray.data.from_arrow([pa.table({"seq": [s], "offset": [o], "n": [n]}) for s, o, n in blocks])
         recipe = job.recipe
-        ds = ds.map_batches(
-            LoupeWorker, batch_size=None, concurrency=workers, num_cpus=1,
-            fn_constructor_kwargs=dict(recipe=recipe.to_dict(), base_dir=str(recipe.base_dir), file=recipe.file,
-                                       recipe_hash=recipe.hash, spool=str(spool), source=source_name),
-            max_restarts=-1, max_task_retries=1)
+        with warnings.catch_warnings():  # max_restarts/max_task_retries as keywords: deprecated from Ray 2.64
+            warnings.simplefilter("ignore")
+            ds = ds.map_batches(
+                LoupeWorker, batch_size=None, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
+                fn_constructor_kwargs=dict(recipe=recipe.to_dict(), base_dir=str(recipe.base_dir),
+                                           file=recipe.file, recipe_hash=recipe.hash, spool=str(spool),
+                                           source=source_name),
+                max_restarts=-1, max_task_retries=1)
         seen = np.zeros(total, dtype=bool)
         bar = None
         if not job.quiet:
