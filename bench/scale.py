@@ -153,8 +153,8 @@ def main() -> None:
         for name, recipe in recipes.items():
             times: dict[str, list[float]] = {m: [] for m in modes}
             for rep in range(args.repeat):
-                for mode, extra in modes.items():
-                    db = work / f"{name}-{rep}-{mode.split()[0]}-{len(times[mode])}.sqlite"
+                for k, (mode, extra) in enumerate(modes.items()):
+                    db = work / f"{name}-rep{rep}-mode{k}.sqlite"
                     db.unlink(missing_ok=True)
                     s, frames = loupe("run", str(recipe), "--source", f"archive:{images}",
                                       "--report", f"sqlite:{db}", *extra)

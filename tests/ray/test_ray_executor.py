@@ -153,3 +153,19 @@ def test_a_worker_killed_mid_run_loses_and_doubles_no_frame(tmp_path, archive, r
     by_name = {Path(r["key"]).name: r for r in rows}
     assert by_name["900_corrupt.png"]["verdict"] == "error"
     assert sum(r["verdict"] == "pass" for r in rows) == 40  # every readable image was re-run, not lost
+
+
+def test_bad_specs_get_one_clear_message(tmp_path, archive, env):
+    """No Ray needed: a manifest without the named column, an unknown executor, a hot folder on Ray."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("file,label\nday1/000_coins_0.5.png,ok\n")
+    r = run_loupe("run", recipe, "--source", f"manifest:{manifest}", "-q", env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "m.csv" in r.stderr and "path_column" in r.stderr and "'path'" in r.stderr
+    r = run_loupe("run", recipe, "--source", f"folder:{archive}", "--executor", "spark", "-q", env=env)
+    assert r.returncode == 2 and "unknown executor 'spark'" in r.stderr and "ray" in r.stderr
+    r = run_loupe("run", recipe, "--source", f"folder:{archive}", "--source-opt", "watch=true",
+                  "--executor", "ray", "-q", env=env)
+    assert r.returncode == 2 and "watch mode" in r.stderr
