@@ -4,7 +4,7 @@ One file per flush (``part-<run id>-<n>.parquet``, about ``ROWS_PER_FILE`` frame
 memory stays bounded and an interrupted run keeps what was flushed. One row per frame:
 
 ``run_id, recipe_hash, source, key, index, path, timestamp, verdict, error, total_ms``,
-``timings`` (JSON) and ``results`` (JSON: each step's verdict, measurements, failures).
+``timings`` (JSON) and ``results`` (JSON: each step's verdict, measurements, failures; no overlays).
 
 The folder reads as one table with ``pyarrow.dataset`` / pandas / DuckDB / Spark / Ray Data.
 ``--resume`` skips the keys already stored for the same recipe hash and source.
@@ -12,6 +12,7 @@ The folder reads as one table with ``pyarrow.dataset`` / pandas / DuckDB / Spark
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -27,6 +28,24 @@ def _schema():
         ("run_id", pa.string()), ("recipe_hash", pa.string()), ("source", pa.string()), ("key", pa.string()),
         ("index", pa.int64()), ("path", pa.string()), ("timestamp", pa.float64()), ("verdict", pa.string()),
         ("error", pa.string()), ("total_ms", pa.float64()), ("timings", pa.string()), ("results", pa.string())])
+
+
+def _plain(v):
+    """numpy scalars and arrays as JSON values; NaN and inf as null (as the host's JSON reporters write them)."""
+    if hasattr(v, "tolist"):
+        v = v.tolist()
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _step(r) -> dict:
+    """A step's result without its overlays (an archive keeps the numbers; drawings cost ~10x the bytes)."""
+    return {"step": r.step, "tool": r.tool, "verdict": r.verdict,
+            "measurements": {k: _plain(v) for k, v in r.measurements.items()}, "failures": r.failures,
+            "ms": round(r.ms, 4), "error": r.error}
 
 
 class ParquetReporter(Reporter):
@@ -58,7 +77,7 @@ class ParquetReporter(Reporter):
         rows["error"].append(result.error)
         rows["total_ms"].append(result.total_ms)
         rows["timings"].append(json.dumps({k: round(v, 4) for k, v in result.timings.items()}))
-        rows["results"].append(json.dumps([r.to_dict() for r in result.results], default=str))
+        rows["results"].append(json.dumps([_step(r) for r in result.results], default=str))
         if len(rows["key"]) >= ROWS_PER_FILE:
             self._flush()
 
