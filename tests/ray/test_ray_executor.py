@@ -154,6 +154,31 @@ def test_a_worker_killed_mid_run_loses_and_doubles_no_frame(tmp_path, archive, r
     assert by_name["900_corrupt.png"]["verdict"] == "error"
     assert sum(r["verdict"] == "pass" for r in rows) == 40  # every readable image was re-run, not lost
 
+    # a worker that dies every time it comes back: after its restarts (2 here) the frames not done
+    # are recorded as error frames with the reason, and the run ends normally
+    out2 = tmp_path / "dying.jsonl"
+    code = ("import sys; from loupe_ray.executor import RayExecutor; RayExecutor.max_restarts = 2; "
+            "from host.cli import main; sys.exit(main())")
+    proc = subprocess.Popen([sys.executable, "-c", code, "run", str(recipe), "--source", f"archive:{archive}/day1",
+                             "--executor", f"ray:{ray_address}", "--workers", "1", "--limit", "3",
+                             "--report", f"jsonl:{out2}", "-q"],
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and proc.poll() is None:
+        for pid in _workers():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    rows = _jsonl(out2)
+    assert len(rows) == len({r["key"] for r in rows}) == 3
+    assert all(r["verdict"] == "error" and r["error"].startswith("lost: ") and "ActorDiedError" in r["error"]
+               for r in rows), [r["error"] for r in rows]
+    assert "3 frames: 0 pass, 0 review, 0 fail, 3 error" in stdout
+
 
 def test_bad_specs_get_one_clear_message(tmp_path, archive, env):
     """No Ray needed: a manifest without the named column, an unknown executor, a hot folder on Ray."""

@@ -16,11 +16,12 @@ How a run goes:
 4. **Results (driver).** ``iter_batches`` streams results back as they are produced; each
    frame goes to every reporter (SQLite, PostgreSQL, JSONL, Parquet...), the event hooks are
    broadcast, and a tqdm bar shows the rate and an ETA.
-5. **Faults.** Actors run with ``max_restarts=-1`` and ``max_task_retries=1``: a worker
+5. **Faults.** Actors run with ``max_restarts=10`` and ``max_task_retries=1``: a worker
    process that dies is replaced and its block is retried once. A block that fails again is
    dropped by Ray Data (``max_errored_blocks``), and the driver records each of its frames as
-   an ``error`` frame naming the reason. A bitmap of sequence numbers makes sure that no frame
-   is written twice and that none is missing.
+   an ``error`` frame naming the reason; so is every frame not done when the run itself fails
+   (a worker that cannot start or dies over and over). A bitmap of sequence numbers makes sure
+   that no frame is written twice and that none is missing.
 
 With no ADDRESS a local Ray instance is started (no dashboard, a small object store); with
 ADDRESS (``ray:HOST:6379`` or ``ray:auto``) the run joins that cluster: the image paths, the
@@ -168,6 +169,7 @@ class RayExecutor(Executor):
     description = ("Ray Data actors (a local instance, or a cluster at ray:ADDRESS) run the recipe over "
                    "folder:/archive:/manifest: sources; results stream back to the usual reporters")
     block_frames = 64  # at most this many frames per Ray task (the unit of retry and of load balancing)
+    max_restarts = 10  # per worker: one that keeps dying (a broken node, a model that cannot load) ends the run
 
     def run(self, job: ExecutorJob, pm: Any) -> ExecutorSummary:
         summary = ExecutorSummary(job.run.run_id, {PASS: 0, REVIEW: 0, FAIL: 0, ERROR: 0})
@@ -270,7 +272,7 @@ class RayExecutor(Executor):
                 fn_constructor_kwargs=dict(recipe=recipe.to_dict(), base_dir=str(recipe.base_dir),
                                            file=recipe.file, recipe_hash=recipe.hash, spool=str(spool),
                                            source=source_name),
-                max_restarts=-1, max_task_retries=1)
+                max_restarts=self.max_restarts, max_task_retries=1)
         seen = np.zeros(total, dtype=bool)
         bar = None
         if not job.quiet:
@@ -290,26 +292,32 @@ class RayExecutor(Executor):
             if after_frame is not None:
                 after_frame(run=run, result=result)
 
+        reason = LOST
         try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
-                for seq, blob in zip(batch["seq"], batch["result"]):
-                    if seen[seq]:
-                        continue  # a block re-run after a worker died: its frames are written once
-                    seen[seq] = True
-                    emit(pickle.loads(blob))
-                    written += 1
-                if bar is not None:
-                    bar.update(len(batch["seq"]))
-                    bar.set_postfix(counts, refresh=False)
-                if stop.is_set():
-                    return
-            if written < total:  # blocks that failed twice: their frames become error frames
+            try:
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
+                    for seq, blob in zip(batch["seq"], batch["result"]):
+                        if seen[seq]:
+                            continue  # a block re-run after a worker died: its frames are written once
+                        seen[seq] = True
+                        emit(pickle.loads(blob))
+                        written += 1
+                    if bar is not None:
+                        bar.update(len(batch["seq"]))
+                        bar.set_postfix(counts, refresh=False)
+                    if stop.is_set():
+                        return
+            except Exception as exc:  # the engine gave up (workers that cannot start or keep dying)
+                msg = " ".join(str(exc).split())[:300]
+                log.error("Ray run failed after %d of %d frames: %s: %s", written, total, type(exc).__name__, msg)
+                reason = f"lost: the Ray run failed before this frame was done: {type(exc).__name__}: {msg}"
+            if written < total:  # blocks that failed twice (or a failed run): their frames become error frames
                 with open(spool, "rb") as f:
                     for seq, line in enumerate(f):
                         if not seen[seq]:
                             index, path = json.loads(line)
                             emit(FrameResult(path, index, source_name, path, time.time(), ERROR, [], {},
-                                             recipe.hash, LOST, None))
+                                             recipe.hash, reason, None))
                             if bar is not None:
                                 bar.update(1)
         finally:
