@@ -55,3 +55,9 @@ from .core.imageio import (IMAGE_EXTENSIONS, decode_image, is_image_file, read_i
 
 __all__ += ["IMAGE_EXTENSIONS", "decode_image", "is_image_file", "read_image", "register_image_decoder",
             "register_rgb_converter", "to_rgb8", "use_opencv"]
+
+# executors (``loupe run --executor``): the contract, and the pipeline a worker builds once
+from .core.contracts import Executor, ExecutorJob, ExecutorSummary  # noqa: E402
+from .core.runner import Pipeline  # noqa: E402
+
+__all__ += ["Executor", "ExecutorJob", "ExecutorSummary", "Pipeline"]

@@ -165,6 +165,8 @@ def cmd_run(pm, args) -> int:
     run.resume = args.resume
     reporters = [open_reporter(s, cat, run, base_dir=report_base,
                                allow_outside=getattr(args, "allow_report_outside", False)) for s in specs]
+    if args.executor:  # --executor NAME[:ADDRESS]: the run goes to a registered executor (e.g. loupe-ray)
+        return _run_on_executor(pm, args, recipe, source, source_arg, source_base, reporters, run, specs)
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -201,6 +203,37 @@ def cmd_run(pm, args) -> int:
         print("stopped by the operator; the results above are stored", file=sys.stderr)
         return 130
     return 2 if summary.reporter_errors else 0
+
+
+def _run_on_executor(pm, args, recipe, source, source_arg, source_base, reporters, run, specs) -> int:
+    from .core.contracts import ExecutorJob
+
+    name, _, address = args.executor.partition(":")
+    entry = pm.catalogue.executors.get(name.strip().lower())
+    if entry is None:
+        raise UsageError(f"--executor {args.executor!r}: unknown executor {name!r}; installed: "
+                         f"{', '.join(sorted(pm.catalogue.executors)) or 'none (install loupe-ray)'}")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: must be at least 1")
+    source.close()  # opened above only to validate the spec; the executor reads the frames itself
+    options = source_options(args.source_opt)
+    if isinstance(source_arg, SourceDoc):
+        options = {**(source_arg.model_extra or {}), **options}
+        source_arg = source_arg.spec
+    job = ExecutorJob(recipe, source_arg, options, source_base, reporters, run, limit=args.limit,
+                      resume=args.resume, quiet=args.quiet)
+    summary = entry.cls(address=address.strip() or None, workers=args.workers).run(job, pm)
+    c = summary.counts
+    ms = 1e3 * summary.seconds / summary.frames if summary.frames else 0.0
+    skipped = f", {summary.skipped} already stored" if summary.skipped else ""
+    print(f"{summary.frames} frames: {c['pass']} pass, {c['review']} review, {c['fail']} fail, "
+          f"{c['error']} error{skipped} in {summary.seconds:.2f} s ({ms:.2f} ms/frame); "
+          f"run {summary.run_id}, recipe {recipe.hash[:16]}, executor {name}")
+    print("reports: " + ", ".join(specs))
+    if summary.interrupted:
+        print("stopped by the operator; the results above are stored", file=sys.stderr)
+        return 130
+    return 0
 
 
 def cmd_train(pm, args) -> int:
@@ -307,6 +340,9 @@ def build_parser(pm, optimize_method: str | None = None) -> argparse.ArgumentPar
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.add_argument("--allow-report-outside", action="store_true",
                    help="let the recipe's report targets lie outside its folder and the working directory")
+    s.add_argument("--executor", metavar="NAME[:ADDRESS]",
+                   help="run on an executor plugin, e.g. ray (a local Ray instance) or ray:HOST:6379 (a cluster)")
+    s.add_argument("--workers", type=int, metavar="N", help="with --executor: worker processes (default: the CPUs)")
 
     s = sub.add_parser("train", help="train a model into a bundle")
     tsub = s.add_subparsers(dest="task", metavar="TASK")

@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from .contracts import (Command, InspectTool, ModelRuntime, Optimizer, PreprocessTool, Reporter, Source,
-                        Trainer)
+from .contracts import (Command, Executor, InspectTool, ModelRuntime, Optimizer, PreprocessTool, Reporter,
+                        Source, Trainer)
 from .errors import PluginError
 from .line import LineAdapter
 
@@ -56,6 +56,7 @@ KINDS: dict[str, tuple[type, str, bool]] = {
     "loupe_report": (Reporter, "scheme", False),
     "loupe_commands": (Command, "name", False),
     "loupe_line_adapter": (LineAdapter, "scheme", False),
+    "loupe_executor": (Executor, "name", False),
 }
 
 
@@ -74,11 +75,13 @@ class Catalogue:
         self.commands: dict[str, Entry] = {}
         self.failures: dict[str, str] = {}
         self.line_adapters: dict[str, Entry] = {}
+        self.executors: dict[str, Entry] = {}
         self._tables = {
             "loupe_acquire": self.sources, "loupe_preprocess": self.tools, "loupe_inspect": self.tools,
             "loupe_model_runtime": self.runtimes, "loupe_train": self.trainers,
             "loupe_optimize": self.optimizers, "loupe_report": self.reporters, "loupe_commands": self.commands,
             "loupe_line_adapter": self.line_adapters,
+            "loupe_executor": self.executors,
         }
 
     @classmethod
@@ -250,6 +253,7 @@ class Catalogue:
             "commands": [dict(name=k, **base(e)) for k, e in sorted(self.commands.items())],
             "line_adapters": [dict(scheme=k, **base(e), params=params_schema(e.cls))
                               for k, e in sorted(self.line_adapters.items())],
+            "executors": [dict(name=k, **base(e)) for k, e in sorted(self.executors.items())],
         }
 
 

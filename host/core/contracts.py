@@ -293,3 +293,63 @@ class Command(ABC):
     @abstractmethod
     def run(self, args: argparse.Namespace) -> int:
         ...
+
+
+# ------------------------------------------------------------------ executors
+
+
+@dataclass
+class ExecutorJob:
+    """What ``loupe run --executor`` hands an executor: one run, described, not opened.
+
+    ``source_spec`` / ``source_options`` / ``source_base`` are what ``open_source`` takes;
+    ``reporters`` are built but not opened (the executor opens them on the driver, writes
+    every frame to them and closes them, as the local runner does).
+    """
+
+    recipe: "Recipe"
+    source_spec: str
+    source_options: dict[str, Any]
+    source_base: Path
+    reporters: list[Reporter]
+    run: RunInfo
+    limit: int | None = None
+    resume: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class ExecutorSummary:
+    """What an executor reports back: counts per verdict, like the local run's summary."""
+
+    run_id: str
+    counts: dict[str, int]
+    skipped: int = 0
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    @property
+    def frames(self) -> int:
+        return sum(self.counts.values())
+
+
+class Executor(ABC):
+    """Runs a recipe over a source on another engine (``ray``), results back on the driver.
+
+    ``name`` is what ``--executor NAME[:ADDRESS]`` picks. The executor must give the
+    same verdicts as the local runner frame for frame (it builds the recipe's
+    ``host.Pipeline`` in its workers), write every frame to every reporter (error
+    frames included), honour ``resume`` through the reporters' ``done_keys()`` and
+    stop after ``limit`` frames.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    def __init__(self, address: str | None = None, workers: int | None = None):
+        self.address = address or None
+        self.workers = workers
+
+    @abstractmethod
+    def run(self, job: ExecutorJob, pm: Any) -> ExecutorSummary:
+        """Run ``job``; ``pm`` is the driver's plugin manager (catalogue, event hooks)."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .contracts import (Command, ModelRuntime, Optimizer, Reporter, RunInfo, Source, Tool,
+    from .contracts import (Command, Executor, ModelRuntime, Optimizer, Reporter, RunInfo, Source, Tool,
                             Trainer)
     from .line import LineAdapter
     from .types import FrameResult
@@ -154,6 +154,26 @@ def loupe_report(register: "Callable[[type[Reporter]], None]") -> None:
 
     The return value is ignored. Must not open files: reporters are opened when
     a run starts and closed when it ends.
+    """
+
+
+# -------------------------------------------------------------------------
+# execute (runs spread over many processes or machines)
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def loupe_executor(register: "Callable[[type[Executor]], None]") -> None:
+    """Register executors: engines that run a recipe over a source elsewhere (``ray``).
+
+    Called once per plugin manager, when the catalogue is built.
+    ``loupe run RECIPE --executor NAME[:ADDRESS] [--workers N]`` picks the
+    executor by ``name``; without ``--executor`` the local runner is used.
+
+    :param register: call it with each ``host.Executor`` subclass.
+
+    The return value is ignored. Must not start or join a cluster at
+    registration time: an executor connects in ``Executor.run``.
     """
 
 
