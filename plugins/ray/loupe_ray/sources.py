@@ -23,30 +23,10 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from host import Frame, Source, SourceParams, UsageError
+from host import IMAGE_EXTENSIONS, Frame, Source, SourceParams, UsageError, read_image, use_opencv
 
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".pnm", ".webp")
+use_opencv(cv2)  # the host's one image reader decodes with OpenCV (header budgets checked first)
 _GLOB_CHARS = set("*?[")
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file as stored (8/16-bit, gray or BGR), as the ``folder:`` source does.
-
-    Raises ValueError naming the file.
-    """
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data.size == 0:
-        raise ValueError(f"{path}: empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError(f"{path}: cannot decode image (corrupt, truncated or not an image)")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    elif image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    return image
 
 
 def read_frame(index: int, path: str, source: str, label: Any = None) -> Frame:
