@@ -56,8 +56,8 @@ def test_train_to_completion(qtbot, pm, fashion, tmp_path):
     qtbot.addWidget(ws)
     ws.resize(1500, 900)
     ws.show()
-    ws.set_data(fashion, task="classify")
-    qtbot.waitUntil(lambda: ws.summary is not None and not ws._busy(), timeout=20000)
+    with qtbot.waitSignal(ws.idle, timeout=20000):
+        ws.set_data(fashion, task="classify")
     # dataset analysis: the known class counts and the one image size
     assert sorted(ws.counts_chart.labels) == ["bag", "sneaker", "trouser"]
     series = dict((name, vals) for name, vals, _ in ws.counts_chart.series)
@@ -68,12 +68,18 @@ def test_train_to_completion(qtbot, pm, fashion, tmp_path):
     assert set(ws.form.editors) == set(pm.catalogue.trainers["classify"].cls.Params.model_fields)
     ws.out.setText(str(tmp_path / "tiny.bundle"))
     beat = Heartbeat(qtbot)
-    assert ws.train(TINY)
-    qtbot.waitUntil(lambda: not ws._busy(), timeout=240000)
+    with qtbot.waitSignal(ws.idle, timeout=240000):
+        assert ws.train(TINY)
     beat.timer.stop()
     assert ws.job.error is None, ws.job.error
     assert (tmp_path / "tiny.bundle" / "manifest.json").is_file()
     assert ws.loss_chart.has_data()                       # the live curve got points during training
+    # training and validation curves, one point per epoch for validation
+    assert {"training loss", "validation loss"} <= set(ws.loss_chart.curves)
+    assert {"training acc", "validation acc"} <= set(ws.metric_chart.curves)
+    val_x = [x for x, _ in ws.loss_chart.curves["validation loss"]]
+    assert val_x == [1.0, 2.0]
+    assert ws.curves.currentWidget() is not ws.score_dist
     assert ws.bar.value() == ws.bar.maximum()
     # confusion matrix: rows = true class, 5 test images each
     m = ws.result["metrics"]
@@ -81,7 +87,7 @@ def test_train_to_completion(qtbot, pm, fashion, tmp_path):
     assert ws.cm.classes == m["classes"] and cm.shape == (3, 3)
     assert cm.sum() == 15 and list(cm.sum(axis=1)) == [5, 5, 5]
     assert abs(m["accuracy"] - np.trace(cm) / 15) < 1e-9
-    assert ws.tabs.isTabEnabled(0)
+    assert ws.tabs.isTabEnabled(0) and ws.tabs.isTabVisible(0)
     # heatmap gallery from the classify inspect tool over the test images
     gal = ws.result["gallery"]
     assert gal["tool"] == "classify.cnn"
@@ -95,23 +101,42 @@ def test_train_to_completion(qtbot, pm, fashion, tmp_path):
     img = ws.cm.grab().toImage()
     assert not img.isNull()
 
+    # a click on a confusion-matrix cell opens the images of that cell
+    from PyQt5 import QtCore
+
+    classes = m["classes"]
+    for i in range(3):
+        for j in range(3):
+            rows = ws.cell_images(i, j)
+            assert all(r["label"] == classes[i] and r["measurements"]["class"] == classes[j] for r in rows)
+            assert len(rows) == cm[i, j], (i, j)
+    i, j = max(((i, j) for i in range(3) for j in range(3)), key=lambda c: cm[c])
+    with qtbot.waitSignal(ws.cm.cellClicked) as clicked:
+        qtbot.mouseClick(ws.cm, QtCore.Qt.LeftButton, pos=ws.cm.cell_rect(i, j).center().toPoint())
+    assert clicked.args == [i, j]
+    dlg = ws.cell_dialog
+    assert dlg.isVisible() and dlg.gallery.count() == cm[i, j]
+    assert f"true {classes[i]}" in dlg.windowTitle()
+    dlg.close()
+
 
 def test_cancel_training(qtbot, pm, fashion, tmp_path):
     from loupe_gui.train_ws import TrainWorkspace
 
     ws = TrainWorkspace(pm)
     qtbot.addWidget(ws)
-    ws.set_data(fashion, task="classify")
-    qtbot.waitUntil(lambda: not ws._busy(), timeout=20000)
+    with qtbot.waitSignal(ws.idle, timeout=20000):
+        ws.set_data(fashion, task="classify")
     out = tmp_path / "never.bundle"
     ws.out.setText(str(out))
-    updates = []
     assert ws.train({**TINY, "epochs": 200, "patience": 200, "max_minutes": 10})
-    ws.progress.signals.updated.connect(lambda *a: updates.append(a))
-    qtbot.waitUntil(lambda: len(updates) >= 2, timeout=60000)
+    # training is under way once an epoch stage has reported (not merely the image loading)
+    with qtbot.waitSignal(ws.progress.signals.updated, timeout=60000,
+                          check_params_cb=lambda stage, *_: stage.startswith("epoch")):
+        pass
     t0 = time.perf_counter()
-    ws.cancel()
-    qtbot.waitUntil(lambda: not ws._busy(), timeout=60000)
+    with qtbot.waitSignal(ws.idle, timeout=60000):
+        ws.cancel()
     assert ws.job.was_cancelled
     assert ws.stage.text() == "cancelled"
     assert not out.exists()

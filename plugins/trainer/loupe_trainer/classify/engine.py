@@ -386,6 +386,8 @@ def fit(x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes:
                                   "val_acc": acc, "val_loss": vloss, "seconds": dt})
         log(f"epoch {epoch}: loss {tot_loss / max(seen, 1):.4f} train acc {tot_ok / max(seen, 1):.4f} "
             f"val acc {acc:.4f} val loss {vloss:.4f} ({dt:.1f} s)")
+        if has_val:  # the epoch's validation figures, for live curves beside the training ones
+            update(f"epoch {epoch}/{cfg.epochs}", len(x), len(x), val_loss=vloss, val_acc=acc)
         if has_val:
             better = acc > best["acc"] + 1e-9 or (abs(acc - best["acc"]) <= 1e-9 and vloss < best["loss"])
             if better:

@@ -1,0 +1,93 @@
+"""Image helpers for plugin authors: what a new tool otherwise rewrites.
+
+``from loupe_classical.helpers import skeletonize, skeleton_points, to_gray, to_u8, binarize``
+
+* ``skeletonize(mask)``: one-pixel-wide centre lines of the objects in a binary mask (Zhang-Suen thinning,
+  vectorised numpy: ``opencv-python-headless`` has no ``cv2.ximgproc.thinning``, and the host and the
+  classical plugin do not depend on scikit-image; the result equals ``skimage.morphology.skeletonize``).
+* ``skeleton_points(skeleton)``: the end points and branch points of a skeleton (crack ends, junctions).
+* ``to_gray``, ``to_u8``, ``binarize``, ``BinarizeParams``: the gray conversion, 8-bit scaling and
+  thresholding the classical tools use, with the same parameters (so a new tool's form looks the same).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .tools._common import BinarizeParams, binarize, to_gray, to_u8
+
+__all__ = ["skeletonize", "skeleton_points", "neighbour_count", "to_gray", "to_u8", "binarize", "BinarizeParams"]
+
+# the 8 neighbours in Zhang and Suen's order P2..P9 (north, then clockwise), as (dy, dx)
+_NEIGHBOURS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+
+
+def _zhang_suen_lut() -> tuple[np.ndarray, np.ndarray]:
+    """Which of the 256 neighbourhoods may be removed in the first and in the second sub-iteration."""
+    first = np.zeros(256, bool)
+    second = np.zeros(256, bool)
+    for code in range(256):
+        p = [(code >> k) & 1 for k in range(8)]               # p[0] = P2 ... p[7] = P9
+        b = sum(p)                                            # neighbours set
+        a = sum(p[k] == 0 and p[(k + 1) % 8] == 1 for k in range(8))  # 0 -> 1 transitions around
+        if not (2 <= b <= 6 and a == 1):
+            continue
+        p2, p4, p6, p8 = p[0], p[2], p[4], p[6]
+        first[code] = p2 * p4 * p6 == 0 and p4 * p6 * p8 == 0
+        second[code] = p2 * p4 * p8 == 0 and p2 * p6 * p8 == 0
+    return first, second
+
+
+_FIRST, _SECOND = _zhang_suen_lut()
+
+
+def _codes(img: np.ndarray) -> np.ndarray:
+    """Each pixel's neighbourhood as an 8-bit code (bit k = neighbour P(k+2)); ``img`` is 0/1 uint8."""
+    pad = np.pad(img, 1)
+    h, w = img.shape
+    code = np.zeros((h, w), np.uint8)
+    for k, (dy, dx) in enumerate(_NEIGHBOURS):
+        code |= pad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] << k
+    return code
+
+
+def skeletonize(mask: np.ndarray, max_iterations: int = 10_000) -> np.ndarray:
+    """The skeleton of a binary ``mask`` (non-zero = object) as a bool array of the same shape.
+
+    Zhang and Suen's parallel thinning (CACM 27(3), 1984): each iteration removes, in two sub-iterations,
+    the boundary pixels whose removal keeps the object connected, until none is left. Every sub-iteration
+    is a few whole-array numpy operations (no Python loop over pixels): ~1-5 ms for a 512 x 512 mask of
+    thin objects, longer for thick blobs (one iteration per pixel of half-thickness).
+    """
+    img = (np.asarray(mask) != 0).astype(np.uint8)
+    if img.ndim != 2:
+        raise ValueError(f"skeletonize: expected a 2-D mask, got shape {img.shape}")
+    for _ in range(max_iterations):
+        changed = False
+        for lut in (_FIRST, _SECOND):
+            remove = (img == 1) & lut[_codes(img)]
+            if remove.any():
+                img[remove] = 0
+                changed = True
+        if not changed:
+            break
+    return img.astype(bool)
+
+
+def neighbour_count(skeleton: np.ndarray) -> np.ndarray:
+    """For each pixel, how many of its 8 neighbours are set (0 where the pixel itself is not set)."""
+    img = (np.asarray(skeleton) != 0).astype(np.uint8)
+    pad = np.pad(img, 1)
+    h, w = img.shape
+    n = sum(pad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in _NEIGHBOURS).astype(np.uint8)
+    return n * img
+
+
+def skeleton_points(skeleton: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(end_points, branch_points)`` of a one-pixel-wide skeleton, each an ``(N, 2)`` array of (x, y).
+
+    An end point has one neighbour on the skeleton; a branch point has three or more.
+    """
+    n = neighbour_count(skeleton)
+    ends = np.argwhere(n == 1)[:, ::-1]
+    branches = np.argwhere(n >= 3)[:, ::-1]
+    return ends, branches
