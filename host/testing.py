@@ -160,9 +160,13 @@ def check_source_contract(source_cls: type, params: dict[str, Any] | None = None
 # ---------------------------------------------------------------- reporters
 
 
+BAD_NAME = os.fsdecode(b"caf\xe9.png")
+
+
 def contract_results(recipe_hash: str = "0" * 64) -> list[FrameResult]:
-    """Three frames that every reporter must store: a pass, a fail (with a NaN and a list measurement, a
-    failure reason and a lazy-free overlay) and an error frame with a non-ASCII file name and no image."""
+    """The frames every reporter must store: a pass, a fail (with a NaN and a list measurement, a failure
+    reason and overlays), an error frame with a non-ASCII file name and no image, and a frame whose file name
+    is not valid UTF-8."""
     img = np.zeros((8, 8), np.uint8)
     ok = ToolResult("light", "demo.mean", PASS, {"mean": 120.5, "ok": True, "label": "good"},
                     [Shape("rect", [(1, 1), (4, 4)], status=PASS)], None, [], 0.12)
@@ -175,6 +179,9 @@ def contract_results(recipe_hash: str = "0" * 64) -> list[FrameResult]:
                     {"light": 0.12, "parts": 0.3}, recipe_hash, image=img),
         FrameResult("images/défaut ü.png", 2, "contract", "images/défaut ü.png", 3.0, ERROR, [], {}, recipe_hash,
                     error="cannot decode images/défaut ü.png"),
+        # a file name that is not valid UTF-8 (byte 0xe9) reaches reporters with a surrogate escape
+        FrameResult(f"images/{BAD_NAME}", 3, "contract", f"images/{BAD_NAME}", 4.0, PASS, [ok], {"light": 0.1},
+                    recipe_hash, image=img),
     ]
 
 
