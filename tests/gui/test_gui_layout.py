@@ -26,8 +26,12 @@ def truncated(root) -> list[str]:
             continue
         fm = bar.fontMetrics()
         for i in range(bar.count()):
-            if bar.isTabVisible(i) and bar.tabRect(i).width() < fm.horizontalAdvance(bar.tabText(i)) + 8:
+            if not bar.isTabVisible(i):
+                continue
+            if bar.tabRect(i).width() < fm.horizontalAdvance(bar.tabText(i)) + 8:
                 out.append(f"tab {bar.tabText(i)!r}: {bar.tabRect(i).width()} px")
+            if bar.tabRect(i).left() < 0 or bar.tabRect(i).right() > bar.width():   # scrolled out of sight
+                out.append(f"tab {bar.tabText(i)!r} runs past the tab bar")
     for view in root.findChildren(QtWidgets.QTableWidget):
         if not view.isVisible():
             continue
@@ -43,9 +47,13 @@ def truncated(root) -> list[str]:
             # the column must also be on screen, not scrolled out of a too-narrow table
             if hh.sectionViewportPosition(c) + need > hh.viewport().width() + 1:
                 out.append(f"column {item.text()!r} runs past the table's edge")
-    for w in root.findChildren((QtWidgets.QPushButton, QtWidgets.QCheckBox)):
-        if w.isVisible() and w.text() and w.width() < w.minimumSizeHint().width():
-            out.append(f"button {w.text()!r}: {w.width()} px < {w.minimumSizeHint().width()}")
+    for w in root.findChildren(QtWidgets.QPushButton):
+        need = w.fontMetrics().horizontalAdvance(w.text().replace("&", "")) + 8
+        if w.isVisible() and w.text() and w.width() < need:
+            out.append(f"button {w.text()!r}: {w.width()} px < {need}")
+    for w in root.findChildren(QtWidgets.QCheckBox):            # Qt's own measure of the box and its text
+        if w.isVisible() and w.text() and w.width() < w.sizeHint().width():
+            out.append(f"check box {w.text()!r}: {w.width()} px < {w.sizeHint().width()}")
     for lab in root.findChildren(QtWidgets.QLabel):
         text = lab.text()
         if not lab.isVisible() or lab.wordWrap() or not text or "<" in text or "\n" in text:
@@ -82,3 +90,28 @@ def test_no_truncated_labels(qtbot, pm, tmp_path):
     bar = tw.tabs.tabBar()
     assert all(bar.tabRect(i).width() >= bar.fontMetrics().horizontalAdvance(bar.tabText(i))
                for i in range(bar.count()))
+
+
+def test_the_check_sees_truncation(qtbot):
+    """The checker itself: a squeezed tab, column and button are reported."""
+    from PyQt5 import QtWidgets
+
+    w = QtWidgets.QWidget()
+    qtbot.addWidget(w)
+    lay = QtWidgets.QVBoxLayout(w)
+    tabs = QtWidgets.QTabWidget()
+    tabs.addTab(QtWidgets.QWidget(), "a rather long tab title")
+    tabs.addTab(QtWidgets.QWidget(), "another long tab title")
+    table = QtWidgets.QTableWidget(1, 3)
+    table.setHorizontalHeaderLabels(["measurement", "review min", "review max"])
+    table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.Stretch)
+    button = QtWidgets.QPushButton("Export bundle…")
+    button.setFixedWidth(30)
+    for x in (tabs, table, button):
+        lay.addWidget(x)
+    w.setFixedWidth(160)
+    w.show()
+    qtbot.wait(50)
+    found = " ".join(truncated(w))
+    assert "tab 'a rather long tab title'" in found or "tab 'another long tab title'" in found
+    assert "column 'review min'" in found and "button 'Export bundle…'" in found

@@ -30,6 +30,10 @@ def empty_doc() -> dict[str, Any]:
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        # a per-object list (areas, centroids): its length and the first values; the cell's tooltip has all
+        head = ", ".join(_fmt(x) for x in v[:3])
+        return f"{len(v)} values: {head}{', …' if len(v) > 3 else ''}"
     return str(v)
 
 
@@ -134,7 +138,9 @@ class StepEditor(QtWidgets.QWidget):
         """The width at which no column title of the limits table is cut short."""
         fm = self.limits.horizontalHeader().fontMetrics()
         titles = [self.limits.horizontalHeaderItem(c).text() for c in range(self.limits.columnCount())]
-        return sum(fm.horizontalAdvance(t) + 24 for t in titles) + fm.horizontalAdvance("measurement_x") + 40
+        names = [fm.horizontalAdvance(self.limits.item(r, 0).text()) for r in range(self.limits.rowCount())]
+        longer = max([n - fm.horizontalAdvance(titles[0]) for n in names] + [0])
+        return sum(fm.horizontalAdvance(t) + 20 for t in titles) + longer + 56
 
     # ------------------------------------------------------------------ load
 
@@ -419,7 +425,7 @@ class RecipeWorkspace(QtWidgets.QWidget):
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
         split.setStretchFactor(2, 0)
-        split.setSizes([290, 800, max(480, self.editor.needed_width() + 30)])
+        split.setSizes([290, 800, self.editor.needed_width() + 30])
         self.splitter = split
 
     def _build_toolbar(self) -> QtWidgets.QToolBar:
@@ -570,7 +576,8 @@ class RecipeWorkspace(QtWidgets.QWidget):
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectRows)
         hh = self.table.horizontalHeader()
-        hh.setSectionResizeMode(QtWidgets.QHeaderView.Stretch)
+        hh.setSectionResizeMode(QtWidgets.QHeaderView.ResizeToContents)
+        hh.setSectionResizeMode(2, QtWidgets.QHeaderView.Stretch)   # the value (lists are cut short) takes the rest
         self.tabs.addTab(self.table, "Measurements")
         self.problem_list = QtWidgets.QListWidget()
         self.problem_list.itemActivated.connect(self._goto_problem)
@@ -1136,6 +1143,8 @@ class RecipeWorkspace(QtWidgets.QWidget):
             vals = [step, m, _fmt(v), lim, verdict.upper() if verdict else "", f"{ms:.2f}"]
             for c, text in enumerate(vals):
                 it = QtWidgets.QTableWidgetItem(text)
+                if c == 2 and isinstance(v, (list, tuple)):
+                    it.setToolTip(str(v))
                 if c in (2, 5):
                     it.setTextAlignment(QtCore.Qt.AlignRight | QtCore.Qt.AlignVCenter)
                 if verdict and c in (2, 4):
