@@ -41,12 +41,22 @@ def truncated(root) -> list[str]:
             item = view.horizontalHeaderItem(c)
             if item is None or hh.isSectionHidden(c):
                 continue
-            need = fm.horizontalAdvance(item.text()) + 8
+            need = max(fm.horizontalAdvance(t) for t in item.text().split("\n")) + 8
             if hh.sectionSize(c) < need:
                 out.append(f"column {item.text()!r}: {hh.sectionSize(c)} px < {need}")
-            # the column must also be on screen, not scrolled out of a too-narrow table
-            if hh.sectionViewportPosition(c) + need > hh.viewport().width() + 1:
+            # the whole column must be on screen, not scrolled out of a too-narrow table
+            if hh.sectionViewportPosition(c) + hh.sectionSize(c) > hh.viewport().width() + 1:
                 out.append(f"column {item.text()!r} runs past the table's edge")
+    for tree in root.findChildren(QtWidgets.QTreeWidget):
+        if not tree.isVisible():
+            continue
+        fm = tree.fontMetrics()
+        it = tree.topLevelItem(0)
+        while it is not None:
+            rect = tree.visualItemRect(it)
+            if rect.isValid() and rect.left() + fm.horizontalAdvance(it.text(0)) + 6 > tree.viewport().width():
+                out.append(f"tree item {it.text(0)!r} is cut at {tree.viewport().width()} px")
+            it = tree.itemBelow(it)
     for w in root.findChildren(QtWidgets.QPushButton):
         need = w.fontMetrics().horizontalAdvance(w.text().replace("&", "")) + 8
         if w.isVisible() and w.text() and w.width() < need:

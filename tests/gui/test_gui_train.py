@@ -68,7 +68,7 @@ def test_train_to_completion(qtbot, pm, fashion, tmp_path):
     assert set(ws.form.editors) == set(pm.catalogue.trainers["classify"].cls.Params.model_fields)
     ws.out.setText(str(tmp_path / "tiny.bundle"))
     beat = Heartbeat(qtbot)
-    with qtbot.waitSignal(ws.idle, timeout=240000):
+    with qtbot.waitSignal(ws.idle, timeout=600000):
         assert ws.train(TINY)
     beat.timer.stop()
     assert ws.job.error is None, ws.job.error
@@ -131,9 +131,9 @@ def test_cancel_training(qtbot, pm, fashion, tmp_path):
     out = tmp_path / "never.bundle"
     ws.out.setText(str(out))
     assert ws.train({**TINY, "epochs": 200, "patience": 200, "max_minutes": 10})
-    # training is under way once an epoch stage has reported (not merely the image loading)
-    with qtbot.waitSignal(ws.progress.signals.updated, timeout=60000,
-                          check_params_cb=lambda stage, *_: stage.startswith("epoch")):
+    # training is under way once a stage after the image loading has reported
+    with qtbot.waitSignal(ws.progress.signals.updated, timeout=300000,
+                          check_params_cb=lambda stage, *_: not stage.startswith("loading")):
         pass
     t0 = time.perf_counter()
     with qtbot.waitSignal(ws.idle, timeout=60000):

@@ -118,7 +118,8 @@ class StepEditor(QtWidgets.QWidget):
         self.limits_box = QtWidgets.QGroupBox("Limits (pass range)")
         ll = QtWidgets.QVBoxLayout(self.limits_box)
         self.limits = QtWidgets.QTableWidget(0, 6)
-        self.limits.setHorizontalHeaderLabels(["measurement", "min", "max", "review min", "review max", "last"])
+        # the review columns' titles on two lines: the table fits the panel with every title whole
+        self.limits.setHorizontalHeaderLabels(["measurement", "min", "max", "review\nmin", "review\nmax", "last"])
         self.limits.horizontalHeaderItem(3).setToolTip("review band: values between this and min give REVIEW")
         self.limits.horizontalHeaderItem(4).setToolTip("review band: values between max and this give REVIEW")
         self.limits.verticalHeader().hide()
@@ -136,11 +137,15 @@ class StepEditor(QtWidgets.QWidget):
 
     def needed_width(self) -> int:
         """The width at which no column title of the limits table is cut short."""
-        fm = self.limits.horizontalHeader().fontMetrics()
-        titles = [self.limits.horizontalHeaderItem(c).text() for c in range(self.limits.columnCount())]
-        names = [fm.horizontalAdvance(self.limits.item(r, 0).text()) for r in range(self.limits.rowCount())]
-        longer = max([n - fm.horizontalAdvance(titles[0]) for n in names] + [0])
-        return sum(fm.horizontalAdvance(t) + 20 for t in titles) + longer + 56
+        hfm, fm = self.limits.horizontalHeader().fontMetrics(), self.limits.fontMetrics()
+        titles = [max(self.limits.horizontalHeaderItem(c).text().split("\n"), key=hfm.horizontalAdvance)
+                  for c in range(self.limits.columnCount())]
+        # the widest measurement name of any installed tool, and a value as wide as _fmt makes them
+        names = [m for e in self.catalogue.tools.values() for m in getattr(e.cls, "measurements", {}) or {}]
+        name_w = max([fm.horizontalAdvance(n) for n in names] + [hfm.horizontalAdvance(titles[0])])
+        value_w = max(fm.horizontalAdvance("-8.888e+88"), hfm.horizontalAdvance(titles[-1]))
+        middle = sum(hfm.horizontalAdvance(t) + 24 for t in titles[1:-1])
+        return name_w + 24 + middle + value_w + 24 + 40   # + the table's frame, scroll bar and the box margins
 
     # ------------------------------------------------------------------ load
 
@@ -192,27 +197,31 @@ class StepEditor(QtWidgets.QWidget):
             self.limits_box.setVisible(inspect)
             self.limits.setRowCount(0)
             if inspect:
-                names = list(getattr(cls, "measurements", {}) or {}) if cls else []
-                for m in (step.get("limits") or {}):
-                    if m not in names:
-                        names.append(m)
-                self.limits.setRowCount(len(names))
-                for r, m in enumerate(names):
-                    it = QtWidgets.QTableWidgetItem(m)
-                    it.setFlags(QtCore.Qt.ItemIsEnabled)
-                    if cls is not None:
-                        it.setToolTip(cls.measurements.get(m, ""))
-                    self.limits.setItem(r, 0, it)
-                    lim = (step.get("limits") or {}).get(m) or {}
-                    for c, key in enumerate(LIMIT_KEYS, start=1):
-                        v = lim.get(key)
-                        self.limits.setItem(r, c, QtWidgets.QTableWidgetItem("" if v is None else _fmt(v)))
-                    last = QtWidgets.QTableWidgetItem("")
-                    last.setFlags(QtCore.Qt.ItemIsEnabled)
-                    self.limits.setItem(r, 5, last)
-                self.limits.setFixedHeight(min(8, len(names)) * 26 + 30)
+                self._fill_limits(step, cls)
         finally:
             self._loading = False
+
+    def _fill_limits(self, step: dict, cls) -> None:
+        """One row per declared measurement (and per limit on an undeclared one): min, max, review band."""
+        names = list(getattr(cls, "measurements", {}) or {}) if cls else []
+        for m in (step.get("limits") or {}):
+            if m not in names:
+                names.append(m)
+        self.limits.setRowCount(len(names))
+        for r, m in enumerate(names):
+            it = QtWidgets.QTableWidgetItem(m)
+            it.setFlags(QtCore.Qt.ItemIsEnabled)
+            if cls is not None:
+                it.setToolTip(cls.measurements.get(m, ""))
+            self.limits.setItem(r, 0, it)
+            lim = (step.get("limits") or {}).get(m) or {}
+            for c, key in enumerate(LIMIT_KEYS, start=1):
+                v = lim.get(key)
+                self.limits.setItem(r, c, QtWidgets.QTableWidgetItem("" if v is None else _fmt(v)))
+            last = QtWidgets.QTableWidgetItem("")
+            last.setFlags(QtCore.Qt.ItemIsEnabled)
+            self.limits.setItem(r, 5, last)
+        self.limits.setFixedHeight(min(8, len(names)) * 26 + 30)
 
     def show_measurements(self, measurements: dict[str, Any], verdicts: dict[str, str]) -> None:
         self._loading = True
@@ -220,7 +229,11 @@ class StepEditor(QtWidgets.QWidget):
             for r in range(self.limits.rowCount()):
                 m = self.limits.item(r, 0).text()
                 it = self.limits.item(r, 5)
-                it.setText(_fmt(measurements[m]) if m in measurements else "")
+                v = measurements.get(m)
+                # a list cannot take limits: its length here, every value in the tooltip
+                it.setText("" if m not in measurements else f"{len(v)} values" if isinstance(v, (list, tuple))
+                           else _fmt(v))
+                it.setToolTip(str(v) if isinstance(v, (list, tuple)) else "")
                 v = verdicts.get(m)
                 it.setForeground(theme.status_color(v) if v else QtGui.QColor(theme.TEXT))
         finally:
@@ -425,7 +438,8 @@ class RecipeWorkspace(QtWidgets.QWidget):
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
         split.setStretchFactor(2, 0)
-        split.setSizes([290, 800, self.editor.needed_width() + 30])
+        # the side panels as narrow as their contents allow, the image gets the rest
+        split.setSizes([left.minimumSizeHint().width(), 10_000, self.editor.needed_width() + 30])
         self.splitter = split
 
     def _build_toolbar(self) -> QtWidgets.QToolBar:
@@ -553,6 +567,11 @@ class RecipeWorkspace(QtWidgets.QWidget):
                 it.setToolTip(0, f"{tid}\n{e.cls.description}\n[{e.distribution} {e.version}]")
                 top.addChild(it)
             top.setExpanded(True)
+        # wide enough for every tool's title: none is cut short
+        fm = self.tools.fontMetrics()
+        titles = [e.cls.title or tid for tid, e in self.catalogue.tools.items()] or [""]
+        self.tools.setIndentation(14)
+        self.tools.setMinimumWidth(max(fm.horizontalAdvance(t) for t in titles) + 2 * self.tools.indentation() + 30)
         cv.addWidget(self.tools, 1)
         add = QtWidgets.QPushButton("Add step")
         add.setObjectName("primary")
