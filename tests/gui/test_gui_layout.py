@@ -73,7 +73,22 @@ def truncated(root) -> list[str]:
     return out
 
 
-def test_no_truncated_labels(qtbot, pm, tmp_path):
+@pytest.fixture
+def themed(qapp):
+    """The app as ``loupe gui`` shows it (its theme: fonts, style sheet), restored afterwards."""
+    from loupe_gui import theme
+
+    saved = (qapp.styleSheet(), qapp.palette(), qapp.font(), qapp.style().objectName())
+    theme.apply(qapp)
+    yield qapp
+    sheet, palette, font, style = saved
+    qapp.setStyleSheet(sheet)
+    qapp.setPalette(palette)
+    qapp.setFont(font)
+    qapp.setStyle(style)
+
+
+def test_no_truncated_labels(qtbot, pm, tmp_path, themed):
     from loupe_gui.app import MainWindow
     from loupe_gui.demo_data import PARTS_RECIPE, parts_folder
 
@@ -94,7 +109,7 @@ def test_no_truncated_labels(qtbot, pm, tmp_path):
         win.show_workspace(key)
         qtbot.wait(50)                      # let the layout settle once it is shown (no state is awaited)
         problems[key] = truncated(win.stack.currentWidget())
-    assert not any(problems.values()), problems
+    assert not any(problems.values()), (problems, rw.splitter.sizes(), win.size())
     # the trainer's result tabs all fit, including when every tab is shown
     tw = win.train_ws
     bar = tw.tabs.tabBar()

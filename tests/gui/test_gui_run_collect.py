@@ -43,7 +43,7 @@ def test_run_view(qtbot, pm, tray, tmp_path):
     want_fail = sum(1 for n in truth.values() if n != 12)
     assert ws.worker.error is None
     # the headline is the run's verdict counts, not the last frame's verdict
-    assert ws.headline.text() == f"{6 - want_fail} / 6 PASS"
+    assert ws.headline_text == f"{6 - want_fail} / 6 PASS — {want_fail} FAIL"
     assert ws.headline_counts == {"pass": 6 - want_fail, "review": 0, "fail": want_fail, "error": 0}
     assert ws.view.banner[0].startswith("last frame: ")
     assert ws.counters["fail"].value.text() == str(want_fail)

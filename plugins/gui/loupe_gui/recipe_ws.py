@@ -32,8 +32,10 @@ def _fmt(v: Any) -> str:
         return f"{v:.4g}"
     if isinstance(v, (list, tuple)):
         # a per-object list (areas, centroids): its length and the first values; the cell's tooltip has all
-        head = ", ".join(_fmt(x) for x in v[:3])
-        return f"{len(v)} values: {head}{', …' if len(v) > 3 else ''}"
+        def one(x):
+            return "(" + ", ".join(_fmt(y) for y in x) + ")" if isinstance(x, (list, tuple)) else _fmt(x)
+        head = ", ".join(one(x) for x in v[:2])
+        return f"{len(v)} values: {head}{', …' if len(v) > 2 else ''}"
     return str(v)
 
 
@@ -589,8 +591,9 @@ class RecipeWorkspace(QtWidgets.QWidget):
         centre.addWidget(self.view)
         self.tabs = QtWidgets.QTabWidget()
         self.tabs.setElideMode(QtCore.Qt.ElideNone)
-        self.table = QtWidgets.QTableWidget(0, 6)
-        self.table.setHorizontalHeaderLabels(["step", "measurement", "value", "limit", "verdict", "ms"])
+        # a step's time is in its cell's tooltip (and the total on the image): the table fits the centre
+        self.table = QtWidgets.QTableWidget(0, 5)
+        self.table.setHorizontalHeaderLabels(["step", "measurement", "value", "limit", "verdict"])
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectRows)
@@ -1159,18 +1162,20 @@ class RecipeWorkspace(QtWidgets.QWidget):
             rows.append(("frame", "error", res.error, "", "error", 0.0))
         self.table.setRowCount(len(rows))
         for i, (step, m, v, lim, verdict, ms) in enumerate(rows):
-            vals = [step, m, _fmt(v), lim, verdict.upper() if verdict else "", f"{ms:.2f}"]
+            vals = [step, m, _fmt(v), lim, verdict.upper() if verdict else ""]
             for c, text in enumerate(vals):
                 it = QtWidgets.QTableWidgetItem(text)
+                if c == 0:
+                    it.setToolTip(f"{step}: {ms:.2f} ms")
                 if c == 2 and isinstance(v, (list, tuple)):
                     it.setToolTip(str(v))
-                if c in (2, 5):
+                if c == 2:
                     it.setTextAlignment(QtCore.Qt.AlignRight | QtCore.Qt.AlignVCenter)
                 if verdict and c in (2, 4):
                     it.setForeground(theme.status_color(verdict))
                 self.table.setItem(i, c, it)
             if verdict in ("fail", "error"):
-                for c in range(6):
+                for c in range(5):
                     self.table.item(i, c).setBackground(QtGui.QColor(90, 30, 30, 90))
         self.tabs.setTabText(0, f"Measurements ({len(rows)})")
         if not self.problems:

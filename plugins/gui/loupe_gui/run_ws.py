@@ -370,17 +370,19 @@ class RunWorkspace(QtWidgets.QWidget):
         """The headline: how many of the run's frames passed, coloured by the worst verdict so far."""
         self.headline_counts = {v: int(counts.get(v, 0)) for v in VERDICTS}
         worst = next((v for v in ("error", "fail", "review", "pass") if self.headline_counts[v]), None)
+        others = " · ".join(f"{self.headline_counts[v]} {v.upper()}" for v in VERDICTS[1:] if self.headline_counts[v])
         if not frames:
-            text, color, fg = state.upper(), theme.BORDER, theme.MUTED
+            text, sub, color, fg = state.upper(), "", theme.BORDER, theme.MUTED
         else:
-            npass = self.headline_counts["pass"]
-            text = f"{npass} / {frames} PASS"
+            text = f"{self.headline_counts['pass']} / {frames} PASS"
+            sub = others or "every frame passed"
             color, fg = theme.STATUS[worst], "#101214"
-        detail = " · ".join(f"{self.headline_counts[v]} {v}" for v in VERDICTS if self.headline_counts[v])
-        self.headline.setText(text)
-        self.headline.setToolTip(f"this run: {detail}" if detail else "no frames yet")
-        self.headline.setStyleSheet(f"background: {color}; color: {fg}; border-radius: 4px; font-size: 18pt;"
-                                    f" font-weight: bold; padding: 0 10px;")
+        #: the headline as plain text, e.g. "4 / 6 PASS — 2 FAIL"
+        self.headline_text = f"{text} — {sub}" if sub else text
+        self.headline.setText(f"<div style='font-size:18pt; font-weight:bold'>{text}</div>"
+                              + (f"<div style='font-size:9pt; font-weight:bold'>{sub}</div>" if sub else ""))
+        self.headline.setToolTip("this run's verdict counts (the last frame's verdict is on the image)")
+        self.headline.setStyleSheet(f"background: {color}; color: {fg}; border-radius: 4px; padding: 0 10px;")
 
     # ----------------------------------------------------------------- run
 
