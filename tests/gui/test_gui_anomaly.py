@@ -33,12 +33,12 @@ def test_train_anomaly_roc_histogram_heatmaps(qtbot, pm, texture, tmp_path):
     qtbot.addWidget(ws)
     ws.resize(1500, 900)
     ws.show()
-    with qtbot.waitSignal(ws.idle, timeout=20000):
+    with qtbot.waitSignal(ws.idle, timeout=120000):
         ws.set_data(texture, task="anomaly")
     assert ws.summary is not None
     ws.out.setText(str(tmp_path / "tiny-anomaly.bundle"))
     # a trainer without epochs shows the score distribution where the loss curves would be
-    with qtbot.waitSignal(ws.idle, timeout=600000):
+    with qtbot.waitSignal(ws.idle, timeout=1200000):
         assert ws.train(TINY)
         assert ws.curves.currentWidget() is ws.score_dist
     assert ws.job.error is None, ws.job.error
@@ -112,7 +112,7 @@ def test_train_anomaly_roc_histogram_heatmaps(qtbot, pm, texture, tmp_path):
     ws.opt_method.setCurrentIndex(ws.opt_method.findData("int8"))
     assert ws.opt_btn.isEnabled()
     # explicit float groups: the sensitivity search (18 quantisations) is too slow for a GUI test
-    with qtbot.waitSignal(ws.idle, timeout=600000):
+    with qtbot.waitSignal(ws.idle, timeout=1200000):
         assert ws.optimise({"keep_float": ["stem", "block0", "block1"], "calib_images": 8})
         assert not ws.opt_btn.isEnabled() and ws.cancel_btn.isEnabled()
     assert ws.job.error is None, ws.job.error

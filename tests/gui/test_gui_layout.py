@@ -100,7 +100,7 @@ def test_no_truncated_labels(qtbot, pm, tmp_path, themed):
     win.resize(1600, 960)
     win.show()
     rw = win.recipe_ws
-    with qtbot.waitSignal(rw.idle, timeout=10000):
+    with qtbot.waitSignal(rw.idle, timeout=60000):
         rw.open_recipe(recipe)
     rw.select_step("inspect", 0)          # the limits table of the blob step, with its review columns
     assert rw.editor.limits.rowCount() > 0

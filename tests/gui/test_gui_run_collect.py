@@ -37,7 +37,7 @@ def test_run_view(qtbot, pm, tray, tmp_path):
     chk, edit = ws.report_rows["jsonl"]
     chk.setChecked(True)
     edit.setText(str(tmp_path / "out.jsonl"))
-    with qtbot.waitSignal(ws.idle, timeout=30000):
+    with qtbot.waitSignal(ws.idle, timeout=120000):
         assert ws.start()
     assert ws.is_idle() and ws.last_snapshot["frames"] == 6
     want_fail = sum(1 for n in truth.values() if n != 12)
@@ -71,10 +71,10 @@ def test_run_view_stop(qtbot, pm, tray, tmp_path):
     if "watch" not in ws.source_form.editors:
         pytest.skip("the folder source has no watch mode")
     ws.source_form.editors["watch"].set_value(True)        # a hot folder: the run only ends on Stop
-    with qtbot.waitSignal(ws.snapshotShown, timeout=30000, check_params_cb=lambda snap: snap["frames"] == 6):
+    with qtbot.waitSignal(ws.snapshotShown, timeout=120000, check_params_cb=lambda snap: snap["frames"] == 6):
         assert ws.start()
     assert ws.worker.isRunning()
-    with qtbot.waitSignal(ws.idle, timeout=30000):
+    with qtbot.waitSignal(ws.idle, timeout=120000):
         ws.stop()
     assert ws.worker.error is None, ws.worker.error
     assert ws.worker.summary.frames == 6
@@ -90,7 +90,7 @@ def test_collect_into_labelled_folder(qtbot, pm, tray, tmp_path):
     qtbot.addWidget(ws)
     ws.set_source(f"folder:{tmp_path / 'images'}")
     ws.folder.setText(str(tmp_path / "dataset"))
-    with qtbot.waitSignal(ws.frameShown, timeout=10000):
+    with qtbot.waitSignal(ws.frameShown, timeout=60000):
         assert ws.start()
     ws.label.setEditText("good")
     p1 = ws.capture()
@@ -98,7 +98,7 @@ def test_collect_into_labelled_folder(qtbot, pm, tray, tmp_path):
     p2 = ws.capture()
     ws.split.setCurrentText("test")
     p3 = ws.capture()
-    with qtbot.waitSignal(ws.idle, timeout=10000):
+    with qtbot.waitSignal(ws.idle, timeout=60000):
         ws.stop()
     assert ws.start_btn.isEnabled() and not ws.stop_btn.isEnabled()
     assert p1.parent == tmp_path / "dataset" / "train" / "good"

@@ -56,7 +56,7 @@ def test_train_to_completion(qtbot, pm, fashion, tmp_path):
     qtbot.addWidget(ws)
     ws.resize(1500, 900)
     ws.show()
-    with qtbot.waitSignal(ws.idle, timeout=20000):
+    with qtbot.waitSignal(ws.idle, timeout=120000):
         ws.set_data(fashion, task="classify")
     # dataset analysis: the known class counts and the one image size
     assert sorted(ws.counts_chart.labels) == ["bag", "sneaker", "trouser"]
@@ -68,7 +68,7 @@ def test_train_to_completion(qtbot, pm, fashion, tmp_path):
     assert set(ws.form.editors) == set(pm.catalogue.trainers["classify"].cls.Params.model_fields)
     ws.out.setText(str(tmp_path / "tiny.bundle"))
     beat = Heartbeat(qtbot)
-    with qtbot.waitSignal(ws.idle, timeout=600000):
+    with qtbot.waitSignal(ws.idle, timeout=1200000):
         assert ws.train(TINY)
     beat.timer.stop()
     assert ws.job.error is None, ws.job.error
@@ -126,7 +126,7 @@ def test_cancel_training(qtbot, pm, fashion, tmp_path):
 
     ws = TrainWorkspace(pm)
     qtbot.addWidget(ws)
-    with qtbot.waitSignal(ws.idle, timeout=20000):
+    with qtbot.waitSignal(ws.idle, timeout=120000):
         ws.set_data(fashion, task="classify")
     out = tmp_path / "never.bundle"
     ws.out.setText(str(out))
@@ -136,10 +136,10 @@ def test_cancel_training(qtbot, pm, fashion, tmp_path):
                           check_params_cb=lambda stage, *_: not stage.startswith("loading")):
         pass
     t0 = time.perf_counter()
-    with qtbot.waitSignal(ws.idle, timeout=60000):
+    with qtbot.waitSignal(ws.idle, timeout=300000):
         ws.cancel()
     assert ws.job.was_cancelled
     assert ws.stage.text() == "cancelled"
     assert not out.exists()
-    assert time.perf_counter() - t0 < 60
+    assert time.perf_counter() - t0 < 300                  # the next progress step, even on a loaded machine
     assert ws.train_btn.isEnabled() and not ws.cancel_btn.isEnabled()

@@ -62,8 +62,11 @@ def test_operator_switches(support_env):
         assert r.returncode == 0, r.stderr
         return {p["name"] for p in json.loads(r.stdout)["plugins"]}
 
-    assert names(LOUPE_DISABLE_PLUGIN_AUTOLOAD="1") == {"host.reporters.plugin"}
-    assert names(LOUPE_PLUGINS="classical") == {"host.reporters.plugin", "classical"}
+    from host.core.manager import DEFAULT_PLUGINS
+
+    internal = set(DEFAULT_PLUGINS)  # the host's own plugins are always loaded
+    assert names(LOUPE_DISABLE_PLUGIN_AUTOLOAD="1") == internal
+    assert names(LOUPE_PLUGINS="classical") == internal | {"classical"}
     blocked = names(LOUPE_BLOCK_PLUGINS="testsupport_broken,dl_anomaly")
     assert "testsupport_broken" not in blocked and "dl_anomaly" not in blocked and "classical" in blocked
 
