@@ -16,6 +16,11 @@ from pathlib import Path
 import yaml
 
 
+def must(ok: bool, what: str) -> None:
+    if not ok:
+        raise SystemExit(f"screenshots: timed out waiting for {what}")
+
+
 def wait_for(signal, start=None, timeout: float = 600.0, check=None) -> bool:
     """Call ``start()`` and run the event loop until ``signal`` is emitted (with arguments ``check`` accepts);
     the workspaces' ``idle`` signals say when a job's results are all on screen."""
@@ -82,19 +87,20 @@ def shoot_train(win, app, work, out, shot, epochs: int) -> None:
     win.show_workspace("train")
     tw = win.train_ws
     data = fashion_classes(work / "fashion", classes=(0, 2, 4, 6), n_train=40, n_test=15, upscale=2)
-    wait_for(tw.idle, lambda: tw.set_data(data, task="classify"), 120)
+    must(wait_for(tw.idle, lambda: tw.set_data(data, task="classify"), 900), "the dataset analysis")
     if "classify" not in tw.catalogue.trainers:
         shot("train.png")
         return
     tw.out.setText(str(work / "fashion.bundle"))
     tw.adv_btn.setChecked(True)
-    tw.train({"epochs": epochs, "input_size": 64, "batch_size": 16, "patience": epochs, "finetune_blocks": 4,
-              "max_minutes": 10.0})
+    must(tw.train({"epochs": epochs, "input_size": 64, "batch_size": 16, "patience": epochs, "finetune_blocks": 4,
+                   "max_minutes": 30.0}), "the trainer to start")
     # mid-training: once the second epoch's validation figures are on the curves
-    wait_for(tw.progress.signals.updated, None, 900,
-             check=lambda stage, done, total, metrics, training: stage.startswith("epoch 2/") and "val_loss" in metrics)
+    must(wait_for(tw.progress.signals.updated, None, 1800,
+                  check=lambda stage, done, total, metrics, training: stage.startswith("epoch 2/")
+                  and "val_loss" in metrics), "the second epoch")
     shot("train-progress.png")
-    wait_for(tw.idle, None, 1800)
+    must(wait_for(tw.idle, None, 3600), "the training")
     tw.adv_btn.setChecked(False)
     tw.tabs.setCurrentIndex(0)
     shot("train-results.png")
@@ -122,9 +128,9 @@ def shoot_anomaly(win, work, shot) -> None:
         return
     adata = make_texture_dataset(work / "texture", "brushed_metal", n_train=20, n_test_good=12, n_test_defect=4,
                                  size=128)
-    wait_for(tw.idle, lambda: tw.set_data(adata, task="anomaly"), 120)
+    must(wait_for(tw.idle, lambda: tw.set_data(adata, task="anomaly"), 900), "the dataset analysis")
     tw.out.setText(str(work / "brushed_metal.bundle"))
-    wait_for(tw.idle, lambda: tw.train({"image_size": 128}), 1800)
+    must(wait_for(tw.idle, lambda: tw.train({"image_size": 128}), 3600), "the anomaly training")
     tw.tabs.setCurrentIndex(1)
     shot("train-anomaly.png")
     tw.tabs.setCurrentIndex(2)

@@ -345,6 +345,9 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.out = QtWidgets.QLineEdit()
         self.out.setPlaceholderText("where the model bundle is written")
         orow.addWidget(self.out, 1)
+        self.open_btn = QtWidgets.QPushButton("Open bundle…")
+        self.open_btn.clicked.connect(self._open_bundle_dialog)
+        orow.addWidget(self.open_btn)
         tl.addLayout(orow)
         brow = QtWidgets.QHBoxLayout()
         self.train_btn = QtWidgets.QPushButton("Train")
@@ -358,12 +361,9 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.adv_btn = QtWidgets.QPushButton("Advanced ▸")
         self.adv_btn.setCheckable(True)
         self.adv_btn.toggled.connect(self._toggle_advanced)
-        self.open_btn = QtWidgets.QPushButton("Open bundle…")
-        self.open_btn.clicked.connect(self._open_bundle_dialog)
         brow.addWidget(self.train_btn, 2)
         brow.addWidget(self.cancel_btn, 1)
         brow.addWidget(self.adv_btn, 1)
-        brow.addWidget(self.open_btn, 1)
         tl.addLayout(brow)
         self.stage = QtWidgets.QLabel("idle")
         self.stage.setObjectName("muted")
@@ -436,8 +436,13 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.tabs.addTab(self._build_optimised_tab(), "Optimised")
         rl2.addWidget(self.tabs, 1)
         rl2.addLayout(self._build_export_row())
-        res.setMinimumWidth(self.tabs.tabBar().sizeHint().width() + 12)
+        self.results_column = res
         return res
+
+    def showEvent(self, e):
+        # the results column is never narrower than its tab bar (measured once the theme's font applies)
+        self.results_column.setMinimumWidth(self.tabs.tabBar().sizeHint().width() + 12)
+        super().showEvent(e)
 
     def _build_scores_tab(self) -> QtWidgets.QWidget:
         """ROC, score histogram and the threshold slider (anomaly bundles)."""
