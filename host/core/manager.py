@@ -37,7 +37,7 @@ ENTRY_POINT_GROUP = "loupe.plugins"
 HOST_DISTRIBUTION = "loupe-host"
 
 #: The host's own defaults, registered exactly like external plugins.
-DEFAULT_PLUGINS = ("host.reporters.plugin", "host.commands.plugin", "host.commands.serve")
+DEFAULT_PLUGINS = ("host.reporters.plugin", "host.commands.plugin", "host.commands.serve", "host.commands.plugin_new")
 
 log = logging.getLogger("loupe")
 

@@ -33,13 +33,16 @@ def test_train_anomaly_roc_histogram_heatmaps(qtbot, pm, texture, tmp_path):
     qtbot.addWidget(ws)
     ws.resize(1500, 900)
     ws.show()
-    ws.set_data(texture, task="anomaly")
-    qtbot.waitUntil(lambda: ws.summary is not None and not ws._busy(), timeout=20000)
+    with qtbot.waitSignal(ws.idle, timeout=120000):
+        ws.set_data(texture, task="anomaly")
+    assert ws.summary is not None
     ws.out.setText(str(tmp_path / "tiny-anomaly.bundle"))
-    assert ws.train(TINY)
-    # the job's result reaches the GUI thread as a queued signal, after the thread has ended
-    qtbot.waitUntil(lambda: ws.result is not None or ws.job.error is not None, timeout=180000)
+    # a trainer without epochs shows the score distribution where the loss curves would be
+    with qtbot.waitSignal(ws.idle, timeout=1200000):
+        assert ws.train(TINY)
+        assert ws.curves.currentWidget() is ws.score_dist
     assert ws.job.error is None, ws.job.error
+    assert ws.is_idle() and ws.opt_btn.isEnabled() and ws.train_btn.isEnabled()
     assert (tmp_path / "tiny-anomaly.bundle" / "manifest.json").is_file()
     m = ws.result["metrics"]
     assert m["task"] == "anomaly" and m["n_good"] == 6 and m["n_defective"] == 6
@@ -51,7 +54,11 @@ def test_train_anomaly_roc_histogram_heatmaps(qtbot, pm, texture, tmp_path):
     scores, labels = ws._score_data
     assert len(scores) == 12 and labels.sum() == 6
     # ROC: the area the view draws is the runtime's image AUROC (the tool's score is raw / threshold)
-    assert ws.tabs.isTabEnabled(1) and not ws.tabs.isTabEnabled(0)
+    # no Confusion tab for an anomaly model; the score distribution replaces the (empty) loss panels
+    assert ws.tabs.isTabVisible(1) and not ws.tabs.isTabVisible(0)
+    assert ws.curves.currentWidget() is ws.score_dist
+    assert sorted(len(v) for _, v, _ in ws.score_dist.groups) == [6, 6]
+    assert ws.score_dist.threshold == 1.0
     assert ws.auroc == pytest.approx(m["image_auroc"], abs=1e-9)
     assert any(name.startswith("AUROC") for name in ws.roc.curves)
     # histogram: every test image in its group (good / defect)
@@ -105,10 +112,11 @@ def test_train_anomaly_roc_histogram_heatmaps(qtbot, pm, texture, tmp_path):
     ws.opt_method.setCurrentIndex(ws.opt_method.findData("int8"))
     assert ws.opt_btn.isEnabled()
     # explicit float groups: the sensitivity search (18 quantisations) is too slow for a GUI test
-    assert ws.optimise({"keep_float": ["stem", "block0", "block1"], "calib_images": 8})
-    assert not ws.opt_btn.isEnabled() and ws.cancel_btn.isEnabled()
-    qtbot.waitUntil(lambda: ws.opt_result is not None or ws.job.error is not None, timeout=180000)
+    with qtbot.waitSignal(ws.idle, timeout=1200000):
+        assert ws.optimise({"keep_float": ["stem", "block0", "block1"], "calib_images": 8})
+        assert not ws.opt_btn.isEnabled() and ws.cancel_btn.isEnabled()
     assert ws.job.error is None, ws.job.error
+    assert ws.opt_btn.isEnabled()
     child, parent = ws.opt_result["bundle"], ws.opt_result["parent"]
     assert child.path == tmp_path / "tiny-anomaly.bundle-int8" and parent.path == ws.bundle.path
     rec = child.meta["optimization"]

@@ -78,33 +78,34 @@ def test_open_edit_run(qtbot, pm, tray, tmp_path):
     ws.select_step("inspect", 0)
     form = ws.editor.form
     assert form is not None and set(form.editors) >= {"min_area", "polarity", "threshold"}
-    form.editors["min_area"].widget.setValue(20000.0)
-    qtbot.waitUntil(lambda: ws.result is not None and next(
-        r for r in ws.result.results if r.step == "washers").measurements["count"] == 0, timeout=5000)
+    with qtbot.waitSignal(ws.idle, timeout=60000):
+        form.editors["min_area"].widget.setValue(20000.0)
+    assert next(r for r in ws.result.results if r.step == "washers").measurements["count"] == 0
     assert ws.result.verdict == "fail"
     assert ws.doc["inspect"][0]["params"]["min_area"] == 20000.0
-    form.editors["min_area"].widget.setValue(400.0)
-    qtbot.waitUntil(lambda: next(r for r in ws.result.results if r.step == "washers").measurements["count"] == 12,
-                    timeout=5000)
+    with qtbot.waitSignal(ws.idle, timeout=60000):
+        form.editors["min_area"].widget.setValue(400.0)
+    assert next(r for r in ws.result.results if r.step == "washers").measurements["count"] == 12
 
     # a limit with min > max is shown inline, the step is flagged, and nothing runs
     table = ws.editor.limits
     row = next(r for r in range(table.rowCount()) if table.item(r, 0).text() == "count")
-    table.item(row, 2).setText("10")
-    qtbot.waitUntil(lambda: bool(ws.problems), timeout=5000)
+    with qtbot.waitSignal(ws.idle, timeout=60000):
+        table.item(row, 2).setText("10")
     assert any("limits.count" in p and "greater than max" in p for p in ws.problems)
     assert ws.problem_list.count() == len(ws.problems)
     assert ws.editor.limits_error.isVisibleTo(ws) and "greater than max" in ws.editor.limits_error.text()
     assert ws.result is None and ws.view.banner == ("INVALID", "fail")
-    table.item(row, 2).setText("12")
-    qtbot.waitUntil(lambda: not ws.problems and ws.result is not None, timeout=5000)
+    with qtbot.waitSignal(ws.idle, timeout=60000):
+        table.item(row, 2).setText("12")
+    assert not ws.problems and ws.result is not None
 
     # ROI drawn on the image restricts the lighting step
     ws.select_step("inspect", 1)
-    ws.view.roiDrawn.emit((10, 10, 50, 40))
-    qtbot.waitUntil(lambda: ws.doc["inspect"][1].get("roi") == [10, 10, 50, 40], timeout=3000)
-    qtbot.waitUntil(lambda: any(r.step == "lighting" and r.roi == (10, 10, 50, 40) for r in ws.result.results),
-                    timeout=5000)
+    with qtbot.waitSignal(ws.idle, timeout=60000):
+        ws.view.roiDrawn.emit((10, 10, 50, 40))
+    assert ws.doc["inspect"][1].get("roi") == [10, 10, 50, 40]
+    assert any(r.step == "lighting" and r.roi == (10, 10, 50, 40) for r in ws.result.results)
 
     # save: the canonical YAML loads back with the edits
     out = tmp_path / "saved.yaml"
@@ -157,3 +158,53 @@ def test_gui_command_registered():
     assert r.returncode == 0 and "RECIPE" in r.stdout.upper()
     r = run_loupe("gui", "no-such-recipe.yaml")
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_undo_redo(qtbot, pm, tray):
+    """Every edit goes on an undo stack: undo and redo restore the document, the form and the result."""
+    from loupe_gui.recipe_ws import RecipeWorkspace
+
+    recipe_path, _ = tray
+    ws = RecipeWorkspace(pm)
+    qtbot.addWidget(ws)
+    ws.resize(1400, 900)
+    ws.show()
+    with qtbot.waitSignal(ws.idle, timeout=60000):
+        ws.open_recipe(recipe_path)
+    ws.show_frame(1)                                        # all 12 washers
+    original = yaml.safe_load(recipe_path.read_text())
+    assert not ws.undo_stack.canUndo()
+    ws.select_step("inspect", 0)
+    with qtbot.waitSignal(ws.idle, timeout=60000):
+        ws.editor.form.editors["min_area"].widget.setValue(20000.0)
+    assert next(r for r in ws.result.results if r.step == "washers").measurements["count"] == 0
+    assert ws.undo_stack.canUndo() and ws.act_undo.isEnabled()
+    assert ws.act_undo.text() == "Undo edit washers"
+    with qtbot.waitSignal(ws.idle, timeout=60000):
+        ws.add_step("classical.gray")
+    assert [s["tool"] for s in ws.doc["preprocess"]] == [s["tool"] for s in original.get("preprocess") or []] + [
+        "classical.gray"]
+
+    with qtbot.waitSignal(ws.idle, timeout=60000):
+        ws.act_undo.trigger()                               # the added step goes
+    assert len(ws.doc["preprocess"]) == len(original.get("preprocess") or [])
+    with qtbot.waitSignal(ws.idle, timeout=60000):
+        ws.act_undo.trigger()                               # min_area back to the file's value
+    assert ws.doc["inspect"][0]["params"]["min_area"] == original["inspect"][0]["params"]["min_area"]
+    assert next(r for r in ws.result.results if r.step == "washers").measurements["count"] == 12
+    ws.select_step("inspect", 0)
+    assert ws.editor.form.editors["min_area"].widget.value() == original["inspect"][0]["params"]["min_area"]
+    assert not ws.undo_stack.canUndo()
+
+    with qtbot.waitSignal(ws.idle, timeout=60000):
+        ws.act_redo.trigger()
+    assert ws.doc["inspect"][0]["params"]["min_area"] == 20000.0
+    assert next(r for r in ws.result.results if r.step == "washers").measurements["count"] == 0
+    with qtbot.waitSignal(ws.idle, timeout=60000):
+        ws.act_redo.trigger()
+    assert ws.doc["preprocess"][-1]["tool"] == "classical.gray"
+    assert not ws.undo_stack.canRedo()
+    # opening a file starts a new history
+    with qtbot.waitSignal(ws.idle, timeout=60000):
+        ws.open_recipe(recipe_path)
+    assert not ws.undo_stack.canUndo()

@@ -37,11 +37,15 @@ def test_run_view(qtbot, pm, tray, tmp_path):
     chk, edit = ws.report_rows["jsonl"]
     chk.setChecked(True)
     edit.setText(str(tmp_path / "out.jsonl"))
-    assert ws.start()
-    qtbot.waitUntil(lambda: ws.worker.isFinished(), timeout=30000)
-    qtbot.waitUntil(lambda: ws.last_snapshot is not None and ws.last_snapshot["frames"] == 6, timeout=5000)
+    with qtbot.waitSignal(ws.idle, timeout=120000):
+        assert ws.start()
+    assert ws.is_idle() and ws.last_snapshot["frames"] == 6
     want_fail = sum(1 for n in truth.values() if n != 12)
     assert ws.worker.error is None
+    # the headline is the run's verdict counts, not the last frame's verdict
+    assert ws.headline_text == f"{6 - want_fail} / 6 PASS — {want_fail} FAIL"
+    assert ws.headline_counts == {"pass": 6 - want_fail, "review": 0, "fail": want_fail, "error": 0}
+    assert ws.view.banner[0].startswith("last frame: ")
     assert ws.counters["fail"].value.text() == str(want_fail)
     assert ws.counters["pass"].value.text() == str(6 - want_fail)
     assert ws.failures.count() == want_fail
@@ -67,11 +71,11 @@ def test_run_view_stop(qtbot, pm, tray, tmp_path):
     if "watch" not in ws.source_form.editors:
         pytest.skip("the folder source has no watch mode")
     ws.source_form.editors["watch"].set_value(True)        # a hot folder: the run only ends on Stop
-    assert ws.start()
-    qtbot.waitUntil(lambda: ws.last_snapshot is not None and ws.last_snapshot["frames"] == 6, timeout=30000)
+    with qtbot.waitSignal(ws.snapshotShown, timeout=120000, check_params_cb=lambda snap: snap["frames"] == 6):
+        assert ws.start()
     assert ws.worker.isRunning()
-    ws.stop()
-    qtbot.waitUntil(lambda: ws.worker.isFinished(), timeout=30000)
+    with qtbot.waitSignal(ws.idle, timeout=120000):
+        ws.stop()
     assert ws.worker.error is None, ws.worker.error
     assert ws.worker.summary.frames == 6
     assert "stopped" in ws.message.text()
@@ -86,15 +90,17 @@ def test_collect_into_labelled_folder(qtbot, pm, tray, tmp_path):
     qtbot.addWidget(ws)
     ws.set_source(f"folder:{tmp_path / 'images'}")
     ws.folder.setText(str(tmp_path / "dataset"))
-    assert ws.start()
-    qtbot.waitUntil(lambda: ws.current is not None, timeout=10000)
+    with qtbot.waitSignal(ws.frameShown, timeout=60000):
+        assert ws.start()
     ws.label.setEditText("good")
     p1 = ws.capture()
     ws.label.setEditText("missing")
     p2 = ws.capture()
     ws.split.setCurrentText("test")
     p3 = ws.capture()
-    ws.stop()
+    with qtbot.waitSignal(ws.idle, timeout=60000):
+        ws.stop()
+    assert ws.start_btn.isEnabled() and not ws.stop_btn.isEnabled()
     assert p1.parent == tmp_path / "dataset" / "train" / "good"
     assert p2.parent == tmp_path / "dataset" / "train" / "missing"
     assert p3.parent == tmp_path / "dataset" / "test" / "missing"

@@ -52,7 +52,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
         self.nav.setCurrentRow(0)
         self.recipe_ws.recipeValidated.connect(self.run_ws.set_recipe)
+        self._build_status_bar()
+        self._build_menus()
 
+    def _build_status_bar(self) -> None:
+        """Pointer position on the left; versions, plugin and tool counts, load failures on the right."""
         sb = self.statusBar()
         self.pos_label = QtWidgets.QLabel("")
         sb.addWidget(self.pos_label, 1)
@@ -64,6 +68,7 @@ class MainWindow(QtWidgets.QMainWindow):
             info += f" · {len(failed)} plugin(s) failed to load: " + ", ".join(p.name for p in failed)
         sb.addPermanentWidget(QtWidgets.QLabel(info))
 
+    def _build_menus(self) -> None:
         m = self.menuBar().addMenu("&File")
         m.addAction("&New recipe", self.recipe_ws.new_recipe, QtGui.QKeySequence.New)
         m.addAction("&Open recipe…", self.recipe_ws._open_dialog, QtGui.QKeySequence.Open)

@@ -360,19 +360,76 @@ class SizeChart(Chart):
             p.drawText(c + QtCore.QPointF(dx, 4), text)
 
 
+#: the confusion-matrix colour rule (the same as ``loupe eval``'s PNG): a diagonal cell is green at or above
+#: this recall, amber from REVIEW_AT, red below; an off-diagonal cell is redder as its share grows (full red
+#: at FULL_RED_AT), and blank when empty
+GREEN_AT, REVIEW_AT, FULL_RED_AT = 0.90, 0.70, 0.30
+
+
+def cell_colour(i: int, j: int, rate: float, count: float) -> tuple[str | None, float]:
+    """The status colour of a confusion-matrix cell and its strength in [0, 1] (0: the empty background)."""
+    if i == j:
+        if count <= 0:
+            return None, 0.0
+        return ("pass" if rate >= GREEN_AT else "review" if rate >= REVIEW_AT else "fail"), 1.0
+    if count <= 0:
+        return None, 0.0
+    return "fail", min(1.0, 0.25 + 0.75 * rate / FULL_RED_AT)
+
+
 class ConfusionMatrix(QtWidgets.QWidget):
-    """Rows = true class, columns = predicted; the diagonal in green, errors in red, shade by row share."""
+    """Rows = true class, columns = predicted, coloured by :func:`cell_colour`; a click on a cell emits
+    ``cellClicked(true index, predicted index)`` (the trainer workspace opens the cell's images)."""
+
+    cellClicked = QtCore.pyqtSignal(int, int)
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.classes: list[str] = []
         self.matrix = np.zeros((0, 0), int)
         self.setMinimumSize(260, 220)
+        self.setMouseTracking(True)
 
     def set_matrix(self, classes: list[str], matrix) -> None:
         self.classes = [str(c) for c in classes]
         self.matrix = np.asarray(matrix, dtype=float)
         self.update()
+
+    def _geometry(self) -> tuple[float, float, float, float]:
+        """(label width, left, top, cell side) of the grid in widget coordinates."""
+        fm = self.fontMetrics()
+        n = max(len(self.classes), 1)
+        label_w = min(max((fm.horizontalAdvance(c) for c in self.classes), default=0) + 12, 140)
+        left, top = label_w + 22, 44
+        side = max(min((self.width() - left - 10) / n, (self.height() - top - 10) / n), 8)
+        return label_w, left, top, side
+
+    def cell_rect(self, i: int, j: int) -> QtCore.QRectF:
+        _, left, top, side = self._geometry()
+        return QtCore.QRectF(left + side * j, top + side * i, side - 2, side - 2)
+
+    def cell_at(self, pos: QtCore.QPointF) -> tuple[int, int] | None:
+        n = len(self.classes)
+        if n == 0 or self.matrix.shape != (n, n):
+            return None
+        _, left, top, side = self._geometry()
+        j, i = int((pos.x() - left) // side), int((pos.y() - top) // side)
+        return (i, j) if 0 <= i < n and 0 <= j < n else None
+
+    def mousePressEvent(self, e):
+        cell = self.cell_at(QtCore.QPointF(e.pos()))
+        if cell is not None and e.button() == QtCore.Qt.LeftButton:
+            self.cellClicked.emit(*cell)
+        super().mousePressEvent(e)
+
+    def mouseMoveEvent(self, e):
+        cell = self.cell_at(QtCore.QPointF(e.pos()))
+        self.setCursor(QtCore.Qt.PointingHandCursor if cell else QtCore.Qt.ArrowCursor)
+        if cell:
+            i, j = cell
+            self.setToolTip(f"true {self.classes[i]}, predicted {self.classes[j]}: {int(self.matrix[i, j])} "
+                            f"image(s) — click to open them")
+        super().mouseMoveEvent(e)
 
     def paintEvent(self, e):
         p = QtGui.QPainter(self)
@@ -384,11 +441,10 @@ class ConfusionMatrix(QtWidgets.QWidget):
             p.drawText(self.rect(), QtCore.Qt.AlignCenter, "no confusion matrix yet")
             return
         fm = p.fontMetrics()
-        label_w = min(max(fm.horizontalAdvance(c) for c in self.classes) + 12, 140)
-        left, top = label_w + 22, 44
-        side = max(min((self.width() - left - 10) / n, (self.height() - top - 10) / n), 8)
+        label_w, left, top, side = self._geometry()
         p.setPen(QtGui.QColor(theme.MUTED))
-        p.drawText(QtCore.QRectF(left, 2, side * n, 16), QtCore.Qt.AlignCenter, "predicted")
+        p.drawText(QtCore.QRectF(left, 2, side * n, 16), QtCore.Qt.AlignCenter,
+                   f"predicted  ·  green: recall ≥ {GREEN_AT:.0%}  ·  click a cell for its images")
         p.save()
         p.translate(8, top + side * n / 2)
         p.rotate(-90)
@@ -396,22 +452,21 @@ class ConfusionMatrix(QtWidgets.QWidget):
         p.restore()
         rows = self.matrix.sum(axis=1, keepdims=True)
         share = np.divide(self.matrix, rows, out=np.zeros_like(self.matrix), where=rows > 0)
-        good, bad = QtGui.QColor(theme.STATUS["pass"]), QtGui.QColor(theme.STATUS["fail"])
         base = QtGui.QColor("#22262d")
         for i in range(n):
             p.setPen(QtGui.QColor(theme.TEXT))
             p.drawText(QtCore.QRectF(20, top + side * i, label_w - 4, side), QtCore.Qt.AlignRight | QtCore.Qt.AlignVCenter,
-                       fm.elidedText(self.classes[i], QtCore.Qt.ElideRight, label_w - 6))
+                       fm.elidedText(self.classes[i], QtCore.Qt.ElideRight, int(label_w) - 6))
             p.drawText(QtCore.QRectF(left + side * i, 20, side, 20), QtCore.Qt.AlignCenter,
                        fm.elidedText(self.classes[i], QtCore.Qt.ElideRight, int(side) - 2))
             for j in range(n):
                 s = float(share[i, j])
-                c = good if i == j else bad
-                t = min(1.0, 0.15 + 0.85 * s) if self.matrix[i, j] > 0 else 0.0
+                status, t = cell_colour(i, j, s, float(self.matrix[i, j]))
+                c = QtGui.QColor(theme.STATUS[status]) if status else base
                 mix = QtGui.QColor(int(base.red() + (c.red() - base.red()) * t),
                                    int(base.green() + (c.green() - base.green()) * t),
                                    int(base.blue() + (c.blue() - base.blue()) * t))
-                r = QtCore.QRectF(left + side * j, top + side * i, side - 2, side - 2)
+                r = self.cell_rect(i, j)
                 p.fillRect(r, mix)
                 p.setPen(QtGui.QColor("#0f1114") if t > 0.55 else QtGui.QColor(theme.TEXT))
                 if side > 26:

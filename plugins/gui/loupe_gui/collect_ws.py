@@ -83,8 +83,16 @@ def save_frame(image: np.ndarray, folder: Path, stem: str) -> Path:
 
 
 class CollectWorkspace(QtWidgets.QWidget):
+    """Live view of a source; captures frames into ``DATASET/<split>/<label>/``.
+
+    ``frameShown(Frame)`` is emitted once a live frame is on screen; ``idle`` once the live source has
+    stopped and the buttons show it.
+    """
+
     status = QtCore.pyqtSignal(str)
     captured = QtCore.pyqtSignal(str)
+    frameShown = QtCore.pyqtSignal(object)
+    idle = QtCore.pyqtSignal()
 
     def __init__(self, pm, parent=None):
         super().__init__(parent)
@@ -98,6 +106,16 @@ class CollectWorkspace(QtWidgets.QWidget):
 
     def _build_ui(self):
         split, left, ll = workspace_split(self)
+        ll.addWidget(self._build_source_box())
+        ll.addWidget(self._build_dataset_box())
+        ll.addWidget(self._build_capture_box())
+        ll.addWidget(self._build_counts_box(), 1)
+        split.addWidget(left)
+        split.addWidget(self._build_live_view())
+        split.setSizes([320, 1100])
+        split.setStretchFactor(1, 1)
+
+    def _build_source_box(self) -> QtWidgets.QGroupBox:
         sbox = QtWidgets.QGroupBox("Source")
         sf = QtWidgets.QFormLayout(sbox)
         self.source = SourcePicker(self.catalogue, default="camera")
@@ -112,8 +130,9 @@ class CollectWorkspace(QtWidgets.QWidget):
         brow.addWidget(self.start_btn)
         brow.addWidget(self.stop_btn)
         sf.addRow(brow)
-        ll.addWidget(sbox)
+        return sbox
 
+    def _build_dataset_box(self) -> QtWidgets.QGroupBox:
         dbox = QtWidgets.QGroupBox("Dataset")
         df = QtWidgets.QFormLayout(dbox)
         self.folder_edit = PathEdit("dataset folder", "folder", "Dataset folder")
@@ -129,8 +148,9 @@ class CollectWorkspace(QtWidgets.QWidget):
         self.label.setInsertPolicy(QtWidgets.QComboBox.InsertAlphabetically)
         self.label.lineEdit().setPlaceholderText("class label, e.g. good")
         df.addRow("label", self.label)
-        ll.addWidget(dbox)
+        return dbox
 
+    def _build_capture_box(self) -> QtWidgets.QGroupBox:
         cbox = QtWidgets.QGroupBox("Capture")
         cl = QtWidgets.QVBoxLayout(cbox)
         self.capture_btn = QtWidgets.QPushButton("Capture  (Space)")
@@ -152,8 +172,9 @@ class CollectWorkspace(QtWidgets.QWidget):
         self.message.setObjectName("muted")
         self.message.setWordWrap(True)
         cl.addWidget(self.message)
-        ll.addWidget(cbox)
+        return cbox
 
+    def _build_counts_box(self) -> QtWidgets.QGroupBox:
         self.counts = QtWidgets.QTableWidget(0, 3)
         self.counts.setHorizontalHeaderLabels(["split", "label", "images"])
         self.counts.verticalHeader().hide()
@@ -161,9 +182,9 @@ class CollectWorkspace(QtWidgets.QWidget):
         self.counts.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
         box = QtWidgets.QGroupBox("In the dataset")
         QtWidgets.QVBoxLayout(box).addWidget(self.counts)
-        ll.addWidget(box, 1)
-        split.addWidget(left)
+        return box
 
+    def _build_live_view(self) -> QtWidgets.QWidget:
         centre = QtWidgets.QWidget()
         cv = QtWidgets.QVBoxLayout(centre)
         cv.setContentsMargins(4, 0, 0, 0)
@@ -180,9 +201,7 @@ class CollectWorkspace(QtWidgets.QWidget):
         self.strip.setMovement(QtWidgets.QListView.Static)
         cv.addWidget(QtWidgets.QLabel("Last captures"))
         cv.addWidget(self.strip)
-        split.addWidget(centre)
-        split.setSizes([320, 1100])
-        split.setStretchFactor(1, 1)
+        return centre
 
     def _update_buttons(self):
         live = self.worker is not None and self.worker.isRunning()
@@ -213,11 +232,18 @@ class CollectWorkspace(QtWidgets.QWidget):
         self.worker.frame.connect(self._on_frame)
         self.worker.failed.connect(lambda m: self.message.setText(
             f"<span style='color:{theme.STATUS['fail']}'>{m}</span>"))
-        self.worker.finished.connect(self._update_buttons)
+        self.worker.finished.connect(self._worker_done)
         self.worker.start()
         self.message.setText(f"live: {spec}")
         self._update_buttons()
         return True
+
+    def is_idle(self) -> bool:
+        return self.worker is None or self.worker.isFinished()
+
+    def _worker_done(self) -> None:
+        self._update_buttons()
+        self.idle.emit()
 
     def stop(self):
         if self.worker is not None:
@@ -233,6 +259,7 @@ class CollectWorkspace(QtWidgets.QWidget):
             self._since_auto = 0
             self.capture()
         self._update_buttons()
+        self.frameShown.emit(frame)
 
     # --------------------------------------------------------------- capture
 

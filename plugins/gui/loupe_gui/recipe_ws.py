@@ -30,6 +30,12 @@ def empty_doc() -> dict[str, Any]:
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        # a per-object list (areas, centroids): its length and the first values; the cell's tooltip has all
+        def one(x):
+            return "(" + ", ".join(_fmt(y) for y in x) + ")" if isinstance(x, (list, tuple)) else _fmt(x)
+        head = ", ".join(one(x) for x in v[:2])
+        return f"{len(v)} values: {head}{', …' if len(v) > 2 else ''}"
     return str(v)
 
 
@@ -54,7 +60,17 @@ class StepEditor(QtWidgets.QWidget):
         self.subtitle.setWordWrap(True)
         lay.addWidget(self.title)
         lay.addWidget(self.subtitle)
+        lay.addWidget(self._build_general_box())
+        self.params_box = QtWidgets.QGroupBox("Parameters")
+        self.params_lay = QtWidgets.QVBoxLayout(self.params_box)
+        lay.addWidget(self.params_box)
+        lay.addWidget(self._build_limits_box())
+        lay.addStretch(1)
+        self._loading = False
+        self.set_step(None, "", [])
 
+    def _build_general_box(self) -> QtWidgets.QGroupBox:
+        """Name, input, required and the region of interest."""
         self.general = QtWidgets.QGroupBox("Step")
         g = QtWidgets.QFormLayout(self.general)
         self.name = QtWidgets.QLineEdit()
@@ -97,21 +113,21 @@ class StepEditor(QtWidgets.QWidget):
         bl.addWidget(self.clear_roi_btn)
         g.addRow("", roi_btns)
         self.roi_rows = [roi_row, roi_btns]
-        lay.addWidget(self.general)
+        return self.general
 
-        self.params_box = QtWidgets.QGroupBox("Parameters")
-        self.params_lay = QtWidgets.QVBoxLayout(self.params_box)
-        lay.addWidget(self.params_box)
-
+    def _build_limits_box(self) -> QtWidgets.QGroupBox:
+        """The limits table: one row per declared measurement; every column wide enough for its title."""
         self.limits_box = QtWidgets.QGroupBox("Limits (pass range)")
         ll = QtWidgets.QVBoxLayout(self.limits_box)
         self.limits = QtWidgets.QTableWidget(0, 6)
-        self.limits.setHorizontalHeaderLabels(["measurement", "min", "max", "rev. min", "rev. max", "last"])
+        # the review columns' titles on two lines: the table fits the panel with every title whole
+        self.limits.setHorizontalHeaderLabels(["measurement", "min", "max", "review\nmin", "review\nmax", "last"])
         self.limits.horizontalHeaderItem(3).setToolTip("review band: values between this and min give REVIEW")
         self.limits.horizontalHeaderItem(4).setToolTip("review band: values between max and this give REVIEW")
         self.limits.verticalHeader().hide()
-        self.limits.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.Stretch)
-        self.limits.horizontalHeader().setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeToContents)
+        hh = self.limits.horizontalHeader()
+        hh.setSectionResizeMode(QtWidgets.QHeaderView.ResizeToContents)
+        hh.setStretchLastSection(True)
         self.limits.itemChanged.connect(self._limit_edited)
         ll.addWidget(self.limits)
         self.limits_error = QtWidgets.QLabel()
@@ -119,10 +135,19 @@ class StepEditor(QtWidgets.QWidget):
         self.limits_error.setWordWrap(True)
         self.limits_error.hide()
         ll.addWidget(self.limits_error)
-        lay.addWidget(self.limits_box)
-        lay.addStretch(1)
-        self._loading = False
-        self.set_step(None, "", [])
+        return self.limits_box
+
+    def needed_width(self) -> int:
+        """The width at which no column title of the limits table is cut short."""
+        hfm, fm = self.limits.horizontalHeader().fontMetrics(), self.limits.fontMetrics()
+        titles = [max(self.limits.horizontalHeaderItem(c).text().split("\n"), key=hfm.horizontalAdvance)
+                  for c in range(self.limits.columnCount())]
+        # the widest measurement name of any installed tool, and a value as wide as _fmt makes them
+        names = [m for e in self.catalogue.tools.values() for m in getattr(e.cls, "measurements", {}) or {}]
+        name_w = max([fm.horizontalAdvance(n) for n in names] + [hfm.horizontalAdvance(titles[0])])
+        value_w = max(fm.horizontalAdvance("-8.888e+88"), hfm.horizontalAdvance(titles[-1]))
+        middle = sum(hfm.horizontalAdvance(t) + 24 for t in titles[1:-1])
+        return name_w + 24 + middle + value_w + 24 + 40   # + the table's frame, scroll bar and the box margins
 
     # ------------------------------------------------------------------ load
 
@@ -174,27 +199,31 @@ class StepEditor(QtWidgets.QWidget):
             self.limits_box.setVisible(inspect)
             self.limits.setRowCount(0)
             if inspect:
-                names = list(getattr(cls, "measurements", {}) or {}) if cls else []
-                for m in (step.get("limits") or {}):
-                    if m not in names:
-                        names.append(m)
-                self.limits.setRowCount(len(names))
-                for r, m in enumerate(names):
-                    it = QtWidgets.QTableWidgetItem(m)
-                    it.setFlags(QtCore.Qt.ItemIsEnabled)
-                    if cls is not None:
-                        it.setToolTip(cls.measurements.get(m, ""))
-                    self.limits.setItem(r, 0, it)
-                    lim = (step.get("limits") or {}).get(m) or {}
-                    for c, key in enumerate(LIMIT_KEYS, start=1):
-                        v = lim.get(key)
-                        self.limits.setItem(r, c, QtWidgets.QTableWidgetItem("" if v is None else _fmt(v)))
-                    last = QtWidgets.QTableWidgetItem("")
-                    last.setFlags(QtCore.Qt.ItemIsEnabled)
-                    self.limits.setItem(r, 5, last)
-                self.limits.setFixedHeight(min(8, len(names)) * 26 + 30)
+                self._fill_limits(step, cls)
         finally:
             self._loading = False
+
+    def _fill_limits(self, step: dict, cls) -> None:
+        """One row per declared measurement (and per limit on an undeclared one): min, max, review band."""
+        names = list(getattr(cls, "measurements", {}) or {}) if cls else []
+        for m in (step.get("limits") or {}):
+            if m not in names:
+                names.append(m)
+        self.limits.setRowCount(len(names))
+        for r, m in enumerate(names):
+            it = QtWidgets.QTableWidgetItem(m)
+            it.setFlags(QtCore.Qt.ItemIsEnabled)
+            if cls is not None:
+                it.setToolTip(cls.measurements.get(m, ""))
+            self.limits.setItem(r, 0, it)
+            lim = (step.get("limits") or {}).get(m) or {}
+            for c, key in enumerate(LIMIT_KEYS, start=1):
+                v = lim.get(key)
+                self.limits.setItem(r, c, QtWidgets.QTableWidgetItem("" if v is None else _fmt(v)))
+            last = QtWidgets.QTableWidgetItem("")
+            last.setFlags(QtCore.Qt.ItemIsEnabled)
+            self.limits.setItem(r, 5, last)
+        self.limits.setFixedHeight(min(8, len(names)) * 26 + 30)
 
     def show_measurements(self, measurements: dict[str, Any], verdicts: dict[str, str]) -> None:
         self._loading = True
@@ -202,7 +231,11 @@ class StepEditor(QtWidgets.QWidget):
             for r in range(self.limits.rowCount()):
                 m = self.limits.item(r, 0).text()
                 it = self.limits.item(r, 5)
-                it.setText(_fmt(measurements[m]) if m in measurements else "")
+                v = measurements.get(m)
+                # a list cannot take limits: its length here, every value in the tooltip
+                it.setText("" if m not in measurements else f"{len(v)} values" if isinstance(v, (list, tuple))
+                           else _fmt(v))
+                it.setToolTip(str(v) if isinstance(v, (list, tuple)) else "")
                 v = verdicts.get(m)
                 it.setForeground(theme.status_color(v) if v else QtGui.QColor(theme.TEXT))
         finally:
@@ -326,6 +359,24 @@ class StepEditor(QtWidgets.QWidget):
         self._emit()
 
 
+class DocEdit(QtWidgets.QUndoCommand):
+    """One edit of the recipe document: the whole document before and after (recipes are small)."""
+
+    def __init__(self, ws: "RecipeWorkspace", before: dict[str, Any], after: dict[str, Any], text: str):
+        super().__init__(text)
+        self.ws, self.before, self.after = ws, before, after
+        self._done = True   # pushed after the edit was made: the first redo() has nothing to do
+
+    def redo(self) -> None:
+        if self._done:
+            self._done = False
+            return
+        self.ws.restore(self.after)
+
+    def undo(self) -> None:
+        self.ws.restore(self.before)
+
+
 class RecipeWorkspace(QtWidgets.QWidget):
     """Edit a recipe on a live image.
 
@@ -337,6 +388,9 @@ class RecipeWorkspace(QtWidgets.QWidget):
     recipeValidated = QtCore.pyqtSignal(object)   # a host.Recipe
     status = QtCore.pyqtSignal(str)
     resultReady = QtCore.pyqtSignal(object)       # a host.FrameResult
+    #: the latest edit has been validated and run on the current image, and its result is on screen (no
+    #: re-run pending): tests and callers wait on this, never on a proxy of the result
+    idle = QtCore.pyqtSignal()
 
     def __init__(self, pm, parent=None):
         super().__init__(parent)
@@ -358,6 +412,8 @@ class RecipeWorkspace(QtWidgets.QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(120)
         self._timer.timeout.connect(self.rebuild)
+        self.undo_stack = QtWidgets.QUndoStack(self)
+        self._snapshot = copy.deepcopy(self.doc)   # the document as the undo stack last recorded it
         self._build_ui()
         self._refresh_steps()
         self.schedule()
@@ -368,12 +424,43 @@ class RecipeWorkspace(QtWidgets.QWidget):
         outer = QtWidgets.QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.setSpacing(0)
+        outer.addWidget(self._build_toolbar())
+        split = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
+        split.setHandleWidth(5)
+        outer.addWidget(split, 1)
+        left = QtWidgets.QWidget()
+        ll = QtWidgets.QVBoxLayout(left)
+        ll.setContentsMargins(6, 6, 2, 6)
+        ll.addWidget(self._build_recipe_box())
+        ll.addWidget(self._build_steps_box(), 3)
+        ll.addWidget(self._build_catalogue_box(), 4)
+        split.addWidget(left)
+        split.addWidget(self._build_centre())
+        split.addWidget(self._build_editor_panel())
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 1)
+        split.setStretchFactor(2, 0)
+        # the side panels as narrow as their contents allow, the image gets the rest
+        split.setSizes([left.minimumSizeHint().width(), 10_000, self.editor.needed_width() + 30])
+        self.splitter = split
+
+    def _build_toolbar(self) -> QtWidgets.QToolBar:
+        """File, undo / redo, image browsing, zoom, layers, live re-run."""
         tb = QtWidgets.QToolBar()
         tb.setIconSize(QtCore.QSize(16, 16))
         self.act_new = tb.addAction("New", self.new_recipe)
         self.act_open = tb.addAction("Open…", self._open_dialog)
         self.act_save = tb.addAction("Save", self.save)
         tb.addAction("Save as…", self._save_as_dialog)
+        tb.addSeparator()
+        self.act_undo = self.undo_stack.createUndoAction(self, "Undo")
+        self.act_undo.setShortcut(QtGui.QKeySequence.Undo)
+        self.act_redo = self.undo_stack.createRedoAction(self, "Redo")
+        self.act_redo.setShortcut(QtGui.QKeySequence.Redo)
+        for act in (self.act_undo, self.act_redo):
+            act.setShortcutContext(QtCore.Qt.WidgetWithChildrenShortcut)
+            self.addAction(act)
+            tb.addAction(act)
         tb.addSeparator()
         tb.addAction("Open image…", self._open_image_dialog)
         tb.addAction("◀", lambda: self.show_frame(self.frame_index - 1))
@@ -407,16 +494,10 @@ class RecipeWorkspace(QtWidgets.QWidget):
         self.file_label = QtWidgets.QLabel("untitled recipe ")
         self.file_label.setObjectName("muted")
         tb.addWidget(self.file_label)
-        outer.addWidget(tb)
+        return tb
 
-        split = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
-        split.setHandleWidth(5)
-        outer.addWidget(split, 1)
-
-        # left: recipe, steps, catalogue
-        left = QtWidgets.QWidget()
-        ll = QtWidgets.QVBoxLayout(left)
-        ll.setContentsMargins(6, 6, 2, 6)
+    def _build_recipe_box(self) -> QtWidgets.QGroupBox:
+        """The recipe's name, source and decision."""
         rbox = QtWidgets.QGroupBox("Recipe")
         rf = QtWidgets.QFormLayout(rbox)
         self.recipe_name = QtWidgets.QLineEdit()
@@ -439,8 +520,10 @@ class RecipeWorkspace(QtWidgets.QWidget):
         self.decision.addItem("any step passes", "any")
         self.decision.activated.connect(self._recipe_fields_changed)
         rf.addRow("decision", self.decision)
-        ll.addWidget(rbox)
+        return rbox
 
+    def _build_steps_box(self) -> QtWidgets.QGroupBox:
+        """The step list, with move and remove buttons."""
         sbox = QtWidgets.QGroupBox("Steps")
         sv = QtWidgets.QVBoxLayout(sbox)
         self.steps = QtWidgets.QListWidget()
@@ -461,8 +544,10 @@ class RecipeWorkspace(QtWidgets.QWidget):
         btns.addStretch(1)
         btns.addWidget(self.btn_remove)
         sv.addLayout(btns)
-        ll.addWidget(sbox, 3)
+        return sbox
 
+    def _build_catalogue_box(self) -> QtWidgets.QGroupBox:
+        """Every registered tool, by stage; double-click or "Add step" adds it to the recipe."""
         cbox = QtWidgets.QGroupBox("Tool catalogue")
         cv = QtWidgets.QVBoxLayout(cbox)
         self.tools = QtWidgets.QTreeWidget()
@@ -484,15 +569,20 @@ class RecipeWorkspace(QtWidgets.QWidget):
                 it.setToolTip(0, f"{tid}\n{e.cls.description}\n[{e.distribution} {e.version}]")
                 top.addChild(it)
             top.setExpanded(True)
+        # wide enough for every tool's title: none is cut short
+        fm = self.tools.fontMetrics()
+        titles = [e.cls.title or tid for tid, e in self.catalogue.tools.items()] or [""]
+        self.tools.setIndentation(14)
+        self.tools.setMinimumWidth(max(fm.horizontalAdvance(t) for t in titles) + 2 * self.tools.indentation() + 30)
         cv.addWidget(self.tools, 1)
         add = QtWidgets.QPushButton("Add step")
         add.setObjectName("primary")
         add.clicked.connect(lambda: self._add_from_tree(self.tools.currentItem()))
         cv.addWidget(add)
-        ll.addWidget(cbox, 4)
-        split.addWidget(left)
+        return cbox
 
-        # centre: image + results
+    def _build_centre(self) -> QtWidgets.QSplitter:
+        """The image view over the result tabs (measurements, validation, YAML)."""
         centre = QtWidgets.QSplitter(QtCore.Qt.Vertical)
         centre.setHandleWidth(5)
         self.view = ImageView()
@@ -500,13 +590,16 @@ class RecipeWorkspace(QtWidgets.QWidget):
         self.view.hovered.connect(self.status.emit)
         centre.addWidget(self.view)
         self.tabs = QtWidgets.QTabWidget()
-        self.table = QtWidgets.QTableWidget(0, 6)
-        self.table.setHorizontalHeaderLabels(["step", "measurement", "value", "limit", "verdict", "ms"])
+        self.tabs.setElideMode(QtCore.Qt.ElideNone)
+        # a step's time is in its cell's tooltip (and the total on the image): the table fits the centre
+        self.table = QtWidgets.QTableWidget(0, 5)
+        self.table.setHorizontalHeaderLabels(["step", "measurement", "value", "limit", "verdict"])
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectRows)
         hh = self.table.horizontalHeader()
-        hh.setSectionResizeMode(QtWidgets.QHeaderView.Stretch)
+        hh.setSectionResizeMode(QtWidgets.QHeaderView.ResizeToContents)
+        hh.setSectionResizeMode(2, QtWidgets.QHeaderView.Stretch)   # the value (lists are cut short) takes the rest
         self.tabs.addTab(self.table, "Measurements")
         self.problem_list = QtWidgets.QListWidget()
         self.problem_list.itemActivated.connect(self._goto_problem)
@@ -520,28 +613,24 @@ class RecipeWorkspace(QtWidgets.QWidget):
         centre.setStretchFactor(0, 3)
         centre.setStretchFactor(1, 1)
         centre.setSizes([600, 230])
-        split.addWidget(centre)
+        return centre
 
-        # right: step editor
+    def _build_editor_panel(self) -> QtWidgets.QScrollArea:
+        """Right: the selected step's editor, wide enough for the limits table's column titles."""
         scroll = QtWidgets.QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(380)
         self.editor = StepEditor(self.catalogue)
         self.editor.changed.connect(self._step_edited)
         self.editor.drawRoi.connect(self.view.set_roi_mode)
+        scroll.setMinimumWidth(self.editor.needed_width() + 30)
         holder = QtWidgets.QWidget()
         hl = QtWidgets.QVBoxLayout(holder)
         hl.setContentsMargins(4, 8, 8, 6)
         hl.setSizeConstraint(QtWidgets.QLayout.SetMinimumSize)
         hl.addWidget(self.editor)
         scroll.setWidget(holder)
-        split.addWidget(scroll)
-        split.setStretchFactor(0, 0)
-        split.setStretchFactor(1, 1)
-        split.setStretchFactor(2, 0)
-        split.setSizes([290, 860, 420])
-        self.splitter = split
+        return scroll
 
     # -------------------------------------------------------------- document
 
@@ -644,7 +733,7 @@ class RecipeWorkspace(QtWidgets.QWidget):
             name, n = f"{base}_{n}", n + 1
         self.doc.setdefault(sec, []).append({"tool": tool_id, "name": name, "params": {}})
         self._selected = (sec, len(self.doc[sec]) - 1)
-        self._changed()
+        self._changed(f"add {name}")
         self._refresh_steps()
         self._step_selected(self.steps.currentRow())
 
@@ -663,25 +752,64 @@ class RecipeWorkspace(QtWidgets.QWidget):
             return
         items[i], items[j] = items[j], items[i]
         self._selected = (sec, j)
-        self._changed()
+        self._changed("move step")
         self._refresh_steps()
 
     def remove_step(self) -> None:
         if not self._selected:
             return
         sec, i = self._selected
+        name = self._step_name(sec, i)
         del self.doc[sec][i]
         self._selected = None
-        self._changed()
+        self._changed(f"remove {name}")
         self._refresh_steps()
         self._step_selected(-1)
 
     def _step_edited(self) -> None:
-        self._changed()
+        name = self._step_name(*self._selected) if self._selected else "step"
+        self._changed(f"edit {name}")
 
-    def _changed(self) -> None:
+    def _changed(self, what: str = "edit") -> None:
+        self._record(what)
         self.dirty = True
         self._update_title()
+        self.schedule()
+
+    # ------------------------------------------------------------ undo / redo
+
+    def _record(self, what: str) -> None:
+        """Put the edit just made on the undo stack (the document before and after it)."""
+        after = copy.deepcopy(self.doc)
+        if after == self._snapshot:
+            return
+        self.undo_stack.push(DocEdit(self, self._snapshot, after, what))
+        self._snapshot = after
+
+    def restore(self, doc: dict[str, Any]) -> None:
+        """Show ``doc`` (a state from the undo stack) as the document being edited."""
+        old_source = self.doc.get("source")
+        self.doc = copy.deepcopy(doc)
+        self._snapshot = copy.deepcopy(doc)
+        for w in (self.recipe_name, self.source_edit, self.decision):
+            w.blockSignals(True)
+        self.recipe_name.setText(str(self.doc.get("name", "")))
+        src = self.doc.get("source")
+        self.source_edit.setText((src.get("spec") if isinstance(src, dict) else src) or "")
+        self.decision.setCurrentIndex(max(self.decision.findData(self.doc.get("decision", "all")), 0))
+        for w in (self.recipe_name, self.source_edit, self.decision):
+            w.blockSignals(False)
+        if self._selected:
+            sec, i = self._selected
+            n = len(self.doc.get(sec) or [])
+            self._selected = (sec, min(i, n - 1)) if n else None
+        self.editor.set_step(None, "", [])  # the editor held the replaced step: rebuild it on the restored one
+        self._refresh_steps()
+        self._step_selected(self.steps.currentRow() if self._selected else -1)
+        self.dirty = True
+        self._update_title()
+        if self.doc.get("source") != old_source:
+            self._load_source_frames()
         self.schedule()
 
     def _recipe_fields_changed(self, *_):
@@ -724,6 +852,8 @@ class RecipeWorkspace(QtWidgets.QWidget):
         self.doc = doc
         for sec in ("preprocess", "inspect"):
             self.doc[sec] = [dict(s) if isinstance(s, dict) else {"tool": str(s)} for s in (doc.get(sec) or [])]
+        self.undo_stack.clear()
+        self._snapshot = copy.deepcopy(self.doc)
         self.path = Path(path) if path else None
         self.base_dir = self.path.resolve().parent if self.path else Path.cwd()
         self.recipe, self.result, self.problems = None, None, []
@@ -848,6 +978,7 @@ class RecipeWorkspace(QtWidgets.QWidget):
         if self.frame.image is None:
             self.view.placeholder = f"cannot decode {name}: {self.frame.error}"
         self.run_current()
+        self._settled()
 
     def set_frame(self, frame: Frame) -> None:
         """Show an image that does not come from a source (tests, the run view's failures)."""
@@ -855,6 +986,7 @@ class RecipeWorkspace(QtWidgets.QWidget):
         self.view.set_image(frame.image, keep_view=True)
         self.frame_label.setText(f"  {Path(frame.path).name if frame.path else frame.key}  ")
         self.run_current()
+        self._settled()
 
     # ------------------------------------------------------------ validation
 
@@ -900,6 +1032,15 @@ class RecipeWorkspace(QtWidgets.QWidget):
                                     else yaml.safe_dump(self.doc, sort_keys=False))
         self.run_current()
         self._refresh_steps()
+        self._settled()
+
+    def is_idle(self) -> bool:
+        return not self._timer.isActive()
+
+    def _settled(self) -> None:
+        """Emit ``idle`` when nothing is left to re-run."""
+        if not self._timer.isActive():
+            self.idle.emit()
 
     def _problems_of(self, key) -> list[str]:
         if not key:
@@ -1022,16 +1163,20 @@ class RecipeWorkspace(QtWidgets.QWidget):
             rows.append(("frame", "error", res.error, "", "error", 0.0))
         self.table.setRowCount(len(rows))
         for i, (step, m, v, lim, verdict, ms) in enumerate(rows):
-            vals = [step, m, _fmt(v), lim, verdict.upper() if verdict else "", f"{ms:.2f}"]
+            vals = [step, m, _fmt(v), lim, verdict.upper() if verdict else ""]
             for c, text in enumerate(vals):
                 it = QtWidgets.QTableWidgetItem(text)
-                if c in (2, 5):
+                if c == 0:
+                    it.setToolTip(f"{step}: {ms:.2f} ms")
+                if c == 2 and isinstance(v, (list, tuple)):
+                    it.setToolTip(str(v))
+                if c == 2:
                     it.setTextAlignment(QtCore.Qt.AlignRight | QtCore.Qt.AlignVCenter)
                 if verdict and c in (2, 4):
                     it.setForeground(theme.status_color(verdict))
                 self.table.setItem(i, c, it)
             if verdict in ("fail", "error"):
-                for c in range(6):
+                for c in range(5):
                     self.table.item(i, c).setBackground(QtGui.QColor(90, 30, 30, 90))
         self.tabs.setTabText(0, f"Measurements ({len(rows)})")
         if not self.problems:

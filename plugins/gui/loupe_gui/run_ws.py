@@ -157,8 +157,16 @@ class Counter(QtWidgets.QFrame):
 
 
 class RunWorkspace(QtWidgets.QWidget):
+    """A recipe over a source into reporters, in a worker thread.
+
+    ``snapshotShown(dict)`` is emitted each time the view shows a new state of the run; ``idle`` once the
+    run has ended and its last state, message and buttons are on screen (tests and callers wait on it).
+    """
+
     status = QtCore.pyqtSignal(str)
     runFinished = QtCore.pyqtSignal(object)
+    snapshotShown = QtCore.pyqtSignal(dict)
+    idle = QtCore.pyqtSignal()
 
     def __init__(self, pm, parent=None):
         super().__init__(parent)
@@ -175,6 +183,22 @@ class RunWorkspace(QtWidgets.QWidget):
 
     def _build_ui(self):
         split, left, ll = workspace_split(self)
+        ll.addWidget(self._build_recipe_box())
+        ll.addWidget(self._build_source_box())
+        ll.addWidget(self._build_reporters_box())
+        ll.addLayout(self._build_run_buttons())
+        self.message = QtWidgets.QLabel("")
+        self.message.setWordWrap(True)
+        self.message.setObjectName("muted")
+        ll.addWidget(self.message)
+        ll.addWidget(self._build_step_table(), 1)
+        split.addWidget(left)
+        split.addWidget(self._build_live_view())
+        split.addWidget(self._build_failures())
+        split.setSizes([300, 900, 320])
+        split.setStretchFactor(1, 1)
+
+    def _build_recipe_box(self) -> QtWidgets.QGroupBox:
         rbox = QtWidgets.QGroupBox("Recipe")
         rl = QtWidgets.QVBoxLayout(rbox)
         self.recipe_label = QtWidgets.QLabel("no recipe: open one, or edit one in the Recipe workspace")
@@ -183,8 +207,9 @@ class RunWorkspace(QtWidgets.QWidget):
         b = QtWidgets.QPushButton("Open recipe…")
         b.clicked.connect(self._open_recipe_dialog)
         rl.addWidget(b)
-        ll.addWidget(rbox)
+        return rbox
 
+    def _build_source_box(self) -> QtWidgets.QGroupBox:
         sbox = QtWidgets.QGroupBox("Source")
         sf = QtWidgets.QFormLayout(sbox)
         self.source = SourcePicker(self.catalogue, recipe_entry=True)
@@ -195,8 +220,10 @@ class RunWorkspace(QtWidgets.QWidget):
         self.limit.setRange(0, 10_000_000)
         self.limit.setSpecialValueText("all frames")
         sf.addRow("limit", self.limit)
-        ll.addWidget(sbox)
+        return sbox
 
+    def _build_reporters_box(self) -> QtWidgets.QGroupBox:
+        """One row per registered reporter: a check box and its target."""
         pbox = QtWidgets.QGroupBox("Reporters")
         pl = QtWidgets.QFormLayout(pbox)
         self.report_rows: dict[str, tuple[QtWidgets.QCheckBox, QtWidgets.QLineEdit]] = {}
@@ -208,8 +235,9 @@ class RunWorkspace(QtWidgets.QWidget):
             edit = QtWidgets.QLineEdit(defaults.get(s, f"results.{s}"))
             pl.addRow(chk, edit)
             self.report_rows[s] = (chk, edit)
-        ll.addWidget(pbox)
+        return pbox
 
+    def _build_run_buttons(self) -> QtWidgets.QHBoxLayout:
         btns = QtWidgets.QHBoxLayout()
         self.start_btn = QtWidgets.QPushButton("▶  Start")
         self.start_btn.setObjectName("primary")
@@ -219,32 +247,30 @@ class RunWorkspace(QtWidgets.QWidget):
         self.stop_btn.clicked.connect(self.stop)
         btns.addWidget(self.start_btn, 1)
         btns.addWidget(self.stop_btn, 1)
-        ll.addLayout(btns)
-        self.message = QtWidgets.QLabel("")
-        self.message.setWordWrap(True)
-        self.message.setObjectName("muted")
-        ll.addWidget(self.message)
+        return btns
+
+    def _build_step_table(self) -> QtWidgets.QGroupBox:
         stbox = QtWidgets.QGroupBox("Per step")
         stl = QtWidgets.QVBoxLayout(stbox)
         self.step_table = QtWidgets.QTableWidget(0, 5)
         self.step_table.setHorizontalHeaderLabels(["step", "pass", "review", "fail", "mean ms"])
         self.step_table.verticalHeader().hide()
         self.step_table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
-        self.step_table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.Stretch)
+        hh = self.step_table.horizontalHeader()
+        hh.setSectionResizeMode(QtWidgets.QHeaderView.ResizeToContents)
+        hh.setSectionResizeMode(0, QtWidgets.QHeaderView.Stretch)
         stl.addWidget(self.step_table)
-        ll.addWidget(stbox, 1)
-        split.addWidget(left)
+        return stbox
 
-        centre = QtWidgets.QWidget()
-        cl = QtWidgets.QVBoxLayout(centre)
-        cl.setContentsMargins(4, 0, 4, 0)
+    def _build_headline(self) -> QtWidgets.QHBoxLayout:
+        """The run's verdict counts as the headline (the last frame's verdict is a badge on the image)."""
         top = QtWidgets.QHBoxLayout()
-        self.verdict = QtWidgets.QLabel("IDLE")
-        self.verdict.setAlignment(QtCore.Qt.AlignCenter)
-        self.verdict.setMinimumWidth(170)
-        self.verdict.setFixedHeight(64)
-        self._set_verdict("idle")
-        top.addWidget(self.verdict)
+        self.headline = QtWidgets.QLabel()
+        self.headline.setAlignment(QtCore.Qt.AlignCenter)
+        self.headline.setMinimumWidth(210)
+        self.headline.setFixedHeight(64)
+        self._set_headline({}, 0)
+        top.addWidget(self.headline)
         self.counters = {}
         for v, title in (("pass", "PASS"), ("review", "REVIEW"), ("fail", "FAIL"), ("error", "ERROR")):
             c = Counter(title, v)
@@ -253,7 +279,13 @@ class RunWorkspace(QtWidgets.QWidget):
         self.rate = Counter("THROUGHPUT", "info")
         self.rate.value.setText("—")
         top.addWidget(self.rate, 1)
-        cl.addLayout(top)
+        return top
+
+    def _build_live_view(self) -> QtWidgets.QWidget:
+        centre = QtWidgets.QWidget()
+        cl = QtWidgets.QVBoxLayout(centre)
+        cl.setContentsMargins(4, 0, 4, 0)
+        cl.addLayout(self._build_headline())
         self.progress = QtWidgets.QProgressBar()
         self.progress.setFormat("%v / %m frames")
         cl.addWidget(self.progress)
@@ -264,8 +296,9 @@ class RunWorkspace(QtWidgets.QWidget):
         self.frame_info = QtWidgets.QLabel("")
         self.frame_info.setObjectName("muted")
         cl.addWidget(self.frame_info)
-        split.addWidget(centre)
+        return centre
 
+    def _build_failures(self) -> QtWidgets.QGroupBox:
         right = QtWidgets.QGroupBox("Last failures")
         rl2 = QtWidgets.QVBoxLayout(right)
         self.failures = QtWidgets.QListWidget()
@@ -273,9 +306,7 @@ class RunWorkspace(QtWidgets.QWidget):
         self.failures.setWordWrap(True)
         self.failures.setSpacing(2)
         rl2.addWidget(self.failures)
-        split.addWidget(right)
-        split.setSizes([300, 900, 320])
-        split.setStretchFactor(1, 1)
+        return right
 
     # ----------------------------------------------------------------- state
 
@@ -337,12 +368,23 @@ class RunWorkspace(QtWidgets.QWidget):
         self.start_btn.setEnabled(self.recipe is not None and not running)
         self.stop_btn.setEnabled(running)
 
-    def _set_verdict(self, v: str):
-        color = theme.STATUS.get(v, theme.BORDER)
-        self.verdict.setText(v.upper())
-        fg = "#101214" if v in theme.STATUS else theme.MUTED
-        self.verdict.setStyleSheet(f"background: {color}; color: {fg}; border-radius: 4px; font-size: 20pt;"
-                                   f" font-weight: bold;")
+    def _set_headline(self, counts: dict[str, int], frames: int, state: str = "idle") -> None:
+        """The headline: how many of the run's frames passed, coloured by the worst verdict so far."""
+        self.headline_counts = {v: int(counts.get(v, 0)) for v in VERDICTS}
+        worst = next((v for v in ("error", "fail", "review", "pass") if self.headline_counts[v]), None)
+        others = " · ".join(f"{self.headline_counts[v]} {v.upper()}" for v in VERDICTS[1:] if self.headline_counts[v])
+        if not frames:
+            text, sub, color, fg = state.upper(), "", theme.BORDER, theme.MUTED
+        else:
+            text = f"{self.headline_counts['pass']} / {frames} PASS"
+            sub = others or "every frame passed"
+            color, fg = theme.STATUS[worst], "#101214"
+        #: the headline as plain text, e.g. "4 / 6 PASS — 2 FAIL"
+        self.headline_text = f"{text} — {sub}" if sub else text
+        self.headline.setText(f"<div style='font-size:18pt; font-weight:bold'>{text}</div>"
+                              + (f"<div style='font-size:9pt; font-weight:bold'>{sub}</div>" if sub else ""))
+        self.headline.setToolTip("this run's verdict counts (the last frame's verdict is on the image)")
+        self.headline.setStyleSheet(f"background: {color}; color: {fg}; border-radius: 4px; padding: 0 10px;")
 
     # ----------------------------------------------------------------- run
 
@@ -359,12 +401,13 @@ class RunWorkspace(QtWidgets.QWidget):
         self.failures.clear()
         for c in self.counters.values():
             c.value.setText("0")
+        self._set_headline({}, 0, "starting")
         self.message.setText("running…  " + (", ".join(reports) if reports else "(no reporters)"))
         self.worker = RunWorker(self.pm, self.recipe, spec, reports, self.limit.value() or None, options=options)
         self._poll.start()
         self.worker.finished_run.connect(self._on_finished)
         self.worker.failed.connect(self._on_failed)
-        self.worker.finished.connect(self._update_buttons)
+        self.worker.finished.connect(self._worker_done)
         self.worker.start()
         self._update_buttons()
         return True
@@ -373,6 +416,16 @@ class RunWorkspace(QtWidgets.QWidget):
         if self.worker is not None:
             self.worker.stop()
             self.message.setText("stopping after the current frame…")
+
+    def is_idle(self) -> bool:
+        return self.worker is None or (self.worker.isFinished() and not self._poll.isActive())
+
+    def _worker_done(self) -> None:
+        # QThread.finished comes after the worker's finished_run / failed (queued in emission order)
+        self._poll_worker()
+        self._poll.stop()
+        self._update_buttons()
+        self.idle.emit()
 
     def _poll_worker(self):
         if self.worker is None:
@@ -396,8 +449,9 @@ class RunWorkspace(QtWidgets.QWidget):
         else:
             self.progress.setRange(0, 0 if self.worker and self.worker.isRunning() else 1)
         res = snap.get("latest")
+        self._set_headline(snap["counts"], snap["frames"])
         if res is not None:
-            self._set_verdict(res.verdict)
+            self.view.banner = (f"last frame: {res.verdict.upper()}", res.verdict)
             self.view.set_image(res.image)
             self.view.set_overlays(resolved_overlays(res))  # deferred statuses take the step's verdict colour
             heat = []
@@ -418,6 +472,7 @@ class RunWorkspace(QtWidgets.QWidget):
                 if j == 3 and v:
                     it.setForeground(theme.status_color("fail"))
                 self.step_table.setItem(i, j, it)
+        self.snapshotShown.emit(snap)
 
     def _show_failures(self, failures: list[dict]):
         self.failures.clear()
@@ -443,5 +498,6 @@ class RunWorkspace(QtWidgets.QWidget):
     def _on_failed(self, msg: str):
         self._poll_worker()
         self.message.setText(f"<span style='color:{theme.STATUS['fail']}'>{msg}</span>")
-        self._set_verdict("error")
+        if not (self.last_snapshot or {}).get("frames"):
+            self._set_headline({}, 0, "error")
         self._update_buttons()

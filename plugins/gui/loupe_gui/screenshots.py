@@ -11,21 +11,147 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
 
-def wait_until(app, cond, timeout: float = 600.0, step: float = 0.02) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+def must(ok: bool, what: str) -> None:
+    if not ok:
+        raise SystemExit(f"screenshots: timed out waiting for {what}")
+
+
+def wait_for(signal, start=None, timeout: float = 600.0, check=None) -> bool:
+    """Call ``start()`` and run the event loop until ``signal`` is emitted (with arguments ``check`` accepts);
+    the workspaces' ``idle`` signals say when a job's results are all on screen."""
+    from PyQt5 import QtCore
+
+    loop = QtCore.QEventLoop()
+    fired = []
+
+    def got(*args):
+        if check is None or check(*args):
+            fired.append(args)
+            loop.quit()
+
+    signal.connect(got)
+    timer = QtCore.QTimer()
+    timer.setSingleShot(True)
+    timer.timeout.connect(loop.quit)
+    timer.start(int(timeout * 1000))
+    try:
+        if start is not None:
+            start()
+        if not fired:
+            loop.exec_()
+    finally:
+        timer.stop()
+        signal.disconnect(got)
+    return bool(fired)
+
+
+def shoot_recipe(win, recipe_path, shot) -> None:
+    """The tray with a missing washer (a FAIL), the blob step selected; then an invalid edit's messages."""
+    rw = win.recipe_ws
+    wait_for(rw.idle, lambda: rw.open_recipe(recipe_path), 30)
+    rw.show_frame(0)
+    rw.select_step("inspect", 0)
+    shot("recipe.png")
+    rw.doc["inspect"][0]["params"]["min_area"] = -5
+    rw.doc["inspect"][0]["limits"]["count"] = {"min": 12, "max": 10}
+    rw.select_step("inspect", 0)
+    rw.rebuild()
+    rw.editor.set_step(rw.doc["inspect"][0], "inspect", rw._pre_names())
+    rw.editor.show_problems(rw._problems_of(("inspect", 0)))
+    shot("recipe-validation.png")
+    wait_for(rw.idle, lambda: rw.open_recipe(recipe_path), 30)
+
+
+def shoot_run(win, work, shot) -> None:
+    """The recipe over the tray folder into jsonl and html."""
+    win.show_workspace("run")
+    rv = win.run_ws
+    rv.set_recipe(win.recipe_ws.recipe)
+    for s, (chk, edit) in rv.report_rows.items():
+        if s in ("jsonl", "html"):
+            chk.setChecked(True)
+            edit.setText(str(work / ("results.jsonl" if s == "jsonl" else "report")))
+    wait_for(rv.idle, rv.start, 120)
+    shot("run.png")
+
+
+def shoot_train(win, app, work, out, shot, epochs: int) -> None:
+    """A small Fashion-MNIST classifier: live curves, confusion matrix, one cell's images, heatmaps."""
+    from .demo_data import fashion_classes
+
+    win.show_workspace("train")
+    tw = win.train_ws
+    data = fashion_classes(work / "fashion", classes=(0, 2, 4, 6), n_train=40, n_test=15, upscale=2)
+    must(wait_for(tw.idle, lambda: tw.set_data(data, task="classify"), 900), "the dataset analysis")
+    if "classify" not in tw.catalogue.trainers:
+        shot("train.png")
+        return
+    tw.out.setText(str(work / "fashion.bundle"))
+    tw.adv_btn.setChecked(True)
+    must(tw.train({"epochs": epochs, "input_size": 64, "batch_size": 16, "patience": epochs, "finetune_blocks": 4,
+                   "max_minutes": 30.0}), "the trainer to start")
+    # mid-training: once the first epoch's validation figures are on the curves (the trainer may stop early)
+    must(wait_for(tw.progress.signals.updated, None, 1800,
+                  check=lambda stage, done, total, metrics, training: stage.startswith("epoch ")
+                  and "val_loss" in metrics), "the first epoch")
+    shot("train-progress.png")
+    must(wait_for(tw.idle, None, 3600), "the training")
+    tw.adv_btn.setChecked(False)
+    tw.tabs.setCurrentIndex(0)
+    shot("train-results.png")
+    cm = ((tw.result or {}).get("metrics") or {}).get("confusion_matrix")
+    if cm:
+        i, j = max(((i, j) for i in range(len(cm)) for j in range(len(cm)) if i != j), key=lambda c: cm[c[0]][c[1]])
+        dlg = tw.open_cell(i, j)
         app.processEvents()
-        if cond():
-            return True
-        time.sleep(step)
-    app.processEvents()
-    return cond()
+        dlg.grab().save(str(out / "train-confusion-cell.png"))
+        print(f"wrote {out / 'train-confusion-cell.png'}")
+        dlg.close()
+    tw.tabs.setCurrentIndex(2)
+    shot("train-heatmaps.png")
+
+
+def shoot_anomaly(win, work, shot) -> None:
+    """A small PatchCore model on synthetic brushed metal (good images only): the score distribution where an
+    epoch trainer's curves would be, the ROC, score histogram and threshold slider, the heatmaps."""
+    tw = win.train_ws
+    if "anomaly" not in tw.catalogue.trainers:
+        return
+    try:
+        from loupe_trainer.samples import make_texture_dataset
+    except ImportError:
+        return
+    adata = make_texture_dataset(work / "texture", "brushed_metal", n_train=20, n_test_good=12, n_test_defect=4,
+                                 size=128)
+    must(wait_for(tw.idle, lambda: tw.set_data(adata, task="anomaly"), 900), "the dataset analysis")
+    tw.out.setText(str(work / "brushed_metal.bundle"))
+    must(wait_for(tw.idle, lambda: tw.train({"image_size": 128}), 3600), "the anomaly training")
+    tw.tabs.setCurrentIndex(1)
+    shot("train-anomaly.png")
+    tw.tabs.setCurrentIndex(2)
+    shot("train-anomaly-heatmaps.png")
+
+
+def shoot_collect(win, work, shot) -> None:
+    """Play the tray folder as a live source, capture two labels."""
+    win.show_workspace("collect")
+    cw = win.collect_ws
+    cw.set_source(f"folder:{work / 'images'}")
+    cw.folder.setText(str(work / "collected"))
+    wait_for(cw.frameShown, cw.start, 20)
+    cw.label.setEditText("good")
+    cw.capture()
+    wait_for(cw.frameShown, None, 5)                   # the next live frame
+    cw.capture()
+    cw.label.setEditText("missing_part")
+    cw.capture()
+    shot("collect.png")
+    wait_for(cw.idle, cw.stop, 10)
 
 
 def main(argv=None) -> int:
@@ -43,7 +169,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
 
     from .app import MainWindow, make_app
-    from .demo_data import PARTS_RECIPE, fashion_classes, parts_folder
+    from .demo_data import PARTS_RECIPE, parts_folder
 
     app = make_app()
     w, h = (int(v) for v in args.size.split("x"))
@@ -62,97 +188,15 @@ def main(argv=None) -> int:
         win.grab().save(str(path))
         print(f"wrote {path}")
 
-    # recipe workspace: the tray with a missing washer (a FAIL), the blob step selected
-    rw = win.recipe_ws
-    rw.open_recipe(recipe_path)
-    rw.rebuild()
-    rw.show_frame(0)
-    rw.select_step("inspect", 0)
-    wait_until(app, lambda: rw.result is not None, 10)
-    shot("recipe.png")
-
-    # an invalid edit shows inline validation messages
-    rw.doc["inspect"][0]["params"]["min_area"] = -5
-    rw.doc["inspect"][0]["limits"]["count"] = {"min": 12, "max": 10}
-    rw.select_step("inspect", 0)
-    rw.rebuild()
-    rw.editor.set_step(rw.doc["inspect"][0], "inspect", rw._pre_names())
-    rw.editor.show_problems(rw._problems_of(("inspect", 0)))
-    shot("recipe-validation.png")
-    rw.open_recipe(recipe_path)
-    rw.rebuild()
-
-    # run view over the folder
-    win.show_workspace("run")
-    rv = win.run_ws
-    rv.set_recipe(rw.recipe)
-    for s, (chk, edit) in rv.report_rows.items():
-        if s in ("jsonl", "html"):
-            chk.setChecked(True)
-            edit.setText(str(work / ("results.jsonl" if s == "jsonl" else "report")))
-    rv.start()
-    wait_until(app, lambda: rv.worker is not None and rv.worker.isFinished(), 60)
-    wait_until(app, lambda: rv.last_snapshot is not None and rv.last_snapshot["frames"] == 6, 5)
-    shot("run.png")
-
-    # trainer workspace
-    win.show_workspace("train")
-    tw = win.train_ws
-    data = fashion_classes(work / "fashion", classes=(0, 2, 4, 6), n_train=40, n_test=15, upscale=2)
-    tw.set_data(data, task="classify")
-    wait_until(app, lambda: tw.summary is not None and not tw._busy(), 60)
-    if "classify" in tw.catalogue.trainers and not args.skip_train:
-        tw.out.setText(str(work / "fashion.bundle"))
-        tw.adv_btn.setChecked(True)
-        tw.train({"epochs": args.epochs, "input_size": 64, "batch_size": 16, "patience": 3, "finetune_blocks": 4,
-                  "max_minutes": 3.0})
-        wait_until(app, lambda: tw.progress is not None and tw.loss_chart.has_data(), 300)
-        shot("train-progress.png")
-        wait_until(app, lambda: tw.result is not None or (tw.job is not None and tw.job.error), 900)
-        tw.adv_btn.setChecked(False)
-        tw.tabs.setCurrentIndex(0)
-        shot("train-results.png")
-        tw.tabs.setCurrentIndex(2)
-        shot("train-heatmaps.png")
-    else:
+    shoot_recipe(win, recipe_path, shot)
+    shoot_run(win, work, shot)
+    if args.skip_train:
+        win.show_workspace("train")
         shot("train.png")
-
-    # anomaly: a small PatchCore model on synthetic brushed metal (good images only), its ROC, score
-    # histogram and threshold slider
-    if "anomaly" in tw.catalogue.trainers and not args.skip_train:
-        try:
-            from loupe_trainer.samples import make_texture_dataset
-        except ImportError:
-            make_texture_dataset = None
-        if make_texture_dataset is not None:
-            adata = make_texture_dataset(work / "texture", "brushed_metal", n_train=20, n_test_good=12,
-                                         n_test_defect=4, size=128)
-            tw.result = None
-            tw.set_data(adata, task="anomaly")
-            wait_until(app, lambda: tw.summary is not None and not tw._busy(), 60)
-            tw.out.setText(str(work / "brushed_metal.bundle"))
-            tw.train({"image_size": 128})
-            wait_until(app, lambda: tw.result is not None or (tw.job is not None and tw.job.error), 900)
-            tw.tabs.setCurrentIndex(1)
-            shot("train-anomaly.png")
-            tw.tabs.setCurrentIndex(2)
-            shot("train-anomaly-heatmaps.png")
-
-    # collection: play the tray folder as a live source, capture two labels
-    win.show_workspace("collect")
-    cw = win.collect_ws
-    cw.set_source(f"folder:{work / 'images'}")
-    cw.folder.setText(str(work / "collected"))
-    cw.start()
-    wait_until(app, lambda: cw.current is not None, 20)
-    cw.label.setEditText("good")
-    cw.capture()
-    wait_until(app, lambda: False, 0.3)
-    cw.capture()
-    cw.label.setEditText("missing_part")
-    cw.capture()
-    shot("collect.png")
-    cw.stop()
+    else:
+        shoot_train(win, app, work, out, shot, args.epochs)
+        shoot_anomaly(win, work, shot)
+    shoot_collect(win, work, shot)
     win.close()
     return 0
 

@@ -27,7 +27,7 @@ from .charts import BarChart, ConfusionMatrix, HistogramChart, LineChart, SizeCh
 from .dataset import analyze_with
 from .forms import ParamForm
 from .layout import workspace_split
-from .imageview import to_qimage
+from .imageview import read_image, to_qimage
 from .jobs import GuiProgress, Job
 from .sourcepick import PathEdit
 
@@ -115,8 +115,10 @@ def evaluate_bundle(pm, bundle_path: Path, data: Path, out_dir: Path, progress) 
     if entry is None:
         raise UsageError(f"no model runtime for task {bundle.task!r} is installed")
     metrics = entry.cls().evaluate(bundle, data, out_dir, progress)
-    scores_needed = bundle.task != "classify" and not ("scores" in metrics and "labels" in metrics)
-    gallery = inspect_images(pm, bundle, data, progress, all_scores=scores_needed)
+    # every test image's prediction: the scores of the ROC / histogram (anomaly runtimes give none), and the
+    # images behind each confusion-matrix cell (classification)
+    per_image = "confusion_matrix" in metrics or not ("scores" in metrics and "labels" in metrics)
+    gallery = inspect_images(pm, bundle, data, progress, all_scores=per_image)
     return {"bundle": bundle, "metrics": metrics, "gallery": gallery}
 
 
@@ -145,6 +147,21 @@ def roc_points(scores, labels) -> tuple[np.ndarray, np.ndarray, float]:
     fpr = np.r_[0, fp / max((~y).sum(), 1)]
     trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy 2 renamed it
     return fpr, tpr, float(trapezoid(tpr, fpr))
+
+
+def curve_name(group: str, key: str) -> str:
+    """The legend of a live curve: ``loss`` -> ``training loss``, ``val_loss`` -> ``validation loss``;
+    a non-epoch stage keeps its name (``recover: loss``)."""
+    if group != "train":
+        return f"{group}: {key}"
+    low = key.lower()
+    for prefix in ("val_", "val ", "validation_", "validation "):
+        if low.startswith(prefix):
+            return "validation " + key[len(prefix):].replace("_", " ")
+    for prefix in ("train_", "train ", "training_", "training "):
+        if low.startswith(prefix):
+            return "training " + key[len(prefix):].replace("_", " ")
+    return "training " + key.replace("_", " ")
 
 
 EPOCH_STAGE = re.compile(r"^epoch\s+(\d+)(?:\s*/\s*(\d+))?$", re.I)
@@ -195,10 +212,54 @@ class Gallery(QtWidgets.QListWidget):
             self.addItem(it)
 
 
+class CellDialog(QtWidgets.QDialog):
+    """The images of one confusion-matrix cell, as thumbnails with their confidence."""
+
+    def __init__(self, title: str, rows: list[dict], parent=None):
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.resize(760, 520)
+        lay = QtWidgets.QVBoxLayout(self)
+        head = QtWidgets.QLabel(title)
+        head.setObjectName("heading")
+        lay.addWidget(head)
+        self.gallery = Gallery()
+        lay.addWidget(self.gallery, 1)
+        self.rows = rows
+        tiles = []
+        for r in rows:
+            try:
+                img = read_image(r["path"])
+            except (OSError, ValueError):
+                continue
+            small, _ = thumbnail(to_uint8(img), 220)
+            tiles.append({"image": small, "label": r["label"], "path": r["path"],
+                          "measurements": r["measurements"], "verdict": r["verdict"]})
+
+        def caption(t):
+            meas = t["measurements"]
+            conf = meas.get("confidence")
+            return (f"{Path(t['path']).name}\n→ {meas.get('class')}" + (f" {conf:.2f}" if conf is not None else ""),
+                    "pass" if str(meas.get("class")) == t["label"] else "fail")
+
+        self.gallery.set_tiles(tiles, caption)
+        close = QtWidgets.QPushButton("Close")
+        close.clicked.connect(self.close)
+        lay.addWidget(close, 0, QtCore.Qt.AlignRight)
+
+
 class TrainWorkspace(QtWidgets.QWidget):
+    """Train, evaluate and optimise models of any registered task.
+
+    ``idle`` is emitted once a job (analysis, training, evaluation, optimisation) has ended and every one of
+    its results is on screen, buttons included: tests and callers wait on it, never on a proxy such as
+    ``result is not None``.
+    """
+
     status = QtCore.pyqtSignal(str)
     trainingFinished = QtCore.pyqtSignal(object)
     evaluationFinished = QtCore.pyqtSignal(object)
+    idle = QtCore.pyqtSignal()
 
     def __init__(self, pm, parent=None):
         super().__init__(parent)
@@ -221,6 +282,20 @@ class TrainWorkspace(QtWidgets.QWidget):
 
     def _build_ui(self):
         split, left, ll = workspace_split(self)
+        self._build_data_column(ll)
+        split.addWidget(left)
+        midwrap = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
+        midwrap.addWidget(self._build_training_column())
+        midwrap.addWidget(self._build_advanced_panel())
+        midwrap.setSizes([520, 300])
+        split.addWidget(midwrap)
+        split.addWidget(self._build_results_column())
+        split.setSizes([330, 640, 620])
+        split.setStretchFactor(2, 1)
+        self._update_buttons()
+
+    def _build_data_column(self, ll: QtWidgets.QVBoxLayout) -> None:
+        """Left: the task, the data folder and the dataset analysis charts."""
         dbox = QtWidgets.QGroupBox("Data")
         df = QtWidgets.QFormLayout(dbox)
         self.task = QtWidgets.QComboBox()
@@ -246,12 +321,24 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.sizes_chart.empty_text = "choose a data folder"
         ll.addWidget(self.counts_chart, 1)
         ll.addWidget(self.sizes_chart, 1)
-        split.addWidget(left)
 
-        # middle: training
+    def _build_training_column(self) -> QtWidgets.QWidget:
+        """Middle: the bundle path, the buttons, the progress, the live curves and the log."""
         mid = QtWidgets.QWidget()
         ml = QtWidgets.QVBoxLayout(mid)
         ml.setContentsMargins(4, 0, 4, 0)
+        ml.addWidget(self._build_training_box())
+        ml.addWidget(self._build_curves(), 2)
+        self.log = QtWidgets.QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(2000)
+        self.log.setFont(QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.FixedFont))
+        self.log.setPlaceholderText("training log: what the trainer reports (split sizes, epochs, early stopping, "
+                                    "export checks) appears here")
+        ml.addWidget(self.log, 1)
+        return mid
+
+    def _build_training_box(self) -> QtWidgets.QGroupBox:
         tbox = QtWidgets.QGroupBox("Training")
         tl = QtWidgets.QVBoxLayout(tbox)
         orow = QtWidgets.QHBoxLayout()
@@ -259,6 +346,9 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.out = QtWidgets.QLineEdit()
         self.out.setPlaceholderText("where the model bundle is written")
         orow.addWidget(self.out, 1)
+        self.open_btn = QtWidgets.QPushButton("Open bundle…")
+        self.open_btn.clicked.connect(self._open_bundle_dialog)
+        orow.addWidget(self.open_btn)
         tl.addLayout(orow)
         brow = QtWidgets.QHBoxLayout()
         self.train_btn = QtWidgets.QPushButton("Train")
@@ -272,12 +362,9 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.adv_btn = QtWidgets.QPushButton("Advanced ▸")
         self.adv_btn.setCheckable(True)
         self.adv_btn.toggled.connect(self._toggle_advanced)
-        self.open_btn = QtWidgets.QPushButton("Open bundle…")
-        self.open_btn.clicked.connect(self._open_bundle_dialog)
         brow.addWidget(self.train_btn, 2)
         brow.addWidget(self.cancel_btn, 1)
         brow.addWidget(self.adv_btn, 1)
-        brow.addWidget(self.open_btn, 1)
         tl.addLayout(brow)
         self.stage = QtWidgets.QLabel("idle")
         self.stage.setObjectName("muted")
@@ -286,24 +373,30 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.bar.setRange(0, 1)
         self.bar.setValue(0)
         tl.addWidget(self.bar)
-        ml.addWidget(tbox)
-        curves = QtWidgets.QHBoxLayout()
+        return tbox
+
+    def _build_curves(self) -> QtWidgets.QStackedWidget:
+        """The live training curves (training and validation), or, for a trainer without epochs (anomaly),
+        the score distribution of the test images."""
+        self.curves = QtWidgets.QStackedWidget()
+        page = QtWidgets.QWidget()
+        curves = QtWidgets.QHBoxLayout(page)
+        curves.setContentsMargins(0, 0, 0, 0)
         self.loss_chart = LineChart("Loss")
         self.loss_chart.empty_text = "the loss curve appears while training"
         self.metric_chart = LineChart("Metrics")
         self.metric_chart.empty_text = "accuracy / validation metrics appear while training"
         curves.addWidget(self.loss_chart)
         curves.addWidget(self.metric_chart)
-        ml.addLayout(curves, 2)
-        self.log = QtWidgets.QPlainTextEdit()
-        self.log.setReadOnly(True)
-        self.log.setMaximumBlockCount(2000)
-        self.log.setFont(QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.FixedFont))
-        self.log.setPlaceholderText("training log: what the trainer reports (split sizes, epochs, early stopping, "
-                                    "export checks) appears here")
-        ml.addWidget(self.log, 1)
+        self.curves.addWidget(page)
+        self.score_dist = HistogramChart("Score distribution of the test images")
+        self.score_dist.x_label = "score"
+        self.score_dist.empty_text = "this trainer has no epochs: the scores of the test images appear here"
+        self.curves.addWidget(self.score_dist)
+        return self.curves
 
-        # the advanced panel sits beside the training panel
+    def _build_advanced_panel(self) -> QtWidgets.QGroupBox:
+        """The trainer's parameters (a form generated from its Params), beside the training panel."""
         self.adv = QtWidgets.QGroupBox("Advanced (trainer parameters)")
         al = QtWidgets.QVBoxLayout(self.adv)
         self.adv_scroll = QtWidgets.QScrollArea()
@@ -313,14 +406,10 @@ class TrainWorkspace(QtWidgets.QWidget):
         reset.clicked.connect(self._task_changed)
         al.addWidget(reset)
         self.adv.setVisible(False)
+        return self.adv
 
-        midwrap = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
-        midwrap.addWidget(mid)
-        midwrap.addWidget(self.adv)
-        midwrap.setSizes([520, 300])
-        split.addWidget(midwrap)
-
-        # right: results
+    def _build_results_column(self) -> QtWidgets.QWidget:
+        """Right: the evaluation (confusion, ROC / scores, heatmaps, metrics, optimised) and export."""
         res = QtWidgets.QWidget()
         rl2 = QtWidgets.QVBoxLayout(res)
         rl2.setContentsMargins(4, 0, 0, 0)
@@ -332,10 +421,32 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.res_info.setWordWrap(True)
         rl2.addWidget(self.res_info)
         self.tabs = QtWidgets.QTabWidget()
-        # classification
+        self.tabs.setElideMode(QtCore.Qt.ElideNone)   # tab titles are never cut short
+        self.tabs.setUsesScrollButtons(True)
         self.cm = ConfusionMatrix()
+        self.cm.cellClicked.connect(self.open_cell)
         self.tabs.addTab(self.cm, "Confusion")
-        # anomaly
+        self.tabs.addTab(self._build_scores_tab(), "ROC / scores")
+        self.gallery = Gallery()
+        self.tabs.addTab(self.gallery, "Heatmaps")
+        self.metrics_table = QtWidgets.QTableWidget(0, 2)
+        self.metrics_table.setHorizontalHeaderLabels(["metric", "value"])
+        self.metrics_table.verticalHeader().hide()
+        self.metrics_table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.Stretch)
+        self.tabs.addTab(self.metrics_table, "Metrics")
+        self.tabs.addTab(self._build_optimised_tab(), "Optimised")
+        rl2.addWidget(self.tabs, 1)
+        rl2.addLayout(self._build_export_row())
+        self.results_column = res
+        return res
+
+    def showEvent(self, e):
+        # the results column is never narrower than its tab bar (measured once the theme's font applies)
+        self.results_column.setMinimumWidth(self.tabs.tabBar().sizeHint().width() + 12)
+        super().showEvent(e)
+
+    def _build_scores_tab(self) -> QtWidgets.QWidget:
+        """ROC, score histogram and the threshold slider (anomaly bundles)."""
         an = QtWidgets.QWidget()
         anl = QtWidgets.QVBoxLayout(an)
         anl.setContentsMargins(4, 4, 4, 4)
@@ -361,14 +472,10 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.thr_label = QtWidgets.QLabel("")
         self.thr_label.setWordWrap(True)
         anl.addWidget(self.thr_label)
-        self.tabs.addTab(an, "ROC / scores")
-        self.gallery = Gallery()
-        self.tabs.addTab(self.gallery, "Heatmaps")
-        self.metrics_table = QtWidgets.QTableWidget(0, 2)
-        self.metrics_table.setHorizontalHeaderLabels(["metric", "value"])
-        self.metrics_table.verticalHeader().hide()
-        self.metrics_table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.Stretch)
-        self.tabs.addTab(self.metrics_table, "Metrics")
+        return an
+
+    def _build_optimised_tab(self) -> QtWidgets.QWidget:
+        """The optimised bundle beside its parent."""
         self.opt_tab = QtWidgets.QWidget()
         otl = QtWidgets.QVBoxLayout(self.opt_tab)
         self.opt_info = QtWidgets.QLabel("Optimise the bundle (below) to compare it with its parent here.")
@@ -381,9 +488,10 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.opt_table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
         self.opt_table.horizontalHeader().setStretchLastSection(True)
         otl.addWidget(self.opt_table, 1)
-        self.tabs.addTab(self.opt_tab, "Optimised")
         self.opt_result = None
-        rl2.addWidget(self.tabs, 1)
+        return self.opt_tab
+
+    def _build_export_row(self) -> QtWidgets.QHBoxLayout:
         erow = QtWidgets.QHBoxLayout()
         self.export_btn = QtWidgets.QPushButton("Export bundle…")
         self.export_btn.clicked.connect(self._export_dialog)
@@ -401,11 +509,7 @@ class TrainWorkspace(QtWidgets.QWidget):
         erow.addStretch(1)
         erow.addWidget(self.opt_method)
         erow.addWidget(self.opt_btn)
-        rl2.addLayout(erow)
-        split.addWidget(res)
-        split.setSizes([330, 640, 620])
-        split.setStretchFactor(2, 1)
-        self._update_buttons()
+        return erow
 
     # ----------------------------------------------------------------- state
 
@@ -414,9 +518,14 @@ class TrainWorkspace(QtWidgets.QWidget):
         # isRunning() turns false before its queued succeeded/failed signal reaches our slots
         return self.job is not None and self._job_active
 
+    def is_idle(self) -> bool:
+        return not self._busy()
+
     def _job_finished(self) -> None:
+        # the job's succeeded/failed/cancelled slot has run before this one (queued in emission order)
         self._job_active = False
         self._update_buttons()
+        self.idle.emit()
 
     def _update_buttons(self):
         busy = self._busy()
@@ -523,6 +632,9 @@ class TrainWorkspace(QtWidgets.QWidget):
         for chart in (self.loss_chart, self.metric_chart):
             chart.clear()
             chart.x_label = ""
+        self.score_dist.set_groups([], [])
+        self.score_dist.set_threshold(None)
+        self.curves.setCurrentWidget(self.loss_chart.parentWidget() if self._has_epochs(task) else self.score_dist)
         self.loss_chart.empty_text = "the loss curve appears while training"
         self.metric_chart.empty_text = "accuracy / validation metrics appear while training"
         self._steps, self._pending = {}, {}
@@ -531,6 +643,11 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.stage.setText("starting…")
         self._start(Job(train_and_evaluate, self.pm, task, data, Path(out), p, self._new_progress()), self._trained)
         return True
+
+    def _has_epochs(self, task: str | None) -> bool:
+        """A trainer whose parameters have ``epochs`` reports loss curves; others (PatchCore) have none."""
+        entry = self.catalogue.trainers.get(task) if task else None
+        return entry is not None and "epochs" in entry.cls.Params.model_fields
 
     def cancel(self) -> None:
         if self.progress is not None and self._busy():
@@ -554,7 +671,7 @@ class TrainWorkspace(QtWidgets.QWidget):
         for k, v in metrics.items():
             if not math.isfinite(v):
                 continue
-            name = (k if k.lower().startswith("train") else f"train {k}") if group == "train" else f"{group}: {k}"
+            name = curve_name(group, k)
             self._steps[name] = self._steps.get(name, 0) + 1
             _, x, epochs = curve_point(stage, done, total, self._steps[name])
             chart = self.loss_chart if "loss" in k.lower() else self.metric_chart
@@ -660,14 +777,55 @@ class TrainWorkspace(QtWidgets.QWidget):
             self.tabs.setCurrentIndex(0)
         self._scores(m, gallery)
         self.gallery.set_tiles(gallery.get("tiles") or [], self._caption)
+        # a task without a confusion matrix (anomaly) has no Confusion tab at all
+        self.tabs.setTabVisible(0, "confusion_matrix" in m)
         self.tabs.setTabEnabled(0, "confusion_matrix" in m)
+        self.tabs.setTabVisible(1, self._score_data is not None)
         self.tabs.setTabEnabled(1, self._score_data is not None)
+        self._show_score_distribution()
         if "confusion_matrix" not in m and self._score_data is not None:
             self.tabs.setCurrentIndex(1)
         self.opt_result = None
         self.opt_table.setRowCount(0)
         self.tabs.setTabEnabled(self.tabs.indexOf(self.opt_tab), False)
         self._update_buttons()
+
+    def _show_score_distribution(self) -> None:
+        """Where a trainer has no loss curves, the middle panel shows the scores of the test images instead."""
+        if self._score_data is None:
+            return
+        scores, labels = self._score_data
+        self.score_dist.x_label = self._score_unit
+        self.score_dist.x_range = self._thr_range
+        self.score_dist.set_groups([("good", scores[~labels]), ("defect", scores[labels])],
+                                   [theme.STATUS["pass"], theme.STATUS["fail"]])
+        self.score_dist.set_threshold(self.model_threshold)
+        if not self.loss_chart.has_data():
+            self.curves.setCurrentWidget(self.score_dist)
+
+    # ------------------------------------------------------ confusion cells
+
+    def cell_images(self, i: int, j: int) -> list[dict]:
+        """The test images of the confusion cell (true class ``i``, predicted ``j``), from the task's
+        inspect tool run over every test image."""
+        m = (self.result or {}).get("metrics") or {}
+        classes = [str(c) for c in m.get("classes") or []]
+        if not (0 <= i < len(classes) and 0 <= j < len(classes)):
+            return []
+        rows = ((self.result or {}).get("gallery") or {}).get("rows") or []
+        return [r for r in rows if r["label"] == classes[i] and str(r["measurements"].get("class")) == classes[j]]
+
+    def open_cell(self, i: int, j: int) -> "CellDialog | None":
+        """Open a window with the images of one confusion-matrix cell (a click on the cell does this)."""
+        m = (self.result or {}).get("metrics") or {}
+        classes = [str(c) for c in m.get("classes") or []]
+        if not classes:
+            return None
+        rows = self.cell_images(i, j)
+        dlg = CellDialog(f"true {classes[i]} → predicted {classes[j]}: {len(rows)} image(s)", rows, self)
+        dlg.show()
+        self.cell_dialog = dlg
+        return dlg
 
     @staticmethod
     def _score_of(meas: dict) -> float | None:

@@ -388,6 +388,8 @@ class FitRun:
                                            "val_acc": acc, "val_loss": vloss, "seconds": dt})
             self.log(f"epoch {epoch}: loss {loss:.4f} train acc {train_acc:.4f} "
                      f"val acc {acc:.4f} val loss {vloss:.4f} ({dt:.1f} s)")
+            if self.has_val:  # the epoch's validation figures, for live curves beside the training ones
+                self.update(f"epoch {epoch}/{cfg.epochs}", len(x), len(x), val_loss=vloss, val_acc=acc)
             if self.has_val:
                 best = self.best
                 better = acc > best["acc"] + 1e-9 or (abs(acc - best["acc"]) <= 1e-9 and vloss < best["loss"])
