@@ -86,7 +86,7 @@ def describe_devices(harvester) -> list[dict[str, Any]]:
             for i, d in enumerate(harvester.device_info_list)]
 
 
-def _node_names(node_map) -> list[str]:
+def feature_names(node_map) -> list[str]:
     try:
         return [n.node.name for n in node_map.nodes]
     except Exception:  # an odd producer: fall back to attribute names
@@ -103,7 +103,7 @@ def _access(node) -> int:
 def check_feature(node_map, name: str, value: Any, where: str) -> tuple[Any, Any]:
     """Validate one feature against the node map; returns (node, value to write)."""
     if not isinstance(name, str) or not node_map.has_node(name):
-        close = difflib.get_close_matches(str(name), _node_names(node_map), n=3)
+        close = difflib.get_close_matches(str(name), feature_names(node_map), n=3)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise UsageError(f"{where}.{name}: the camera has no feature {name!r}{hint}")
     node = node_map.get_node(name)

@@ -30,7 +30,8 @@ from pydantic import Field
 
 from host import Frame, Source, SourceParams, UsageError
 
-from .camera import device_field, apply_features, find_producers, parse_target, quiet_harvesters
+from .camera import (apply_features, check_feature, device_field, feature_names, find_producers, parse_target,
+                     quiet_harvesters)
 from .pixels import bit_depth, to_image
 
 
@@ -222,3 +223,48 @@ class GenICamSource(Source):
 
     def close(self) -> None:
         self._release()
+
+    # -------------------------------------------------- live settings (the desktop app's camera panel)
+
+    #: features a camera panel offers first, when the camera has them and they are writable
+    PANEL_FEATURES = ("ExposureTime", "ExposureTimeAbs", "Gain", "GainRaw", "BlackLevel", "Gamma",
+                      "AcquisitionFrameRate")
+
+    def camera_settings(self, limit: int = 8) -> list[dict[str, Any]]:
+        """The camera's writable numeric features, exposure and gain first: name, value, min, max, kind.
+        Empty while the camera is not open."""
+        ia = self._ia
+        if ia is None:
+            return []
+        nm = ia.remote_device.node_map
+        names = [n for n in self.PANEL_FEATURES if nm.has_node(n)]
+        names += sorted(n for n in feature_names(nm) if n not in names)
+        out = []
+        for name in names:
+            try:
+                node = nm.get_node(name)
+                kind = type(node).__name__
+                if kind not in ("IInteger", "IFloat") or int(node.node.get_access_mode()) != 4:  # RW now
+                    continue
+                if int(node.node.visibility) >= 3 or not node.node.is_feature():  # invisible helper nodes
+                    continue
+                out.append({"name": name, "kind": "int" if kind == "IInteger" else "float", "value": node.value,
+                            "min": node.min, "max": node.max})
+            except Exception:  # a node the producer cannot read right now
+                continue
+            if len(out) >= limit:
+                break
+        return out
+
+    def set_feature(self, name: str, value: Any) -> Any:
+        """Write one feature while the camera streams (checked like the ``features`` option); returns the
+        value the camera reports afterwards. Raises ``UsageError`` naming the feature."""
+        ia = self._ia
+        if ia is None:
+            raise UsageError(f"{self._name}: the camera is not open")
+        node, v = check_feature(ia.remote_device.node_map, name, value, f"{self._name}: features")
+        try:
+            node.value = v
+        except Exception as exc:
+            raise UsageError(f"{self._name}: features.{name}: the camera refused {value!r}: {exc}") from None
+        return node.value
