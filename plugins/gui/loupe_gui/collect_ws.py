@@ -15,6 +15,7 @@ from . import theme
 from .dataset import IMAGE_EXTENSIONS
 from .layout import workspace_split
 from .imageview import ImageView, to_qimage
+from .camera_panel import CameraPanel
 from .sourcepick import PathEdit, SourcePicker
 
 
@@ -33,6 +34,7 @@ class GrabWorker(QtCore.QThread):
         self._stop = threading.Event()
         self.latest = None
         self.count = 0
+        self.source = None  # the open source, for live camera settings
 
     def stop(self):
         self._stop.set()
@@ -43,6 +45,7 @@ class GrabWorker(QtCore.QThread):
         except Exception as exc:
             self.failed.emit(str(exc))
             return
+        self.source = src
         try:
             last = 0.0
             for f in src.frames():
@@ -62,6 +65,7 @@ class GrabWorker(QtCore.QThread):
         except Exception as exc:
             self.failed.emit(f"{type(exc).__name__}: {exc}")
         finally:
+            self.source = None
             src.close()
 
 
@@ -107,6 +111,9 @@ class CollectWorkspace(QtWidgets.QWidget):
     def _build_ui(self):
         split, left, ll = workspace_split(self)
         ll.addWidget(self._build_source_box())
+        self.camera_panel = CameraPanel()  # exposure, gain, ... of a GenICam camera while live
+        self.camera_panel.failed.connect(self.message_error)
+        ll.addWidget(self.camera_panel)
         ll.addWidget(self._build_dataset_box())
         ll.addWidget(self._build_capture_box())
         ll.addWidget(self._build_counts_box(), 1)
@@ -241,7 +248,11 @@ class CollectWorkspace(QtWidgets.QWidget):
     def is_idle(self) -> bool:
         return self.worker is None or self.worker.isFinished()
 
+    def message_error(self, text: str) -> None:
+        self.message.setText(f"<span style='color:{theme.STATUS['fail']}'>{text}</span>")
+
     def _worker_done(self) -> None:
+        self.camera_panel.detach()
         self._update_buttons()
         self.idle.emit()
 
@@ -252,6 +263,8 @@ class CollectWorkspace(QtWidgets.QWidget):
         self._update_buttons()
 
     def _on_frame(self, frame):
+        if self.camera_panel.source is None and self.worker is not None and self.worker.source is not None:
+            self.camera_panel.attach(self.worker.source)  # the camera is open once its first frame is here
         self.current = frame
         self.view.set_image(frame.image)
         self._since_auto += 1
