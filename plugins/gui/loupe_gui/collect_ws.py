@@ -117,9 +117,15 @@ class CollectWorkspace(QtWidgets.QWidget):
         ll.addWidget(self._build_dataset_box())
         ll.addWidget(self._build_capture_box())
         ll.addWidget(self._build_counts_box(), 1)
-        split.addWidget(left)
+        column = QtWidgets.QScrollArea()  # a camera brings many options and settings: scroll, never squash
+        column.setWidgetResizable(True)
+        column.setFrameShape(QtWidgets.QFrame.NoFrame)
+        column.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
+        column.setWidget(left)
+        column.setMinimumWidth(left.minimumSizeHint().width() + column.verticalScrollBar().sizeHint().width())
+        split.addWidget(column)
         split.addWidget(self._build_live_view())
-        split.setSizes([320, 1100])
+        split.setSizes([column.minimumWidth(), 1040])
         split.setStretchFactor(1, 1)
 
     def _build_source_box(self) -> QtWidgets.QGroupBox:
