@@ -60,7 +60,8 @@ class RecipeError(LoupeError):
         self.file = file
         self.details: list[RecipeProblem] = [p if isinstance(p, RecipeProblem) else RecipeProblem(str(p))
                                              for p in problems]
-        self.problems = [str(p) for p in self.details]
+        # a problem given as text is already located by its author (a station file, say): keep it as written
+        self.problems = [p if isinstance(p, str) else str(p) for p in problems]
         super().__init__("\n".join(f"{file}: {p}" for p in self.problems))
 
 

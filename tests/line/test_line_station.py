@@ -92,7 +92,7 @@ def test_states_trigger_job_and_acknowledge(rec_pm, station_file):
         assert st.job == "three" and st.changeovers_ms
         r2 = st.wait_result(st.trigger(), timeout=20)
         assert r2.job == "three" and r2.verdict == "fail"  # plate-1 has four holes, the job wants three
-        assert r2.failures == ["holes: count=4 fail"]
+        assert r2.failures == ["holes: count 4 ≠ 3"]
         st.acknowledge()  # the oldest: result 1
         assert st.result(1).acknowledged and not st.result(2).acknowledged
         st.acknowledge(2)

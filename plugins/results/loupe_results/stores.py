@@ -9,6 +9,7 @@ summary of a million frames takes seconds.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections import Counter
 from datetime import datetime, timezone
@@ -33,11 +34,12 @@ def open_store(spec: str) -> "Store":
 
 
 def _failure_name(text: str) -> tuple[str, str]:
-    """``'area=12.5 fail'`` -> ('area', 'fail'); ``'area: not measured'`` -> ('area', 'fail')."""
-    if ": not measured" in text:
-        return text.split(":", 1)[0], "fail"
-    name = text.split("=", 1)[0]
-    return name, text.rsplit(" ", 1)[-1]
+    """A stored failure reason -> (measurement, verdict): ``'area 12.5 > max 10 (review)'`` -> ('area', 'review'),
+    ``'count 11 ≠ 12'`` -> ('count', 'fail'), ``'area: not measured'`` -> ('area', 'fail'); the older
+    ``'area=12.5 fail'`` form too."""
+    name = re.split(r"[\s:=]", text.strip(), maxsplit=1)[0]
+    review = text.rstrip().endswith("(review)") or text.rstrip().endswith("=review") or text.rstrip().endswith(" review")
+    return name, "review" if review else "fail"
 
 
 def _yield_rows(rows, keys) -> list[dict[str, Any]]:
