@@ -61,3 +61,8 @@ from .core.contracts import Executor, ExecutorJob, ExecutorSummary  # noqa: E402
 from .core.runner import Pipeline  # noqa: E402
 
 __all__ += ["Executor", "ExecutorJob", "ExecutorSummary", "Pipeline"]
+
+# statistical process control (individuals/MR, X-bar/R, Western Electric rules, Cp/Cpk): numpy only
+from .core import spc  # noqa: E402
+
+__all__ += ["spc"]

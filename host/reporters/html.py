@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core import spc
 from ..core.contracts import Reporter
 from ..core.types import FrameResult, Shape, jsonable
 from .imaging import (VERDICT_COLOURS, blend_heatmap, encode_jpeg, encode_png, overlay_status, thumbnail,
@@ -284,9 +285,73 @@ def build_page(records: list[dict[str, Any]], run) -> str:
     return PAGE.format(
         title=esc(run.recipe.name), recipe_hash=esc(run.recipe_hash[:16]), source=esc(run.source),
         run_id=esc(run.run_id), when=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started)),
-        total=total, buttons=buttons, sort_opts=sort_opts, step_opts=step_opts, summary=_summary_html(summary),
+        total=total, buttons=buttons, sort_opts=sort_opts, step_opts=step_opts, summary=_summary_html(summary) + spc_html(records, run),
         cards="\n".join(_card(r) for r in records), colours=_css_colours(),
         recipe=esc(json.dumps(run.recipe.to_dict(), indent=2, default=jsonable)))
+
+
+def spc_series(records: list[dict[str, Any]], run) -> list[tuple[str, str, float | None, float | None, list[float]]]:
+    """(step, measurement, lower limit, upper limit, values in frame order) of every measurement that a
+    recipe step limits with ``min`` and/or ``max``: what the SPC section charts."""
+    out = []
+    for step in getattr(run.recipe, "inspect", []):
+        for name, lim in step.limits.items():
+            if lim.min is None and lim.max is None:
+                continue
+            vals = []
+            for rec in records:
+                for s in rec["steps"]:
+                    v = s["meas"].get(name) if s["step"] == step.name else None
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                        vals.append(float(v))
+            out.append((step.name, name, lim.min, lim.max, vals))
+    return out
+
+
+def spc_html(records: list[dict[str, Any]], run) -> str:
+    """Statistical process control of the run: per limited measurement, an individuals chart (centre line,
+    3-sigma control limits from the moving range, the recipe's limits) with its Western Electric rule
+    violations, and Cp/Cpk against the recipe's limits (``host.spc``, NIST/SEMATECH 6.3.2 and 6.1.6)."""
+    rows, charts = [], []
+    for step, name, lsl, usl, vals in spc_series(records, run):
+        if len(vals) < 3:
+            continue
+        res = spc.analyse(np.asarray(vals), lsl, usl)
+        main = res["_charts"][0]
+        viol = main.violations
+        fmt = lambda v: "–" if v is None else f"{v:.3g}"  # noqa: E731
+        rows.append(f"<tr><td>{esc(step)}.{esc(name)}</td><td>{res['n']}</td><td>{fmt(res['mean'])}</td>"
+                    f"<td>{fmt(res['sigma_within'])}</td><td>{fmt(main.lcl)} · {fmt(main.ucl)}</td>"
+                    f"<td>{fmt(lsl)} · {fmt(usl)}</td><td>{fmt(res['cp'])}</td><td>{fmt(res['cpk'])}</td>"
+                    f"<td>{len(viol)}</td></tr>")
+        charts.append(_spc_svg(f"{step}.{name}", vals, main, lsl, usl))
+    if not rows:
+        return ""
+    return ("<h2>SPC</h2><table class=summary><tr><th>measurement</th><th>n</th><th>mean</th><th>sigma (MR)</th>"
+            "<th>control limits</th><th>recipe limits</th><th>Cp</th><th>Cpk</th><th>rule violations</th></tr>"
+            + "".join(rows) + "</table><div class=spc>" + "".join(charts) + "</div>")
+
+
+def _spc_svg(title: str, vals: list[float], chart, lsl: float | None, usl: float | None) -> str:
+    w, h, pad = 420, 150, 24
+    lines = [v for v in (chart.lcl, chart.center, chart.ucl, lsl, usl) if v is not None]
+    lo, hi = min(min(vals), *lines), max(max(vals), *lines)
+    span = (hi - lo) or 1.0
+    lo, hi = lo - 0.08 * span, hi + 0.08 * span
+    sx = lambda i: pad + i * (w - 2 * pad) / max(1, len(vals) - 1)  # noqa: E731
+    sy = lambda v: h - pad - (v - lo) * (h - 2 * pad) / (hi - lo)  # noqa: E731
+    bad = {v["index"] for v in chart.violations}
+    hline = lambda v, c, dash: (f'<line x1="{pad}" x2="{w - pad}" y1="{sy(v):.1f}" y2="{sy(v):.1f}" stroke="{c}" '  # noqa: E731
+                                f'stroke-dasharray="{dash}"/>') if v is not None else ""
+    pts = " ".join(f"{sx(i):.1f},{sy(v):.1f}" for i, v in enumerate(vals))
+    dots = "".join(f'<circle cx="{sx(i):.1f}" cy="{sy(v):.1f}" r="{3 if i in bad else 1.8}" '
+                   f'fill="{VERDICT_COLOURS["fail"] if i in bad else "#333"}"/>' for i, v in enumerate(vals))
+    return (f'<figure><svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">'
+            + hline(chart.center, "#2a7", "") + hline(chart.ucl, "#e90", "5 3") + hline(chart.lcl, "#e90", "5 3")
+            + hline(lsl, VERDICT_COLOURS["fail"], "2 2") + hline(usl, VERDICT_COLOURS["fail"], "2 2")
+            + f'<polyline points="{pts}" fill="none" stroke="#888" stroke-width="1"/>{dots}</svg>'
+            f'<figcaption>{esc(title)}: centre (green), control limits (amber), recipe limits (red)'
+            f'</figcaption></figure>')
 
 
 def _css_colours() -> str:
@@ -350,6 +415,7 @@ button.on{{border-color:#ddd}}
 {colours}
 .head{{margin:6px 0;overflow-wrap:anywhere}} table{{width:100%;font-size:12px;border-collapse:collapse}}
 td,th{{border-top:1px solid #333;padding:3px;vertical-align:top;text-align:left;overflow-wrap:anywhere}}
+.spc{{display:flex;flex-wrap:wrap;gap:10px;margin:8px 16px}} .spc figure{{margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:4px}} .spc figcaption{{font-size:12px;color:#555}}
 .summary{{margin:0 16px;width:auto;max-width:1100px}} .summary .v{{margin-right:4px}}
 .fails{{color:#ff8a80;font-size:12px}} .noimg{{color:#999;font-size:12px}} pre{{font-size:11px;padding:16px;color:#aaa}}
 #shown{{color:#999;font-size:12px}}

@@ -234,3 +234,25 @@ def check_sort_and_filter_script(rep: Path) -> None:
     step_v = {n: {s["step"]: s["verdict"] for s in recs[n]["steps"]} for n in names}
     assert got["light_pass"] == [n for n in names if step_v[n]["light"] == "pass"] and got["light_pass"]
     assert got["spots_fail"] == [n for n in names if step_v[n]["spots"] == "fail"]
+
+
+def test_spc_section_charts_each_limited_measurement(tmp_path, photos):
+    """The report's SPC section: per limited measurement, Cp/Cpk and control limits equal host.spc's on the
+    stored values (host.spc itself is checked against NIST/SEMATECH examples in tests/postgres), an SVG chart."""
+    import re
+
+    from host import spc
+
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    r = run_loupe("run", tmp_path / "r.yaml", "--source", f"folder:{photos}", "--report", f"html:{tmp_path / 'rep'}",
+                  "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "rep" / "index.html").read_text(encoding="utf-8")
+    assert "<h2>SPC</h2>" in page and page.count("<figure><svg") == 2  # light.mean and spots.count
+    means = [next(s["meas"]["mean"] for s in rec["steps"] if s["step"] == "light")
+             for rec in _records(tmp_path / "rep")]
+    want = spc.analyse(np.asarray(means), 100, 125)
+    row = re.search(r"<tr><td>light\.mean</td>(.*?)</tr>", page).group(1)
+    cells = re.findall(r"<td>(.*?)</td>", row)
+    assert cells[0] == "5" and cells[6] == f"{want['cp']:.3g}" and cells[7] == f"{want['cpk']:.3g}"
+    assert cells[4] == f"{want['_charts'][0].lcl:.3g} · {want['_charts'][0].ucl:.3g}"

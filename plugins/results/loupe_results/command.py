@@ -190,7 +190,9 @@ def _clean(v):
 def _spc(store, args) -> int:
     import numpy as np
 
-    from .spc import analyse
+    from host import spc
+
+    analyse = spc.analyse
 
     run = args.run
     if run == "last":

@@ -3,7 +3,8 @@ rules, and process capability (Cp, Cpk, Pp, Ppk).
 
 The formulas and constants are those of the NIST/SEMATECH e-Handbook of Statistical Methods,
 section 6.3.2 (control charts for variables: X-bar and R, individuals and moving range) and
-section 6.1.6 (process capability). Pure numpy: no plotting here (see ``charts.py``).
+section 6.1.6 (process capability). Pure numpy, in the host's public face (``host.spc``): the HTML
+report's SPC section and ``loupe results spc`` (loupe-results, which draws the PNG charts) share it.
 """
 from __future__ import annotations
 
