@@ -337,6 +337,9 @@ class DatasetCommand(Command):
 
         result = analyze(root, prog)
         d = result.to_dict()
+        from .detect.analyze import add_detection, print_detection  # detection sets (issue 17)
+
+        det = add_detection(root, d)
         out = Path(args.out)
         chart = out / "size_distribution.png"
         size_chart(result.sizes(), chart, f"image sizes of {root.name} ({d['n_readable']} images)")
@@ -350,7 +353,9 @@ class DatasetCommand(Command):
             print(json.dumps(d))
         else:
             print_report(d, chart)
+            if det is not None:
+                print_detection(det)
             if args.resize_to:
                 print(f"\nresized {d['resized']['images']} images to {size[0]}x{size[1]} -> {args.resize_out}")
-        problems = d["corrupt"] or d["duplicates"] or d["channel_mismatches"]
+        problems = d["corrupt"] or d["duplicates"] or d["channel_mismatches"] or (det or {}).get("outside")
         return 1 if (args.strict and problems) else 0

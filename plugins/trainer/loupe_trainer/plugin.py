@@ -10,6 +10,9 @@ def loupe_train(register):
     from .anomaly.trainer import AnomalyTrainer
 
     register(AnomalyTrainer)
+    from .detect.trainer import DetectTrainer  # issue 17
+
+    register(DetectTrainer)
 
 
 @hookimpl

@@ -29,7 +29,7 @@ from host import Bundle, BundleError, Progress, UsageError, write_bundle
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 #: metric compared between parent and optimised bundle, by task
-KEY_METRIC = {"classify": "accuracy", "anomaly": "image_auroc"}
+KEY_METRIC = {"classify": "accuracy", "anomaly": "image_auroc", "detect": "map50"}
 
 
 def model_file(bundle: Bundle) -> str:
@@ -73,6 +73,10 @@ def prepare(bundle: Bundle) -> Callable[[np.ndarray], np.ndarray]:
         from loupe_dl_anomaly.data import prepare as _prep
 
         return lambda img: _prep(img, size)
+    if bundle.task == "detect":  # issue 17
+        from ..detect.optimize import prepare as _det_prep
+
+        return _det_prep(bundle, size)
     raise UsageError(f"{bundle.path}: cannot optimise {bundle.task!r} bundles (only classify and anomaly)")
 
 
@@ -91,6 +95,10 @@ def _training_paths(bundle: Bundle, data: Path) -> list[Path]:
             keep, _ = stratified_split([s.label for s in train], split["test_fraction"], split["seed"])
             train = [train[i] for i in keep]
         return [s.path for s in train]
+    if bundle.task == "detect":  # issue 17
+        from ..detect.optimize import training_paths
+
+        return training_paths(bundle, data)
     root = data / "train" if (data / "train").is_dir() else data
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
@@ -152,6 +160,10 @@ def held_out_images(bundle: Bundle, data: Path | None, n: int) -> list[np.ndarra
             paths = [s.path for s in samples]
         except ValueError:
             paths = []
+    elif bundle.task == "detect":  # issue 17
+        from ..detect.optimize import eval_paths
+
+        paths = eval_paths(bundle, data)
     else:
         test = data / "test"
         if test.is_dir():
@@ -177,6 +189,10 @@ def runtime_for(task: str):
         from loupe_dl_anomaly.runtime import AnomalyRuntime
 
         return AnomalyRuntime()
+    if task == "detect":  # issue 17
+        from loupe_dl_detect.tool import DetectRuntime
+
+        return DetectRuntime()
     raise UsageError(f"no runtime for {task!r} bundles")
 
 
@@ -185,7 +201,7 @@ def evaluate(bundle: Bundle, data: Path) -> dict[str, Any]:
 
 
 def _strip(m: dict[str, Any]) -> dict[str, Any]:
-    keys = ("accuracy", "image_auroc", "pixel_auroc", "f1", "n_images", "ms_per_image")
+    keys = ("accuracy", "map50", "map50_95", "count_accuracy", "image_auroc", "pixel_auroc", "f1", "n_images", "ms_per_image")
     return {k: m[k] for k in keys if k in m}
 
 
