@@ -89,13 +89,13 @@ class DetectTool(InspectTool):
     description = "boxes, classes and counts of parts from a trained detection bundle"
     Params = DetectParams
     measurements = {
-        "count": "number of detected objects",
-        "count_<class>": "number of detected objects of that class (one measurement per class of the model)",
+        "count": "number of detected objects; and count_<class> (e.g. count_screw): the number of that class, one "
+                 "measurement per class of the model",
         "min_score": "lowest confidence among the detections (1.0 when nothing was found)",
         "positions": "the detections: [{class, score, x, y, box: [x1, y1, x2, y2]}] (centre x, y in pixels)",
-        "missing": "with an expected layout: regions without a part of their class",
+        "missing": "with an expected layout: regions without a part of their class (0 without a layout)",
         "misplaced": "with an expected layout: parts of a checked class outside every region of their class",
-        "placement_ok": "with an expected layout: nothing missing and nothing misplaced",
+        "placement_ok": "nothing missing and nothing misplaced (true without an expected layout)",
     }
 
     def __init__(self, params: DetectParams, context=None):
@@ -123,6 +123,7 @@ class DetectTool(InspectTool):
                            "box": [round(float(v), 1) for v in b]} for b, s, c in zip(d.boxes, d.scores, d.labels)]
         shapes = []
         misplaced: set[int] = set()
+        m.update({"missing": 0, "misplaced": 0, "placement_ok": True})
         if self.params.expected:
             missing, bad = placement(self.params.expected, d.boxes, d.labels, classes)
             misplaced = set(bad)

@@ -1,13 +1,14 @@
 """Synthetic parts on cluttered backgrounds, with COCO detection annotations.
 
-``make_parts_dataset(out, n_train=40, n_test=100, size=320, seed=0, classes=CLASSES, objects=(3, 8))``
+``make_parts_dataset(out, n_train=40, n_test=100, size=320, seed=0, classes=CLASSES, objects=(3, 8),
+scale=(0.08, 0.18))``
 writes::
 
     out/train/images/000.png   out/train/annotations.json
     out/test/images/000.png    out/test/annotations.json
 
-Parts (``CLASSES``), drawn with OpenCV at any rotation, a random scale (about 8-18 %
-of the image side), a random finish (bright steel, brass or dark oxide, independent of
+Parts (``CLASSES``), drawn with OpenCV at any rotation, a random scale (``scale``: 8-18 %
+of the image side by default), a random finish (bright steel, brass or dark oxide, independent of
 the class, so colour is no shortcut), directional shading and a soft drop shadow:
 
 ``screw``    a round head and a threaded shaft (long and thin)
@@ -177,7 +178,7 @@ def _clutter(rng: np.random.Generator, img: np.ndarray) -> None:
 
 
 def make_scene(rng: np.random.Generator, size: int, photos: list[np.ndarray], classes=CLASSES,
-               objects=(3, 8)) -> tuple[np.ndarray, list[tuple[int, list[float]]]]:
+               objects=(3, 8), scale=(0.08, 0.18)) -> tuple[np.ndarray, list[tuple[int, list[float]]]]:
     img = _background(rng, size, photos)
     _clutter(rng, img)
     anns: list[tuple[int, list[float]]] = []
@@ -187,7 +188,7 @@ def make_scene(rng: np.random.Generator, size: int, photos: list[np.ndarray], cl
     while len(anns) < n and tries < 200:
         tries += 1
         c = int(rng.integers(len(classes)))
-        length = float(rng.uniform(0.08, 0.18) * size) * (1.25 if classes[c] == "screw" else 1.0)
+        length = float(rng.uniform(*scale) * size) * (1.25 if classes[c] == "screw" else 1.0)
         cx, cy = rng.uniform(length * 0.6, size - length * 0.6, 2)
         mask = _part_mask(classes[c], size, cx, cy, length, float(rng.uniform(0, 2 * np.pi)))
         ys, xs = np.nonzero(mask > 127)
@@ -219,11 +220,11 @@ def _overlap(a: np.ndarray, b: np.ndarray, margin: float = 2.0) -> bool:
 
 
 def write_split(out: Path, n: int, size: int, rng: np.random.Generator, photos, classes=CLASSES,
-                objects=(3, 8)) -> Path:
+                objects=(3, 8), scale=(0.08, 0.18)) -> Path:
     (out / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for i in range(n):
-        img, anns = make_scene(rng, size, photos, classes, objects)
+        img, anns = make_scene(rng, size, photos, classes, objects, scale)
         name = f"{i:03d}.png"
         cv2.imwrite(str(out / "images" / name), img)
         images.append({"id": i + 1, "file_name": name, "width": size, "height": size})
@@ -237,13 +238,13 @@ def write_split(out: Path, n: int, size: int, rng: np.random.Generator, photos, 
 
 
 def make_parts_dataset(out: str | Path, n_train: int = 40, n_test: int = 100, size: int = 320, seed: int = 0,
-                       classes=CLASSES, objects=(3, 8)) -> Path:
+                       classes=CLASSES, objects=(3, 8), scale=(0.08, 0.18)) -> Path:
     out = Path(out)
     photos = _photos()
     rng = np.random.default_rng(seed)
-    write_split(out / "train", n_train, size, rng, photos, classes, objects)
+    write_split(out / "train", n_train, size, rng, photos, classes, objects, scale)
     if n_test:
-        write_split(out / "test", n_test, size, np.random.default_rng(seed + 1000), photos, classes, objects)
+        write_split(out / "test", n_test, size, np.random.default_rng(seed + 1000), photos, classes, objects, scale)
     return out
 
 

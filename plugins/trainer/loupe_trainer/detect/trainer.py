@@ -31,7 +31,7 @@ class DetectParams(Params):
     input_size: int = Field(320, ge=64, le=1024, description="side of the square model input in pixels (a "
                                                               "multiple of 32); images are stretched to it")
     crop: int = Field(0, ge=0, le=1024, description="side of the random training crops (multiple of 32; "
-                                                    "0: 0.8 x input_size)")
+                                                    "0: 0.6 x input_size, rounded down to 32)")
     epochs: int = Field(60, ge=1, le=2000, description="most epochs (early stopping usually ends sooner)")
     steps_per_epoch: int = Field(0, ge=0, description="optimiser steps per epoch (0: enough to see every "
                                                       "training image once, at least 8)")
@@ -176,7 +176,7 @@ class DetectTrainer(Trainer):
         tr_idx, va_idx = (split_names([s.name for s in samples], params.val_fraction, params.seed + 1)
                           if params.val_fraction > 0 else (list(range(len(samples))), []))
         size = (params.input_size, params.input_size)
-        crop_side = params.crop or max(32, int(params.input_size * 0.8) // 32 * 32)
+        crop_side = params.crop or max(32, int(params.input_size * 0.6) // 32 * 32)
         crop_side = min(crop_side, params.input_size)
         crop = (crop_side, crop_side)
         skipped: list[str] = []
