@@ -26,6 +26,7 @@ Models are named by path and sha256 (``{path: model, sha256: ...}``).
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import hashlib
 import json
 from dataclasses import dataclass
@@ -329,8 +330,9 @@ def _build_steps(doc: RecipeDoc, catalogue: Catalogue, base_dir: Path, problems:
                     problems.append(f"{where}: limits: the tool's default_limits are invalid: {exc}")
                     continue
             known = getattr(cls, "measurements", None) or {}
+            patterns = [k for k in known if "*" in k]  # "*.area": one measurement per model class
             for m in limits:
-                if known and m not in known:
+                if known and m not in known and not any(fnmatch.fnmatchcase(m, p) for p in patterns):
                     hint = difflib.get_close_matches(m, list(known), n=2, cutoff=0.5)
                     problems.append(f"{where}: limits.{m}: {sd.tool} has no measurement {m!r}"
                                     + (f"; did you mean {', '.join(map(repr, hint))}?" if hint

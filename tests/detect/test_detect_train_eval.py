@@ -62,11 +62,11 @@ def test_tool_and_recipe(tiny_detector, parts_small, tmp_path):
     assert out.measurements["missing"] == 1 and out.measurements["placement_ok"] is False
     assert out.measurements["misplaced"] == out.measurements["count_nut"]
 
-    # a recipe with a count limit, run over the test images through `loupe run`
+    # a recipe with limits on the total and on one class's count, run over the test images through `loupe run`
     truth = {im["file_name"]: sum(a["image_id"] == im["id"] for a in ann["annotations"]) for im in ann["images"]}
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"loupe_recipe": 1, "name": "parts", "inspect": [
-        {"tool": "detect.objects", "name": "parts", "params": {"model": ref}, "limits": {"count": {"min": 1}}}]}))
+        {"tool": "detect.objects", "name": "parts", "params": {"model": ref}, "limits": {"count": {"min": 1}, "count_nut": {"max": 50}}}]}))
     assert run_loupe("validate", recipe).returncode == 0
     res = tmp_path / "res.jsonl"
     r = run_loupe("run", recipe, "--source", f"folder:{parts_small / 'test' / 'images'}", "--report",

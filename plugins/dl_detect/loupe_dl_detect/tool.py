@@ -89,8 +89,9 @@ class DetectTool(InspectTool):
     description = "boxes, classes and counts of parts from a trained detection bundle"
     Params = DetectParams
     measurements = {
-        "count": "number of detected objects; and count_<class> (e.g. count_screw): the number of that class, one "
-                 "measurement per class of the model",
+        "count": "number of detected objects",
+        "count_*": "number of detected objects of one class: count_<class> (e.g. count_screw), one per class of "
+                   "the model",
         "min_score": "lowest confidence among the detections (1.0 when nothing was found)",
         "positions": "the detections: [{class, score, x, y, box: [x1, y1, x2, y2]}] (centre x, y in pixels)",
         "missing": "with an expected layout: regions without a part of their class (0 without a layout)",
