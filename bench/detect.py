@@ -170,9 +170,15 @@ def main() -> int:
     res["classical"] = classical(data)
     print("classical:", res["classical"], flush=True)
     bundle = work / "bundle"
+    import resource
+
     t0 = time.perf_counter()
+    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     loupe("train", "detect", data, "--out", bundle, "-q", *a.train_args)
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     res["train_seconds"] = round(time.perf_counter() - t0, 1)
+    # CPU seconds of the training process: on a shared machine, cpu / threads estimates the idle wall time
+    res["train_cpu_seconds"] = round((c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime), 1)
     meta = json.loads((bundle / "bundle.json").read_text())
     res["training"] = meta["metrics"]
     ev = json.loads(loupe("eval", bundle, data, "--json", "--out", work / "report").stdout)

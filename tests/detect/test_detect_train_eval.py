@@ -123,3 +123,21 @@ def test_inference_without_torch(tiny_detector, parts_small):
     """)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env={**__import__("os").environ, **ENV})
     assert p.returncode == 0 and p.stdout.startswith("ok"), p.stderr[-2000:]
+
+
+def test_desktop_app_evaluates_detection(tiny_detector, parts_small, tmp_path, monkeypatch):
+    """The desktop app's train workspace is generic: detection appears as a task, its runtime evaluates the bundle
+    and its inspect tool (detect.objects) gives the gallery's measurements."""
+    import pytest
+
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    pytest.importorskip("PyQt5")
+    from host import Progress, create_plugin_manager
+    from loupe_gui.train_ws import evaluate_bundle, model_tool
+
+    pm = create_plugin_manager()
+    assert "detect" in pm.catalogue.trainers and model_tool(pm.catalogue, "detect") == "detect.objects"
+    res = evaluate_bundle(pm, tiny_detector, parts_small, tmp_path / "ev", Progress())
+    assert res["metrics"]["task"] == "detect" and res["metrics"]["n_images"] == 12
+    rows = res["gallery"]["rows"]
+    assert len(rows) == 12 and all("count" in r["measurements"] for r in rows)

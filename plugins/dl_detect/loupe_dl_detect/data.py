@@ -235,10 +235,7 @@ def _read_coco(root: Path, split: Path, ds: DetectionSet, fixed: bool) -> list[S
     if not fixed:
         ds.classes = names_by_id
     index = {c: i for i, c in enumerate(ds.classes)}
-    unknown = sorted({n for n in cat_name.values() if n not in index})
-    if unknown and fixed:
-        # categories without boxes in this split do no harm; ones with boxes are an error below
-        pass
+    # categories unknown to the model do no harm unless a box uses one (an error below)
     per_image: dict[Any, list[tuple[int, list[float]]]] = {}
     for k, a in enumerate(doc["annotations"]):
         where = f"{path}: annotations[{k}]"

@@ -123,8 +123,6 @@ def evaluate(bundle: Bundle, data: Path, out: Path | None, progress: Progress, t
     if out is not None:
         out = Path(out)
         pr_png(m["curves"], m["ap50"], det.classes, out / "pr_curves.png")
-        for c, (r, p) in m["curves"].items():   # one PR curve per class, as numbers too
-            pass
         (out / "pr_curves.json").write_text(json.dumps(
             {det.classes[c]: {"recall": [round(float(v), 4) for v in r], "precision": [round(float(v), 4) for v in p]}
              for c, (r, p) in m["curves"].items()}))

@@ -30,8 +30,6 @@ def is_detection(root: Path) -> bool:
 
 def _image_size(sample) -> tuple[int, int] | None:
     """(height, width): from the annotation when declared, else from the file's header (decoded)."""
-    import cv2
-
     if sample.size is not None:
         return sample.size
     from loupe_dl_detect.data import read_image
