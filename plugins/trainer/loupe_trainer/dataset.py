@@ -350,6 +350,9 @@ class DatasetCommand(Command):
         from .segment.analyze import add_segmentation, print_segmentation  # segmentation sets (issue 16)
 
         seg = add_segmentation(root, d)
+        from .detect.analyze import add_detection, print_detection  # detection sets (issue 17)
+
+        det = add_detection(root, d)
         out = Path(args.out)
         chart = out / "size_distribution.png"
         size_chart(result.sizes(), chart, f"image sizes of {root.name} ({d['n_readable']} images)")
@@ -365,7 +368,10 @@ class DatasetCommand(Command):
             print_report(d, chart)
             if seg is not None:
                 print_segmentation(seg)
+            if det is not None:
+                print_detection(det)
             if args.resize_to:
                 print(f"\nresized {d['resized']['images']} images to {size[0]}x{size[1]} -> {args.resize_out}")
-        problems = d["corrupt"] or d["duplicates"] or d["channel_mismatches"] or (seg or {}).get("mask_problems")
+        problems = (d["corrupt"] or d["duplicates"] or d["channel_mismatches"] or (seg or {}).get("mask_problems")
+                    or (det or {}).get("outside"))
         return 1 if (args.strict and problems) else 0

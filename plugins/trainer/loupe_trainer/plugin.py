@@ -14,6 +14,10 @@ def loupe_train(register):
 
     register(SegmentTrainer)
 
+    from .detect.trainer import DetectTrainer  # issue 17
+
+    register(DetectTrainer)
+
 
 @hookimpl
 def loupe_commands(register):

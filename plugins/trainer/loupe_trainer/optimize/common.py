@@ -27,7 +27,7 @@ import numpy as np
 
 from host import IMAGE_EXTENSIONS as IMAGE_EXTS, Bundle, BundleError, BundleMeta, Progress, UsageError, read_bundle_meta, write_bundle
 #: metric compared between parent and optimised bundle, by task
-KEY_METRIC = {"classify": "accuracy", "anomaly": "image_auroc", "segment": "mean_iou"}
+KEY_METRIC = {"classify": "accuracy", "anomaly": "image_auroc", "segment": "mean_iou", "detect": "map50"}
 
 
 def _info(bundle: Bundle) -> BundleMeta:
@@ -75,6 +75,10 @@ def prepare(bundle: Bundle) -> Callable[[np.ndarray], np.ndarray]:
         from ..segment.optimize import prepare as _seg_prep
 
         return _seg_prep(bundle, size)
+    if bundle.task == "detect":  # issue 17
+        from ..detect.optimize import prepare as _det_prep
+
+        return _det_prep(bundle, size)
     raise UsageError(f"{bundle.path}: cannot optimise {bundle.task!r} bundles (only classify and anomaly)")
 
 
@@ -95,6 +99,10 @@ def _training_paths(bundle: Bundle, data: Path) -> list[Path]:
         return [s.path for s in train]
     if bundle.task == "segment":
         from ..segment.optimize import training_paths
+
+        return training_paths(bundle, data)
+    if bundle.task == "detect":  # issue 17
+        from ..detect.optimize import training_paths
 
         return training_paths(bundle, data)
     root = data / "train" if (data / "train").is_dir() else data
@@ -162,6 +170,10 @@ def held_out_images(bundle: Bundle, data: Path | None, n: int) -> list[np.ndarra
         from ..segment.optimize import eval_paths
 
         paths = eval_paths(bundle, data)
+    elif bundle.task == "detect":  # issue 17
+        from ..detect.optimize import eval_paths
+
+        paths = eval_paths(bundle, data)
     else:
         test = data / "test"
         if test.is_dir():
@@ -191,6 +203,10 @@ def runtime_for(task: str):
         from loupe_dl_segment.tool import SegmentRuntime
 
         return SegmentRuntime()
+    if task == "detect":  # issue 17
+        from loupe_dl_detect.tool import DetectRuntime
+
+        return DetectRuntime()
     raise UsageError(f"no runtime for {task!r} bundles")
 
 
@@ -199,7 +215,8 @@ def evaluate(bundle: Bundle, data: Path) -> dict[str, Any]:
 
 
 def _strip(m: dict[str, Any]) -> dict[str, Any]:
-    keys = ("accuracy", "mean_iou", "defect_iou", "image_auroc", "pixel_auroc", "f1", "n_images", "ms_per_image")
+    keys = ("accuracy", "mean_iou", "defect_iou", "map50", "map50_95", "count_accuracy", "image_auroc",
+            "pixel_auroc", "f1", "n_images", "ms_per_image")
     return {k: m[k] for k in keys if k in m}
 
 

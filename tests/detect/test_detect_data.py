@@ -1,0 +1,153 @@
+"""Detection data readers (COCO and YOLO) on tiny hand-made files, `loupe dataset analyze`, the mAP code."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from host.testing import run_loupe
+from loupe_dl_detect.data import DataError, eval_samples, layout_of, load, scan
+from loupe_dl_detect.metrics import average_precision, counts_match, evaluate_detections, pr_curve
+from loupe_dl_detect.model import decode, iou_matrix, nms
+
+
+def _img(path: Path, w: int = 64, h: int = 48) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((h, w, 3), 90, np.uint8))
+
+
+def _coco(root: Path, split: str, anns: list[dict], images=None, cats=None) -> Path:
+    d = root / split
+    images = images or [{"id": 1, "file_name": "a.png", "width": 64, "height": 48},
+                        {"id": 2, "file_name": "b.png", "width": 64, "height": 48}]
+    for im in images:
+        _img(d / "images" / im["file_name"])
+    doc = {"images": images, "annotations": anns,
+           "categories": cats or [{"id": 3, "name": "nut"}, {"id": 1, "name": "screw"}]}
+    (d / "annotations.json").write_text(json.dumps(doc))
+    return root
+
+
+def test_coco_reader(tmp_path):
+    root = _coco(tmp_path, "train", [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 10, 20]},
+        {"id": 2, "image_id": 1, "category_id": 3, "bbox": [30, 5, 8, 8]},
+        {"id": 3, "image_id": 2, "category_id": 3, "bbox": [50, 40, 20, 20]},   # reaches beyond 64 x 48
+    ])
+    ds = scan(root)
+    assert layout_of(root) == "coco" and ds.classes == ["screw", "nut"]    # ordered by category id
+    a, b = ds.train
+    assert a.name == "train/images/a.png" and a.labels.tolist() == [0, 1]
+    np.testing.assert_allclose(a.boxes_xyxy(), [[2, 3, 12, 23], [30, 5, 38, 13]])
+    assert a.outside((48, 64)) == [] and b.outside((48, 64)) == [0]
+    rgb, boxes, labels = load(b)                                          # clipped to the image on load
+    np.testing.assert_allclose(boxes, [[50, 40, 64, 48]])
+    assert not ds.has_test and eval_samples(ds, {"test_names": ["train/images/b.png"]})[0] == [b]
+
+
+def test_yolo_reader(tmp_path):
+    (tmp_path / "classes.txt").write_text("screw\nnut\n")
+    for split in ("train", "test"):
+        _img(tmp_path / split / "images" / "a.png", 100, 50)
+        (tmp_path / split / "labels").mkdir(parents=True)
+        (tmp_path / split / "labels" / "a.txt").write_text("1 0.5 0.5 0.2 0.4\n0 0.95 0.5 0.2 0.2\n")
+    ds = scan(tmp_path)
+    assert ds.layout == "yolo" and ds.classes == ["screw", "nut"] and ds.has_test and len(ds.test) == 1
+    s = ds.train[0]
+    np.testing.assert_allclose(s.boxes_xyxy((50, 100)), [[40, 15, 60, 35], [85, 20, 105, 30]])
+    assert s.outside((50, 100)) == [1]
+    assert eval_samples(ds, None)[1] == "test"
+
+
+@pytest.mark.parametrize("anns, field", [
+    ([{"id": 1, "image_id": 1, "category_id": 9, "bbox": [1, 1, 2, 2]}], "category_id"),
+    ([{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2]}], "bbox"),
+    ([{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 0, 2]}], "bbox"),
+    ([{"id": 1, "category_id": 1, "bbox": [1, 1, 2, 2]}], "image_id"),
+])
+def test_coco_errors_name_file_and_field(tmp_path, anns, field):
+    root = _coco(tmp_path, "train", anns)
+    with pytest.raises(DataError) as e:
+        scan(root)
+    assert "annotations.json" in str(e.value) and field in str(e.value)
+
+
+def test_yolo_errors(tmp_path):
+    (tmp_path / "classes.txt").write_text("screw\n")
+    _img(tmp_path / "train" / "images" / "a.png")
+    (tmp_path / "train" / "labels").mkdir(parents=True)
+    (tmp_path / "train" / "labels" / "a.txt").write_text("3 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(DataError, match=r"a\.txt: line 1: class 3"):
+        scan(tmp_path)
+
+
+def test_dataset_analyze_cli(tmp_path):
+    root = _coco(tmp_path / "data", "train", [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 10, 20]},
+        {"id": 2, "image_id": 2, "category_id": 3, "bbox": [50, 40, 20, 20]},
+    ])
+    r = run_loupe("dataset", "analyze", root, "--json", "--out", tmp_path / "an")
+    assert r.returncode == 0, r.stderr
+    det = json.loads(r.stdout)["detection"]
+    assert det["layout"] == "coco"
+    assert det["splits"]["train"]["boxes_per_class"] == {"screw": 1, "nut": 1}
+    assert det["box_sizes"]["train"]["count"] == 2 and det["box_sizes"]["train"]["width"]["50"] == 15.0
+    assert [(o["file"], o["class"]) for o in det["outside"]] == [("train/images/b.png", "nut")]
+    r = run_loupe("dataset", "analyze", root, "--out", tmp_path / "an", "--strict")
+    assert r.returncode == 1 and "boxes outside their image: 1" in r.stdout and "b.png" in r.stdout
+    r = run_loupe("train", "detect", tmp_path / "nothing", "--out", tmp_path / "b")
+    assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------ metrics, hand-computed
+
+
+def test_ap_hand_computed():
+    gt = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float)]
+    # three detections: TP (0.9), FP (0.8, nowhere), TP (0.7) -> precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
+    pred = [(np.array([[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 31]], float), np.array([0.9, 0.8, 0.7]))]
+    r, p, _, n = pr_curve(pred, gt, 0.5)
+    np.testing.assert_allclose(r, [0.5, 0.5, 1.0])
+    np.testing.assert_allclose(p, [1.0, 0.5, 2 / 3])
+    # 101-point: recall 0..0.5 (51 points) at precision 1, 0.51..1 (50 points) at 2/3
+    assert average_precision(r, p) == pytest.approx((51 * 1.0 + 50 * 2 / 3) / 101)
+    # a duplicate of a matched box is a false positive; a box below the IoU threshold too
+    pred = [(np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 40]], float), np.array([0.9, 0.8, 0.7]))]
+    r, p, _, _ = pr_curve(pred, gt, 0.5)          # IoU of the last one is 100/200 = 0.5: matched at 0.5
+    np.testing.assert_allclose(r, [0.5, 0.5, 1.0])
+    r, p, _, _ = pr_curve(pred, gt, 0.55)
+    np.testing.assert_allclose(r, [0.5, 0.5, 0.5])
+    assert average_precision(r, p) == pytest.approx(51 / 101)
+
+
+def test_map_over_classes_and_thresholds():
+    gts = [(np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float), np.array([0, 1]))]
+    perfect = [(gts[0][0], np.array([0.9, 0.8]), np.array([0, 1]))]
+    m = evaluate_detections(perfect, gts, 3)          # class 2 has no ground truth: left out
+    assert m["map50"] == 1.0 and m["map50_95"] == 1.0 and np.isnan(m["ap50"][2])
+    shifted = [(np.array([[0, 0, 10, 12], [20, 20, 30, 30]], float), np.array([0.9, 0.8]), np.array([0, 1]))]
+    m = evaluate_detections(shifted, gts, 2)          # IoU 100/120 = 0.833: TP up to threshold 0.8 (7 of 10)
+    assert m["map50"] == 1.0 and m["ap50_95"][0] == pytest.approx(0.7) and m["map50_95"] == pytest.approx(0.85)
+    wrong_class = [(gts[0][0], np.array([0.9, 0.8]), np.array([1, 0]))]
+    assert evaluate_detections(wrong_class, gts, 2)["map50"] == 0.0
+    assert counts_match(np.array([0, 1]), np.array([1, 0]), 2) and not counts_match(np.array([0]), np.array([1]), 2)
+
+
+def test_decode_and_nms():
+    heat = np.zeros((2, 8, 8), np.float32)
+    heat[0, 2, 3] = 0.9
+    heat[0, 2, 4] = 0.5          # a neighbour of a higher peak: not a peak
+    heat[1, 6, 6] = 0.7
+    size = np.zeros((2, 8, 8), np.float32)
+    size[:, 2, 3] = np.log(2.0)  # 2 cells = 16 px
+    off = np.full((2, 8, 8), 0.5, np.float32)
+    d = decode(heat, size, off, 8, (2.0, 1.0), min_score=0.3)
+    assert d.labels.tolist() == [0, 1] and d.scores.tolist() == pytest.approx([0.9, 0.7])
+    cx, cy = 3.5 * 8, 2.5 * 8
+    np.testing.assert_allclose(d.boxes[0], [(cx - 8) * 2, cy - 8, (cx + 8) * 2, cy + 8])
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [0, 0, 10, 10]], np.float32)
+    assert nms(boxes, np.array([0.9, 0.8, 0.7]), np.array([0, 0, 1]), 0.5).tolist() == [0, 2]
+    assert iou_matrix(boxes[:1], boxes[1:2])[0, 0] == pytest.approx(90 / 110)

@@ -1,0 +1,143 @@
+"""End to end: train through the CLI, eval JSON and report, the inspect tool in a recipe, int8, no torch at run time."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from host import Bundle, model_sha256
+from host.testing import check_tool_contract, run_loupe
+
+from .conftest import ENV
+
+
+def test_bundle_parity_and_history(tiny_detector):
+    meta = json.loads((tiny_detector / "bundle.json").read_text())
+    par = meta["parity"]
+    assert par["images"] >= 2 and par["max_abs_heatmap_diff"] < 2e-3 and par["same_detections"] >= 0.875
+    assert 0 < meta["decode"]["min_score"] < 1
+    assert meta["training"]["history"] and meta["metrics"]["best_epoch"] >= 1
+
+
+def test_eval_json_and_report(tiny_detector, parts_small, tmp_path):
+    out = tmp_path / "report"
+    r = run_loupe("eval", tiny_detector, parts_small, "--json", "--out", out, env=ENV)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    for key in ("task", "map50", "map50_95", "per_class_ap50", "count_accuracy", "n_images", "ms_per_image"):
+        assert key in res, key
+    assert res["task"] == "detect" and res["n_images"] == 12
+    assert set(res["per_class_ap50"]) == {"nut", "screw"}
+    # chance is ~0 for boxes (a random box rarely overlaps a part by IoU 0.5); a few epochs already find most parts
+    assert res["map50"] > 0.3, res
+    assert 0 <= res["map50_95"] <= res["map50"] and 0.0 <= res["count_accuracy"] <= 1.0
+    assert res["ms_per_image"] > 0
+    assert len(list((out / "images").glob("*.png"))) == 12
+    assert cv2.imread(str(out / "pr_curves.png")) is not None
+    assert set(json.loads((out / "pr_curves.json").read_text())) == {"nut", "screw"}
+
+
+def test_tool_and_recipe(tiny_detector, parts_small, tmp_path):
+    from loupe_dl_detect.data import read_image
+    from loupe_dl_detect.tool import DetectTool
+
+    ann = json.loads((parts_small / "test" / "annotations.json").read_text())
+    img_path = parts_small / "test" / "images" / ann["images"][0]["file_name"]
+    ref = {"path": str(tiny_detector), "sha256": model_sha256(tiny_detector)}
+    out = check_tool_contract(DetectTool, read_image(img_path), {"model": ref})
+    m = out.measurements
+    assert m["count"] == m["count_nut"] + m["count_screw"] == len(m["positions"]) == len(out.overlays)
+    assert all(s.kind == "rect" and s.label.split()[0] in ("nut", "screw") for s in out.overlays)
+    if m["count"]:
+        assert 0 < m["min_score"] <= 1
+    # placement: a region where nothing is -> missing; every detected nut outside it -> misplaced
+    out = check_tool_contract(DetectTool, read_image(img_path),
+                              {"model": ref, "expected": [{"class": "nut", "region": [0, 0, 2, 2]}]})
+    assert out.measurements["missing"] == 1 and out.measurements["placement_ok"] is False
+    assert out.measurements["misplaced"] == out.measurements["count_nut"]
+
+    # a recipe with limits on the total and on one class's count, run over the test images through `loupe run`
+    truth = {im["file_name"]: sum(a["image_id"] == im["id"] for a in ann["annotations"]) for im in ann["images"]}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"loupe_recipe": 1, "name": "parts", "inspect": [
+        {"tool": "detect.objects", "name": "parts", "params": {"model": ref}, "limits": {"count": {"min": 1}, "count_nut": {"max": 50}}}]}))
+    assert run_loupe("validate", recipe).returncode == 0
+    res = tmp_path / "res.jsonl"
+    r = run_loupe("run", recipe, "--source", f"folder:{parts_small / 'test' / 'images'}", "--report",
+                  f"jsonl:{res}", "-q", env=ENV)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in res.read_text().splitlines()]
+    assert len(rows) == 12
+    right = sum(x["results"][0]["measurements"]["count"] == truth[Path(x["path"]).name] for x in rows)
+    assert right >= 3, [(Path(x["path"]).name, x["results"][0]["measurements"]["count"]) for x in rows]
+    for x in rows:
+        assert x["verdict"] == ("pass" if x["results"][0]["measurements"]["count"] >= 1 else "fail")
+
+
+def test_int8_optimize(tiny_detector, parts_small, tmp_path):
+    out = tmp_path / "int8"
+    r = run_loupe("optimize", tiny_detector, "--method", "int8", "--out", out, "--calib-images", "8", env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads((out / "bundle.json").read_text())
+    rec = meta["optimization"]
+    assert rec["method"] == "int8" and rec["n_quantized_nodes"] > 0
+    acc = rec["accuracy"]
+    assert acc["checked"] and acc["metric"] == "map50"
+    assert acc["optimized"]["map50"] > 0.5 * acc["parent"]["map50"], acc
+    r = run_loupe("eval", out, parts_small, "--json", env=ENV)
+    assert r.returncode == 0 and json.loads(r.stdout)["task"] == "detect"
+
+
+BLOCK_TORCH = textwrap.dedent("""
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError("torch is blocked in this test")
+            return None
+    sys.meta_path.insert(0, Block())
+""")
+
+
+def test_inference_without_torch(tiny_detector, parts_small):
+    code = BLOCK_TORCH + textwrap.dedent(f"""
+        from pathlib import Path
+        import loupe_dl_detect.plugin, loupe_dl_detect.tool, loupe_dl_detect.evaluate
+        from host import Bundle, Progress
+        from loupe_dl_detect.data import read_image
+        from loupe_dl_detect.model import Detector
+        from loupe_dl_detect.tool import DetectRuntime
+        b = Bundle.load({str(tiny_detector)!r})
+        det = Detector(b)
+        img = read_image(sorted(Path({str(parts_small)!r}, "test", "images").iterdir())[0])
+        d = det.predict(img)
+        r = DetectRuntime().evaluate(b, Path({str(parts_small)!r}), None, Progress())
+        assert "torch" not in sys.modules
+        print("ok", len(d), r["map50"])
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env={**__import__("os").environ, **ENV})
+    assert p.returncode == 0 and p.stdout.startswith("ok"), p.stderr[-2000:]
+
+
+def test_desktop_app_evaluates_detection(tiny_detector, parts_small, tmp_path, monkeypatch):
+    """The desktop app's train workspace is generic: detection appears as a task, its runtime evaluates the bundle
+    and its inspect tool (detect.objects) gives the gallery's measurements."""
+    import pytest
+
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    pytest.importorskip("PyQt5")
+    from host import Progress, create_plugin_manager
+    from loupe_gui.train_ws import evaluate_bundle, model_tool
+
+    pm = create_plugin_manager()
+    assert "detect" in pm.catalogue.trainers and model_tool(pm.catalogue, "detect") == "detect.objects"
+    res = evaluate_bundle(pm, tiny_detector, parts_small, tmp_path / "ev", Progress())
+    assert res["metrics"]["task"] == "detect" and res["metrics"]["n_images"] == 12
+    rows = res["gallery"]["rows"]
+    assert len(rows) == 12 and all("count" in r["measurements"] for r in rows)
