@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from host import Bundle, BundleError
+from host import Bundle, BundleError, UsageError, create_session, resolve_engine
 
 from .data import DEFAULT_NORMALISATION, preprocess
 
@@ -40,17 +40,9 @@ class Detections:
         return len(self.scores)
 
 
-def open_session(path, threads: int = 2):
-    """The one place this plugin opens an ONNX Runtime session (a one-line switch to a shared factory)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = max(1, int(threads))
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+def open_session(path, threads: int = 2, engine: str | None = "cpu"):
+    """This plugin's sessions, from the host's one session factory (engines, parity, no external data)."""
+    return create_session(path, threads, engine=engine)
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -116,7 +108,7 @@ def decode(heat: np.ndarray, size: np.ndarray, offset: np.ndarray, stride: int, 
 class Detector:
     """Loads a ``detect`` bundle once; ``predict`` is the per-image path."""
 
-    def __init__(self, bundle: Bundle, threads: int = 2):
+    def __init__(self, bundle: Bundle, threads: int = 2, engine: str | None = None):
         meta = bundle.meta
         if bundle.task != "detect":
             raise BundleError(f"{bundle.path}: bundle task is {bundle.task!r}, not 'detect'")
@@ -134,8 +126,8 @@ class Detector:
         self.norm = meta.get("normalisation") or DEFAULT_NORMALISATION
         self.bundle = bundle
         try:
-            self.session = open_session(bundle.file(meta.get("model", "model.onnx")), threads)
-        except BundleError:
+            self.session = open_session(bundle.model_file, threads, engine=resolve_engine(engine))
+        except (BundleError, UsageError):
             raise
         except Exception as exc:  # onnxruntime raises its own error types
             raise BundleError(f"{bundle.path}: cannot open the ONNX model: {exc}") from None

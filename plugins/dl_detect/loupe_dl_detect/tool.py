@@ -109,7 +109,7 @@ class DetectTool(InspectTool):
         bundle = Bundle.load(path)
         if bundle.task != "detect":
             raise BundleError(f"{path}: a {bundle.task!r} bundle, but detect.objects needs a 'detect' bundle")
-        self.det = Detector(bundle, threads=params.threads)
+        self.det = Detector(bundle, threads=params.threads, engine=self.context.options.get("engine"))
         self.names = [measure_name(c) for c in self.det.classes]
 
     def inspect(self, image: np.ndarray) -> ToolOutput:

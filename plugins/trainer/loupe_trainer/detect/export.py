@@ -77,7 +77,7 @@ def write_detect_bundle(net: DetNet, out: Path, classes: list[str], size: tuple[
         export_onnx(net, size, onnx_path)
         parity = parity_check(net, onnx_path, raw_rgb, resized_rgb, size, stride, min_score, threads)
         full = {**meta, "task": "detect", "classes": list(classes), "input_size": [int(size[0]), int(size[1])],
-                "stride": int(stride), "normalisation": DEFAULT_NORMALISATION, "model": "model.onnx",
+                "stride": int(stride), "normalisation": DEFAULT_NORMALISATION, "model_file": "model.onnx",
                 "decode": {"min_score": float(min_score), "top_k": TOP_K, "nms_iou": NMS_IOU,
                            "method": "3x3 max-pool peaks of the heatmap, top-k, per-class NMS (numpy)"},
                 "outputs": {"heatmap": "[N, C, h, w] per-class centre score in 0..1",
