@@ -28,7 +28,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+from host import IMAGE_EXTENSIONS, to_rgb8, use_opencv
+from host import read_image as host_read_image
+
+use_opencv(cv2)
 DEFAULT_NORMALISATION = {"color": "RGB", "scale": 1.0 / 255.0, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 
 
@@ -40,38 +43,11 @@ class DataError(ValueError):
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file as stored (8/16-bit, gray or BGR); raises DataError naming the file."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data.size == 0:
-        raise DataError(f"{path}: empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise DataError(f"{path}: cannot decode image (corrupt, truncated or not an image)")
-    return image
-
-
-def to_rgb8(image: np.ndarray) -> np.ndarray:
-    """Any image (gray, BGR, BGRA; uint8, uint16 or float) as contiguous uint8 RGB."""
-    a = np.asarray(image)
-    if a.dtype == np.uint16:
-        a = (a >> 8).astype(np.uint8)
-    elif a.dtype != np.uint8:
-        a = a.astype(np.float32)
-        if a.size and float(np.nanmax(a)) <= 1.0:
-            a = a * 255.0
-        a = np.clip(np.nan_to_num(a), 0, 255).astype(np.uint8)
-    if a.ndim == 2:
-        return cv2.cvtColor(a, cv2.COLOR_GRAY2RGB)
-    if a.ndim != 3:
-        raise ValueError(f"expected a 2-D or 3-D image array, got shape {a.shape}")
-    c = a.shape[2]
-    if c == 1:
-        return cv2.cvtColor(a[:, :, 0], cv2.COLOR_GRAY2RGB)
-    if c == 3:
-        return cv2.cvtColor(a, cv2.COLOR_BGR2RGB)
-    if c == 4:
-        return cv2.cvtColor(a, cv2.COLOR_BGRA2RGB)
-    raise ValueError(f"unsupported channel count {c}")
+    """The host's one image reader (header budgets, 8/16-bit, gray or BGR); raises DataError naming the file."""
+    try:
+        return host_read_image(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
 
 
 def resize_to(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
