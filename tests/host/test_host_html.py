@@ -249,10 +249,12 @@ def test_spc_section_charts_each_limited_measurement(tmp_path, photos):
     assert r.returncode == 0, r.stderr
     page = (tmp_path / "rep" / "index.html").read_text(encoding="utf-8")
     assert "<h2>SPC</h2>" in page and page.count("<figure><svg") == 2  # light.mean and spots.count
-    means = [next(s["meas"]["mean"] for s in rec["steps"] if s["step"] == "light")
-             for rec in _records(tmp_path / "rep")]
+    recs = [json.loads(x) for x in (tmp_path / "rep" / "frames.jsonl").read_text(encoding="utf-8").splitlines()]
+    means = [next(s["meas"]["mean"] for s in rec["steps"] if s["step"] == "light") for rec in recs if "steps" in rec]
+    assert len(means) == 5
     want = spc.analyse(np.asarray(means), 100, 125)
     row = re.search(r"<tr><td>light\.mean</td>(.*?)</tr>", page).group(1)
     cells = re.findall(r"<td>(.*?)</td>", row)
-    assert cells[0] == "5" and cells[6] == f"{want['cp']:.3g}" and cells[7] == f"{want['cpk']:.3g}"
-    assert cells[4] == f"{want['_charts'][0].lcl:.3g} · {want['_charts'][0].ucl:.3g}"
+    # cells after the name: n, mean, sigma, control limits, recipe limits, Cp, Cpk, violations
+    assert cells[0] == "5" and cells[5] == f"{want['cp']:.3g}" and cells[6] == f"{want['cpk']:.3g}"
+    assert cells[3] == f"{want['_charts'][0].lcl:.3g} · {want['_charts'][0].ucl:.3g}" and cells[4] == "100 · 125"

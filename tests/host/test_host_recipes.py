@@ -55,7 +55,7 @@ BAD = {
                       ["inspect[0] (light)", "params.bogus", "unknown parameter"]),
     "wrong_stage": (GOOD.replace("- tool: classical.gray", "- tool: classical.intensity"),
                     ["preprocess[0]", "inspect-stage tool; it cannot be used under preprocess"]),
-    "bad_report": (GOOD + "report: [parquet:x]\n", ["report[0]", "parquet:x"]),
+    "bad_report": (GOOD + "report: [xlsx:x]\n", ["report[0]", "xlsx:x"]),
 }
 
 
@@ -255,7 +255,7 @@ inspect:
   - tool: classical.intensity
     roi: [0, 0, -1, 10]
     bogus_field: 1
-report: [parquet:x]
+report: [xlsx:x]
 """
 
 

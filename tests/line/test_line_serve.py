@@ -5,7 +5,7 @@ import signal
 import sqlite3
 import time
 
-from conftest import Client, write_images, write_station
+from line_support import Client, write_images, write_station
 
 
 def rows(db):

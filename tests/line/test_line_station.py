@@ -9,7 +9,7 @@ import pytest
 from host import LineAdapter, StationActionError, hookimpl
 from host.core.station import Station, load_station
 
-from conftest import write_station
+from line_support import write_station
 
 
 class Recorder(LineAdapter):
@@ -226,7 +226,7 @@ def test_source_failure_enters_error_and_reset_recovers(rec_pm, tmp_path):
         with pytest.raises(StationActionError) as e:
             st.trigger()
         assert e.value.code == "not_ready"
-        from conftest import write_images
+        from line_support import write_images
 
         write_images(tmp_path / "images")
         st.reset()

@@ -7,7 +7,7 @@ from host import RecipeError
 from host.core.station import load_station
 from host.testing import run_loupe
 
-from conftest import SERVE_ENV, write_station
+from line_support import SERVE_ENV, write_station
 
 
 def problems(pm, path, **kw) -> list[str]:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import SERVE_ENV, Client, loupe_exe, write_station
+from line_support import SERVE_ENV, Client, loupe_exe, write_station
 
 
 def port_of(st) -> int:

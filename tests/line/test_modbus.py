@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import SERVE_ENV, loupe_exe, write_station
+from line_support import SERVE_ENV, loupe_exe, write_station
 
 # coils
 TRIGGER_ENABLE, TRIGGER, RESULTS_ACK, EXECUTE_COMMAND, SET_OFFLINE = range(5)

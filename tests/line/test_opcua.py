@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import SERVE_ENV, loupe_exe, write_station
+from line_support import SERVE_ENV, loupe_exe, write_station
 
 pytestmark = pytest.mark.timeout(300)
 
