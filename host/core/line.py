@@ -204,6 +204,9 @@ class LineAdapter(ABC):
     #: whether events carry ``StationResult.frame`` (the image, overlays): only adapters that
     #: draw (the operator screen) need it; the others get ``frame=None`` and hold no images
     wants_frames: ClassVar[bool] = False
+    #: the event kinds this adapter is told of (``None``: every kind); the others are not queued for it,
+    #: which spares a busy line a thread wake-up per event nobody reads
+    event_kinds: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, target: str, params: BaseModel, control: StationControl):
         self.target = target

@@ -454,6 +454,7 @@ class _Channel:
         self.name = name
         self.adapter = adapter
         self.wants_frames = bool(getattr(adapter, "wants_frames", False))
+        self.kinds = getattr(adapter, "event_kinds", None)
         self.queue: queue.Queue = queue.Queue(maxsize=max(1, int(adapter.queue_size)))
         self.dropped = 0
         self.errors = 0
@@ -729,6 +730,8 @@ class Station(StationControl):
         ev = StationEvent(kind, self._state, self._job, time.time(), result, message, data)
         light = None
         for ch in self._channels:
+            if ch.kinds is not None and kind not in ch.kinds:
+                continue
             if result is not None and result.frame is not None and not ch.wants_frames:
                 if light is None:
                     light = dataclasses.replace(ev, result=dataclasses.replace(result, frame=None))

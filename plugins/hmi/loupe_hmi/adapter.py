@@ -30,8 +30,8 @@ class ScreenParams(Params):
     failures: int = Field(24, ge=1, le=500, description="failed frames kept for the gallery")
     history: int = Field(10_000, ge=100, le=1_000_000, description="results kept for /api/results")
     title: str = Field("", description="the screen's title (default: the station's name)")
-    push_s: float = Field(0.05, ge=0.01, le=5, description="how often each browser's stream sends news: the newest "
-                                                           "result, state changes, alarms (0.05 s: up to 20 updates/s)")
+    push_s: float = Field(0.1, ge=0.01, le=5, description="how often each browser's stream sends news: the newest "
+                                                          "result, state changes, alarms (0.1 s: up to 10 updates/s)")
 
     @field_validator("shifts")
     @classmethod
@@ -44,18 +44,36 @@ class ScreenParams(Params):
         return sorted(v)
 
 
+class Held:
+    """A result as the screen keeps it: what its JSON needs, no image, no heatmap. The JSON is built when a
+    browser or the API first asks (a fast line's results mostly never are), then cached."""
+
+    __slots__ = ("id", "job", "verdict", "created", "failures", "ms", "steps", "error", "image", "_json")
+
+    def __init__(self, res: StationResult):
+        fr = res.frame
+        self.id, self.job, self.verdict, self.created = res.result_id, res.job, res.verdict, res.created
+        self.failures, self.ms = res.failures, sum(res.processing_ms.values())
+        self.steps = [(tr.step, tr.tool, tr.verdict, tr.failures, tr.error, tr.ms, tr.measurements)
+                      for tr in (fr.results if fr is not None else ())]
+        self.error = fr.error if fr is not None else None
+        self.image = bool(fr is not None and fr.image is not None)
+        self._json: dict[str, Any] | None = None
+
+    def json(self) -> dict[str, Any]:
+        if self._json is None:
+            self._json = {
+                "id": self.id, "job": self.job, "verdict": self.verdict, "created": self.created,
+                "failures": list(self.failures), "ms": round(self.ms, 3), "error": self.error, "image": self.image,
+                "steps": [{"step": st, "tool": tool, "verdict": v, "failures": list(f), "error": err,
+                           "ms": round(ms, 3), "measurements": {k: _num(x) for k, x in m.items()}}
+                          for st, tool, v, f, err, ms, m in self.steps]}
+        return self._json
+
+
 def summary(res: StationResult) -> dict[str, Any]:
     """The JSON a browser gets for one result (no image; limits are in the job's description)."""
-    steps = []
-    fr = res.frame
-    for tr in (fr.results if fr is not None else ()):
-        steps.append({"step": tr.step, "tool": tr.tool, "verdict": tr.verdict, "failures": list(tr.failures),
-                      "error": tr.error, "ms": round(tr.ms, 3),
-                      "measurements": {k: _num(v) for k, v in tr.measurements.items()}})
-    return {"id": res.result_id, "job": res.job, "verdict": res.verdict, "created": res.created,
-            "failures": list(res.failures), "ms": round(sum(res.processing_ms.values()), 3),
-            "steps": steps, "error": fr.error if fr is not None else None,
-            "image": bool(fr is not None and fr.image is not None)}
+    return Held(res).json()
 
 
 def _num(v: Any) -> Any:
@@ -82,7 +100,7 @@ class Hub:
     def __init__(self, params: ScreenParams):
         self.p = params
         self.lock = threading.Lock()
-        self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=params.history)
+        self.history: collections.deque[Held] = collections.deque(maxlen=params.history)
         self.frames: collections.OrderedDict[int, Any] = collections.OrderedDict()  # id -> FrameResult
         self.failed_ids: collections.deque[int] = collections.deque(maxlen=params.failures)
         self.jpegs: collections.OrderedDict[int, tuple[bytes, int, int]] = collections.OrderedDict()
@@ -92,8 +110,9 @@ class Hub:
         self.latest_id: int | None = None
         self.version = 0          # bumped on state, job and alarm events: streams then send the state
         self.alarm_seq = 0        # alarms so far (the log keeps the last 100)
-        self.latest: dict[str, Any] | None = None
+        self.latest: Held | None = None
         self.closing = False
+        self.last_state = ""
         self.results_seen = 0
         self.step_ms: list[tuple[str, float]] = []  # drained by the metrics collector
 
@@ -109,8 +128,8 @@ class Hub:
     def shift_label(self) -> str:
         return _dt.datetime.fromtimestamp(self.shift_start).strftime("%a %H:%M")
 
-    def add_result(self, res: StationResult) -> dict[str, Any]:
-        s = summary(res)
+    def add_result(self, res: StationResult) -> Held:
+        s = Held(res)
         with self.lock:
             start = self._shift_start(res.created)
             if start != self.shift_start:
@@ -180,20 +199,27 @@ class Hub:
             items = list(self.history)
         out = []
         for s in reversed(items):
-            if before is not None and s["id"] >= before:
+            if before is not None and s.id >= before:
                 continue
-            if verdict and s["verdict"] != verdict:
+            if verdict and s.verdict != verdict:
                 continue
-            if job and s["job"] != job:
+            if job and s.job != job:
                 continue
-            out.append(s)
+            out.append(s.json())
             if len(out) >= limit:
                 break
         return out
 
-    def changed(self, kind: str) -> None:
-        """Something browsers should re-read (state, job, alarms): they poll these counters."""
+    def changed(self, kind: str, state: str = "") -> None:
+        """Something browsers should re-read (job, error, a state an operator must see): they poll these
+        counters. The Ready <-> SingleExecution flicker of every trigger is not news: the counts go out
+        with the periodic state."""
+        if kind == "state_changed" and state in ("Ready", "SingleExecution") and \
+                self.last_state in ("Ready", "SingleExecution"):
+            self.last_state = state
+            return
         with self.lock:
+            self.last_state = state or self.last_state
             self.version += 1
 
 
@@ -205,6 +231,8 @@ class OperatorScreen(LineAdapter):
     Params = ScreenParams
     wants_frames = True
     queue_size = 256
+    # state flicker (Ready <-> SingleExecution per trigger) is read from the status the streams poll
+    event_kinds = frozenset({"result_ready", "job_changed", "error", "trigger_missed"})
 
     def __init__(self, target: str, params, control):
         super().__init__(target, params, control)
@@ -268,7 +296,7 @@ class OperatorScreen(LineAdapter):
         elif event.kind in ("error", "trigger_missed"):
             hub.add_alarm(event.kind, event.message or event.kind, event.time)
         else:
-            hub.changed(event.kind)
+            hub.changed(event.kind, event.state)
 
     def close(self) -> None:
         if self._server is not None:

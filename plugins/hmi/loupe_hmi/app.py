@@ -194,12 +194,12 @@ def build_app(screen, secrets_file: Path | None) -> FastAPI:
                     latest, version, alarm_seq = hub.latest, hub.version, hub.alarm_seq
                     alarms = [a for a in hub.alarm_log if a["seq"] > sent_alarm] if alarm_seq > sent_alarm else []
                 now = time.monotonic()
-                if version != sent_version or now - last_status >= 1.0:
+                if version != sent_version or now - last_status >= 0.5:
                     sent_version, last_status = version, now
                     yield f"event: status\ndata: {json.dumps(state_doc())}\n\n"
-                if latest is not None and latest["id"] != sent_id:
-                    sent_id = latest["id"]
-                    yield f"event: result\ndata: {json.dumps({'result': latest, 'sent': time.time()})}\n\n"
+                if latest is not None and latest.id != sent_id:
+                    sent_id = latest.id
+                    yield f"event: result\ndata: {json.dumps({'result': latest.json(), 'sent': time.time()})}\n\n"
                 for a in reversed(alarms):
                     yield f"event: alarm\ndata: {json.dumps({'alarm': a})}\n\n"
                 sent_alarm = alarm_seq
