@@ -3,11 +3,15 @@
     .venv/bin/python bench/hmi.py [--triggers 400] [--rounds 3] [--json]
 
 A station on the classical plate recipe is driven at its highest sustained rate (the next
-software trigger as soon as the previous result is ready), alternately without the screen
-and with the screen and two browsers (Debian's chromium) on the live view. Throughput is
-the median over rounds; the ratio with/without is the figure (target >= 0.97). Live-view
-latency: from the result's creation (station clock) to its arrival in each browser's
-event stream, p50 and p99, same machine clock.
+software trigger as soon as the previous result is ready), alternately without the screen,
+with the screen and no browser, and with the screen and two browsers (Debian's chromium) on
+the live view. Throughput is the median over rounds; the ratio with/without is the figure
+(target >= 0.97). Live-view latency: from the result's creation (station clock) to its
+arrival in each browser's event stream, p50 and p99, same machine clock.
+
+On a plant the browsers run on panel PCs, not on the station. ``--pin`` reproduces that on one
+machine: the station (this process) runs on CPU 0 in every configuration, the browsers on the
+other CPUs; without it the browsers compete with the line for the same cores.
 """
 from __future__ import annotations
 
@@ -22,6 +26,9 @@ from pathlib import Path
 from loupe_hmi.screenshots import _station  # the same plates station the screenshots use
 
 
+BROWSER = shutil.which("chromium")
+
+
 def run(station_file: Path, triggers: int, browsers: int, pm) -> tuple[float, list[float]]:
     from host.core.station import Station, load_station
 
@@ -34,7 +41,7 @@ def run(station_file: Path, triggers: int, browsers: int, pm) -> tuple[float, li
             from playwright.sync_api import sync_playwright
 
             ctx = sync_playwright().start()
-            b = ctx.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
+            b = ctx.chromium.launch(executable_path=BROWSER, headless=True,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
             url = next(a.endpoint for _, a in station.adapters if a.scheme == "http")
             for _ in range(browsers):
@@ -69,7 +76,20 @@ def main() -> None:
     ap.add_argument("--triggers", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--pin", action="store_true", help="station on CPU 0, browsers on the other CPUs")
     args = ap.parse_args()
+    global BROWSER
+    tmpdir = tempfile.mkdtemp()
+    if args.pin:
+        import os
+
+        cpus = sorted(os.sched_getaffinity(0))
+        others = ",".join(str(c) for c in cpus[1:]) or str(cpus[0])
+        wrapper = Path(tmpdir) / "chromium-pinned"
+        wrapper.write_text(f'#!/bin/sh\nexec taskset -c {others} {BROWSER} "$@"\n')
+        wrapper.chmod(0o755)
+        BROWSER = str(wrapper)
+        os.sched_setaffinity(0, {cpus[0]})
     from host import create_plugin_manager
 
     pm = create_plugin_manager()
@@ -78,16 +98,19 @@ def main() -> None:
         text = with_hmi.read_text()
         plain = with_hmi.with_name("plain.yaml")
         plain.write_text("\n".join(line for line in text.splitlines() if not line.startswith("hmi:")) + "\n")
-        base, screen, lat = [], [], []
+        base, bare_screen, screen, lat = [], [], [], []
         for _ in range(args.rounds):
             base.append(run(plain, args.triggers, 0, pm)[0])
+            bare_screen.append(run(with_hmi, args.triggers, 0, pm)[0])
             rate, latencies = run(with_hmi, args.triggers, 2, pm)
             screen.append(rate)
             lat += latencies
     lat.sort()
     out = {
         "triggers_per_round": args.triggers, "rounds": args.rounds,
+        "pinned": args.pin,
         "rate_without_screen_hz": round(statistics.median(base), 1),
+        "rate_with_screen_no_browser_hz": round(statistics.median(bare_screen), 1),
         "rate_with_screen_2_browsers_hz": round(statistics.median(screen), 1),
         "ratio": round(statistics.median(screen) / statistics.median(base), 3),
         "live_latency_p50_ms": round(lat[len(lat) // 2], 1) if lat else None,
