@@ -93,7 +93,8 @@ class DetectTool(InspectTool):
         "count_*": "number of detected objects of one class: count_<class> (e.g. count_screw), one per class of "
                    "the model",
         "min_score": "lowest confidence among the detections (1.0 when nothing was found)",
-        "positions": "the detections: [{class, score, x, y, box: [x1, y1, x2, y2]}] (centre x, y in pixels)",
+        "positions": "the detections, one row each: [class index, score, centre x, centre y, x1, y1, x2, y2] "
+                     "(pixels; the class index counts from 0 in the bundle's classes)",
         "missing": "with an expected layout: regions without a part of their class (0 without a layout)",
         "misplaced": "with an expected layout: parts of a checked class outside every region of their class",
         "placement_ok": "nothing missing and nothing misplaced (true without an expected layout)",
@@ -119,9 +120,10 @@ class DetectTool(InspectTool):
         m: dict[str, Any] = {"count": int(len(d)), "min_score": float(d.scores.min()) if len(d) else 1.0}
         for name, n in zip(self.names, counts):
             m[name] = int(n)
-        m["positions"] = [{"class": classes[int(c)], "score": round(float(s), 4),
-                           "x": round(float((b[0] + b[2]) / 2), 1), "y": round(float((b[1] + b[3]) / 2), 1),
-                           "box": [round(float(v), 1) for v in b]} for b, s, c in zip(d.boxes, d.scores, d.labels)]
+        # a list measurement holds numbers (every store keeps it): one row per part
+        m["positions"] = [[int(c), round(float(s), 4), round(float((b[0] + b[2]) / 2), 1),
+                           round(float((b[1] + b[3]) / 2), 1)] + [round(float(v), 1) for v in b]
+                          for b, s, c in zip(d.boxes, d.scores, d.labels)]
         shapes = []
         misplaced: set[int] = set()
         m.update({"missing": 0, "misplaced": 0, "placement_ok": True})
