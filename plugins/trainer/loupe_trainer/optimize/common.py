@@ -26,6 +26,9 @@ from typing import Any, Callable
 import numpy as np
 
 from host import IMAGE_EXTENSIONS as IMAGE_EXTS, Bundle, BundleError, BundleMeta, Progress, UsageError, read_bundle_meta, write_bundle
+
+from . import labelled
+
 #: metric compared between parent and optimised bundle, by task
 KEY_METRIC = {"classify": "accuracy", "anomaly": "image_auroc", "segment": "mean_iou", "detect": "map50"}
 
@@ -71,14 +74,8 @@ def prepare(bundle: Bundle) -> Callable[[np.ndarray], np.ndarray]:
         from loupe_dl_anomaly.data import prepare as _prep
 
         return lambda img: _prep(img, size)
-    if bundle.task == "segment":
-        from ..segment.optimize import prepare as _seg_prep
-
-        return _seg_prep(bundle, size)
-    if bundle.task == "detect":  # issue 17
-        from ..detect.optimize import prepare as _det_prep
-
-        return _det_prep(bundle, size)
+    if bundle.task in labelled.DATA_MODULES:
+        return labelled.prepare(bundle, size)
     raise UsageError(f"{bundle.path}: cannot optimise {bundle.task!r} bundles (only classify and anomaly)")
 
 
@@ -97,14 +94,8 @@ def _training_paths(bundle: Bundle, data: Path) -> list[Path]:
             keep, _ = stratified_split([s.label for s in train], split["test_fraction"], split["seed"])
             train = [train[i] for i in keep]
         return [s.path for s in train]
-    if bundle.task == "segment":
-        from ..segment.optimize import training_paths
-
-        return training_paths(bundle, data)
-    if bundle.task == "detect":  # issue 17
-        from ..detect.optimize import training_paths
-
-        return training_paths(bundle, data)
+    if bundle.task in labelled.DATA_MODULES:
+        return labelled.training_paths(bundle, data)
     root = data / "train" if (data / "train").is_dir() else data
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
@@ -166,14 +157,8 @@ def held_out_images(bundle: Bundle, data: Path | None, n: int) -> list[np.ndarra
             paths = [s.path for s in samples]
         except ValueError:
             paths = []
-    elif bundle.task == "segment":
-        from ..segment.optimize import eval_paths
-
-        paths = eval_paths(bundle, data)
-    elif bundle.task == "detect":  # issue 17
-        from ..detect.optimize import eval_paths
-
-        paths = eval_paths(bundle, data)
+    elif bundle.task in labelled.DATA_MODULES:
+        paths = labelled.eval_paths(bundle, data)
     else:
         test = data / "test"
         if test.is_dir():
