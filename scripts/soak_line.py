@@ -56,6 +56,7 @@ def main() -> int:
             v = rss_mb(srv.proc.pid)
             if v is not None:
                 curve.append((round(time.monotonic() - t0, 1), round(v, 2)))
+                print(f"rss {curve[-1][0]:g} s {v:.1f} MB", flush=True)  # as it goes: a killed soak keeps its curve
             if done.wait(args.sample):
                 return
 

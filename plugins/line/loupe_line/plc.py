@@ -48,11 +48,14 @@ def percentile(values: list[float], q: float) -> float | None:
     return v[lo] + (v[hi] - v[lo]) * (k - lo)
 
 
+MISSED = frozenset({"buffer_full", "busy", "not_ready"})  # refusals a PLC counts as missed triggers
+
+
 def summarise(outcomes: list[dict], elapsed: float) -> dict:
     """Latency, missed triggers and handshake problems of one PLC run."""
     lat = [(o["done"] - o["sent"]) * 1e3 for o in outcomes if o["result_id"] is not None]
     ids = [o["result_id"] for o in outcomes if o["result_id"] is not None]
-    missed = [o for o in outcomes if o["error"] in ("buffer_full", "busy", "not_ready")]
+    missed = [o for o in outcomes if o["error"] in MISSED]
     problems: list[str] = []
     unanswered = sum(1 for o in outcomes if o["sent"] is not None and o["done"] is None)
     if unanswered:
@@ -61,7 +64,7 @@ def summarise(outcomes: list[dict], elapsed: float) -> dict:
         problems.append("result ids did not increase")
     if len(set(ids)) != len(ids):
         problems.append("a result id was reused")
-    other = [o["error"] for o in outcomes if o["error"] and o not in missed]
+    other = [o["error"] for o in outcomes if o["error"] and o["error"] not in MISSED]
     if other:
         problems.append(f"{len(other)} errors: {', '.join(sorted(set(other)))[:200]}")
     verdicts: dict[str, int] = {}
