@@ -1,6 +1,7 @@
 """Scale benchmark (issue 20): one local process against Ray with 1 and 2 workers, same images.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/scale.py [--images 1000] [--repeat 3] [--anomaly BUNDLE [--skip-classical]] [--json]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/scale.py --eval BUNDLE DATA [--repeat 3] [--json]
 
 * Images: real photos (scikit-image) at random exposures and crops, 512 x 512 gray PNG, written once.
 * Recipes: a classical one (gray, Gaussian blur, intensity, blobs, Hough lines) and, with ``--anomaly BUNDLE``
@@ -12,6 +13,11 @@
   is. Modes are interleaved, ``--repeat`` times; medians.
 * Driver overhead per frame: what the driver does for each frame that a worker sent back
   (unpickle the result, write it to SQLite / Parquet), timed in this process over real results.
+
+``--eval BUNDLE DATA`` times ``loupe eval BUNDLE DATA --json`` instead: locally and with
+``--executor ray:ADDRESS --workers 2`` (the same instance), interleaved, wall time of the command
+(interpreter start, listing, predictions, metrics); it checks that both print the same JSON
+(``ms_per_image`` aside).
 
 The machine is shared and has 2 cores: 2 Ray workers with 1 thread each against one local
 process with 1 thread (``OMP_NUM_THREADS=1``) is the fair comparison.
@@ -123,6 +129,31 @@ def driver_overhead(recipe_file: Path, images: Path, n: int = 300) -> dict:
     return out
 
 
+def eval_figure(bundle: str, data: str, address: str, repeat: int) -> dict:
+    """``loupe eval`` locally and on 2 Ray workers: wall seconds (medians), images/s, same JSON."""
+    exe = Path(sys.executable).with_name("loupe")
+    modes = {"local (1 process)": [], "ray, 2 workers": ["--executor", f"ray:{address}", "--workers", "2"]}
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    out: dict[str, dict] = {}
+    for _ in range(repeat):
+        for mode, extra in modes.items():
+            t0 = time.perf_counter()
+            r = subprocess.run([str(exe), "eval", bundle, data, "--json", *extra], capture_output=True, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+            times[mode].append(time.perf_counter() - t0)
+            if r.returncode != 0:
+                raise SystemExit(f"loupe eval {mode} failed:\n{r.stderr[-3000:]}")
+            out[mode] = {k: v for k, v in json.loads(r.stdout).items() if k != "ms_per_image"}
+    same = len({json.dumps(v, sort_keys=True) for v in out.values()}) == 1
+    n = next(iter(out.values())).get("n_images", 0)
+    med = {m: statistics.median(v) for m, v in times.items()}
+    base = med["local (1 process)"]
+    return {"bundle": bundle, "data": data, "images": n, "repeat": repeat, "same_json": same,
+            "modes": {m: {"seconds": round(med[m], 3), "images_per_s": round(n / med[m], 2),
+                          "speedup_vs_local": round(base / med[m], 3), "runs_s": [round(x, 3) for x in times[m]]}
+                      for m in med}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=1000)
@@ -131,8 +162,25 @@ def main() -> None:
     ap.add_argument("--skip-classical", action="store_true", help="time only the anomaly recipe")
     ap.add_argument("--workdir", help="keep images here (default: a temporary folder)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--eval", nargs=2, metavar=("BUNDLE", "DATA"),
+                    help="time `loupe eval` locally against 2 Ray workers instead of `loupe run`")
     args = ap.parse_args()
     import ray
+
+    if args.eval:
+        ctx = ray.init(num_cpus=3, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
+                       log_to_driver=False, configure_logging=False)
+        try:
+            res = eval_figure(*args.eval, ctx.address_info["gcs_address"], args.repeat)
+        finally:
+            ray.shutdown()
+        if args.json:
+            print(json.dumps(res, indent=2))
+        else:
+            print(f"loupe eval, {res['images']} images, median of {res['repeat']}, same JSON: {res['same_json']}")
+            for m, r in res["modes"].items():
+                print(f"| {m} | {r['seconds']} s | {r['images_per_s']} images/s | {r['speedup_vs_local']} |")
+        return
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="loupe-scale-"))
     images = work / "images"

@@ -61,6 +61,9 @@ from .core.contracts import Executor, ExecutorJob, ExecutorSummary  # noqa: E402
 from .core.runner import Pipeline  # noqa: E402
 
 __all__ += ["Executor", "ExecutorJob", "ExecutorSummary", "Pipeline"]
+from .core.contracts import EvalPlan  # noqa: E402  (loupe eval --executor)
+
+__all__ += ["EvalPlan"]
 
 # statistical process control (individuals/MR, X-bar/R, Western Electric rules, Cp/Cpk): numpy only
 from .core import spc  # noqa: E402

@@ -270,9 +270,14 @@ def cmd_eval(pm, args) -> int:
     data = Path(args.data)
     if not data.is_dir():
         raise UsageError(f"{data}: data folder not found")
+    runtime = _runtime_for(pm, bundle)
+    executor = _eval_executor(pm, args, bundle, runtime) if getattr(args, "executor", None) else None
     progress = CliProgress(quiet=args.json or args.quiet)
     try:
-        result = _runtime_for(pm, bundle).evaluate(bundle, data, Path(args.out) if args.out else None, progress)
+        if executor is not None:
+            result = _eval_on_executor(executor, runtime, bundle, data, args.engine, progress)
+        else:
+            result = runtime.evaluate(bundle, data, Path(args.out) if args.out else None, progress)
     finally:
         progress.close()
     if args.json:
@@ -286,6 +291,36 @@ def cmd_eval(pm, args) -> int:
             else:
                 print(f"{k:>20}: {v}")
     return 0
+
+
+def _eval_executor(pm, args, bundle: Bundle, runtime):
+    """``loupe eval --executor NAME[:ADDRESS]``: the executor, after the checks that need no engine."""
+    name, _, address = args.executor.partition(":")
+    entry = pm.catalogue.executors.get(name.strip().lower())
+    if entry is None:
+        raise UsageError(f"--executor {args.executor!r}: unknown executor {name!r}; installed: "
+                         f"{', '.join(sorted(pm.catalogue.executors)) or 'none (install loupe-ray)'}")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: must be at least 1")
+    if args.out:
+        raise UsageError(f"--out with --executor {name}: the report's pictures need the images on the driver; "
+                         f"evaluate without --executor for them")
+    from .core.contracts import ModelRuntime
+
+    if type(runtime).eval_plan is ModelRuntime.eval_plan:
+        raise UsageError(f"{bundle.path}: {bundle.task!r} bundles cannot be evaluated with --executor {name}: "
+                         f"the {bundle.task} runtime does not split its evaluation; evaluate without --executor")
+    return entry.cls(address=address.strip() or None, workers=args.workers)
+
+
+def _eval_on_executor(executor, runtime, bundle: Bundle, data: Path, engine: str | None, progress) -> dict:
+    """Predictions on the executor's workers, the metrics here, by the same code as a local evaluation."""
+    plan = runtime.eval_plan(bundle, data)
+    if plan is None:
+        raise UsageError(f"{bundle.path}: the {bundle.task} runtime cannot split this evaluation; "
+                         f"evaluate without --executor")
+    rows = executor.predict_all(bundle.task, bundle.path, plan.items, progress, engine=engine)
+    return runtime.eval_metrics(bundle, data, plan, rows)
 
 
 def cmd_optimize(pm, args) -> int:
@@ -361,6 +396,9 @@ def build_parser(pm, optimize_method: str | None = None) -> argparse.ArgumentPar
     s.add_argument("--out", metavar="DIR", help="write plots, heatmaps and an HTML summary here")
     s.add_argument("--engine", choices=ENGINE_CHOICES, help="inference engine (default: LOUPE_ENGINE, else cpu)")
     s.add_argument("-q", "--quiet", action="store_true")
+    s.add_argument("--executor", metavar="NAME[:ADDRESS]",
+                   help="predict on an executor plugin's workers, e.g. ray or ray:HOST:6379; metrics are computed here")
+    s.add_argument("--workers", type=int, metavar="N", help="with --executor: worker processes (default: the CPUs)")
 
     s = sub.add_parser("optimize", help="make a bundle smaller or faster")
     s.add_argument("bundle")

@@ -267,6 +267,34 @@ class ModelRuntime(ABC):
     def evaluate(self, bundle: "Bundle", data: Path, out: Path | None, progress: Progress) -> dict[str, Any]:
         """Score the test split of ``data``; write plots to ``out`` when given."""
 
+    # Evaluation split in two, for ``loupe eval --executor`` (optional: a runtime that does not override
+    # ``eval_plan`` evaluates only locally). The local ``evaluate`` should use the same three methods, so
+    # that a distributed evaluation gives the same result as a local one.
+
+    def eval_plan(self, bundle: "Bundle", data: Path) -> "EvalPlan | None":
+        """The test split of ``data`` as small picklable items, each naming its image by path; None when
+        this runtime cannot split its evaluation."""
+        return None
+
+    def eval_predictor(self, bundle: "Bundle") -> Callable[[Any], dict[str, Any]]:
+        """Return a callable (the model loaded once) mapping one item of ``eval_plan`` to a small picklable
+        row: the image is read from its path inside the callable, in whatever process runs it."""
+        raise NotImplementedError
+
+    def eval_metrics(self, bundle: "Bundle", data: Path, plan: "EvalPlan", rows: list[dict[str, Any]]
+                     ) -> dict[str, Any]:
+        """The evaluation's result from the rows of every item, in the plan's order (``evaluate``'s JSON)."""
+        raise NotImplementedError
+
+
+@dataclass
+class EvalPlan:
+    """A test set ready to be predicted anywhere: ``items`` in order; ``state`` is whatever
+    ``eval_metrics`` needs besides the rows (the split's name, ...)."""
+
+    items: list[Any]
+    state: dict[str, Any] = field(default_factory=dict)
+
 
 class Optimizer(ABC):
     """Makes a bundle smaller or faster (``int8``, ``fp16``, ``prune``)."""
@@ -353,3 +381,10 @@ class Executor(ABC):
     @abstractmethod
     def run(self, job: ExecutorJob, pm: Any) -> ExecutorSummary:
         """Run ``job``; ``pm`` is the driver's plugin manager (catalogue, event hooks)."""
+
+    def predict_all(self, task: str, bundle: Path, items: list[Any], progress: Progress,
+                    engine: str | None = None) -> list[dict[str, Any]]:
+        """``loupe eval --executor``: each worker opens the ``task`` runtime's ``eval_predictor`` on the
+        bundle at ``bundle`` once (on ``engine``, None: the worker's default) and maps items to rows; the
+        rows come back in the items' order."""
+        raise NotImplementedError(f"executor {self.name!r} cannot run evaluations")

@@ -9,6 +9,7 @@ review_max: 1.3}`` adds a review band between 1.0 and 1.3.
 """
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from host import Bundle, BundleError, InspectTool, create_session, resolve_engine, read_bundle_meta, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
+from host import Bundle, BundleError, EvalPlan, InspectTool, create_session, resolve_engine, read_bundle_meta, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
 
 from .data import discover, prepare, prepare_rgb, read_image, read_mask, to_rgb8
 
@@ -200,69 +201,115 @@ class AnomalyRuntime(ModelRuntime):
     task = "anomaly"
     description = "PatchCore-class anomaly bundles (ONNX Runtime): score, verdict, anomaly map"
 
-    def __init__(self, threads: int = 2):
+    def __init__(self, threads: int | None = None):
+        if threads is None:  # as the other runtimes: LOUPE_ORT_THREADS, else 2
+            try:
+                threads = max(1, int(os.environ.get("LOUPE_ORT_THREADS", "2")))
+            except ValueError:
+                threads = 2
         self.threads = threads
 
     def predictor(self, bundle: Bundle) -> Callable[[np.ndarray], dict[str, Any]]:
         return AnomalyModel(bundle, self.threads).predict
 
-    def evaluate(self, bundle: Bundle, data: Path, out: Path | None, progress: Progress) -> dict[str, Any]:
-        from .metrics import auroc, f1_at, pixel_auroc
+    # Evaluation, in three parts so that ``loupe eval --executor`` predicts on workers and computes the
+    # metrics here with the same code: the plan (the test images), one prediction per image, the metrics.
 
-        model = AnomalyModel(bundle, self.threads)
+    def eval_plan(self, bundle: Bundle, data: Path) -> EvalPlan:
         ds = discover(data, need_train=False, need_test=True)
+        return EvalPlan([(s, ds.has_masks) for s in ds.test], {"has_masks": ds.has_masks})
+
+    def eval_predictor(self, bundle: Bundle) -> Callable[[Any], dict[str, Any]]:
+        model = AnomalyModel(bundle, self.threads)
+        model.raw(np.zeros((*model.size, 3), np.uint8))  # warm-up
+        return lambda item: _predict_one(model, item)[0]
+
+    def eval_metrics(self, bundle: Bundle, data: Path, plan: EvalPlan, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return _metrics(bundle, plan, rows)[0]
+
+    def evaluate(self, bundle: Bundle, data: Path, out: Path | None, progress: Progress) -> dict[str, Any]:
+        plan = self.eval_plan(bundle, data)
+        model = AnomalyModel(bundle, self.threads)
         if out is not None:
             (out / "heatmaps").mkdir(parents=True, exist_ok=True)
-        scores, labels, kinds, times, maps, masks, failed = [], [], [], [], [], [], []
         rows: list[dict[str, Any]] = []
+        report_rows: list[dict[str, Any]] = []
         model.raw(np.zeros((*model.size, 3), np.uint8))  # warm-up
-        for i, s in enumerate(ds.test):
-            try:
-                img = read_image(s.path)
-            except ValueError as exc:
-                failed.append(str(exc))
-                continue
-            t0 = time.perf_counter()
-            amap, raw = model.raw(img)
-            times.append((time.perf_counter() - t0) * 1e3)
-            scores.append(raw)
-            labels.append(s.label)
-            kinds.append(s.kind)
-            if ds.has_masks:
-                maps.append(amap)
-                masks.append(read_mask(s.mask, amap.shape) if s.label else np.zeros(amap.shape, bool))
-            if out is not None:
-                rows.append(_eval_row(model, s, img, amap, raw, out, data))
-            progress.update("eval", i + 1, len(ds.test))
-        sc, lb = np.array(scores), np.array(labels)
-        thr = model.threshold
-        f1 = f1_at(sc, lb, thr)
-        result: dict[str, Any] = {
-            "task": "anomaly",
-            "image_auroc": auroc(sc, lb),
-            "threshold": thr,
-            "f1": f1["f1"], "precision": f1["precision"], "recall": f1["recall"], "accuracy": f1["accuracy"],
-            "confusion": {"tp": f1["tp"], "fp": f1["fp"], "fn": f1["fn"], "tn": f1["tn"]},
-            "n_images": int(sc.size), "n_good": int((lb == 0).sum()), "n_defective": int((lb == 1).sum()),
-            "ms_per_image": float(np.median(times)) if times else float("nan"),
-            "threshold_method": bundle.meta.get("thresholds", {}).get("method", ""),
-        }
-        if ds.has_masks:
-            result["pixel_auroc"] = pixel_auroc(maps, masks)
-        per_type = {}
-        ka = np.array(kinds)
-        for k in sorted(set(kinds) - {"good"}):
-            sel = (ka == k) | (lb == 0)
-            per_type[k] = auroc(sc[sel], lb[sel])
-        if per_type:
-            result["per_type_auroc"] = per_type
-        if failed:
-            result["unreadable"] = failed
+        for i, item in enumerate(plan.items):
+            row, img, amap = _predict_one(model, item)
+            rows.append(row)
+            if out is not None and img is not None:
+                report_rows.append(_eval_row(model, item[0], img, amap, row["raw"], out, data))
+            progress.update("eval", i + 1, len(plan.items))
+        result, sc, lb = _metrics(bundle, plan, rows)
         if out is not None:
             from .report import write_report
 
-            result["report"] = str(write_report(out, result, rows, sc / thr, lb, bundle, data))
+            result["report"] = str(write_report(out, result, report_rows, sc / result["threshold"], lb, bundle,
+                                                data))
         return result
+
+
+def _predict_one(model: AnomalyModel, item) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
+    """One test image: (its row for the metrics, the image, the anomaly map). The row is small: the raw score,
+    the label, the time; with pixel masks in the data also the map and the mask (bits) that pixel AUROC needs."""
+    s, has_masks = item
+    try:
+        img = read_image(s.path)
+    except ValueError as exc:
+        return {"unreadable": str(exc)}, None, None
+    t0 = time.perf_counter()
+    amap, raw = model.raw(img)
+    row: dict[str, Any] = {"raw": raw, "label": s.label, "kind": s.kind, "ms": (time.perf_counter() - t0) * 1e3}
+    if has_masks:
+        mask = read_mask(s.mask, amap.shape) if s.label else np.zeros(amap.shape, bool)
+        row["map"] = amap
+        row["mask"] = np.packbits(mask.ravel())
+    return row, img, amap
+
+
+def _threshold(bundle: Bundle) -> float:
+    info = bundle.info or read_bundle_meta(bundle.meta, bundle.path / "bundle.json")
+    return float(info.threshold)
+
+
+def _metrics(bundle: Bundle, plan: EvalPlan, rows: list[dict[str, Any]]
+             ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """The evaluation's result from the rows, in the plan's order; also the scores and labels."""
+    from .metrics import auroc, f1_at, pixel_auroc
+
+    ok = [r for r in rows if "unreadable" not in r]
+    failed = [r["unreadable"] for r in rows if "unreadable" in r]
+    sc = np.array([r["raw"] for r in ok])
+    lb = np.array([r["label"] for r in ok])
+    kinds = [r["kind"] for r in ok]
+    times = [r["ms"] for r in ok]
+    thr = _threshold(bundle)
+    f1 = f1_at(sc, lb, thr)
+    result: dict[str, Any] = {
+        "task": "anomaly",
+        "image_auroc": auroc(sc, lb),
+        "threshold": thr,
+        "f1": f1["f1"], "precision": f1["precision"], "recall": f1["recall"], "accuracy": f1["accuracy"],
+        "confusion": {"tp": f1["tp"], "fp": f1["fp"], "fn": f1["fn"], "tn": f1["tn"]},
+        "n_images": int(sc.size), "n_good": int((lb == 0).sum()), "n_defective": int((lb == 1).sum()),
+        "ms_per_image": float(np.median(times)) if times else float("nan"),
+        "threshold_method": bundle.meta.get("thresholds", {}).get("method", ""),
+    }
+    if plan.state.get("has_masks"):
+        maps = [r["map"] for r in ok]
+        masks = [np.unpackbits(r["mask"], count=r["map"].size).reshape(r["map"].shape).astype(bool) for r in ok]
+        result["pixel_auroc"] = pixel_auroc(maps, masks)
+    per_type = {}
+    ka = np.array(kinds)
+    for k in sorted(set(kinds) - {"good"}):
+        sel = (ka == k) | (lb == 0)
+        per_type[k] = auroc(sc[sel], lb[sel])
+    if per_type:
+        result["per_type_auroc"] = per_type
+    if failed:
+        result["unreadable"] = failed
+    return result, sc, lb
 
 
 def _eval_row(model: AnomalyModel, s, img: np.ndarray, amap: np.ndarray, raw: float, out: Path,

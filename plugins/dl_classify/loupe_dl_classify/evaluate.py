@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from host import CONFUSION_PASS_AT, CONFUSION_REVIEW_AT, Bundle, Progress, UsageError
+from host import CONFUSION_PASS_AT, CONFUSION_REVIEW_AT, Bundle, EvalPlan, Progress, UsageError, read_bundle_meta
 
 from .data import read_image, scan, test_samples
 from .model import Classifier
@@ -133,61 +133,85 @@ at &ge; {CONFUSION_PASS_AT:.0%}, amber at &ge; {CONFUSION_REVIEW_AT:.0%}, red be
 # -------------------------------------------------------------- evaluate
 
 
-def evaluate(bundle: Bundle, data: Path, out: Path | None, progress: Progress, threads: int = 2,
-             gallery_max: int = 60) -> dict[str, Any]:
-    clf = Classifier(bundle, threads=threads)
+def bundle_classes(bundle: Bundle) -> list[str]:
+    """The bundle's classes, in the model's order (as ``Classifier`` reads them), without opening the model."""
+    return list((bundle.info or read_bundle_meta(bundle.meta, bundle.path / "bundle.json")).classes or [])
+
+
+def plan(bundle: Bundle, data: Path, classes: list[str]) -> EvalPlan:
+    """The test images (``loupe eval``'s items): (path, true class index) each."""
     try:
-        folders = scan(data, classes=clf.classes)
+        folders = scan(data, classes=classes)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     samples, split = test_samples(folders, bundle.meta.get("split"))
     if not samples:
         raise UsageError(f"{data}: no images to evaluate (expected test/<class>/ folders)")
-    y_true, y_pred, conf, times = [], [], [], []
-    unreadable: list[str] = []
-    wrong: list[tuple[float, int]] = []
-    n = len(samples)
-    for k, s in enumerate(samples):
-        try:
-            image = read_image(s.path)
-        except (ValueError, OSError) as exc:
-            unreadable.append(str(exc))
-            continue
-        t0 = time.perf_counter()
-        p = clf.predict(image, heatmap=False)
-        times.append((time.perf_counter() - t0) * 1e3)
-        y_true.append(s.label)
-        y_pred.append(p.index)
-        conf.append(p.confidence)
-        if p.index != s.label:
-            wrong.append((p.confidence, k))
-        if k % 50 == 0 or k == n - 1:
-            acc = float(np.mean(np.equal(y_true, y_pred))) if y_true else 0.0
-            progress.update("evaluate", k + 1, n, acc=acc)
-    if not y_true:
-        raise UsageError(f"{data}: none of the {n} test images could be read")
-    cm = confusion_matrix(y_true, y_pred, len(clf.classes))
+    return EvalPlan(samples, {"split": split})
+
+
+def predict_one(clf: Classifier, s) -> dict[str, Any]:
+    """One test image -> its row: true and predicted class, confidence, time (or why it is unreadable)."""
+    try:
+        image = read_image(s.path)
+    except (ValueError, OSError) as exc:
+        return {"unreadable": str(exc)}
+    t0 = time.perf_counter()
+    p = clf.predict(image, heatmap=False)
+    return {"true": s.label, "pred": p.index, "conf": p.confidence, "ms": (time.perf_counter() - t0) * 1e3}
+
+
+def metrics(bundle: Bundle, data: Path, classes: list[str], ev: EvalPlan, rows: list[dict[str, Any]],
+            threads: int) -> dict[str, Any]:
+    """``loupe eval``'s result from the rows of every test image (in the plan's order)."""
+    ok = [r for r in rows if "unreadable" not in r]
+    if not ok:
+        raise UsageError(f"{data}: none of the {len(rows)} test images could be read")
+    cm = confusion_matrix([r["true"] for r in ok], [r["pred"] for r in ok], len(classes))
     correct = int(np.trace(cm))
-    result: dict[str, Any] = {
+    return {
         "task": "classify",
-        "accuracy": correct / len(y_true),
-        "classes": clf.classes,
+        "accuracy": correct / len(ok),
+        "classes": classes,
         "confusion_matrix": cm.tolist(),
-        "per_class": per_class(cm, clf.classes),
-        "ms_per_image": statistics.median(times),
-        "n_images": len(y_true),
+        "per_class": per_class(cm, classes),
+        "ms_per_image": statistics.median([r["ms"] for r in ok]),
+        "n_images": len(ok),
         "n_correct": correct,
-        "unreadable": unreadable,
-        "split": split,
+        "unreadable": [r["unreadable"] for r in rows if "unreadable" in r],
+        "split": ev.state["split"],
         "bundle": str(bundle.path),
         "data": str(data),
         "threads": threads,
     }
+
+
+def evaluate(bundle: Bundle, data: Path, out: Path | None, progress: Progress, threads: int = 2,
+             gallery_max: int = 60) -> dict[str, Any]:
+    clf = Classifier(bundle, threads=threads)
+    ev = plan(bundle, data, clf.classes)
+    samples = ev.items
+    rows: list[dict[str, Any]] = []
+    wrong: list[tuple[float, int]] = []
+    n = len(samples)
+    n_ok = n_right = 0
+    for k, s in enumerate(samples):
+        row = predict_one(clf, s)
+        rows.append(row)
+        if "unreadable" not in row:
+            n_ok += 1
+            n_right += row["pred"] == row["true"]
+            if row["pred"] != row["true"]:
+                wrong.append((row["conf"], k))
+        if k % 50 == 0 or k == n - 1:
+            progress.update("evaluate", k + 1, n, acc=n_right / n_ok if n_ok else 0.0)
+    result = metrics(bundle, data, clf.classes, ev, rows, threads)
+    cm = np.asarray(result["confusion_matrix"])
     if out is not None:
         out = Path(out)
         (out / "misclassified").mkdir(parents=True, exist_ok=True)
         confusion_png(cm, clf.classes, out / "confusion_matrix.png",
-                      f"accuracy {result['accuracy']:.3f} on {len(y_true)} images; diagonal green at recall "
+                      f"accuracy {result['accuracy']:.3f} on {result['n_images']} images; diagonal green at recall "
                       f">= {CONFUSION_PASS_AT:.0%}, amber >= {CONFUSION_REVIEW_AT:.0%}")
         gallery = []
         for rank, (c, k) in enumerate(sorted(wrong, reverse=True)[:gallery_max]):

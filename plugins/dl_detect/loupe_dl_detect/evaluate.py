@@ -11,7 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from host import Bundle, Progress, UsageError
+from host import Bundle, EvalPlan, Progress, UsageError
 
 from .data import DataError, load, scan, eval_samples
 from .metrics import counts_match, evaluate_detections
@@ -54,72 +54,102 @@ def pr_png(curves: dict[int, tuple[np.ndarray, np.ndarray]], ap50, classes: list
     fig.savefig(str(path), dpi=110)
 
 
-def evaluate(bundle: Bundle, data: Path, out: Path | None, progress: Progress, threads: int = 2,
-             min_score: float | None = None) -> dict[str, Any]:
-    det = Detector(bundle, threads=threads)
+def bundle_info(bundle: Bundle) -> tuple[list[str], float]:
+    """(classes, the operating min_score) as ``Detector`` reads them, without opening the model."""
     try:
-        ds = scan(data, classes=det.classes)
+        classes = [str(c) for c in bundle.meta["classes"]]
+        return classes, float((bundle.meta.get("decode") or {}).get("min_score", 0.3))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"{bundle.path / 'bundle.json'}: missing or malformed field {exc}") from None
+
+
+def plan(bundle: Bundle, data: Path, classes: list[str]) -> EvalPlan:
+    """The evaluation images as items (samples with their true boxes): loadable in any process."""
+    try:
+        ds = scan(data, classes=classes)
     except DataError as exc:
         raise UsageError(str(exc)) from None
     samples, split = eval_samples(ds, bundle.meta.get("split"))
     if not samples:
         raise UsageError(f"{data}: no images to evaluate (expected a test/ split, or the held-out share recorded "
                          f"in the bundle)")
-    n_cls = len(det.classes)
-    preds, gts, times, exact, unreadable = [], [], [], [], []
-    kept = []
-    # AP is computed from every detection down to a low score; counts use the bundle's operating threshold
-    floor = min(0.05, det.min_score)
-    thr = det.min_score if min_score is None else min_score
-    if out is not None:
-        (Path(out) / "images").mkdir(parents=True, exist_ok=True)
-    for k, s in enumerate(samples):
-        try:
-            rgb, gb, gl = load(s)
-        except (DataError, ValueError, OSError) as exc:
-            unreadable.append(str(exc))
-            continue
-        t0 = time.perf_counter()
-        d = det.predict(rgb[:, :, ::-1], min_score=floor)   # the runtime takes images as decoded (BGR)
-        times.append((time.perf_counter() - t0) * 1e3)
-        preds.append((d.boxes, d.scores, d.labels))
-        gts.append((gb, gl))
-        sel = d.scores >= thr
-        exact.append(counts_match(d.labels[sel], gl, n_cls))
-        kept.append(s)
-        if out is not None:
-            from .model import Detections
+    return EvalPlan(samples, {"split": split})
 
-            shown = Detections(d.boxes[sel], d.scores[sel], d.labels[sel])
-            name = Path(s.name).with_suffix(".png").as_posix().replace("/", "__")
-            cv2.imwrite(str(Path(out) / "images" / name), draw(rgb, gb, gl, shown, det.classes))
-        if k % 20 == 0 or k == len(samples) - 1:
-            progress.update("evaluate", k + 1, len(samples))
-    if not preds:
-        raise UsageError(f"{data}: none of the {len(samples)} test images could be read")
+
+def predict_one(det: Detector, s, thr: float, keep: bool = False):
+    """One image -> its row: every detection down to the AP floor, the true boxes, whether the counts at
+    ``thr`` match. With ``keep``: (row, RGB image) for the report's pictures."""
+    try:
+        rgb, gb, gl = load(s)
+    except (DataError, ValueError, OSError) as exc:
+        return ({"unreadable": str(exc)}, None) if keep else {"unreadable": str(exc)}
+    # AP is computed from every detection down to a low score; counts use the operating threshold
+    floor = min(0.05, det.min_score)
+    t0 = time.perf_counter()
+    d = det.predict(rgb[:, :, ::-1], min_score=floor)   # the runtime takes images as decoded (BGR)
+    ms = (time.perf_counter() - t0) * 1e3
+    sel = d.scores >= thr
+    row = {"pred": (d.boxes, d.scores, d.labels), "gt": (gb, gl), "exact": counts_match(d.labels[sel], gl,
+                                                                                          len(det.classes)),
+           "ms": ms}
+    return (row, rgb) if keep else row
+
+
+def metrics_of(bundle: Bundle, data: Path, classes: list[str], thr: float, ev: EvalPlan, rows: list[dict[str, Any]],
+               threads: int) -> tuple[dict[str, Any], dict]:
+    """(``loupe eval``'s result, the raw metrics with the PR curves) from the rows in the plan's order."""
+    ok = [r for r in rows if "unreadable" not in r]
+    if not ok:
+        raise UsageError(f"{data}: none of the {len(rows)} test images could be read")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # classes without ground truth: NaN by design
-        m = evaluate_detections(preds, gts, n_cls)
-    per_class = {c: (None if np.isnan(m["ap50"][i]) else float(m["ap50"][i])) for i, c in enumerate(det.classes)}
+        m = evaluate_detections([r["pred"] for r in ok], [r["gt"] for r in ok], len(classes))
+    per_class = {c: (None if np.isnan(m["ap50"][i]) else float(m["ap50"][i])) for i, c in enumerate(classes)}
     result: dict[str, Any] = {
         "task": "detect",
         "map50": m["map50"],
         "map50_95": m["map50_95"],
         "per_class_ap50": per_class,
         "per_class_ap50_95": {c: (None if np.isnan(m["ap50_95"][i]) else float(m["ap50_95"][i]))
-                              for i, c in enumerate(det.classes)},
-        "count_accuracy": float(np.mean(exact)),
-        "n_images": len(preds),
-        "n_boxes": {c: int(m["n_gt"][i]) for i, c in enumerate(det.classes)},
+                              for i, c in enumerate(classes)},
+        "count_accuracy": float(np.mean([r["exact"] for r in ok])),
+        "n_images": len(ok),
+        "n_boxes": {c: int(m["n_gt"][i]) for i, c in enumerate(classes)},
         "min_score": thr,
-        "ms_per_image": statistics.median(times),
-        "classes": det.classes,
-        "unreadable": unreadable,
-        "split": split,
+        "ms_per_image": statistics.median([r["ms"] for r in ok]),
+        "classes": classes,
+        "unreadable": [r["unreadable"] for r in rows if "unreadable" in r],
+        "split": ev.state["split"],
         "bundle": str(bundle.path),
         "data": str(data),
         "threads": threads,
     }
+    return result, m
+
+
+def evaluate(bundle: Bundle, data: Path, out: Path | None, progress: Progress, threads: int = 2,
+             min_score: float | None = None) -> dict[str, Any]:
+    det = Detector(bundle, threads=threads)
+    ev = plan(bundle, data, det.classes)
+    thr = det.min_score if min_score is None else min_score
+    if out is not None:
+        (Path(out) / "images").mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    samples = ev.items
+    for k, s in enumerate(samples):
+        row, rgb = predict_one(det, s, thr, keep=True)
+        rows.append(row)
+        if out is not None and rgb is not None:
+            from .model import Detections
+
+            (boxes, scores, labels), (gb, gl) = row["pred"], row["gt"]
+            sel = scores >= thr
+            shown = Detections(boxes[sel], scores[sel], labels[sel])
+            name = Path(s.name).with_suffix(".png").as_posix().replace("/", "__")
+            cv2.imwrite(str(Path(out) / "images" / name), draw(rgb, gb, gl, shown, det.classes))
+        if k % 20 == 0 or k == len(samples) - 1:
+            progress.update("evaluate", k + 1, len(samples))
+    result, m = metrics_of(bundle, data, det.classes, thr, ev, rows, threads)
     if out is not None:
         out = Path(out)
         pr_png(m["curves"], m["ap50"], det.classes, out / "pr_curves.png")

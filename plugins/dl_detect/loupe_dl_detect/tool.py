@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from host import Bundle, InspectTool, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
+from host import Bundle, EvalPlan, InspectTool, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
 
 
 def measure_name(cls: str) -> str:
@@ -173,3 +173,23 @@ class DetectRuntime(ModelRuntime):
         from .evaluate import evaluate
 
         return evaluate(bundle, data, out, progress, threads=self.threads)
+
+    # ``loupe eval --executor``: the same plan, per-image rows and metrics as ``evaluate`` (see evaluate.py)
+
+    def eval_plan(self, bundle: Bundle, data: Path) -> EvalPlan:
+        from .evaluate import bundle_info, plan
+
+        return plan(bundle, data, bundle_info(bundle)[0])
+
+    def eval_predictor(self, bundle: Bundle) -> Callable[[Any], dict[str, Any]]:
+        from .evaluate import predict_one
+        from .model import Detector
+
+        det = Detector(bundle, threads=self.threads)
+        return lambda item: predict_one(det, item, det.min_score)
+
+    def eval_metrics(self, bundle: Bundle, data: Path, plan: EvalPlan, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        from .evaluate import bundle_info, metrics_of
+
+        classes, thr = bundle_info(bundle)
+        return metrics_of(bundle, data, classes, thr, plan, rows, self.threads)[0]

@@ -16,13 +16,14 @@ import html
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from host import Bundle, Progress, UsageError
+from host import Bundle, EvalPlan, Progress, UsageError
 
 from .data import DataError, eval_samples, scan, to_rgb8
 from .model import PALETTE_BGR, Segmenter, region_polygons
@@ -173,61 +174,97 @@ figure{{margin:8px 0;font-size:12px}}</style></head><body>
 # ------------------------------------------------------------------ evaluate
 
 
-def evaluate(bundle: Bundle, data: Path, out: Path | None, progress: Progress, threads: int = 2,
-             threshold: float | None = None) -> dict[str, Any]:
-    seg = Segmenter(bundle, threads=threads)
+def bundle_classes(bundle: Bundle) -> list[str]:
+    """The bundle's defect classes (as ``Segmenter`` reads them), without opening the model."""
     try:
-        ds = scan(data, classes=seg.classes)
+        return [str(c) for c in bundle.meta["classes"]]
+    except (KeyError, TypeError) as exc:
+        raise UsageError(f"{bundle.path / 'bundle.json'}: missing or malformed field {exc}") from None
+
+
+def plan(bundle: Bundle, data: Path, classes: list[str]) -> EvalPlan:
+    """The evaluation images as items (the data set's class mapping, the sample): loadable in any process."""
+    try:
+        ds = scan(data, classes=classes)
     except DataError as exc:
         raise UsageError(str(exc)) from None
     samples, split = eval_samples(ds, bundle.meta.get("split"))
     if not samples:
         raise UsageError(f"{data}: no images to evaluate (expected test/images/ with test/masks/ or a COCO file)")
+    loader = replace(ds, train=[], test=[])  # what ``load`` needs, shared by all items (pickled once per block)
+    return EvalPlan([(loader, s) for s in samples], {"split": split})
+
+
+def predict_one(seg: Segmenter, item, threshold: float | None = None, keep: bool = False):
+    """One image -> its row: the pixel confusion counts (not the masks), the defect score, the truth. With
+    ``keep``: (row, image, truth mask, segmentation) for the report's pictures."""
+    loader, s = item
+    try:
+        image, truth = loader.load(s)
+    except DataError as exc:
+        row: dict[str, Any] = {"unreadable": str(exc)}
+        return (row, None, None, None) if keep else row
+    t0 = time.perf_counter()
+    r = seg.segment(image, threshold)
+    ms = (time.perf_counter() - t0) * 1e3
     k1 = seg.n_classes + 1
+    cm = np.bincount(truth.astype(np.int64).ravel() * k1 + r.labels.astype(np.int64).ravel(),
+                     minlength=k1 * k1).reshape(k1, k1)
+    present = [seg.classes[k - 1] for k in np.unique(truth) if 0 < k <= seg.n_classes]
+    row = {"cm": cm, "ms": ms, "defective": bool(truth.any()), "name": s.name, "path": str(s.image),
+           "score": r.score, "truth": ", ".join(present) or "good", "regions": len(r.regions)}
+    return (row, image, truth, r) if keep else row
+
+
+def metrics_of(bundle: Bundle, data: Path, classes: list[str], ev: EvalPlan, rows: list[dict[str, Any]],
+               threads: int, threshold: float | None = None) -> tuple[dict[str, Any], np.ndarray, list[dict]]:
+    """(``loupe eval``'s result, the pixel confusion matrix, the per-image items) from the rows in order."""
+    ok = [r for r in rows if "unreadable" not in r]
+    unreadable = [r["unreadable"] for r in rows if "unreadable" in r]
+    if not ok:
+        raise UsageError(f"{data}: none of the {len(rows)} evaluation images could be read: {unreadable[:3]}")
+    k1 = len(classes) + 1
     cm = np.zeros((k1, k1), np.int64)
-    good, bad, times = [], [], []
-    unreadable: list[str] = []
-    per_image: list[dict[str, Any]] = []
-    if out is not None:
-        out = Path(out)
-        (out / "overlays").mkdir(parents=True, exist_ok=True)
-    n = len(samples)
-    for i, s in enumerate(samples):
-        try:
-            image, truth = ds.load(s)
-        except DataError as exc:
-            unreadable.append(str(exc))
-            continue
-        t0 = time.perf_counter()
-        r = seg.segment(image, threshold)
-        times.append((time.perf_counter() - t0) * 1e3)
-        cm += np.bincount(truth.astype(np.int64).ravel() * k1 + r.labels.astype(np.int64).ravel(),
-                          minlength=k1 * k1).reshape(k1, k1)
-        defective = bool(truth.any())
-        (bad if defective else good).append(r.score)
-        present = [seg.classes[k - 1] for k in np.unique(truth) if 0 < k <= seg.n_classes]
-        item = {"name": s.name, "path": str(s.image), "score": r.score, "truth": ", ".join(present) or "good",
-                "regions": len(r.regions)}
-        if out is not None:
-            item["file"] = f"overlays/{s.name}.png"
-            cv2.imwrite(str(out / item["file"]), overlay_panel(image, truth, r, seg.classes))
-        per_image.append(item)
-        if i % 20 == 0 or i == n - 1:
-            progress.update("evaluate", i + 1, n)
-    if not times:
-        raise UsageError(f"{data}: none of the {n} evaluation images could be read: {unreadable[:3]}")
-    result: dict[str, Any] = {"task": "segment", **metrics(cm, seg.classes, good, bad),
-                              "classes": seg.classes, "n_images": len(times), "n_defective": len(bad),
-                              "n_good": len(good), "ms_per_image": statistics.median(times),
-                              "threshold": seg.threshold if threshold is None else threshold,
+    good, bad = [], []
+    for r in ok:
+        cm += r["cm"]
+        (bad if r["defective"] else good).append(r["score"])
+    per_image = [{k: r[k] for k in ("name", "path", "score", "truth", "regions")} for r in ok]
+    stored = float(bundle.meta.get("threshold", 0.5))
+    result: dict[str, Any] = {"task": "segment", **metrics(cm, classes, good, bad),
+                              "classes": classes, "n_images": len(ok), "n_defective": len(bad),
+                              "n_good": len(good), "ms_per_image": statistics.median([r["ms"] for r in ok]),
+                              "threshold": stored if threshold is None else threshold,
                               "pixel_confusion_matrix": cm.tolist(),
-                              "pixel_confusion_labels": ["background"] + seg.classes,
+                              "pixel_confusion_labels": ["background"] + classes,
                               # per image: the defect score and whether it is defective (ROC in the desktop app)
                               "scores": [i["score"] for i in per_image],
                               "labels": [i["truth"] != "good" for i in per_image],
-                              "unreadable": unreadable, "split": split,
+                              "unreadable": unreadable, "split": ev.state["split"],
                               "bundle": str(bundle.path), "data": str(data), "threads": threads}
+    return result, cm, per_image
+
+
+def evaluate(bundle: Bundle, data: Path, out: Path | None, progress: Progress, threads: int = 2,
+             threshold: float | None = None) -> dict[str, Any]:
+    seg = Segmenter(bundle, threads=threads)
+    ev = plan(bundle, data, seg.classes)
     if out is not None:
+        out = Path(out)
+        (out / "overlays").mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    n = len(ev.items)
+    for i, item in enumerate(ev.items):
+        row, image, truth, r = predict_one(seg, item, threshold, keep=True)
+        rows.append(row)
+        if out is not None and image is not None:
+            cv2.imwrite(str(out / "overlays" / f"{row['name']}.png"), overlay_panel(image, truth, r, seg.classes))
+        if i % 20 == 0 or i == n - 1:
+            progress.update("evaluate", i + 1, n)
+    result, cm, per_image = metrics_of(bundle, data, seg.classes, ev, rows, threads, threshold)
+    if out is not None:
+        for item in per_image:
+            item["file"] = f"overlays/{item['name']}.png"
         names = ["background"] + seg.classes
         confusion_png(cm, names, out / "confusion_matrix.png",
                       f"mean IoU {result['mean_iou'] or 0:.3f}, defect IoU {result['defect_iou'] or 0:.3f}")

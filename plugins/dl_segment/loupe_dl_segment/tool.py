@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 from pydantic import Field
 
-from host import Bundle, InspectTool, LazyShapes, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
+from host import Bundle, EvalPlan, InspectTool, LazyShapes, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
 
 
 class SegmentParams(Params):
@@ -107,3 +107,22 @@ class SegmentRuntime(ModelRuntime):
         from .evaluate import evaluate
 
         return evaluate(bundle, data, out, progress, threads=self.threads)
+
+    # ``loupe eval --executor``: the same plan, per-image rows and metrics as ``evaluate`` (see evaluate.py)
+
+    def eval_plan(self, bundle: Bundle, data: Path) -> EvalPlan:
+        from .evaluate import bundle_classes, plan
+
+        return plan(bundle, data, bundle_classes(bundle))
+
+    def eval_predictor(self, bundle: Bundle) -> Callable[[Any], dict[str, Any]]:
+        from .evaluate import predict_one
+        from .model import Segmenter
+
+        seg = Segmenter(bundle, threads=self.threads)
+        return lambda item: predict_one(seg, item)
+
+    def eval_metrics(self, bundle: Bundle, data: Path, plan: EvalPlan, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        from .evaluate import bundle_classes, metrics_of
+
+        return metrics_of(bundle, data, bundle_classes(bundle), plan, rows, self.threads)[0]

@@ -47,7 +47,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from host import (ERROR, FAIL, PASS, REVIEW, Executor, ExecutorJob, ExecutorSummary, FrameResult, LazyShapes,
-                  UsageError)
+                  LoupeError, UsageError)
 
 from .sources import ArchiveParams, ArchiveSource, ManifestSource, walk_files, split_pattern
 
@@ -170,6 +170,10 @@ class RayExecutor(Executor):
                    "folder:/archive:/manifest: sources; results stream back to the usual reporters")
     block_frames = 64  # at most this many frames per Ray task (the unit of retry and of load balancing)
     max_restarts = 10  # per worker: one that keeps dying (a broken node, a model that cannot load) ends the run
+
+    def predict_all(self, task: str, bundle: Path, items: list, progress, engine: str | None = None) -> list:
+        """``loupe eval BUNDLE DATA --executor ray``: predictions on the actors, rows back in order."""
+        return predict_all(self, task, bundle, items, progress, engine)
 
     def run(self, job: ExecutorJob, pm: Any) -> ExecutorSummary:
         summary = ExecutorSummary(job.run.run_id, {PASS: 0, REVIEW: 0, FAIL: 0, ERROR: 0})
@@ -323,6 +327,82 @@ class RayExecutor(Executor):
         finally:
             if bar is not None:
                 bar.close()
+
+
+# ------------------------------------------------------------------ loupe eval --executor ray
+
+
+class EvalWorker:
+    """A Ray Data actor for ``loupe eval``: opens the task runtime's predictor on the bundle once, then maps
+    blocks of test items (each naming its image by path) to rows; the images are read here."""
+
+    def __init__(self, task: str, bundle: str, engine: str | None):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        os.environ.setdefault("LOUPE_ORT_THREADS", "1")  # one CPU slot per actor
+        from host import Bundle, create_plugin_manager, set_engine_override
+
+        if engine:
+            set_engine_override(engine)
+        pm = create_plugin_manager()
+        entry = pm.catalogue.runtimes.get(task)
+        if entry is None:
+            raise RuntimeError(f"{bundle}: no runtime for {task!r} bundles on this worker; install its plugin")
+        self.predict = entry.cls().eval_predictor(Bundle.load(bundle))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        blobs = []
+        for blob in batch["items"]:
+            blobs.append(pickle.dumps([self.predict(item) for item in pickle.loads(blob)],
+                                      protocol=pickle.HIGHEST_PROTOCOL))
+        out = np.empty(len(blobs), dtype=object)
+        out[:] = blobs
+        return {"seq": np.asarray(batch["seq"], dtype=np.int64), "rows": out}
+
+
+def predict_all(executor: "RayExecutor", task: str, bundle: Path, items: list, progress,
+                engine: str | None = None) -> list:
+    import pyarrow as pa
+    import ray
+
+    total = len(items)
+    if not total:
+        return []
+    workers = executor.workers
+    init_ray(executor.address, workers)
+    if workers is None:
+        workers = max(1, int(ray.cluster_resources().get("CPU", 2)) - 1)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    per = max(1, min(executor.block_frames, -(-total // (workers * 4))))
+    starts = range(0, total, per)
+    ds = ray.data.from_arrow([pa.table({"seq": [s], "items": [pickle.dumps(items[s:s + per])]}) for s in starts])
+    with warnings.catch_warnings():  # as in run: max_restarts/max_task_retries as keywords
+        warnings.simplefilter("ignore")
+        ds = ds.map_batches(EvalWorker, batch_size=None, compute=ray.data.ActorPoolStrategy(size=workers),
+                            num_cpus=1, fn_constructor_kwargs=dict(task=task, bundle=str(Path(bundle).resolve()),
+                                                                   engine=engine),
+                            max_restarts=executor.max_restarts, max_task_retries=1)
+    rows: list = [None] * total
+    done = 0
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
+            for seq, blob in zip(batch["seq"], batch["rows"]):
+                got = pickle.loads(blob)
+                if rows[int(seq)] is None:
+                    done += len(got)
+                rows[int(seq):int(seq) + len(got)] = got
+            progress.update("eval", done, total)
+    except LoupeError:
+        raise
+    except Exception as exc:  # a worker that cannot open the bundle, a block that failed twice
+        msg = " ".join(str(exc).split())[:400]
+        raise LoupeError(f"{bundle}: the Ray evaluation failed after {done} of {total} images: "
+                         f"{type(exc).__name__}: {msg}") from None
+    missing = sum(r is None for r in rows)
+    if missing:  # Ray Data's default max_errored_blocks = 0 makes a lost block fail the run; a safety net
+        raise LoupeError(f"{bundle}: {missing} of {total} test images got no prediction from the Ray workers")
+    return rows
 
 
 def _resplit(spool: Path, blocks, per: int) -> Iterator[tuple[int, int, int]]:
