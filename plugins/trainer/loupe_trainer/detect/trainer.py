@@ -10,7 +10,9 @@ trunk up to stage3 (stem and blocks 0-4, strides 2-8) stays frozen and run witho
 gradients, the trunk's BatchNorm statistics stay frozen; AdamW with a cosine schedule.
 A share of the training images is held out: mAP50 on it picks the best epoch and
 stops training after ``patience`` epochs without a gain, and the operating score
-threshold is the one whose per-class counts are right on most held-out images.
+threshold is the one whose per-class counts are right on most held-out images (ties:
+the lowest count error), chosen once at the end with the kept weights. The cosine
+learning-rate decay follows the planned steps or the time budget, whichever ends first.
 """
 from __future__ import annotations
 
@@ -46,6 +48,8 @@ class DetectParams(Params):
     augment: bool = Field(True, description="copy-paste, zoom, quarter turns, flips and colour jitter")
     rotate90: bool = Field(True, description="random quarter turns (turn off when orientation matters)")
     flips: bool = Field(True, description="random horizontal and vertical flips (turn off when handedness matters)")
+    ignore_cut: bool = Field(True, description="parts cut by a training crop (less than half visible) are "
+                                               "ignored by the heatmap loss rather than taught as background")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="operating score threshold of the bundle (0: chosen "
                                                               "on the held-out images)")
     max_minutes: float = Field(4.5, gt=0, description="wall-clock budget for the whole command; the best epoch "
@@ -115,9 +119,8 @@ def predict_torch(net, images: np.ndarray, stride: int, batch: int = 8):
     return [np.concatenate(a) for a in outs]
 
 
-def val_metrics(net, val, n_classes: int, stride: int, thresholds=(0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6)):
-    """mAP50 on the held-out images and, per score threshold, the share of images with exact counts."""
-    from loupe_dl_detect.metrics import counts_match, evaluate_detections
+def val_predictions(net, val, stride: int):
+    """Detections (boxes, scores, labels; scores down to 0.05) and truths (boxes, labels) of the held-out images."""
     from loupe_dl_detect.model import decode
 
     imgs = np.stack([v[2] for v in val])
@@ -127,14 +130,50 @@ def val_metrics(net, val, n_classes: int, stride: int, thresholds=(0.2, 0.25, 0.
         d = decode(heat[k], size[k], off[k], stride, (1.0, 1.0), min_score=0.05)
         preds.append((d.boxes, d.scores, d.labels))
         gts.append((b, l))
+    return preds, gts
+
+
+def count_scores(preds, gts, n_classes: int, thresholds) -> dict[float, tuple[float, float]]:
+    """Per score threshold: (share of images with every per-class count right, mean absolute count error)."""
+    out = {}
+    for t in thresholds:
+        exact, err = [], []
+        for p, g in zip(preds, gts):
+            pc = np.bincount(p[2][p[1] >= t], minlength=n_classes)
+            gc = np.bincount(g[1], minlength=n_classes)
+            exact.append(bool((pc == gc).all()))
+            err.append(float(np.abs(pc - gc).sum()))
+        out[float(t)] = (float(np.mean(exact)), float(np.mean(err)))
+    return out
+
+
+#: the score thresholds the operating point is chosen from
+THRESHOLDS = tuple(round(float(t), 3) for t in np.arange(0.10, 0.801, 0.025))
+
+
+def choose_threshold(preds, gts, n_classes: int, thresholds=THRESHOLDS) -> tuple[float, dict]:
+    """The operating score threshold: the best count accuracy on the held-out images; ties (frequent with a
+    few images) go to the lowest mean absolute count error, then to the middle of what is left."""
+    sc = count_scores(preds, gts, n_classes, thresholds)
+    top = max(v[0] for v in sc.values())
+    tied = [t for t, v in sc.items() if v[0] >= top - 1e-9]
+    low = min(sc[t][1] for t in tied)
+    good = sorted(t for t in tied if sc[t][1] <= low + 1e-9)
+    return float(good[len(good) // 2]), sc
+
+
+def val_metrics(net, val, n_classes: int, stride: int):
+    """mAP50, mAP50:95 and the best count accuracy over the score thresholds on the held-out images."""
+    from loupe_dl_detect.metrics import evaluate_detections
+
+    preds, gts = val_predictions(net, val, stride)
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         m = evaluate_detections(preds, gts, n_classes)
-    counts = {t: float(np.mean([counts_match(p[2][p[1] >= t], g[1], n_classes) for p, g in zip(preds, gts)]))
-              for t in thresholds}
-    return m["map50"], m["map50_95"], counts
+    counts = count_scores(preds, gts, n_classes, THRESHOLDS)
+    return m["map50"], m["map50_95"], max(v[0] for v in counts.values())
 
 
 class DetectTrainer(Trainer):
@@ -205,8 +244,9 @@ class DetectTrainer(Trainer):
         opt = torch.optim.AdamW([{"params": net.head_parameters(), "lr": params.lr},
                                  {"params": net.trunk_parameters(), "lr": params.lr / 4}],
                                 weight_decay=params.weight_decay)
-        aug = Augment(rot90=params.rotate90, hflip=params.flips, vflip=params.flips) if params.augment else \
-            Augment(scale=1.0, rot90=False, hflip=False, vflip=False, colour=0.0, paste=0.0)
+        aug = Augment(rot90=params.rotate90, hflip=params.flips, vflip=params.flips, keep_cut=params.ignore_cut) \
+            if params.augment else Augment(scale=1.0, rot90=False, hflip=False, vflip=False, colour=0.0, paste=0.0,
+                                           keep_cut=params.ignore_cut)
         bank = [(t[2], t[3], t[4]) for t in train]
         steps = params.steps_per_epoch or max(8, math.ceil(len(train) / params.batch_size))
         total = steps * params.epochs
@@ -227,12 +267,14 @@ class DetectTrainer(Trainer):
                          for _ in range(params.batch_size)]
                 x = to_input(np.stack([b[0] for b in batch]))
                 tg = [make_targets(b[1], b[2], len(classes), crop, STRIDE) for b in batch]
-                heat, sz, off, mask = (torch.from_numpy(np.stack([t[k] for t in tg])) for k in range(4))
-                lr_f = (step + 1) / max(1, warm) if step < warm else \
-                    0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+                heat, sz, off, mask, weight = (torch.from_numpy(np.stack([t[k] for t in tg])) for k in range(5))
+                # cosine decay over the planned steps, or over the time budget when that ends sooner, so
+                # that a run cut by the budget still ends with a small learning rate
+                done = max((step - warm) / max(1, total - warm), (time.perf_counter() - t0) / budget)
+                lr_f = (step + 1) / max(1, warm) if step < warm else 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
                 for g, b0 in zip(opt.param_groups, base):
                     g["lr"] = b0 * max(lr_f, 0.02)
-                loss_parts = losses(net(x), heat, sz, off, mask)
+                loss_parts = losses(net(x), heat, sz, off, mask, weight)
                 loss = loss_parts["heatmap"] + loss_parts["size"] + loss_parts["offset"]
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -244,16 +286,15 @@ class DetectTrainer(Trainer):
             rec: dict[str, Any] = {"epoch": epoch + 1, **{f"loss_{k}": round(v, 4) for k, v in agg.items()},
                                    "seconds": round(time.perf_counter() - te, 1)}
             if val:
-                m50, m5095, counts = val_metrics(net, val, len(classes), STRIDE)
+                m50, m5095, count_acc = val_metrics(net, val, len(classes), STRIDE)
                 rec.update({"val_map50": round(m50, 4), "val_map50_95": round(m5095, 4),
-                            "val_count_accuracy": round(max(counts.values()), 4)})
+                            "val_count_accuracy": round(count_acc, 4)})
                 score = m50 + 0.25 * m5095
             else:
                 score = float(epoch)      # no validation images: the last epoch is the best
-                counts = None
             history.append(rec)
             if score > best["score"] + 1e-6:
-                best = {"score": score, "epoch": epoch + 1, "counts": counts,
+                best = {"score": score, "epoch": epoch + 1,
                         "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
             progress.update("train", epoch + 1, params.epochs, loss=round(sum(agg.values()), 4),
                             **({"val_map50": rec["val_map50"]} if val else {}))
@@ -267,20 +308,21 @@ class DetectTrainer(Trainer):
                 break
         net.load_state_dict(best["state"])
         net.eval()
+        thresholds = None
         if params.min_score > 0:
             min_score = params.min_score
-        elif best.get("counts"):
-            c = best["counts"]
-            top = max(c.values())
-            # the middle of the thresholds that reach the best count accuracy (robust to a lucky edge)
-            good = sorted(t for t, v in c.items() if v >= top - 1e-9)
-            min_score = float(good[len(good) // 2])
+        elif val:
+            # the operating point, on the held-out images with the kept weights and the runtime's decoding
+            min_score, sc = choose_threshold(*val_predictions(net, val, STRIDE), len(classes))
+            thresholds = {f"{t:g}": {"count_accuracy": round(v[0], 4), "count_error": round(v[1], 4)}
+                          for t, v in sc.items()}
         else:
             min_score = 0.3
         train_s = time.perf_counter() - t0
         best_rec = next((h for h in history if h["epoch"] == best["epoch"]), {})
         metrics = {"best_epoch": best["epoch"], "epochs_run": len(history), "stopped": stopped,
-                   "train_seconds": round(train_s, 1), "min_score": min_score}
+                   "train_seconds": round(train_s, 1), "min_score": min_score,
+                   **({"val_counts_by_threshold": thresholds} if thresholds else {})}
         for k in ("val_map50", "val_map50_95", "val_count_accuracy"):
             if k in best_rec:
                 metrics[k] = best_rec[k]
