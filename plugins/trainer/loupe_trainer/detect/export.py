@@ -43,8 +43,7 @@ def parity_check(net: DetNet, onnx_path: Path, raw_rgb: list[np.ndarray], resize
     raw outputs within float rounding and the same decoded detections. Raises ``BundleError`` otherwise."""
     net.eval()
     with torch.no_grad():
-        h, s, o = net(to_input(resized_rgb))
-        t = [torch.sigmoid(h).numpy(), s.numpy(), o.numpy()]
+        t = [a.numpy() for a in net.decoded(to_input(resized_rgb))]
     sess = open_session(onnx_path, threads)
     x = preprocess([np.ascontiguousarray(r[:, :, ::-1]) for r in raw_rgb], size, DEFAULT_NORMALISATION)
     r = sess.run(list(OUTPUTS), {"image": x})

