@@ -1,4 +1,5 @@
-"""``loupe train detect DATA --out BUNDLE``: a few-shot CenterNet detector on the EfficientNet-Lite0 trunk.
+"""``loupe train detect DATA --out BUNDLE``: a few-shot CenterNet detector on the EfficientNet-Lite0 trunk
+(``--head fcos``: an FCOS-style head on the same features instead, see ``fcos.py``).
 
 DATA is a COCO (``train/annotations.json`` + ``train/images/``) or YOLO (``images/``,
 ``labels/``, ``classes.txt``) detection set; see ``loupe_dl_detect.data``.
