@@ -151,3 +151,20 @@ def test_decode_and_nms():
     boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [0, 0, 10, 10]], np.float32)
     assert nms(boxes, np.array([0.9, 0.8, 0.7]), np.array([0, 0, 1]), 0.5).tolist() == [0, 2]
     assert iou_matrix(boxes[:1], boxes[1:2])[0, 0] == pytest.approx(90 / 110)
+    # two classes peaking at the same centre: one part (class-agnostic NMS, the default), or two without it
+    heat[1, 2, 3] = 0.6
+    size[:, 6, 6] = np.log(2.0)
+    assert decode(heat, size, off, 8, (1.0, 1.0), min_score=0.3).labels.tolist() == [0, 1]
+    assert sorted(decode(heat, size, off, 8, (1.0, 1.0), min_score=0.3, agnostic=False).labels.tolist()) == [0, 1, 1]
+
+
+def test_operating_threshold_maximises_exact_counts():
+    from loupe_trainer.detect.trainer import choose_threshold
+
+    box = np.zeros((1, 4), np.float32)
+    preds = [(np.zeros((2, 4), np.float32), np.array([0.9, 0.4]), np.array([0, 0])),
+             (box, np.array([0.7]), np.array([1]))]
+    gts = [(box, np.array([0])), (box, np.array([1]))]
+    thr, table = choose_threshold(preds, gts, 2, (0.3, 0.5, 0.6, 0.8))
+    assert table[0.3] == (0.5, 0.5) and table[0.5] == (1.0, 0.0) and table[0.8] == (0.5, 0.5)
+    assert thr in (0.5, 0.6)

@@ -13,7 +13,11 @@ Bundle contract (written by ``loupe train detect``)::
 Decoding (CenterNet): a peak is a cell that equals the 3 x 3 maximum of its class map
 (``cv2.dilate``, the max-pool of the paper) and scores at least ``min_score``; the
 ``top_k`` best peaks become boxes centred at ``(cell + offset) * stride`` of size
-``exp(size) * stride``, mapped back to the image's own pixels; then per-class NMS.
+``exp(size) * stride``, mapped back to the image's own pixels; then NMS. By default the
+NMS is class-agnostic (bundle ``decode.agnostic``, true unless a bundle says otherwise):
+one part lies in one place, and two classes peaking at the same centre are one part
+whose class is uncertain, not two parts (measured on bench/detect.py: the usual cause
+of a count one too high).
 """
 from __future__ import annotations
 
@@ -78,10 +82,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float) -
 
 
 def decode(heat: np.ndarray, size: np.ndarray, offset: np.ndarray, stride: int, scale_xy: tuple[float, float],
-           min_score: float = 0.3, top_k: int = 100, nms_iou: float = 0.5) -> Detections:
+           min_score: float = 0.3, top_k: int = 100, nms_iou: float = 0.5, agnostic: bool = True) -> Detections:
     """One image's raw outputs ([C, h, w], [2, h, w], [2, h, w]) -> detections in image pixels.
 
     ``scale_xy`` maps model-input pixels to image pixels (image width / input width, height / input height).
+    ``agnostic``: the NMS suppresses overlapping boxes of any class (else only of the same class).
     """
     c, h, w = heat.shape
     hwc = np.ascontiguousarray(heat.transpose(1, 2, 0)).astype(np.float32)
@@ -101,7 +106,8 @@ def decode(heat: np.ndarray, size: np.ndarray, offset: np.ndarray, stride: int, 
     boxes = np.stack([(cx - bw / 2) * sx, (cy - bh / 2) * sy, (cx + bw / 2) * sx, (cy + bh / 2) * sy], 1)
     boxes = boxes.astype(np.float32).reshape(-1, 4)
     labels = cls.astype(np.int64)
-    keep = nms(boxes, sc, labels, nms_iou) if len(sc) else np.zeros(0, np.int64)
+    keep = nms(boxes, sc, np.zeros_like(labels) if agnostic else labels, nms_iou) if len(sc) else \
+        np.zeros(0, np.int64)
     return Detections(boxes[keep], sc[keep].astype(np.float32), labels[keep])
 
 
@@ -123,6 +129,7 @@ class Detector:
         self.min_score = float(dec.get("min_score", 0.3))
         self.top_k = int(dec.get("top_k", 100))
         self.nms_iou = float(dec.get("nms_iou", 0.5))
+        self.agnostic = bool(dec.get("agnostic", True))
         self.norm = meta.get("normalisation") or DEFAULT_NORMALISATION
         self.bundle = bundle
         try:
@@ -141,12 +148,14 @@ class Detector:
         """Model input (NCHW float32) -> [heatmap, size, offset]."""
         return self.session.run(list(OUTPUTS), {self.input_name: x})
 
-    def predict(self, image: np.ndarray, min_score: float | None = None, nms_iou: float | None = None) -> Detections:
+    def predict(self, image: np.ndarray, min_score: float | None = None, nms_iou: float | None = None,
+                agnostic: bool | None = None) -> Detections:
         heat, size, off = self.run(preprocess([image], self.size, self.norm))
         h, w = image.shape[:2]
         return decode(heat[0], size[0], off[0], self.stride, (w / self.size[1], h / self.size[0]),
                       self.min_score if min_score is None else min_score, self.top_k,
-                      self.nms_iou if nms_iou is None else nms_iou)
+                      self.nms_iou if nms_iou is None else nms_iou,
+                      self.agnostic if agnostic is None else agnostic)
 
     def describe(self) -> dict[str, Any]:
         return {"classes": self.classes, "input_size": list(self.size), "stride": self.stride}

@@ -35,7 +35,9 @@ class DetectParams(Params):
                                         "its manifest.json")
     min_score: float | None = Field(None, ge=0.0, le=1.0, description="keep detections scoring at least this "
                                                                        "(default: the bundle's, chosen at training)")
-    nms_iou: float | None = Field(None, gt=0.0, le=1.0, description="per-class NMS IoU (default: the bundle's)")
+    nms_iou: float | None = Field(None, gt=0.0, le=1.0, description="NMS IoU (default: the bundle's)")
+    agnostic: bool | None = Field(None, description="NMS across classes: one part per place (default: the "
+                                                    "bundle's, true); false lets parts of different classes overlap")
     expected: list[Placement] = Field(default_factory=list,
                                       description="optional layout: [{class: screw, region: [x, y, w, h]}, ...]; "
                                                   "each region must hold a part of its class, and parts of those "
@@ -114,7 +116,7 @@ class DetectTool(InspectTool):
         self.names = [measure_name(c) for c in self.det.classes]
 
     def inspect(self, image: np.ndarray) -> ToolOutput:
-        d = self.det.predict(image, self.params.min_score, self.params.nms_iou)
+        d = self.det.predict(image, self.params.min_score, self.params.nms_iou, self.params.agnostic)
         classes = self.det.classes
         counts = np.bincount(d.labels, minlength=len(classes))
         m: dict[str, Any] = {"count": int(len(d)), "min_score": float(d.scores.min()) if len(d) else 1.0}

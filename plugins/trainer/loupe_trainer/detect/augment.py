@@ -10,6 +10,10 @@ Per sample, in this order:
 * **colour**: brightness, contrast, saturation and a per-channel gain.
 
 Boxes are clipped to the crop; a box keeping less than ``min_visible`` of its area is dropped.
+With ``keep_cut``, the visible rest of each dropped box is returned too, with the label -1:
+the trainer ignores those places in the heatmap loss (a part cut by the crop is neither a
+part to find nor background to reject; penalising it as background taught the model
+contradicting things about the image borders).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ class Augment:
     colour: float = 0.25
     paste: float = 0.5
     min_visible: float = 0.45
+    keep_cut: bool = False
 
     def __call__(self, rng: np.random.Generator, img: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
                  crop: tuple[int, int], bank: list | None = None):
@@ -36,7 +41,7 @@ class Augment:
         labels = labels.copy()
         if bank and self.paste > 0 and rng.random() < self.paste:
             img, boxes, labels = _paste(rng, img, boxes, labels, bank, int(rng.integers(1, 4)))
-        img, boxes, labels = _scale_crop(rng, img, boxes, labels, crop, self.scale, self.min_visible)
+        img, boxes, labels = _scale_crop(rng, img, boxes, labels, crop, self.scale, self.min_visible, self.keep_cut)
         if self.rot90 and crop[0] == crop[1]:
             k = int(rng.integers(4))
             for _ in range(k):
@@ -62,7 +67,7 @@ def _rot90(img: np.ndarray, boxes: np.ndarray):
     return out, b
 
 
-def _scale_crop(rng, img, boxes, labels, crop, scale, min_visible):
+def _scale_crop(rng, img, boxes, labels, crop, scale, min_visible, keep_cut=False):
     H, W = img.shape[:2]
     ch, cw = crop
     s = float(np.exp(rng.uniform(-np.log(scale), np.log(scale))))
@@ -86,6 +91,10 @@ def _scale_crop(rng, img, boxes, labels, crop, scale, min_visible):
     c[:, [1, 3]] = c[:, [1, 3]].clip(0, ch)
     vis = (c[:, 2] - c[:, 0]).clip(0) * (c[:, 3] - c[:, 1]).clip(0)
     keep = (vis >= min_visible * np.maximum(area, 1e-6)) & (c[:, 2] - c[:, 0] >= 2) & (c[:, 3] - c[:, 1] >= 2)
+    if keep_cut:
+        cut = ~keep & (vis > 0)
+        return out, np.concatenate([c[keep], c[cut]]), np.concatenate([labels[keep], np.full(int(cut.sum()), -1,
+                                                                                              labels.dtype)])
     return out, c[keep], labels[keep]
 
 

