@@ -72,7 +72,10 @@ def test_probes_openapi_and_metrics(station):
             assert p in paths, p
         replies = trigger(station, 2)
         assert all(r.startswith("OK,") for r in replies)
-        text = c.get("/metrics").text  # the TCP reply came with the result: the station counted it
+        # the step histograms are fed by the events the screen's process hears, a moment after the TCP reply
+        last_id = int(replies[-1].split(",")[1])
+        assert wait_for(lambda: c.get("/api/results/last").json().get("id") == last_id)
+        text = c.get("/metrics").text  # the station's counters are read from the station when scraped
         st = c.get("/api/state").json()
         assert float(re.search(r"^loupe_results_issued_total (\S+)$", text, re.M).group(1)) >= 2
         assert float(re.search(r'^loupe_frames_total\{verdict="pass"\} (\S+)$', text, re.M).group(1)) \
@@ -86,7 +89,8 @@ def test_results_query_and_images_serve_only_known_ids(station):
     replies = trigger(station, 3)
     last_id = int(replies[-1].split(",")[1])
     with httpx.Client(base_url=station["url"], timeout=30) as c:
-        got = wait_for(lambda: (r := c.get("/api/results/last").json()) and r.get("id") == last_id and r)
+        # the live view's frame follows its result (at most live_fps a second, always the last of a burst)
+        got = wait_for(lambda: (r := c.get("/api/results/last").json()) and r.get("id") == last_id and r["image"] and r)
         assert got["verdict"] in ("pass", "fail") and got["steps"]
         rows = c.get("/api/results", params={"limit": 2}).json()
         assert [r["id"] for r in rows] == [last_id, last_id - 1]

@@ -84,6 +84,9 @@ class OperatorScreen(LineAdapter):
         self._rpc = None        # the pipe its calls on the control handle come through
         self._bridge: threading.Thread | None = None
         self._send_lock = threading.Lock()
+        self._frames = threading.Condition()
+        self._newest = None     # (result id, FrameResult): the newest frame not yet handed over
+        self._flusher: threading.Thread | None = None
         self._closing = False
         self._live_gap = 1.0 / params.live_fps
         self._fail_gap = 1.0 / params.failure_fps
@@ -123,6 +126,8 @@ class OperatorScreen(LineAdapter):
         self.port = got[1]
         self._bridge = threading.Thread(target=self._serve_calls, name="loupe-hmi-calls", daemon=True)
         self._bridge.start()
+        self._flusher = threading.Thread(target=self._hand_frames, name="loupe-hmi-frames", daemon=True)
+        self._flusher.start()
         self.control.set_adapter_connected(self.name, True, f"serving (process {self.process.pid})")
         log.info("operator screen on %s (process %s)", self.endpoint, self.process.pid)
 
@@ -132,8 +137,11 @@ class OperatorScreen(LineAdapter):
         """A compact record of the event to the screen's process (no JSON, no image encoding here)."""
         if self._events is None:
             return
+        newest = None
         if event.kind == "result_ready" and event.result is not None:
             rec = self._record(event.result)
+            if rec[10] is None and rec[9]:
+                newest = (rec[1], event.result.frame)
         elif event.kind in ("error", "trigger_missed"):
             rec = ("a", event.kind, event.message or event.kind, event.time)
         else:
@@ -142,6 +150,13 @@ class OperatorScreen(LineAdapter):
             data = pickle.dumps(rec, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # a measurement of a type pickle cannot take: send what its JSON would hold
             data = pickle.dumps(_plain(rec), protocol=pickle.HIGHEST_PROTOCOL)
+        self._send(data)
+        if newest is not None:  # after its result: the live view's frame follows at its own pace
+            with self._frames:
+                self._newest = newest
+                self._frames.notify()
+
+    def _send(self, data: bytes) -> None:
         with self._send_lock:
             try:
                 if self._events is not None:
@@ -150,26 +165,42 @@ class OperatorScreen(LineAdapter):
                 self._events = None  # the screen's process is gone: _serve_calls reports it
 
     def _record(self, res: StationResult) -> tuple:
+        """("r", id, job, verdict, created, failures, processing_ms, steps, error, has_image, frame): ``frame``
+        only for a failure (at most ``failure_fps`` a second, for the gallery); the live view's frames go
+        separately (``_hand_frames``)."""
         fr = res.frame
         steps, error, frame = [], None, None
         if fr is not None:
             steps = [(tr.step, tr.tool, tr.verdict, tr.failures, tr.error, tr.ms, tr.measurements)
                      for tr in fr.results]
             error = fr.error
-            if fr.image is not None:
+            if fr.image is not None and res.verdict != "pass":
                 now = time.monotonic()
-                live = now - self._last_live >= self._live_gap
-                failed = res.verdict != "pass" and now - self._last_fail >= self._fail_gap
-                if live or failed:
-                    if live:
-                        self._last_live = now
-                    if failed:
-                        self._last_fail = now
-                    frame = (fr.image, [(tr.heatmap, tr.roi) for tr in fr.results if tr.heatmap is not None],
-                             [{**shape.to_dict(), "step": tr.step} for tr in fr.results
-                              for shape in resolved_overlays(tr)])  # "verdict" shapes take the step's colour
+                if now - self._last_fail >= self._fail_gap:
+                    self._last_fail = self._last_live = now
+                    frame = _frame(fr)
         return ("r", res.result_id, res.job, res.verdict, res.created, res.failures, res.processing_ms, steps,
                 error, fr is not None and fr.image is not None, frame)
+
+    def _hand_frames(self) -> None:
+        """The live view's frames: the newest one, at most ``live_fps`` a second, and always the last of a
+        burst (a line that stops shows its last frame). Intermediate frames are skipped, never results."""
+        while True:
+            with self._frames:
+                while self._newest is None and not self._closing:
+                    self._frames.wait()
+                if self._closing:
+                    return
+            wait = self._last_live + self._live_gap - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)  # newer frames may come meanwhile: the newest is taken after
+            with self._frames:
+                item, self._newest = self._newest, None
+            if item is None or self._closing:
+                continue
+            self._last_live = time.monotonic()
+            rid, fr = item
+            self._send(pickle.dumps(("f", rid, _frame(fr)), protocol=pickle.HIGHEST_PROTOCOL))
 
     # ------------------------------------------------------------ screen -> station
 
@@ -202,6 +233,8 @@ class OperatorScreen(LineAdapter):
 
     def close(self) -> None:
         self._closing = True
+        with self._frames:
+            self._frames.notify()
         with self._send_lock:
             events, self._events = self._events, None
         if events is not None:
@@ -222,6 +255,13 @@ class OperatorScreen(LineAdapter):
             self._rpc.close()
         if self._bridge is not None:
             self._bridge.join(2)
+
+
+def _frame(fr) -> tuple:
+    """What the screen's process needs to draw a frame: the raw image, heatmaps, overlays as dicts."""
+    return (fr.image, [(tr.heatmap, tr.roi) for tr in fr.results if tr.heatmap is not None],
+            [{**shape.to_dict(), "step": tr.step} for tr in fr.results
+             for shape in resolved_overlays(tr)])  # "verdict" shapes take the step's colour
 
 
 def _plain(rec: tuple) -> tuple:

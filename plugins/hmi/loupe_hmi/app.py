@@ -186,7 +186,7 @@ def build_app(control, hub, params, secrets_file: Path | None, title: str) -> Fa
         browser is bounded whatever the line's rate."""
 
         async def stream():
-            sent_id, sent_version, sent_alarm, last_status = None, -1, hub.alarm_seq, 0.0
+            sent_id, sent_image, sent_version, sent_alarm, last_status = None, None, -1, hub.alarm_seq, 0.0
             while not hub.closing and not await request.is_disconnected():
                 with hub.lock:
                     latest, version, alarm_seq = hub.latest, hub.version, hub.alarm_seq
@@ -202,6 +202,10 @@ def build_app(control, hub, params, secrets_file: Path | None, title: str) -> Fa
                     # image_id: the newest frame held (a fast line hands over at most live_fps frames a second)
                     msg = {'result': latest.json(), 'image_id': image_id, 'sent': time.time()}
                     yield f"event: result\ndata: {json.dumps(msg)}\n\n"
+                    sent_image = image_id
+                elif image_id != sent_image:  # the newest result's frame came after it
+                    sent_image = image_id
+                    yield f"event: image\ndata: {json.dumps({'image_id': image_id})}\n\n"
                 for a in reversed(alarms):
                     yield f"event: alarm\ndata: {json.dumps({'alarm': a})}\n\n"
                 sent_alarm = alarm_seq

@@ -89,6 +89,8 @@ def main(config: dict[str, Any], events, rpc) -> None:
             kind = rec[0]
             if kind == "r":
                 hub.add_result(rec)
+            elif kind == "f":
+                hub.add_frame(rec[1], rec[2])
             elif kind == "a":
                 hub.add_alarm(rec[1], rec[2], rec[3])
             elif kind == "c":

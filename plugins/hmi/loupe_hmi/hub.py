@@ -118,6 +118,21 @@ class Hub:
                 del self.step_ms[:50_000]
         return s
 
+    def add_frame(self, rid: int, frame: tuple) -> None:
+        """The live view's frame for a result already added (the newest, at most ``live_fps`` a second)."""
+        with self.lock:
+            held = next((s for s in reversed(self.history) if s.id == rid), None) if self.history else None
+            if held is None:
+                return
+            held.image, held._json = True, None
+            self.frames[rid] = frame
+            self.latest_frame_id = rid
+            keep = set(self.failed_ids) | {rid}
+            for r in [r for r in self.frames if r not in keep]:
+                del self.frames[r]
+            for r in [r for r in self.jpegs if r not in keep]:
+                del self.jpegs[r]
+
     def add_alarm(self, kind: str, message: str, when: float) -> dict[str, Any]:
         with self.lock:
             self.alarm_seq += 1
