@@ -235,14 +235,16 @@ class OperatorScreen(LineAdapter):
         self._closing = True
         with self._frames:
             self._frames.notify()
-        with self._send_lock:
-            events, self._events = self._events, None
-        if events is not None:
+        events = None
+        if self._send_lock.acquire(timeout=2):  # else a writer waits on a full pipe: the screen hangs
             try:
-                events.send_bytes(pickle.dumps(("x",)))
+                events, self._events = self._events, None
+                if events is not None:
+                    events.send_bytes(pickle.dumps(("x",)))
             except (OSError, ValueError):
                 pass
-            events.close()
+            finally:
+                self._send_lock.release()
         if self.process is not None:
             self.process.join(5)
             if self.process.is_alive():
@@ -251,6 +253,8 @@ class OperatorScreen(LineAdapter):
             if self.process.is_alive():
                 self.process.kill()
                 self.process.join(3)
+        if events is not None:
+            events.close()
         if self._rpc is not None:
             self._rpc.close()
         if self._bridge is not None:
