@@ -26,6 +26,11 @@ from host import LineAdapter, Params, StationActionError, StationEvent, StationR
 
 log = logging.getLogger("loupe.hmi")
 
+#: records waiting for the sender before new ones are counted as dropped (the screen's process hangs)
+MAX_PENDING = 10_000
+#: the sender's batching period: at most this long between an event and its record's write
+BATCH_S = 0.01
+
 #: what the screen's process may call on the station's control handle
 CALLS = frozenset({"status", "state", "job", "describe_job", "trigger", "acknowledge", "reset_counters",
                    "select_job", "reset", "reload"})
@@ -86,6 +91,8 @@ class OperatorScreen(LineAdapter):
         self._send_lock = threading.Lock()
         self._frames = threading.Condition()
         self._newest = None     # (result id, FrameResult): the newest frame not yet handed over
+        self._pending: list[tuple] = []  # records not yet sent: the sender thread pickles them in batches
+        self.dropped = 0        # records dropped because MAX_PENDING were waiting (the screen hangs)
         self._flusher: threading.Thread | None = None
         self._closing = False
         self._live_gap = 1.0 / params.live_fps
@@ -111,9 +118,15 @@ class OperatorScreen(LineAdapter):
         ctx = multiprocessing.get_context("spawn")  # the station has threads: no fork
         ev_child, self._events = ctx.Pipe(duplex=False)
         self._rpc, rpc_child = ctx.Pipe()
+        try:  # a frame (a few hundred kB) in one write, not one per 64 kB with a wake-up of the screen each
+            import fcntl
+
+            fcntl.fcntl(self._events.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+        except OSError:
+            pass
         self.process = ctx.Process(target=child.main, args=(config, ev_child, rpc_child),
                                    name=f"loupe-hmi {self.name}", daemon=True)
-        self.process.start()
+        self.process.start()  # a program that embeds the station needs the `if __name__ == "__main__"` guard
         ev_child.close()
         rpc_child.close()
         try:
@@ -146,15 +159,14 @@ class OperatorScreen(LineAdapter):
             rec = ("a", event.kind, event.message or event.kind, event.time)
         else:
             rec = ("c", event.kind, event.state)
-        try:
-            data = pickle.dumps(rec, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:  # a measurement of a type pickle cannot take: send what its JSON would hold
-            data = pickle.dumps(_plain(rec), protocol=pickle.HIGHEST_PROTOCOL)
-        self._send(data)
-        if newest is not None:  # after its result: the live view's frame follows at its own pace
-            with self._frames:
-                self._newest = newest
-                self._frames.notify()
+        with self._frames:
+            if len(self._pending) < MAX_PENDING:
+                self._pending.append(rec)
+                if newest is not None:  # after its result: the live view's frame follows at its own pace
+                    self._newest = newest
+            else:
+                self.dropped += 1
+            self._frames.notify()
 
     def _send(self, data: bytes) -> None:
         with self._send_lock:
@@ -183,24 +195,33 @@ class OperatorScreen(LineAdapter):
                 error, fr is not None and fr.image is not None, frame)
 
     def _hand_frames(self) -> None:
-        """The live view's frames: the newest one, at most ``live_fps`` a second, and always the last of a
-        burst (a line that stops shows its last frame). Intermediate frames are skipped, never results."""
+        """The sender: every ``BATCH_S`` at most, the records waiting, pickled as one message (a fast line's
+        records cost the station a list append each, and one write per batch), then the live view's frame:
+        the newest one, at most ``live_fps`` a second, and always the last of a burst (a line that stops
+        shows its last frame). Intermediate frames are skipped, never results."""
         while True:
             with self._frames:
-                while self._newest is None and not self._closing:
+                while not self._pending and self._newest is None and not self._closing:
                     self._frames.wait()
-                if self._closing:
+                if self._closing and not self._pending:
                     return
-            wait = self._last_live + self._live_gap - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)  # newer frames may come meanwhile: the newest is taken after
+            time.sleep(BATCH_S)  # what comes meanwhile goes in the same message
+            now = time.monotonic()
             with self._frames:
-                item, self._newest = self._newest, None
-            if item is None or self._closing:
-                continue
-            self._last_live = time.monotonic()
-            rid, fr = item
-            self._send(pickle.dumps(("f", rid, _frame(fr)), protocol=pickle.HIGHEST_PROTOCOL))
+                batch, self._pending = self._pending, []
+                item = None
+                if self._newest is not None and now - self._last_live >= self._live_gap:
+                    item, self._newest = self._newest, None
+            if item is not None:
+                self._last_live = now
+                batch.append(("f", item[0], _frame(item[1])))
+            if not batch:
+                continue  # the newest frame waits for its turn (live_fps)
+            try:
+                data = pickle.dumps(("b", self.dropped, batch), protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:  # a measurement of a type pickle cannot take: send what its JSON would hold
+                data = pickle.dumps(("b", self.dropped, [_plain(r) for r in batch]), protocol=pickle.HIGHEST_PROTOCOL)
+            self._send(data)
 
     # ------------------------------------------------------------ screen -> station
 
@@ -235,6 +256,8 @@ class OperatorScreen(LineAdapter):
         self._closing = True
         with self._frames:
             self._frames.notify()
+        if self._flusher is not None:
+            self._flusher.join(2)  # the last batch
         events = None
         if self._send_lock.acquire(timeout=2):  # else a writer waits on a full pipe: the screen hangs
             try:
@@ -245,7 +268,7 @@ class OperatorScreen(LineAdapter):
                 pass
             finally:
                 self._send_lock.release()
-        if self.process is not None:
+        if self.process is not None and self.process.pid is not None:  # started
             self.process.join(5)
             if self.process.is_alive():
                 self.process.terminate()
@@ -272,7 +295,7 @@ def _plain(rec: tuple) -> tuple:
     from .hub import _num
 
     if rec[0] != "r":
-        return tuple(str(x) if not isinstance(x, (int, float)) else x for x in rec)
+        return rec if rec[0] == "f" else tuple(str(x) if not isinstance(x, (int, float)) else x for x in rec)
     steps = [(st, tool, v, list(f), err, ms, {k: _num(x) for k, x in m.items()}) for st, tool, v, f, err, ms, m
              in rec[7]]
     return (*rec[:7], steps, *rec[8:])

@@ -85,18 +85,20 @@ def main(config: dict[str, Any], events, rpc) -> None:
         return
     try:
         while True:
-            rec = pickle.loads(events.recv_bytes())
-            kind = rec[0]
-            if kind == "r":
-                hub.add_result(rec)
-            elif kind == "f":
-                hub.add_frame(rec[1], rec[2])
-            elif kind == "a":
-                hub.add_alarm(rec[1], rec[2], rec[3])
-            elif kind == "c":
-                hub.changed(rec[1], rec[2])
-            elif kind == "x":
+            msg = pickle.loads(events.recv_bytes())
+            if msg[0] == "x":
                 break
+            _, hub.records_dropped, batch = msg
+            for rec in batch:
+                kind = rec[0]
+                if kind == "r":
+                    hub.add_result(rec)
+                elif kind == "f":
+                    hub.add_frame(rec[1], rec[2])
+                elif kind == "a":
+                    hub.add_alarm(rec[1], rec[2], rec[3])
+                elif kind == "c":
+                    hub.changed(rec[1], rec[2])
     except (EOFError, OSError):
         pass  # the station's process is gone
     finally:

@@ -75,6 +75,7 @@ class Hub:
         self.closing = False
         self.last_state = ""
         self.results_seen = 0
+        self.records_dropped = 0  # records the station's side dropped (10,000 waited: this process hung)
         self.step_ms: list[tuple[str, float]] = []  # drained by the metrics collector
 
     def _shift_start(self, now: float) -> float:
