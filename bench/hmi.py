@@ -11,7 +11,9 @@ arrival in each browser's event stream, p50 and p99, same machine clock.
 
 On a plant the browsers run on panel PCs, not on the station. ``--pin`` reproduces that on one
 machine: the station (this process) runs on CPU 0 in every configuration, the browsers on the
-other CPUs; without it the browsers compete with the line for the same cores.
+other CPUs; without it the browsers compete with the line for the same cores. The screen's server
+is a process of its own: with ``--pin`` it runs on the other CPUs too (a station PC's other cores),
+or, with ``--screen-on-station-cpu``, on CPU 0 beside the station (a one-core station PC).
 """
 from __future__ import annotations
 
@@ -27,13 +29,27 @@ from loupe_hmi.screenshots import _station  # the same plates station the screen
 
 
 BROWSER = shutil.which("chromium")
+SCREEN_CPUS: set[int] | None = None  # where the screen's process runs (--pin)
 
 
-def run(station_file: Path, triggers: int, browsers: int, pm) -> tuple[float, list[float]]:
+def _cpu_s() -> float:
+    """CPU seconds of this process (the station: every thread of it; not its children, not the browsers)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run(station_file: Path, triggers: int, browsers: int, pm) -> tuple[float, list[float], float]:
     from host.core.station import Station, load_station
 
     station = Station(load_station(station_file, pm.catalogue), pm)
     station.start()
+    screen = next((a for _, a in station.adapters if a.scheme == "http"), None)
+    if screen is not None and SCREEN_CPUS:
+        import os
+
+        os.sched_setaffinity(screen.process.pid, SCREEN_CPUS)
     pages, latencies = [], []
     try:
         ctx = None
@@ -52,12 +68,13 @@ def run(station_file: Path, triggers: int, browsers: int, pm) -> tuple[float, li
         for _ in range(5):  # warm-up
             station.wait_result(station.trigger(), timeout=30)
         created = {}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         for _ in range(triggers):
             rid = station.trigger()
             res = station.wait_result(rid, timeout=30)
             created[rid] = res.created
         rate = triggers / (time.perf_counter() - t0)
+        cpu_ms = (_cpu_s() - c0) * 1e3 / triggers
         for page in pages:
             last = max(created)
             page.wait_for_function(f"window.loupeReceived.some(r => r.id === {last})", timeout=60000)
@@ -68,7 +85,7 @@ def run(station_file: Path, triggers: int, browsers: int, pm) -> tuple[float, li
             ctx.stop()
     finally:
         station.close()
-    return rate, latencies
+    return rate, latencies, cpu_ms
 
 
 def main() -> None:
@@ -77,8 +94,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--pin", action="store_true", help="station on CPU 0, browsers on the other CPUs")
+    ap.add_argument("--screen-on-station-cpu", action="store_true",
+                    help="with --pin: the screen's process on the station's CPU, not on the others")
     args = ap.parse_args()
-    global BROWSER
+    global BROWSER, SCREEN_CPUS
     tmpdir = tempfile.mkdtemp()
     if args.pin:
         import os
@@ -90,6 +109,7 @@ def main() -> None:
         wrapper.chmod(0o755)
         BROWSER = str(wrapper)
         os.sched_setaffinity(0, {cpus[0]})
+        SCREEN_CPUS = {cpus[0]} if args.screen_on_station_cpu or len(cpus) == 1 else set(cpus[1:])
     from host import create_plugin_manager
 
     pm = create_plugin_manager()
@@ -99,16 +119,23 @@ def main() -> None:
         plain = with_hmi.with_name("plain.yaml")
         plain.write_text("\n".join(line for line in text.splitlines() if not line.startswith("hmi:")) + "\n")
         base, bare_screen, screen, lat = [], [], [], []
+        cpu = {"no_screen": [], "screen_no_browser": [], "screen_2_browsers": []}
         for _ in range(args.rounds):
-            base.append(run(plain, args.triggers, 0, pm)[0])
-            bare_screen.append(run(with_hmi, args.triggers, 0, pm)[0])
-            rate, latencies = run(with_hmi, args.triggers, 2, pm)
+            rate, _, c = run(plain, args.triggers, 0, pm)
+            base.append(rate)
+            cpu["no_screen"].append(c)
+            rate, _, c = run(with_hmi, args.triggers, 0, pm)
+            bare_screen.append(rate)
+            cpu["screen_no_browser"].append(c)
+            rate, latencies, c = run(with_hmi, args.triggers, 2, pm)
             screen.append(rate)
+            cpu["screen_2_browsers"].append(c)
             lat += latencies
     lat.sort()
     out = {
         "triggers_per_round": args.triggers, "rounds": args.rounds,
         "pinned": args.pin,
+        "screen_process_cpus": sorted(SCREEN_CPUS) if SCREEN_CPUS else "any",
         "rate_without_screen_hz": round(statistics.median(base), 1),
         "rate_with_screen_no_browser_hz": round(statistics.median(bare_screen), 1),
         "rate_with_screen_2_browsers_hz": round(statistics.median(screen), 1),
@@ -116,6 +143,11 @@ def main() -> None:
         "live_latency_p50_ms": round(lat[len(lat) // 2], 1) if lat else None,
         "live_latency_p99_ms": round(lat[int(len(lat) * 0.99) - 1], 1) if lat else None,
         "live_latency_samples": len(lat),
+        # CPU the station's process spends per result (all its threads; the screen's process and the
+        # browsers are not in it): what the screen costs the line, less sensitive to a busy machine
+        **{f"station_cpu_ms_per_result_{k}": round(statistics.median(v), 3) for k, v in cpu.items()},
+        "station_cpu_ratio_2_browsers": round(statistics.median(cpu["no_screen"])
+                                              / statistics.median(cpu["screen_2_browsers"]), 3),
     }
     if args.json:
         print(json.dumps(out))

@@ -90,11 +90,42 @@ hmi: {{listen: "127.0.0.1:0", secrets: secrets.yaml, public_view: true}}
     host, port = endpoints["http"]
     info = {"dir": d, "url": f"http://{host}:{port}", "tcp": endpoints["tcp"], "token": token, "proc": proc}
     yield info
+    family = descendants(proc.pid)
+    assert family, "the operator screen runs in a child process of the station"
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(30)
     except subprocess.TimeoutExpired:
         proc.kill()
+    assert wait_gone(family) == [], "processes left behind by `loupe serve` after SIGTERM"
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (Linux /proc)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                kids = [int(x) for x in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
+    """The pids still running (zombies count as gone) after waiting up to ``timeout`` seconds."""
+    def alive(p: int) -> bool:
+        try:
+            return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+    deadline = time.monotonic() + timeout
+    while (left := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,19 @@
 """The operator screen of a real `loupe serve` station: API, security, metrics, and a real browser."""
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from conftest import descendants, wait_gone
 from hmi_helpers import PASSWORDS, QR_TEXT
 
 
@@ -66,7 +72,10 @@ def test_probes_openapi_and_metrics(station):
             assert p in paths, p
         replies = trigger(station, 2)
         assert all(r.startswith("OK,") for r in replies)
-        text = c.get("/metrics").text  # the TCP reply came with the result: the station counted it
+        # the step histograms are fed by the events the screen's process hears, a moment after the TCP reply
+        last_id = int(replies[-1].split(",")[1])
+        assert wait_for(lambda: c.get("/api/results/last").json().get("id") == last_id)
+        text = c.get("/metrics").text  # the station's counters are read from the station when scraped
         st = c.get("/api/state").json()
         assert float(re.search(r"^loupe_results_issued_total (\S+)$", text, re.M).group(1)) >= 2
         assert float(re.search(r'^loupe_frames_total\{verdict="pass"\} (\S+)$', text, re.M).group(1)) \
@@ -80,7 +89,8 @@ def test_results_query_and_images_serve_only_known_ids(station):
     replies = trigger(station, 3)
     last_id = int(replies[-1].split(",")[1])
     with httpx.Client(base_url=station["url"], timeout=30) as c:
-        got = wait_for(lambda: (r := c.get("/api/results/last").json()) and r.get("id") == last_id and r)
+        # the live view's frame follows its result (at most live_fps a second, always the last of a burst)
+        got = wait_for(lambda: (r := c.get("/api/results/last").json()) and r.get("id") == last_id and r["image"] and r)
         assert got["verdict"] in ("pass", "fail") and got["steps"]
         rows = c.get("/api/results", params={"limit": 2}).json()
         assert [r["id"] for r in rows] == [last_id, last_id - 1]
@@ -195,3 +205,39 @@ def test_alarm_shows_when_the_plc_disconnects(station, browser):
     assert "no client" in page.locator("#alarms-now").inner_text()
     assert page.locator("#alarm-badge").is_visible()
     page.close()
+
+
+# --------------------------------------------------------------- process
+
+
+def test_screen_process_dies_with_its_station(station):
+    """The screen's server is a child process of the station: its pid is in the adapter's detail; when the
+    station's process is killed outright (no clean close), the screen's process exits too (its pipe closed)."""
+    with httpx.Client(base_url=station["url"], timeout=30) as c:
+        detail = next(a["detail"] for n, a in c.get("/api/state").json()["adapters"].items() if n.startswith("http"))
+    pid = int(re.search(r"process (\d+)", detail).group(1))
+    assert pid != station["proc"].pid and pid in descendants(station["proc"].pid)
+    d = station["dir"]
+    (d / "killed.yaml").write_text("loupe_station: 1\nname: killed\njobs: {four: four-holes.yaml}\n"
+                                   "source: folder:images\ntrigger: software\nhmi: {listen: \"127.0.0.1:0\"}\n")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("loupe")), "serve", "killed.yaml"], cwd=d,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if m := re.search(r"io: (http://[\d.]+:\d+)", line):
+                url = m.group(1)
+                break
+        else:
+            raise AssertionError("".join(lines))
+        assert httpx.get(url + "/healthz", timeout=30).status_code == 200
+        family = descendants(proc.pid)
+        assert family
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        assert wait_gone(family) == [], "the screen's process outlived its killed station"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -1,8 +1,8 @@
 """The operator screen's HTTP side: pages, JSON API (OpenAPI at /openapi.json), server-sent
-events, Prometheus metrics and health probes, on FastAPI.
+events, Prometheus metrics and health probes, on FastAPI, in the screen's own process.
 
-Every action goes through the station's control handle; none runs an inspection on
-the server's thread. Image endpoints take an integer result id and serve only frames
+Every action goes through the station's control handle (``child.StationProxy``: a pipe to the
+station's process); none runs an inspection in this process. Image endpoints take an integer result id and serve only frames
 the screen holds (the newest and the failures gallery): there is no path to traverse.
 All text that came from images or files is sent as JSON and put on the page with
 ``textContent``, never as markup.
@@ -47,11 +47,9 @@ class AckBody(BaseModel):
     result_id: int | None = None
 
 
-def build_app(screen, secrets_file: Path | None) -> FastAPI:
-    control, hub, params = screen.control, screen.hub, screen.params
+def build_app(control, hub, params, secrets_file: Path | None, title: str) -> FastAPI:
     auth = Auth(secrets_file, params.public_view)
     metrics = Metrics(control, hub)
-    title = params.title or control.status().get("station", "station")
     app = FastAPI(title=f"Loupe station {title}", version="1",
                   description="The operator screen and HTTP API of a Loupe station (`loupe serve`).")
 
@@ -188,18 +186,26 @@ def build_app(screen, secrets_file: Path | None) -> FastAPI:
         browser is bounded whatever the line's rate."""
 
         async def stream():
-            sent_id, sent_version, sent_alarm, last_status = None, -1, hub.alarm_seq, 0.0
+            sent_id, sent_image, sent_version, sent_alarm, last_status = None, None, -1, hub.alarm_seq, 0.0
             while not hub.closing and not await request.is_disconnected():
                 with hub.lock:
                     latest, version, alarm_seq = hub.latest, hub.version, hub.alarm_seq
+                    image_id = hub.latest_frame_id
                     alarms = [a for a in hub.alarm_log if a["seq"] > sent_alarm] if alarm_seq > sent_alarm else []
                 now = time.monotonic()
                 if version != sent_version or now - last_status >= 0.5:
                     sent_version, last_status = version, now
-                    yield f"event: status\ndata: {json.dumps(state_doc())}\n\n"
+                    doc = await asyncio.to_thread(state_doc)  # a call to the station's process
+                    yield f"event: status\ndata: {json.dumps(doc)}\n\n"
                 if latest is not None and latest.id != sent_id:
                     sent_id = latest.id
-                    yield f"event: result\ndata: {json.dumps({'result': latest.json(), 'sent': time.time()})}\n\n"
+                    # image_id: the newest frame held (a fast line hands over at most live_fps frames a second)
+                    msg = {'result': latest.json(), 'image_id': image_id, 'sent': time.time()}
+                    yield f"event: result\ndata: {json.dumps(msg)}\n\n"
+                    sent_image = image_id
+                elif image_id != sent_image:  # the newest result's frame came after it
+                    sent_image = image_id
+                    yield f"event: image\ndata: {json.dumps({'image_id': image_id})}\n\n"
                 for a in reversed(alarms):
                     yield f"event: alarm\ndata: {json.dumps({'alarm': a})}\n\n"
                 sent_alarm = alarm_seq

@@ -51,11 +51,21 @@ class _StationCollector:
         yield GaugeMetricFamily("loupe_alarms", "Active alarms", value=len(st["alarms"]))
 
 
+class _ScreenCollector:
+    def __init__(self, hub):
+        self.hub = hub
+
+    def collect(self):
+        yield CounterMetricFamily("loupe_hmi_records_dropped", "Event records the station dropped because the "
+                                  "screen's process fell behind", value=self.hub.records_dropped)
+
+
 class Metrics:
     def __init__(self, control, hub):
         self.hub = hub
         self.registry = CollectorRegistry()
         self.registry.register(_StationCollector(control))
+        self.registry.register(_ScreenCollector(hub))
         self.steps = Histogram("loupe_step_seconds", "Time per inspection step", ["step"], registry=self.registry,
                                buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5))
 

@@ -1,16 +1,13 @@
 """A frame result as a JPEG for the operator screen: the image with its heatmaps blended in.
 
 Overlays are not burnt in: the page draws them as SVG over the JPEG (crisp at any
-size, and their labels stay text). Runs on the screen's server thread, on request,
-never on the station's per-frame path.
+size, and their labels stay text). Runs in the screen's own process, on request,
+never in the station's process.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
-
-from host import FrameResult
-
 
 def _bgr8(image: np.ndarray) -> np.ndarray:
     a = image
@@ -44,15 +41,15 @@ def _blend(bgr: np.ndarray, heat: np.ndarray, roi) -> None:
     region[:] = (region * (1 - w8) + colour * w8).astype(np.uint8)
 
 
-def render_jpeg(result: FrameResult, max_side: int = 1024, quality: int = 82) -> tuple[bytes, int, int] | None:
-    """JPEG bytes and the *source* image size (overlay coordinates), or ``None`` without an image."""
-    image = result.image
+def render_jpeg(image: np.ndarray | None, heatmaps=(), max_side: int = 1024,
+                quality: int = 82) -> tuple[bytes, int, int] | None:
+    """JPEG bytes and the *source* image size (overlay coordinates), or ``None`` without an image.
+    ``heatmaps``: (heatmap in [0, 1], roi or None) per step that made one."""
     if image is None:
         return None
     bgr = _bgr8(image)
-    for tr in result.results:
-        if tr.heatmap is not None:
-            _blend(bgr, tr.heatmap, tr.roi)
+    for heat, roi in heatmaps:
+        _blend(bgr, heat, roi)
     h, w = bgr.shape[:2]
     f = max_side / max(h, w)
     if f < 1:
