@@ -1,7 +1,8 @@
 """Evaluation figures: charts with matplotlib (Agg, no display), per-image panels with OpenCV.
 
 Charts (ROC, score histogram) are drawn by ``host.charts`` (matplotlib's object API, ``Figure`` + the Agg
-canvas, no pyplot state), like every other chart Loupe writes and the desktop app's (the classifier's confusion matrix, the dataset size chart).
+canvas, no pyplot state), like every other chart Loupe writes (the classifier's confusion matrix, the dataset
+size chart) and the desktop app's.
 Per-image panels are pictures, not charts: the image with its heatmap and regions beside the ground truth,
 drawn with OpenCV, with a colour-scale legend under them.
 """

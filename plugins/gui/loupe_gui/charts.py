@@ -80,10 +80,11 @@ class Chart(FigureCanvasQTAgg):
         pass
 
     def ensure_drawn(self) -> None:
-        """Lay out and draw now (for coordinates of what is drawn: a cell's rectangle)."""
+        """Lay out and draw now if the numbers or the size changed since the last drawing (for coordinates of
+        what is drawn: a cell's rectangle)."""
         if self._dirty:
             self.rebuild()
-        self.draw()
+            self.draw()
 
     def paintEvent(self, e):
         if self._dirty:
