@@ -12,6 +12,7 @@ the next paint (so a burst of training points costs one drawing), and again when
 """
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import numpy as np
@@ -43,6 +44,10 @@ class Chart(FigureCanvasQTAgg):
         self.x_label = ""
         self.y_label = ""
         self._dirty = True
+        self._last_draw = 0.0
+        self._throttle = QtCore.QTimer(self)
+        self._throttle.setSingleShot(True)
+        self._throttle.timeout.connect(self.update)
         self.setMinimumSize(220, 150)
         self.setSizePolicy(QtWidgets.QSizePolicy.Expanding, QtWidgets.QSizePolicy.Expanding)
 
@@ -55,14 +60,25 @@ class Chart(FigureCanvasQTAgg):
     legend = True
     grid = "both"
 
+    #: at most one drawing per this many ms while numbers keep coming (live training curves): drawing holds
+    #: the GIL, and the trainer runs in a thread of the same process
+    min_interval_ms = 400
+
     def refresh(self) -> None:
-        """Redraw from the chart's numbers at the next paint."""
+        """Redraw from the chart's numbers at the next paint (throttled to ``min_interval_ms``)."""
         self._dirty = True
-        self.update()
+        if self._throttle.isActive():
+            return
+        since = (time.monotonic() - self._last_draw) * 1e3
+        if since >= self.min_interval_ms:
+            self.update()
+        else:
+            self._throttle.start(int(self.min_interval_ms - since) + 1)
 
     def rebuild(self) -> None:
         """Build the figure again from the chart's numbers (called at paint time when dirty)."""
         self._dirty = False
+        self._last_draw = time.monotonic()
         fig = self.figure
         fig.clear()
         fig.set_facecolor(PALETTE.background)
