@@ -80,14 +80,6 @@ def shoot_run(win, work, shot) -> None:
     shot("run.png")
 
 
-def narrow(win, shot, name: str, width: int = 1100) -> None:
-    """The same view in a narrow window (charts squeezed: legends and titles must stay clear), then back."""
-    size = win.size()
-    win.resize(max(width, win.minimumSizeHint().width()), size.height())
-    shot(name)
-    win.resize(size)
-
-
 def shoot_train(win, app, work, out, shot, epochs: int) -> None:
     """A small Fashion-MNIST classifier: live curves, confusion matrix, one cell's images, heatmaps."""
     from .demo_data import fashion_classes
@@ -112,7 +104,6 @@ def shoot_train(win, app, work, out, shot, epochs: int) -> None:
     tw.adv_btn.setChecked(False)
     tw.tabs.setCurrentIndex(0)
     shot("train-results.png")
-    narrow(win, shot, "train-results-narrow.png")
     cm = ((tw.result or {}).get("metrics") or {}).get("confusion_matrix")
     if cm:
         i, j = max(((i, j) for i in range(len(cm)) for j in range(len(cm)) if i != j), key=lambda c: cm[c[0]][c[1]])
@@ -142,7 +133,6 @@ def shoot_anomaly(win, work, shot) -> None:
     must(wait_for(tw.idle, lambda: tw.train({"image_size": 128}), 3600), "the anomaly training")
     tw.tabs.setCurrentIndex(1)
     shot("train-anomaly.png")
-    narrow(win, shot, "train-anomaly-narrow.png")
     tw.tabs.setCurrentIndex(2)
     shot("train-anomaly-heatmaps.png")
 
