@@ -297,7 +297,10 @@ def record_accuracy(parent: Bundle, child: Bundle, data, params, progress: Progr
     meta["optimization"] = {**meta["optimization"], "accuracy": {k: v for k, v in acc.items() if k != "ms_per_image"}}
     seconds = round(time.perf_counter() - t0, 1)
     progress.log(f"optimised in {seconds:g} s")
-    out = rewrite(child, meta, log={"optimization": {"seconds": seconds, "ms_per_image": acc.get("ms_per_image", {})}})
+    facts = {"seconds": seconds, "ms_per_image": acc.get("ms_per_image", {})}
+    if "created" not in (child.log.get("optimization") or {}):  # prune writes through a trainer, not finish()
+        facts.update(run_log()["optimization"])
+    out = rewrite(child, meta, log={"optimization": facts})
     if params.strict and acc.get("checked") and not acc["within_tolerance"]:
         raise UsageError(f"{out.path}: {acc['metric']} dropped {acc['drop_points']:.2f} points "
                          f"(more than --max-drop {params.max_drop:g}); the bundle was written for inspection")
