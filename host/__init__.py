@@ -49,6 +49,10 @@ from .reporters.imaging import (CONFUSION_PASS_AT, CONFUSION_REVIEW_AT, VERDICT_
 
 __all__ += ["CONFUSION_PASS_AT", "CONFUSION_REVIEW_AT", "VERDICT_COLOURS", "confusion_style", "overlay_status",
             "resolved_overlays"]
+# every chart's drawing (matplotlib, imported only when a chart is drawn): `from host import charts`
+from .reporters import charts  # noqa: E402
+
+__all__ += ["charts"]
 # the one image reader (issue 10): numpy only; a plugin registers the decoder (OpenCV's imdecode)
 from .core.imageio import (IMAGE_EXTENSIONS, decode_image, is_image_file, read_image,  # noqa: E402
                            register_image_decoder, register_rgb_converter, to_rgb8, use_opencv)

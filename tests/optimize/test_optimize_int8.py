@@ -158,3 +158,20 @@ def test_int8_usage_errors(opt_classify_bundle, cls_int8, tmp_path):
     assert not (tmp_path / "x").exists()
     r = run_loupe("optimize", cls_int8.path, "--method", "int8", "--out", tmp_path / "x", env=ENV)
     assert r.returncode != 0 and "already int8" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_int8_same_optimisation_same_hash(opt_anomaly_bundle, tmp_path):
+    """Optimising the same bundle the same way twice (into two folders) gives the same sha256: wall times
+    (when, how long, ms per image) are in log.json, which the manifest does not hash. The cheapest int8 run
+    (no sensitivity search, 4 calibration images): a few seconds of CPU each."""
+    cheap = ("--keep-float", "none", "--calib-images", "4")
+    first = _optimize(opt_anomaly_bundle, tmp_path / "first", *cheap)
+    again = _optimize(opt_anomaly_bundle, tmp_path / "again", *cheap)
+    assert again.files == first.files, {k: (v, again.files.get(k)) for k, v in first.files.items()
+                                        if again.files.get(k) != v}
+    assert again.sha256 == first.sha256
+    assert "log.json" not in again.files
+    log = again.log["optimization"]
+    assert log["seconds"] > 0 and log["created"] and log["ms_per_image"]["optimized"] > 0
+    rec = again.meta["optimization"]
+    assert "seconds" not in rec and "created" not in rec and "ms_per_image" not in rec["accuracy"]["optimized"]

@@ -1,7 +1,8 @@
 """Evaluation figures: charts with matplotlib (Agg, no display), per-image panels with OpenCV.
 
-Charts (ROC, score histogram) are drawn with matplotlib's object API (``Figure`` + the Agg canvas, no pyplot
-state), like every other chart Loupe writes (the classifier's confusion matrix, the dataset size chart).
+Charts (ROC, score histogram) are drawn by ``host.charts`` (matplotlib's object API, ``Figure`` + the Agg
+canvas, no pyplot state), like every other chart Loupe writes (the classifier's confusion matrix, the dataset
+size chart) and the desktop app's.
 Per-image panels are pictures, not charts: the image with its heatmap and regions beside the ground truth,
 drawn with OpenCV, with a colour-scale legend under them.
 """
@@ -27,62 +28,46 @@ def _bgr(status: str) -> tuple[int, int, int]:
 
 def figure(width_in: float = 5.2, height_in: float = 4.0):
     """A matplotlib ``Figure`` on an Agg canvas (no pyplot, safe in threads and without a display)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from host import charts
 
-    fig = Figure(figsize=(width_in, height_in), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
+    return charts.figure(width_in, height_in)
 
 
 def save(fig, path: Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(str(path), dpi=110)
+    from host import charts
+
+    charts.save(fig, path)
 
 
-# ------------------------------------------------------------------ charts
+# ------------------------------------------------------------------ charts (host.charts, as the desktop app)
 
 
 def roc_plot(fpr: np.ndarray, tpr: np.ndarray, auc: float, path: Path,
              operating_point: tuple[float, float] | None = None) -> None:
     """The image-level ROC curve, with the model's operating point (its stored threshold) marked."""
-    fig = figure(4.6, 4.3)
+    from host import charts
+
+    fig = figure(4.6, 4.9)
     ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=1, ls="--", label="chance")
-    ax.plot(fpr, tpr, color="#1f77b4", lw=2, label=f"ROC (AUROC {auc:.3f})")
-    if operating_point is not None:
-        fx, ty = operating_point
-        ax.plot([fx], [ty], "o", ms=9, mfc=VERDICT_COLOURS["fail"], mec="black",
-                label=f"threshold (score 1.0): TPR {ty:.2f}, FPR {fx:.2f}")
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("false positive rate (good parts rejected)")
-    ax.set_ylabel("true positive rate (defects found)")
-    ax.set_title("Image-level ROC")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    charts.draw_roc(ax, fpr, tpr, auc, operating_point, threshold_label="threshold (score 1.0)")
+    charts.style(fig, ax, title="Image-level ROC", xlabel="false positive rate (good parts rejected)",
+                 ylabel="true positive rate (defects found)")
     ax.set_aspect("equal")
+    charts.legend_below(fig, ax)
     save(fig, path)
 
 
 def histogram_plot(good: np.ndarray, bad: np.ndarray, path: Path, threshold: float = 1.0, bins: int = 30) -> None:
-    """Normalised-score histograms of good and defective images and the threshold; the legend sits above
+    """Normalised-score histograms of good and defective images and the threshold; the legend sits under
     the axes, where it cannot cover a bar."""
+    from host import charts
+
     fig = figure(6.0, 3.8)
     ax = fig.add_subplot()
-    allv = np.r_[np.asarray(good, float), np.asarray(bad, float), threshold]
-    lo, hi = float(np.min(allv)), float(np.max(allv))
-    pad = 0.04 * (hi - lo) if hi > lo else 0.5
-    edges = np.linspace(lo - pad, hi + pad, bins + 1)
-    ax.hist(good, edges, color=VERDICT_COLOURS["pass"], alpha=0.75, label=f"good (n={len(good)})")
-    ax.hist(bad, edges, color=VERDICT_COLOURS["fail"], alpha=0.6, label=f"defective (n={len(bad)})")
-    ax.axvline(threshold, color="black", lw=1.5, ls="--", label=f"threshold {threshold:.2f}")
-    ax.set_xlabel("anomaly score (1.0 = the model's threshold)")
-    ax.set_ylabel("images")
-    ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=3, fontsize=8, frameon=False,
-              borderaxespad=0.0)
+    charts.draw_score_histogram(ax, [("good", good), ("defective", bad)], threshold, bins=bins)
+    charts.style(fig, ax, title="Scores of the test images", xlabel="anomaly score (1.0 = the model's threshold)",
+                 ylabel="images", grid="y")
+    charts.legend_below(fig, ax)
     save(fig, path)
 
 

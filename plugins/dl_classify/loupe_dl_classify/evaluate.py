@@ -40,51 +40,23 @@ def per_class(cm: np.ndarray, classes: list[str]) -> dict[str, dict[str, float]]
 
 
 def confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: str = "") -> None:
-    """Colour-coded confusion matrix, drawn with matplotlib (Agg).
+    """Colour-coded confusion matrix, drawn by ``host.charts.draw_confusion`` (matplotlib, Agg), as the
+    desktop app draws it.
 
     Each cell shows its count and its rate (share of the true class's row). Colours follow
     ``host.confusion_style``, the one rule the desktop app uses too: a diagonal cell is green at a recall of
     ``CONFUSION_PASS_AT`` (90 %) or more, amber from ``CONFUSION_REVIEW_AT`` (70 %), red below; an
     off-diagonal cell is red, stronger as its share of the row grows.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from host import VERDICT_COLOURS, confusion_style
+    from host import charts
 
     n = len(classes)
-    style = confusion_style(cm)
-    white = np.array([1.0, 1.0, 1.0])
-    rgb = np.ones((n, n, 3))
-    for i in range(n):
-        for j in range(n):
-            status, strength = style[i][j]
-            if status != "none":
-                c = np.array([int(VERDICT_COLOURS[status][k:k + 2], 16) / 255 for k in (1, 3, 5)])
-                rgb[i, j] = white + (c - white) * strength
-    rows = cm.sum(axis=1, keepdims=True).astype(np.float64)
-    rate = np.divide(cm, rows, out=np.zeros(cm.shape, np.float64), where=rows > 0)
     side = min(14.0, max(4.5, 0.62 * n + 2.2))
-    fig = Figure(figsize=(side + 0.6, side), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = charts.figure(side + 0.6, side)
     ax = fig.add_subplot()
-    ax.imshow(rgb, interpolation="nearest")
-    fs = 9 if n <= 12 else 7
-    for i in range(n):
-        for j in range(n):
-            if cm[i, j] or i == j:
-                ax.text(j, i, f"{int(cm[i, j])}\n{100 * rate[i, j]:.0f}%", ha="center", va="center", fontsize=fs)
-    names = [c if len(c) <= 16 else c[:15] + "…" for c in classes]
-    ax.set_xticks(range(n), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=fs)
-    ax.set_yticks(range(n), names, fontsize=fs)
-    ax.set_xticks(np.arange(n + 1) - 0.5, minor=True)
-    ax.set_yticks(np.arange(n + 1) - 0.5, minor=True)
-    ax.grid(which="minor", color="#bbbbbb", lw=0.8)
-    ax.tick_params(which="minor", length=0)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    charts.draw_confusion(ax, cm, classes)
     ax.set_title(textwrap.fill(title or "confusion matrix", 40 + 4 * n), fontsize=9)
-    fig.savefig(str(path), dpi=110)
+    charts.save(fig, path)
 
 
 def heat_overlay(image: np.ndarray, heat: np.ndarray, side: int = 160) -> np.ndarray:

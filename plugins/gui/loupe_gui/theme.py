@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from PyQt5 import QtGui, QtWidgets
 
+from host import VERDICT_COLOURS
+
 BG = "#1e2126"          # window
 PANEL = "#252930"       # panels, lists
 BASE = "#181b20"        # editors, image background
@@ -12,13 +14,7 @@ MUTED = "#8b93a1"
 ACCENT = "#3d8bfd"
 
 #: verdict / overlay status colours (Shape.status and ToolResult.verdict)
-STATUS = {
-    "pass": "#35c46a",
-    "review": "#f0b429",
-    "fail": "#ef4b4b",
-    "error": "#c05cf0",
-    "info": "#38c6e8",
-}
+STATUS = dict(VERDICT_COLOURS)  # one set of verdict colours: the host's, as every report and chart uses
 
 
 def status_color(status: str) -> QtGui.QColor:

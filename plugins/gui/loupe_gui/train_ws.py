@@ -452,9 +452,7 @@ class TrainWorkspace(QtWidgets.QWidget):
         anl.setContentsMargins(4, 4, 4, 4)
         charts = QtWidgets.QVBoxLayout()
         self.roc = LineChart("ROC")
-        self.roc.diagonal = True
-        self.roc.x_range = (0.0, 1.0)
-        self.roc.y_range = (0.0, 1.0)
+        self.roc.roc = True
         self.roc.x_label = "false positive rate"
         self.roc.y_label = "true positive rate"
         self.hist = HistogramChart("Scores of the test images")
@@ -712,7 +710,7 @@ class TrainWorkspace(QtWidgets.QWidget):
         for chart, what in ((self.loss_chart, "loss"), (self.metric_chart, "metric")):
             if not chart.has_data():
                 chart.empty_text = f"the {task} trainer reported no {what} curve (see the log)"
-                chart.update()
+                chart.refresh()
         self.bar.setValue(self.bar.maximum())
         self.show_result(result)
         self.trainingFinished.emit(result)
@@ -921,8 +919,7 @@ class TrainWorkspace(QtWidgets.QWidget):
         f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
         self.threshold_counts = {"threshold": t, "tp": tp, "fp": fp, "fn": fn, "tn": tn, "f1": f1}
         self.hist.set_threshold(t)
-        self.roc.marker = (fp / max(fp + tn, 1), tp / max(tp + fn, 1))
-        self.roc.update()
+        self.roc.set_marker((fp / max(fp + tn, 1), tp / max(tp + fn, 1)))
         trained = " (the trained threshold)" if t == getattr(self, "model_threshold", None) else ""
         self.thr_label.setText(f"threshold <b>{t:.3f}</b>{trained}: &nbsp; missed defects <b>{fn}</b>/{tp + fn} · "
                                f"false rejects <b>{fp}</b>/{fp + tn} · F1 <b>{f1:.3f}</b>")
@@ -981,7 +978,11 @@ class TrainWorkspace(QtWidgets.QWidget):
     def _optimised(self, b: Bundle) -> None:
         rec = b.meta.get("optimization") or {}
         acc = rec.get("accuracy") or {}
-        par, opt = acc.get("parent") or {}, acc.get("optimized") or {}
+        par, opt = dict(acc.get("parent") or {}), dict(acc.get("optimized") or {})
+        timing = b.log.get("optimization") or {}  # wall times live in log.json (not hashed)
+        for side, d in (("parent", par), ("optimized", opt)):
+            if side in (timing.get("ms_per_image") or {}):
+                d["ms_per_image"] = timing["ms_per_image"][side]
         rows = [("method", rec.get("method", "?"), ""),
                 ("bundle size (MB)", f"{self._bundle_mb(self.bundle):.2f}", f"{self._bundle_mb(b):.2f}")]
         for k, label in (("ms_per_image", "ms / image"), ("accuracy", "accuracy"), ("image_auroc", "image AUROC"),
@@ -995,7 +996,7 @@ class TrainWorkspace(QtWidgets.QWidget):
                          + ("" if ok else f"  (> {acc['max_drop_points']:g} allowed)")))
         else:
             rows.append(("accuracy check", "", acc.get("reason", "not run")))
-        rows.append(("optimise time (s)", "", f"{rec.get('seconds', float('nan')):.1f}"))
+        rows.append(("optimise time (s)", "", f"{timing.get('seconds', rec.get('seconds', float('nan'))):.1f}"))
         self.opt_table.setRowCount(len(rows))
         for i, (k, a, c) in enumerate(rows):
             for j, v in enumerate((k, a, c)):

@@ -190,24 +190,16 @@ def text_histogram(sizes: Counter, width: int = 40, max_rows: int = 15) -> list[
 
 
 def size_chart(sizes: Counter, path: Path, title: str = "") -> None:
-    """PNG, drawn with matplotlib (Agg) like every Loupe chart: a width-vs-height scatter (dot area ~ count)
-    and a bar chart of the most common sizes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """PNG, drawn with ``host.charts`` (matplotlib, Agg) like every Loupe chart: a width-vs-height scatter
+    (dot area ~ count) and a bar chart of the most common sizes."""
+    from host import charts
 
-    fig = Figure(figsize=(9.5, 4.2), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = charts.figure(9.5, 4.2)
     ax, bx = fig.subplots(1, 2, width_ratios=[1, 1.1])
     if sizes:
-        top = max(sizes.values())
-        ws, hs = zip(*sizes)
-        ax.scatter(ws, hs, s=[30 + 400 * n / top for n in sizes.values()], color="#1f77b4", alpha=0.6,
-                   edgecolors="#0b3c5d")
-        hi = max(max(ws), max(hs)) * 1.1
-        ax.set_xlim(0, hi)
-        ax.set_ylim(0, hi)
+        charts.draw_sizes(ax, dict(sizes))
         rows = sizes.most_common(12)[::-1]
-        bx.barh([f"{w}×{h}" for (w, h), _ in rows], [n for _, n in rows], color="#2ca02c")
+        bx.barh([f"{w}×{h}" for (w, h), _ in rows], [n for _, n in rows], color=charts.SERIES[0])
         for k, (_, n) in enumerate(rows):
             bx.text(n, k, f" {n}", va="center", fontsize=8)
         bx.set_xlim(0, rows[-1][1] * 1.15)
@@ -219,8 +211,7 @@ def size_chart(sizes: Counter, path: Path, title: str = "") -> None:
     bx.set_xlabel("images")
     bx.set_title("most common sizes", fontsize=10)
     fig.suptitle(title or "image size distribution")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(str(path), dpi=110)
+    charts.save(fig, path)
 
 
 def _parse_size(spec: str, sizes: Counter) -> tuple[int, int]:

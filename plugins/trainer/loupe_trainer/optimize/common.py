@@ -16,6 +16,10 @@
 ``lineage(parent, record)``       that ``optimization`` record and the inherited history, for
                                   optimisers that write their bundle through a trainer (prune).
 ``rewrite(bundle, meta)``         the same files again under new metadata (records added afterwards).
+
+Wall times (how long the optimisation took, when it ran, ms per image of either bundle, CPU timings) go
+to the bundle's ``log.json`` under ``"optimization"``, never into ``bundle.json``: the manifest does not
+hash ``log.json``, so optimising the same bundle the same way twice gives the same sha256.
 """
 from __future__ import annotations
 
@@ -201,7 +205,7 @@ def evaluate(bundle: Bundle, data: Path) -> dict[str, Any]:
 
 def _strip(m: dict[str, Any]) -> dict[str, Any]:
     keys = ("accuracy", "mean_iou", "defect_iou", "map50", "map50_95", "count_accuracy", "image_auroc",
-            "pixel_auroc", "f1", "n_images", "ms_per_image")
+            "pixel_auroc", "f1", "n_images")
     return {k: m[k] for k in keys if k in m}
 
 
@@ -223,7 +227,10 @@ def accuracy_check(parent: Bundle, child: Bundle, data: Path | None, max_drop: f
     drop = 100.0 * (float(pm[key]) - float(cm[key]))
     res = {"checked": True, "data": str(data.resolve()), "metric": key, "parent": _strip(pm),
            "optimized": _strip(cm), "drop_points": round(drop, 3), "max_drop_points": max_drop,
-           "within_tolerance": bool(drop <= max_drop + 1e-9)}
+           "within_tolerance": bool(drop <= max_drop + 1e-9),
+           # a wall time: record_accuracy moves it to log.json
+           "ms_per_image": {k: m["ms_per_image"] for k, m in (("parent", pm), ("optimized", cm))
+                            if "ms_per_image" in m}}
     msg = f"{key}: parent {pm[key]:.4f}, optimised {cm[key]:.4f} ({-drop:+.2f} points)"
     progress.log(msg if res["within_tolerance"] else msg + f" -- MORE than the {max_drop:g} points allowed")
     return res
@@ -237,22 +244,36 @@ def lineage(parent: Bundle, record: dict[str, Any]) -> dict[str, Any]:
         history.append(parent.meta["optimization"])
     out: dict[str, Any] = {"optimization": {
         **record, "parent": {"path": str(parent.path.resolve()), "sha256": parent.sha256,
-                             "model_sha256": parent.files.get(model_file(parent))},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
+                             "model_sha256": parent.files.get(model_file(parent))}}}
     if history:
         out["optimization_history"] = history
     return out
 
 
-def rewrite(bundle: Bundle, meta: dict[str, Any], out: Path | None = None) -> Bundle:
-    """Write ``bundle``'s files again with new metadata (in place unless ``out`` is given), atomically."""
+def merge_log(old: dict[str, Any], new: dict[str, Any] | None) -> dict[str, Any]:
+    """``log.json`` contents: ``old`` with ``new`` added (the ``optimization`` entries merged key by key)."""
+    out = dict(old)
+    for k, v in (new or {}).items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def run_log(**facts: Any) -> dict[str, Any]:
+    """Unhashed facts of this optimisation for ``log.json``, with the time it was written."""
+    return {"optimization": {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **facts}}
+
+
+def rewrite(bundle: Bundle, meta: dict[str, Any], out: Path | None = None, log: dict[str, Any] | None = None) -> Bundle:
+    """Write ``bundle``'s files again with new metadata (in place unless ``out`` is given), atomically; its
+    ``log.json`` is kept, with ``log`` merged in."""
     files = {n: bundle.path / n for n in bundle.files if n not in ("bundle.json", "manifest.json")}
-    return write_bundle(out or bundle.path, meta, files)
+    return write_bundle(out or bundle.path, meta, files, log=merge_log(bundle.log, log))
 
 
 def finish(parent: Bundle, out: Path, model_path: Path, record: dict[str, Any], *, extra_files: dict | None = None,
-           meta_update: dict | None = None) -> Bundle:
-    """Write the optimised bundle (the parent's other files unchanged, the graph replaced)."""
+           meta_update: dict | None = None, log: dict[str, Any] | None = None) -> Bundle:
+    """Write the optimised bundle (the parent's other files unchanged, the graph replaced); ``log``: wall
+    times for ``log.json`` (``run_log(...)``), never in ``record``."""
     files: dict[str, Any] = {}
     for name in parent.files:
         if name not in ("bundle.json", "manifest.json"):
@@ -263,7 +284,7 @@ def finish(parent: Bundle, out: Path, model_path: Path, record: dict[str, Any], 
     meta.update(meta_update or {})
     meta.update(lineage(parent, record))
     try:
-        return write_bundle(out, meta, files)
+        return write_bundle(out, meta, files, log=merge_log(run_log(), log))
     except OSError as exc:
         raise UsageError(f"{out}: cannot write the bundle: {exc}") from None
 
@@ -273,8 +294,13 @@ def record_accuracy(parent: Bundle, child: Bundle, data, params, progress: Progr
     """Run the accuracy check on the written bundle and rewrite its record with the result."""
     acc = accuracy_check(parent, child, data, params.max_drop, progress, parent_metrics)
     meta = dict(child.meta)
-    meta["optimization"] = {**meta["optimization"], "accuracy": acc, "seconds": round(time.perf_counter() - t0, 1)}
-    out = rewrite(child, meta)
+    meta["optimization"] = {**meta["optimization"], "accuracy": {k: v for k, v in acc.items() if k != "ms_per_image"}}
+    seconds = round(time.perf_counter() - t0, 1)
+    progress.log(f"optimised in {seconds:g} s")
+    facts = {"seconds": seconds, "ms_per_image": acc.get("ms_per_image", {})}
+    if "created" not in (child.log.get("optimization") or {}):  # prune writes through a trainer, not finish()
+        facts.update(run_log()["optimization"])
+    out = rewrite(child, meta, log={"optimization": facts})
     if params.strict and acc.get("checked") and not acc["within_tolerance"]:
         raise UsageError(f"{out.path}: {acc['metric']} dropped {acc['drop_points']:.2f} points "
                          f"(more than --max-drop {params.max_drop:g}); the bundle was written for inspection")

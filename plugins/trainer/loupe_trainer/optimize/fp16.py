@@ -14,7 +14,8 @@ half-precision kernels (about half the memory traffic). On the CPU provider
 most of these ops have no float16 kernel: ONNX Runtime inserts casts around
 each such node and runs it in float32, so the graph is usually *slower* on CPU
 than the float32 original; the file is half the size. The optimiser measures
-and records both (``optimization.cpu_timing``).
+and records both in the bundle's ``log.json``
+(``optimization.cpu_timing``: timings are not hashed).
 """
 from __future__ import annotations
 
@@ -217,7 +218,7 @@ class FP16Optimizer(Optimizer):
                       "converted_groups": groups,
                       "float_rewrites": {"folded_pads": folded, "nn_distance": nn_fused or "not present"}, "n_converted_nodes": len(nodes),
                       "float32_rest": "graph inputs/outputs and everything after the backbone",
-                      "parity": {"images": len(check), "reference": "the parent's float32 graph", "outputs": cmp},
-                      "cpu_timing": timing}
-            child = common.finish(bundle, Path(out), dst, record)
+                      "parity": {"images": len(check), "reference": "the parent's float32 graph", "outputs": cmp}}
+            # timings vary from run to run: log.json (not hashed), not the record
+            child = common.finish(bundle, Path(out), dst, record, log=common.run_log(cpu_timing=timing))
         return common.record_accuracy(bundle, child, data, params, progress, t0)

@@ -253,6 +253,7 @@ class Int8Optimizer(Optimizer):
                 "float_rewrites": {"folded_pads": folded, "nn_distance": nn_fused or "not present"},
                 "parity": parity,
             }
-            child = common.finish(bundle, Path(out), dst, {**record, "seconds": round(time.perf_counter() - t0, 1)})
+            child = common.finish(bundle, Path(out), dst, record,
+                                  log=common.run_log(quantise_seconds=round(time.perf_counter() - t0, 1)))
         return common.record_accuracy(bundle, child, data, params, progress, t0)
 

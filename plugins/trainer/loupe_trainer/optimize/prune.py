@@ -377,7 +377,8 @@ def _recover(student, teacher_fn, student_fn, x: np.ndarray, y, params: PrunePar
     student.eval()
     for p in student.parameters():
         p.requires_grad_(False)
-    return {"steps": step if params.steps else 0, "stopped": stop, "seconds": round(time.perf_counter() - t0, 1),
+    progress.log(f"recovery: {step if params.steps else 0} steps in {time.perf_counter() - t0:.1f} s")
+    return {"steps": step if params.steps else 0, "stopped": stop,
             "loss_first": round(float(np.mean(losses[:5])), 5) if losses else None,
             "loss_last": round(float(np.mean(losses[-5:])), 5) if losses else None}
 
