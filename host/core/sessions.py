@@ -18,9 +18,13 @@ or ``LOUPE_ENGINE``; see ``resolve_engine`` for the order):
   chosen by a short timed probe when the session is built; the choice is logged and
   kept on the session (``session.engine``).
 
-An engine other than ``cpu`` is checked against ONNX Runtime's CPU provider when a
-session is built (``check_parity``): seeded probe inputs of the graph's input shape,
-outputs compared within ``PARITY_RTOL`` of their scale; a mismatch refuses the engine.
+An engine other than ``cpu`` is checked when a session is built: a bundle's stored
+parity set (``engine_parity`` in ``bundle.json``: a few preprocessed training images
+and ONNX Runtime CPU's outputs on them, written by every trainer through
+``write_bundle``) is run and compared with the stored outputs (``check_stored_parity``,
+within the bundle's ``rtol`` of each output's scale); a bundle without one (written
+before them, or a bare ``.onnx``) is checked on seeded probe inputs against ONNX
+Runtime's CPU provider (``check_parity``). A mismatch refuses the engine.
 An engine that is missing or unusable raises ``UsageError`` naming what to install
 (exit 2), except under ``auto``, which then falls back to ``cpu``.
 
@@ -167,9 +171,10 @@ def create_session(model: str | Path | bytes, threads: int | None = None, *, eng
     if level not in _LEVELS:
         raise UsageError(f"unknown graph optimisation level {level!r} ({', '.join(_LEVELS)})")
     data, what, cache = _read(model)
+    stored = stored_parity(model) if parity and engine != "cpu" and not isinstance(model, bytes) else None
     if engine == "auto":
-        return _auto(data, what, threads, level, cache)
-    return _build(data, what, threads, level, engine, cache, parity)
+        return _auto(data, what, threads, level, cache, stored)
+    return _build(data, what, threads, level, engine, cache, parity, stored)
 
 
 def _read(model: str | Path | bytes) -> tuple[bytes, str, Path | None]:
@@ -183,8 +188,44 @@ def _read(model: str | Path | bytes) -> tuple[bytes, str, Path | None]:
     return data, str(model), folder.with_name(folder.name + ".trt-cache")
 
 
+@dataclass(frozen=True)
+class StoredParity:
+    """A bundle's stored parity set, loaded: the input name, the images (N first), the CPU's outputs, rtol."""
+
+    input: str
+    images: np.ndarray
+    outputs: dict[str, np.ndarray]
+    rtol: float
+    where: str
+
+
+def stored_parity(model: str | Path) -> StoredParity | None:
+    """The stored parity set of the bundle holding the graph file ``model``, or ``None`` when the graph is
+    not in a bundle or the bundle has none (written before them). Files are checked against the manifest."""
+    from .bundle import Bundle, is_bundle, sha256_file
+
+    folder = Path(model).parent
+    if not is_bundle(folder):
+        return None
+    bundle = Bundle.load(folder, verify=False)  # the runtime verified it; the parity files are hashed below
+    ep = bundle.info.engine_parity if bundle.info is not None else None
+    if ep is None:
+        return None
+    arrays = {}
+    for name in (ep.inputs, *ep.outputs.values()):
+        f = bundle.file(name)
+        if sha256_file(f) != bundle.files[name]:
+            raise BundleError(f"{folder}: {name} fails its hash check: the bundle was modified or corrupted")
+        try:
+            arrays[name] = np.load(f, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{f}: unreadable parity array: {exc}") from None
+    return StoredParity(ep.input, arrays[ep.inputs], {o: arrays[n] for o, n in ep.outputs.items()}, ep.rtol,
+                        f"{folder}/bundle.json engine_parity ({ep.images} stored images)")
+
+
 def _build(data: bytes, what: str, threads: int, level: str, engine: str, cache: Path | None,
-           parity: bool) -> Any:
+           parity: bool, stored: StoredParity | None = None) -> Any:
     if engine == "openvino":
         if engine_status()["openvino"] is not None:
             raise UsageError(f"engine openvino cannot run here: {engine_status()['openvino']}")
@@ -192,8 +233,17 @@ def _build(data: bytes, what: str, threads: int, level: str, engine: str, cache:
     else:
         sess = _ort_session(data, what, threads, level, engine, cache)
     sess.engine = engine
+    sess.parity = None
     if engine != "cpu" and parity:
-        check_parity(sess, _ort_session(data, what, threads, level, "cpu", None), what)
+        if stored is not None:
+            worst = check_stored_parity(sess, stored, what)
+            sess.parity = {"source": "stored images", "images": len(stored.images), "worst": worst,
+                           "rtol": stored.rtol}
+        else:
+            worst = check_parity(sess, _ort_session(data, what, threads, level, "cpu", None), what)
+            sess.parity = {"source": "seeded probe inputs against the CPU (the bundle stores no parity images)",
+                           "images": 2, "worst": worst, "rtol": PARITY_RTOL}
+            log.info("engine %s for %s: no stored parity images; checked on seeded probe inputs", engine, what)
     return sess
 
 
@@ -325,18 +375,37 @@ def check_parity(session: Any, reference: Any, what: str, seeds: tuple[int, ...]
         want = reference.run(names, feed)
         got = session.run(names, feed)
         for name, a, b in zip(names, want, got):
-            a = np.asarray(a, np.float64)
-            b = np.asarray(b, np.float64)
-            if a.shape != b.shape:
-                raise UsageError(f"{what}: engine {session.engine}: output {name} has shape {b.shape}, "
-                                 f"the CPU's {a.shape}")
-            scale = max(1e-6, float(np.abs(a).max()) if a.size else 1.0)
-            err = float(np.abs(a - b).max()) / scale if a.size else 0.0
-            worst = max(worst, err)
-            if not err <= PARITY_RTOL:
-                raise UsageError(f"{what}: engine {session.engine} does not match the CPU: output {name} "
-                                 f"differs by {err:.2e} of its scale (tolerance {PARITY_RTOL:g}); "
-                                 f"run it with --engine cpu")
+            worst = max(worst, _compare(name, a, b, session, what, PARITY_RTOL, "seeded probe inputs"))
+    return worst
+
+
+def _compare(name: str, a: Any, b: Any, session: Any, what: str, rtol: float, source: str) -> float:
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise UsageError(f"{what}: engine {session.engine}: output {name} has shape {b.shape}, the CPU's {a.shape}")
+    scale = max(1e-6, float(np.abs(a).max()) if a.size else 1.0)
+    err = float(np.abs(a - b).max()) / scale if a.size else 0.0
+    if not err <= rtol:
+        raise UsageError(f"{what}: engine {session.engine} does not match the CPU on {source}: output {name} "
+                         f"differs by {err:.2e} of its scale (tolerance {rtol:g}); run it with --engine cpu")
+    return err
+
+
+def check_stored_parity(session: Any, stored: StoredParity, what: str) -> float:
+    """Run the bundle's stored parity images through ``session`` (batch 1, as the line runs) and refuse the
+    engine (``UsageError``) when an output differs from the stored CPU outputs by more than the bundle's
+    ``rtol`` of its largest magnitude. Returns the worst ratio."""
+    worst = 0.0
+    names = list(stored.outputs)
+    inp = session.get_inputs()[0]
+    x = stored.images
+    if x.dtype.kind == "f":
+        x = x.astype(np.float16 if "float16" in inp.type else np.float32)
+    got = [session.run(names, {inp.name: x[i:i + 1]}) for i in range(len(x))]
+    for k, name in enumerate(names):
+        b = np.concatenate([np.asarray(g[k]) for g in got])
+        worst = max(worst, _compare(name, stored.outputs[name], b, session, what, stored.rtol, stored.where))
     return worst
 
 
@@ -352,12 +421,13 @@ def time_session(session: Any, runs: int = 10) -> float:
     return float(np.median(times))
 
 
-def _auto(data: bytes, what: str, threads: int, level: str, cache: Path | None) -> Any:
+def _auto(data: bytes, what: str, threads: int, level: str, cache: Path | None,
+          stored: StoredParity | None = None) -> Any:
     """Every usable engine that matches the CPU, timed on a probe input; the fastest wins."""
     best, best_ms, tried = None, float("inf"), []
     for engine in available_engines():
         try:
-            sess = _build(data, what, threads, level, engine, cache, parity=True)
+            sess = _build(data, what, threads, level, engine, cache, parity=True, stored=stored)
             ms = time_session(sess)
         except (UsageError, BundleError) as exc:
             tried.append(f"{engine}: refused ({exc})")
