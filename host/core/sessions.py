@@ -28,6 +28,21 @@ Runtime's CPU provider (``check_parity``). A mismatch refuses the engine.
 An engine that is missing or unusable raises ``UsageError`` naming what to install
 (exit 2), except under ``auto``, which then falls back to ``cpu``.
 
+Precision per engine (a bundle's ``optimization.method``: ``fp16``, ``int8``, else fp32;
+``PRECISION_NOTES`` says it for each engine and ``session.precision`` records it):
+
+- ``cpu``: fp32 and int8 (QOperator or QDQ) natively; an fp16 graph runs, but ONNX Runtime's
+  CPU provider has few float16 kernels and casts around the rest, so it is slower than its
+  float32 parent (logged);
+- ``openvino``: fp32 and int8 QDQ graphs (not ``com.microsoft.QLinear*``: ``loupe optimize
+  --method int8 --engine openvino`` writes QDQ); compiled with ``INFERENCE_PRECISION_HINT=f32``
+  on the CPU, so an fp16 graph's weights are widened to f32 at compile time (same speed as
+  fp32, no cast nodes at run time) and bf16 is never chosen silently;
+- ``cuda``: fp16 natively (tensor cores), fp32 as is;
+- ``tensorrt``: fp16 bundles are built with ``trt_fp16_enable`` (TensorRT may then run the
+  float32 parts in fp16 too; the parity check decides); fp32 bundles stay fp32; int8 QDQ
+  graphs are read as explicit quantisation.
+
 Graphs whose weights live in ONNX external-data files are refused (a bundle's
 manifest pins the ``.onnx`` file only, and a runtime follows any location a graph
 names, even outside the bundle).
@@ -62,9 +77,19 @@ INSTALL = {
             "NVIDIA GPU and its CUDA 12 driver",
     "tensorrt": "pip install 'loupe-host[gpu]' plus NVIDIA's TensorRT 10 libraries, on a machine with an NVIDIA GPU",
 }
+PRECISION_NOTES = {
+    ("cpu", "fp16"): "ONNX Runtime's CPU provider has few float16 kernels and casts around the rest: this fp16 "
+                     "bundle runs slower than its float32 parent (use it on cuda/tensorrt, or openvino)",
+    ("openvino", "fp16"): "fp16 weights widened to f32 when compiled for the CPU (INFERENCE_PRECISION_HINT=f32)",
+    ("cuda", "fp16"): "fp16 natively",
+    ("tensorrt", "fp16"): "TensorRT built with trt_fp16_enable",
+    ("openvino", "int8"): "int8 QDQ graph as OpenVINO low-precision kernels",
+    ("tensorrt", "int8"): "int8 QDQ graph as TensorRT explicit quantisation",
+}
 #: outputs of another engine may differ from the CPU's by this fraction of their largest magnitude
 PARITY_RTOL = 1e-3
 _override: str | None = None
+_eval_batch: int | None = None
 
 #: "all" (every graph optimisation, the default), "basic" or "none"
 _LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC",
@@ -119,6 +144,20 @@ def set_engine_override(engine: str | None) -> None:
     _override = engine
 
 
+def set_eval_batch(batch: int | None) -> None:
+    """``loupe eval --batch N``: images per graph run in evaluation (never on the per-frame line path)."""
+    global _eval_batch
+    if batch is not None and not 1 <= int(batch) <= 256:
+        raise UsageError(f"--batch: give 1..256 images per run, got {batch}")
+    _eval_batch = None if batch is None else int(batch)
+
+
+def eval_batch(default: int = 1) -> int:
+    """The batch size an evaluation runs at: ``--batch``, else the runtime's measured ``default``
+    (a graph with a fixed batch dimension, or one where batching does not pay on the CPU, passes 1)."""
+    return _eval_batch if _eval_batch is not None else default
+
+
 def check_engine_name(engine: str, where: str = "engine") -> str:
     if engine not in ENGINE_CHOICES:
         raise UsageError(f"{where}: unknown engine {engine!r}; choose one of {', '.join(ENGINE_CHOICES)}")
@@ -136,7 +175,22 @@ def resolve_engine(requested: str | None = None) -> str:
     return check_engine_name(env, "LOUPE_ENGINE") if env else "cpu"
 
 
-def _providers(engine: str, cache_dir: Path | None) -> list:
+def bundle_precision(model: str | Path | bytes) -> str:
+    """``fp16``, ``int8`` or ``fp32``: what ``loupe optimize`` made of the bundle holding the graph file."""
+    import json
+
+    if isinstance(model, bytes):
+        return "fp32"
+    meta_file = Path(model).parent / "bundle.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return "fp32"
+    method = (meta.get("optimization") or {}).get("method") if isinstance(meta, dict) else None
+    return method if method in ("fp16", "int8") else "fp32"
+
+
+def _providers(engine: str, cache_dir: Path | None, precision: str = "fp32") -> list:
     check_engine_name(engine)
     why = engine_status().get(engine)
     if why is not None:
@@ -144,6 +198,8 @@ def _providers(engine: str, cache_dir: Path | None) -> list:
     providers: list = list(ENGINES[engine])
     if engine == "tensorrt":
         opts = {"trt_engine_cache_enable": True, "trt_timing_cache_enable": True}
+        if precision == "fp16":
+            opts["trt_fp16_enable"] = True
         if cache_dir is not None:
             opts["trt_engine_cache_path"] = str(cache_dir)
             opts["trt_timing_cache_path"] = str(cache_dir)
@@ -172,9 +228,16 @@ def create_session(model: str | Path | bytes, threads: int | None = None, *, eng
         raise UsageError(f"unknown graph optimisation level {level!r} ({', '.join(_LEVELS)})")
     data, what, cache = _read(model)
     stored = stored_parity(model) if parity and engine != "cpu" and not isinstance(model, bytes) else None
+    precision = bundle_precision(model)
     if engine == "auto":
-        return _auto(data, what, threads, level, cache, stored)
-    return _build(data, what, threads, level, engine, cache, parity, stored)
+        sess = _auto(data, what, threads, level, cache, stored, precision)
+    else:
+        sess = _build(data, what, threads, level, engine, cache, parity, stored, precision)
+    sess.precision = precision
+    note = PRECISION_NOTES.get((sess.engine, precision))
+    if note:
+        (log.warning if sess.engine == "cpu" else log.info)("%s on %s: %s", what, sess.engine, note)
+    return sess
 
 
 def _read(model: str | Path | bytes) -> tuple[bytes, str, Path | None]:
@@ -225,13 +288,13 @@ def stored_parity(model: str | Path) -> StoredParity | None:
 
 
 def _build(data: bytes, what: str, threads: int, level: str, engine: str, cache: Path | None,
-           parity: bool, stored: StoredParity | None = None) -> Any:
+           parity: bool, stored: StoredParity | None = None, precision: str = "fp32") -> Any:
     if engine == "openvino":
         if engine_status()["openvino"] is not None:
             raise UsageError(f"engine openvino cannot run here: {engine_status()['openvino']}")
         sess: Any = OpenVinoSession(data, what, threads)
     else:
-        sess = _ort_session(data, what, threads, level, engine, cache)
+        sess = _ort_session(data, what, threads, level, engine, cache, precision)
     sess.engine = engine
     sess.parity = None
     if engine != "cpu" and parity:
@@ -247,8 +310,9 @@ def _build(data: bytes, what: str, threads: int, level: str, engine: str, cache:
     return sess
 
 
-def _ort_session(data: bytes, what: str, threads: int, level: str, engine: str, cache: Path | None) -> Any:
-    providers = _providers(engine, cache)
+def _ort_session(data: bytes, what: str, threads: int, level: str, engine: str, cache: Path | None,
+                 precision: str = "fp32") -> Any:
+    providers = _providers(engine, cache, precision)
     if engine == "tensorrt" and cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     try:
@@ -422,12 +486,12 @@ def time_session(session: Any, runs: int = 10) -> float:
 
 
 def _auto(data: bytes, what: str, threads: int, level: str, cache: Path | None,
-          stored: StoredParity | None = None) -> Any:
+          stored: StoredParity | None = None, precision: str = "fp32") -> Any:
     """Every usable engine that matches the CPU, timed on a probe input; the fastest wins."""
     best, best_ms, tried = None, float("inf"), []
     for engine in available_engines():
         try:
-            sess = _build(data, what, threads, level, engine, cache, parity=True, stored=stored)
+            sess = _build(data, what, threads, level, engine, cache, parity=True, stored=stored, precision=precision)
             ms = time_session(sess)
         except (UsageError, BundleError) as exc:
             tried.append(f"{engine}: refused ({exc})")
