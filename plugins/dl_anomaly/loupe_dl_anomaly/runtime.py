@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from host import Bundle, BundleError, InspectTool, create_session, resolve_engine, read_bundle_meta, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
+from host import Bundle, BundleError, InspectTool, create_session, eval_batch, resolve_engine, read_bundle_meta, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
 
 from .data import discover, prepare, prepare_rgb, read_image, read_mask, to_rgb8
 
@@ -234,11 +234,13 @@ class AnomalyRuntime(ModelRuntime):
             if out is not None:
                 rows.append(_eval_row(model, s, img, amap, raw, out, data))
             progress.update("eval", i + 1, len(ds.test))
+        if eval_batch(1) != 1:
+            progress.log(f"--batch {eval_batch(1)}: the anomaly graph has a fixed batch of 1; evaluated at batch 1")
         sc, lb = np.array(scores), np.array(labels)
         thr = model.threshold
         f1 = f1_at(sc, lb, thr)
         result: dict[str, Any] = {
-            "task": "anomaly",
+            "task": "anomaly", "batch": 1,
             "image_auroc": auroc(sc, lb),
             "threshold": thr,
             "f1": f1["f1"], "precision": f1["precision"], "recall": f1["recall"], "accuracy": f1["accuracy"],

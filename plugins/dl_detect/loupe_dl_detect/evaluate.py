@@ -11,7 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from host import Bundle, Progress, UsageError
+from host import Bundle, Progress, UsageError, eval_batch
 
 from .data import DataError, load, scan, eval_samples
 from .metrics import counts_match, evaluate_detections
@@ -101,8 +101,10 @@ def evaluate(bundle: Bundle, data: Path, out: Path | None, progress: Progress, t
         warnings.simplefilter("ignore", RuntimeWarning)  # classes without ground truth: NaN by design
         m = evaluate_detections(preds, gts, n_cls)
     per_class = {c: (None if np.isnan(m["ap50"][i]) else float(m["ap50"][i])) for i, c in enumerate(det.classes)}
+    if eval_batch(1) != 1:
+        progress.log(f"--batch {eval_batch(1)}: detection (batching not measured yet) evaluation runs at batch 1")
     result: dict[str, Any] = {
-        "task": "detect",
+        "task": "detect", "batch": 1,
         "map50": m["map50"],
         "map50_95": m["map50_95"],
         "per_class_ap50": per_class,

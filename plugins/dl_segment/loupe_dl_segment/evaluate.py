@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from host import Bundle, Progress, UsageError
+from host import Bundle, Progress, UsageError, eval_batch
 
 from .data import DataError, eval_samples, scan, to_rgb8
 from .model import PALETTE_BGR, Segmenter, region_polygons
@@ -216,7 +216,9 @@ def evaluate(bundle: Bundle, data: Path, out: Path | None, progress: Progress, t
             progress.update("evaluate", i + 1, n)
     if not times:
         raise UsageError(f"{data}: none of the {n} evaluation images could be read: {unreadable[:3]}")
-    result: dict[str, Any] = {"task": "segment", **metrics(cm, seg.classes, good, bad),
+    if eval_batch(1) != 1:
+        progress.log(f"--batch {eval_batch(1)}: segmentation (batching not measured yet) evaluation runs at batch 1")
+    result: dict[str, Any] = {"task": "segment", "batch": 1, **metrics(cm, seg.classes, good, bad),
                               "classes": seg.classes, "n_images": len(times), "n_defective": len(bad),
                               "n_good": len(good), "ms_per_image": statistics.median(times),
                               "threshold": seg.threshold if threshold is None else threshold,
