@@ -32,16 +32,17 @@ __all__ = [
 ]
 
 # recipes' budgets and located problems, bundle metadata, ONNX Runtime sessions (issue 10, schema half)
-from .core.bundle import BundleMeta, ModelInput, Normalisation, read_bundle_meta  # noqa: E402
+from .core.bundle import PARITY_IMAGES, BundleMeta, ModelInput, Normalisation, read_bundle_meta  # noqa: E402
 from .core.errors import RecipeProblem  # noqa: E402
 from .core.recipe import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, check_image_size  # noqa: E402
 from .core.safeyaml import YamlBudgetError, load_yaml  # noqa: E402
 from .core.sessions import (ENGINE_CHOICES, SessionOptions, available_engines, create_session,  # noqa: E402
                             engine_status, resolve_engine, set_engine_override)
+from .core.sessions import eval_batch  # noqa: E402  (issue 19: loupe eval --batch)
 
-__all__ += ["BundleMeta", "ModelInput", "Normalisation", "read_bundle_meta", "RecipeProblem", "MAX_IMAGE_PIXELS",
+__all__ += ["PARITY_IMAGES", "BundleMeta", "ModelInput", "Normalisation", "read_bundle_meta", "RecipeProblem", "MAX_IMAGE_PIXELS",
             "MAX_IMAGE_SIDE", "check_image_size", "YamlBudgetError", "load_yaml", "SessionOptions",
-            "available_engines", "create_session", "ENGINE_CHOICES", "engine_status", "resolve_engine",
+            "available_engines", "create_session", "eval_batch", "ENGINE_CHOICES", "engine_status", "resolve_engine",
             "set_engine_override"]
 # colour rules shared by every drawing of results (HTML report, eval reports, the desktop app)
 from .reporters.imaging import (CONFUSION_PASS_AT, CONFUSION_REVIEW_AT, VERDICT_COLOURS,  # noqa: E402

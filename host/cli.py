@@ -24,7 +24,7 @@ from .core.errors import LoupeError, UsageError
 from .core.manager import create_plugin_manager
 from .core.recipe import Recipe, SourceDoc
 from .core.runner import new_run_info, open_reporter, open_source, run_recipe
-from .core.sessions import ENGINE_CHOICES, set_engine_override
+from .core.sessions import ENGINE_CHOICES, set_engine_override, set_eval_batch
 
 DEFAULT_REPORT = "sqlite:loupe-results.sqlite"
 
@@ -395,6 +395,8 @@ def build_parser(pm, optimize_method: str | None = None) -> argparse.ArgumentPar
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--out", metavar="DIR", help="write plots, heatmaps and an HTML summary here")
     s.add_argument("--engine", choices=ENGINE_CHOICES, help="inference engine (default: LOUPE_ENGINE, else cpu)")
+    s.add_argument("--batch", type=int, metavar="N", help="images per graph run (default: the task's measured "
+                                                          "best on the CPU: classify 8, others 1)")
     s.add_argument("-q", "--quiet", action="store_true")
     s.add_argument("--executor", metavar="NAME[:ADDRESS]",
                    help="predict on an executor plugin's workers, e.g. ray or ray:HOST:6379; metrics are computed here")
@@ -454,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
+        if args.command == "eval":
+            set_eval_batch(args.batch)  # issue 19: batched evaluation; the line path stays at batch 1
         engines = getattr(args, "engine", None)  # --engine of run, eval (one) and bench (one or several)
         if isinstance(engines, str):
             set_engine_override(engines)

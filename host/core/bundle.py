@@ -101,6 +101,38 @@ class Tiling(BaseModel):
     overlap: float = Field(0.25, ge=0, lt=1)
 
 
+class EngineParity(BaseModel):
+    """The stored parity set (``engine_parity`` in ``bundle.json``): a few preprocessed training
+    images (``inputs``, an ``.npy`` of the graph's input, N first) and the graph's outputs on
+    them from ONNX Runtime's CPU provider (``outputs``: output name -> ``.npy`` file), all
+    covered by the manifest. Opening the bundle on another engine runs the inputs and refuses
+    the engine when an output differs by more than ``rtol`` of its largest magnitude.
+    Written by ``write_bundle(..., parity_inputs=...)`` and refreshed whenever the graph changes."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    input: str = Field(min_length=1, max_length=200)
+    inputs: str
+    outputs: dict[str, str] = Field(min_length=1)
+    rtol: float = Field(gt=0, le=1)
+    images: int = Field(ge=1, le=64)
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs(cls, v: str) -> str:
+        try:
+            return check_file_name(v)
+        except BundleError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs(cls, v: dict[str, str]) -> dict[str, str]:
+        try:
+            return {k: check_file_name(f) for k, f in v.items()}
+        except BundleError as exc:
+            raise ValueError(str(exc)) from None
+
+
 #: fields a task cannot do without
 TASK_FIELDS: dict[str, tuple[str, ...]] = {"anomaly": ("threshold",), "classify": ("classes",)}
 
@@ -127,6 +159,7 @@ class BundleMeta(BaseModel):
     threshold: float | None = None
     classes: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = None
     tiling: Tiling | None = None
+    engine_parity: EngineParity | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -307,6 +340,10 @@ class Bundle:
         info = read_bundle_meta(meta, p / METADATA)
         if info.model_file not in files:
             raise BundleError(f"{p / METADATA}: model_file {info.model_file!r} is not in the manifest")
+        if info.engine_parity is not None:
+            for name in (info.engine_parity.inputs, *info.engine_parity.outputs.values()):
+                if name not in files:
+                    raise BundleError(f"{p / METADATA}: engine_parity names {name!r}, which is not in the manifest")
         return cls(p, meta, files, info)
 
 
@@ -334,8 +371,15 @@ def check_out_path(out: str | Path, what: str = "--out") -> Path:
     return p
 
 
+#: the stored parity set's file names (see ``EngineParity``)
+PARITY_INPUTS = "parity_inputs.npy"
+PARITY_OUTPUT = "parity_ref_{}.npy"
+#: how many images a trainer stores for the engine parity check
+PARITY_IMAGES = 2
+
+
 def write_bundle(out: str | Path, meta: dict[str, Any], files: dict[str, str | Path | bytes],
-                 log: dict[str, Any] | None = None) -> Bundle:
+                 log: dict[str, Any] | None = None, parity_inputs: Any = None) -> Bundle:
     """Write a bundle atomically: files (name -> source path or bytes), metadata, manifest.
 
     ``meta`` must pass ``BundleMeta`` (checked before anything is written). ``log``
@@ -346,6 +390,12 @@ def write_bundle(out: str | Path, meta: dict[str, Any], files: dict[str, str | P
     so a crash never leaves a half-written bundle at ``out``. Every source is copied
     before ``out`` is replaced, so the sources may be ``out``'s own files (rewriting a
     bundle in place under new metadata).
+
+    ``parity_inputs`` (an array of the graph's input, N first: a few preprocessed training
+    images) makes the stored engine parity set (``EngineParity``): the inputs and the graph's
+    outputs on ONNX Runtime's CPU provider. Every trainer passes it here, the one place; when
+    it is not given but ``files`` carries a parity set (an optimiser writing a new graph, a
+    rewrite under new metadata), the reference outputs are computed again from the new graph.
     """
     out = Path(out)
     meta = dict(meta)
@@ -355,6 +405,8 @@ def write_bundle(out: str | Path, meta: dict[str, Any], files: dict[str, str | P
     read_bundle_meta(json.loads(json.dumps(meta, default=_json_default)), f"{out / METADATA} (to be written)")
     for name in files:
         check_file_name(name)
+    files = _with_parity_set(meta, files, parity_inputs)
+    read_bundle_meta(json.loads(json.dumps(meta, default=_json_default)), f"{out / METADATA} (to be written)")
     if out.exists() and not is_bundle(out) and not (out.is_dir() and not any(out.iterdir())):
         raise UsageError(f"{out}: something that is not a model bundle is there; Loupe replaces only bundles")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -382,6 +434,64 @@ def write_bundle(out: str | Path, meta: dict[str, Any], files: dict[str, str | P
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Bundle.load(out)
+
+
+def _npy_bytes(a: Any) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _with_parity_set(meta: dict[str, Any], files: dict[str, Any], parity_inputs: Any) -> dict[str, Any]:
+    """Add (or refresh) the stored parity set: ``meta["engine_parity"]`` and its files (see ``write_bundle``)."""
+    import numpy as np
+
+    old = meta.get("engine_parity")
+    files = dict(files)
+    if parity_inputs is None:
+        if not isinstance(old, dict) or old.get("inputs") not in files:
+            meta.pop("engine_parity", None)  # no stored set (a bundle written before them): probes are used
+            return files
+        src = files[old["inputs"]]
+        raw = src if isinstance(src, bytes) else Path(src).read_bytes()
+        import io
+
+        x = np.load(io.BytesIO(raw), allow_pickle=False)
+    else:
+        x = np.ascontiguousarray(parity_inputs)
+    if isinstance(old, dict):  # the previous graph's reference outputs are replaced, never kept
+        for name in (old.get("outputs") or {}).values():
+            files.pop(name, None)
+    model_name = meta.get("model_file", "model.onnx")
+    if model_name not in files:
+        raise BundleError(f"parity inputs given but no graph file {model_name!r} to run them on")
+    src = files[model_name]
+    from .sessions import PARITY_RTOL, create_session
+
+    sess = create_session(src if isinstance(src, bytes) else Path(src), 1, engine="cpu", parity=False)
+    inp = sess.get_inputs()[0]
+    x = x.astype(np.float16 if "float16" in inp.type else np.float32) if x.dtype.kind == "f" else x
+    names = [o.name for o in sess.get_outputs()]
+    outs = [sess.run(names, {inp.name: x[i:i + 1]}) for i in range(len(x))]  # batch 1: every graph takes it
+    files[PARITY_INPUTS] = _npy_bytes(x)
+    refs = {}
+    for k, name in enumerate(names):
+        refs[name] = PARITY_OUTPUT.format(k)
+        files[refs[name]] = _npy_bytes(np.concatenate([np.asarray(o[k]) for o in outs]))
+    try:
+        import onnxruntime
+
+        ref = f"onnxruntime {onnxruntime.__version__} CPU provider, 1 thread, batch 1"
+    except ImportError:  # pragma: no cover
+        ref = "onnxruntime CPU provider"
+    meta["engine_parity"] = {"input": inp.name, "inputs": PARITY_INPUTS, "outputs": refs, "images": int(len(x)),
+                             "rtol": float(old.get("rtol", PARITY_RTOL)) if isinstance(old, dict) else PARITY_RTOL,
+                             "reference": ref}
+    return files
 
 
 def _json_default(o: Any) -> Any:

@@ -18,11 +18,30 @@ or ``LOUPE_ENGINE``; see ``resolve_engine`` for the order):
   chosen by a short timed probe when the session is built; the choice is logged and
   kept on the session (``session.engine``).
 
-An engine other than ``cpu`` is checked against ONNX Runtime's CPU provider when a
-session is built (``check_parity``): seeded probe inputs of the graph's input shape,
-outputs compared within ``PARITY_RTOL`` of their scale; a mismatch refuses the engine.
+An engine other than ``cpu`` is checked when a session is built: a bundle's stored
+parity set (``engine_parity`` in ``bundle.json``: a few preprocessed training images
+and ONNX Runtime CPU's outputs on them, written by every trainer through
+``write_bundle``) is run and compared with the stored outputs (``check_stored_parity``,
+within the bundle's ``rtol`` of each output's scale); a bundle without one (written
+before them, or a bare ``.onnx``) is checked on seeded probe inputs against ONNX
+Runtime's CPU provider (``check_parity``). A mismatch refuses the engine.
 An engine that is missing or unusable raises ``UsageError`` naming what to install
 (exit 2), except under ``auto``, which then falls back to ``cpu``.
+
+Precision per engine (a bundle's ``optimization.method``: ``fp16``, ``int8``, else fp32;
+``PRECISION_NOTES`` says it for each engine and ``session.precision`` records it):
+
+- ``cpu``: fp32 and int8 (QOperator or QDQ) natively; an fp16 graph runs, but ONNX Runtime's
+  CPU provider has few float16 kernels and casts around the rest, so it is slower than its
+  float32 parent (logged);
+- ``openvino``: fp32 and int8 QDQ graphs (not ``com.microsoft.QLinear*``: ``loupe optimize
+  --method int8 --engine openvino`` writes QDQ); compiled with ``INFERENCE_PRECISION_HINT=f32``
+  on the CPU, so an fp16 graph's weights are widened to f32 at compile time (same speed as
+  fp32, no cast nodes at run time) and bf16 is never chosen silently;
+- ``cuda``: fp16 natively (tensor cores), fp32 as is;
+- ``tensorrt``: fp16 bundles are built with ``trt_fp16_enable`` (TensorRT may then run the
+  float32 parts in fp16 too; the parity check decides); fp32 bundles stay fp32; int8 QDQ
+  graphs are read as explicit quantisation.
 
 Graphs whose weights live in ONNX external-data files are refused (a bundle's
 manifest pins the ``.onnx`` file only, and a runtime follows any location a graph
@@ -58,9 +77,19 @@ INSTALL = {
             "NVIDIA GPU and its CUDA 12 driver",
     "tensorrt": "pip install 'loupe-host[gpu]' plus NVIDIA's TensorRT 10 libraries, on a machine with an NVIDIA GPU",
 }
+PRECISION_NOTES = {
+    ("cpu", "fp16"): "ONNX Runtime's CPU provider has few float16 kernels and casts around the rest: this fp16 "
+                     "bundle runs slower than its float32 parent (use it on cuda/tensorrt, or openvino)",
+    ("openvino", "fp16"): "fp16 weights widened to f32 when compiled for the CPU (INFERENCE_PRECISION_HINT=f32)",
+    ("cuda", "fp16"): "fp16 natively",
+    ("tensorrt", "fp16"): "TensorRT built with trt_fp16_enable",
+    ("openvino", "int8"): "int8 QDQ graph as OpenVINO low-precision kernels",
+    ("tensorrt", "int8"): "int8 QDQ graph as TensorRT explicit quantisation",
+}
 #: outputs of another engine may differ from the CPU's by this fraction of their largest magnitude
 PARITY_RTOL = 1e-3
 _override: str | None = None
+_eval_batch: int | None = None
 
 #: "all" (every graph optimisation, the default), "basic" or "none"
 _LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC",
@@ -115,6 +144,20 @@ def set_engine_override(engine: str | None) -> None:
     _override = engine
 
 
+def set_eval_batch(batch: int | None) -> None:
+    """``loupe eval --batch N``: images per graph run in evaluation (never on the per-frame line path)."""
+    global _eval_batch
+    if batch is not None and not 1 <= int(batch) <= 256:
+        raise UsageError(f"--batch: give 1..256 images per run, got {batch}")
+    _eval_batch = None if batch is None else int(batch)
+
+
+def eval_batch(default: int = 1) -> int:
+    """The batch size an evaluation runs at: ``--batch``, else the runtime's measured ``default``
+    (a graph with a fixed batch dimension, or one where batching does not pay on the CPU, passes 1)."""
+    return _eval_batch if _eval_batch is not None else default
+
+
 def check_engine_name(engine: str, where: str = "engine") -> str:
     if engine not in ENGINE_CHOICES:
         raise UsageError(f"{where}: unknown engine {engine!r}; choose one of {', '.join(ENGINE_CHOICES)}")
@@ -132,7 +175,22 @@ def resolve_engine(requested: str | None = None) -> str:
     return check_engine_name(env, "LOUPE_ENGINE") if env else "cpu"
 
 
-def _providers(engine: str, cache_dir: Path | None) -> list:
+def bundle_precision(model: str | Path | bytes) -> str:
+    """``fp16``, ``int8`` or ``fp32``: what ``loupe optimize`` made of the bundle holding the graph file."""
+    import json
+
+    if isinstance(model, bytes):
+        return "fp32"
+    meta_file = Path(model).parent / "bundle.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return "fp32"
+    method = (meta.get("optimization") or {}).get("method") if isinstance(meta, dict) else None
+    return method if method in ("fp16", "int8") else "fp32"
+
+
+def _providers(engine: str, cache_dir: Path | None, precision: str = "fp32") -> list:
     check_engine_name(engine)
     why = engine_status().get(engine)
     if why is not None:
@@ -140,6 +198,8 @@ def _providers(engine: str, cache_dir: Path | None) -> list:
     providers: list = list(ENGINES[engine])
     if engine == "tensorrt":
         opts = {"trt_engine_cache_enable": True, "trt_timing_cache_enable": True}
+        if precision == "fp16":
+            opts["trt_fp16_enable"] = True
         if cache_dir is not None:
             opts["trt_engine_cache_path"] = str(cache_dir)
             opts["trt_timing_cache_path"] = str(cache_dir)
@@ -167,9 +227,17 @@ def create_session(model: str | Path | bytes, threads: int | None = None, *, eng
     if level not in _LEVELS:
         raise UsageError(f"unknown graph optimisation level {level!r} ({', '.join(_LEVELS)})")
     data, what, cache = _read(model)
+    stored = stored_parity(model) if parity and engine != "cpu" and not isinstance(model, bytes) else None
+    precision = bundle_precision(model)
     if engine == "auto":
-        return _auto(data, what, threads, level, cache)
-    return _build(data, what, threads, level, engine, cache, parity)
+        sess = _auto(data, what, threads, level, cache, stored, precision)
+    else:
+        sess = _build(data, what, threads, level, engine, cache, parity, stored, precision)
+    sess.precision = precision
+    note = PRECISION_NOTES.get((sess.engine, precision))
+    if note:
+        (log.warning if sess.engine == "cpu" else log.info)("%s on %s: %s", what, sess.engine, note)
+    return sess
 
 
 def _read(model: str | Path | bytes) -> tuple[bytes, str, Path | None]:
@@ -183,22 +251,68 @@ def _read(model: str | Path | bytes) -> tuple[bytes, str, Path | None]:
     return data, str(model), folder.with_name(folder.name + ".trt-cache")
 
 
+@dataclass(frozen=True)
+class StoredParity:
+    """A bundle's stored parity set, loaded: the input name, the images (N first), the CPU's outputs, rtol."""
+
+    input: str
+    images: np.ndarray
+    outputs: dict[str, np.ndarray]
+    rtol: float
+    where: str
+
+
+def stored_parity(model: str | Path) -> StoredParity | None:
+    """The stored parity set of the bundle holding the graph file ``model``, or ``None`` when the graph is
+    not in a bundle or the bundle has none (written before them). Files are checked against the manifest."""
+    from .bundle import Bundle, is_bundle, sha256_file
+
+    folder = Path(model).parent
+    if not is_bundle(folder):
+        return None
+    bundle = Bundle.load(folder, verify=False)  # the runtime verified it; the parity files are hashed below
+    ep = bundle.info.engine_parity if bundle.info is not None else None
+    if ep is None:
+        return None
+    arrays = {}
+    for name in (ep.inputs, *ep.outputs.values()):
+        f = bundle.file(name)
+        if sha256_file(f) != bundle.files[name]:
+            raise BundleError(f"{folder}: {name} fails its hash check: the bundle was modified or corrupted")
+        try:
+            arrays[name] = np.load(f, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{f}: unreadable parity array: {exc}") from None
+    return StoredParity(ep.input, arrays[ep.inputs], {o: arrays[n] for o, n in ep.outputs.items()}, ep.rtol,
+                        f"{folder}/bundle.json engine_parity ({ep.images} stored images)")
+
+
 def _build(data: bytes, what: str, threads: int, level: str, engine: str, cache: Path | None,
-           parity: bool) -> Any:
+           parity: bool, stored: StoredParity | None = None, precision: str = "fp32") -> Any:
     if engine == "openvino":
         if engine_status()["openvino"] is not None:
             raise UsageError(f"engine openvino cannot run here: {engine_status()['openvino']}")
         sess: Any = OpenVinoSession(data, what, threads)
     else:
-        sess = _ort_session(data, what, threads, level, engine, cache)
+        sess = _ort_session(data, what, threads, level, engine, cache, precision)
     sess.engine = engine
+    sess.parity = None
     if engine != "cpu" and parity:
-        check_parity(sess, _ort_session(data, what, threads, level, "cpu", None), what)
+        if stored is not None:
+            worst = check_stored_parity(sess, stored, what)
+            sess.parity = {"source": "stored images", "images": len(stored.images), "worst": worst,
+                           "rtol": stored.rtol}
+        else:
+            worst = check_parity(sess, _ort_session(data, what, threads, level, "cpu", None), what)
+            sess.parity = {"source": "seeded probe inputs against the CPU (the bundle stores no parity images)",
+                           "images": 2, "worst": worst, "rtol": PARITY_RTOL}
+            log.info("engine %s for %s: no stored parity images; checked on seeded probe inputs", engine, what)
     return sess
 
 
-def _ort_session(data: bytes, what: str, threads: int, level: str, engine: str, cache: Path | None) -> Any:
-    providers = _providers(engine, cache)
+def _ort_session(data: bytes, what: str, threads: int, level: str, engine: str, cache: Path | None,
+                 precision: str = "fp32") -> Any:
+    providers = _providers(engine, cache, precision)
     if engine == "tensorrt" and cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     try:
@@ -325,18 +439,37 @@ def check_parity(session: Any, reference: Any, what: str, seeds: tuple[int, ...]
         want = reference.run(names, feed)
         got = session.run(names, feed)
         for name, a, b in zip(names, want, got):
-            a = np.asarray(a, np.float64)
-            b = np.asarray(b, np.float64)
-            if a.shape != b.shape:
-                raise UsageError(f"{what}: engine {session.engine}: output {name} has shape {b.shape}, "
-                                 f"the CPU's {a.shape}")
-            scale = max(1e-6, float(np.abs(a).max()) if a.size else 1.0)
-            err = float(np.abs(a - b).max()) / scale if a.size else 0.0
-            worst = max(worst, err)
-            if not err <= PARITY_RTOL:
-                raise UsageError(f"{what}: engine {session.engine} does not match the CPU: output {name} "
-                                 f"differs by {err:.2e} of its scale (tolerance {PARITY_RTOL:g}); "
-                                 f"run it with --engine cpu")
+            worst = max(worst, _compare(name, a, b, session, what, PARITY_RTOL, "seeded probe inputs"))
+    return worst
+
+
+def _compare(name: str, a: Any, b: Any, session: Any, what: str, rtol: float, source: str) -> float:
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise UsageError(f"{what}: engine {session.engine}: output {name} has shape {b.shape}, the CPU's {a.shape}")
+    scale = max(1e-6, float(np.abs(a).max()) if a.size else 1.0)
+    err = float(np.abs(a - b).max()) / scale if a.size else 0.0
+    if not err <= rtol:
+        raise UsageError(f"{what}: engine {session.engine} does not match the CPU on {source}: output {name} "
+                         f"differs by {err:.2e} of its scale (tolerance {rtol:g}); run it with --engine cpu")
+    return err
+
+
+def check_stored_parity(session: Any, stored: StoredParity, what: str) -> float:
+    """Run the bundle's stored parity images through ``session`` (batch 1, as the line runs) and refuse the
+    engine (``UsageError``) when an output differs from the stored CPU outputs by more than the bundle's
+    ``rtol`` of its largest magnitude. Returns the worst ratio."""
+    worst = 0.0
+    names = list(stored.outputs)
+    inp = session.get_inputs()[0]
+    x = stored.images
+    if x.dtype.kind == "f":
+        x = x.astype(np.float16 if "float16" in inp.type else np.float32)
+    got = [session.run(names, {inp.name: x[i:i + 1]}) for i in range(len(x))]
+    for k, name in enumerate(names):
+        b = np.concatenate([np.asarray(g[k]) for g in got])
+        worst = max(worst, _compare(name, stored.outputs[name], b, session, what, stored.rtol, stored.where))
     return worst
 
 
@@ -352,12 +485,13 @@ def time_session(session: Any, runs: int = 10) -> float:
     return float(np.median(times))
 
 
-def _auto(data: bytes, what: str, threads: int, level: str, cache: Path | None) -> Any:
+def _auto(data: bytes, what: str, threads: int, level: str, cache: Path | None,
+          stored: StoredParity | None = None, precision: str = "fp32") -> Any:
     """Every usable engine that matches the CPU, timed on a probe input; the fastest wins."""
     best, best_ms, tried = None, float("inf"), []
     for engine in available_engines():
         try:
-            sess = _build(data, what, threads, level, engine, cache, parity=True)
+            sess = _build(data, what, threads, level, engine, cache, parity=True, stored=stored, precision=precision)
             ms = time_session(sess)
         except (UsageError, BundleError) as exc:
             tried.append(f"{engine}: refused ({exc})")

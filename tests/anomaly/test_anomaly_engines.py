@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from host import Bundle, UsageError, create_session, engine_status, resolve_engine, set_engine_override
+from host import PARITY_IMAGES, Bundle, UsageError, create_session, engine_status, resolve_engine, set_engine_override
 from host.testing import run_loupe
 
 
@@ -69,12 +69,62 @@ def test_engine_order_command_line_recipe_variable(monkeypatch):
 
 def test_int8_graph_on_openvino_is_refused_clearly_and_auto_falls_back(anomaly_bundle, tmp_path):
     out = tmp_path / "int8"
-    r = run_loupe("optimize", anomaly_bundle, "--method", "int8", "--out", out)
+    r = run_loupe("optimize", anomaly_bundle, "--method", "int8", "--out", out, "--keep-float", "stem", "block0")
     assert r.returncode == 0, r.stderr
     model = Bundle.load(out).file("model.onnx")
     with pytest.raises(UsageError, match="OpenVINO cannot read this graph"):
         create_session(model, 1, engine="openvino")
     assert create_session(model, 1, engine="auto").engine == "cpu"
+    # made for OpenVINO: QDQ, no ONNX Runtime-only operators; its stored parity set was made from the int8 graph
+    qdq = tmp_path / "int8-ov"
+    r = run_loupe("optimize", anomaly_bundle, "--method", "int8", "--engine", "openvino", "--out", qdq,
+                  "--keep-float", "stem", "block0")
+    assert r.returncode == 0, r.stderr
+    b = Bundle.load(qdq)
+    assert b.meta["optimization"]["format"] == "qdq" and b.meta["engine_parity"]["images"] == PARITY_IMAGES
+    assert b.files["parity_ref_1.npy"] != Bundle.load(anomaly_bundle).files["parity_ref_1.npy"]
+    ov = create_session(b.model_file, 1, engine="openvino")
+    assert ov.parity["source"] == "stored images" and ov.parity["worst"] <= b.info.engine_parity.rtol
+
+
+def test_stored_parity_images_decide_and_old_bundles_fall_back_to_probes(anomaly_bundle, tmp_path):
+    """OpenVINO is checked on the bundle's stored images; outputs beyond the stated tolerance refuse the engine;
+    a bundle without stored images is checked on probes; the stored set is reproducible (no wall time)."""
+    import hashlib
+    import shutil
+
+    from host import write_bundle
+
+    bundle = Bundle.load(anomaly_bundle)
+    ep = bundle.info.engine_parity
+    assert ep is not None and ep.input == "image" and set(ep.outputs) == {"anomaly_map", "score"}
+    x = np.load(bundle.file(ep.inputs))
+    assert x.shape[0] == PARITY_IMAGES and x.dtype == np.float32
+    ov = create_session(bundle.model_file, 1, engine="openvino")
+    assert ov.parity["source"] == "stored images" and ov.parity["worst"] < ep.rtol
+    # the same graph and images give the same files and the same bundle hash
+    files = {n: bundle.path / n for n in bundle.files if n not in ("bundle.json", "manifest.json")}
+    again = write_bundle(tmp_path / "again", bundle.meta, files)
+    assert again.sha256 == bundle.sha256
+    # stored outputs the engine does not reproduce (beyond rtol): refused, naming the stored images
+    bad = tmp_path / "bad"
+    shutil.copytree(anomaly_bundle, bad)
+    score = bad / ep.outputs["score"]
+    np.save(score, np.load(score) * 1.01)
+    man = json.loads((bad / "manifest.json").read_text())
+    man["files"][ep.outputs["score"]] = hashlib.sha256(score.read_bytes()).hexdigest()
+    (bad / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(UsageError, match="does not match the CPU on .*stored images.*output score"):
+        create_session(Bundle.load(bad).model_file, 1, engine="openvino")
+    r = run_loupe("eval", bad, tmp_path, "--engine", "openvino")
+    assert r.returncode == 2 and "stored images" in r.stderr and "Traceback" not in r.stderr
+    assert create_session(Bundle.load(bad).model_file, 1, engine="auto").engine == "cpu"
+    # a bundle from before stored parity sets: probes against the CPU, said so
+    meta = {k: v for k, v in bundle.meta.items() if k != "engine_parity"}
+    old = write_bundle(tmp_path / "old", meta, {"model.onnx": bundle.model_file})
+    assert "engine_parity" not in old.meta and not any(n.startswith("parity") for n in old.files)
+    ov = create_session(old.model_file, 1, engine="openvino")
+    assert ov.parity["source"].startswith("seeded probe inputs")
 
 
 def test_bench_compares_engines_side_by_side(anomaly_bundle, tmp_path):

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from host import Bundle, BundleError, EvalPlan, InspectTool, create_session, resolve_engine, read_bundle_meta, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
+from host import Bundle, BundleError, EvalPlan, InspectTool, create_session, eval_batch, resolve_engine, read_bundle_meta, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
 
 from .data import discover, prepare, prepare_rgb, read_image, read_mask, to_rgb8
 
@@ -242,6 +242,8 @@ class AnomalyRuntime(ModelRuntime):
                 report_rows.append(_eval_row(model, item[0], img, amap, row["raw"], out, data))
             progress.update("eval", i + 1, len(plan.items))
         result, sc, lb = _metrics(bundle, plan, rows)
+        if eval_batch(1) != 1:
+            progress.log(f"--batch {eval_batch(1)}: the anomaly graph has a fixed batch of 1; evaluated at batch 1")
         if out is not None:
             from .report import write_report
 
@@ -287,7 +289,7 @@ def _metrics(bundle: Bundle, plan: EvalPlan, rows: list[dict[str, Any]]
     thr = _threshold(bundle)
     f1 = f1_at(sc, lb, thr)
     result: dict[str, Any] = {
-        "task": "anomaly",
+        "task": "anomaly", "batch": 1,
         "image_auroc": auroc(sc, lb),
         "threshold": thr,
         "f1": f1["f1"], "precision": f1["precision"], "recall": f1["recall"], "accuracy": f1["accuracy"],

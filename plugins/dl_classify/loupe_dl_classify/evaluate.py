@@ -12,10 +12,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from host import CONFUSION_PASS_AT, CONFUSION_REVIEW_AT, Bundle, EvalPlan, Progress, UsageError, read_bundle_meta
+from host import CONFUSION_PASS_AT, CONFUSION_REVIEW_AT, Bundle, EvalPlan, Progress, UsageError, eval_batch, read_bundle_meta
 
 from .data import read_image, scan, test_samples
 from .model import Classifier
+
+#: images per graph run in ``loupe eval`` (``--batch`` overrides): the classifier's graph ran ~2x more
+#: images/s at batch 8-16 than at batch 1 on ONNX Runtime's CPU provider (notes/issue-19.md); the line
+#: path stays at batch 1. ``ms_per_image`` is then a batch's time over its images.
+EVAL_BATCH = 8
 
 
 
@@ -122,19 +127,35 @@ def plan(bundle: Bundle, data: Path, classes: list[str]) -> EvalPlan:
     return EvalPlan(samples, {"split": split})
 
 
+def predict_rows(clf: Classifier, samples: list, batch: int = 1) -> list[dict[str, Any]]:
+    """Test images -> one row each: true and predicted class, confidence, time per image (or why it is
+    unreadable). The readable images go through the model ``batch`` at a time."""
+    rows: list[dict[str, Any]] = [{} for _ in samples]
+    images, ks = [], []
+    for k, s in enumerate(samples):
+        try:
+            images.append(read_image(s.path))
+            ks.append(k)
+        except (ValueError, OSError) as exc:
+            rows[k] = {"unreadable": str(exc)}
+    for start in range(0, len(images), batch):
+        part = images[start:start + batch]
+        t0 = time.perf_counter()
+        probs, _ = clf.predict_batch(part, batch)
+        ms = (time.perf_counter() - t0) * 1e3 / len(part)
+        for k, p in zip(ks[start:start + batch], probs):
+            i = int(np.argmax(p))
+            rows[k] = {"true": samples[k].label, "pred": i, "conf": float(p[i]), "ms": ms}
+    return rows
+
+
 def predict_one(clf: Classifier, s) -> dict[str, Any]:
-    """One test image -> its row: true and predicted class, confidence, time (or why it is unreadable)."""
-    try:
-        image = read_image(s.path)
-    except (ValueError, OSError) as exc:
-        return {"unreadable": str(exc)}
-    t0 = time.perf_counter()
-    p = clf.predict(image, heatmap=False)
-    return {"true": s.label, "pred": p.index, "conf": p.confidence, "ms": (time.perf_counter() - t0) * 1e3}
+    """One test image -> its row (``loupe eval --executor``: one image at a time on a worker)."""
+    return predict_rows(clf, [s])[0]
 
 
 def metrics(bundle: Bundle, data: Path, classes: list[str], ev: EvalPlan, rows: list[dict[str, Any]],
-            threads: int) -> dict[str, Any]:
+            threads: int, batch: int = 1) -> dict[str, Any]:
     """``loupe eval``'s result from the rows of every test image (in the plan's order)."""
     ok = [r for r in rows if "unreadable" not in r]
     if not ok:
@@ -155,6 +176,7 @@ def metrics(bundle: Bundle, data: Path, classes: list[str], ev: EvalPlan, rows: 
         "bundle": str(bundle.path),
         "data": str(data),
         "threads": threads,
+        "batch": batch,
     }
 
 
@@ -163,21 +185,19 @@ def evaluate(bundle: Bundle, data: Path, out: Path | None, progress: Progress, t
     clf = Classifier(bundle, threads=threads)
     ev = plan(bundle, data, clf.classes)
     samples = ev.items
+    batch = eval_batch(EVAL_BATCH)
     rows: list[dict[str, Any]] = []
-    wrong: list[tuple[float, int]] = []
     n = len(samples)
     n_ok = n_right = 0
-    for k, s in enumerate(samples):
-        row = predict_one(clf, s)
-        rows.append(row)
-        if "unreadable" not in row:
-            n_ok += 1
-            n_right += row["pred"] == row["true"]
-            if row["pred"] != row["true"]:
-                wrong.append((row["conf"], k))
-        if k % 50 == 0 or k == n - 1:
-            progress.update("evaluate", k + 1, n, acc=n_right / n_ok if n_ok else 0.0)
-    result = metrics(bundle, data, clf.classes, ev, rows, threads)
+    for start in range(0, n, 50):  # progress every 50 images
+        part = predict_rows(clf, samples[start:start + 50], batch)
+        rows += part
+        ok = [r for r in part if "unreadable" not in r]
+        n_ok += len(ok)
+        n_right += sum(r["pred"] == r["true"] for r in ok)
+        progress.update("evaluate", len(rows), n, acc=n_right / n_ok if n_ok else 0.0)
+    wrong = [(r["conf"], k) for k, r in enumerate(rows) if "unreadable" not in r and r["pred"] != r["true"]]
+    result = metrics(bundle, data, clf.classes, ev, rows, threads, batch)
     cm = np.asarray(result["confusion_matrix"])
     if out is not None:
         out = Path(out)

@@ -11,7 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from host import Bundle, EvalPlan, Progress, UsageError
+from host import Bundle, EvalPlan, Progress, UsageError, eval_batch
 
 from .data import DataError, load, scan, eval_samples
 from .metrics import counts_match, evaluate_detections
@@ -106,7 +106,7 @@ def metrics_of(bundle: Bundle, data: Path, classes: list[str], thr: float, ev: E
         m = evaluate_detections([r["pred"] for r in ok], [r["gt"] for r in ok], len(classes))
     per_class = {c: (None if np.isnan(m["ap50"][i]) else float(m["ap50"][i])) for i, c in enumerate(classes)}
     result: dict[str, Any] = {
-        "task": "detect",
+        "task": "detect", "batch": 1,
         "map50": m["map50"],
         "map50_95": m["map50_95"],
         "per_class_ap50": per_class,
@@ -132,6 +132,8 @@ def evaluate(bundle: Bundle, data: Path, out: Path | None, progress: Progress, t
     det = Detector(bundle, threads=threads)
     ev = plan(bundle, data, det.classes)
     thr = det.min_score if min_score is None else min_score
+    if eval_batch(1) != 1:
+        progress.log(f"--batch {eval_batch(1)}: detection (batching not measured yet) evaluation runs at batch 1")
     if out is not None:
         (Path(out) / "images").mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from host import Bundle, EvalPlan, Progress, UsageError
+from host import Bundle, EvalPlan, Progress, UsageError, eval_batch
 
 from .data import DataError, eval_samples, scan, to_rgb8
 from .model import PALETTE_BGR, Segmenter, region_polygons
@@ -231,7 +231,7 @@ def metrics_of(bundle: Bundle, data: Path, classes: list[str], ev: EvalPlan, row
         (bad if r["defective"] else good).append(r["score"])
     per_image = [{k: r[k] for k in ("name", "path", "score", "truth", "regions")} for r in ok]
     stored = float(bundle.meta.get("threshold", 0.5))
-    result: dict[str, Any] = {"task": "segment", **metrics(cm, classes, good, bad),
+    result: dict[str, Any] = {"task": "segment", "batch": 1, **metrics(cm, classes, good, bad),
                               "classes": classes, "n_images": len(ok), "n_defective": len(bad),
                               "n_good": len(good), "ms_per_image": statistics.median([r["ms"] for r in ok]),
                               "threshold": stored if threshold is None else threshold,
@@ -249,6 +249,8 @@ def evaluate(bundle: Bundle, data: Path, out: Path | None, progress: Progress, t
              threshold: float | None = None) -> dict[str, Any]:
     seg = Segmenter(bundle, threads=threads)
     ev = plan(bundle, data, seg.classes)
+    if eval_batch(1) != 1:
+        progress.log(f"--batch {eval_batch(1)}: segmentation (batching not measured yet) evaluation runs at batch 1")
     if out is not None:
         out = Path(out)
         (out / "overlays").mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from host import BundleError, Params, Progress, Trainer, UsageError, __version__ as host_version, write_bundle
+from host import PARITY_IMAGES, BundleError, Params, Progress, Trainer, UsageError, __version__ as host_version, write_bundle
 
 #: export parity tolerance on the anomaly map and the score (z-score units; thresholds are typically 3-10)
 PARITY_ATOL = 2e-3
@@ -206,7 +206,7 @@ class AnomalyTrainer(Trainer):
             threshold, thr_info = run.fit_threshold(model, good_scores)
             gpath, parity = run.export(model, tmp)
             meta, log = run.metadata(model, good_scores, finfo, threshold, thr_info, parity)
-            return write_bundle(out, meta, {"model.onnx": gpath}, log=log)
+            return write_bundle(out, meta, {"model.onnx": gpath}, log=log, parity_inputs=run.parity_inputs)
 
 
 @dataclass
@@ -452,6 +452,8 @@ class AnomalyRun:
             return a.numpy(), s.numpy()
 
         diff = check_parity(torch_fn, sess, check_imgs, PARITY_ATOL, PARITY_RTOL, ["anomaly_map", "score"])
+        # the first held-out images are the bundle's stored engine parity set (host.write_bundle)
+        self.parity_inputs = np.concatenate(check_imgs[:PARITY_IMAGES])
         self.progress.update("export", 1, 1)
         return gpath, {"atol": PARITY_ATOL, "rtol": PARITY_RTOL, "max_abs_diff": diff, "n_images": len(check_imgs)}
 

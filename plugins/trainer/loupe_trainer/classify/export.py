@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from host import Bundle, BundleError, create_session, write_bundle
+from host import PARITY_IMAGES, Bundle, BundleError, create_session, write_bundle
 from loupe_dl_classify.data import DEFAULT_NORMALISATION, preprocess
 
 from ..backbone import to_tensor
@@ -93,7 +93,8 @@ def write_classifier_bundle(net: ClassNet, out: Path, classes: list[str], size: 
                                         "the mean of CAM_c over the map is the logit"},
                 "onnx_opset": OPSET, "parity": parity}
         return write_bundle(out, full, {"model.onnx": onnx_path, "cam_weights.npy": _npy(w),
-                                        "cam_bias.npy": _npy(b)}, log=log)
+                                        "cam_bias.npy": _npy(b)}, log=log,
+                            parity_inputs=preprocess(raw_images[:PARITY_IMAGES], size))
 
 
 def _npy(a: np.ndarray) -> bytes:

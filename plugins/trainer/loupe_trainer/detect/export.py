@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from host import Bundle, BundleError, write_bundle
+from host import PARITY_IMAGES, Bundle, BundleError, write_bundle
 from loupe_dl_detect.data import DEFAULT_NORMALISATION, preprocess
 from loupe_dl_detect.model import OUTPUTS, decode, open_session
 
@@ -83,4 +83,6 @@ def write_detect_bundle(net: DetNet, out: Path, classes: list[str], size: tuple[
                             "size": "[N, 2, h, w] log(width / stride), log(height / stride) in input pixels",
                             "offset": "[N, 2, h, w] sub-cell centre offset x, y (cells)"},
                 "onnx_opset": OPSET, "parity": parity}
-        return write_bundle(out, full, {"model.onnx": onnx_path})
+        x = preprocess([np.ascontiguousarray(r[:, :, ::-1]) for r in raw_rgb[:PARITY_IMAGES]], size,
+                       DEFAULT_NORMALISATION)
+        return write_bundle(out, full, {"model.onnx": onnx_path}, parity_inputs=x)

@@ -62,8 +62,14 @@ class Int8Params(Params):
     calibration: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="activation range "
                                                                                           "calibration method")
     per_channel: bool = Field(True, description="per-channel weight scales (per-tensor is ~3x less accurate here)")
-    format: Literal["qoperator", "qdq"] = Field("qoperator", description="quantised graph format (QOperator is the "
-                                                                        "fast one on CPU)")
+    format: Literal["auto", "qoperator", "qdq"] = Field("auto", description="quantised graph format: QOperator "
+                                                                        "(the fast one on ONNX Runtime's CPU "
+                                                                        "provider), QDQ (the one OpenVINO reads); "
+                                                                        "auto: by --engine")
+    engine: Literal["cpu", "openvino"] = Field("cpu", description="the engine the bundle is made for: cpu (ONNX "
+                                                                  "Runtime: QOperator, int8 nearest-neighbour "
+                                                                  "search) or openvino (QDQ, no ONNX Runtime-only "
+                                                                  "operators, so OpenVINO can read the graph)")
     keep_float: list[str] | None = Field(None, description="groups to keep in float (stem, block0..block15, head, "
                                                            "and nn_search for anomaly graphs); default: chosen by "
                                                            "the sensitivity search")
@@ -109,9 +115,40 @@ def quantize(pre: Path, dst: Path, reader, nodes: list[str], params: Int8Params,
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[params.calibration]
     quantize_static(str(pre), str(dst), R(), calibrate_method=method,
-                    quant_format=QuantFormat.QOperator if params.format == "qoperator" else QuantFormat.QDQ,
+                    quant_format=QuantFormat.QOperator if graph_format(params) == "qoperator" else QuantFormat.QDQ,
                     per_channel=params.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     nodes_to_quantize=nodes, calibration_cache_path=str(cache))
+
+
+def int8_engine_rtol(bundle: Bundle, dst: Path, threads: int) -> dict | None:
+    """The engine parity tolerance of an int8 bundle. Two engines run the same int8 graph with different
+    int8 kernels (rounding, requantisation, which operators they fuse), so they differ by quantisation
+    noise, not float rounding: an engine may differ from ONNX Runtime CPU's int8 outputs by at most twice
+    what int8 itself changed against the float32 parent, on the bundle's stored parity images (at least
+    the float tolerance, at most 0.5 of each output's scale). ``None`` for bundles without stored images."""
+    from .graph import session
+
+    ep = bundle.info.engine_parity if bundle.info is not None else None
+    if ep is None:
+        return None
+    x = np.load(bundle.file(ep.inputs), allow_pickle=False)
+    sess = session(dst, threads)
+    names = list(ep.outputs)
+    got = [sess.run(names, {ep.input: x[i:i + 1]}) for i in range(len(x))]
+    worst = 0.0
+    for k, name in enumerate(names):
+        a = np.load(bundle.file(ep.outputs[name]), allow_pickle=False).astype(np.float64)
+        b = np.concatenate([g[k] for g in got]).astype(np.float64)
+        worst = max(worst, float(np.abs(a - b).max()) / max(1e-6, float(np.abs(a).max())))
+    return {"int8_vs_float": round(worst, 5), "rtol": round(min(0.5, max(ep.rtol, 2 * worst)), 5)}
+
+
+def graph_format(params: Int8Params) -> str:
+    """QOperator for ONNX Runtime's CPU provider, QDQ for OpenVINO (it converts QuantizeLinear /
+    DequantizeLinear pairs into its own int8 kernels, but not ``com.microsoft.QLinear*``)."""
+    if params.format != "auto":
+        return params.format
+    return "qdq" if params.engine == "openvino" else "qoperator"
 
 
 #: the pseudo-group of the anomaly graph's nearest-neighbour search (see graph.quantize_nn_search)
@@ -203,7 +240,9 @@ class Int8Optimizer(Optimizer):
             if not groups:
                 raise BundleError(f"{src}: no EfficientNet-Lite0 backbone nodes found in the graph (node names "
                                   f"like /.../_blocks.N/...); int8 only knows the Loupe trainers' graphs")
-            if quantize_nn_search(copy.deepcopy(model)) is not None:
+            if params.engine == "openvino":
+                pass  # the int8 search is ONNX Runtime's DynamicQuantizeMatMul, which OpenVINO cannot read
+            elif quantize_nn_search(copy.deepcopy(model)) is not None:
                 groups = groups + [SEARCH]   # anomaly graphs: the search is a candidate like any backbone group
             ref_sess = session(pre, params.threads)
             names = [o.name for o in ref_sess.get_outputs()]
@@ -236,7 +275,8 @@ class Int8Optimizer(Optimizer):
             record = {
                 "method": "int8",
                 "tool": "onnxruntime.quantization.quantize_static",
-                "format": params.format, "activations": "uint8", "weights": "int8",
+                "format": graph_format(params), "engine": params.engine,
+                "activations": "uint8", "weights": "int8",
                 "per_channel": params.per_channel, "calibration": params.calibration,
                 "calibration_images": len(calib), "calibration_source": calib_source,
                 "quantized_groups": quant_groups, "float_groups": keep,
@@ -253,7 +293,13 @@ class Int8Optimizer(Optimizer):
                 "float_rewrites": {"folded_pads": folded, "nn_distance": nn_fused or "not present"},
                 "parity": parity,
             }
+            engine_rtol = int8_engine_rtol(bundle, dst, params.threads)
+            if engine_rtol is not None:
+                record["engine_parity_rtol"] = engine_rtol
             child = common.finish(bundle, Path(out), dst, record,
+                                  meta_update={"engine_parity": {**bundle.meta["engine_parity"],
+                                                                 "rtol": engine_rtol["rtol"]}}
+                                  if engine_rtol is not None else None,
                                   log=common.run_log(quantise_seconds=round(time.perf_counter() - t0, 1)))
         return common.record_accuracy(bundle, child, data, params, progress, t0)
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from host import Bundle, BundleError, write_bundle
+from host import PARITY_IMAGES, Bundle, BundleError, write_bundle
 from loupe_dl_segment.data import DEFAULT_NORMALISATION, preprocess
 from loupe_dl_segment.model import label_map, open_session
 
@@ -69,4 +69,5 @@ def write_segment_bundle(net: SegNet, out: Path, classes: list[str], size: tuple
                 "outputs": {"probs": "[N, K + 1, H, W] per-pixel softmax: channel 0 background, channel k the "
                                      "class on line k of classes.txt"},
                 "onnx_opset": OPSET, "parity": parity}
-        return write_bundle(out, full, {"model.onnx": onnx_path})
+        x = np.concatenate([preprocess([im], size) for im in raw_images[:PARITY_IMAGES]])
+        return write_bundle(out, full, {"model.onnx": onnx_path}, parity_inputs=x)
