@@ -1,4 +1,4 @@
-"""Benchmark: few-shot object detection on generated parts scenes (issue 17).
+"""Benchmark: few-shot object detection on generated parts scenes.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/detect.py [--n-train 40] [--n-test 100] [--work DIR] [--json OUT]
 

@@ -1,4 +1,4 @@
-"""What kind of count errors a detection bundle makes on a test set, per score threshold (issue 17).
+"""What kind of count errors a detection bundle makes on a test set, per score threshold.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/detect_errors.py BUNDLE DATA [--thresholds 0.3 0.4 ...]
 

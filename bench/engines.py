@@ -1,4 +1,4 @@
-"""Inference engines side by side, fp32 / fp16 / int8, in one run (issue 19).
+"""Inference engines side by side, fp32 / fp16 / int8, in one run.
 
 For each bundle given (or, with --make, a small anomaly and a small classify bundle trained here), this
 makes its fp16 and int8 variants with ``loupe optimize`` (int8 twice: QOperator for ONNX Runtime's CPU

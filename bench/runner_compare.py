@@ -1,4 +1,4 @@
-"""Two versions of host/core/runner.py side by side, interleaved in one process (issue 10).
+"""Two versions of host/core/runner.py side by side, interleaved in one process.
 
 The same recipes, frames and plugin manager as ``bench/host_overhead.py``; each round runs the
 bare loop, the old runner and the new runner; prints medians per frame in CPU time and wall

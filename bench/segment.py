@@ -1,4 +1,4 @@
-"""Benchmark: supervised defect segmentation from tens of labelled images (issue 16).
+"""Benchmark: supervised defect segmentation from tens of labelled images.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/segment.py [--work DIR] [--json OUT] [--surface S ...]
 

@@ -31,14 +31,14 @@ __all__ = [
     "LineAdapter", "StationControl", "StationEvent", "StationResult", "StationActionError",
 ]
 
-# recipes' budgets and located problems, bundle metadata, ONNX Runtime sessions (issue 10, schema half)
+# recipes' budgets and located problems, bundle metadata, ONNX Runtime sessions
 from .core.bundle import PARITY_IMAGES, BundleMeta, ModelInput, Normalisation, read_bundle_meta  # noqa: E402
 from .core.errors import RecipeProblem  # noqa: E402
 from .core.recipe import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, check_image_size  # noqa: E402
 from .core.safeyaml import YamlBudgetError, load_yaml  # noqa: E402
 from .core.sessions import (ENGINE_CHOICES, SessionOptions, available_engines, create_session,  # noqa: E402
                             engine_status, resolve_engine, set_engine_override)
-from .core.sessions import eval_batch  # noqa: E402  (issue 19: loupe eval --batch)
+from .core.sessions import eval_batch  # noqa: E402  (loupe eval --batch)
 
 __all__ += ["PARITY_IMAGES", "BundleMeta", "ModelInput", "Normalisation", "read_bundle_meta", "RecipeProblem", "MAX_IMAGE_PIXELS",
             "MAX_IMAGE_SIDE", "check_image_size", "YamlBudgetError", "load_yaml", "SessionOptions",
@@ -54,7 +54,7 @@ __all__ += ["CONFUSION_PASS_AT", "CONFUSION_REVIEW_AT", "VERDICT_COLOURS", "conf
 from .reporters import charts  # noqa: E402
 
 __all__ += ["charts"]
-# the one image reader (issue 10): numpy only; a plugin registers the decoder (OpenCV's imdecode)
+# the one image reader: numpy only; a plugin registers the decoder (OpenCV's imdecode)
 from .core.imageio import (IMAGE_EXTENSIONS, decode_image, is_image_file, read_image,  # noqa: E402
                            register_image_decoder, register_rgb_converter, to_rgb8, use_opencv)
 

@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         if args.command == "eval":
-            set_eval_batch(args.batch)  # issue 19: batched evaluation; the line path stays at batch 1
+            set_eval_batch(args.batch)  # batched evaluation; the line path stays at batch 1
         engines = getattr(args, "engine", None)  # --engine of run, eval (one) and bench (one or several)
         if isinstance(engines, str):
             set_engine_override(engines)

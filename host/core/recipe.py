@@ -141,7 +141,7 @@ class StepDoc(BaseModel):
     input: str | None = None
     limits: dict[str, Limit] = Field(default_factory=dict)
     required: bool = True
-    # per-step deadline (issue 10): ms per call, 0 = none; default: the recipe's, else the line's
+    # per-step deadline: ms per call, 0 = none; default: the recipe's, else the line's
     deadline_ms: float | None = Field(None, ge=0, le=86_400_000)
 
     @field_validator("roi")
@@ -170,7 +170,7 @@ class RecipeDoc(BaseModel):
     inspect: list[StepDoc] = Field(default_factory=list)
     decision: Literal["all", "any"] = "all"
     report: list[str] = Field(default_factory=list)
-    # default deadline of every step (issue 10), ms; 0 = none; unset: the line's default
+    # default deadline of every step, ms; 0 = none; unset: the line's default
     deadline_ms: float | None = Field(None, ge=0, le=86_400_000)
     engine: Literal["cpu", "openvino", "cuda", "tensorrt", "auto"] | None = Field(
         None, description="inference engine of the recipe's models (default: LOUPE_ENGINE, else cpu; "

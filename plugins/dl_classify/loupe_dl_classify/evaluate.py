@@ -18,7 +18,7 @@ from .data import read_image, scan, test_samples
 from .model import Classifier
 
 #: images per graph run in ``loupe eval`` (``--batch`` overrides): the classifier's graph ran ~2x more
-#: images/s at batch 8-16 than at batch 1 on ONNX Runtime's CPU provider (notes/issue-19.md); the line
+#: images/s at batch 8-16 than at batch 1 on ONNX Runtime's CPU provider (measured with `loupe bench`); the line
 #: path stays at batch 1. ``ms_per_image`` is then a batch's time over its images.
 EVAL_BATCH = 8
 

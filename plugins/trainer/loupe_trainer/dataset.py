@@ -338,10 +338,10 @@ class DatasetCommand(Command):
 
         result = analyze(root, prog)
         d = result.to_dict()
-        from .segment.analyze import add_segmentation, print_segmentation  # segmentation sets (issue 16)
+        from .segment.analyze import add_segmentation, print_segmentation  # segmentation sets
 
         seg = add_segmentation(root, d)
-        from .detect.analyze import add_detection, print_detection  # detection sets (issue 17)
+        from .detect.analyze import add_detection, print_detection  # detection sets
 
         det = add_detection(root, d)
         out = Path(args.out)

@@ -14,7 +14,7 @@ def loupe_train(register):
 
     register(SegmentTrainer)
 
-    from .detect.trainer import DetectTrainer  # issue 17
+    from .detect.trainer import DetectTrainer
 
     register(DetectTrainer)
 

@@ -192,7 +192,7 @@ def runtime_for(task: str):
         from loupe_dl_segment.tool import SegmentRuntime
 
         return SegmentRuntime()
-    if task == "detect":  # issue 17
+    if task == "detect":
         from loupe_dl_detect.tool import DetectRuntime
 
         return DetectRuntime()
