@@ -1,0 +1,60 @@
+"""The hard development set of issue 18 (generator only: no training here, it is for benchmarks) and the
+colour channels of the patch features."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from loupe_dl_anomaly.data import discover
+from loupe_trainer.samples_hard import HARD_CATEGORIES, HARD_DEFECTS, _LUMA, hard_image, make_hard_dataset
+
+
+def test_hard_set_layout_masks_and_strength(tmp_path):
+    for cat in HARD_CATEGORIES:
+        root = make_hard_dataset(tmp_path / "a", cat, n_train=3, n_test_good=2, n_test_defect=1, size=96, seed=4)
+        ds = discover(root, need_train=True, need_test=True)   # the runtime reads it as MVTec layout
+        assert len(ds.train) == 3 and ds.has_masks
+        assert sorted({s.kind for s in ds.test}) == sorted(("good",) + HARD_DEFECTS)
+        for d in HARD_DEFECTS:
+            mask = cv2.imread(str(root / "ground_truth" / d / "000_mask.png"), cv2.IMREAD_GRAYSCALE)
+            # small defects: a few pixels to a few percent of the image
+            assert 0 < (mask > 0).sum() < 0.05 * mask.size, (cat, d)
+        # the training and good test images do not depend on the defect strength
+        other = make_hard_dataset(tmp_path / "b", cat, 3, 2, 1, 96, seed=4, strength=2.0)
+        for sub in ("train/good/002.png", "test/good/001.png"):
+            assert np.array_equal(cv2.imread(str(root / sub)), cv2.imread(str(other / sub)))
+        stronger = cv2.imread(str(other / "test" / "hole" / "000.png")).astype(int)
+        weaker = cv2.imread(str(root / "test" / "hole" / "000.png")).astype(int)
+        assert np.abs(stronger - weaker).max() > 5
+
+
+def test_stain_changes_colour_not_luminance():
+    img, mask = hard_image("wood", np.random.default_rng(1), 128, "stain", strength=2.0, half=1)
+    good, _ = hard_image("wood", np.random.default_rng(1), 128, None, half=1)
+    # the same surface draw: the stain function runs after the surface, the noise after it differs,
+    # so compare smoothed images inside the mask
+    a = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 2)[mask]
+    b = cv2.GaussianBlur(good.astype(np.float32), (0, 0), 2)[mask]
+    dlum = np.abs((a - b) @ _LUMA).mean()
+    dcol = np.abs(a - b).max(1).mean()
+    assert dcol > 4 * dlum
+
+
+def test_chroma_channels_ignore_gain_and_see_hue():
+    import torch
+
+    from loupe_trainer.anomaly.model import PatchFeatures
+    from loupe_trainer.backbone import build_backbone
+
+    f = PatchFeatures(build_backbone(pretrained=False), ("stage3",), 3, color=1.0).eval()
+    assert f.dim == 40 + 2
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.uniform(60, 180, (1, 3, 64, 64)).astype(np.float32))
+    c1 = f.chroma(x, (8, 8))
+    c2 = f.chroma(x * 1.2 + 0.0, (8, 8))
+    assert c1.shape == (1, 2, 8, 8)
+    assert float((c1 - c2).abs().max()) < 0.01           # a change of gain barely moves it
+    y = x.clone()
+    y[:, 0] += 20.0
+    y[:, 1] -= 20.0                                         # redder, same mean brightness
+    assert float((f.chroma(y, (8, 8)) - c1)[:, 0].mean()) > 0.2
