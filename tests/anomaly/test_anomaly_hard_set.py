@@ -58,3 +58,28 @@ def test_chroma_channels_ignore_gain_and_see_hue():
     y[:, 0] += 20.0
     y[:, 1] -= 20.0                                         # redder, same mean brightness
     assert float((f.chroma(y, (8, 8)) - c1)[:, 0].mean()) > 0.2
+
+
+def test_train_with_colour_and_augmentation(tmp_path):
+    """The two opt-in parameters go through the CLI, the export (parity checked there) and the runtime."""
+    from anomaly_helpers import ENV, bundle_meta
+
+    from host import Bundle
+    from host.testing import run_loupe
+    from loupe_dl_anomaly.data import read_image
+    from loupe_dl_anomaly.runtime import AnomalyRuntime
+    from loupe_trainer.samples import make_texture_dataset
+
+    data = make_texture_dataset(tmp_path, "fabric", n_train=10, n_test_good=1, n_test_defect=1, size=64, seed=2)
+    out = tmp_path / "b"
+    r = run_loupe("train", "anomaly", data, "--out", out, "--image-size", "64", "--color", "50", "--augment",
+                  "flip_rot", "--max-bank", "256", "-q", env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = bundle_meta(out)
+    assert meta["feature"]["dim"] == 120 + 2 and meta["feature"]["color"] == 50
+    assert max(meta["parity"]["max_abs_diff"].values()) < 2e-3
+    # 10 images: 5 held out, 5 in the bank, each in 6 views (flips, rotations, transpose) of 8 x 8 cells
+    assert meta["training"]["n_bank_images"] == 5
+    assert meta["memory_bank"]["n_patches"] == 5 * 6 * 8 * 8 and meta["memory_bank"]["bank_size"] <= 256
+    res = AnomalyRuntime().predictor(Bundle.load(out))(read_image(data / "test" / "good" / "000.png"))
+    assert np.isfinite(res["score"])

@@ -46,7 +46,7 @@ HARD_DEFECTS = ("stain", "scratch", "dent", "hole")
 
 #: per-category defect strength (1.0 = the nominal amplitudes below), calibrated so that today's default
 #: model lands between 0.85 and 0.95 image AUROC (see notes/issue-18.md); tissue and brick are not calibrated yet
-STRENGTH = {"metal": 1.0, "wood": 1.5, "tissue": 1.0, "brick": 1.0}
+STRENGTH = {"metal": 1.0, "wood": 2.0, "tissue": 1.0, "brick": 1.0}
 
 # BT.601 luminance weights in BGR order
 _LUMA = np.array([0.114, 0.587, 0.299], np.float32)
