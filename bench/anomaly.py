@@ -2,6 +2,8 @@
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/anomaly.py [--out bench-anomaly] [--fmnist-test N] [--skip-fmnist]
         [--skip-textures] [--skip-tiling] [--speed-only]
+    OMP_NUM_THREADS=2 .venv/bin/python bench/anomaly.py --set hard [--seed S] [--params JSON]
+        [--category C ...] [--strengths S1,S2,...]
 
 1. Fashion-MNIST one-class: for each class, 200 training images of that class,
    scored on the 10k test set (that class normal), with the trainer's default
@@ -20,6 +22,11 @@
    alone (same feature graph without the search) on the same decoded images, in
    the same process, interleaved; medians.
 4. Memory: peak RSS of a ``loupe run`` subprocess over the test images.
+``--set hard`` (issue 18) runs only the hard development set (``loupe_trainer.samples_hard``: metal,
+wood, tissue, brick; faint stains, scratches, dents and holes): per category 200 good training images
+from data seed ``--seed``, default parameters (or ``--params``, a JSON object of ``AnomalyParams``
+fields), image and pixel AUROC per category and per defect type. ``--strengths`` also evaluates the
+same model on test sets whose defects are drawn at other strengths (the calibration of the set).
 5. Tiling: 1024 x 1024 brushed-metal images with one ~8 px spot; a model on the
    whole image (resized to 256) against one trained and run on 256 px tiles.
 """
@@ -127,6 +134,49 @@ def textures(args) -> dict:
                     "train_s": round(train_s, 1), "bank": bundle.meta["memory_bank"]["bank_size"],
                     "eval_ms_per_image": res["ms_per_image"], "per_type_auroc": res["per_type_auroc"]}
         print(f"  {cat}: {out[cat]}", flush=True)
+    return out
+
+
+def hard(args) -> dict:
+    """The hard development set: train once per category, evaluate at the calibrated strength (and
+    optionally at other strengths, on test sets that share the training and good test images)."""
+    import shutil
+
+    from host import Bundle, Progress
+    from loupe_dl_anomaly.runtime import AnomalyRuntime
+    from loupe_trainer.anomaly.trainer import AnomalyParams, AnomalyTrainer
+    from loupe_trainer.samples_hard import HARD_CATEGORIES, STRENGTH, make_hard_dataset
+
+    params = AnomalyParams(**json.loads(args.params or "{}"))
+    strengths = [float(v) for v in args.strengths.split(",")] if args.strengths else []
+    out: dict = {"seed": args.seed, "params": json.loads(args.params or "{}"), "categories": {}}
+    for cat in args.category or HARD_CATEGORIES:
+        data = Path(args.out) / f"hard_seed{args.seed}"
+        root = data / cat
+        if not (root / "train").is_dir():
+            make_hard_dataset(data, cat, 200, 40, 10, 256, seed=args.seed)
+        t0 = time.perf_counter()
+        bundle = AnomalyTrainer().train(root, Path(args.out) / f"hard_{cat}.bundle", params, Progress())
+        train_s = time.perf_counter() - t0
+        b = Bundle.load(bundle.path)
+        res = AnomalyRuntime().evaluate(b, root, None, Progress())
+        row = {"strength": STRENGTH[cat], "image_auroc": round(res["image_auroc"], 4),
+               "pixel_auroc": round(res["pixel_auroc"], 4),
+               "per_type_auroc": {k: round(v, 4) for k, v in res["per_type_auroc"].items()},
+               "train_s": round(train_s, 1), "eval_ms_per_image": round(res["ms_per_image"], 1)}
+        for st in strengths:
+            sroot = make_hard_dataset(Path(args.out) / f"hard_seed{args.seed}_s{st}", cat, 0, 40, 10, 256,
+                                      seed=args.seed, strength=st)
+            # the same good test images (drawn before the defects), so only the defects differ
+            r = AnomalyRuntime().evaluate(b, sroot, None, Progress())
+            row[f"s{st}"] = {"image_auroc": round(r["image_auroc"], 4), "pixel_auroc": round(r["pixel_auroc"], 4),
+                             "per_type_auroc": {k: round(v, 4) for k, v in r["per_type_auroc"].items()}}
+            shutil.rmtree(sroot.parent, ignore_errors=True)
+        out["categories"][cat] = row
+        print(f"  hard {cat}: {json.dumps(row)}", flush=True)
+    cats = out["categories"].values()
+    out["mean_image_auroc"] = round(float(np.mean([c["image_auroc"] for c in cats])), 4)
+    out["mean_pixel_auroc"] = round(float(np.mean([c["pixel_auroc"] for c in cats])), 4)
     return out
 
 
@@ -281,6 +331,12 @@ def main() -> int:
     p.add_argument("--skip-tiling", action="store_true")
     p.add_argument("--speed-only", action="store_true", help="reuse OUT's trained bundles: speed and memory only")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--set", choices=["easy", "hard"], default="easy",
+                   help="hard: only the hard development set of issue 18")
+    p.add_argument("--seed", type=int, default=0, help="data seed of the hard set (choose on 1, report on 0)")
+    p.add_argument("--params", default=None, help="JSON object of AnomalyParams fields for the hard set")
+    p.add_argument("--category", nargs="+", default=None, help="hard-set categories (default: all)")
+    p.add_argument("--strengths", default=None, help="hard set: also evaluate at these defect strengths")
     args = p.parse_args()
     import torch
 
@@ -288,6 +344,13 @@ def main() -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()
     result: dict = {"threads": 2, "loadavg_start": load0}
+    if args.set == "hard":
+        result["hard"] = hard(args)
+        result["loadavg_end"] = os.getloadavg()
+        name = f"anomaly_hard_seed{args.seed}.json"
+        (Path(args.out) / name).write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+        return 0
     if args.speed_only:
         result["speed"] = speed(args)
     elif not args.skip_textures:

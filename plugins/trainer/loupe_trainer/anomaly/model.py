@@ -35,14 +35,16 @@ def gaussian_kernel1d(sigma: float) -> torch.Tensor:
 
 class PatchFeatures(nn.Module):
     def __init__(self, backbone: EfficientNetLite0, layers: tuple[str, ...] = ("stage3", "stage4"),
-                 aggregate: int = 3, projection: torch.Tensor | None = None, global_stage: str | None = None):
+                 aggregate: int = 3, projection: torch.Tensor | None = None, global_stage: str | None = None,
+                 color: float = 0.0):
         super().__init__()
+        self.color = float(color)
         self.backbone = backbone
         self.layers = tuple(layers)
         self.global_stage = global_stage
         self.aggregate = int(aggregate)
         self.stride = min(stage_stride(n) for n in self.layers)
-        self.raw_dim = sum(stage_channels(n) for n in self.layers)
+        self.raw_dim = sum(stage_channels(n) for n in self.layers) + (2 if self.color > 0 else 0)
         if projection is not None:
             self.register_buffer("projection", projection.float())
         else:
@@ -74,6 +76,8 @@ class PatchFeatures(nn.Module):
             if f.shape[-2] != h or f.shape[-1] != w:
                 f = F.interpolate(f, size=(h, w), mode="bilinear", align_corners=False)
             maps.append(f)
+        if self.color > 0:
+            maps.append(self.color * self.chroma(image, (h, w)))
         x = torch.cat(maps, dim=1).permute(0, 2, 3, 1)  # N, h, w, C
         if self.projection is not None:
             x = x @ self.projection
@@ -82,6 +86,21 @@ class PatchFeatures(nn.Module):
             g = feats[self.global_stage].mean(dim=(2, 3))
             g = g / (g * g).sum(1, keepdim=True).clamp_min(1e-12).sqrt()
         return x, g
+
+
+    def chroma(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(N, 2, h, w) brightness-normalised opponent chroma ((R - G) / L, (R + G - 2B) / 2L, with L the
+        channel mean) averaged over each feature cell and its aggregation neighbourhood: a colour-only
+        change (a stain of another hue, same luminance) moves it; a change of gain or exposure does not."""
+        r, g, b = image[:, 0:1], image[:, 1:2], image[:, 2:3]
+        lum = (r + g + b) / 3.0 + 8.0
+        c = torch.cat([(r - g) / lum, (r + g - 2.0 * b) / (2.0 * lum)], dim=1)
+        c = F.avg_pool2d(c, self.stride, stride=self.stride, ceil_mode=True)
+        if self.aggregate > 1:
+            c = F.avg_pool2d(c, self.aggregate, stride=1, padding=self.aggregate // 2, count_include_pad=False)
+        if c.shape[-2:] != size:
+            c = F.interpolate(c, size=size, mode="bilinear", align_corners=False)
+        return c
 
 
 class FeatureGraph(nn.Module):

@@ -98,6 +98,13 @@ class AnomalyParams(Params):
                                                    "tiles; the score is the maximum over tiles, the map is stitched")
     tile_overlap: float = Field(0.25, ge=0, le=0.75, description="overlap of neighbouring tiles (fraction of "
                                                                  "the tile)")
+    color: float = Field(0.0, ge=0, le=1000, description="weight of two colour channels appended to each patch "
+                                                         "feature (brightness-normalised opponent chroma, averaged "
+                                                         "per cell): 0 = off; for colour-only defects such as stains")
+    augment: Literal["none", "flip", "flip_rot"] = Field(
+        "none", description="add transformed copies of the memory-bank images' inputs (not the held-out ones): "
+                            "flip = horizontal and vertical flips, flip_rot = also the 90/180/270 degree "
+                            "rotations of square inputs (for textures whose orientation does not matter)")
     batch_size: int = Field(8, ge=1, le=128, description="images per feature-extraction batch")
     threads: int = Field(2, ge=1, le=64, description="CPU threads for torch and onnxruntime")
     seed: int = Field(0, description="random seed (split, projection, coreset)")
@@ -220,6 +227,15 @@ class Features:
     in_cal: np.ndarray             # bool per input: calibration part
 
 
+def _augmented(x: np.ndarray, mode: str) -> list[np.ndarray]:
+    """x (1, 3, H, W) and its flips (and 90-degree rotations when square), each contiguous."""
+    out = [x, x[..., ::-1], x[..., ::-1, :]]
+    if mode == "flip_rot" and x.shape[-1] == x.shape[-2]:
+        out += [np.rot90(x, k, axes=(-2, -1)) for k in (1, 3)]   # rot 180 = both flips
+        out += [np.rot90(x[..., ::-1], 1, axes=(-2, -1))]         # transpose
+    return [np.ascontiguousarray(a) for a in out]
+
+
 class AnomalyRun:
     """One anomaly training run, stage by stage: ``prepare`` (data, input size, bank/calibration
     split), ``extract_features`` (ONNX Runtime), ``project`` (optional PCA), ``calibrate`` (coreset,
@@ -274,7 +290,7 @@ class AnomalyRun:
         self.use_global = use_global_term(params, first)
         self.gstage = params.global_stage if self.use_global else None
         self.feats = PatchFeatures(self.backbone, tuple(params.layers), params.aggregate,
-                                   global_stage=self.gstage).eval()
+                                   global_stage=self.gstage, color=params.color).eval()
 
     def load(self, path: Path) -> np.ndarray:
         from loupe_dl_anomaly.data import read_image
@@ -323,12 +339,14 @@ class AnomalyRun:
             pending.clear()
 
         n = len(self.paths)
+        bank_set = set(int(i) for i in self.bank_idx) if params.augment != "none" and not self.in_sample else set()
         for i, p in enumerate(self.paths):
             for x in self.inputs(self.load(p)):
-                pending.append(x)
-                owner.append(i)
-                if len(pending) >= params.batch_size:
-                    flush()
+                for xa in (_augmented(x, params.augment) if i in bank_set else [x]):
+                    pending.append(xa)
+                    owner.append(i)
+                    if len(pending) >= params.batch_size:
+                        flush()
             progress.update("features", i + 1, n)
         if pending:
             flush()
@@ -353,7 +371,8 @@ class AnomalyRun:
         proj, self.pinfo = pca_projection(torch.from_numpy(f.patches[f.in_bank].reshape(-1, D)), params.proj_dim,
                                           seed=params.seed)
         f.patches = (torch.from_numpy(f.patches.reshape(-1, D)) @ proj).numpy().reshape(len(f.patches), h, w, -1)
-        self.feats = PatchFeatures(self.backbone, tuple(params.layers), params.aggregate, proj, self.gstage).eval()
+        self.feats = PatchFeatures(self.backbone, tuple(params.layers), params.aggregate, proj, self.gstage,
+                                   params.color).eval()
         return f
 
     # ------------------------------------------------------------ 2-3. coreset and calibration
@@ -497,6 +516,7 @@ class AnomalyRun:
             "position_norm": norm,
             "feature": {"backbone": "efficientnet_lite0", "layers": list(params.layers), "stride": self.feats.stride,
                         "dim": int(D), "map_size": [int(h), int(w)], "aggregate": params.aggregate,
+                        "color": params.color,
                         "projection": self.pinfo or {"dim": int(D), "from_dim": int(D), "explained_variance": 1.0},
                         "global": finfo["global"]},
             "memory_bank": {**cinfo, "bytes": int(bank.numel() * 4),
