@@ -37,7 +37,7 @@ demo: install
 	$(BIN)/loupe demo
 
 test: install data
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q tests
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q --durations=15 tests
 
 bench: install data
 	$(BIN)/python bench/host_overhead.py
