@@ -76,3 +76,9 @@ from .reporters.imaging import blend_heatmap, colormap, thumbnail, to_uint8  # n
 
 __all__ += ["SourceDoc", "new_run_info", "open_reporter", "open_source", "run_recipe", "Station", "load_station",
             "blend_heatmap", "colormap", "thumbnail", "to_uint8"]
+
+# model input preparation (issue 10): resize, normalise, NCHW RGB; the resizer is injected (use_opencv)
+from .core.imageio import (DEFAULT_NORMALISATION, normalise, prepare_images, register_resizer,  # noqa: E402
+                           resize_mask, resize_to)
+
+__all__ += ["DEFAULT_NORMALISATION", "normalise", "prepare_images", "register_resizer", "resize_mask", "resize_to"]

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from host import Bundle, BundleError, create_session, write_bundle
-from loupe_dl_classify.data import DEFAULT_NORMALISATION, preprocess
+from host import DEFAULT_NORMALISATION
+from host import prepare_images as preprocess
 
 from ..backbone import to_tensor
 from .engine import ClassNet

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from host import Bundle, BundleError, write_bundle
-from loupe_dl_detect.data import DEFAULT_NORMALISATION, preprocess
+from host import DEFAULT_NORMALISATION
+from host import prepare_images as preprocess
 from loupe_dl_detect.model import OUTPUTS, decode, open_session
 
 from .net import DetNet, ExportGraph, to_input

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from host import Bundle, BundleError, write_bundle
-from loupe_dl_segment.data import DEFAULT_NORMALISATION, preprocess
+from host import DEFAULT_NORMALISATION
+from host import prepare_images as preprocess
 from loupe_dl_segment.model import label_map, open_session
 
 from ..backbone import to_tensor
