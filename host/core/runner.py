@@ -895,6 +895,7 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
         frames: Iterator[Frame] = iter(source.frames(skip=skip))
 
         def work(gen) -> None:
+            lost = False  # the watcher took this worker's frame: it is no longer the line's worker
             try:
                 for frame in frames:
                     state["claim"] = claim = [frame]
@@ -902,6 +903,7 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
                     try:
                         claim.pop()
                     except IndexError:  # the watcher has given this frame its error: this worker is done
+                        lost = True
                         return
                     if deliver(result):
                         return
@@ -914,7 +916,7 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
                 if pipeline._gen is gen:
                     state["error"] = exc
             finally:
-                if pipeline._gen is gen:
+                if not lost and pipeline._gen is gen:
                     done.set()
 
         def start() -> threading.Thread:
