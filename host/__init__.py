@@ -74,3 +74,19 @@ __all__ += ["EvalPlan"]
 from .core import spc  # noqa: E402
 
 __all__ += ["spc"]
+
+# what the desktop app and the screenshots build on (issue 10): sources, reporters and runs, the station,
+# and the image helpers of the reports; plugins import these from here, never from host.core/host.reporters
+from .core.recipe import SourceDoc  # noqa: E402
+from .core.runner import new_run_info, open_reporter, open_source, run_recipe  # noqa: E402
+from .core.station import Station, load_station  # noqa: E402
+from .reporters.imaging import blend_heatmap, colormap, thumbnail, to_uint8  # noqa: E402
+
+__all__ += ["SourceDoc", "new_run_info", "open_reporter", "open_source", "run_recipe", "Station", "load_station",
+            "blend_heatmap", "colormap", "thumbnail", "to_uint8"]
+
+# model input preparation (issue 10): resize, normalise, NCHW RGB; the resizer is injected (use_opencv)
+from .core.imageio import (DEFAULT_NORMALISATION, normalise, prepare_images, register_resizer,  # noqa: E402
+                           resize_mask, resize_to)
+
+__all__ += ["DEFAULT_NORMALISATION", "normalise", "prepare_images", "register_resizer", "resize_mask", "resize_to"]

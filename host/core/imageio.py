@@ -26,6 +26,7 @@ MAX_IMAGE_BYTES = 1 << 30
 
 _decoder: Callable[[np.ndarray], np.ndarray | None] | None = None
 _to_rgb: Callable[[np.ndarray], np.ndarray] | None = None  # a fast uint8 gray/BGR/BGRA -> RGB, if registered
+_resizer: Callable[[np.ndarray, int, int, str], np.ndarray] | None = None  # see register_resizer
 
 
 def register_image_decoder(decode: Callable[[np.ndarray], "np.ndarray | None"]) -> None:
@@ -46,6 +47,13 @@ def register_rgb_converter(to_rgb: Callable[[np.ndarray], np.ndarray] | None) ->
     _to_rgb = to_rgb
 
 
+def register_resizer(resize: Callable[[np.ndarray, int, int, str], np.ndarray] | None) -> None:
+    """Install the resizer of ``resize_to`` / ``resize_mask``: ``resize(image, width, height, mode)``
+    with ``mode`` one of ``area``, ``linear``, ``nearest`` (``use_opencv`` installs ``cv2.resize``)."""
+    global _resizer
+    _resizer = resize
+
+
 def use_opencv(cv2) -> None:
     """Decode and convert with OpenCV: the ``cv2`` module is passed in by a plugin that depends on
     it (the host itself never imports OpenCV). Registering it again is harmless."""
@@ -57,6 +65,8 @@ def use_opencv(cv2) -> None:
 
     register_image_decoder(lambda buf: cv2.imdecode(buf, flag))
     register_rgb_converter(to_rgb)
+    modes = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
+    register_resizer(lambda a, width, height, mode: cv2.resize(a, (width, height), interpolation=modes[mode]))
 
 
 def is_image_file(name: str | os.PathLike) -> bool:
@@ -268,3 +278,56 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
     if c in (3, 4):
         return fast(a) if fast is not None else np.ascontiguousarray(a[:, :, 2::-1])
     raise ValueError(f"images with {c} channels are not supported")
+
+
+# ------------------------------------------------------------------ model input (the dl_* runtimes and the trainer)
+
+#: The normalisation of the EfficientNet-Lite0 backbone: RGB, (x / 255 - 0.5) / 0.5.
+DEFAULT_NORMALISATION = {"color": "RGB", "scale": 1.0 / 255.0, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+
+
+def _resize(a: np.ndarray, width: int, height: int, mode: str) -> np.ndarray:
+    fn = _resizer
+    if fn is not None:
+        return fn(a, width, height, mode)
+    if mode != "nearest":
+        raise RuntimeError(f"resizing with {mode} interpolation needs a resizer: call host.use_opencv(cv2) "
+                           "(or host.register_resizer) first")
+    ih, iw = a.shape[:2]
+    ys = np.minimum((np.arange(height) * (ih / height)).astype(np.intp), ih - 1)
+    xs = np.minimum((np.arange(width) * (iw / width)).astype(np.intp), iw - 1)
+    return a[ys[:, None], xs[None, :]]
+
+
+def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Stretch to ``size`` = (height, width): area averaging when shrinking, bilinear when enlarging.
+    The same array when it already has that size."""
+    h, w = size
+    if image.shape[0] == h and image.shape[1] == w:
+        return image
+    shrink = image.shape[0] > h or image.shape[1] > w
+    return _resize(image, w, h, "area" if shrink else "linear")
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Class-index mask to ``size`` = (height, width), nearest neighbour (labels never blend)."""
+    h, w = size
+    if mask.shape[0] == h and mask.shape[1] == w:
+        return mask
+    return _resize(mask, w, h, "nearest")
+
+
+def normalise(rgb_batch: np.ndarray, norm: dict | None = None) -> np.ndarray:
+    """uint8 NHWC RGB -> float32 NCHW with the bundle's normalisation (``DEFAULT_NORMALISATION`` if None):
+    ``(x * scale - mean) / std`` per channel."""
+    norm = norm or DEFAULT_NORMALISATION
+    mean = np.asarray(norm["mean"], np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(norm["std"], np.float32).reshape(1, 3, 1, 1)
+    x = rgb_batch.astype(np.float32).transpose(0, 3, 1, 2) * np.float32(norm.get("scale", 1.0 / 255.0))
+    return np.ascontiguousarray((x - mean) / std)
+
+
+def prepare_images(images: list[np.ndarray], size: tuple[int, int], norm: dict | None = None) -> np.ndarray:
+    """A list of images as decoded (any depth / channels) -> a model's float32 NCHW RGB input:
+    ``to_rgb8``, ``resize_to(size)`` (stretched), ``normalise(norm)``."""
+    return normalise(np.stack([resize_to(to_rgb8(im), size) for im in images]), norm)

@@ -117,7 +117,7 @@ class Limit(BaseModel):
             return PASS
         try:
             v = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # an int beyond any float is no measurement
             return FAIL
         if v != v:  # NaN never passes
             return FAIL

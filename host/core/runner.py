@@ -35,6 +35,7 @@ import math
 import os
 import signal
 import sqlite3
+import sys
 import threading
 import time
 import traceback
@@ -379,6 +380,25 @@ def _transform_of(tool) -> Callable | None:
 # ------------------------------------------------------------------ the pipeline
 
 
+_FLOAT_MAX = sys.float_info.max
+
+
+def _pass_range(limit) -> tuple[float, float]:
+    """``(lo, hi)`` such that an ``int`` or ``float`` value with ``lo <= value <= hi`` passes ``limit``.
+
+    The runner's fast path: such a value is accepted without calling ``limit.check``; any
+    other value (outside, NaN, another type) goes through ``limit.check``, so verdicts are
+    the same. Exact int/float comparison accepts only what ``float(value)`` would accept.
+    Limits on text (``equals``, ``one_of``) get an empty range: always checked.
+    """
+    if limit.equals is not None or limit.one_of is not None:
+        return math.inf, -math.inf
+    # open ends at the largest float, not infinity: an int beyond any float (or inf itself) is checked
+    lo = -_FLOAT_MAX if limit.min is None else float(limit.min)
+    hi = _FLOAT_MAX if limit.max is None else float(limit.max)
+    return lo, hi
+
+
 def step_deadlines(recipe: Recipe, default_ms: float | None = DEFAULT_DEADLINE_MS) -> dict[str, float | None]:
     """Each step's deadline in ms (None: none): the step's ``deadline_ms``, else the recipe's, else ``default_ms``."""
     doc = recipe.doc
@@ -411,7 +431,7 @@ class Pipeline:
         self.mark: tuple | None = None  # the running step's entry: (name, ..., deadline_ms, ...)
         self.mark_t0 = 0.0  # its start (time.perf_counter())
         self._gen = object()  # replaced when a hung step is given up: the old worker then stops
-        self._busy: dict[str, tuple[object, str]] = {}  # step -> (gen of the abandoned call, message)
+        self._busy: dict[str, tuple[threading.Thread, str]] = {}  # step -> (thread of the abandoned call, message)
         dl = deadlines or {}
         try:
             named_inputs = {s.input for s in recipe.inspect if s.input is not None}
@@ -437,7 +457,8 @@ class Pipeline:
                 # how many geometric preprocess steps lie between the frame and this step's input
                 n = 0 if step.input == "raw" else (geo_index[step.input] if step.input else n_geo)
                 self._insp.append((step.name, dl.get(step.name), step.tool_id, tool.inspect,
-                                   tuple(step.limits.items()), step.roi, step.input, step.required, n))
+                                   tuple((k, lim, *_pass_range(lim)) for k, lim in step.limits.items()),
+                                   step.roi, step.input, step.required, n))
         except BaseException:
             self.close()
             raise
@@ -459,11 +480,23 @@ class Pipeline:
                            timings, self.recipe_hash, error, frame.image)
 
     def _abandoned(self, gen) -> None:
-        """The calling thread's step call came back after it was given up: free its steps, stop."""
-        busy = self._busy
-        for name in [k for k, v in busy.items() if v[0] is gen]:
-            busy.pop(name, None)
+        """The calling thread's step call came back after it was given up: stop (its steps are
+        free again when this thread has ended, see ``busy``)."""
         raise _Abandoned
+
+    def busy(self, step: str) -> str | None:
+        """Why ``step`` cannot be called now (a call of it was abandoned and its thread still runs), or None."""
+        entry = self._busy.get(step)
+        if entry is None:
+            return None
+        if entry[0].is_alive():
+            return entry[1]
+        self._busy.pop(step, None)
+        return None
+
+    def busy_steps(self) -> set[str]:
+        """The steps whose abandoned call may still be running (not to be closed under it)."""
+        return {step for step in list(self._busy) if self.busy(step) is not None}
 
     def process(self, frame: Frame) -> FrameResult:
         gen = self._gen
@@ -482,8 +515,8 @@ class Pipeline:
         geos: list | None = [] if self._geo else None
         for entry in self._pre:
             step, _, fn, keep, tr = entry
-            if busy and step in busy:
-                return self._frame_error(frame, key, busy[step][1], timings)
+            if busy and step in busy and (why := self.busy(step)) is not None:
+                return self._frame_error(frame, key, why, timings)
             self.mark_t0 = t0 = clock()
             self.mark = entry
             try:
@@ -512,8 +545,8 @@ class Pipeline:
         verdicts: list[str] = []
         for entry in self._insp:
             name, _, tool_id, fn, limits, roi, inp, required, n_geo = entry
-            if busy and name in busy:
-                results.append(ToolResult(name, tool_id, ERROR, {}, [], None, [], 0.0, busy[name][1], roi))
+            if busy and name in busy and (why := self.busy(name)) is not None:
+                results.append(ToolResult(name, tool_id, ERROR, {}, [], None, [], 0.0, why, roi))
                 verdicts.append(ERROR)
                 continue
             src = image if inp is None else images[inp]  # type: ignore[index]
@@ -550,17 +583,20 @@ class Pipeline:
             timings[name] = ms
             verdict = PASS
             failures: list[str] = []
-            if limits:
-                for mkey, limit in limits:
-                    if mkey not in m:
-                        v = FAIL
-                        failures.append(f"{mkey}: not measured")
-                    else:
-                        v = limit.check(m[mkey])
-                        if v is not PASS:
-                            failures.append(failure_reason(mkey, m[mkey], limit, v))
-                    if v is FAIL or (v is REVIEW and verdict is PASS):
-                        verdict = v
+            for mkey, limit, lo, hi in limits:
+                if mkey in m:
+                    val = m[mkey]
+                    if (type(val) is int or type(val) is float) and lo <= val <= hi:
+                        continue  # inside the accept range: what limit.check says, without the call
+                    v = limit.check(val)
+                    if v is PASS:
+                        continue
+                    failures.append(failure_reason(mkey, val, limit, v))
+                else:
+                    v = FAIL
+                    failures.append(f"{mkey}: not measured")
+                if v is FAIL or (v is REVIEW and verdict is PASS):
+                    verdict = v
             if (n_geo or (roi is not None and (roi[0] or roi[1]))) and (type(overlays) is LazyShapes or overlays):
                 # back to the frame's pixels when (and if) a reporter or the GUI reads them
                 overlays = LazyShapes(lambda o=overlays, r=roi, g=geos[:n_geo] if n_geo else None, w=name:
@@ -569,7 +605,9 @@ class Pipeline:
             if required:
                 verdicts.append(verdict)
         self.mark = None
-        if self._any and verdicts and ERROR not in verdicts and PASS in verdicts:
+        if verdicts.count(PASS) == len(verdicts):  # every required step passed (or none): no ranking needed
+            final = PASS
+        elif self._any and ERROR not in verdicts and PASS in verdicts:
             final = PASS
         else:
             final = worst(verdicts)
@@ -776,9 +814,11 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
     opened: list[Reporter] = []
     names: dict[int, str] = {}
     t_start = time.perf_counter()
-    io_lock = threading.Lock()
     done = threading.Event()
-    state: dict[str, Any] = {"error": None, "frame": None}
+    # "claim": the frame in the works, as a one-item list. Whoever pops it delivers that frame: the
+    # worker when the frame is done, or the watcher when one of its steps overran (or at an abort).
+    # list.pop is atomic, so exactly one of them does, with no lock per frame.
+    state: dict[str, Any] = {"error": None, "claim": []}
     worker: threading.Thread | None = None
     try:
         for r in reporters:
@@ -825,7 +865,7 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
                 e[0] += 1
 
         def deliver(result: FrameResult) -> bool:
-            """Hand one frame to every reporter and listener (under io_lock); true when the run is to stop."""
+            """Hand one frame to every reporter and listener (by whoever claimed it); true when the run is to stop."""
             full = None
             for r in opened:
                 try:
@@ -855,18 +895,18 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
         frames: Iterator[Frame] = iter(source.frames(skip=skip))
 
         def work(gen) -> None:
+            lost = False  # the watcher took this worker's frame: it is no longer the line's worker
             try:
-                while True:
-                    frame = next(frames, None)
-                    if frame is None:
-                        return
-                    state["frame"] = frame
+                for frame in frames:
+                    state["claim"] = claim = [frame]
                     result = pipeline.process(frame)
-                    with io_lock:
-                        if pipeline._gen is not gen:
-                            return
-                        if deliver(result):
-                            return
+                    try:
+                        claim.pop()
+                    except IndexError:  # the watcher has given this frame its error: this worker is done
+                        lost = True
+                        return
+                    if deliver(result):
+                        return
                     if flag.stop or (stop is not None and stop()):
                         summary.interrupted = True
                         return
@@ -876,7 +916,7 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
                 if pipeline._gen is gen:
                     state["error"] = exc
             finally:
-                if pipeline._gen is gen:
+                if not lost and pipeline._gen is gen:
                     done.set()
 
         def start() -> threading.Thread:
@@ -897,31 +937,34 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
                 if left > 0:
                     timeout = min(left + 0.002, 3600.0)
                     continue
-                with io_lock:
-                    if pipeline.mark is not mark or pipeline.mark_t0 != t0 or done.is_set():
-                        timeout = 0.001
-                        continue
-                    name, dl = mark[0], mark[1]
-                    frame = state["frame"]
-                    old_gen = pipeline._gen
-                    key = safe_text(frame.key)
-                    msg = f"{name}: deadline {dl:g} ms exceeded"
-                    pipeline._busy[name] = (old_gen, f"{name}: busy: the call on {key} overran its deadline "
-                                                      f"({dl:g} ms) and has not returned")
-                    pipeline._gen = object()
-                    pipeline.mark = None
-                    _async_raise(worker)
-                    worker = None  # abandoned: never waited for
-                    summary.deadline_overruns += 1
-                    log.warning("%s on %s; the call is abandoned and the line goes on", msg, key)
-                    pipeline._step_error(name, key, TimeoutError(msg))
-                    result = FrameResult(key, frame.index, frame.source, _path(frame), frame.timestamp, ERROR, [],
-                                         {name: float(dl)}, pipeline.recipe_hash, msg, frame.image)
-                    try:
-                        at_limit = deliver(result)
-                    except StoreError as exc:
-                        state["error"] = exc
-                        break
+                claim = state["claim"]  # read before the mark is checked again: it is this step's frame's
+                if pipeline.mark is not mark or pipeline.mark_t0 != t0 or done.is_set():
+                    timeout = 0.001
+                    continue
+                try:
+                    frame = claim.pop()
+                except IndexError:  # the step returned and the worker took its frame just now
+                    timeout = 0.001
+                    continue
+                name, dl = mark[0], mark[1]
+                key = safe_text(frame.key)
+                msg = f"{name}: deadline {dl:g} ms exceeded"
+                pipeline._busy[name] = (worker, f"{name}: busy: the call on {key} overran its deadline "
+                                                f"({dl:g} ms) and has not returned")
+                pipeline._gen = object()
+                pipeline.mark = None
+                _async_raise(worker)
+                worker = None  # abandoned: never waited for
+                summary.deadline_overruns += 1
+                log.warning("%s on %s; the call is abandoned and the line goes on", msg, key)
+                pipeline._step_error(name, key, TimeoutError(msg))
+                result = FrameResult(key, frame.index, frame.source, _path(frame), frame.timestamp, ERROR, [],
+                                     {name: float(dl)}, pipeline.recipe_hash, msg, frame.image)
+                try:
+                    at_limit = deliver(result)
+                except StoreError as exc:
+                    state["error"] = exc
+                    break
                 if at_limit or flag.stop or (stop is not None and stop()):
                     summary.interrupted = summary.interrupted or not at_limit
                     break
@@ -932,14 +975,17 @@ def run_recipe(recipe: Recipe, source: Source, reporters: list[Reporter], pm, ru
             summary.interrupted = summary.interrupted or flag.stop  # stopped while the source waited
     finally:
         summary.seconds = time.perf_counter() - t_start
-        with io_lock:
-            if worker is not None and not done.is_set():
-                pipeline._gen = object()  # aborted (second Ctrl-C, error): the worker delivers nothing more
+        if worker is not None and not done.is_set():
+            pipeline._gen = object()  # aborted (second Ctrl-C, error): the worker delivers nothing more
+            try:
+                state["claim"].pop()  # its frame in the works is not delivered
+            except IndexError:
+                pass  # it is delivering that frame now: waited for below
         if worker is not None:
             worker.join(timeout=2.0)
         # a tool whose call is still running (abandoned at its deadline, or an abort) is not closed
         # under it; it is released when that call returns
-        pipeline.close(keep=set(pipeline._busy) | ({pipeline.mark[0]} if worker is not None and worker.is_alive()
+        pipeline.close(keep=pipeline.busy_steps() | ({pipeline.mark[0]} if worker is not None and worker.is_alive()
                                                     and pipeline.mark is not None else set()))
         try:
             source.close()

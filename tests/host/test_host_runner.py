@@ -227,3 +227,27 @@ def test_default_limits(register_plugin, tmp_path):
     assert Recipe.load(again, pm.catalogue).hash == plain.hash
     again.write_text(informational.to_yaml())
     assert Recipe.load(again, pm.catalogue).hash == informational.hash
+
+
+def test_limit_fast_path_accepts_only_what_check_passes():
+    """The runner accepts an int/float inside a limit's precompiled range without calling
+    ``Limit.check``; everything it accepts that way must be what ``check`` passes."""
+    import itertools
+    import math
+
+    from host import FAIL, PASS, Limit
+    from host.core.runner import _pass_range
+
+    limits = [Limit(min=0), Limit(max=1), Limit(min=0, max=255), Limit(min=1, max=1),
+              Limit(min=0.5, max=2.5, review_min=0.1, review_max=3), Limit(equals=3), Limit(one_of=["a", 1]),
+              Limit(min=-1e308, max=1e308), Limit(min=2 ** 53, max=2 ** 53), Limit(min=0, review_min=-1)]
+    values = [0, 1, -1, 7, 255, 256, 0.5, 2.5, 2.6, 0.2, 3.5, math.nan, math.inf, -math.inf, 10 ** 400,
+              -10 ** 400, 2 ** 53, 2 ** 53 + 1, 2 ** 53 - 1, True, False, 3, 3.0, "a", 1e308, -0.0]
+    taken = 0
+    for limit, v in itertools.product(limits, values):
+        lo, hi = _pass_range(limit)
+        if (type(v) is int or type(v) is float) and lo <= v <= hi:
+            taken += 1
+            assert limit.check(v) == PASS, (limit, v)
+    assert taken > 50
+    assert Limit(min=0).check(10 ** 400) == FAIL  # an int beyond any float: a verdict, not an OverflowError

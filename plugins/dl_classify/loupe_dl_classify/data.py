@@ -21,37 +21,12 @@ import cv2
 import numpy as np
 
 from host import IMAGE_EXTENSIONS, read_image, use_opencv, to_rgb8  # noqa: F401 (the one reader)
+# the one model-input preparation (resize, normalise, NCHW RGB), re-exported under this module's names
+from host import DEFAULT_NORMALISATION, normalise, resize_to  # noqa: F401
+from host import prepare_images as preprocess  # noqa: F401
 
 use_opencv(cv2)
 
-#: The normalisation of the EfficientNet-Lite0 backbone: RGB, (x / 255 - 0.5) / 0.5.
-DEFAULT_NORMALISATION = {"color": "RGB", "scale": 1.0 / 255.0, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
-
-
-# ------------------------------------------------------------------ images
-
-
-def resize_to(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Stretch to ``size`` = (height, width): area averaging when shrinking, bilinear when enlarging."""
-    h, w = size
-    if rgb.shape[0] == h and rgb.shape[1] == w:
-        return rgb
-    shrink = rgb.shape[0] > h or rgb.shape[1] > w
-    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-def normalise(rgb_batch: np.ndarray, norm: dict | None = None) -> np.ndarray:
-    """uint8 NHWC RGB -> float32 NCHW with the bundle's normalisation."""
-    norm = norm or DEFAULT_NORMALISATION
-    mean = np.asarray(norm["mean"], np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(norm["std"], np.float32).reshape(1, 3, 1, 1)
-    x = rgb_batch.astype(np.float32).transpose(0, 3, 1, 2) * np.float32(norm.get("scale", 1.0 / 255.0))
-    return np.ascontiguousarray((x - mean) / std)
-
-
-def preprocess(images: list[np.ndarray], size: tuple[int, int], norm: dict | None = None) -> np.ndarray:
-    """A list of images as decoded (any depth / channels) -> the model's float32 NCHW input."""
-    return normalise(np.stack([resize_to(to_rgb8(im), size) for im in images]), norm)
 
 
 # -------------------------------------------------------------- data sets

@@ -24,8 +24,10 @@ import cv2
 import numpy as np
 
 from host import Bundle, BundleError, UsageError, create_session, read_bundle_meta, resolve_engine
+from host import DEFAULT_NORMALISATION, use_opencv
+from host import prepare_images as preprocess
 
-from .data import DEFAULT_NORMALISATION, preprocess
+use_opencv(cv2)  # the host's model-input preparation resizes with OpenCV
 
 
 @dataclass

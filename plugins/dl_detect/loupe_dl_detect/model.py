@@ -28,8 +28,10 @@ import cv2
 import numpy as np
 
 from host import Bundle, BundleError, UsageError, create_session, resolve_engine
+from host import DEFAULT_NORMALISATION, use_opencv
+from host import prepare_images as preprocess
 
-from .data import DEFAULT_NORMALISATION, preprocess
+use_opencv(cv2)  # the host's model-input preparation resizes with OpenCV
 
 OUTPUTS = ("heatmap", "size", "offset")
 

@@ -21,8 +21,10 @@ import cv2
 import numpy as np
 
 from host import Bundle, BundleError, UsageError, create_session, resolve_engine
+from host import DEFAULT_NORMALISATION, use_opencv
+from host import prepare_images as preprocess
 
-from .data import DEFAULT_NORMALISATION, preprocess
+use_opencv(cv2)  # the host's model-input preparation resizes with OpenCV
 
 #: class colours (BGR) for overlays: class k uses PALETTE[(k - 1) % len]
 PALETTE_BGR = [(40, 40, 230), (230, 160, 30), (40, 200, 240), (200, 60, 200), (60, 200, 60), (240, 240, 60),

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-from host.core.runner import open_source
-from host.reporters.imaging import thumbnail, to_uint8
+from host import open_source, thumbnail, to_uint8
 
 from . import theme
 from .dataset import IMAGE_EXTENSIONS

@@ -5,8 +5,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from host import Frame, UsageError
-from host.core.runner import open_source
+from host import Frame, UsageError, open_source
 
 
 class FrameBrowser:

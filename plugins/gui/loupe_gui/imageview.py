@@ -9,7 +9,7 @@ import numpy as np
 from PyQt5 import QtCore, QtGui, QtWidgets
 
 from host import read_image  # noqa: F401 (the host's one image reader)
-from host.reporters.imaging import colormap, to_uint8
+from host import colormap, to_uint8
 
 from . import theme
 

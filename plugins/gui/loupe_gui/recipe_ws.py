@@ -9,8 +9,7 @@ from typing import Any
 import yaml
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-from host import IMAGE_EXTENSIONS, Frame, Limit, Recipe, RecipeError, UsageError, resolved_overlays
-from host.core.runner import Pipeline
+from host import Frame, IMAGE_EXTENSIONS, Limit, Pipeline, Recipe, RecipeError, UsageError, resolved_overlays
 
 from . import theme
 from .forms import ParamForm

@@ -9,11 +9,8 @@ from typing import Any
 
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-from host import resolved_overlays
-from host import Recipe, RecipeError, UsageError
-from host.core.recipe import SourceDoc
-from host.core.runner import new_run_info, open_reporter, open_source, run_recipe
-from host.reporters.imaging import thumbnail, to_uint8
+from host import Recipe, RecipeError, UsageError, resolved_overlays
+from host import SourceDoc, new_run_info, open_reporter, open_source, run_recipe, thumbnail, to_uint8
 
 from . import theme
 from .layout import workspace_split
@@ -24,7 +21,7 @@ VERDICTS = ("pass", "review", "fail", "error")
 
 
 class RunWorker(QtCore.QThread):
-    """Runs ``host.core.runner.run_recipe`` in a thread.
+    """Runs ``host.run_recipe`` in a thread.
 
     ``run_recipe`` calls ``on_frame`` for every frame; the worker keeps the
     counts and the last failures, and the GUI polls ``take_snapshot()`` a few

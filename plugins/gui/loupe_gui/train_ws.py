@@ -18,9 +18,7 @@ from typing import Any
 import numpy as np
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-from host import Bundle, ModelRef, Recipe, UsageError
-from host.core.runner import Pipeline, open_source
-from host.reporters.imaging import blend_heatmap, thumbnail, to_uint8
+from host import Bundle, ModelRef, Pipeline, Recipe, UsageError, blend_heatmap, open_source, thumbnail, to_uint8
 
 from . import theme
 from .charts import BarChart, ConfusionMatrix, HistogramChart, LineChart, SizeChart

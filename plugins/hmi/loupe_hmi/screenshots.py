@@ -55,7 +55,7 @@ def main(out: str = "screenshots") -> int:
     from playwright.sync_api import sync_playwright
 
     from host import create_plugin_manager
-    from host.core.station import Station, load_station
+    from host import Station, load_station
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

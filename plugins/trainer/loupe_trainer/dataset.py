@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from host import IMAGE_EXTENSIONS, Command, UsageError, decode_image, read_image
+from host import IMAGE_EXTENSIONS, Command, UsageError, decode_image, read_image, resize_to
 CHANNEL_NAMES = {1: "gray", 3: "colour", 4: "colour+alpha"}
 
 
@@ -250,8 +250,7 @@ def resize_copy(result: Analysis, size: tuple[int, int], out: Path, progress=Non
     n = 0
     for f in result.readable:
         img = read_image(f.path)
-        shrink = img.shape[1] > size[0] or img.shape[0] > size[1]
-        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        img = resize_to(img, (size[1], size[0]))  # size is (width, height)
         dst = out / f.rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         ok, buf = cv2.imencode(dst.suffix if dst.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif",

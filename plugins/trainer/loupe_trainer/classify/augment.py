@@ -11,7 +11,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from loupe_dl_classify.data import Sample, read_image, resize_to, to_rgb8
+from host import read_image, resize_to, to_rgb8, use_opencv
+from loupe_dl_classify.data import Sample
+
+use_opencv(cv2)
 
 
 def load_images(samples: list[Sample], size: tuple[int, int], on_error=None) -> tuple[np.ndarray, np.ndarray, list]:

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from host import PARITY_IMAGES, Bundle, BundleError, create_session, write_bundle
-from loupe_dl_classify.data import DEFAULT_NORMALISATION, preprocess
+from host import DEFAULT_NORMALISATION, PARITY_IMAGES, Bundle, BundleError, create_session, write_bundle
+from host import prepare_images as preprocess
 
 from ..backbone import to_tensor
 from .engine import ClassNet

@@ -117,7 +117,7 @@ class ClassifyTrainer(Trainer):
         # parity check on real images: validation images if any, else training ones
         check = [samples[i] for i in (va_idx if len(va_idx) else tr_idx)][:16]
         raw = [read_image(s.path) for s in check if str(s.path) not in {p for p, _ in skipped + skipped_v}]
-        from loupe_dl_classify.data import resize_to, to_rgb8
+        from host import resize_to, to_rgb8
 
         resized = np.stack([resize_to(to_rgb8(im), size) for im in raw])
         progress.update("export", 0, 1)

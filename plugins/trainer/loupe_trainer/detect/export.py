@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from host import PARITY_IMAGES, Bundle, BundleError, write_bundle
-from loupe_dl_detect.data import DEFAULT_NORMALISATION, preprocess
+from host import DEFAULT_NORMALISATION, PARITY_IMAGES, Bundle, BundleError, write_bundle
+from host import prepare_images as preprocess
 from loupe_dl_detect.model import OUTPUTS, decode, open_session
 
 from .net import DetNet, ExportGraph, to_input

@@ -91,7 +91,8 @@ def split_names(names: list[str], fraction: float, seed: int) -> tuple[list[int]
 
 
 def _load_resized(samples, size, on_error):
-    from loupe_dl_detect.data import DataError, load, resize_to
+    from host import resize_to
+    from loupe_dl_detect.data import DataError, load
 
     out = []
     for s in samples:

@@ -70,7 +70,8 @@ def prepare(bundle: Bundle) -> Callable[[np.ndarray], np.ndarray]:
     """decoded image -> model input, exactly as the task's runtime prepares it."""
     size = input_size(bundle)
     if bundle.task == "classify":
-        from loupe_dl_classify.data import DEFAULT_NORMALISATION, preprocess
+        from host import DEFAULT_NORMALISATION
+        from host import prepare_images as preprocess
 
         norm = bundle.meta.get("normalisation") or DEFAULT_NORMALISATION
         return lambda img: preprocess([img], size, norm)

@@ -287,7 +287,11 @@ def _images_tensor(x: np.ndarray):
 
 def _load_rgb(bundle: Bundle, calib: str | None, n: int, seed: int, size: tuple[int, int]):
     """Training images (never the test split) as uint8 RGB at the model size, plus labels for classify."""
-    from loupe_dl_classify.data import resize_to, to_rgb8
+    import cv2
+
+    from host import resize_to, to_rgb8, use_opencv
+
+    use_opencv(cv2)
 
     from . import common
 
@@ -387,7 +391,7 @@ def _prune_classify(bundle: Bundle, teacher_bb, out: Path, params: PruneParams, 
     import torch
     import torch.nn.functional as F
 
-    from loupe_dl_classify.data import read_image, resize_to, to_rgb8
+    from host import read_image, resize_to, to_rgb8
 
     from ..classify.augment import Augment
     from ..classify.engine import ClassNet

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from host import PARITY_IMAGES, Bundle, BundleError, write_bundle
-from loupe_dl_segment.data import DEFAULT_NORMALISATION, preprocess
+from host import DEFAULT_NORMALISATION, PARITY_IMAGES, Bundle, BundleError, write_bundle
+from host import prepare_images as preprocess
 from loupe_dl_segment.model import label_map, open_session
 
 from ..backbone import to_tensor

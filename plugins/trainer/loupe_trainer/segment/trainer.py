@@ -122,7 +122,8 @@ class SegmentTrainer(Trainer):
         import torch
 
         from loupe_dl_classify.data import stratified_split
-        from loupe_dl_segment.data import DataError, resize_mask, resize_to, scan, to_rgb8
+        from host import resize_mask, resize_to, to_rgb8
+        from loupe_dl_segment.data import DataError, scan
         from loupe_dl_segment.evaluate import metrics
         from loupe_dl_segment.model import label_map
 
