@@ -14,6 +14,9 @@ machine: the station (this process) runs on CPU 0 in every configuration, the br
 other CPUs; without it the browsers compete with the line for the same cores. The screen's server
 is a process of its own: with ``--pin`` it runs on the other CPUs too (a station PC's other cores),
 or, with ``--screen-on-station-cpu``, on CPU 0 beside the station (a one-core station PC).
+``--control`` adds the station with no screen while busy loops keep the other CPUs busy: two
+vCPUs of one VM share hardware, so the browsers there slow the station even when it does nothing
+for them; the ratio to that rate is the screen's own cost.
 """
 from __future__ import annotations
 
@@ -38,6 +41,15 @@ def _cpu_s() -> float:
 
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
+
+
+def _burn(cpus: str) -> list:
+    """One busy loop per CPU in ``cpus`` (taskset list), pinned there: the load two browsers put on them."""
+    import subprocess
+    import sys
+
+    return [subprocess.Popen(["taskset", "-c", c, sys.executable, "-c", "while True: pass"])
+            for c in cpus.split(",")]
 
 
 def run(station_file: Path, triggers: int, browsers: int, pm) -> tuple[float, list[float], float]:
@@ -94,6 +106,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--pin", action="store_true", help="station on CPU 0, browsers on the other CPUs")
+    ap.add_argument("--control", action="store_true",
+                    help="with --pin: also the station with no screen while busy loops keep the other CPUs as busy "
+                         "as the browsers do (what sharing this machine's hardware costs, with no screen at all)")
     ap.add_argument("--screen-on-station-cpu", action="store_true",
                     help="with --pin: the screen's process on the station's CPU, not on the others")
     args = ap.parse_args()
@@ -120,10 +135,19 @@ def main() -> None:
         plain.write_text("\n".join(line for line in text.splitlines() if not line.startswith("hmi:")) + "\n")
         base, bare_screen, screen, lat = [], [], [], []
         cpu = {"no_screen": [], "screen_no_browser": [], "screen_2_browsers": []}
+        control: list[float] = []
         for _ in range(args.rounds):
             rate, _, c = run(plain, args.triggers, 0, pm)
             base.append(rate)
             cpu["no_screen"].append(c)
+            if args.control and args.pin:
+                burners = _burn(others)
+                try:
+                    control.append(run(plain, args.triggers, 0, pm)[0])
+                finally:
+                    for b in burners:
+                        b.kill()
+                        b.wait()
             rate, _, c = run(with_hmi, args.triggers, 0, pm)
             bare_screen.append(rate)
             cpu["screen_no_browser"].append(c)
@@ -140,6 +164,9 @@ def main() -> None:
         "rate_with_screen_no_browser_hz": round(statistics.median(bare_screen), 1),
         "rate_with_screen_2_browsers_hz": round(statistics.median(screen), 1),
         "ratio": round(statistics.median(screen) / statistics.median(base), 3),
+        **({"rate_without_screen_other_cpus_busy_hz": round(statistics.median(control), 1),
+            "ratio_to_other_cpus_busy": round(statistics.median(screen) / statistics.median(control), 3)}
+           if control else {}),
         "live_latency_p50_ms": round(lat[len(lat) // 2], 1) if lat else None,
         "live_latency_p99_ms": round(lat[int(len(lat) * 0.99) - 1], 1) if lat else None,
         "live_latency_samples": len(lat),
