@@ -270,6 +270,19 @@ def draw_confusion(ax, matrix, classes: Sequence[str], palette: Palette = LIGHT,
     ax.set_ylabel("true class", color=palette.muted, fontsize=fs)
 
 
+def save_confusion(matrix, classes: Sequence[str], path, title: str = "") -> None:
+    """The confusion matrix as a PNG of its own (``loupe eval --out``), sized for its number of classes."""
+    import textwrap
+
+    n = len(classes)
+    side = min(14.0, max(4.5, 0.62 * n + 2.2))
+    fig = figure(side + 0.6, side)
+    ax = fig.add_subplot()
+    draw_confusion(ax, matrix, classes)
+    ax.set_title(textwrap.fill(title or "confusion matrix", 40 + 4 * n), fontsize=9)
+    save(fig, path)
+
+
 __all__ = ["LIGHT", "SERIES", "Palette", "confusion_rgb", "draw_bars", "draw_confusion", "draw_lines", "draw_roc",
-           "draw_score_histogram", "draw_sizes", "empty", "figure", "legend_below", "save", "style"]
+           "draw_score_histogram", "draw_sizes", "empty", "figure", "legend_below", "save", "save_confusion", "style"]
 

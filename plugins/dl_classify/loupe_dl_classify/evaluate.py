@@ -4,7 +4,6 @@ from __future__ import annotations
 import html
 import json
 import statistics
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -55,13 +54,7 @@ def confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: str = "
     """
     from host import charts
 
-    n = len(classes)
-    side = min(14.0, max(4.5, 0.62 * n + 2.2))
-    fig = charts.figure(side + 0.6, side)
-    ax = fig.add_subplot()
-    charts.draw_confusion(ax, cm, classes)
-    ax.set_title(textwrap.fill(title or "confusion matrix", 40 + 4 * n), fontsize=9)
-    charts.save(fig, path)
+    charts.save_confusion(cm, classes, path, title)
 
 
 def heat_overlay(image: np.ndarray, heat: np.ndarray, side: int = 160) -> np.ndarray:

@@ -115,36 +115,11 @@ def overlay_panel(image: np.ndarray, truth: np.ndarray, seg, classes: list[str])
 
 
 def confusion_png(cm: np.ndarray, names: list[str], path: Path, title: str) -> None:
-    """Pixel confusion matrix (rows true, columns predicted): count and row share per cell."""
-    n = len(names)
-    cell = 84
-    label_w = 14 + 8 * max(len(c) for c in names)
-    left, top = label_w + 10, 60
-    W, H = left + n * cell + 20, top + n * cell + 60
-    img = np.full((H, W, 3), 255, np.uint8)
-    rows = cm.sum(axis=1, keepdims=True).astype(np.float64)
-    rate = np.divide(cm, rows, out=np.zeros(cm.shape, np.float64), where=rows > 0)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    for i in range(n):
-        for j in range(n):
-            r = rate[i, j]
-            if i == j:
-                col = (80, 190, 60) if r >= 0.8 else (40, 180, 250) if r >= 0.5 else (60, 60, 220)
-            else:
-                t = min(1.0, r / 0.3)
-                col = (int(255 - t * 195), int(255 - t * 195), 255) if cm[i, j] else (255, 255, 255)
-            x0, y0 = left + j * cell, top + i * cell
-            cv2.rectangle(img, (x0, y0), (x0 + cell, y0 + cell), col, -1)
-            cv2.rectangle(img, (x0, y0), (x0 + cell, y0 + cell), (180, 180, 180), 1)
-            cv2.putText(img, str(int(cm[i, j])), (x0 + 4, y0 + cell // 2 - 4), font, 0.38, (20, 20, 20), 1,
-                        cv2.LINE_AA)
-            cv2.putText(img, f"{100 * r:.1f}%", (x0 + 4, y0 + cell // 2 + 14), font, 0.38, (60, 60, 60), 1,
-                        cv2.LINE_AA)
-        cv2.putText(img, names[i], (8, top + i * cell + cell // 2 + 4), font, 0.45, (20, 20, 20), 1, cv2.LINE_AA)
-        cv2.putText(img, names[i][:10], (left + i * cell + 4, top - 8), font, 0.4, (20, 20, 20), 1, cv2.LINE_AA)
-    cv2.putText(img, "pixels: rows true class, columns predicted", (8, 20), font, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
-    cv2.putText(img, title, (8, H - 20), font, 0.45, (20, 20, 20), 1, cv2.LINE_AA)
-    cv2.imwrite(str(path), img)
+    """Pixel confusion matrix (rows true, columns predicted): count and row share per cell, coloured by the
+    host's one confusion rule (``host.charts``, as every confusion matrix in Loupe)."""
+    from host import charts
+
+    charts.save_confusion(cm, names, path, f"pixels: {title}" if title else "pixels")
 
 
 def _html(result: dict[str, Any], items: list[dict[str, Any]], out: Path) -> None:
