@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from loupe_dl_anomaly.data import discover
-from loupe_trainer.samples_hard import HARD_CATEGORIES, HARD_DEFECTS, _LUMA, hard_image, make_hard_dataset
+from loupe_trainer.samples_hard import HARD_CATEGORIES, HARD_DEFECTS, STRENGTH, _LUMA, hard_image, make_hard_dataset
 
 
 def test_hard_set_layout_masks_and_strength(tmp_path):
@@ -20,7 +20,7 @@ def test_hard_set_layout_masks_and_strength(tmp_path):
             # small defects: a few pixels to a few percent of the image
             assert 0 < (mask > 0).sum() < 0.05 * mask.size, (cat, d)
         # the training and good test images do not depend on the defect strength
-        other = make_hard_dataset(tmp_path / "b", cat, 3, 2, 1, 96, seed=4, strength=2.0)
+        other = make_hard_dataset(tmp_path / "b", cat, 3, 2, 1, 96, seed=4, strength=2 * STRENGTH[cat])
         for sub in ("train/good/002.png", "test/good/001.png"):
             assert np.array_equal(cv2.imread(str(root / sub)), cv2.imread(str(other / sub)))
         stronger = cv2.imread(str(other / "test" / "hole" / "000.png")).astype(int)
