@@ -228,8 +228,8 @@ class AnomalyRuntime(ModelRuntime):
         return _metrics(bundle, plan, rows)[0]
 
     def evaluate(self, bundle: Bundle, data: Path, out: Path | None, progress: Progress) -> dict[str, Any]:
+        model = AnomalyModel(bundle, self.threads)  # first: an engine that fails its parity check is the error
         plan = self.eval_plan(bundle, data)
-        model = AnomalyModel(bundle, self.threads)
         if out is not None:
             (out / "heatmaps").mkdir(parents=True, exist_ok=True)
         rows: list[dict[str, Any]] = []
