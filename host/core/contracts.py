@@ -9,6 +9,7 @@ models load. The per-frame loop then only calls ``process`` / ``inspect``.
 from __future__ import annotations
 
 import argparse
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,6 +259,18 @@ class ModelRuntime(ABC):
 
     task: ClassVar[str]
     description: ClassVar[str] = ""
+    _threads: int | None = None  # a count the runtime was built with; else the variable below
+
+    @property
+    def threads(self) -> int:
+        """ONNX Runtime intra-op threads of the sessions it opens: its own count if it was given one, else
+        ``LOUPE_ORT_THREADS``, else 2."""
+        if self._threads is not None:
+            return self._threads
+        try:
+            return max(1, int(os.environ.get("LOUPE_ORT_THREADS", "2")))
+        except ValueError:
+            return 2
 
     @abstractmethod
     def predictor(self, bundle: "Bundle") -> Callable[[np.ndarray], dict[str, Any]]:

@@ -9,7 +9,6 @@ review_max: 1.3}`` adds a review band between 1.0 and 1.3.
 """
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -202,12 +201,7 @@ class AnomalyRuntime(ModelRuntime):
     description = "PatchCore-class anomaly bundles (ONNX Runtime): score, verdict, anomaly map"
 
     def __init__(self, threads: int | None = None):
-        if threads is None:  # as the other runtimes: LOUPE_ORT_THREADS, else 2
-            try:
-                threads = max(1, int(os.environ.get("LOUPE_ORT_THREADS", "2")))
-            except ValueError:
-                threads = 2
-        self.threads = threads
+        self._threads = threads  # None: ModelRuntime.threads reads LOUPE_ORT_THREADS
 
     def predictor(self, bundle: Bundle) -> Callable[[np.ndarray], dict[str, Any]]:
         return AnomalyModel(bundle, self.threads).predict

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -103,13 +102,6 @@ class ClassifyRuntime(ModelRuntime):
 
     task = "classify"
     description = "image classification bundles (ONNX Runtime): predictions, CAM heatmaps, evaluation"
-
-    @property
-    def threads(self) -> int:
-        try:
-            return max(1, int(os.environ.get("LOUPE_ORT_THREADS", "2")))
-        except ValueError:
-            return 2
 
     def predictor(self, bundle: Bundle) -> Callable[[np.ndarray], dict[str, Any]]:
         from .model import Classifier

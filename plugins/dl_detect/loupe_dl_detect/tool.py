@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -151,13 +150,6 @@ class DetectRuntime(ModelRuntime):
 
     task = "detect"
     description = "object detection bundles (ONNX Runtime, numpy decoding): boxes, counts, evaluation (mAP)"
-
-    @property
-    def threads(self) -> int:
-        try:
-            return max(1, int(os.environ.get("LOUPE_ORT_THREADS", "2")))
-        except ValueError:
-            return 2
 
     def predictor(self, bundle: Bundle) -> Callable[[np.ndarray], dict[str, Any]]:
         from .model import Detector

@@ -1,7 +1,6 @@
 """The ``segment.defects`` inspect tool and the ``segment`` model runtime (ONNX Runtime, no torch)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -85,13 +84,6 @@ class SegmentRuntime(ModelRuntime):
 
     task = "segment"
     description = "defect segmentation bundles (ONNX Runtime): per-class masks, regions, evaluation"
-
-    @property
-    def threads(self) -> int:
-        try:
-            return max(1, int(os.environ.get("LOUPE_ORT_THREADS", "2")))
-        except ValueError:
-            return 2
 
     def predictor(self, bundle: Bundle) -> Callable[[np.ndarray], dict[str, Any]]:
         from .model import Segmenter, measure
