@@ -33,6 +33,7 @@ from loupe_hmi.screenshots import _station  # the same plates station the screen
 
 BROWSER = shutil.which("chromium")
 SCREEN_CPUS: set[int] | None = None  # where the screen's process runs (--pin)
+BROWSER_CPUS: set[int] | None = None  # where the browsers and their driver run (--pin)
 
 
 def _cpu_s() -> float:
@@ -52,7 +53,62 @@ def _burn(cpus: str) -> list:
             for c in cpus.split(",")]
 
 
-def run(station_file: Path, triggers: int, browsers: int, pm) -> tuple[float, list[float], float]:
+def _start_playwright(sync_playwright):
+    """Playwright's driver (a Node.js process that relays every page event) is part of the browsers'
+    side: with ``--pin`` it starts on the browsers' CPUs, not beside the station it would slow."""
+    if not BROWSER_CPUS:
+        return sync_playwright().start()
+    import os
+
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, BROWSER_CPUS)  # the driver inherits this at its start
+    try:
+        return sync_playwright().start()
+    finally:
+        os.sched_setaffinity(0, mine)
+
+
+def _browser_load_page(folder: Path) -> str:
+    """A page that does what the live view does in a browser, with no station behind it: a new JPEG
+    (a real plate image, encoded once per frame as the screen does) and its SVG overlay ten times a
+    second. Two browsers on it while the station runs without a screen measure what browsers on the
+    station's machine cost the line, apart from anything the screen does."""
+    import base64
+
+    import cv2
+    import numpy as np
+
+    src = sorted((folder / "images").glob("*.png"))[:8]
+    jpegs = []
+    for f in src:
+        img = cv2.imread(str(f))
+        jpegs.append(base64.b64encode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])[1]).decode())
+    h, w = img.shape[:2]
+    page = folder / "browser-load.html"
+    page.write_text(f"""<!doctype html><html><body style="margin:0;background:#111">
+<div style="position:relative;width:100%"><img id="i" style="width:100%;display:block">
+<svg id="s" viewBox="0 0 {w} {h}" style="position:absolute;inset:0;width:100%;height:100%"></svg></div>
+<div id="c" style="font:48px sans-serif;color:#fff"></div><script>
+const J = {json.dumps(jpegs)}; let n = 0;
+function step() {{
+  const k = n++ % J.length, i = document.getElementById("i");
+  i.src = "data:image/jpeg;base64," + J[k];
+  const s = document.getElementById("s"); s.replaceChildren();
+  for (let b = 0; b < 6; b++) {{
+    const r = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+    r.setAttribute("x", (b * 97 + n * 7) % {w}); r.setAttribute("y", (b * 53) % {h});
+    r.setAttribute("width", 40); r.setAttribute("height", 30);
+    r.setAttribute("fill", "none"); r.setAttribute("stroke", b % 2 ? "#e33" : "#3e3"); s.appendChild(r);
+  }}
+  document.getElementById("c").textContent = "frame " + n + " pass " + (n * 3) + " fail " + n;
+}}
+setInterval(step, 100);
+</script></body></html>""")
+    return page.as_uri()
+
+
+def run(station_file: Path, triggers: int, browsers: int, pm, page_url: str | None = None
+        ) -> tuple[float, list[float], float]:
     from host.core.station import Station, load_station
 
     station = Station(load_station(station_file, pm.catalogue), pm)
@@ -68,12 +124,15 @@ def run(station_file: Path, triggers: int, browsers: int, pm) -> tuple[float, li
         if browsers:
             from playwright.sync_api import sync_playwright
 
-            ctx = sync_playwright().start()
+            ctx = _start_playwright(sync_playwright)
             b = ctx.chromium.launch(executable_path=BROWSER, headless=True,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            url = next(a.endpoint for _, a in station.adapters if a.scheme == "http")
             for _ in range(browsers):
                 page = b.new_context(bypass_csp=True).new_page()
+                if page_url:  # the control: browsers busy on a page of their own
+                    page.goto(page_url)
+                    continue
+                url = next(a.endpoint for _, a in station.adapters if a.scheme == "http")
                 page.goto(url + "/")
                 page.wait_for_function("document.getElementById('state').textContent === 'Ready'")
                 pages.append(page)
@@ -109,10 +168,14 @@ def main() -> None:
     ap.add_argument("--control", action="store_true",
                     help="with --pin: also the station with no screen while busy loops keep the other CPUs as busy "
                          "as the browsers do (what sharing this machine's hardware costs, with no screen at all)")
+    ap.add_argument("--control-browsers", action="store_true",
+                    help="also the station with no screen while two browsers (on the other CPUs with --pin) "
+                         "show a live-view-like page of their own: what browsers beside the station cost it, "
+                         "apart from the screen")
     ap.add_argument("--screen-on-station-cpu", action="store_true",
                     help="with --pin: the screen's process on the station's CPU, not on the others")
     args = ap.parse_args()
-    global BROWSER, SCREEN_CPUS
+    global BROWSER, SCREEN_CPUS, BROWSER_CPUS
     tmpdir = tempfile.mkdtemp()
     if args.pin:
         import os
@@ -124,6 +187,7 @@ def main() -> None:
         wrapper.chmod(0o755)
         BROWSER = str(wrapper)
         os.sched_setaffinity(0, {cpus[0]})
+        BROWSER_CPUS = set(cpus[1:]) or {cpus[0]}
         SCREEN_CPUS = {cpus[0]} if args.screen_on_station_cpu or len(cpus) == 1 else set(cpus[1:])
     from host import create_plugin_manager
 
@@ -136,6 +200,8 @@ def main() -> None:
         base, bare_screen, screen, lat = [], [], [], []
         cpu = {"no_screen": [], "screen_no_browser": [], "screen_2_browsers": []}
         control: list[float] = []
+        control_browsers: list[float] = []
+        page_url = _browser_load_page(Path(tmp)) if args.control_browsers else None
         for _ in range(args.rounds):
             rate, _, c = run(plain, args.triggers, 0, pm)
             base.append(rate)
@@ -148,6 +214,8 @@ def main() -> None:
                     for b in burners:
                         b.kill()
                         b.wait()
+            if page_url:
+                control_browsers.append(run(plain, args.triggers, 2, pm, page_url)[0])
             rate, _, c = run(with_hmi, args.triggers, 0, pm)
             bare_screen.append(rate)
             cpu["screen_no_browser"].append(c)
@@ -164,9 +232,24 @@ def main() -> None:
         "rate_with_screen_no_browser_hz": round(statistics.median(bare_screen), 1),
         "rate_with_screen_2_browsers_hz": round(statistics.median(screen), 1),
         "ratio": round(statistics.median(screen) / statistics.median(base), 3),
+        # the configurations run one after another in each round: the median of the rounds' own ratios
+        # is less moved by a machine whose speed drifts between rounds
+        "ratio_median_of_rounds": round(statistics.median(s / b for s, b in zip(screen, base)), 3),
+        "ratio_no_browser_median_of_rounds": round(statistics.median(s / b for s, b in zip(bare_screen, base)), 3),
         **({"rate_without_screen_other_cpus_busy_hz": round(statistics.median(control), 1),
             "ratio_to_other_cpus_busy": round(statistics.median(screen) / statistics.median(control), 3)}
            if control else {}),
+        **({"rate_without_screen_2_browsers_on_own_page_hz": round(statistics.median(control_browsers), 1),
+            "ratio_to_browsers_on_own_page": round(statistics.median(screen) / statistics.median(control_browsers), 3),
+            "ratio_browsers_on_own_page_median_of_rounds": round(statistics.median(
+                c / b for c, b in zip(control_browsers, base)), 3),
+            "ratio_to_browsers_on_own_page_median_of_rounds": round(statistics.median(
+                s / c for s, c in zip(screen, control_browsers)), 3)}
+           if control_browsers else {}),
+        "per_round_hz": {"no_screen": [round(x, 1) for x in base], "screen_no_browser": [round(x, 1) for x in bare_screen],
+                         "screen_2_browsers": [round(x, 1) for x in screen],
+                         **({"no_screen_2_browsers_on_own_page": [round(x, 1) for x in control_browsers]}
+                            if control_browsers else {})},
         "live_latency_p50_ms": round(lat[len(lat) // 2], 1) if lat else None,
         "live_latency_p99_ms": round(lat[int(len(lat) * 0.99) - 1], 1) if lat else None,
         "live_latency_samples": len(lat),

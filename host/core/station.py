@@ -1147,31 +1147,43 @@ class Station(StationControl):
             except Exception as exc:
                 error = f"source: {type(exc).__name__}: {exc}"
                 frame = Frame(image=None, source=str(self.config.source), index=rid, error=error)
-        store_error = None
         with self._frame_lock:
             job = self._job
             fr: FrameResult = self._jobs[job].pipeline.process(frame)
-            fr.key = str(rid)
-            fr.index = rid
-            for r in self._reporters:
-                try:
-                    r.write(fr)
-                except Exception as exc:
-                    store_error = f"store {type(r).scheme}: {type(exc).__name__}: {exc}"
-            self._run_counts[fr.verdict] += 1
-            if self._after_frame is not None:
-                self._after_frame(run=self._run, result=fr)
+        fr.key = str(rid)
+        fr.index = rid
+        # the result goes to the line first, then to the stores: the PLC does not wait for SQLite. _finish
+        # hands the state lock over to the frame lock, so no changeover comes between the two
+        self._finish(rid, job, wall, fr, perf, store=True, lost=frame if frame.meta.get("device_lost") else None)
+        try:
+            store_error = self._store(fr)
+        finally:
+            self._frame_lock.release()
         self._dirty = True
         self._last_done = time.monotonic()
-        self._finish(rid, job, wall, fr, perf)
-        if frame.meta.get("device_lost"):
-            with self._lock:
-                self._source_failed(frame)
         if error is not None or store_error is not None:
             with self._lock:
                 self._fail(error or store_error)
 
-    def _finish(self, rid: int, job: str, wall: float, fr: FrameResult, perf: float) -> None:
+    def _store(self, fr: FrameResult) -> str | None:
+        """Write a frame's result to the current job's stores (caller holds the frame lock); the first
+        store's error, if any."""
+        store_error = None
+        for r in self._reporters:
+            try:
+                r.write(fr)
+            except Exception as exc:
+                store_error = store_error or f"store {type(r).scheme}: {type(exc).__name__}: {exc}"
+        self._run_counts[fr.verdict] += 1
+        if self._after_frame is not None:
+            self._after_frame(run=self._run, result=fr)
+        return store_error
+
+    def _finish(self, rid: int, job: str, wall: float, fr: FrameResult, perf: float, store: bool = False,
+                lost: Frame | None = None) -> None:
+        """Publish a result. With ``store``, return holding the frame lock (taken before the state lock is
+        released: the order select_job takes them in), for the caller to store the result and release it.
+        ``lost``: the frame said the camera is gone; the station is in Error when the result is seen."""
         measurements: dict[str, Any] = {}
         failures: list[str] = []
         for tr in fr.results:
@@ -1201,11 +1213,17 @@ class Station(StationControl):
                 self._recent.popitem(last=False)
             self._inflight = None
             self._publish(RESULT_READY, result=res, latency_ms=(time.perf_counter() - perf) * 1e3)
-            if self._state == SINGLE and not self._pending:
+            if lost is not None:
+                self._source_failed(lost)
+            elif self._state == SINGLE and not self._pending:
                 self._set_state(READY)
             elif self._state == CONTINUOUS and not self._continuous:
                 self._set_state(READY)
             self._cv.notify_all()
+            if store:
+                self._frame_lock.acquire()
+        if store:
+            time.sleep(0)  # let the woken adapter threads take the GIL: their replies before our stores
 
     def _abort(self, rid: int, wall: float, reason: str) -> None:
         """A trigger that was taken but will not be inspected: stored and published as an error result."""
