@@ -221,7 +221,7 @@ def _run_on_executor(pm, args, recipe, source, source_arg, source_base, reporter
         options = {**(source_arg.model_extra or {}), **options}
         source_arg = source_arg.spec
     job = ExecutorJob(recipe, source_arg, options, source_base, reporters, run, limit=args.limit,
-                      resume=args.resume, quiet=args.quiet)
+                      resume=args.resume, quiet=args.quiet, engine=args.engine)
     summary = entry.cls(address=address.strip() or None, workers=args.workers).run(job, pm)
     c = summary.counts
     ms = 1e3 * summary.seconds / summary.frames if summary.frames else 0.0

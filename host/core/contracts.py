@@ -357,6 +357,8 @@ class ExecutorJob:
     limit: int | None = None
     resume: bool = False
     quiet: bool = False
+    #: the command line's ``--engine`` (wins over the recipe's ``engine:`` on every worker)
+    engine: str | None = None
 
 
 @dataclass

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from host import ENGINE_CHOICES
 from host.testing import run_loupe
 
 pytest.importorskip("ray")
@@ -33,6 +34,7 @@ inspect:
     limits: {}
   - tool: testsupport.boom
     params: {above: 170}
+  - tool: testsupport.engine
 """
 
 
@@ -51,6 +53,7 @@ def test_ray_gives_the_local_verdicts_frame_for_frame(tmp_path, archive, ray_add
     recipe = tmp_path / "r.yaml"
     recipe.write_text(RECIPE)
     src = ["--source", f"folder:{archive}", "--source-opt", "recursive=true"]
+    src += ["--engine", "openvino"]  # not the default: the workers must get it from the command line
     local = run_loupe("run", recipe, *src, "--report", f"jsonl:{tmp_path / 'local.jsonl'}", "-q", env=env)
     assert local.returncode == 0, local.stderr
     r = run_loupe("run", recipe, *src, "--executor", f"ray:{ray_address}", "--workers", "2",
@@ -64,6 +67,9 @@ def test_ray_gives_the_local_verdicts_frame_for_frame(tmp_path, archive, ray_add
     assert {g["key"]: g for g in got} == want
     verdicts = [g["verdict"] for g in got]
     assert {"pass", "fail", "error"} <= set(verdicts)  # the recipe really separates the images
+    engines = {res["measurements"]["engine"] for v in want.values() for res in v["results"]
+               if res["step"] == "engine" and not v["error"]}
+    assert engines == {ENGINE_CHOICES.index("openvino")}
     bad = {Path(k).name: v for k, v in want.items() if v["error"]}
     assert set(bad) == {"900_corrupt.png", "901_empty.png"}
     assert any(res["error"] and "boom" in res["error"] for v in want.values() for res in v["results"])

@@ -105,10 +105,13 @@ def _listing(job: ExecutorJob, catalogue) -> tuple[str, Iterator[tuple[int, str,
 class LoupeWorker:
     """A Ray Data actor: builds the recipe's pipeline once, then runs blocks of frames."""
 
-    def __init__(self, recipe: dict, base_dir: str, file: str, recipe_hash: str, spool: str, source: str):
+    def __init__(self, recipe: dict, base_dir: str, file: str, recipe_hash: str, spool: str, source: str,
+                 engine: str | None = None):
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-        from host import Pipeline, Recipe, create_plugin_manager
+        from host import Pipeline, Recipe, create_plugin_manager, set_engine_override
 
+        if engine:  # the driver's --engine, as a local run would use it
+            set_engine_override(engine)
         pm = create_plugin_manager()
         self.recipe = Recipe.from_dict(recipe, pm.catalogue, base_dir=Path(base_dir), file=file)
         if self.recipe.hash != recipe_hash:
@@ -275,7 +278,7 @@ class RayExecutor(Executor):
                 LoupeWorker, batch_size=None, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
                 fn_constructor_kwargs=dict(recipe=recipe.to_dict(), base_dir=str(recipe.base_dir),
                                            file=recipe.file, recipe_hash=recipe.hash, spool=str(spool),
-                                           source=source_name),
+                                           source=source_name, engine=job.engine),
                 max_restarts=self.max_restarts, max_task_retries=1)
         seen = np.zeros(total, dtype=bool)
         bar = None

@@ -1,4 +1,5 @@
-"""Test tools: ``testsupport.sleep`` (a slow step) and ``testsupport.boom`` (raises on bright images)."""
+"""Test tools: ``testsupport.sleep`` (a slow step), ``testsupport.boom`` (raises on bright images),
+``testsupport.model_size`` and ``testsupport.engine`` (the inference engine a model step would get)."""
 from __future__ import annotations
 
 import time
@@ -6,7 +7,7 @@ import time
 import numpy as np
 from pydantic import Field
 
-from host import InspectTool, ModelRef, Params, ToolOutput, hookimpl
+from host import ENGINE_CHOICES, InspectTool, ModelRef, Params, ToolOutput, hookimpl, resolve_engine
 
 
 class SleepParams(Params):
@@ -59,8 +60,22 @@ class ModelSize(InspectTool):
         return ToolOutput({"bytes": self.size})
 
 
+class Engine(InspectTool):
+    id = "testsupport.engine"
+    description = "reports the inference engine a model step built here would run on"
+    measurements = {"engine": "index of the engine in ENGINE_CHOICES"}
+
+    def __init__(self, params, context=None):
+        super().__init__(params, context)
+        self.engine = ENGINE_CHOICES.index(resolve_engine(self.context.options.get("engine")))
+
+    def inspect(self, image):
+        return ToolOutput({"engine": self.engine})
+
+
 @hookimpl
 def loupe_inspect(register):
     register(Sleep)
     register(Boom)
     register(ModelSize)
+    register(Engine)
