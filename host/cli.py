@@ -205,9 +205,8 @@ def cmd_run(pm, args) -> int:
     return 2 if summary.reporter_errors else 0
 
 
-def _run_on_executor(pm, args, recipe, source, source_arg, source_base, reporters, run, specs) -> int:
-    from .core.contracts import ExecutorJob
-
+def _executor_entry(pm, args):
+    """``--executor NAME[:ADDRESS]`` and ``--workers N`` checked: (name, address or None, catalogue entry)."""
     name, _, address = args.executor.partition(":")
     entry = pm.catalogue.executors.get(name.strip().lower())
     if entry is None:
@@ -215,6 +214,13 @@ def _run_on_executor(pm, args, recipe, source, source_arg, source_base, reporter
                          f"{', '.join(sorted(pm.catalogue.executors)) or 'none (install loupe-ray)'}")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers {args.workers}: must be at least 1")
+    return name, address.strip() or None, entry
+
+
+def _run_on_executor(pm, args, recipe, source, source_arg, source_base, reporters, run, specs) -> int:
+    from .core.contracts import ExecutorJob
+
+    name, address, entry = _executor_entry(pm, args)
     source.close()  # opened above only to validate the spec; the executor reads the frames itself
     options = source_options(args.source_opt)
     if isinstance(source_arg, SourceDoc):
@@ -222,7 +228,7 @@ def _run_on_executor(pm, args, recipe, source, source_arg, source_base, reporter
         source_arg = source_arg.spec
     job = ExecutorJob(recipe, source_arg, options, source_base, reporters, run, limit=args.limit,
                       resume=args.resume, quiet=args.quiet, engine=args.engine)
-    summary = entry.cls(address=address.strip() or None, workers=args.workers).run(job, pm)
+    summary = entry.cls(address=address, workers=args.workers).run(job, pm)
     c = summary.counts
     ms = 1e3 * summary.seconds / summary.frames if summary.frames else 0.0
     skipped = f", {summary.skipped} already stored" if summary.skipped else ""
@@ -295,13 +301,7 @@ def cmd_eval(pm, args) -> int:
 
 def _eval_executor(pm, args, bundle: Bundle, runtime):
     """``loupe eval --executor NAME[:ADDRESS]``: the executor, after the checks that need no engine."""
-    name, _, address = args.executor.partition(":")
-    entry = pm.catalogue.executors.get(name.strip().lower())
-    if entry is None:
-        raise UsageError(f"--executor {args.executor!r}: unknown executor {name!r}; installed: "
-                         f"{', '.join(sorted(pm.catalogue.executors)) or 'none (install loupe-ray)'}")
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers {args.workers}: must be at least 1")
+    name, address, entry = _executor_entry(pm, args)
     if args.out:
         raise UsageError(f"--out with --executor {name}: the report's pictures need the images on the driver; "
                          f"evaluate without --executor for them")
@@ -310,7 +310,7 @@ def _eval_executor(pm, args, bundle: Bundle, runtime):
     if type(runtime).eval_plan is ModelRuntime.eval_plan:
         raise UsageError(f"{bundle.path}: {bundle.task!r} bundles cannot be evaluated with --executor {name}: "
                          f"the {bundle.task} runtime does not split its evaluation; evaluate without --executor")
-    return entry.cls(address=address.strip() or None, workers=args.workers)
+    return entry.cls(address=address, workers=args.workers)
 
 
 def _eval_on_executor(executor, runtime, bundle: Bundle, data: Path, engine: str | None, progress) -> dict:

@@ -209,7 +209,7 @@ def _providers(engine: str, cache_dir: Path | None, precision: str = "fp32") -> 
 
 def create_session(model: str | Path | bytes, threads: int | None = None, *, engine: str | None = None,
                    optimization: str | None = None, options: SessionOptions | None = None,
-                   parity: bool = True) -> Any:
+                   parity: bool = True, outputs: tuple[str, ...] = ()) -> Any:
     """An inference session for ``model`` (a file path or the serialised ONNX graph).
 
     Returns an ``onnxruntime.InferenceSession`` (or, for ``openvino``, an object with the
@@ -218,7 +218,7 @@ def create_session(model: str | Path | bytes, threads: int | None = None, *, eng
     ``SessionOptions()``: ``cpu``); inference runtimes pass ``engine=resolve_engine(...)``,
     the trainer's own checks stay on the CPU. Raises ``UsageError`` for an unknown or
     unusable engine (with what to install) or a failed parity check, ``BundleError``
-    naming the file when the graph cannot be opened.
+    naming the file when the graph cannot be opened or lacks one of the ``outputs`` a runtime reads.
     """
     opts = options or SessionOptions()
     threads = opts.threads if threads is None else threads
@@ -234,6 +234,10 @@ def create_session(model: str | Path | bytes, threads: int | None = None, *, eng
     else:
         sess = _build(data, what, threads, level, engine, cache, parity, stored, precision)
     sess.precision = precision
+    have = [o.name for o in sess.get_outputs()]
+    for name in outputs:
+        if name not in have:
+            raise BundleError(f"{what}: the ONNX model has no output {name!r} (outputs: {have})")
     note = PRECISION_NOTES.get((sess.engine, precision))
     if note:
         (log.warning if sess.engine == "cpu" else log.info)("%s on %s: %s", what, sess.engine, note)

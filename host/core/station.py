@@ -994,10 +994,6 @@ class Station(StationControl):
             self._c.overruns = 0
             self._overrun = False
 
-    @property
-    def base_dir(self) -> Path:
-        return self.config.base_dir
-
     def describe_job(self, job: str) -> dict[str, Any]:
         rec = self._jobs.get(job)
         recipe = rec.recipe if rec is not None else self.config.recipes.get(job)

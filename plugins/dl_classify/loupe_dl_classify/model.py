@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from host import Bundle, BundleError, UsageError, create_session, read_bundle_meta, resolve_engine
+from host import Bundle, BundleError, create_session, read_bundle_meta, resolve_engine
 from host import DEFAULT_NORMALISATION, use_opencv
 from host import prepare_images as preprocess
 
@@ -57,17 +57,9 @@ class Classifier:
         self.size: tuple[int, int] = info.input_size
         self.norm = meta.get("normalisation") or DEFAULT_NORMALISATION
         self.bundle = bundle
-        try:
-            self.session = create_session(bundle.file(info.model_file), threads, engine=resolve_engine(engine))
-        except (BundleError, UsageError):
-            raise
-        except Exception as exc:  # onnxruntime raises its own error types
-            raise BundleError(f"{bundle.path}: cannot open the ONNX model: {exc}") from None
+        self.session = create_session(bundle.file(info.model_file), threads, engine=resolve_engine(engine),
+                                      outputs=("logits", "features"))
         self.input_name = self.session.get_inputs()[0].name
-        outs = [o.name for o in self.session.get_outputs()]
-        for name in ("logits", "features"):
-            if name not in outs:
-                raise BundleError(f"{bundle.path}: the ONNX model has no output {name!r} (outputs: {outs})")
         self.cam_w = np.load(bundle.file("cam_weights.npy"), allow_pickle=False).astype(np.float32)
         self.cam_b = np.load(bundle.file("cam_bias.npy"), allow_pickle=False).astype(np.float32)
         if self.cam_w.shape[0] != len(self.classes) or self.cam_w.ndim not in (2, 4):

@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from host import Bundle, BundleError, UsageError, create_session, resolve_engine
+from host import Bundle, BundleError, create_session, resolve_engine
 from host import DEFAULT_NORMALISATION, use_opencv
 from host import prepare_images as preprocess
 
@@ -44,11 +44,6 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.scores)
-
-
-def open_session(path, threads: int = 2, engine: str | None = "cpu"):
-    """This plugin's sessions, from the host's one session factory (engines, parity, no external data)."""
-    return create_session(path, threads, engine=engine)
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -134,17 +129,8 @@ class Detector:
         self.agnostic = bool(dec.get("agnostic", True))
         self.norm = meta.get("normalisation") or DEFAULT_NORMALISATION
         self.bundle = bundle
-        try:
-            self.session = open_session(bundle.model_file, threads, engine=resolve_engine(engine))
-        except (BundleError, UsageError):
-            raise
-        except Exception as exc:  # onnxruntime raises its own error types
-            raise BundleError(f"{bundle.path}: cannot open the ONNX model: {exc}") from None
+        self.session = create_session(bundle.model_file, threads, engine=resolve_engine(engine), outputs=OUTPUTS)
         self.input_name = self.session.get_inputs()[0].name
-        outs = [o.name for o in self.session.get_outputs()]
-        for name in OUTPUTS:
-            if name not in outs:
-                raise BundleError(f"{bundle.path}: the ONNX model has no output {name!r} (outputs: {outs})")
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """Model input (NCHW float32) -> [heatmap, size, offset]."""

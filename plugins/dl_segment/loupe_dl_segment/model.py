@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from host import Bundle, BundleError, UsageError, create_session, resolve_engine
+from host import Bundle, BundleError, create_session, resolve_engine
 from host import DEFAULT_NORMALISATION, use_opencv
 from host import prepare_images as preprocess
 
@@ -34,11 +34,6 @@ PALETTE_BGR = [(40, 40, 230), (230, 160, 30), (40, 200, 240), (200, 60, 200), (6
 def class_colour_hex(k: int) -> str:
     b, g, r = PALETTE_BGR[(k - 1) % len(PALETTE_BGR)]
     return f"#{r:02x}{g:02x}{b:02x}"
-
-
-def open_session(path, threads: int, engine: str | None = "cpu"):
-    """This plugin's sessions, from the host's one session factory (engines, parity, no external data)."""
-    return create_session(path, threads, engine=engine)
 
 
 @dataclass
@@ -115,16 +110,9 @@ class Segmenter:
         self.norm = meta.get("normalisation") or DEFAULT_NORMALISATION
         self.threshold = float(meta.get("threshold", 0.5))
         self.bundle = bundle
-        try:
-            self.session = open_session(bundle.model_file, threads, engine=resolve_engine(engine))
-        except (BundleError, UsageError):
-            raise
-        except Exception as exc:  # onnxruntime raises its own error types
-            raise BundleError(f"{bundle.path}: cannot open the ONNX model: {exc}") from None
+        self.session = create_session(bundle.model_file, threads, engine=resolve_engine(engine),
+                                      outputs=("probs",))
         self.input_name = self.session.get_inputs()[0].name
-        outs = [o.name for o in self.session.get_outputs()]
-        if "probs" not in outs:
-            raise BundleError(f"{bundle.path}: the ONNX model has no output 'probs' (outputs: {outs})")
 
     @property
     def n_classes(self) -> int:

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from host import DEFAULT_NORMALISATION, PARITY_IMAGES, Bundle, BundleError, write_bundle
+from host import DEFAULT_NORMALISATION, PARITY_IMAGES, Bundle, BundleError, create_session, write_bundle
 from host import prepare_images as preprocess
-from loupe_dl_detect.model import OUTPUTS, decode, open_session
+from loupe_dl_detect.model import OUTPUTS, decode
 
 from .net import DetNet, ExportGraph, to_input
 
@@ -44,7 +44,7 @@ def parity_check(net: DetNet, onnx_path: Path, raw_rgb: list[np.ndarray], resize
     net.eval()
     with torch.no_grad():
         t = [a.numpy() for a in net.decoded(to_input(resized_rgb))]
-    sess = open_session(onnx_path, threads)
+    sess = create_session(onnx_path, threads)
     x = preprocess([np.ascontiguousarray(r[:, :, ::-1]) for r in raw_rgb], size, DEFAULT_NORMALISATION)
     r = sess.run(list(OUTPUTS), {"image": x})
     diffs = {n: float(np.abs(a - b).max()) for n, a, b in zip(OUTPUTS, t, r)}

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from host import DEFAULT_NORMALISATION, PARITY_IMAGES, Bundle, BundleError, write_bundle
+from host import DEFAULT_NORMALISATION, PARITY_IMAGES, Bundle, BundleError, create_session, write_bundle
 from host import prepare_images as preprocess
-from loupe_dl_segment.model import label_map, open_session
+from loupe_dl_segment.model import label_map
 
 from ..backbone import to_tensor
 from .net import ProbGraph, SegNet
@@ -44,7 +44,7 @@ def parity_check(net: SegNet, onnx_path: Path, raw_images: list[np.ndarray], res
     net.eval()
     with torch.no_grad():
         t = torch.softmax(net(to_tensor(resized_rgb)), dim=1).numpy()
-    sess = open_session(onnx_path, threads)
+    sess = create_session(onnx_path, threads)
     o = np.concatenate([sess.run(["probs"], {"image": preprocess([im], size)})[0] for im in raw_images])
     diff = float(np.abs(t - o).max())
     agree = float(np.mean([np.mean(label_map(a, threshold) == label_map(b, threshold)) for a, b in zip(t, o)]))
