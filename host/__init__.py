@@ -14,8 +14,8 @@ from .core.bundle import Bundle, model_sha256, write_bundle  # noqa: E402
 from .core.contracts import (Cancelled, Command, InspectTool, ModelRuntime, NoParams, Optimizer,  # noqa: E402
                              Params, PreprocessTool, Progress, Reporter, RunInfo, Source, SourceParams,
                              StepContext, Trainer)
-from .core.errors import (BundleError, LoupeError, PluginError, RecipeError, StationActionError,  # noqa: E402
-                          UsageError)
+from .core.errors import (BundleError, DataError, LoupeError, PluginError, RecipeError,  # noqa: E402
+                          StationActionError, UsageError)
 from .core.line import (LineAdapter, StationControl, StationEvent, StationResult)  # noqa: E402
 from .core.manager import create_plugin_manager  # noqa: E402
 from .core.recipe import Limit, ModelRef, Recipe  # noqa: E402
@@ -25,7 +25,7 @@ from .core.types import (ERROR, FAIL, PASS, REVIEW, Frame, FrameResult, LazyShap
 __all__ = [
     "hookimpl", "__version__", "Bundle", "model_sha256", "write_bundle", "Cancelled", "Command", "InspectTool",
     "ModelRuntime", "NoParams", "Optimizer", "Params", "PreprocessTool", "Progress", "Reporter", "RunInfo",
-    "Source", "SourceParams", "StepContext", "Trainer", "BundleError", "LoupeError", "PluginError",
+    "Source", "SourceParams", "StepContext", "Trainer", "BundleError", "DataError", "LoupeError", "PluginError",
     "RecipeError", "UsageError", "create_plugin_manager", "Limit", "ModelRef", "Recipe", "ERROR", "FAIL",
     "PASS", "REVIEW", "Frame", "FrameResult", "LazyShapes", "Shape", "ToolOutput", "ToolResult",
     "LineAdapter", "StationControl", "StationEvent", "StationResult", "StationActionError",
@@ -55,10 +55,11 @@ from .reporters import charts  # noqa: E402
 
 __all__ += ["charts"]
 # the one image reader: numpy only; a plugin registers the decoder (OpenCV's imdecode)
-from .core.imageio import (IMAGE_EXTENSIONS, decode_image, is_image_file, read_image,  # noqa: E402
-                           register_image_decoder, register_rgb_converter, to_rgb8, use_opencv)
+from .core.imageio import (IMAGE_EXTENSIONS, decode_image, is_image_file, read_data_image,  # noqa: E402
+                           read_image, register_image_decoder, register_rgb_converter, to_rgb8, use_opencv)
 
-__all__ += ["IMAGE_EXTENSIONS", "decode_image", "is_image_file", "read_image", "register_image_decoder",
+__all__ += ["IMAGE_EXTENSIONS", "decode_image", "is_image_file", "read_data_image", "read_image",
+            "register_image_decoder",
             "register_rgb_converter", "to_rgb8", "use_opencv"]
 
 # executors (``loupe run --executor``): the contract, and the pipeline a worker builds once

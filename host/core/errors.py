@@ -12,6 +12,11 @@ class UsageError(LoupeError):
     """A bad command line, source spec or report spec."""
 
 
+class DataError(UsageError, ValueError):
+    """A data set (images, masks, annotations) that cannot be read; the message names the file and the
+    field. Also a ``ValueError``, as the data readers' errors were before."""
+
+
 class PluginError(LoupeError):
     """A plugin registered something invalid or failed to load."""
 

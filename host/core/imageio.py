@@ -248,6 +248,17 @@ def read_image(path: str | Path, max_bytes: int | None = None) -> np.ndarray:
     return decode_image(data, p, max_bytes)
 
 
+def read_data_image(path: str | Path) -> np.ndarray:
+    """``read_image`` for a data set's files: a missing, unreadable or corrupt file is a ``DataError``
+    naming it (the trainers and evaluations report it and exit 2)."""
+    from .errors import DataError
+
+    try:
+        return read_image(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(str(exc) if os.fspath(path) in str(exc) else f"{path}: {exc}") from None
+
+
 # ------------------------------------------------------------------ conversion
 
 

@@ -30,30 +30,12 @@ import cv2
 import numpy as np
 
 from host import IMAGE_EXTENSIONS, to_rgb8, use_opencv
-from host import read_image as host_read_image
+from host import DataError, read_data_image as read_image  # noqa: F401 (this plugin's data API)
 # the one model-input preparation (resize, normalise, NCHW RGB), re-exported under this module's names
 from host import DEFAULT_NORMALISATION, normalise, resize_mask, resize_to  # noqa: F401
 from host import prepare_images as preprocess  # noqa: F401
 
 use_opencv(cv2)
-
-
-
-class DataError(ValueError):
-    """A data set problem; the message names the file and what is wrong."""
-
-
-# ------------------------------------------------------------------ images
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """The host's one image reader (header budgets, 8/16-bit, gray or BGR); raises DataError naming the file."""
-    try:
-        return host_read_image(path)
-    except (OSError, ValueError) as exc:
-        raise DataError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
-
-
 
 
 # ------------------------------------------------------------------ classes
