@@ -157,6 +157,9 @@ def main() -> int:
     ap.add_argument("--work", default="/tmp/loupe-bench-detect")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--int8", action="store_true", help="also optimise to int8 and score that bundle")
+    ap.add_argument("--threads", type=int, default=2, help="threads for eval and loupe run (training: "
+                                                           "--train-args --threads N)")
+    ap.add_argument("--no-classical", action="store_true", help="skip the classical reference")
     ap.add_argument("--train-args", nargs=argparse.REMAINDER, default=[], help="extra loupe train detect flags")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT / "plugins" / "trainer"))
@@ -166,33 +169,34 @@ def main() -> int:
     data = work / "data"
     if not (data / "test" / "annotations.json").is_file():
         make_parts_dataset(data, a.n_train, a.n_test, a.size, a.seed)
-    res: dict = {"n_train": a.n_train, "n_test": a.n_test, "size": a.size, "threads": 2}
-    res["classical"] = classical(data)
-    print("classical:", res["classical"], flush=True)
+    res: dict = {"n_train": a.n_train, "n_test": a.n_test, "size": a.size, "threads": a.threads}
+    if not a.no_classical:
+        res["classical"] = classical(data)
+        print("classical:", res["classical"], flush=True)
     bundle = work / "bundle"
     import resource
 
     t0 = time.perf_counter()
     c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    loupe("train", "detect", data, "--out", bundle, "-q", *a.train_args)
+    loupe("train", "detect", data, "--out", bundle, "-q", *a.train_args, threads=a.threads)
     c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     res["train_seconds"] = round(time.perf_counter() - t0, 1)
     # CPU seconds of the training process: on a shared machine, cpu / threads estimates the idle wall time
     res["train_cpu_seconds"] = round((c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime), 1)
     meta = json.loads((bundle / "bundle.json").read_text())
     res["training"] = meta["metrics"]
-    ev = json.loads(loupe("eval", bundle, data, "--json", "--out", work / "report").stdout)
+    ev = json.loads(loupe("eval", bundle, data, "--json", "--out", work / "report", threads=a.threads).stdout)
     res["loupe"] = {k: ev[k] for k in ("map50", "map50_95", "per_class_ap50", "count_accuracy", "n_images",
                                        "ms_per_image")}
     print("loupe:", res["loupe"], "train s:", res["train_seconds"], flush=True)
-    res["loupe_run"] = time_loupe_run(bundle, data / "test" / "images", work)
+    res["loupe_run"] = time_loupe_run(bundle, data / "test" / "images", work, a.threads)
     print("loupe run:", res["loupe_run"], flush=True)
     if a.int8:
         q = work / "bundle-int8"
-        loupe("optimize", bundle, "--method", "int8", "--out", q)
-        ev8 = json.loads(loupe("eval", q, data, "--json").stdout)
+        loupe("optimize", bundle, "--method", "int8", "--out", q, threads=a.threads)
+        ev8 = json.loads(loupe("eval", q, data, "--json", threads=a.threads).stdout)
         res["int8"] = {k: ev8[k] for k in ("map50", "map50_95", "count_accuracy", "ms_per_image")}
-        res["int8_run"] = time_loupe_run(q, data / "test" / "images", work)
+        res["int8_run"] = time_loupe_run(q, data / "test" / "images", work, a.threads)
         print("int8:", res["int8"], res["int8_run"], flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))
