@@ -57,6 +57,9 @@ class DetectParams(Params):
     hard_negatives: float = Field(0.0, ge=0.0, le=1.0, description="share of the training crops placed on mined "
                                                                    "false detections (background the model scores "
                                                                    "as a part), mined every 5 epochs from epoch 5")
+    sigma_min: float = Field(0.35, gt=0.0, le=4.0, description="CenterNet: the smallest spread (in cells of "
+                                                                "the stride-8 output) of a part's target "
+                                                                "Gaussian")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="operating score threshold of the bundle (0: chosen "
                                                               "on the held-out images)")
     max_minutes: float = Field(4.5, gt=0, description="wall-clock budget for the whole command; the best epoch "
@@ -267,7 +270,8 @@ class DetectTrainer(Trainer):
         from .fcos import FcosNet, fcos_losses, fcos_targets
 
         net = (FcosNet if params.head == "fcos" else DetNet)(len(classes))
-        targets_fn, loss_fn = (fcos_targets, fcos_losses) if params.head == "fcos" else (make_targets, losses)
+        targets_fn, loss_fn = (fcos_targets, fcos_losses) if params.head == "fcos" else \
+            (lambda *a: make_targets(*a, sigma_min=params.sigma_min), losses)
         net.freeze_early(FROZEN_BLOCKS)
         opt = torch.optim.AdamW([{"params": net.head_parameters(), "lr": params.lr},
                                  {"params": net.trunk_parameters(), "lr": params.lr / 4}],
