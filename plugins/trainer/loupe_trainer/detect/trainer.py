@@ -57,6 +57,9 @@ class DetectParams(Params):
     hard_negatives: float = Field(0.0, ge=0.0, le=1.0, description="share of the training crops placed on mined "
                                                                    "false detections (background the model scores "
                                                                    "as a part), mined every 5 epochs from epoch 5")
+    ema: float = Field(0.0, ge=0.0, lt=1.0, description="decay of an exponential moving average of the "
+                                                        "weights, which is what is validated and kept (0: off; "
+                                                        "0.99 averages over about 100 steps)")
     sigma_min: float = Field(0.35, gt=0.0, le=4.0, description="CenterNet: the smallest spread (in cells of "
                                                                 "the stride-8 output) of a part's target "
                                                                 "Gaussian")
@@ -292,6 +295,7 @@ class DetectTrainer(Trainer):
         step = 0
         mined: list = []
         mined_w = np.zeros(0)
+        ema = {k: v.detach().clone() for k, v in net.state_dict().items()} if params.ema > 0 else None
 
         def sample():
             if mined and rng.random() < params.hard_negatives:
@@ -327,11 +331,23 @@ class DetectTrainer(Trainer):
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
                 opt.step()
                 step += 1
+                if ema is not None:
+                    d = min(params.ema, (1 + step) / (10 + step))     # a short warm-up, as in timm and YOLO
+                    with torch.no_grad():
+                        for k, v in net.state_dict().items():
+                            if v.dtype.is_floating_point:
+                                ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
+                            else:
+                                ema[k].copy_(v)
                 for k, v in loss_parts.items():
                     agg[k] = agg.get(k, 0.0) + float(v.detach()) / steps
             rec: dict[str, Any] = {"epoch": epoch + 1, **{f"loss_{k}": round(v, 4) for k, v in agg.items()},
                                    "seconds": round(time.perf_counter() - te, 1),
                                    **({"mined_negatives": n_mined} if n_mined is not None else {})}
+            live = None
+            if ema is not None:       # validate (and keep) the averaged weights
+                live = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                net.load_state_dict(ema)
             if val:
                 m50, m5095, count_acc = val_metrics(net, val, len(classes), STRIDE)
                 rec.update({"val_map50": round(m50, 4), "val_map50_95": round(m5095, 4),
@@ -343,6 +359,8 @@ class DetectTrainer(Trainer):
             if score > best["score"] + 1e-6:
                 best = {"score": score, "epoch": epoch + 1,
                         "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
+            if live is not None:
+                net.load_state_dict(live)
             progress.update("train", epoch + 1, params.epochs, loss=round(sum(agg.values()), 4),
                             **({"val_map50": rec["val_map50"]} if val else {}))
             elapsed = time.perf_counter() - t0
