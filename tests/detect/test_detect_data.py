@@ -168,21 +168,3 @@ def test_operating_threshold_maximises_exact_counts():
     thr, table = choose_threshold(preds, gts, 2, (0.3, 0.5, 0.6, 0.8))
     assert table[0.3] == (0.5, 0.5) and table[0.5] == (1.0, 0.0) and table[0.8] == (0.5, 0.5)
     assert thr in (0.5, 0.6)
-
-
-def test_focused_crop_contains_the_point():
-    """Hard-negative mining places training crops on a mined point: the crop must contain it, at any zoom, even
-    next to the image's edges; without a point the crop is the plain random one (same random draws)."""
-    from loupe_trainer.detect.augment import _scale_crop
-
-    img = np.zeros((320, 320, 3), np.uint8)
-    for x, y in [(6, 6), (314, 300), (160, 160), (250, 40)]:
-        tag = np.array([[x - 4, y - 4, x + 4, y + 4]], np.float32)
-        for seed in range(30):
-            _, b, _ = _scale_crop(np.random.default_rng(seed), img, tag, np.array([0]), (192, 192), 1.35, 0.45,
-                                  focus=(x, y))
-            assert len(b) == 1, (x, y, seed)
-    a = _scale_crop(np.random.default_rng(1), img + 7, tag, np.array([0]), (96, 96), 1.35, 0.45)
-    r = np.random.default_rng(1)
-    b = _scale_crop(r, img + 7, tag, np.array([0]), (96, 96), 1.35, 0.45, focus=None)
-    assert np.array_equal(a[1], b[1])

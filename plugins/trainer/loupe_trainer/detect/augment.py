@@ -35,15 +35,13 @@ class Augment:
     keep_cut: bool = False
 
     def __call__(self, rng: np.random.Generator, img: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
-                 crop: tuple[int, int], bank: list | None = None, focus: tuple[float, float] | None = None):
-        """``focus``: an (x, y) point of ``img`` that the crop must contain (a mined hard negative)."""
+                 crop: tuple[int, int], bank: list | None = None):
         img = img.copy()
         boxes = boxes.astype(np.float32).reshape(-1, 4).copy()
         labels = labels.copy()
         if bank and self.paste > 0 and rng.random() < self.paste:
             img, boxes, labels = _paste(rng, img, boxes, labels, bank, int(rng.integers(1, 4)))
-        img, boxes, labels = _scale_crop(rng, img, boxes, labels, crop, self.scale, self.min_visible, self.keep_cut,
-                                         focus)
+        img, boxes, labels = _scale_crop(rng, img, boxes, labels, crop, self.scale, self.min_visible, self.keep_cut)
         if self.rot90 and crop[0] == crop[1]:
             k = int(rng.integers(4))
             for _ in range(k):
@@ -69,17 +67,7 @@ def _rot90(img: np.ndarray, boxes: np.ndarray):
     return out, b
 
 
-def _origin(rng, lo: int, hi: int, point: float | None, side: int, margin: int) -> int:
-    """A crop origin in [lo, hi]; with ``point``, one that puts it at least ``margin`` inside the crop."""
-    if point is not None:
-        a, b = max(lo, int(point) - side + margin), min(hi, int(point) - margin)
-        if a > b:       # the point lies too close to the edge of the canvas: the crop nearest to it
-            return int(np.clip(int(point) - side // 2, lo, hi))
-        lo, hi = a, b
-    return int(rng.integers(lo, hi + 1))
-
-
-def _scale_crop(rng, img, boxes, labels, crop, scale, min_visible, keep_cut=False, focus=None):
+def _scale_crop(rng, img, boxes, labels, crop, scale, min_visible, keep_cut=False):
     H, W = img.shape[:2]
     ch, cw = crop
     s = float(np.exp(rng.uniform(-np.log(scale), np.log(scale))))
@@ -93,9 +81,8 @@ def _scale_crop(rng, img, boxes, labels, crop, scale, min_visible, keep_cut=Fals
     ox = int(rng.integers(0, canvas.shape[1] - nw + 1))
     canvas[oy:oy + nh, ox:ox + nw] = im
     b = b + np.array([ox, oy, ox, oy], np.float32)
-    fx, fy = (None, None) if focus is None else (focus[0] * s + ox, focus[1] * s + oy)
-    y0 = _origin(rng, 0, canvas.shape[0] - ch, fy, ch, ch // 6)
-    x0 = _origin(rng, 0, canvas.shape[1] - cw, fx, cw, cw // 6)
+    y0 = int(rng.integers(0, canvas.shape[0] - ch + 1))
+    x0 = int(rng.integers(0, canvas.shape[1] - cw + 1))
     out = canvas[y0:y0 + ch, x0:x0 + cw]
     b = b - np.array([x0, y0, x0, y0], np.float32)
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])

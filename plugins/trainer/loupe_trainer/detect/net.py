@@ -105,7 +105,7 @@ class ExportGraph(nn.Module):
 
 
 def make_targets(boxes: np.ndarray, labels: np.ndarray, n_classes: int, shape: tuple[int, int],
-                 stride: int = STRIDE, alpha: float = 0.54, sigma_min: float = 0.35):
+                 stride: int = STRIDE, alpha: float = 0.54):
     """Heatmap [C, h, w] (an elliptical Gaussian per box, TTFNet's sigma = alpha * side / 6), size and offset
     targets [2, h, w], their mask [h, w] (1 at each box's centre cell), and the heatmap loss weight [h, w]
     (0 in the cells of boxes labelled -1: parts cut by the crop, neither found nor rejected)."""
@@ -128,7 +128,7 @@ def make_targets(boxes: np.ndarray, labels: np.ndarray, n_classes: int, shape: t
         bw, bh = max(x2 - x1, 1e-3), max(y2 - y1, 1e-3)
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         ix, iy = min(int(cx), w - 1), min(int(cy), h - 1)
-        sx, sy = max(alpha * bw / 6, sigma_min), max(alpha * bh / 6, sigma_min)
+        sx, sy = max(alpha * bw / 6, 0.35), max(alpha * bh / 6, 0.35)
         g = np.exp(-((xx - ix) ** 2 / (2 * sx * sx) + (yy - iy) ** 2 / (2 * sy * sy)))
         c = int(labels[i])
         np.maximum(heat[c], g, out=heat[c])

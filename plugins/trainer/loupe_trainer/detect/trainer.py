@@ -54,15 +54,9 @@ class DetectParams(Params):
                                                                          "centreness); both at stride 8")
     ignore_cut: bool = Field(True, description="parts cut by a training crop (less than half visible) are "
                                                "ignored by the heatmap loss rather than taught as background")
-    hard_negatives: float = Field(0.0, ge=0.0, le=1.0, description="share of the training crops placed on mined "
-                                                                   "false detections (background the model scores "
-                                                                   "as a part), mined every 5 epochs from epoch 5")
     ema: float = Field(0.0, ge=0.0, lt=1.0, description="decay of an exponential moving average of the "
                                                         "weights, which is what is validated and kept (0: off; "
                                                         "0.99 averages over about 100 steps)")
-    sigma_min: float = Field(0.35, gt=0.0, le=4.0, description="CenterNet: the smallest spread (in cells of "
-                                                                "the stride-8 output) of a part's target "
-                                                                "Gaussian")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="operating score threshold of the bundle (0: chosen "
                                                               "on the held-out images)")
     max_minutes: float = Field(4.5, gt=0, description="wall-clock budget for the whole command; the best epoch "
@@ -144,24 +138,6 @@ def val_predictions(net, val, stride: int):
         preds.append((d.boxes, d.scores, d.labels))
         gts.append((b, l))
     return preds, gts
-
-
-def mine_negatives(net, train, stride: int, min_score: float = 0.1) -> tuple[list, np.ndarray]:
-    """False detections on the (unaugmented) training images: [(image index, x, y)] at the detections that
-    overlap no true box (IoU < 0.3, any class), and their sampling weights (proportional to the score)."""
-    from loupe_dl_detect.model import decode, iou_matrix
-
-    heat, size, off = predict_torch(net, np.stack([t[2] for t in train]), stride)
-    found, weights = [], []
-    for k, t in enumerate(train):
-        d = decode(heat[k], size[k], off[k], stride, (1.0, 1.0), min_score=min_score)
-        iou = iou_matrix(d.boxes, t[3]).max(1) if len(t[3]) else np.zeros(len(d))
-        for b, sc, o in zip(d.boxes, d.scores, iou):
-            if o < 0.3:
-                found.append((k, float(b[0] + b[2]) / 2, float(b[1] + b[3]) / 2))
-                weights.append(float(sc))
-    w = np.asarray(weights, np.float64)
-    return found, (w / w.sum() if len(w) else w)
 
 
 def count_scores(preds, gts, n_classes: int, thresholds) -> dict[float, tuple[float, float]]:
@@ -273,8 +249,7 @@ class DetectTrainer(Trainer):
         from .fcos import FcosNet, fcos_losses, fcos_targets
 
         net = (FcosNet if params.head == "fcos" else DetNet)(len(classes))
-        targets_fn, loss_fn = (fcos_targets, fcos_losses) if params.head == "fcos" else \
-            (lambda *a: make_targets(*a, sigma_min=params.sigma_min), losses)
+        targets_fn, loss_fn = (fcos_targets, fcos_losses) if params.head == "fcos" else (make_targets, losses)
         net.freeze_early(FROZEN_BLOCKS)
         opt = torch.optim.AdamW([{"params": net.head_parameters(), "lr": params.lr},
                                  {"params": net.trunk_parameters(), "lr": params.lr / 4}],
@@ -293,28 +268,15 @@ class DetectTrainer(Trainer):
         history: list[dict[str, Any]] = []
         stopped = "epochs"
         step = 0
-        mined: list = []
-        mined_w = np.zeros(0)
         ema = {k: v.detach().clone() for k, v in net.state_dict().items()} if params.ema > 0 else None
 
-        def sample():
-            if mined and rng.random() < params.hard_negatives:
-                k, x, y = mined[int(rng.choice(len(mined), p=mined_w))]
-                t = train[k]
-                return aug(rng, t[2], t[3], t[4], crop, bank, focus=(x, y))
-            t = train[int(rng.integers(len(train)))]
-            return aug(rng, t[2], t[3], t[4], crop, bank)
-
         for epoch in range(params.epochs):
-            te = time.perf_counter()
-            n_mined = None
-            if params.hard_negatives > 0 and epoch >= 5 and epoch % 5 == 0:
-                mined, mined_w = mine_negatives(net, train, STRIDE)
-                n_mined = len(mined)
             net.train()
             agg: dict[str, float] = {}
+            te = time.perf_counter()
             for _ in range(steps):
-                batch = [sample() for _ in range(params.batch_size)]
+                batch = [aug(rng, *(lambda t: (t[2], t[3], t[4]))(train[int(rng.integers(len(train)))]), crop, bank)
+                         for _ in range(params.batch_size)]
                 x = to_input(np.stack([b[0] for b in batch]))
                 tg = [targets_fn(b[1], b[2], len(classes), crop, STRIDE) for b in batch]
                 tensors = [torch.from_numpy(np.stack([t[k] for t in tg])) for k in range(len(tg[0]))]
@@ -342,8 +304,7 @@ class DetectTrainer(Trainer):
                 for k, v in loss_parts.items():
                     agg[k] = agg.get(k, 0.0) + float(v.detach()) / steps
             rec: dict[str, Any] = {"epoch": epoch + 1, **{f"loss_{k}": round(v, 4) for k, v in agg.items()},
-                                   "seconds": round(time.perf_counter() - te, 1),
-                                   **({"mined_negatives": n_mined} if n_mined is not None else {})}
+                                   "seconds": round(time.perf_counter() - te, 1)}
             live = None
             if ema is not None:       # validate (and keep) the averaged weights
                 live = {k: v.detach().clone() for k, v in net.state_dict().items()}
