@@ -54,9 +54,6 @@ class DetectParams(Params):
                                                                          "centreness); both at stride 8")
     ignore_cut: bool = Field(True, description="parts cut by a training crop (less than half visible) are "
                                                "ignored by the heatmap loss rather than taught as background")
-    ema: float = Field(0.0, ge=0.0, lt=1.0, description="decay of an exponential moving average of the "
-                                                        "weights, which is what is validated and kept (0: off; "
-                                                        "0.99 averages over about 100 steps)")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="operating score threshold of the bundle (0: chosen "
                                                               "on the held-out images)")
     max_minutes: float = Field(4.5, gt=0, description="wall-clock budget for the whole command; the best epoch "
@@ -268,8 +265,6 @@ class DetectTrainer(Trainer):
         history: list[dict[str, Any]] = []
         stopped = "epochs"
         step = 0
-        ema = {k: v.detach().clone() for k, v in net.state_dict().items()} if params.ema > 0 else None
-
         for epoch in range(params.epochs):
             net.train()
             agg: dict[str, float] = {}
@@ -293,22 +288,10 @@ class DetectTrainer(Trainer):
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
                 opt.step()
                 step += 1
-                if ema is not None:
-                    d = min(params.ema, (1 + step) / (10 + step))     # a short warm-up, as in timm and YOLO
-                    with torch.no_grad():
-                        for k, v in net.state_dict().items():
-                            if v.dtype.is_floating_point:
-                                ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
-                            else:
-                                ema[k].copy_(v)
                 for k, v in loss_parts.items():
                     agg[k] = agg.get(k, 0.0) + float(v.detach()) / steps
             rec: dict[str, Any] = {"epoch": epoch + 1, **{f"loss_{k}": round(v, 4) for k, v in agg.items()},
                                    "seconds": round(time.perf_counter() - te, 1)}
-            live = None
-            if ema is not None:       # validate (and keep) the averaged weights
-                live = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                net.load_state_dict(ema)
             if val:
                 m50, m5095, count_acc = val_metrics(net, val, len(classes), STRIDE)
                 rec.update({"val_map50": round(m50, 4), "val_map50_95": round(m5095, 4),
@@ -320,8 +303,6 @@ class DetectTrainer(Trainer):
             if score > best["score"] + 1e-6:
                 best = {"score": score, "epoch": epoch + 1,
                         "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
-            if live is not None:
-                net.load_state_dict(live)
             progress.update("train", epoch + 1, params.epochs, loss=round(sum(agg.values()), 4),
                             **({"val_map50": rec["val_map50"]} if val else {}))
             elapsed = time.perf_counter() - t0
