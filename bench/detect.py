@@ -16,7 +16,9 @@
    nearest-template class on shape features (Hu moments, fill ratio, holes,
    elongation) learnt from the training boxes; scored with the same mAP code.
 
-Everything runs with 2 threads. Figures go to stdout (and ``--json``).
+Everything runs with 2 threads (``--threads N`` for eval and ``loupe run``; the training's own
+``--train-args --threads N``). Besides the wall-clock figures, ``runtime_cpu`` is the runtime's CPU time
+per image on 1 thread (honest on a shared machine). Figures go to stdout (and ``--json``).
 """
 from __future__ import annotations
 
