@@ -25,7 +25,7 @@ def tiny_detector(parts_small, tmp_path_factory) -> Path:
     """A detector trained through the CLI: 128 px input, 96 px crops, a few short epochs."""
     out = tmp_path_factory.mktemp("bundle") / "det"
     r = run_loupe("train", "detect", parts_small, "--out", out, "--input-size", "128", "--crop", "96",
-                  "--epochs", "5", "--steps-per-epoch", "4", "--patience", "5", "--max-minutes", "6", "-q",
+                  "--epochs", "5", "--steps-per-epoch", "4", "--patience", "5", "--max-minutes", "60", "-q",
                   env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     meta = json.loads((out / "bundle.json").read_text())
