@@ -70,11 +70,14 @@ def fmnist(args) -> dict:
     xte = read_idx("t10k-images-idx3-ubyte")[: args.fmnist_test]
     yte = read_idx("t10k-labels-idx1-ubyte")[: args.fmnist_test]
     params = AnomalyParams(**({"image_size": args.fmnist_size} if args.fmnist_size else {}),
-                           **({"global_term": args.fmnist_global} if args.fmnist_global else {}))
+                           **({"global_term": args.fmnist_global} if args.fmnist_global else {}),
+                           **json.loads(args.params or "{}"))
+    if params.augment != "none":
+        raise SystemExit("bench fmnist: --params augment is not supported here (features are computed once)")
     size = _input_size(xtr[0], params.image_size)
     use_global = use_global_term(params, xtr[0])
-    feats = PatchFeatures(build_backbone(), tuple(params.layers), params.aggregate,
-                          global_stage=params.global_stage if use_global else None).eval()
+    feats = PatchFeatures(build_backbone(variant=params.backbone), tuple(params.layers), params.aggregate,
+                          global_stage=params.global_stage if use_global else None, color=params.color).eval()
     tmp = Path(args.out) / "fmnist_features.onnx"
     export_onnx(FeatureGraph(feats), torch.zeros(1, 3, *size), tmp, ["image"],
                 ["features", "global"] if use_global else ["features"], dynamic_batch=True, fold_pads=True)
@@ -221,7 +224,8 @@ def speed(args, cat: str = "brushed_metal") -> dict:
     from loupe_trainer.common import export_onnx
 
     feat = meta["feature"]
-    trunk = PatchFeatures(build_backbone(), tuple(feat["layers"]), feat["aggregate"]).eval()
+    trunk = PatchFeatures(build_backbone(variant=feat["backbone"].replace("efficientnet_", "")), tuple(feat["layers"]),
+                          feat["aggregate"]).eval()
     tpath = export_onnx(trunk, torch.zeros(1, 3, *size), Path(args.out) / "trunk_only.onnx", ["image"], ["features"],
                         fold_pads=bool(meta.get("graph", {}).get("pads_folded")))
     tsess = ort_session(tpath, 2)
@@ -334,7 +338,7 @@ def main() -> int:
     p.add_argument("--set", choices=["easy", "hard"], default="easy",
                    help="hard: only the hard development set of issue 18")
     p.add_argument("--seed", type=int, default=0, help="data seed of the hard set (choose on 1, report on 0)")
-    p.add_argument("--params", default=None, help="JSON object of AnomalyParams fields for the hard set")
+    p.add_argument("--params", default=None, help="JSON object of AnomalyParams fields (hard set and Fashion-MNIST)")
     p.add_argument("--category", nargs="+", default=None, help="hard-set categories (default: all)")
     p.add_argument("--strengths", default=None, help="hard set: also evaluate at these defect strengths")
     args = p.parse_args()
