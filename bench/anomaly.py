@@ -172,8 +172,9 @@ def hard(args) -> dict:
     params = AnomalyParams(**json.loads(args.params or "{}"))
     strengths = [float(v) for v in args.strengths.split(",")] if args.strengths else []
     out: dict = {"seed": args.seed, "params": json.loads(args.params or "{}"), "categories": {}}
+    base = Path(args.data) if args.data else Path(args.out)
     for cat in args.category or HARD_CATEGORIES:
-        data = Path(args.out) / f"hard_seed{args.seed}"
+        data = base / f"hard_seed{args.seed}"
         root = data / cat
         if not (root / "train").is_dir():
             make_hard_dataset(data, cat, 200, 40, 10, 256, seed=args.seed)
@@ -189,13 +190,17 @@ def hard(args) -> dict:
                "eval_ms_per_image": round(res["ms_per_image"], 1),
                "cpu_ms_per_image": _cpu_ms_per_image(b, root / "test" / "good")}
         for st in strengths:
-            sroot = make_hard_dataset(Path(args.out) / f"hard_seed{args.seed}_s{st}", cat, 0, 40, 10, 256,
-                                      seed=args.seed, strength=st)
-            # the same good test images (drawn before the defects), so only the defects differ
+            sroot = base / f"hard_seed{args.seed}_s{st}" / cat
+            if not (sroot / "test").is_dir():
+                # the training images are drawn (not written) first, so the good test images are those of
+                # the full set and only the defects differ
+                make_hard_dataset(sroot.parent, cat, 200, 40, 10, 256, seed=args.seed, strength=st,
+                                  write_train=False)
             r = AnomalyRuntime().evaluate(b, sroot, None, Progress())
             row[f"s{st}"] = {"image_auroc": round(r["image_auroc"], 4), "pixel_auroc": round(r["pixel_auroc"], 4),
                              "per_type_auroc": {k: round(v, 4) for k, v in r["per_type_auroc"].items()}}
-            shutil.rmtree(sroot.parent, ignore_errors=True)
+            if not args.data:
+                shutil.rmtree(sroot.parent, ignore_errors=True)
         out["categories"][cat] = row
         print(f"  hard {cat}: {json.dumps(row)}", flush=True)
     cats = out["categories"].values()
@@ -362,6 +367,7 @@ def main() -> int:
     p.add_argument("--params", default=None, help="JSON object of AnomalyParams fields (hard set and Fashion-MNIST)")
     p.add_argument("--category", nargs="+", default=None, help="hard-set categories (default: all)")
     p.add_argument("--strengths", default=None, help="hard set: also evaluate at these defect strengths")
+    p.add_argument("--data", default=None, help="hard set: keep (and reuse) the generated images here")
     args = p.parse_args()
     import torch
 

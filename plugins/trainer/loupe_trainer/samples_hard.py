@@ -194,13 +194,17 @@ def hard_image(category: str, rng: np.random.Generator, size: int = 256, defect:
 
 def make_hard_dataset(out_dir: str | Path, category: str = "metal", n_train: int = 200, n_test_good: int = 40,
                       n_test_defect: int = 10, size: int = 256, seed: int = 0,
-                      strength: float | None = None) -> Path:
+                      strength: float | None = None, write_train: bool = True) -> Path:
     """Write one MVTec-AD style category of the hard set; returns the category folder. Training images,
-    then good test images, are drawn first, so they do not depend on ``strength``."""
+    then good test images, are drawn first, so they do not depend on ``strength``. ``write_train=False``
+    draws the ``n_train`` training images without writing them: a test set at another strength whose good
+    images are those of the full set (drawing none would make its good test images the training images)."""
     root = Path(out_dir) / category
     rng = np.random.default_rng([seed, 18, HARD_CATEGORIES.index(category) if category in HARD_CATEGORIES else 99])
     for i in range(n_train):
-        _write(root / "train" / "good" / f"{i:03d}.png", hard_image(category, rng, size, half=0)[0])
+        img = hard_image(category, rng, size, half=0)[0]
+        if write_train:
+            _write(root / "train" / "good" / f"{i:03d}.png", img)
     for i in range(n_test_good):
         _write(root / "test" / "good" / f"{i:03d}.png", hard_image(category, rng, size, half=1)[0])
     for defect in HARD_DEFECTS:
