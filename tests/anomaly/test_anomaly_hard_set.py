@@ -27,7 +27,8 @@ def test_hard_set_layout_masks_and_strength(tmp_path):
         test_only = make_hard_dataset(tmp_path / "c", cat, 3, 2, 1, 96, seed=4, strength=2 * STRENGTH[cat],
                                       write_train=False)
         assert not (test_only / "train").exists()
-        assert np.array_equal(cv2.imread(str(root / "test/good/001.png")), cv2.imread(str(test_only / "test/good/001.png")))
+        good = "test/good/001.png"
+        assert np.array_equal(cv2.imread(str(root / good)), cv2.imread(str(test_only / good)))
         stronger = cv2.imread(str(other / "test" / "hole" / "000.png")).astype(int)
         weaker = cv2.imread(str(root / "test" / "hole" / "000.png")).astype(int)
         assert np.abs(stronger - weaker).max() > 5

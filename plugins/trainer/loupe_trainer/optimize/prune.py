@@ -253,7 +253,13 @@ class PruneOptimizer(Optimizer):
         common.require_float(bundle, "prune")
         src = bundle.file(common.model_file(bundle))
         # anomaly bundles may use the larger Lite1 / Lite2 trunk (issue 18's presets)
-        variant = str(bundle.meta.get("feature", {}).get("backbone", "efficientnet_lite0")).replace("efficientnet_", "")
+        feat = bundle.meta.get("feature") if bundle.task == "anomaly" else None
+        variant = str((feat if isinstance(feat, dict) else {}).get("backbone", "efficientnet_lite0"))
+        variant = variant.replace("efficientnet_", "")
+        from ..backbone import VARIANTS
+
+        if variant not in VARIANTS:
+            raise BundleError(f"{bundle.path}: bundle.json feature.backbone {variant!r} is not one of {list(VARIANTS)}")
         teacher, found = backbone_from_onnx(src, variant)
         data = common.eval_data(bundle, params.data)
         if bundle.task == "classify":
