@@ -70,11 +70,14 @@ def fmnist(args) -> dict:
     xte = read_idx("t10k-images-idx3-ubyte")[: args.fmnist_test]
     yte = read_idx("t10k-labels-idx1-ubyte")[: args.fmnist_test]
     params = AnomalyParams(**({"image_size": args.fmnist_size} if args.fmnist_size else {}),
-                           **({"global_term": args.fmnist_global} if args.fmnist_global else {}))
+                           **({"global_term": args.fmnist_global} if args.fmnist_global else {}),
+                           **json.loads(args.params or "{}"))
+    if params.augment != "none":
+        raise SystemExit("bench fmnist: --params augment is not supported here (features are computed once)")
     size = _input_size(xtr[0], params.image_size)
     use_global = use_global_term(params, xtr[0])
-    feats = PatchFeatures(build_backbone(), tuple(params.layers), params.aggregate,
-                          global_stage=params.global_stage if use_global else None).eval()
+    feats = PatchFeatures(build_backbone(variant=params.backbone), tuple(params.layers), params.aggregate,
+                          global_stage=params.global_stage if use_global else None, color=params.color).eval()
     tmp = Path(args.out) / "fmnist_features.onnx"
     export_onnx(FeatureGraph(feats), torch.zeros(1, 3, *size), tmp, ["image"],
                 ["features", "global"] if use_global else ["features"], dynamic_batch=True, fold_pads=True)
@@ -137,6 +140,25 @@ def textures(args) -> dict:
     return out
 
 
+def _cpu_ms_per_image(bundle, images_dir: Path, n: int = 20) -> float:
+    """Median CPU time (process time: immune to the process being paused) of one bare ONNX Runtime run of
+    the bundle's graph, preprocessing included; meaningful with one thread (``--params '{"threads":1}'``)."""
+    from loupe_dl_anomaly.data import list_images, prepare, read_image
+    from loupe_trainer.common import ort_session
+
+    size = tuple(bundle.meta["input_size"])
+    sess = ort_session(bundle.path / "model.onnx", int(bundle.meta["params"].get("threads", 1)))
+    imgs = [read_image(p) for p in list_images(images_dir)[:n]]
+    sess.run(None, {"image": prepare(imgs[0], size)})
+    times = []
+    for _ in range(3):
+        for im in imgs:
+            c0 = time.process_time()
+            sess.run(None, {"image": prepare(im, size)})
+            times.append((time.process_time() - c0) * 1e3)
+    return round(statistics.median(times), 2)
+
+
 def hard(args) -> dict:
     """The hard development set: train once per category, evaluate at the calibrated strength (and
     optionally at other strengths, on test sets that share the training and good test images)."""
@@ -150,28 +172,35 @@ def hard(args) -> dict:
     params = AnomalyParams(**json.loads(args.params or "{}"))
     strengths = [float(v) for v in args.strengths.split(",")] if args.strengths else []
     out: dict = {"seed": args.seed, "params": json.loads(args.params or "{}"), "categories": {}}
+    base = Path(args.data) if args.data else Path(args.out)
     for cat in args.category or HARD_CATEGORIES:
-        data = Path(args.out) / f"hard_seed{args.seed}"
+        data = base / f"hard_seed{args.seed}"
         root = data / cat
         if not (root / "train").is_dir():
             make_hard_dataset(data, cat, 200, 40, 10, 256, seed=args.seed)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         bundle = AnomalyTrainer().train(root, Path(args.out) / f"hard_{cat}.bundle", params, Progress())
-        train_s = time.perf_counter() - t0
+        train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
         b = Bundle.load(bundle.path)
         res = AnomalyRuntime().evaluate(b, root, None, Progress())
         row = {"strength": STRENGTH[cat], "image_auroc": round(res["image_auroc"], 4),
                "pixel_auroc": round(res["pixel_auroc"], 4),
                "per_type_auroc": {k: round(v, 4) for k, v in res["per_type_auroc"].items()},
-               "train_s": round(train_s, 1), "eval_ms_per_image": round(res["ms_per_image"], 1)}
+               "train_s": round(train_s, 1), "train_cpu_s": round(train_cpu_s, 1),
+               "eval_ms_per_image": round(res["ms_per_image"], 1),
+               "cpu_ms_per_image": _cpu_ms_per_image(b, root / "test" / "good")}
         for st in strengths:
-            sroot = make_hard_dataset(Path(args.out) / f"hard_seed{args.seed}_s{st}", cat, 0, 40, 10, 256,
-                                      seed=args.seed, strength=st)
-            # the same good test images (drawn before the defects), so only the defects differ
+            sroot = base / f"hard_seed{args.seed}_s{st}" / cat
+            if not (sroot / "test").is_dir():
+                # the training images are drawn (not written) first, so the good test images are those of
+                # the full set and only the defects differ
+                make_hard_dataset(sroot.parent, cat, 200, 40, 10, 256, seed=args.seed, strength=st,
+                                  write_train=False)
             r = AnomalyRuntime().evaluate(b, sroot, None, Progress())
             row[f"s{st}"] = {"image_auroc": round(r["image_auroc"], 4), "pixel_auroc": round(r["pixel_auroc"], 4),
                              "per_type_auroc": {k: round(v, 4) for k, v in r["per_type_auroc"].items()}}
-            shutil.rmtree(sroot.parent, ignore_errors=True)
+            if not args.data:
+                shutil.rmtree(sroot.parent, ignore_errors=True)
         out["categories"][cat] = row
         print(f"  hard {cat}: {json.dumps(row)}", flush=True)
     cats = out["categories"].values()
@@ -221,7 +250,8 @@ def speed(args, cat: str = "brushed_metal") -> dict:
     from loupe_trainer.common import export_onnx
 
     feat = meta["feature"]
-    trunk = PatchFeatures(build_backbone(), tuple(feat["layers"]), feat["aggregate"]).eval()
+    trunk = PatchFeatures(build_backbone(variant=feat["backbone"].replace("efficientnet_", "")), tuple(feat["layers"]),
+                          feat["aggregate"]).eval()
     tpath = export_onnx(trunk, torch.zeros(1, 3, *size), Path(args.out) / "trunk_only.onnx", ["image"], ["features"],
                         fold_pads=bool(meta.get("graph", {}).get("pads_folded")))
     tsess = ort_session(tpath, 2)
@@ -334,9 +364,10 @@ def main() -> int:
     p.add_argument("--set", choices=["easy", "hard"], default="easy",
                    help="hard: only the hard development set of issue 18")
     p.add_argument("--seed", type=int, default=0, help="data seed of the hard set (choose on 1, report on 0)")
-    p.add_argument("--params", default=None, help="JSON object of AnomalyParams fields for the hard set")
+    p.add_argument("--params", default=None, help="JSON object of AnomalyParams fields (hard set and Fashion-MNIST)")
     p.add_argument("--category", nargs="+", default=None, help="hard-set categories (default: all)")
     p.add_argument("--strengths", default=None, help="hard set: also evaluate at these defect strengths")
+    p.add_argument("--data", default=None, help="hard set: keep (and reuse) the generated images here")
     args = p.parse_args()
     import torch
 

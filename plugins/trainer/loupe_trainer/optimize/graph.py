@@ -24,7 +24,7 @@ from ..common import ort_session as session  # noqa: F401  (the optimisers time 
 _BLOCK = re.compile(r"/_blocks\.(\d+)/")
 
 #: groups in network order (what sensitivity tables are sorted by)
-GROUP_ORDER = ["stem"] + [f"block{i}" for i in range(16)] + ["head"]
+GROUP_ORDER = ["stem"] + [f"block{i}" for i in range(21)] + ["head"]   # Lite0: 16 blocks, Lite1/Lite2: 21
 
 
 def _own_group(name: str) -> str | None:

@@ -67,9 +67,9 @@ class PruneParams(Params):
 # ---------------------------------------------------------------- ONNX -> torch
 
 
-def backbone_from_onnx(path: Path):
-    """An ``EfficientNetLite0`` carrying the (BN-folded) weights of the exported graph, and the set of
-    modules found (the anomaly graph holds only the trunk up to its deepest stage)."""
+def backbone_from_onnx(path: Path, variant: str = "lite0"):
+    """An ``EfficientNetLite0`` (of ``variant``) carrying the (BN-folded) weights of the exported graph, and
+    the set of modules found (the anomaly graph holds only the trunk up to its deepest stage)."""
     import onnx
     import torch
     from onnx import numpy_helper
@@ -87,7 +87,7 @@ def backbone_from_onnx(path: Path):
     if any(n.op_type == "BatchNormalization" for n in model.graph.node):
         raise BundleError(f"{path}: the graph has unfolded BatchNormalization nodes; pruning expects the trainers' "
                           f"eval-mode export (BatchNorm folded into the convolutions)")
-    net = EfficientNetLite0()
+    net = EfficientNetLite0(variant=variant)
     found: set[str] = set()
     pat = re.compile(r"(?:^|/)((?:_blocks\.\d+/)?(?:_conv_stem|_expand_conv|_depthwise_conv|_project_conv|"
                      r"_conv_head))/Conv$")
@@ -252,7 +252,15 @@ class PruneOptimizer(Optimizer):
             raise UsageError(f"{bundle.path}: cannot prune {bundle.task!r} bundles (only classify and anomaly)")
         common.require_float(bundle, "prune")
         src = bundle.file(common.model_file(bundle))
-        teacher, found = backbone_from_onnx(src)
+        # anomaly bundles may use the larger Lite1 / Lite2 trunk (issue 18's presets)
+        feat = bundle.meta.get("feature") if bundle.task == "anomaly" else None
+        variant = str((feat if isinstance(feat, dict) else {}).get("backbone", "efficientnet_lite0"))
+        variant = variant.replace("efficientnet_", "")
+        from ..backbone import VARIANTS
+
+        if variant not in VARIANTS:
+            raise BundleError(f"{bundle.path}: bundle.json feature.backbone {variant!r} is not one of {list(VARIANTS)}")
+        teacher, found = backbone_from_onnx(src, variant)
         data = common.eval_data(bundle, params.data)
         if bundle.task == "classify":
             child = _prune_classify(bundle, teacher, Path(out), params, progress)
