@@ -125,19 +125,55 @@ def test_inference_without_torch(tiny_detector, parts_small):
     assert p.returncode == 0 and p.stdout.startswith("ok"), p.stderr[-2000:]
 
 
-def test_desktop_app_evaluates_detection(tiny_detector, parts_small, tmp_path, monkeypatch):
-    """The desktop app's train workspace is generic: detection appears as a task, its runtime evaluates the bundle
-    and its inspect tool (detect.objects) gives the gallery's measurements."""
+def test_desktop_app_evaluates_detection(tiny_detector, parts_small, tmp_path, monkeypatch, qtbot):
+    """The desktop app's train workspace evaluates a detection bundle: detection appears as a task, the
+    headline shows mAP50 and count accuracy, one precision-recall curve per class, and gallery tiles with
+    the detected boxes drawn and the counts in their captions (detect.objects over the test images)."""
     import pytest
 
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     pytest.importorskip("PyQt5")
-    from host import Progress, create_plugin_manager
-    from loupe_gui.train_ws import evaluate_bundle, model_tool
+    from host import create_plugin_manager
+    from loupe_gui.train_ws import TrainWorkspace, model_tool
 
     pm = create_plugin_manager()
     assert "detect" in pm.catalogue.trainers and model_tool(pm.catalogue, "detect") == "detect.objects"
-    res = evaluate_bundle(pm, tiny_detector, parts_small, tmp_path / "ev", Progress())
-    assert res["metrics"]["task"] == "detect" and res["metrics"]["n_images"] == 12
-    rows = res["gallery"]["rows"]
+    ws = TrainWorkspace(pm)
+    qtbot.addWidget(ws)
+    ws.resize(1400, 900)
+    ws.show()
+    assert ws.open_bundle(tiny_detector, parts_small)
+    qtbot.waitUntil(lambda: not ws._busy(), timeout=120000)
+    assert ws.job.error is None, ws.job.error
+    m = ws.result["metrics"]
+    assert m["task"] == "detect" and m["n_images"] == 12
+    assert f"mAP50 <b>{m['map50']:.3f}</b>" in ws.res_info.text() and "count accuracy" in ws.res_info.text()
+    assert ws.task.currentData() == "detect" and ws.data.text() == str(parts_small)  # the opened bundle's task
+    rows = ws.result["gallery"]["rows"]
     assert len(rows) == 12 and all("count" in r["measurements"] for r in rows)
+    # precision-recall: the curves of the evaluation's report, one per class, shown in their own tab
+    curves = json.loads((Path(m["report"]) / "pr_curves.json").read_text())
+    assert ws.tabs.isTabVisible(ws.tabs.indexOf(ws.pr)) and ws.tabs.currentWidget() is ws.pr
+    assert len(ws.pr.curves) == len(curves) >= 1
+    assert all(name.split()[0] in curves for name in ws.pr.curves)
+    assert not ws.tabs.isTabVisible(0)                      # no confusion matrix for detection
+    # gallery: each tile carries the tool's boxes (image pixels) and its caption names the counts
+    tiles = ws.result["gallery"]["tiles"]
+    assert ws.gallery.count() == len(tiles) >= 6
+    for i, t in enumerate(tiles):
+        boxes = [s for s in t["overlays"] if s.kind == "rect"]
+        assert len(boxes) == t["measurements"]["count"]
+        assert f"{int(t['measurements']['count'])} found" in ws.gallery.item(i).text()
+    assert sum(t["measurements"]["count"] for t in tiles) > 0
+    # the boxes are painted: a tile with detections differs from the same tile drawn without its overlays
+    from loupe_gui.train_ws import Gallery
+
+    i = next(i for i, t in enumerate(tiles) if t["measurements"]["count"])
+    bare = Gallery()
+    qtbot.addWidget(bare)
+    bare.set_tiles([{**tiles[i], "overlays": []}], ws._caption)
+    size = ws.gallery.iconSize()
+    assert ws.gallery.item(i).icon().pixmap(size).toImage() != bare.item(0).icon().pixmap(size).toImage()
+    # hidden before the test's last reference to it goes: a workspace garbage-collected while Qt paints one of its
+    # charts (pytest-qt processes the pending paints after the test) would be deleted under that paint
+    ws.close()

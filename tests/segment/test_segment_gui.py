@@ -35,4 +35,13 @@ def test_workspace_evaluates_segment_bundle(qtbot, seg_bundle, seg_data):
     assert ws._score_data is not None and len(ws._score_data[0]) == 13
     if m["image_auroc"] is not None:
         assert ws.auroc == pytest.approx(m["image_auroc"], abs=1e-9)
-    assert "image auroc" in ws.res_info.text()
+    assert "image AUROC" in ws.res_info.text()
+    assert f"defect IoU <b>{m['defect_iou']:.3f}</b>" in ws.res_info.text()
+    assert f"mean IoU <b>{m['mean_iou']:.3f}</b>" in ws.res_info.text()
+    # the gallery draws each tile's regions: the tool's polygons, coloured by class, in image pixels
+    for t in gal["tiles"]:
+        polys = [s for s in t["overlays"] if s.kind == "polygon"]
+        if t["measurements"]["region_count"] > 0:
+            assert polys and all(s.color and s.label for s in polys)
+    assert not ws.tabs.isTabVisible(ws.tabs.indexOf(ws.pr))       # precision-recall is detection's
+    ws.close()  # no pending paint of its charts when the test's reference to it goes (see tests/detect)

@@ -146,6 +146,10 @@ class LineChart(Chart):
         self.curves: dict[str, list[tuple[float, float]]] = {}
         self.colors: dict[str, str] = {}
         self.roc = False
+        #: legend labels end with each curve's last value (loss / metric curves), or not (precision-recall)
+        self.last_value = True
+        #: both axes span [0, 1] (precision-recall)
+        self.unit_box = False
         #: one highlighted (false positive rate, true positive rate): the operating point of the threshold
         self.marker: tuple[float, float] | None = None
 
@@ -181,7 +185,10 @@ class LineChart(Chart):
             hc.draw_roc(ax, fpr, tpr, auc, self.marker, PALETTE)
             ax.set_aspect("equal", adjustable="box")
             return
-        hc.draw_lines(ax, {n: tuple(zip(*c)) for n, c in self.curves.items() if c}, self.colors)
+        hc.draw_lines(ax, {n: tuple(zip(*c)) for n, c in self.curves.items() if c}, self.colors, self.last_value)
+        if self.unit_box:
+            ax.set_xlim(0, 1.02)
+            ax.set_ylim(0, 1.02)
 
 
 class HistogramChart(Chart):

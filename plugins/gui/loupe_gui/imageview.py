@@ -230,7 +230,7 @@ class ImageView(QtWidgets.QWidget):
             self._draw_roi(p, rect, label, selected)
         if self.show_overlays:
             for s in self._overlays:
-                self._draw_shape(p, s)
+                paint_shape(p, s, self.to_widget, self._scale)
         if self._drag_from is not None and self._drag_to is not None:
             pen = QtGui.QPen(QtGui.QColor(theme.ACCENT), 1.5, QtCore.Qt.DashLine)
             p.setPen(pen)
@@ -264,40 +264,44 @@ class ImageView(QtWidgets.QWidget):
             p.setPen(color)
             p.drawText(r.topLeft() + QtCore.QPointF(3, -4), label)
 
-    def _draw_shape(self, p: QtGui.QPainter, s) -> None:
-        color = QtGui.QColor(s.color) if getattr(s, "color", "") else theme.status_color(getattr(s, "status", "info"))
-        pen = QtGui.QPen(color, 2)
-        pen.setCosmetic(True)
-        p.setPen(pen)
-        p.setBrush(QtCore.Qt.NoBrush)
-        pts = [self.to_widget(x, y) for x, y in s.points]
-        kind = s.kind
+
+def paint_shape(p: QtGui.QPainter, s, to_widget, scale: float) -> None:
+    """Draw one overlay (``host.Shape``) with ``p``; ``to_widget(x, y)`` maps image pixels to the
+    painter's coordinates and ``scale`` is its zoom (radii and axes). The image view and the
+    trainer's gallery tiles draw with it."""
+    color = QtGui.QColor(s.color) if getattr(s, "color", "") else theme.status_color(getattr(s, "status", "info"))
+    pen = QtGui.QPen(color, 2)
+    pen.setCosmetic(True)
+    p.setPen(pen)
+    p.setBrush(QtCore.Qt.NoBrush)
+    pts = [to_widget(x, y) for x, y in s.points]
+    kind = s.kind
+    if kind == "rect" and len(pts) >= 2:
+        p.drawRect(QtCore.QRectF(pts[0], pts[1]).normalized())
+    elif kind in ("polygon", "polyline") and len(pts) >= 2:
+        poly = QtGui.QPolygonF(pts)
+        (p.drawPolygon if kind == "polygon" else p.drawPolyline)(poly)
+    elif kind == "line" and len(pts) >= 2:
+        p.drawLine(pts[0], pts[1])
+    elif kind == "circle" and pts:
+        r = s.radius * scale
+        p.drawEllipse(pts[0], r, r)
+    elif kind == "ellipse" and pts:
+        p.save()
+        p.translate(pts[0])
+        p.rotate(s.angle)
+        a, b = s.axes
+        p.drawEllipse(QtCore.QPointF(0, 0), a * scale, b * scale)
+        p.restore()
+    elif kind == "point" and pts:
+        c = pts[0]
+        p.drawLine(c + QtCore.QPointF(-5, 0), c + QtCore.QPointF(5, 0))
+        p.drawLine(c + QtCore.QPointF(0, -5), c + QtCore.QPointF(0, 5))
+    if s.label and pts:
+        anchor = pts[0]
         if kind == "rect" and len(pts) >= 2:
-            p.drawRect(QtCore.QRectF(pts[0], pts[1]).normalized())
-        elif kind in ("polygon", "polyline") and len(pts) >= 2:
-            poly = QtGui.QPolygonF(pts)
-            (p.drawPolygon if kind == "polygon" else p.drawPolyline)(poly)
-        elif kind == "line" and len(pts) >= 2:
-            p.drawLine(pts[0], pts[1])
-        elif kind == "circle" and pts:
-            r = s.radius * self._scale
-            p.drawEllipse(pts[0], r, r)
-        elif kind == "ellipse" and pts:
-            p.save()
-            p.translate(pts[0])
-            p.rotate(s.angle)
-            a, b = s.axes
-            p.drawEllipse(QtCore.QPointF(0, 0), a * self._scale, b * self._scale)
-            p.restore()
-        elif kind == "point" and pts:
-            c = pts[0]
-            p.drawLine(c + QtCore.QPointF(-5, 0), c + QtCore.QPointF(5, 0))
-            p.drawLine(c + QtCore.QPointF(0, -5), c + QtCore.QPointF(0, 5))
-        if s.label and pts:
-            anchor = pts[0]
-            if kind == "rect" and len(pts) >= 2:
-                anchor = QtCore.QRectF(pts[0], pts[1]).normalized().topLeft() + QtCore.QPointF(0, -3)
-            elif kind == "circle":
-                anchor = pts[0] + QtCore.QPointF(s.radius * self._scale + 2, 0)
-            p.setPen(color)
-            p.drawText(anchor, s.label)
+            anchor = QtCore.QRectF(pts[0], pts[1]).normalized().topLeft() + QtCore.QPointF(0, -3)
+        elif kind == "circle":
+            anchor = pts[0] + QtCore.QPointF(s.radius * scale + 2, 0)
+        p.setPen(color)
+        p.drawText(anchor, s.label)

@@ -7,6 +7,7 @@ heatmaps through an ordinary ``Pipeline``.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -18,14 +19,15 @@ from typing import Any
 import numpy as np
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-from host import Bundle, ModelRef, Pipeline, Recipe, UsageError, blend_heatmap, open_source, thumbnail, to_uint8
+from host import (Bundle, ModelRef, Pipeline, Recipe, UsageError, blend_heatmap, open_source, resolved_overlays,
+                  thumbnail, to_uint8)
 
 from . import theme
 from .charts import BarChart, ConfusionMatrix, HistogramChart, LineChart, SizeChart
 from .dataset import analyze_with
 from .forms import ParamForm
 from .layout import workspace_split
-from .imageview import read_image, to_qimage
+from .imageview import paint_shape, read_image, to_qimage
 from .jobs import GuiProgress, Job
 from .sourcepick import PathEdit
 
@@ -51,6 +53,11 @@ def model_field(catalogue, tool_id: str) -> str:
         if f.annotation is ModelRef:
             return name
     raise UsageError(f"{tool_id} takes no model")
+
+
+#: the evaluation's headline figures, by task, and how the results header names them
+HEADLINE = {"map50": "mAP50", "map50_95": "mAP50:95", "count_accuracy": "count accuracy", "defect_iou": "defect IoU",
+            "mean_iou": "mean IoU", "image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "f1": "F1"}
 
 
 def test_folder(data: Path) -> Path:
@@ -96,10 +103,13 @@ def inspect_images(pm, bundle: Bundle, data: Path, progress, gallery: int = 24, 
                          "verdict": res.verdict})
             if frame.path in chosen and frame.image is not None:
                 rgb = to_uint8(frame.image)
-                small, _ = thumbnail(rgb, 220)
+                small, scale = thumbnail(rgb, 220)
                 if r is not None and r.heatmap is not None:
                     small = blend_heatmap(small, np.asarray(r.heatmap, np.float32), 0.45)
-                tiles.append({"image": small, "label": label, "path": frame.path,
+                # the tool's overlays (detection boxes, segmentation regions...) in image pixels; the
+                # gallery draws them on the tile, scaled as the thumbnail is
+                tiles.append({"image": small, "label": label, "path": frame.path, "scale": scale,
+                              "overlays": resolved_overlays(r) if r is not None else [],
                               "measurements": dict(r.measurements) if r else {}, "verdict": res.verdict})
             progress.update("heatmaps", i + 1, n)
     finally:
@@ -204,6 +214,14 @@ class Gallery(QtWidgets.QListWidget):
             canvas.fill(theme.status_color(status))
             p = QtGui.QPainter(canvas)
             p.drawPixmap(3, 3, pix)
+            if t.get("overlays"):
+                k = t.get("scale", 1.0) * pix.width() / max(1, img.shape[1])  # image pixels -> tile pixels
+                p.setRenderHint(QtGui.QPainter.Antialiasing, True)
+                font = p.font()
+                font.setPointSizeF(max(6.0, font.pointSizeF() * 0.8))
+                p.setFont(font)
+                for shape in t["overlays"]:
+                    paint_shape(p, shape, lambda x, y: QtCore.QPointF(3 + x * k, 3 + y * k), k)
             p.end()
             it = QtWidgets.QListWidgetItem(QtGui.QIcon(canvas), text)
             it.setToolTip(t["path"])
@@ -425,8 +443,12 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.cm.cellClicked.connect(self.open_cell)
         self.tabs.addTab(self.cm, "Confusion")
         self.tabs.addTab(self._build_scores_tab(), "ROC / scores")
+        self.pr = LineChart("Precision–recall per class (IoU 0.5)")
+        self.pr.x_label, self.pr.y_label = "recall", "precision"
+        self.pr.last_value, self.pr.unit_box = False, True
+        self.tabs.addTab(self.pr, "Precision–recall")
         self.gallery = Gallery()
-        self.tabs.addTab(self.gallery, "Heatmaps")
+        self.tabs.addTab(self.gallery, "Images")
         self.metrics_table = QtWidgets.QTableWidget(0, 2)
         self.metrics_table.setHorizontalHeaderLabels(["metric", "value"])
         self.metrics_table.verticalHeader().hide()
@@ -720,6 +742,7 @@ class TrainWorkspace(QtWidgets.QWidget):
         if not data.is_dir():
             self._on_log("choose the data folder first: the bundle is evaluated on its test split")
             return False
+        self.data.setText(str(data))
         out_dir = Path(tempfile.mkdtemp(prefix="loupe-eval-"))
         self.stage.setText("evaluating…")
         self._start(Job(evaluate_bundle, self.pm, Path(path), data, out_dir, self._new_progress()), self._evaluated)
@@ -742,13 +765,15 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.bundle = result.get("bundle")
         m = result.get("metrics") or {}
         task = self.bundle.task if self.bundle else m.get("task", "")
+        if self.task.findData(task) >= 0:
+            self.task.setCurrentIndex(self.task.findData(task))   # an opened bundle's task is the one shown
         self.res_title.setText(f"Results — {task}")
         head = []
         if "accuracy" in m:
             head.append(f"accuracy <b>{m['accuracy']:.3f}</b>")
-        for k in ("image_auroc", "pixel_auroc", "f1"):
+        for k, label in HEADLINE.items():
             if isinstance(m.get(k), (int, float)):
-                head.append(f"{k.replace('_', ' ')} <b>{m[k]:.3f}</b>")
+                head.append(f"{label} <b>{m[k]:.3f}</b>")
         if "n_images" in m:
             head.append(f"{m['n_images']} test images")
         if "ms_per_image" in m:
@@ -778,13 +803,33 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.tabs.setTabEnabled(0, "confusion_matrix" in m)
         self.tabs.setTabVisible(1, self._score_data is not None)
         self.tabs.setTabEnabled(1, self._score_data is not None)
+        pr = self._pr_curves(m)
+        self.tabs.setTabVisible(self.tabs.indexOf(self.pr), pr)
+        self.tabs.setTabEnabled(self.tabs.indexOf(self.pr), pr)
         self._show_score_distribution()
         if "confusion_matrix" not in m and self._score_data is not None:
             self.tabs.setCurrentIndex(1)
+        elif pr:
+            self.tabs.setCurrentWidget(self.pr)
         self.opt_result = None
         self.opt_table.setRowCount(0)
         self.tabs.setTabEnabled(self.tabs.indexOf(self.opt_tab), False)
         self._update_buttons()
+
+    def _pr_curves(self, m: dict) -> bool:
+        """Detection: one precision-recall curve per class (``pr_curves.json`` of the evaluation's report
+        folder), named with its AP50. False when the evaluation has none."""
+        self.pr.clear()
+        path = Path(m["report"]) / "pr_curves.json" if m.get("task") == "detect" and m.get("report") else None
+        if path is None or not path.is_file():
+            return False
+        ap = m.get("per_class_ap50") or {}
+        for name, c in json.loads(path.read_text()).items():
+            a = ap.get(name)
+            # the precision envelope (the best precision at this recall or more), as AP integrates it
+            env = np.maximum.accumulate(np.asarray(c["precision"], float)[::-1])[::-1]
+            self.pr.set_curve(f"{name} AP50 {a:.3f}" if isinstance(a, (int, float)) else name, c["recall"], env)
+        return self.pr.has_data()
 
     def _show_score_distribution(self) -> None:
         """Where a trainer has no loss curves, the middle panel shows the scores of the test images instead."""
@@ -838,6 +883,9 @@ class TrainWorkspace(QtWidgets.QWidget):
             conf = meas.get("confidence")
             return (f"{name}\ntrue {t['label']} → {meas['class']}" + (f" {conf:.2f}" if conf is not None else ""),
                     "pass" if ok else "fail")
+        if "count" in meas:  # detection: what was found, per class
+            per = [f"{k[6:]} {int(v)}" for k, v in meas.items() if k.startswith("count_") and v]
+            return f"{name}\n{int(meas['count'])} found" + (": " + ", ".join(per) if per else ""), t["verdict"]
         s = self._score_of(meas)
         if s is None:
             return f"{name}\n{t['label']}", t["verdict"]
