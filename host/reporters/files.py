@@ -2,17 +2,24 @@
 
 Both append. On ``loupe run --resume`` they read back the keys they already hold for
 the resumed run and do not write those frames again, so a resumed run has one line per
-frame. CSV cells that a spreadsheet would read as a formula (starting with ``=``, ``+``,
+frame. A CSV file keeps one header: a run whose recipe has other columns (another recipe,
+or another job of a station writing to the same target) writes beside it, to
+``<stem>.<recipe name><suffix>``, never rows under the wrong header. CSV cells that a spreadsheet would read as a formula (starting with ``=``, ``+``,
 ``-``, ``@``, tab or CR) are written with a leading ``'``.
 """
 from __future__ import annotations
 
 import csv
 import json
+import logging
+import re
 from pathlib import Path
 
 from ..core.contracts import Reporter
+from ..core.errors import UsageError
 from ..core.types import FrameResult, jsonable
+
+log = logging.getLogger("loupe.report")
 
 
 class JsonlReporter(Reporter):
@@ -73,10 +80,19 @@ class CsvReporter(Reporter):
             self._columns.append(f"{step.name}.verdict")
             self._columns += [f"{step.name}.{m}" for m in getattr(step.tool_cls, "measurements", {})]
         self._columns.append("extra")
-        new = not path.exists() or path.stat().st_size == 0
+        header = _header(path)
+        if header is not None and header != self._columns:
+            name = re.sub(r"[^0-9A-Za-z_-]+", "-", self.run.recipe.name or "recipe").strip("-") or "recipe"
+            other = path.with_name(f"{path.stem}.{name}{path.suffix}")
+            log.warning("%s holds other columns than recipe %r: its rows go to %s", path, self.run.recipe.name, other)
+            path, header = other, _header(other)
+            if header is not None and header != self._columns:
+                raise UsageError(f"{path}: its header is not recipe {self.run.recipe.name!r}'s columns; "
+                                 f"give the CSV report another file")
+        self.path = path
         self._f = open(path, "a", encoding="utf-8", newline="")
         self._w = csv.writer(self._f)
-        if new:
+        if header is None:
             self._w.writerow(self._columns)
         self._known = set(self._columns)
         self._have: set[str] = set()
@@ -84,7 +100,7 @@ class CsvReporter(Reporter):
     def done_keys(self) -> None:
         """Resume: remember the keys this file holds for the (adopted) run; they are not written again."""
         run_id = self.run.run_id
-        with open(self.target, encoding="utf-8", errors="replace", newline="") as f:
+        with open(self.path, encoding="utf-8", errors="replace", newline="") as f:
             for rec in csv.reader(f):
                 if len(rec) > 1 and rec[0] == run_id:
                     key = rec[1]
@@ -117,6 +133,14 @@ class CsvReporter(Reporter):
 
 
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _header(path: Path) -> list[str] | None:
+    """The first row of a CSV file, or None when there is no file or it is empty."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        return next(csv.reader(f), None)
 
 
 def _cell(v: object) -> object:

@@ -58,6 +58,25 @@ def test_bad_images_get_error_verdicts_and_the_run_completes(tmp_path, image_dir
     assert len(list((tmp_path / "html" / "img").glob("*.*"))) == 3  # JPEG thumbnails (PNG without Pillow)
 
 
+def test_a_csv_file_keeps_one_header(tmp_path, image_dir):
+    """A second recipe with other columns (another job of a station, say) reporting to the same CSV file writes
+    beside it (<stem>.<recipe name>.csv): no row lands under another recipe's header."""
+    first, second = tmp_path / "light.yaml", tmp_path / "dark.yaml"
+    first.write_text(RECIPE)
+    second.write_text(RECIPE.replace("    name: light", "    name: dark").replace("name: light", "name: dark side"))
+    cs = tmp_path / "r.csv"
+    for recipe in (first, second, first):
+        r = run_loupe("run", recipe, "--source", f"folder:{image_dir}", "--report", f"csv:{cs}")
+        assert r.returncode == 0, r.stderr
+    with open(cs) as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 12 and all(row["extra"] == "" for row in table) and "light.mean" in table[0]
+    with open(tmp_path / "r.dark-side.csv") as f:
+        other = list(csv.DictReader(f))
+    assert len(other) == 6 and "dark.mean" in other[0] and "light.mean" not in other[0]
+    assert {row["run_id"] for row in other}.isdisjoint(row["run_id"] for row in table)
+
+
 def test_source_options_from_the_command_line(tmp_path, image_dir):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(RECIPE)
