@@ -1,8 +1,8 @@
 """The PatchCore-class model in torch: patch features, memory bank, nearest-neighbour scoring.
 
 ``PatchFeatures``: EfficientNet-Lite0 trunk -> the chosen stages (default the
-stride-8 and stride-16 stages) -> local neighbourhood aggregation (a k x k
-average over each position's neighbours) -> the coarser maps upsampled to the
+stride-8 and stride-16 stages) -> optionally a local neighbourhood aggregation
+(a k x k average over each position's neighbours; off by default) -> the coarser maps upsampled to the
 finest stride -> concatenated -> optionally projected (a fixed matrix) ->
 (N, h, w, D) patch embeddings.
 
@@ -35,7 +35,7 @@ def gaussian_kernel1d(sigma: float) -> torch.Tensor:
 
 class PatchFeatures(nn.Module):
     def __init__(self, backbone: EfficientNetLite0, layers: tuple[str, ...] = ("stage3", "stage4"),
-                 aggregate: int = 3, projection: torch.Tensor | None = None, global_stage: str | None = None,
+                 aggregate: int = 1, projection: torch.Tensor | None = None, global_stage: str | None = None,
                  color: float = 0.0):
         super().__init__()
         self.color = float(color)

@@ -69,7 +69,10 @@ class AnomalyParams(Params):
         default_factory=lambda: ["stage3", "stage4"],
         description="backbone stages whose features are concatenated (stage2 = stride 4, stage3 = stride 8, "
                     "stage4/stage5 = stride 16)")
-    aggregate: int = Field(3, ge=1, le=7, description="local neighbourhood (k x k average) for patch features")
+    aggregate: int = Field(1, ge=1, le=7, description="local neighbourhood (k x k average of the feature cells) for "
+                                                     "patch features: 1 = none (the default since issue 18: +3 "
+                                                     "points of image AUROC on the hard set, sharper maps), 3 = "
+                                                     "PatchCore's 3 x 3")
     max_bank: int = Field(4096, ge=64, le=65536, description="memory bound: at most this many patch features "
                                                              "are kept (coreset); the per-image search costs "
                                                              "patches x max_bank x dim")
