@@ -60,6 +60,12 @@ class SegmentParams(Params):
     test_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="without test/images: share of train kept out "
                                                                   "of training entirely, for loupe eval")
     augment: bool = Field(True, description="flips, 90-degree turns, small affine, colour jitter")
+    copy_paste: float = Field(0.0, ge=0.0, le=1.0, description="share of training images that get one or two "
+                                                               "labelled defects of other training images pasted "
+                                                               "on (random place, flip, turn)")
+    copy_paste_mode: str = Field("residual", pattern="^(residual|pixels)$",
+                                 description="residual: paste what the defect changed (image minus the inpainted "
+                                             "surface); pixels: paste the defect's pixels with a soft margin")
     tune_threshold: bool = Field(True, description="pick the pixel threshold on the validation images")
     max_minutes: float = Field(3.0, gt=0, description="wall-clock budget for the whole command (loading, "
                                                       "training, export); the best epoch so far is kept")
@@ -129,7 +135,7 @@ class SegmentTrainer(Trainer):
 
         from ..backbone import to_tensor
         from ..common import set_threads
-        from .augment import SegAugment
+        from .augment import DefectBank, SegAugment
         from .export import write_segment_bundle
         from .net import SegNet
 
@@ -209,6 +215,8 @@ class SegmentTrainer(Trainer):
         total = steps * params.epochs
         warm = min(10, total // 10 + 1)
         defect_tr = [i for i in tr_idx if mains[i]]
+        bank = (DefectBank([images[i] for i in defect_tr], [masks[i] for i in defect_tr], mode=params.copy_paste_mode)
+                if params.copy_paste > 0 and params.augment else None)
         good_tr = [i for i in tr_idx if not mains[i]]
         vx = np.stack([images[i] for i in va_idx]) if len(va_idx) else None
         vy = [masks[i] for i in va_idx]
@@ -244,7 +252,12 @@ class SegmentTrainer(Trainer):
                 for _b in range(params.batch_size):
                     pool = defect_tr if (not good_tr or rng.random() < 2 / 3) else good_tr
                     batch.append(pool[int(rng.integers(len(pool)))])
-                pairs = [aug(rng, images[i], masks[i]) for i in batch]
+                pairs = []
+                for i in batch:
+                    im, mk = images[i], masks[i]
+                    if bank is not None and rng.random() < params.copy_paste:
+                        im, mk = bank.paste(rng, im, mk, int(rng.integers(1, 3)))
+                    pairs.append(aug(rng, im, mk))
                 x = to_tensor(np.stack([p[0] for p in pairs]))
                 y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
                 f = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) /
