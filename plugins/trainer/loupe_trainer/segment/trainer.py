@@ -51,6 +51,8 @@ class SegmentParams(Params):
     freeze_blocks: int = Field(5, ge=0, le=11, description="MBConv blocks after the stem kept frozen (5: up to "
                                                             "stage 3, the stride-8 features; their backward pass "
                                                             "is most of the cost of a step)")
+    output_stride: int = Field(1, description="stride of the exported probabilities: 1 (the input's size) or 4 "
+                                              "(the logits' own; the runtime upsamples them, a faster graph)")
     width: int = Field(64, ge=8, le=256, description="decoder channels")
     dice_weight: float = Field(1.0, ge=0, description="weight of the soft Dice loss beside the cross-entropy")
     max_class_weight: float = Field(10.0, ge=1, description="cap on the cross-entropy weight of a rare class")
@@ -72,6 +74,13 @@ class SegmentParams(Params):
     pretrained: bool = Field(True, description="start from the ImageNet weights of EfficientNet-Lite0")
     seed: int = Field(0, description="random seed (splits, augmentation, initialisation)")
     threads: int = Field(2, ge=1, le=256, description="CPU threads for torch and the export check")
+
+    @field_validator("output_stride")
+    @classmethod
+    def _stride(cls, v: int) -> int:
+        if v not in (1, 4):
+            raise ValueError(f"{v}: expected 1 or 4")
+        return v
 
     @field_validator("input_size")
     @classmethod
@@ -137,7 +146,7 @@ class SegmentTrainer(Trainer):
         from ..common import set_threads
         from .augment import DefectBank, SegAugment
         from .export import write_segment_bundle
-        from .net import SegNet
+        from .net import SegNet, probabilities
 
         t0 = time.perf_counter()
         budget = params.max_minutes * 60.0
@@ -226,7 +235,7 @@ class SegmentTrainer(Trainer):
             out = []
             with torch.no_grad():
                 for s in range(0, len(x_rgb), 8):
-                    out.append(torch.softmax(net(to_tensor(x_rgb[s:s + 8])), dim=1).numpy())
+                    out.append(probabilities(net, to_tensor(x_rgb[s:s + 8]), params.output_stride).numpy())
             return np.concatenate(out)
 
         def score(probs: np.ndarray, truth: list[np.ndarray], thr: float) -> tuple[float, dict]:
@@ -324,6 +333,7 @@ class SegmentTrainer(Trainer):
             "versions": _versions(),
         }
         bundle = write_segment_bundle(net, Path(out), classes, size, [raws[i] for i in check],
-                                      np.stack([images[i] for i in check]), threshold, meta, params.threads)
+                                      np.stack([images[i] for i in check]), threshold, meta, params.threads,
+                                      params.output_stride)
         progress.update("export", 1, 1)
         return bundle
