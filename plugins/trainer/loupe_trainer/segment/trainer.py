@@ -56,6 +56,8 @@ class SegmentParams(Params):
     width: int = Field(64, ge=8, le=256, description="decoder channels")
     dice_weight: float = Field(1.0, ge=0, description="weight of the soft Dice loss beside the cross-entropy")
     max_class_weight: float = Field(10.0, ge=1, description="cap on the cross-entropy weight of a rare class")
+    ema: float = Field(0.0, ge=0.0, lt=1.0, description="decay per step of an exponential moving average of the "
+                                                       "weights, which is what is validated and kept (0: off)")
     patience: int = Field(12, ge=1, description="stop after this many epochs without a validation gain")
     val_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="share of the training images held out for "
                                                                  "early stopping and the threshold")
@@ -248,6 +250,7 @@ class SegmentTrainer(Trainer):
             return (float(np.mean(vals)) if vals else 0.0), m
 
         best = (-1.0, -1, None)
+        ema = ({k: v.detach().clone() for k, v in net.state_dict().items()} if params.ema > 0 else None)
         history: list[dict[str, Any]] = []
         step = 0
         stopped = "epochs"
@@ -277,11 +280,21 @@ class SegmentTrainer(Trainer):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if ema is not None:
+                    with torch.no_grad():
+                        for k, v in net.state_dict().items():
+                            if v.dtype.is_floating_point:
+                                ema[k].mul_(params.ema).add_(v, alpha=1 - params.ema)
+                            else:
+                                ema[k].copy_(v)
                 losses.append(loss.item())
                 step += 1
             rec: dict[str, Any] = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5),
                                    "seconds": round(time.perf_counter() - t0, 1),
                                    "cpu_seconds": round(time.process_time(), 1)}
+            if ema is not None:     # validate (and keep) the averaged weights; train on from the live ones
+                live = copy.deepcopy(net.state_dict())
+                net.load_state_dict(ema)
             if vx is not None:
                 s, m = score(predict(vx), vy, 0.5)
                 rec.update(val_score=round(s, 4), val_mean_iou=m["mean_iou"], val_defect_iou=m["defect_iou"])
@@ -289,6 +302,8 @@ class SegmentTrainer(Trainer):
                 s = -rec["loss"]
             if s > best[0]:
                 best = (s, epoch + 1, copy.deepcopy(net.state_dict()))
+            if ema is not None:
+                net.load_state_dict(live)
             history.append(rec)
             progress.update("train", epoch + 1, params.epochs, loss=rec["loss"],
                             **({"val_score": rec["val_score"]} if "val_score" in rec else {}))
