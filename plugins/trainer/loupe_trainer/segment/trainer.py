@@ -58,6 +58,9 @@ class SegmentParams(Params):
     max_class_weight: float = Field(10.0, ge=1, description="cap on the cross-entropy weight of a rare class")
     ema: float = Field(0.0, ge=0.0, lt=1.0, description="decay per step of an exponential moving average of the "
                                                        "weights, which is what is validated and kept (0: off)")
+    select: str = Field("best", pattern="^(best|last)$",
+                        description="best: keep the epoch with the best validation score (early stopping); last: "
+                                    "keep the last epoch (validation only reports and tunes the threshold)")
     patience: int = Field(12, ge=1, description="stop after this many epochs without a validation gain")
     val_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="share of the training images held out for "
                                                                  "early stopping and the threshold")
@@ -300,7 +303,7 @@ class SegmentTrainer(Trainer):
                 rec.update(val_score=round(s, 4), val_mean_iou=m["mean_iou"], val_defect_iou=m["defect_iou"])
             else:
                 s = -rec["loss"]
-            if s > best[0]:
+            if s > best[0] or params.select == "last":
                 best = (s, epoch + 1, copy.deepcopy(net.state_dict()))
             if ema is not None:
                 net.load_state_dict(live)
@@ -308,7 +311,7 @@ class SegmentTrainer(Trainer):
             progress.update("train", epoch + 1, params.epochs, loss=rec["loss"],
                             **({"val_score": rec["val_score"]} if "val_score" in rec else {}))
             epoch_s = time.perf_counter() - te
-            if epoch + 1 - best[1] >= params.patience:
+            if params.select == "best" and epoch + 1 - best[1] >= params.patience:
                 stopped = f"early stop: no validation gain for {params.patience} epochs"
                 break
             if time.perf_counter() - t0 + epoch_s + export_reserve > budget:
