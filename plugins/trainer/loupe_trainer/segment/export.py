@@ -30,7 +30,8 @@ def export_onnx(net: SegNet, size: tuple[int, int], path: Path, stride: int = 1)
     dummy = torch.zeros(1, 3, size[0], size[1])
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(ProbGraph(net, stride).eval(), (dummy,), str(path), input_names=["image"], output_names=["probs"],
+        torch.onnx.export(ProbGraph(net, stride).eval(), (dummy,), str(path), input_names=["image"],
+                          output_names=["probs"],
                           dynamic_axes={"image": {0: "n"}, "probs": {0: "n"}}, opset_version=OPSET, dynamo=False,
                           do_constant_folding=True)
     net.eval()
