@@ -34,6 +34,31 @@ def test_augmentation_moves_image_and_mask_together():
     assert seen >= 20   # crops are biased towards defects
 
 
+def test_copy_paste_keeps_image_and_mask_aligned():
+    from loupe_trainer.segment.augment import DefectBank
+
+    src = np.full((64, 64, 3), 100, np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:18, 10:18] = 2                 # a bright square of class 2
+    mask[40, 5:30] = 1                     # a 1-pixel line of class 1
+    src[mask > 0] = 200
+    target = np.full((64, 64, 3), 100, np.uint8)
+    for mode in ("residual", "pixels"):
+        bank = DefectBank([src], [mask], margin=3, mode=mode)
+        assert len(bank) == 2 and sorted(int(p.labels.max()) for p in bank.pieces) == [1, 2]
+        rng = np.random.default_rng(1)
+        for _ in range(20):
+            img, lab = bank.paste(rng, target, np.zeros((64, 64), np.uint8), 1)
+            assert img.shape == target.shape and lab.shape == (64, 64) and lab.dtype == np.uint8
+            k = int(lab.max())
+            assert k in (1, 2) and set(np.unique(lab)) == {0, k}
+            assert int((lab > 0).sum()) == int((mask == k).sum())      # flips / turns keep the piece whole
+            assert np.all(np.abs(img[lab > 0].astype(int) - 200) <= 3)  # the labels sit on the pasted defect
+            far = cv2.dilate((lab > 0).astype(np.uint8), np.ones((11, 11), np.uint8)) == 0
+            assert np.all(img[far] == 100)                             # nothing changed beyond the margin
+        assert bank.paste(rng, target, np.zeros((64, 64), np.uint8), 0)[0] is target
+
+
 def test_inference_plugin_imports_without_torch():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['loupe_trainer'] = None\n"
             "import loupe_dl_segment.plugin, loupe_dl_segment.tool, loupe_dl_segment.model, "

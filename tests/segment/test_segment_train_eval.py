@@ -30,6 +30,13 @@ def test_bundle_metadata_and_parity(seg_bundle, seg_data):
 
     g = onnx.load(str(seg_bundle / "model.onnx")).graph
     assert [o.name for o in g.output] == ["probs"]
+    # the graph's probabilities come out at the declared stride; the runtime stretches them to the image
+    from host import create_session
+
+    stride = m["output_stride"]
+    probs = create_session(seg_bundle / "model.onnx", 1).run(["probs"], {"image": np.zeros((1, 3, 96, 96),
+                                                                                            np.float32)})[0]
+    assert probs.shape == (1, 4, 96 // stride, 96 // stride) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
     # the trunk stops at stage 5 (block 10): no later block, no 1280-channel head
     names = " ".join(n.name for n in g.node)
     assert "_blocks.10/" in names and "_blocks.11/" not in names and "_conv_head" not in names

@@ -2,14 +2,15 @@
 
 Bundle contract (written by ``loupe train segment``)::
 
-    model.onnx      input "image" float32 [N, 3, H, W]; output "probs" float32 [N, K + 1, H, W]:
-                    per-pixel softmax over background (channel 0) and the K defect classes
+    model.onnx      input "image" float32 [N, 3, H, W]; output "probs" float32 [N, K + 1, h, w]:
+                    per-pixel softmax over background (channel 0) and the K defect classes, at the
+                    input's size or coarser (h = H / 4 when bundle.json says output_stride 4)
     bundle.json     task "segment", classes (the K defect classes, class k = classes[k - 1]),
                     input_size [H, W], normalisation, threshold, ...
 
 A pixel is defective when its defect probability ``1 - p_background`` is at least the
-threshold; its class is then the most probable defect class. Probabilities are computed
-at the model's input size and stretched back to the image's own size (bilinear), so masks,
+threshold; its class is then the most probable defect class. Probabilities come out of the
+model at its own size and are stretched to the image's own size (bilinear, OpenCV), so masks,
 areas and polygons are in the image's pixels.
 """
 from __future__ import annotations

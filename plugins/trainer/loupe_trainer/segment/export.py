@@ -21,7 +21,7 @@ PROB_ATOL = 2e-3
 LABEL_AGREEMENT = 0.999
 
 
-def export_onnx(net: SegNet, size: tuple[int, int], path: Path) -> None:
+def export_onnx(net: SegNet, size: tuple[int, int], path: Path, stride: int = 1) -> None:
     import warnings
 
     from ..common import fold_pads_into_convs
@@ -30,7 +30,8 @@ def export_onnx(net: SegNet, size: tuple[int, int], path: Path) -> None:
     dummy = torch.zeros(1, 3, size[0], size[1])
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(ProbGraph(net).eval(), (dummy,), str(path), input_names=["image"], output_names=["probs"],
+        torch.onnx.export(ProbGraph(net, stride).eval(), (dummy,), str(path), input_names=["image"],
+                          output_names=["probs"],
                           dynamic_axes={"image": {0: "n"}, "probs": {0: "n"}}, opset_version=OPSET, dynamo=False,
                           do_constant_folding=True)
     net.eval()
@@ -38,12 +39,12 @@ def export_onnx(net: SegNet, size: tuple[int, int], path: Path) -> None:
 
 
 def parity_check(net: SegNet, onnx_path: Path, raw_images: list[np.ndarray], resized_rgb: np.ndarray,
-                 size: tuple[int, int], threshold: float, threads: int = 2) -> dict[str, Any]:
+                 size: tuple[int, int], threshold: float, threads: int = 2, stride: int = 1) -> dict[str, Any]:
     """torch (on the trainer's inputs) against ONNX Runtime (on the runtime's own preprocessing of the decoded
     images); raises ``BundleError`` when they disagree."""
     net.eval()
     with torch.no_grad():
-        t = torch.softmax(net(to_tensor(resized_rgb)), dim=1).numpy()
+        t = ProbGraph(net, stride)(to_tensor(resized_rgb)).numpy()
     sess = create_session(onnx_path, threads)
     o = np.concatenate([sess.run(["probs"], {"image": preprocess([im], size)})[0] for im in raw_images])
     diff = float(np.abs(t - o).max())
@@ -58,16 +59,19 @@ def parity_check(net: SegNet, onnx_path: Path, raw_images: list[np.ndarray], res
 
 def write_segment_bundle(net: SegNet, out: Path, classes: list[str], size: tuple[int, int],
                          raw_images: list[np.ndarray], resized_rgb: np.ndarray, threshold: float,
-                         meta: dict[str, Any], threads: int = 2) -> Bundle:
+                         meta: dict[str, Any], threads: int = 2, stride: int = 1) -> Bundle:
     """Export, check parity, and write the bundle atomically (nothing is written when parity fails)."""
     with tempfile.TemporaryDirectory(prefix="loupe-export-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        export_onnx(net, size, onnx_path)
-        parity = parity_check(net, onnx_path, raw_images, resized_rgb, size, threshold, threads)
+        export_onnx(net, size, onnx_path, stride)
+        parity = parity_check(net, onnx_path, raw_images, resized_rgb, size, threshold, threads, stride)
         full = {**meta, "task": "segment", "classes": list(classes), "input_size": [int(size[0]), int(size[1])],
                 "normalisation": DEFAULT_NORMALISATION, "model_file": "model.onnx", "threshold": float(threshold),
-                "outputs": {"probs": "[N, K + 1, H, W] per-pixel softmax: channel 0 background, channel k the "
-                                     "class on line k of classes.txt"},
+                "outputs": {"probs": f"[N, K + 1, H{'' if stride == 1 else f' / {stride}'}, W"
+                                     f"{'' if stride == 1 else f' / {stride}'}] per-pixel softmax: channel 0 "
+                                     "background, channel k the class on line k of classes.txt"
+                                     + ("" if stride == 1 else "; the runtime upsamples it bilinearly to the image")},
+                "output_stride": int(stride),
                 "onnx_opset": OPSET, "parity": parity}
         x = np.concatenate([preprocess([im], size) for im in raw_images[:PARITY_IMAGES]])
         return write_bundle(out, full, {"model.onnx": onnx_path}, parity_inputs=x)
