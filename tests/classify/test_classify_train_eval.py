@@ -195,3 +195,32 @@ def test_train_usage_errors(tmp_path):
     assert r.returncode == 2 and "at least two classes" in r.stderr and "Traceback" not in r.stderr
     r = run_loupe("train", "classify", tmp_path, "--out", tmp_path / "b", "--input-size", "8")
     assert r.returncode == 2 and "--input-size" in r.stderr
+
+
+def test_mixup_finetune_and_larger_trunk_head():
+    """CutMix / mixup fine-tuning (issue 18's candidate, off by default) trains the top blocks on mixed pairs; a
+    Lite2 trunk gives its own stage widths to the head."""
+    import torch
+
+    from loupe_trainer.backbone import stage_channels
+    from loupe_trainer.classify.engine import ClassNet, FitConfig, FitRun
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(8) % 2
+    x[y == 1, :16] = 255  # a bright top half: class 1
+    cfg = FitConfig(epochs=2, batch_size=4, mixup=1.0, pooling="global", probe_augment_copies=0, patience=5)
+    run = FitRun(x, y, x[:2], y[:2], 2, cfg, log=lambda *a: None)
+    run.linear_probe()
+    top = run.net.backbone._blocks[run.net.backbone._stage_end[5] - 1]  # the last block under stage 6
+    before = [p.detach().clone() for p in top.parameters()]
+    run.finetune()
+    assert len(run.history["epochs"]) == 2 and all(np.isfinite(e["loss"]) for e in run.history["epochs"])
+    # the best epoch's state is kept: either the probe (epoch 0, trunk untouched) or a fine-tuned one
+    moved = any(not torch.equal(a, b) for a, b in zip(before, top.parameters()))
+    assert moved == (run.best["epoch"] > 0)
+    net = ClassNet(3, pretrained=False, variant="lite2").eval()
+    assert net.channels == sum(stage_channels(s, "lite2") for s in ("stage4", "stage5", "stage6")) != 384
+    with torch.no_grad():
+        logits, fmap = net(torch.zeros(1, 3, 64, 64))
+    assert logits.shape == (1, 3) and fmap.shape[1] == net.channels
