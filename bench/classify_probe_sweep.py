@@ -14,7 +14,9 @@ from loupe_trainer.classify.engine import ClassNet, fit_linear, _probe_wd, pool_
 from loupe_trainer.classify.augment import Augment
 from loupe_trainer.backbone import to_tensor
 torch.set_num_threads(1)
-per = int(sys.argv[1]); variant = sys.argv[2] if len(sys.argv) > 2 else "lite0"; size = int(sys.argv[3]) if len(sys.argv) > 3 else 96
+per = int(sys.argv[1])
+variant = sys.argv[2] if len(sys.argv) > 2 else "lite0"
+size = int(sys.argv[3]) if len(sys.argv) > 3 else 96
 xtr, ytr = bench.read_idx("train-images-idx3-ubyte"), bench.read_idx("train-labels-idx1-ubyte").astype(np.int64)
 xte, yte = bench.read_idx("t10k-images-idx3-ubyte"), bench.read_idx("t10k-labels-idx1-ubyte").astype(np.int64)
 rng = np.random.default_rng(0)
@@ -46,7 +48,8 @@ def get(Fd, stages, pool):
     a = torch.cat([Fd[s] for s in stages], 1)
     return a[:, :, 0] if pool == "global" else a.flatten(1)
 res = []
-for stages in [("stage4", "stage5", "stage6"), ("stage3", "stage4", "stage5", "stage6"), ("stage5", "stage6"), ("stage4", "stage5")]:
+for stages in [("stage4", "stage5", "stage6"), ("stage3", "stage4", "stage5", "stage6"), ("stage5", "stage6"),
+               ("stage4", "stage5")]:
     for pool in ["grid", "global"]:
         for nc in [3, 9]:
             for wdm in [1.0, 0.3, 3.0] if (nc == 3 and stages[0] == "stage4" and len(stages) == 3) else [1.0]:
@@ -56,5 +59,6 @@ for stages in [("stage4", "stage5", "stage6"), ("stage3", "stage4", "stage5", "s
                 fit_linear(head, tr, yy, _probe_wd(len(x)) * wdm, 0.1)
                 with torch.no_grad():
                     acc = float((head(get(FT, stages, pool)).argmax(1).numpy() == yt).mean())
-                row = dict(per=per, variant=variant, size=size, stages="+".join(s[5:] for s in stages), pool=pool, copies=nc - 1, wd=wdm, acc=round(acc, 4))
+                row = dict(per=per, variant=variant, size=size, stages="+".join(s[5:] for s in stages), pool=pool,
+                           copies=nc - 1, wd=wdm, acc=round(acc, 4))
                 print(json.dumps(row), flush=True)

@@ -59,7 +59,8 @@ def fit(f, lab, n):
 
 head = fit(FL, YL, len(x))
 with torch.no_grad():
-    print(json.dumps({"per": per, "unlabelled": n_u, "round": 0, "acc": round(float((head(FT).argmax(1).numpy() == yt).mean()), 4)}), flush=True)
+    acc0 = float((head(FT).argmax(1).numpy() == yt).mean())
+    print(json.dumps({"per": per, "unlabelled": n_u, "round": 0, "acc": round(acc0, 4)}), flush=True)
 for keep in (0.5, 1.0):
     h = head
     for rnd in (1, 2):
