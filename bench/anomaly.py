@@ -130,7 +130,8 @@ def textures(args) -> dict:
     for cat in ("brushed_metal", "fabric"):
         root = make_texture_dataset(Path(args.out) / "data", cat, 200, 30, 15, 256, seed=0)
         t0 = time.perf_counter()
-        bundle = AnomalyTrainer().train(root, Path(args.out) / f"{cat}.bundle", AnomalyParams(), Progress())
+        bundle = AnomalyTrainer().train(root, Path(args.out) / f"{cat}.bundle",
+                                        AnomalyParams(**json.loads(args.params or "{}")), Progress())
         train_s = time.perf_counter() - t0
         res = AnomalyRuntime().evaluate(Bundle.load(bundle.path), root, Path(args.out) / f"eval_{cat}", Progress())
         out[cat] = {"image_auroc": res["image_auroc"], "pixel_auroc": res["pixel_auroc"], "f1": res["f1"],
@@ -364,7 +365,7 @@ def main() -> int:
     p.add_argument("--set", choices=["easy", "hard"], default="easy",
                    help="hard: only the hard development set of issue 18")
     p.add_argument("--seed", type=int, default=0, help="data seed of the hard set (choose on 1, report on 0)")
-    p.add_argument("--params", default=None, help="JSON object of AnomalyParams fields (hard set and Fashion-MNIST)")
+    p.add_argument("--params", default=None, help="JSON object of AnomalyParams fields (every set)")
     p.add_argument("--category", nargs="+", default=None, help="hard-set categories (default: all)")
     p.add_argument("--strengths", default=None, help="hard set: also evaluate at these defect strengths")
     p.add_argument("--data", default=None, help="hard set: keep (and reuse) the generated images here")
