@@ -4,8 +4,9 @@ Both append. On ``loupe run --resume`` they read back the keys they already hold
 the resumed run and do not write those frames again, so a resumed run has one line per
 frame. A CSV file keeps one header: a run whose recipe has other columns (another recipe,
 or another job of a station writing to the same target) writes beside it, to
-``<stem>.<recipe name><suffix>``, never rows under the wrong header. CSV cells that a spreadsheet would read as a formula (starting with ``=``, ``+``,
-``-``, ``@``, tab or CR) are written with a leading ``'``.
+``<stem>.<recipe name><suffix>``, never rows under the wrong header. CSV cells that a
+spreadsheet would read as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or CR)
+are written with a leading ``'``.
 """
 from __future__ import annotations
 
