@@ -10,6 +10,7 @@ pixels is an error, not a 5 GB allocation.
 """
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from pathlib import Path
@@ -330,12 +331,35 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def normalise(rgb_batch: np.ndarray, norm: dict | None = None) -> np.ndarray:
     """uint8 NHWC RGB -> float32 NCHW with the bundle's normalisation (``DEFAULT_NORMALISATION`` if None):
-    ``(x * scale - mean) / std`` per channel."""
+    ``(x * scale - mean) / std`` per channel.
+
+    A uint8 batch goes through a per-channel table of the 256 values (computed once per normalisation),
+    which writes the NCHW planes directly: the same float32 values as the arithmetic, at a fifth of its
+    time on the per-frame path. Other dtypes take the arithmetic."""
     norm = norm or DEFAULT_NORMALISATION
+    scale = float(norm.get("scale", 1.0 / 255.0))
+    a = np.asarray(rgb_batch)
+    if a.dtype == np.uint8 and a.ndim == 4 and a.shape[3] == 3:
+        lut = _normalisation_table(scale, tuple(map(float, norm["mean"])), tuple(map(float, norm["std"])))
+        out = np.empty((a.shape[0], 3, a.shape[1], a.shape[2]), np.float32)
+        for i in range(a.shape[0]):
+            for c in range(3):
+                np.take(lut[c], a[i, :, :, c], out=out[i, c])
+        return out
     mean = np.asarray(norm["mean"], np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(norm["std"], np.float32).reshape(1, 3, 1, 1)
-    x = rgb_batch.astype(np.float32).transpose(0, 3, 1, 2) * np.float32(norm.get("scale", 1.0 / 255.0))
+    x = a.astype(np.float32).transpose(0, 3, 1, 2) * np.float32(scale)
     return np.ascontiguousarray((x - mean) / std)
+
+
+@functools.lru_cache(maxsize=32)
+def _normalisation_table(scale: float, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """[3, 256] float32: ``(v * scale - mean[c]) / std[c]`` for every uint8 value v, in float32 as ``normalise``
+    computes it."""
+    v = np.arange(256, dtype=np.float32) * np.float32(scale)
+    table = (v[None, :] - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None]
+    table.setflags(write=False)
+    return table
 
 
 def prepare_images(images: list[np.ndarray], size: tuple[int, int], norm: dict | None = None) -> np.ndarray:

@@ -257,3 +257,23 @@ def test_retraining_with_the_same_seed_gives_the_same_hash(tmp_path):
         assert "train_s" in b.log and "train_s" not in json.dumps(b.meta)
         hashes.append(b.sha256)
     assert hashes[0] == hashes[1]
+
+
+def test_model_input_normalisation_matches_the_arithmetic():
+    """``normalise`` takes a per-channel table for uint8 batches: it must give exactly the float32 values of
+    ``(x * scale - mean) / std``, for the default and for an ImageNet-style normalisation, and floats still work."""
+    from host import DEFAULT_NORMALISATION, normalise
+
+    rng = np.random.default_rng(3)
+    batch = rng.integers(0, 256, (2, 37, 53, 3), dtype=np.uint8)
+    batch[0, 0, :3] = [[0, 0, 0], [255, 255, 255], [128, 1, 254]]
+    imagenet = {"color": "RGB", "scale": 1.0 / 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    for norm in (DEFAULT_NORMALISATION, imagenet):
+        mean = np.asarray(norm["mean"], np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(norm["std"], np.float32).reshape(1, 3, 1, 1)
+        want = (batch.astype(np.float32).transpose(0, 3, 1, 2) * np.float32(norm["scale"]) - mean) / std
+        got = normalise(batch, norm)
+        assert got.dtype == np.float32 and got.shape == (2, 3, 37, 53) and got.flags.c_contiguous
+        assert np.array_equal(got, want)
+        assert np.array_equal(normalise(batch.astype(np.float32), norm), want)
+    assert normalise(batch[:, :1, :1], None)[0, :, 0, 0].tolist() == [-1.0, -1.0, -1.0]

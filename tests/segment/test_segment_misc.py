@@ -59,6 +59,22 @@ def test_copy_paste_keeps_image_and_mask_aligned():
         assert bank.paste(rng, target, np.zeros((64, 64), np.uint8), 0)[0] is target
 
 
+def test_label_map_takes_the_best_defect_class_above_the_threshold():
+    """The per-frame labelling against its definition: background unless 1 - p(bg) >= threshold, then the defect
+    class of largest probability (the first of equals, as argmax)."""
+    from loupe_dl_segment.model import label_map
+
+    rng = np.random.default_rng(5)
+    p = rng.random((5, 41, 29)).astype(np.float32)
+    p[3, :6] = p[2, :6]                 # ties go to the lower class
+    p /= p.sum(axis=0, keepdims=True)
+    for threshold in (0.0, 0.5, 0.8, 1.0):
+        want = np.where(1.0 - p[0] >= threshold, p[1:].argmax(axis=0) + 1, 0)
+        assert np.array_equal(label_map(p, threshold), want)
+    two = np.stack([1 - p[1], p[1]])
+    assert np.array_equal(label_map(two, 0.3), (p[1] >= 0.3).astype(np.uint8))
+
+
 def test_inference_plugin_imports_without_torch():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['loupe_trainer'] = None\n"
             "import loupe_dl_segment.plugin, loupe_dl_segment.tool, loupe_dl_segment.model, "

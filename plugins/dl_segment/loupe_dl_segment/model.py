@@ -65,11 +65,21 @@ class Segmentation:
 
 
 def label_map(probs: np.ndarray, threshold: float) -> np.ndarray:
-    """[K + 1, H, W] probabilities -> uint8 labels: defective where 1 - p_bg >= threshold, class = best defect."""
+    """[K + 1, H, W] probabilities -> uint8 labels: defective where 1 - p_bg >= threshold, class = best defect
+    (the first of equals, as ``argmax``). Whole-plane comparisons, a pass per class: on the per-frame path."""
     if probs.shape[0] == 2:
         return (probs[1] >= threshold).astype(np.uint8) if threshold > 0 else np.ones(probs.shape[1:], np.uint8)
-    best = probs[1:].argmax(axis=0).astype(np.uint8) + 1
-    return np.where(1.0 - probs[0] >= threshold, best, 0).astype(np.uint8)
+    labels = np.ones(probs.shape[1:], np.uint8)
+    top = probs[1].copy()
+    mask = np.empty(probs.shape[1:], bool)
+    for k in range(2, probs.shape[0]):
+        np.greater(probs[k], top, out=mask)
+        np.copyto(labels, np.uint8(k), where=mask)
+        np.maximum(top, probs[k], out=top)
+    np.subtract(np.float32(1.0), probs[0], out=top)
+    np.less(top, threshold, out=mask)
+    np.copyto(labels, np.uint8(0), where=mask)
+    return labels
 
 
 def find_regions(labels: np.ndarray, probs: np.ndarray, n_classes: int, min_area: int) -> tuple[np.ndarray,
@@ -129,8 +139,10 @@ class Segmenter:
         h, w = image.shape[:2]
         if (h, w) == p.shape[1:]:
             return p
-        hwc = cv2.resize(np.ascontiguousarray(p.transpose(1, 2, 0)), (w, h), interpolation=cv2.INTER_LINEAR)
-        return np.ascontiguousarray(hwc.reshape(h, w, -1).transpose(2, 0, 1))
+        out = np.empty((p.shape[0], h, w), np.float32)
+        for k in range(p.shape[0]):   # plane by plane: no HWC transposes on the per-frame path
+            cv2.resize(p[k], (w, h), dst=out[k], interpolation=cv2.INTER_LINEAR)
+        return out
 
     def segment(self, image: np.ndarray, threshold: float | None = None, min_area: int = 0) -> Segmentation:
         probs = self.probabilities(image)
