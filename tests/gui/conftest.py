@@ -1,5 +1,4 @@
-"""GUI tests run offscreen (no display needed)."""
+"""GUI tests (offscreen: tests/conftest.py)."""
 import os
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
