@@ -82,10 +82,12 @@ class SegmentParams(Params):
                                         "or iou ((mean IoU + defect IoU) / 2 at the threshold)")
     smooth: float = Field(0.7, ge=0.0, lt=1.0, description="with --select plateau: the validation curve is an "
                                                           "exponential moving average with this decay per epoch")
-    patience: int = Field(6, ge=1, description="plateau / best: epochs without a gain of the (smoothed) validation "
+    patience: int = Field(5, ge=1, description="plateau / best: epochs without a gain of the (smoothed) validation "
                                                "score before stopping")
+    min_gain: float = Field(0.005, ge=0.0, description="with --select plateau: the least rise of the smoothed "
+                                                       "validation score that counts as a gain")
     min_epochs: int = Field(20, ge=1, description="with --select plateau: no stop before this epoch")
-    anneal_epochs: int = Field(4, ge=0, description="with --select plateau: epochs over which the learning rate "
+    anneal_epochs: int = Field(5, ge=0, description="with --select plateau: epochs over which the learning rate "
                                                     "falls to zero once the curve has flattened")
     val_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="share of the training images held out for "
                                                                  "the validation score and the threshold")
@@ -351,7 +353,7 @@ class SegmentTrainer(Trainer):
         history: list[dict[str, Any]] = []
         step = 0
         stopped = "epochs"
-        plateau = Plateau(params.smooth, params.patience, params.min_epochs)
+        plateau = Plateau(params.smooth, params.patience, params.min_epochs, params.min_gain)
         last_epoch = params.epochs              # lowered once the smoothed validation curve has flattened
         anneal: tuple[int, int, float] | None = None    # (first step, steps, learning-rate factor there)
         f = 1.0
