@@ -195,7 +195,7 @@ def test(data: Path, run: Path, epochs: list[int]) -> None:
     for e in epochs:
         if e not in by_epoch or "test" in by_epoch[e]:
             continue
-        net.load_state_dict(torch.load(run / f"e{e}.pt"))
+        net.load_state_dict(torch.load(run / f"e{e}.pt"), strict=False)   # aux heads: not in the graph
         sc = _scores(_probs(net, tx, params.output_stride), ty, ds.classes)
         by_epoch[e]["test"] = {k: sc[k] for k in ("defect_iou", "mean_iou", "per_class_iou")}
         print(e, json.dumps(by_epoch[e]["test"]), flush=True)

@@ -17,12 +17,16 @@ Training for few samples:
 * copy-paste: half of the drawn training images get one or two labelled defects of other
   training images pasted on (what the defect changed: the image minus its inpainted surface,
   with a soft margin; random place, flip and turn; ``augment.DefectBank``);
-* a held-out share of train (stratified by each image's main class) reports
-  ``(mean IoU + defect IoU) / 2`` after every epoch. By default the last epoch of the cosine
-  schedule is kept (``--select last``) and the pixel threshold is 0.5: on 9 validation images
-  the best epoch was a lottery that often picked an undertrained one, and the tuned threshold
-  was worse on test (notes/issue-16.md, session 5). ``--select best`` keeps the best epoch and
-  stops early after ``--patience`` epochs; ``--tune-threshold`` picks the threshold on it;
+* a held-out share of train (stratified by each image's main class) is scored after every
+  epoch; early stopping (``--select plateau``, the default) watches an exponential moving
+  average of its pooled soft Dice (``--val-metric dice``: no threshold, all validation pixels
+  pooled) and, once that has not risen by ``--min-gain``
+  for ``--patience`` epochs (not before ``--min-epochs``), anneals the learning rate to zero
+  over ``--anneal-epochs`` and stops; the last epoch is kept (without a plateau the cosine
+  schedule runs to ``--epochs``). Keeping the best raw epoch (``--select best``) was a lottery
+  on 9 images that often picked an undertrained one; ``--select last`` runs all epochs.
+  The pixel threshold is 0.5 (``--tune-threshold`` picks it on the validation images; worse
+  on test in every run measured; notes/issue-16.md, sessions 5-6);
 * a wall-clock budget (``--max-minutes``, default 3) for the whole command.
 """
 from __future__ import annotations
@@ -64,6 +68,9 @@ class SegmentParams(Params):
     dice_weight: float = Field(1.0, ge=0, description="weight of the soft Dice loss beside the cross-entropy")
     lovasz_weight: float = Field(0.0, ge=0, description="weight of a Lovasz-softmax loss (an IoU surrogate) over the "
                                                          "defect classes")
+    aux_weight: float = Field(0.0, ge=0, description="deep supervision: weight of the losses of extra 1x1 heads on "
+                                                     "the decoder's stride-8 and stride-16 maps (training only, "
+                                                     "not exported)")
     loss_space: str = Field("logits", pattern="^(logits|probs)$",
                             description="logits: the loss sees the logits upsampled to the crop; probs: the "
                                         "probabilities at the exported stride, upsampled as the runtime does")
@@ -300,7 +307,7 @@ class SegmentTrainer(Trainer):
             w[k] = min(params.max_class_weight, math.sqrt(counts[0] / counts[k])) if counts[k] else 1.0
         class_weight = torch.tensor(w, dtype=torch.float32)
 
-        net = SegNet(k1, width=params.width, pretrained=params.pretrained)
+        net = SegNet(k1, width=params.width, pretrained=params.pretrained, aux=params.aux_weight > 0)
         net.freeze_early(params.freeze_blocks)
         groups = [{"params": net.decoder_parameters(), "lr": params.lr}]
         if params.encoder_lr_scale > 0:
@@ -386,6 +393,9 @@ class SegmentTrainer(Trainer):
                     g["lr"] = g["base_lr"] * f
                 loss = loss_fn(net(x, upsample=params.loss_space == "logits"), y, class_weight, params.dice_weight,
                                params.lovasz_weight, 1 if params.loss_space == "logits" else params.output_stride)
+                for a in net.aux_logits():
+                    a = torch.nn.functional.interpolate(a, size=y.shape[-2:], mode="bilinear", align_corners=False)
+                    loss = loss + params.aux_weight * loss_fn(a, y, class_weight, params.dice_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
