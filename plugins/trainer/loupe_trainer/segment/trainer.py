@@ -14,7 +14,7 @@ Training for few samples:
   classes (``loss``);
 * the encoder's BatchNorm keeps its ImageNet statistics, the stem and stages 1-3 stay frozen,
   the encoder learns at a lower rate than the decoder (AdamW, warm-up then cosine);
-* copy-paste: half of the drawn training images get one or two labelled defects of other
+* copy-paste: 80 % of the drawn training images get one or two labelled defects of other
   training images pasted on (what the defect changed: the image minus its inpainted surface,
   with a soft margin; random place, flip and turn; ``augment.DefectBank``);
 * a held-out share of train (stratified by each image's main class) is scored after every
@@ -101,7 +101,7 @@ class SegmentParams(Params):
     test_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="without test/images: share of train kept out "
                                                                   "of training entirely, for loupe eval")
     augment: bool = Field(True, description="flips, 90-degree turns, small affine, colour jitter")
-    copy_paste: float = Field(0.5, ge=0.0, le=1.0, description="share of training images that get one or two "
+    copy_paste: float = Field(0.8, ge=0.0, le=1.0, description="share of training images that get one or two "
                                                                "labelled defects of other training images pasted "
                                                                "on (random place, flip, turn)")
     copy_paste_mode: str = Field("residual", pattern="^(residual|pixels)$",
