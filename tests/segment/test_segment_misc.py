@@ -148,4 +148,4 @@ def test_lovasz_and_runtime_space_losses():
     lp.backward()
     assert torch.isfinite(lp) and logits.grad is not None and logits.grad.abs().sum() > 0
     up = torch.nn.functional.interpolate(logits.detach(), size=(32, 32), mode="bilinear", align_corners=False)
-    assert abs(float(loss_fn(up, y, w, 1.0, 0.5)) - float(lp)) > 1e-4
+    assert abs(float(loss_fn(up, y, w, 1.0, 0.5)) - lp.item()) > 1e-4
