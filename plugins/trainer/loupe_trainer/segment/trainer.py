@@ -350,10 +350,9 @@ class SegmentTrainer(Trainer):
                     total[k] += float(p[k].sum()) + float((t == k).sum())
             m = metrics(cm, classes, [], [])
             m["soft_dice"] = float(np.mean((2 * inter[1:] + 1.0) / (total[1:] + 1.0)))
-            if params.val_metric == "dice":
-                return m["soft_dice"], m
             vals = [v for v in (m["mean_iou"], m["defect_iou"]) if v is not None]
-            return (float(np.mean(vals)) if vals else 0.0), m
+            m["iou_score"] = float(np.mean(vals)) if vals else 0.0
+            return (m["soft_dice"] if params.val_metric == "dice" else m["iou_score"]), m
 
         best = (-1.0, -1, None)
         ema = ({k: v.detach().clone() for k, v in net.state_dict().items()} if params.ema > 0 else None)
@@ -450,9 +449,10 @@ class SegmentTrainer(Trainer):
         val_metrics: dict[str, Any] = {}
         if vx is not None:
             vp = predict(vx)
-            base, val_metrics = score(vp, vy, 0.5)
+            _, val_metrics = score(vp, vy, 0.5)
+            base = val_metrics["iou_score"]     # the threshold is tuned on IoU (the soft Dice ignores it)
             if params.tune_threshold and any(t.any() for t in vy):
-                cand = [(score(vp, vy, t)[0], t) for t in np.round(np.arange(0.2, 0.81, 0.05), 2)]
+                cand = [(score(vp, vy, t)[1]["iou_score"], t) for t in np.round(np.arange(0.2, 0.81, 0.05), 2)]
                 s_best, t_best = max(cand)
                 if s_best > base + 0.005:
                     threshold = float(t_best)
