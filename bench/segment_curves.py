@@ -12,7 +12,7 @@ scores the validation images (the trainer's own held-out split) by several candi
 * ``soft_dice``  mean over the defect classes of the soft Dice of the probabilities, pooled over all
   validation pixels (no threshold: less jumpy than IoU on 9 images);
 * ``defect_dice`` soft Dice of ``1 - p(background)`` against "any defect";
-* ``nll``        mean per-pixel negative log-likelihood (plain, and class-weighted like the loss).
+* ``nll``        mean per-pixel negative log-likelihood.
 
 The scoring's CPU time is counted apart (``eval_cpu``) so ``cpu_seconds - eval_cpu_total`` is the
 training's own. Everything goes to ``RUN_DIR/curves.json``.
@@ -69,7 +69,7 @@ def _probs(net, x, stride):
     return np.concatenate(out)
 
 
-def _scores(probs, truth, classes, class_weight=None):
+def _scores(probs, truth, classes):
     import numpy as np
 
     from loupe_dl_segment.evaluate import metrics
@@ -81,7 +81,7 @@ def _scores(probs, truth, classes, class_weight=None):
     psum = np.zeros(k1)
     tsum = np.zeros(k1)
     d_inter = d_p = d_t = 0.0
-    nll = wnll = wsum = 0.0
+    nll = 0.0
     npx = 0
     for p, t in zip(probs, truth):
         t = t.astype(np.int64)
@@ -99,17 +99,13 @@ def _scores(probs, truth, classes, class_weight=None):
         lp = -np.log(np.clip(np.take_along_axis(p, t[None], 0)[0], 1e-7, 1.0))
         nll += float(lp.sum())
         npx += lp.size
-        if class_weight is not None:
-            wt = class_weight[t]
-            wnll += float((lp * wt).sum())
-            wsum += float(wt.sum())
     m = metrics(cm, classes, [], [])
     vals = [v for v in (m["mean_iou"], m["defect_iou"]) if v is not None]
     dice = (2 * inter[1:] + 1.0) / (psum[1:] + tsum[1:] + 1.0)
     return {"iou": float(np.mean(vals)) if vals else 0.0, "mean_iou": m["mean_iou"],
             "defect_iou": m["defect_iou"], "per_class_iou": m["per_class_iou"],
             "soft_dice": float(dice.mean()), "defect_dice": (2 * d_inter + 1.0) / (d_p + d_t + 1.0),
-            "nll": nll / npx, "wnll": (wnll / wsum) if wsum else None}
+            "nll": nll / npx}
 
 
 def train(data: Path, run: Path, sets: list[str]) -> None:
@@ -151,7 +147,6 @@ def train(data: Path, run: Path, sets: list[str]) -> None:
             net = holder["net"]
             was = net.training
             torch.save({k: v for k, v in net.state_dict().items()}, run / f"e{done}.pt")
-            # the trainer's class weights are not exposed: recompute them the same way
             sc = _scores(_probs(net, vx, params.output_stride), vy, classes)
             net.train(was)
             eval_total[0] += time.process_time() - c0
