@@ -113,3 +113,55 @@ def test_dataset_analyze_reports_pixel_share_and_bad_masks(seg_data, tmp_path):
     assert not any("/masks/" in m["file"] for m in d["channel_mismatches"])   # gray masks beside colour images
     r = run_loupe("dataset", "analyze", data, "--out", tmp_path / "a", "--strict", env=ENV)
     assert r.returncode == 1 and "pixel share per class" in r.stdout and "orphan.png" in r.stdout
+
+
+def test_plateau_stops_on_the_smoothed_curve_not_on_a_noisy_peak():
+    from loupe_trainer.segment.trainer import Plateau
+
+    def stop_epoch(scores, **kw):
+        p = Plateau(**kw)
+        for e, s in enumerate(scores, 1):
+            if p.update(s):
+                return e
+        return None
+
+    rising = [min(0.6, 0.05 * e) for e in range(1, 41)]          # rises to 0.6 by epoch 12, then flat
+    assert stop_epoch(rising, smooth=0.7, patience=6, min_epochs=5, min_delta=0.005) is not None
+    e = stop_epoch(rising, smooth=0.7, patience=6, min_epochs=5, min_delta=0.005)
+    assert 18 <= e <= 32     # after the smoothed curve has caught up with the plateau, plus the patience
+    assert stop_epoch(rising, smooth=0.7, patience=6, min_epochs=35, min_delta=0.005) == 35         # never before min_epochs
+    assert stop_epoch([0.1 * e for e in range(40)], smooth=0.7, patience=6, min_epochs=5, min_delta=0.005) is None  # still rising
+    # one noisy early peak (epoch 4) then a slow climb: the raw curve would stop at epoch 10, the smoothed one
+    # keeps going while the average still rises
+    noisy = [0.1, 0.2, 0.25, 0.6, 0.3, 0.32, 0.34, 0.36, 0.38, 0.40] + [0.40 + 0.01 * e for e in range(1, 21)]
+    assert stop_epoch(noisy, smooth=0.0, patience=6, min_epochs=1, min_delta=0.005) == 10           # no smoothing: fooled
+    assert stop_epoch(noisy, smooth=0.7, patience=6, min_epochs=1, min_delta=0.005) is None
+    p = Plateau(smooth=0.5, patience=3, min_epochs=1)
+    p.update(0.4)
+    assert abs(p.value - 0.4) < 1e-12      # bias-corrected: the first value is the score itself
+
+
+def test_lovasz_and_runtime_space_losses():
+    import torch
+
+    from loupe_trainer.segment.trainer import loss_fn, lovasz_softmax
+
+    # for hard (0/1) probabilities the Lovasz-softmax loss of a class is 1 - its IoU
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, :2] = 1                                  # 8 pixels of class 1
+    p = torch.zeros(1, 2, 4, 4)
+    p[0, 1, :3] = 1                                    # 12 predicted: IoU 8 / 12
+    p[0, 0] = 1 - p[0, 1]
+    assert abs(float(lovasz_softmax(p, target)) - (1 - 8 / 12)) < 1e-6
+    assert float(lovasz_softmax(p, torch.zeros_like(target))) == 0.0      # no defect in the batch
+    # the runtime-space loss (stride-4 softmax upsampled) is finite, differentiable, and differs from the
+    # logit-space one on the same stride-4 logits
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 8, 8, requires_grad=True)
+    y = torch.randint(0, 4, (2, 32, 32))
+    w = torch.ones(4)
+    lp = loss_fn(logits, y, w, 1.0, 0.5, prob_stride=4)
+    lp.backward()
+    assert torch.isfinite(lp) and logits.grad is not None and logits.grad.abs().sum() > 0
+    up = torch.nn.functional.interpolate(logits.detach(), size=(32, 32), mode="bilinear", align_corners=False)
+    assert abs(float(loss_fn(up, y, w, 1.0, 0.5)) - lp.item()) > 1e-4

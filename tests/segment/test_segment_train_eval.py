@@ -25,6 +25,12 @@ def test_bundle_metadata_and_parity(seg_bundle, seg_data):
     assert tr["n_train"] + tr["n_val"] == 18 and tr["n_val"] >= 3     # test/ exists: nothing held out for it
     assert tr["class_weights"][0] == 1.0 and all(w > 1 for w in tr["class_weights"][1:])
     assert len(tr["history"]) == m["metrics"]["epochs_run"] >= 1
+    # the default early stopping watches the smoothed pooled soft Dice of the validation images
+    assert tr["params"]["select"] == "plateau" and tr["params"]["val_metric"] == "dice"
+    for h in tr["history"]:
+        assert 0.0 <= h["val_soft_dice"] <= 1.0 and h["val_score"] == h["val_soft_dice"]
+        assert 0.0 <= h["val_smoothed"] <= 1.0 and 0.0 <= h["lr_factor"] <= 1.0
+    assert abs(tr["history"][0]["val_smoothed"] - tr["history"][0]["val_soft_dice"]) < 1e-3   # bias-corrected
     assert m["split"] is None
     import onnx
 

@@ -30,7 +30,7 @@ class SepConv(nn.Module):
 
 
 class SegNet(nn.Module):
-    def __init__(self, n_out: int, width: int = 64, pretrained: bool = True):
+    def __init__(self, n_out: int, width: int = 64, pretrained: bool = True, aux: bool = False):
         super().__init__()
         self.n_out = n_out
         self.encoder = build_backbone(pretrained=pretrained)
@@ -47,12 +47,20 @@ class SegNet(nn.Module):
         self.smooth8 = SepConv(width)
         self.smooth4 = nn.Sequential(SepConv(width), SepConv(width))
         self.head = nn.Conv2d(width, n_out, 1)
+        # deep supervision (training only): 1x1 heads on the stride-8 and stride-16 maps; never exported
+        self.aux_heads = nn.ModuleList([nn.Conv2d(width, n_out, 1), nn.Conv2d(width, n_out, 1)]) if aux else None
+        self._aux_out: list[torch.Tensor] = []
         with torch.no_grad():  # start from "background almost everywhere" (p ~ 0.95), as the data are
             self.head.bias.zero_()
             self.head.bias[0] = 3.0 + float(torch.log(torch.tensor(max(1, n_out - 1), dtype=torch.float32)))
 
     def encoder_parameters(self):
         return [p for p in self.encoder.parameters() if p.requires_grad]
+
+    def aux_logits(self) -> list[torch.Tensor]:
+        """The stride-8 and stride-16 logits of the last training-mode forward (with ``aux``), else []."""
+        out, self._aux_out = self._aux_out, []
+        return out
 
     def decoder_parameters(self):
         enc = {id(p) for p in self.encoder.parameters()}
@@ -81,6 +89,8 @@ class SegNet(nn.Module):
         f4 = self.lat4(f["stage2"])
         p4 = self.smooth4(f4 + F.interpolate(p8, size=f4.shape[-2:], mode="bilinear", align_corners=False))
         logits = self.head(p4)
+        if self.aux_heads is not None and self.training:
+            self._aux_out = [self.aux_heads[0](p8), self.aux_heads[1](p16)]
         if not upsample:
             return logits
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -14,15 +14,19 @@ Training for few samples:
   classes (``loss``);
 * the encoder's BatchNorm keeps its ImageNet statistics, the stem and stages 1-3 stay frozen,
   the encoder learns at a lower rate than the decoder (AdamW, warm-up then cosine);
-* copy-paste: half of the drawn training images get one or two labelled defects of other
+* copy-paste: 80 % of the drawn training images get one or two labelled defects of other
   training images pasted on (what the defect changed: the image minus its inpainted surface,
   with a soft margin; random place, flip and turn; ``augment.DefectBank``);
-* a held-out share of train (stratified by each image's main class) reports
-  ``(mean IoU + defect IoU) / 2`` after every epoch. By default the last epoch of the cosine
-  schedule is kept (``--select last``) and the pixel threshold is 0.5: on 9 validation images
-  the best epoch was a lottery that often picked an undertrained one, and the tuned threshold
-  was worse on test (notes/issue-16.md, session 5). ``--select best`` keeps the best epoch and
-  stops early after ``--patience`` epochs; ``--tune-threshold`` picks the threshold on it;
+* a held-out share of train (stratified by each image's main class) is scored after every
+  epoch; early stopping (``--select plateau``, the default) watches an exponential moving
+  average of its pooled soft Dice (``--val-metric dice``: no threshold, all validation pixels
+  pooled) and, once that has not risen by ``--min-gain``
+  for ``--patience`` epochs (not before ``--min-epochs``), anneals the learning rate to zero
+  over ``--anneal-epochs`` and stops; the last epoch is kept (without a plateau the cosine
+  schedule runs to ``--epochs``). Keeping the best raw epoch (``--select best``) was a lottery
+  on 9 images that often picked an undertrained one; ``--select last`` runs all epochs.
+  The pixel threshold is 0.5 (``--tune-threshold`` picks it on the validation images; worse
+  on test in every run measured; notes/issue-16.md, sessions 5-6);
 * a wall-clock budget (``--max-minutes``, default 3) for the whole command.
 """
 from __future__ import annotations
@@ -62,21 +66,42 @@ class SegmentParams(Params):
                                               "input's size)")
     width: int = Field(64, ge=8, le=256, description="decoder channels")
     dice_weight: float = Field(1.0, ge=0, description="weight of the soft Dice loss beside the cross-entropy")
+    lovasz_weight: float = Field(0.0, ge=0, description="weight of a Lovasz-softmax loss (an IoU surrogate) over the "
+                                                         "defect classes")
+    aux_weight: float = Field(0.0, ge=0, description="deep supervision: weight of the losses of extra 1x1 heads on "
+                                                     "the decoder's stride-8 and stride-16 maps (training only, "
+                                                     "not exported)")
+    loss_space: str = Field("logits", pattern="^(logits|probs)$",
+                            description="logits: the loss sees the logits upsampled to the crop; probs: the "
+                                        "probabilities at the exported stride, upsampled as the runtime does")
     max_class_weight: float = Field(10.0, ge=1, description="cap on the cross-entropy weight of a rare class")
     ema: float = Field(0.0, ge=0.0, lt=1.0, description="decay per step of an exponential moving average of the "
                                                        "weights, which is what is validated and kept (0: off)")
-    select: str = Field("last", pattern="^(best|last)$",
-                        description="last: keep the last epoch (the validation images report and tune the "
-                                    "threshold); best: keep the epoch with the best validation score and stop "
-                                    "early after --patience epochs without a gain")
-    patience: int = Field(12, ge=1, description="with --select best: stop after this many epochs without a "
-                                                "validation gain")
+    select: str = Field("plateau", pattern="^(plateau|best|last)$",
+                        description="plateau: early stopping on the smoothed validation curve: once it has not "
+                                    "risen for --patience epochs (after --min-epochs), the learning rate is "
+                                    "annealed to zero over --anneal-epochs and the last epoch is kept; last: run "
+                                    "all --epochs and keep the last; best: keep the epoch with the best raw "
+                                    "validation score and stop after --patience epochs without a gain")
+    val_metric: str = Field("dice", pattern="^(dice|iou)$",
+                            description="validation score: dice (soft Dice of the probabilities per defect class, "
+                                        "pooled over all validation pixels, no threshold: steadier on few images) "
+                                        "or iou ((mean IoU + defect IoU) / 2 at the threshold)")
+    smooth: float = Field(0.7, ge=0.0, lt=1.0, description="with --select plateau: the validation curve is an "
+                                                          "exponential moving average with this decay per epoch")
+    patience: int = Field(5, ge=1, description="plateau / best: epochs without a gain of the (smoothed) validation "
+                                               "score before stopping")
+    min_gain: float = Field(0.005, ge=0.0, description="with --select plateau: the least rise of the smoothed "
+                                                       "validation score that counts as a gain")
+    min_epochs: int = Field(20, ge=1, description="with --select plateau: no stop before this epoch")
+    anneal_epochs: int = Field(5, ge=0, description="with --select plateau: epochs over which the learning rate "
+                                                    "falls to zero once the curve has flattened")
     val_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="share of the training images held out for "
                                                                  "the validation score and the threshold")
     test_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="without test/images: share of train kept out "
                                                                   "of training entirely, for loupe eval")
     augment: bool = Field(True, description="flips, 90-degree turns, small affine, colour jitter")
-    copy_paste: float = Field(0.5, ge=0.0, le=1.0, description="share of training images that get one or two "
+    copy_paste: float = Field(0.8, ge=0.0, le=1.0, description="share of training images that get one or two "
                                                                "labelled defects of other training images pasted "
                                                                "on (random place, flip, turn)")
     copy_paste_mode: str = Field("residual", pattern="^(residual|pixels)$",
@@ -116,21 +141,80 @@ def _versions() -> dict[str, str]:
     return out
 
 
+class Plateau:
+    """Early stopping on a smoothed validation curve: ``update(score)`` once per epoch returns True when the
+    exponential moving average (decay ``smooth``, bias-corrected) has not exceeded its best by ``min_delta`` for
+    ``patience`` epochs, and at least ``min_epochs`` epochs have run."""
+
+    def __init__(self, smooth: float, patience: int, min_epochs: int, min_delta: float = 0.0):
+        self.smooth, self.patience, self.min_epochs, self.min_delta = smooth, patience, min_epochs, min_delta
+        self.epoch = 0
+        self._acc = 0.0
+        self.value = float("nan")
+        self.best = -math.inf
+        self.best_epoch = 0
+
+    def update(self, score: float) -> bool:
+        self.epoch += 1
+        self._acc = self.smooth * self._acc + (1.0 - self.smooth) * score
+        self.value = self._acc / (1.0 - self.smooth ** self.epoch)
+        if self.value > self.best + self.min_delta:
+            self.best, self.best_epoch = self.value, self.epoch
+        return self.epoch >= self.min_epochs and self.epoch - self.best_epoch >= self.patience
+
+
 def main_class(mask: np.ndarray) -> int:
     """0 for a good image, else the class with the most pixels."""
     counts = np.bincount(mask.ravel(), minlength=2)
     return int(counts[1:].argmax() + 1) if counts[1:].any() else 0
 
 
-def loss_fn(logits, target, class_weight, dice_weight: float):
-    """Weighted cross-entropy + soft Dice over the defect classes present in the batch or predicted."""
+def lovasz_softmax(p, target):
+    """Lovasz-softmax loss (Berman et al. 2018) over the defect classes present in ``target``: a convex surrogate
+    of 1 - IoU per class, from the probabilities ``p`` [N, K + 1, H, W] and labels ``target`` [N, H, W]."""
+    import torch
+
+    k1 = p.shape[1]
+    pf = p.permute(0, 2, 3, 1).reshape(-1, k1)
+    tf = target.reshape(-1)
+    losses = []
+    for c in range(1, k1):
+        fg = (tf == c).float()
+        if fg.sum() == 0:
+            continue
+        err = (fg - pf[:, c]).abs()
+        err_sorted, order = torch.sort(err, descending=True)
+        fg_sorted = fg[order]
+        gts = fg_sorted.sum()
+        inter = gts - fg_sorted.cumsum(0)
+        union = gts + (1.0 - fg_sorted).cumsum(0)
+        jac = 1.0 - inter / union
+        grad = torch.cat([jac[:1], jac[1:] - jac[:-1]])
+        losses.append(torch.dot(err_sorted, grad))
+    return torch.stack(losses).mean() if losses else p.sum() * 0.0
+
+
+def loss_fn(logits, target, class_weight, dice_weight: float, lovasz_weight: float = 0.0, prob_stride: int = 1):
+    """Weighted cross-entropy + soft Dice over the defect classes present in the batch or predicted (+ Lovasz).
+
+    ``prob_stride`` 4: ``logits`` are at stride 4 and the loss sees what the runtime does with a stride-4
+    export: the softmax at stride 4, upsampled bilinearly to the target's size (cross-entropy = the negative
+    log of those probabilities)."""
     import torch
     import torch.nn.functional as F
 
-    ce = F.cross_entropy(logits, target, weight=class_weight)
+    if prob_stride > 1:
+        prob = F.interpolate(torch.softmax(logits, dim=1), size=target.shape[-2:], mode="bilinear",
+                             align_corners=False)
+        ce = F.nll_loss(torch.log(prob.clamp_min(1e-6)), target, weight=class_weight)
+    else:
+        prob = torch.softmax(logits, dim=1)
+        ce = F.cross_entropy(logits, target, weight=class_weight)
+    if lovasz_weight > 0:
+        ce = ce + lovasz_weight * lovasz_softmax(prob, target)
     if dice_weight <= 0:
         return ce
-    p = torch.softmax(logits, dim=1)[:, 1:]
+    p = prob[:, 1:]
     onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
     inter = (p * onehot).sum(dim=(0, 2, 3))
     denom = p.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
@@ -223,7 +307,7 @@ class SegmentTrainer(Trainer):
             w[k] = min(params.max_class_weight, math.sqrt(counts[0] / counts[k])) if counts[k] else 1.0
         class_weight = torch.tensor(w, dtype=torch.float32)
 
-        net = SegNet(k1, width=params.width, pretrained=params.pretrained)
+        net = SegNet(k1, width=params.width, pretrained=params.pretrained, aux=params.aux_weight > 0)
         net.freeze_early(params.freeze_blocks)
         groups = [{"params": net.decoder_parameters(), "lr": params.lr}]
         if params.encoder_lr_scale > 0:
@@ -256,20 +340,33 @@ class SegmentTrainer(Trainer):
 
         def score(probs: np.ndarray, truth: list[np.ndarray], thr: float) -> tuple[float, dict]:
             cm = np.zeros((k1, k1), np.int64)
+            inter, total = np.zeros(k1), np.zeros(k1)
             for p, t in zip(probs, truth):
-                cm += np.bincount(t.astype(np.int64).ravel() * k1 + label_map(p, thr).astype(np.int64).ravel(),
+                t = t.astype(np.int64)
+                cm += np.bincount(t.ravel() * k1 + label_map(p, thr).astype(np.int64).ravel(),
                                   minlength=k1 * k1).reshape(k1, k1)
+                for k in range(1, k1):
+                    inter[k] += float(p[k][t == k].sum())
+                    total[k] += float(p[k].sum()) + float((t == k).sum())
             m = metrics(cm, classes, [], [])
+            m["soft_dice"] = float(np.mean((2 * inter[1:] + 1.0) / (total[1:] + 1.0)))
             vals = [v for v in (m["mean_iou"], m["defect_iou"]) if v is not None]
-            return (float(np.mean(vals)) if vals else 0.0), m
+            m["iou_score"] = float(np.mean(vals)) if vals else 0.0
+            return (m["soft_dice"] if params.val_metric == "dice" else m["iou_score"]), m
 
         best = (-1.0, -1, None)
         ema = ({k: v.detach().clone() for k, v in net.state_dict().items()} if params.ema > 0 else None)
         history: list[dict[str, Any]] = []
         step = 0
         stopped = "epochs"
+        plateau = Plateau(params.smooth, params.patience, params.min_epochs, params.min_gain)
+        last_epoch = params.epochs              # lowered once the smoothed validation curve has flattened
+        anneal: tuple[int, int, float] | None = None    # (first step, steps, learning-rate factor there)
+        f = 1.0
         export_reserve = 15.0 + 0.02 * params.input_size ** 2 / 1000
         for epoch in range(params.epochs):
+            if epoch >= last_epoch:
+                break
             te = time.perf_counter()
             net.train()
             losses = []
@@ -286,11 +383,18 @@ class SegmentTrainer(Trainer):
                     pairs.append(aug(rng, im, mk))
                 x = to_tensor(np.stack([p[0] for p in pairs]))
                 y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
-                f = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) /
-                                                                               max(1, total - warm)))
+                if anneal is not None:
+                    f = anneal[2] * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - anneal[0]) / anneal[1])))
+                else:
+                    f = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) /
+                                                                                   max(1, total - warm)))
                 for g in opt.param_groups:
                     g["lr"] = g["base_lr"] * f
-                loss = loss_fn(net(x), y, class_weight, params.dice_weight)
+                loss = loss_fn(net(x, upsample=params.loss_space == "logits"), y, class_weight, params.dice_weight,
+                               params.lovasz_weight, 1 if params.loss_space == "logits" else params.output_stride)
+                for a in net.aux_logits():
+                    a = torch.nn.functional.interpolate(a, size=y.shape[-2:], mode="bilinear", align_corners=False)
+                    loss = loss + params.aux_weight * loss_fn(a, y, class_weight, params.dice_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -305,16 +409,27 @@ class SegmentTrainer(Trainer):
                 step += 1
             rec: dict[str, Any] = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5),
                                    "seconds": round(time.perf_counter() - t0, 1),
-                                   "cpu_seconds": round(time.process_time(), 1)}
+                                   "cpu_seconds": round(time.process_time(), 1), "lr_factor": round(f, 4)}
             if ema is not None:     # validate (and keep) the averaged weights; train on from the live ones
                 live = copy.deepcopy(net.state_dict())
                 net.load_state_dict(ema)
             if vx is not None:
                 s, m = score(predict(vx), vy, 0.5)
-                rec.update(val_score=round(s, 4), val_mean_iou=m["mean_iou"], val_defect_iou=m["defect_iou"])
+                rec.update(val_score=round(s, 4), val_mean_iou=m["mean_iou"], val_defect_iou=m["defect_iou"],
+                           val_soft_dice=round(m["soft_dice"], 4))
             else:
                 s = -rec["loss"]
-            if s > best[0] or params.select == "last":
+            if params.select == "plateau":
+                flat = plateau.update(s)
+                rec["val_smoothed"] = round(plateau.value, 4)
+                if flat and anneal is None and vx is not None and epoch + 1 < last_epoch:
+                    last_epoch = min(params.epochs, epoch + 1 + params.anneal_epochs)
+                    anneal = (step, max(1, (last_epoch - epoch - 1) * steps), f)
+                    stopped = (f"early stop: the smoothed validation score had not risen for {params.patience} "
+                               f"epochs at epoch {epoch + 1}; learning rate annealed to zero over "
+                               f"{last_epoch - epoch - 1} epochs")
+                    progress.log(stopped)
+            if s > best[0] or params.select in ("last", "plateau"):
                 best = (s, epoch + 1, copy.deepcopy(net.state_dict()))
             if ema is not None:
                 net.load_state_dict(live)
@@ -334,9 +449,10 @@ class SegmentTrainer(Trainer):
         val_metrics: dict[str, Any] = {}
         if vx is not None:
             vp = predict(vx)
-            base, val_metrics = score(vp, vy, 0.5)
+            _, val_metrics = score(vp, vy, 0.5)
+            base = val_metrics["iou_score"]     # the threshold is tuned on IoU (the soft Dice ignores it)
             if params.tune_threshold and any(t.any() for t in vy):
-                cand = [(score(vp, vy, t)[0], t) for t in np.round(np.arange(0.2, 0.81, 0.05), 2)]
+                cand = [(score(vp, vy, t)[1]["iou_score"], t) for t in np.round(np.arange(0.2, 0.81, 0.05), 2)]
                 s_best, t_best = max(cand)
                 if s_best > base + 0.005:
                     threshold = float(t_best)
