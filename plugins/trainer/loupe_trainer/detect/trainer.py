@@ -59,6 +59,8 @@ class DetectParams(Params):
                                                "ignored by the heatmap loss rather than taught as background")
     exact_centre: bool = Field(False, description="centre each part's target Gaussian on its exact centre "
                                                   "rather than on the centre of its cell")
+    swa: int = Field(0, ge=0, description="average the weights of the last N epochs of the schedule (no early "
+                                          "stopping) instead of keeping the best epoch; 0: off")
     fine: bool = Field(False, description="also fuse the stride-4 features (stage2) into the head")
     frozen_blocks: int = Field(5, ge=0, le=11, description="trunk MBConv blocks after the stem kept frozen "
                                                            "(5: up to stage3)")
@@ -275,6 +277,7 @@ class DetectTrainer(Trainer):
         best: dict[str, Any] = {"score": -1.0, "epoch": -1, "state": None}
         history: list[dict[str, Any]] = []
         stopped = "epochs"
+        swa_sum, swa_n = None, 0
         step = 0
         for epoch in range(params.epochs):
             net.train()
@@ -318,13 +321,30 @@ class DetectTrainer(Trainer):
                             **({"val_map50": rec["val_map50"]} if val else {}))
             elapsed = time.perf_counter() - t0
             per_epoch = elapsed / (epoch + 1)
-            if val and epoch + 1 - best["epoch"] >= params.patience:
+            if params.swa and epoch >= params.epochs - params.swa:
+                sd = net.state_dict()
+                if swa_sum is None:
+                    swa_sum, swa_n = {k: v.detach().clone().double() for k, v in sd.items()}, 1
+                else:
+                    for k, v in sd.items():
+                        swa_sum[k] += v.detach().double()
+                    swa_n += 1
+            if val and not params.swa and epoch + 1 - best["epoch"] >= params.patience:
                 stopped = f"early stopping (no validation gain for {params.patience} epochs)"
                 break
             if elapsed + per_epoch > budget:
                 stopped = f"time budget ({params.max_minutes:g} min)"
                 break
-        net.load_state_dict(best["state"])
+        if swa_sum is not None:
+            ref = net.state_dict()
+            net.load_state_dict({k: (v / swa_n).to(ref[k].dtype) for k, v in swa_sum.items()})
+            if val:
+                m50, m5095, count_acc = val_metrics(net, val, len(classes), STRIDE)
+                history.append({"epoch": "swa", "swa_epochs": swa_n, "val_map50": round(m50, 4),
+                                "val_map50_95": round(m5095, 4), "val_count_accuracy": round(count_acc, 4)})
+            best = {"score": 0.0, "epoch": "swa", "state": None}
+        else:
+            net.load_state_dict(best["state"])
         net.eval()
         thresholds = None
         if params.min_score > 0:
@@ -338,7 +358,7 @@ class DetectTrainer(Trainer):
             min_score = 0.3
         train_s = time.perf_counter() - t0
         best_rec = next((h for h in history if h["epoch"] == best["epoch"]), {})
-        metrics = {"best_epoch": best["epoch"], "epochs_run": len(history), "stopped": stopped,
+        metrics = {"best_epoch": best["epoch"], "epochs_run": sum(isinstance(h["epoch"], int) for h in history), "stopped": stopped,
                    "train_seconds": round(train_s, 1), "min_score": min_score,
                    **({"val_counts_by_threshold": thresholds} if thresholds else {})}
         for k in ("val_map50", "val_map50_95", "val_count_accuracy"):
