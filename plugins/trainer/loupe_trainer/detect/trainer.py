@@ -167,21 +167,23 @@ THRESHOLDS = tuple(round(float(t), 3) for t in np.arange(0.10, 0.801, 0.025))
 
 
 def choose_threshold(preds, gts, n_classes: int, thresholds=THRESHOLDS) -> tuple[float, dict]:
-    """The operating score threshold: the best count accuracy on the held-out images, each threshold's
-    accuracy and count error averaged with its two neighbours' (a few images give a jagged curve whose
-    single best point is chance); ties go to the lowest mean absolute count error, then to the middle of
-    what is left."""
+    """The operating score threshold on the held-out images (``pick_threshold``) and the count table."""
     sc = count_scores(preds, gts, n_classes, thresholds)
-    ts = sorted(sc)
-    acc = np.array([sc[t][0] for t in ts])
-    err = np.array([sc[t][1] for t in ts])
+    return pick_threshold(sc), sc
+
+
+def pick_threshold(table: dict[float, tuple[float, float]]) -> float:
+    """From {threshold: (count accuracy, mean absolute count error)}: the best accuracy, each threshold's
+    accuracy and error first averaged with its two neighbours' (a few images give a jagged curve whose
+    single best point is chance); ties go to the lowest count error, then to the middle of what is left."""
+    ts = sorted(table)
     k = np.ones(3) / 3
-    acc = np.convolve(np.pad(acc, 1, mode="edge"), k, "valid")
-    err = np.convolve(np.pad(err, 1, mode="edge"), k, "valid")
+    acc = np.convolve(np.pad(np.array([table[t][0] for t in ts]), 1, mode="edge"), k, "valid")
+    err = np.convolve(np.pad(np.array([table[t][1] for t in ts]), 1, mode="edge"), k, "valid")
     tied = [i for i in range(len(ts)) if acc[i] >= acc.max() - 1e-9]
     low = min(err[i] for i in tied)
     good = [ts[i] for i in tied if err[i] <= low + 1e-9]
-    return float(good[len(good) // 2]), sc
+    return float(good[len(good) // 2])
 
 
 def dihedral_views(val, rot90: bool = True, flips: bool = True) -> list:
