@@ -56,8 +56,9 @@ def main() -> int:
     ap.add_argument("data")
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6])
     ap.add_argument("--json", help="write the table here")
+    ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
     a = ap.parse_args()
-    det = Detector(Bundle.load(Path(a.bundle)), threads=2)
+    det = Detector(Bundle.load(Path(a.bundle)), threads=a.threads)
     ds = scan(Path(a.data), classes=det.classes)
     n_cls = len(det.classes)
     raw = []
@@ -67,10 +68,11 @@ def main() -> int:
         h, w = rgb.shape[:2]
         raw.append((heat[0], size[0], off[0], (w / det.size[1], h / det.size[0]), gb, gl))
     table = []
+    thresholds = sorted(set(a.thresholds) | {round(float(det.min_score), 4)})
     print(f"{len(raw)} test images; bundle threshold {det.min_score:g}")
     print(f"{'nms':9} {'thr':>5} {'exact':>6} " + " ".join(f"{k:>9}" for k in KINDS))
     for agnostic in (False, True):
-        for t in a.thresholds:
+        for t in thresholds:
             row = {"nms": "agnostic" if agnostic else "per-class", "threshold": t, "exact": 0,
                    **{k: 0 for k in KINDS}}
             for heat, size, off, sc, gb, gl in raw:

@@ -168,3 +168,32 @@ def test_operating_threshold_maximises_exact_counts():
     thr, table = choose_threshold(preds, gts, 2, (0.3, 0.5, 0.6, 0.8))
     assert table[0.3] == (0.5, 0.5) and table[0.5] == (1.0, 0.0) and table[0.8] == (0.5, 0.5)
     assert thr in (0.5, 0.6)
+
+
+def test_threshold_curve_smoothed_over_neighbours():
+    """A lone best point of the count curve loses to a plateau (with a few held-out images a single point is
+    chance); ties go to the lower count error, then to the middle."""
+    from loupe_trainer.detect.trainer import pick_threshold
+
+    acc = [0.0, 0.25, 0.875, 0.25, 0.0, 0.625, 0.75, 0.625, 0.25]
+    ts = [round(0.2 + 0.05 * i, 2) for i in range(len(acc))]
+    table = {t: (a, 1.0 - a) for t, a in zip(ts, acc)}
+    assert max(table, key=lambda t: table[t][0]) == 0.3        # the raw best: a spike
+    assert pick_threshold(table) == 0.5                          # the plateau's middle
+    flat = {t: (0.5, e) for t, e in zip(ts, [3, 2, 1, 1, 1, 1, 1, 2, 3])}
+    assert pick_threshold(flat) == 0.4
+
+
+def test_dihedral_views_keep_boxes_on_their_parts():
+    from loupe_trainer.detect.trainer import dihedral_views
+
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[10:20, 30:50] = 255
+    boxes = np.array([[30, 10, 50, 20]], np.float32)
+    views = dihedral_views([(None, None, img, boxes, np.array([0]))])
+    assert len(views) == 8 and len({v[2].tobytes() for v in views}) == 8
+    for _s, _rgb, im, b, _l in views:
+        ys, xs = np.nonzero(im[:, :, 0])
+        assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == tuple(b[0].astype(int))
+    assert len(dihedral_views([(None, None, img, boxes, np.array([0]))], rot90=False)) == 2
+    assert len(dihedral_views([(None, None, img, boxes, np.array([0]))], rot90=False, flips=False)) == 1

@@ -11,8 +11,9 @@ trunk up to stage3 (stem and blocks 0-4, strides 2-8) stays frozen and run witho
 gradients, the trunk's BatchNorm statistics stay frozen; AdamW with a cosine schedule.
 A share of the training images is held out: mAP50 on it picks the best epoch and
 stops training after ``patience`` epochs without a gain, and the operating score
-threshold is the one whose per-class counts are right on most held-out images (ties:
-the lowest count error), chosen once at the end with the kept weights. The cosine
+threshold is the one whose per-class counts are right on most held-out images, taken
+under their 8 quarter-turn/flip views, the count curve averaged over neighbouring
+thresholds (ties: the lowest count error), chosen once at the end with the kept weights. The cosine
 learning-rate decay follows the planned steps or the time budget, whichever ends first.
 """
 from __future__ import annotations
@@ -156,14 +157,42 @@ THRESHOLDS = tuple(round(float(t), 3) for t in np.arange(0.10, 0.801, 0.025))
 
 
 def choose_threshold(preds, gts, n_classes: int, thresholds=THRESHOLDS) -> tuple[float, dict]:
-    """The operating score threshold: the best count accuracy on the held-out images; ties (frequent with a
-    few images) go to the lowest mean absolute count error, then to the middle of what is left."""
+    """The operating score threshold on the held-out images (``pick_threshold``) and the count table."""
     sc = count_scores(preds, gts, n_classes, thresholds)
-    top = max(v[0] for v in sc.values())
-    tied = [t for t, v in sc.items() if v[0] >= top - 1e-9]
-    low = min(sc[t][1] for t in tied)
-    good = sorted(t for t in tied if sc[t][1] <= low + 1e-9)
-    return float(good[len(good) // 2]), sc
+    return pick_threshold(sc), sc
+
+
+def pick_threshold(table: dict[float, tuple[float, float]]) -> float:
+    """From {threshold: (count accuracy, mean absolute count error)}: the best accuracy, each threshold's
+    accuracy and error first averaged with its two neighbours' (a few images give a jagged curve whose
+    single best point is chance); ties go to the lowest count error, then to the middle of what is left."""
+    ts = sorted(table)
+    k = np.ones(3) / 3
+    acc = np.convolve(np.pad(np.array([table[t][0] for t in ts]), 1, mode="edge"), k, "valid")
+    err = np.convolve(np.pad(np.array([table[t][1] for t in ts]), 1, mode="edge"), k, "valid")
+    tied = [i for i in range(len(ts)) if acc[i] >= acc.max() - 1e-9]
+    low = min(err[i] for i in tied)
+    good = [ts[i] for i in tied if err[i] <= low + 1e-9]
+    return float(good[len(good) // 2])
+
+
+def dihedral_views(val, rot90: bool = True, flips: bool = True) -> list:
+    """The held-out images (``(sample, rgb, resized, boxes, labels)``) under the quarter turns and flips
+    training uses (exact for axis-aligned boxes): more evaluations for the score threshold."""
+    from .augment import _rot90
+
+    out = []
+    for s, rgb, r, b, l in val:
+        for k in range(4 if rot90 and r.shape[0] == r.shape[1] else 1):
+            img, bx = r, b.reshape(-1, 4)
+            for _ in range(k):
+                img, bx = _rot90(img, bx)
+            out.append((s, rgb, img, bx, l))
+            if flips:
+                w = img.shape[1]
+                out.append((s, rgb, np.ascontiguousarray(img[:, ::-1]),
+                            np.stack([w - bx[:, 2], bx[:, 1], w - bx[:, 0], bx[:, 3]], 1).astype(np.float32), l))
+    return out
 
 
 def val_metrics(net, val, n_classes: int, stride: int):
@@ -320,7 +349,9 @@ class DetectTrainer(Trainer):
             min_score = params.min_score
         elif val:
             # the operating point, on the held-out images with the kept weights and the runtime's decoding
-            min_score, sc = choose_threshold(*val_predictions(net, val, STRIDE), len(classes))
+            # ... under the quarter turns and flips training uses (8 views of each image, fewer chance ties)
+            views = dihedral_views(val, params.rotate90 and params.augment, params.flips and params.augment)
+            min_score, sc = choose_threshold(*val_predictions(net, views, STRIDE), len(classes))
             thresholds = {f"{t:g}": {"count_accuracy": round(v[0], 4), "count_error": round(v[1], 4)}
                           for t, v in sc.items()}
         else:
