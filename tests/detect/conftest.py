@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -10,9 +9,6 @@ import pytest
 from host.testing import run_loupe
 
 ENV = {"OMP_NUM_THREADS": "2"}
-
-# the desktop-app test makes a QApplication: headless, as `make test` runs it, when run on its own too
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
 @pytest.fixture(scope="session")
