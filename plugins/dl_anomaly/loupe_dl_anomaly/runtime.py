@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from host import Bundle, BundleError, EvalPlan, InspectTool, create_session, eval_batch, resolve_engine, read_bundle_meta, ModelRef, ModelRuntime, Params, Progress, Shape, ToolOutput
+from host import Bundle, BundleError, EvalPlan, InspectTool, create_session, eval_batch, resolve_engine, read_bundle_meta, ModelRef, ModelRuntime, Params, Progress, LazyShapes, Shape, ToolOutput
 
 from .data import discover, prepare, prepare_rgb, read_image, read_mask, to_rgb8
 
@@ -131,17 +131,24 @@ def peak_region(amap: np.ndarray, image_shape: tuple[int, int], low: float = 0.0
 
 def region_overlays(amap: np.ndarray, threshold: float, image_shape: tuple[int, int], low: float,
                     min_area: float = 0.0, max_regions: int = 10) -> tuple[list[Shape], list]:
-    """Overlays for an anomaly map: one polygon per region above the threshold (status ``verdict``: drawn
-    in the step's verdict colour), labelled with its peak score; when there is none, the peak region
-    (status ``alert``: drawn only when the step did not pass). Returns (shapes, regions)."""
+    """Overlays for an anomaly map (``region_shapes``) and its regions above the threshold. Returns (shapes,
+    regions)."""
     regs = regions(amap, threshold, image_shape, min_area)
+    return region_shapes(amap, threshold, image_shape, low, regs, max_regions), regs
+
+
+def region_shapes(amap: np.ndarray, threshold: float, image_shape: tuple[int, int], low: float, regs: list,
+                  max_regions: int = 10) -> list[Shape]:
+    """One polygon per region above the threshold (status ``verdict``: drawn in the step's verdict colour),
+    labelled with its peak score; when there is none, the peak region (status ``alert``: drawn only when the
+    step did not pass)."""
     shapes = [Shape("polygon", [(float(x), float(y)) for x, y in pts], label=f"{peak / threshold:.2f}",
                     status="verdict") for pts, _area, peak in regs[:max_regions]]
     if not regs and amap.size:
         pts, _area, peak = peak_region(amap, image_shape, low)
         shapes.append(Shape("polygon", [(float(x), float(y)) for x, y in pts],
                             label=f"peak {peak / threshold:.2f}", status="alert"))
-    return shapes, regs
+    return shapes
 
 
 # ------------------------------------------------------------------ the tool
@@ -184,8 +191,10 @@ class PatchCoreTool(InspectTool):
         amap, raw = self.model.raw(image)
         thr = self.model.threshold
         score = raw / thr
-        overlays, regs = region_overlays(amap, thr, image.shape[:2], self.model.low, p.min_region_area,
-                                         p.max_regions)
+        regs = regions(amap, thr, image.shape[:2], p.min_region_area)
+        # the outlines (and a good part's peak region) only when a reporter or the GUI draws them
+        overlays = LazyShapes(lambda: region_shapes(amap, thr, image.shape[:2], self.model.low, regs,
+                                                    p.max_regions))
         areas = [r[1] for r in regs]
         meas = {"score": float(score), "raw_score": float(raw), "is_anomalous": bool(score > 1.0),
                 "n_regions": len(regs), "anomalous_area": float(sum(areas)),
