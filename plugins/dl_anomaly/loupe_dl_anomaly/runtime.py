@@ -191,10 +191,10 @@ class PatchCoreTool(InspectTool):
         amap, raw = self.model.raw(image)
         thr = self.model.threshold
         score = raw / thr
-        regs = regions(amap, thr, image.shape[:2], p.min_region_area)
+        shape = image.shape[:2]
+        regs = regions(amap, thr, shape, p.min_region_area)
         # the outlines (and a good part's peak region) only when a reporter or the GUI draws them
-        overlays = LazyShapes(lambda: region_shapes(amap, thr, image.shape[:2], self.model.low, regs,
-                                                    p.max_regions))
+        overlays = LazyShapes(lambda: region_shapes(amap, thr, shape, self.model.low, regs, p.max_regions))
         areas = [r[1] for r in regs]
         meas = {"score": float(score), "raw_score": float(raw), "is_anomalous": bool(score > 1.0),
                 "n_regions": len(regs), "anomalous_area": float(sum(areas)),
