@@ -47,9 +47,7 @@ class Augment:
             for _ in range(k):
                 img, boxes = _rot90(img, boxes)
         if self.hflip and rng.random() < 0.5:
-            img = img[:, ::-1]
-            w = img.shape[1]
-            boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
+            img, boxes = _hflip(img, boxes)
         if self.vflip and rng.random() < 0.5:
             img = img[::-1]
             h = img.shape[0]
@@ -65,6 +63,12 @@ def _rot90(img: np.ndarray, boxes: np.ndarray):
     out = np.ascontiguousarray(np.rot90(img))
     b = np.stack([boxes[:, 1], w - boxes[:, 2], boxes[:, 3], w - boxes[:, 0]], 1) if len(boxes) else boxes
     return out, b
+
+
+def _hflip(img: np.ndarray, boxes: np.ndarray):
+    """A mirror left to right: x -> W - x (the image as a view)."""
+    w = img.shape[1]
+    return img[:, ::-1], np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
 
 
 def _scale_crop(rng, img, boxes, labels, crop, scale, min_visible, keep_cut=False):

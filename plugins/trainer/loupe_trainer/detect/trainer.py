@@ -179,7 +179,7 @@ def pick_threshold(table: dict[float, tuple[float, float]]) -> float:
 def dihedral_views(val, rot90: bool = True, flips: bool = True) -> list:
     """The held-out images (``(sample, rgb, resized, boxes, labels)``) under the quarter turns and flips
     training uses (exact for axis-aligned boxes): more evaluations for the score threshold."""
-    from .augment import _rot90
+    from .augment import _hflip, _rot90
 
     out = []
     for s, rgb, r, b, l in val:
@@ -189,9 +189,8 @@ def dihedral_views(val, rot90: bool = True, flips: bool = True) -> list:
                 img, bx = _rot90(img, bx)
             out.append((s, rgb, img, bx, l))
             if flips:
-                w = img.shape[1]
-                out.append((s, rgb, np.ascontiguousarray(img[:, ::-1]),
-                            np.stack([w - bx[:, 2], bx[:, 1], w - bx[:, 0], bx[:, 3]], 1).astype(np.float32), l))
+                fimg, fbx = _hflip(img, bx)
+                out.append((s, rgb, np.ascontiguousarray(fimg), fbx.astype(np.float32), l))
     return out
 
 
