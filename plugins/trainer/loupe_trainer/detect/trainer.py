@@ -293,6 +293,7 @@ class DetectTrainer(Trainer):
         history: list[dict[str, Any]] = []
         stopped = "epochs"
         step = 0
+        timed = False
         for epoch in range(params.epochs):
             net.train()
             agg: dict[str, float] = {}
@@ -303,9 +304,12 @@ class DetectTrainer(Trainer):
                 x = to_input(np.stack([b[0] for b in batch]))
                 tg = [targets_fn(b[1], b[2], len(classes), crop, STRIDE) for b in batch]
                 tensors = [torch.from_numpy(np.stack([t[k] for t in tg])) for k in range(len(tg[0]))]
-                # cosine decay over the planned steps, or over the time budget when that ends sooner, so
-                # that a run cut by the budget still ends with a small learning rate
-                done = max((step - warm) / max(1, total - warm), (time.perf_counter() - t0) / budget)
+                # cosine decay over the planned steps; over the time budget once that is seen to end sooner
+                # (`timed`), so that a run cut by the budget still ends with a small learning rate. A run that
+                # fits its budget follows the steps alone, so a seed gives the same model on any machine.
+                done = (step - warm) / max(1, total - warm)
+                if timed:
+                    done = max(done, (time.perf_counter() - t0) / budget)
                 lr_f = (step + 1) / max(1, warm) if step < warm else 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
                 for g, b0 in zip(opt.param_groups, base):
                     g["lr"] = b0 * max(lr_f, 0.02)
@@ -341,6 +345,7 @@ class DetectTrainer(Trainer):
             if elapsed + per_epoch > budget:
                 stopped = f"time budget ({params.max_minutes:g} min)"
                 break
+            timed = timed or elapsed + per_epoch * (params.epochs - epoch - 1) > budget
         net.load_state_dict(best["state"])
         net.eval()
         thresholds = None
