@@ -197,3 +197,17 @@ def test_dihedral_views_keep_boxes_on_their_parts():
         assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == tuple(b[0].astype(int))
     assert len(dihedral_views([(None, None, img, boxes, np.array([0]))], rot90=False)) == 2
     assert len(dihedral_views([(None, None, img, boxes, np.array([0]))], rot90=False, flips=False)) == 1
+
+
+def test_learning_rate_follows_the_steps_unless_the_budget_binds():
+    from loupe_trainer.detect.trainer import lr_factor
+
+    warm, total = 10, 110
+    steps = [lr_factor(s, warm, total) for s in range(total)]
+    assert steps[0] == pytest.approx(0.1) and steps[warm - 1] == pytest.approx(1.0)
+    assert steps[warm] == pytest.approx(1.0) and steps[60] == pytest.approx(0.5)
+    assert all(a >= b for a, b in zip(steps[warm:], steps[warm + 1:])) and steps[-1] == pytest.approx(0.02, abs=1e-3)
+    # a budget that binds (more than the steps' share spent) pulls the decay forward; one that does not is ignored
+    assert lr_factor(60, warm, total, time_done=0.9) < steps[60]
+    assert lr_factor(60, warm, total, time_done=0.2) == steps[60]
+    assert lr_factor(5, warm, total, time_done=0.9) == steps[5]      # the warm-up is never cut

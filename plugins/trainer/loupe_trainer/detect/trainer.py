@@ -91,6 +91,19 @@ def split_names(names: list[str], fraction: float, seed: int) -> tuple[list[int]
     return sorted(int(i) for i in order[k:]), sorted(int(i) for i in order[:k])
 
 
+def lr_factor(step: int, warm: int, total: int, time_done: float | None = None) -> float:
+    """The learning rate's share of its peak at ``step``: a linear warm-up over ``warm`` steps, then a cosine
+    decay to 2 % over the planned ``total`` steps, or over the time budget (``time_done``: its spent share)
+    once the budget is seen to end the run sooner, so that a cut run still ends with a small rate. A run that
+    fits its budget passes ``None`` and follows the steps alone: a seed gives the same model on any machine."""
+    if step < warm:
+        return max((step + 1) / max(1, warm), 0.02)
+    done = (step - warm) / max(1, total - warm)
+    if time_done is not None:
+        done = max(done, time_done)
+    return max(0.5 * (1 + math.cos(math.pi * min(1.0, done))), 0.02)
+
+
 def _load_resized(samples, size, on_error):
     from host import resize_to
     from loupe_dl_detect.data import DataError, load
@@ -304,15 +317,9 @@ class DetectTrainer(Trainer):
                 x = to_input(np.stack([b[0] for b in batch]))
                 tg = [targets_fn(b[1], b[2], len(classes), crop, STRIDE) for b in batch]
                 tensors = [torch.from_numpy(np.stack([t[k] for t in tg])) for k in range(len(tg[0]))]
-                # cosine decay over the planned steps; over the time budget once that is seen to end sooner
-                # (`timed`), so that a run cut by the budget still ends with a small learning rate. A run that
-                # fits its budget follows the steps alone, so a seed gives the same model on any machine.
-                done = (step - warm) / max(1, total - warm)
-                if timed:
-                    done = max(done, (time.perf_counter() - t0) / budget)
-                lr_f = (step + 1) / max(1, warm) if step < warm else 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+                time_done = (time.perf_counter() - t0) / budget if timed else None
                 for g, b0 in zip(opt.param_groups, base):
-                    g["lr"] = b0 * max(lr_f, 0.02)
+                    g["lr"] = b0 * lr_factor(step, warm, total, time_done)
                 loss_parts = loss_fn(net(x), *tensors)
                 loss = sum(loss_parts.values())
                 opt.zero_grad(set_to_none=True)
@@ -345,6 +352,7 @@ class DetectTrainer(Trainer):
             if elapsed + per_epoch > budget:
                 stopped = f"time budget ({params.max_minutes:g} min)"
                 break
+            # from here on the decay follows the clock when the planned epochs would overrun the budget
             timed = timed or elapsed + per_epoch * (params.epochs - epoch - 1) > budget
         net.load_state_dict(best["state"])
         net.eval()
@@ -363,7 +371,8 @@ class DetectTrainer(Trainer):
         train_s = time.perf_counter() - t0
         best_rec = next((h for h in history if h["epoch"] == best["epoch"]), {})
         metrics = {"best_epoch": best["epoch"], "epochs_run": len(history), "stopped": stopped,
-                   "train_seconds": round(train_s, 1), "min_score": min_score,
+                   "lr_schedule": "time budget" if timed else "steps", "train_seconds": round(train_s, 1),
+                   "min_score": min_score,
                    **({"val_counts_by_threshold": thresholds} if thresholds else {})}
         for k in ("val_map50", "val_map50_95", "val_count_accuracy"):
             if k in best_rec:
