@@ -78,6 +78,18 @@ class ModelRef(BaseModel):
     path: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
+    def classes(self, base_dir: str | Path | None = None) -> list[str] | None:
+        """The ``classes`` of the referenced bundle's bundle.json (the path taken relative to ``base_dir``, the
+        recipe's folder), read without loading the model: for a tool's parameter validator that checks class
+        names at recipe load. None when the bundle cannot be read; the model check reports that."""
+        p = Path(self.path).expanduser()
+        if base_dir is not None and not p.is_absolute():
+            p = Path(base_dir) / p
+        try:
+            return [str(c) for c in json.loads((p / "bundle.json").read_text())["classes"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
 
 class Limit(BaseModel):
     """A pass/fail range on one measurement, with an optional review band.

@@ -68,6 +68,12 @@ def test_tool_and_recipe(tiny_detector, parts_small, tmp_path):
     recipe.write_text(yaml.safe_dump({"loupe_recipe": 1, "name": "parts", "inspect": [
         {"tool": "detect.objects", "name": "parts", "params": {"model": ref}, "limits": {"count": {"min": 1}, "count_nut": {"max": 50}}}]}))
     assert run_loupe("validate", recipe).returncode == 0
+    bad = tmp_path / "bad.yaml"   # a placement naming a class the bundle does not have is refused at load
+    bad.write_text(yaml.safe_dump({"loupe_recipe": 1, "name": "parts", "inspect": [
+        {"tool": "detect.objects", "name": "parts", "params": {"model": ref, "expected": [
+            {"class": "bolt", "region": [0, 0, 10, 10]}]}}]}))
+    r = run_loupe("validate", bad)
+    assert r.returncode == 2 and "bolt" in r.stderr + r.stdout and "not among the model's classes" in r.stderr + r.stdout
     res = tmp_path / "res.jsonl"
     r = run_loupe("run", recipe, "--source", f"folder:{parts_small / 'test' / 'images'}", "--report",
                   f"jsonl:{res}", "-q", env=ENV)

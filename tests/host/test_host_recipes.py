@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import textwrap
 from pathlib import Path
 
@@ -305,3 +306,16 @@ def test_tools_id_shows_one_tool(tmp_path):
     assert d["example"]["params"]["model"].keys() == {"path", "sha256"}
     r = run_loupe("tools", "classical.blb")
     assert r.returncode == 2 and "did you mean 'classical.blob'" in r.stderr
+
+
+def test_model_ref_reads_the_bundle_classes_relative_to_the_recipe(tmp_path):
+    from host import ModelRef
+
+    (tmp_path / "m.bundle").mkdir()
+    (tmp_path / "m.bundle" / "bundle.json").write_text(json.dumps({"task": "detect", "classes": ["nut", "screw"]}))
+    ref = ModelRef(path="m.bundle", sha256="0" * 64)
+    assert ref.classes(tmp_path) == ["nut", "screw"]
+    assert ModelRef(path=str(tmp_path / "m.bundle"), sha256="0" * 64).classes() == ["nut", "screw"]
+    assert ref.classes(tmp_path / "elsewhere") is None          # no bundle there: the model check reports it
+    (tmp_path / "m.bundle" / "bundle.json").write_text("{not json")
+    assert ref.classes(tmp_path) is None

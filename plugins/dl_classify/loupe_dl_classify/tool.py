@@ -1,7 +1,6 @@
 """The ``classify.cnn`` inspect tool and the ``classify`` model runtime (ONNX Runtime, no torch)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,16 +25,9 @@ class ClassifyParams(Params):
     def _allowed_are_classes(cls, allowed: list[str], info: ValidationInfo) -> list[str]:
         """At recipe load, check ``allowed`` against the bundle's classes (when the bundle can be read)."""
         model = info.data.get("model")
-        if not allowed or model is None:
+        classes = model.classes((info.context or {}).get("base_dir")) if allowed and model is not None else None
+        if classes is None:
             return allowed
-        base = (info.context or {}).get("base_dir")
-        p = Path(model.path).expanduser()
-        if base is not None and not p.is_absolute():
-            p = Path(base) / p
-        try:
-            classes = json.loads((p / "bundle.json").read_text())["classes"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return allowed  # a missing or broken bundle is reported by the model check
         unknown = [c for c in allowed if c not in classes]
         if unknown:
             raise ValueError(f"{unknown} not among the model's classes {classes}")

@@ -1,7 +1,6 @@
 """The ``detect.objects`` inspect tool and the ``detect`` model runtime (ONNX Runtime + numpy, no torch)."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -47,15 +46,8 @@ class DetectParams(Params):
     @classmethod
     def _known_classes(cls, expected: list[Placement], info: ValidationInfo) -> list[Placement]:
         model = info.data.get("model")
-        if not expected or model is None:
-            return expected
-        base = (info.context or {}).get("base_dir")
-        p = Path(model.path).expanduser()
-        if base is not None and not p.is_absolute():
-            p = Path(base) / p
-        try:
-            classes = json.loads((p / "bundle.json").read_text())["classes"]
-        except (OSError, ValueError, KeyError, TypeError):
+        classes = model.classes((info.context or {}).get("base_dir")) if expected and model is not None else None
+        if classes is None:
             return expected
         unknown = sorted({e.cls for e in expected if e.cls not in classes})
         if unknown:
