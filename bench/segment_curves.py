@@ -181,7 +181,7 @@ def test(data: Path, run: Path, epochs: list[int]) -> None:
     from loupe_trainer.segment.trainer import SegmentParams
 
     cur = json.loads((run / "curves.json").read_text())
-    params = SegmentParams(**cur["params"])
+    params = SegmentParams(**{"deep_stage": "stage5", **cur["params"]})   # runs before session 7: stage5
     ds = scan(data)
     size = (params.input_size, params.input_size)
     tx, ty = _load(ds, ds.test, size)

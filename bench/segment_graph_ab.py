@@ -1,6 +1,6 @@
 """Two (or more) segmentation graphs timed against each other in one process, interleaved.
 
-    .venv/bin/python bench/segment_graph_ab.py DATA BUNDLE_A BUNDLE_B [--threads 2] [--runs 120] [--rounds 6]
+    .venv/bin/python bench/segment_graph_ab.py DATA BUNDLE_A BUNDLE_B [--threads 2] [--runs 10] [--rounds 100]
 
 Each bundle's ``model.onnx`` gets a bare ONNX Runtime session (``host.create_session``, ``--threads``
 intra-op threads, as the ``segment.defects`` runtime opens it); the test images of DATA are preprocessed
@@ -9,8 +9,10 @@ with the runtime's own ``host.prepare_images`` (the bundle's size and normalisat
 round, after one warm-up pass per bundle), timing each ``session.run`` (wall, ``perf_counter``) and the
 preprocessing plus the run. Reports per bundle the median over all its runs, per round the median of
 each bundle and the ratio B / A, and the median of those round ratios. A ratio from one process whose
-bundles alternate every few seconds is what stays meaningful on a VM whose speed moves 10-30 %
-(a freeze of the process lands in one block and is mostly filtered by the medians).
+bundles alternate every fraction of a second is what stays meaningful on a VM whose speed moves 10-30 %
+(a freeze of the process lands in one block and is mostly filtered by the medians). Keep the blocks short
+(``--runs 10``): with blocks of 120 runs (several seconds) on the loaded 2-core VM the same graph's
+block medians swung from 23 to 39 ms at 2 threads (notes/issue-16.md, session 7).
 """
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ def main() -> int:
     ap.add_argument("data")
     ap.add_argument("bundles", nargs="+")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=120, help="inferences per bundle per round (default 120)")
-    ap.add_argument("--rounds", type=int, default=6, help="alternations (default 6)")
+    ap.add_argument("--runs", type=int, default=10, help="inferences per bundle per round (default 10)")
+    ap.add_argument("--rounds", type=int, default=100, help="alternations (default 100)")
     ap.add_argument("--json", help="write the figures here")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT))

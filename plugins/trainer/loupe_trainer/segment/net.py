@@ -1,8 +1,8 @@
 """The segmentation network: the ImageNet EfficientNet-Lite0 trunk as encoder and a light FPN decoder.
 
 The decoder takes the stride-4 (stage2, 24 ch), stride-8 (stage3, 40 ch) and stride-16
-features: ``deep_stage`` stage5 (112 ch, blocks 8-10) or stage4 (80 ch, blocks 5-7: the trunk
-is three blocks shorter); each gets a 1x1 lateral projection to ``width`` channels, the
+features: ``deep_stage`` stage4 (80 ch, blocks 5-7; the default) or stage5 (112 ch, blocks 8-10:
+three blocks more); each gets a 1x1 lateral projection to ``width`` channels, the
 coarser level is upsampled (bilinear) and added, and each level is smoothed by a
 depthwise-separable 3x3 block (BN + ReLU). A 1x1 head gives K + 1 logits at stride 4,
 upsampled bilinearly to the input size. The trunk stops after the deep stage: the later
@@ -18,10 +18,10 @@ from ..backbone import build_backbone, stage_channels
 
 #: the stride-16 stages the decoder can take as its deepest feature
 DEEP_STAGES = ("stage4", "stage5")
-FEATURES = ("stage2", "stage3", "stage5")   # strides 4, 8, 16 (deep_stage "stage5")
+FEATURES = ("stage2", "stage3", "stage4")   # strides 4, 8, 16 (the default deep_stage, "stage4")
 
 
-def features(deep_stage: str = "stage5") -> tuple[str, str, str]:
+def features(deep_stage: str = "stage4") -> tuple[str, str, str]:
     """The three stages the decoder reads: stride 4, 8 and ``deep_stage`` (stride 16)."""
     if deep_stage not in DEEP_STAGES:
         raise ValueError(f"unknown deep stage {deep_stage!r}; choose from {list(DEEP_STAGES)}")
@@ -41,7 +41,7 @@ class SepConv(nn.Module):
 
 class SegNet(nn.Module):
     def __init__(self, n_out: int, width: int = 64, pretrained: bool = True, aux: bool = False,
-                 deep_stage: str = "stage5"):
+                 deep_stage: str = "stage4"):
         super().__init__()
         self.n_out = n_out
         self.features = features(deep_stage)
