@@ -181,11 +181,11 @@ def test(data: Path, run: Path, epochs: list[int]) -> None:
     from loupe_trainer.segment.trainer import SegmentParams
 
     cur = json.loads((run / "curves.json").read_text())
-    params = SegmentParams(**cur["params"])
+    params = SegmentParams(**{"deep_stage": "stage5", **cur["params"]})   # runs before session 7: stage5
     ds = scan(data)
     size = (params.input_size, params.input_size)
     tx, ty = _load(ds, ds.test, size)
-    net = SegNet(len(ds.classes) + 1, width=params.width, pretrained=False)
+    net = SegNet(len(ds.classes) + 1, width=params.width, pretrained=False, deep_stage=params.deep_stage)
     by_epoch = {r["epoch"]: r for r in cur["records"]}
     for e in epochs:
         if e not in by_epoch or "test" in by_epoch[e]:

@@ -165,3 +165,24 @@ def test_lovasz_and_runtime_space_losses():
     assert torch.isfinite(lp) and logits.grad is not None and logits.grad.abs().sum() > 0
     up = torch.nn.functional.interpolate(logits.detach(), size=(32, 32), mode="bilinear", align_corners=False)
     assert abs(float(loss_fn(up, y, w, 1.0, 0.5)) - lp.item()) > 1e-4
+
+
+def test_deep_stage_builds_only_the_blocks_it_uses():
+    import torch
+
+    from loupe_trainer.segment.net import SegNet
+    from loupe_trainer.segment.trainer import SegmentParams
+
+    x = torch.zeros(1, 3, 64, 64)
+    for deep, blocks, ch in (("stage4", 8, 80), ("stage5", 11, 112)):
+        net = SegNet(4, width=16, pretrained=False, deep_stage=deep).eval()
+        assert len(net.encoder._blocks) == blocks and net.lat16.in_channels == ch
+        with torch.no_grad():
+            assert net(x, upsample=False).shape == (1, 4, 16, 16) and net(x).shape == (1, 4, 64, 64)
+    assert SegmentParams().deep_stage == "stage4"      # the default since session 7 (notes/issue-16.md)
+    try:
+        SegmentParams(deep_stage="stage6")
+    except ValueError as exc:
+        assert "deep_stage" in str(exc)
+    else:
+        raise AssertionError("stage6 accepted")

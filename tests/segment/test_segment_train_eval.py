@@ -43,9 +43,10 @@ def test_bundle_metadata_and_parity(seg_bundle, seg_data):
     probs = create_session(seg_bundle / "model.onnx", 1).run(["probs"], {"image": np.zeros((1, 3, 96, 96),
                                                                                             np.float32)})[0]
     assert probs.shape == (1, 4, 96 // stride, 96 // stride) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
-    # the trunk stops at stage 5 (block 10): no later block, no 1280-channel head
+    # the trunk stops after the recorded deep stage (stage4: block 7, stage5: block 10): no later block, no head
+    last = {"stage4": 7, "stage5": 10}[tr["params"]["deep_stage"]]
     names = " ".join(n.name for n in g.node)
-    assert "_blocks.10/" in names and "_blocks.11/" not in names and "_conv_head" not in names
+    assert f"_blocks.{last}/" in names and f"_blocks.{last + 1}/" not in names and "_conv_head" not in names
 
 
 def test_eval_json_and_overlays(seg_bundle, seg_data, tmp_path):

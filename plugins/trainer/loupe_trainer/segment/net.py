@@ -1,11 +1,12 @@
 """The segmentation network: the ImageNet EfficientNet-Lite0 trunk as encoder and a light FPN decoder.
 
 The decoder takes the stride-4 (stage2, 24 ch), stride-8 (stage3, 40 ch) and stride-16
-(stage5, 112 ch) features; each gets a 1x1 lateral projection to ``width`` channels, the
+features: ``deep_stage`` stage4 (80 ch, blocks 5-7; the default) or stage5 (112 ch, blocks 8-10:
+three blocks more); each gets a 1x1 lateral projection to ``width`` channels, the
 coarser level is upsampled (bilinear) and added, and each level is smoothed by a
 depthwise-separable 3x3 block (BN + ReLU). A 1x1 head gives K + 1 logits at stride 4,
-upsampled bilinearly to the input size. The trunk stops after stage5: stages 6-7 and the
-1280-channel head are never run (and never exported).
+upsampled bilinearly to the input size. The trunk stops after the deep stage: the later
+blocks, stages 6-7 and the 1280-channel head are never built, run or exported.
 """
 from __future__ import annotations
 
@@ -15,7 +16,16 @@ from torch import nn
 
 from ..backbone import build_backbone, stage_channels
 
-FEATURES = ("stage2", "stage3", "stage5")   # strides 4, 8, 16
+#: the stride-16 stages the decoder can take as its deepest feature
+DEEP_STAGES = ("stage4", "stage5")
+FEATURES = ("stage2", "stage3", "stage4")   # strides 4, 8, 16 (the default deep_stage, "stage4")
+
+
+def features(deep_stage: str = "stage4") -> tuple[str, str, str]:
+    """The three stages the decoder reads: stride 4, 8 and ``deep_stage`` (stride 16)."""
+    if deep_stage not in DEEP_STAGES:
+        raise ValueError(f"unknown deep stage {deep_stage!r}; choose from {list(DEEP_STAGES)}")
+    return ("stage2", "stage3", deep_stage)
 
 
 class SepConv(nn.Module):
@@ -30,16 +40,18 @@ class SepConv(nn.Module):
 
 
 class SegNet(nn.Module):
-    def __init__(self, n_out: int, width: int = 64, pretrained: bool = True, aux: bool = False):
+    def __init__(self, n_out: int, width: int = 64, pretrained: bool = True, aux: bool = False,
+                 deep_stage: str = "stage4"):
         super().__init__()
         self.n_out = n_out
+        self.features = features(deep_stage)
         self.encoder = build_backbone(pretrained=pretrained)
         # the parts the decoder never uses: keep the module light (and the optimiser's state small)
-        del self.encoder._blocks[11:]
+        del self.encoder._blocks[self.encoder._stage_end[int(deep_stage[5:]) - 1]:]
         self.encoder._conv_head = nn.Identity()
         self.encoder._bn1 = nn.Identity()
         self.encoder._fc = nn.Identity()
-        c4, c8, c16 = (stage_channels(n) for n in FEATURES)
+        c4, c8, c16 = (stage_channels(n) for n in self.features)
         self.lat4 = nn.Conv2d(c4, width, 1)
         self.lat8 = nn.Conv2d(c8, width, 1)
         self.lat16 = nn.Conv2d(c16, width, 1)
@@ -82,8 +94,8 @@ class SegNet(nn.Module):
 
     def forward(self, x: torch.Tensor, upsample: bool = True) -> torch.Tensor:
         """Logits at the input's size, or at stride 4 (``upsample=False``)."""
-        f = self.encoder.stages(x, FEATURES)
-        p16 = self.smooth16(self.lat16(f["stage5"]))
+        f = self.encoder.stages(x, self.features)
+        p16 = self.smooth16(self.lat16(f[self.features[2]]))
         f8 = self.lat8(f["stage3"])
         p8 = self.smooth8(f8 + F.interpolate(p16, size=f8.shape[-2:], mode="bilinear", align_corners=False))
         f4 = self.lat4(f["stage2"])

