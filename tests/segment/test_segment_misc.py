@@ -75,6 +75,35 @@ def test_label_map_takes_the_best_defect_class_above_the_threshold():
     assert np.array_equal(label_map(two, 0.3), (p[1] >= 0.3).astype(np.uint8))
 
 
+def test_find_regions_against_scipy_labelling():
+    """Regions per class against an independent 8-connected labelling (scipy.ndimage): areas, boxes, the class's
+    largest probability inside each region, and regions under min_area cleared from the labels. Also at a size
+    whose regions need 32-bit labels."""
+    from scipy import ndimage
+
+    from loupe_dl_segment.model import find_regions
+
+    rng = np.random.default_rng(3)
+    for shape in ((37, 53), (520, 520)):         # 16-bit and 32-bit labels inside
+        labels = (rng.random(shape) < 0.15).astype(np.uint8) * rng.integers(1, 4, shape).astype(np.uint8)
+        labels[5:12, 7:20] = 2                                         # one larger region among the specks
+        probs = rng.random((4,) + shape).astype(np.float32)
+        out, regions = find_regions(labels, probs, 3, min_area=2)
+        want = []
+        for k in (1, 2, 3):
+            cc, _ = ndimage.label(labels == k, structure=np.ones((3, 3)))
+            for i, (ys, xs) in enumerate(ndimage.find_objects(cc), 1):
+                sub = cc[ys, xs] == i
+                if sub.sum() >= 2:
+                    want.append((k, int(sub.sum()), (xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start),
+                                 float(probs[k][ys, xs][sub].max())))
+                else:
+                    assert np.all(out[ys, xs][sub] == 0)             # too small: cleared
+        got = sorted((r.cls, r.area, r.bbox, r.max_prob) for r in regions)
+        assert got == sorted(want) and len(got) > 5
+        assert labels[5, 7] == 2 and out[5, 7] == 2                     # the input labels are not changed
+
+
 def test_inference_plugin_imports_without_torch():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['loupe_trainer'] = None\n"
             "import loupe_dl_segment.plugin, loupe_dl_segment.tool, loupe_dl_segment.model, "

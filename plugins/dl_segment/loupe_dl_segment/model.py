@@ -87,11 +87,14 @@ def find_regions(labels: np.ndarray, probs: np.ndarray, n_classes: int, min_area
     """Connected regions per class (8-connected); regions under ``min_area`` pixels are removed from ``labels``."""
     regions: list[Region] = []
     out = labels
+    h, w = labels.shape
+    # 16-bit labels (half the time of 32-bit) whenever the most 8-connected regions an image can hold fit
+    ltype = cv2.CV_16U if ((h + 1) // 2) * ((w + 1) // 2) < 65535 else cv2.CV_32S
     for k in range(1, n_classes + 1):
         m = (labels == k)
         if not m.any():
             continue
-        n, cc, stats, _ = cv2.connectedComponentsWithStats(m.view(np.uint8), connectivity=8)
+        n, cc, stats, _ = cv2.connectedComponentsWithStats(m.view(np.uint8), connectivity=8, ltype=ltype)
         pk = probs[k]
         for i in range(1, n):
             x, y, w, h, a = (int(v) for v in stats[i])
