@@ -18,7 +18,6 @@ from ..backbone import build_backbone, stage_channels
 
 #: the stride-16 stages the decoder can take as its deepest feature
 DEEP_STAGES = ("stage4", "stage5")
-FEATURES = ("stage2", "stage3", "stage4")   # strides 4, 8, 16 (the default deep_stage, "stage4")
 
 
 def features(deep_stage: str = "stage4") -> tuple[str, str, str]:
