@@ -12,14 +12,17 @@ candidates with a frozen-ImageNet-feature classifier of their crops, seen at a h
    at IoU < 0.3 with every true box and for the random boxes.
 3. Features: the frozen EfficientNet-Lite0 (ImageNet) up to ``--stages``, each stage average- and
    max-pooled; a linear softmax over {background, class 1..K} fitted by the classifier's L-BFGS probe
-   (``fit_linear``, L2 by ``_probe_wd``).
+   (``fit_linear``, L2 by ``_probe_wd``); or an MLP (``--mlp``); ``--finetune N`` then also trains stage5-6
+   (BatchNorm frozen, on stage4 maps computed once) with the linear layer for N epochs.
 4. Combinations of the detector's score s and the verifier's probabilities p (chosen, with the operating
    threshold, on the bundle's held-out images under their 8 views by the trainer's ``choose_threshold``):
    ``det`` (the detector alone), ``gmean`` sqrt(s * p[class]), ``gmean_relabel`` (the verifier's best
-   class c, sqrt(s * p[c])), ``verifier`` p[class] alone.
+   class c, sqrt(s * p[c])), ``verifier`` p[class] alone, ``gmean_fg`` sqrt(s * (1 - p[background])).
 5. Reports, on the test split of every ``--eval`` folder: count accuracy at the chosen threshold and the
-   best over thresholds, mAP50 and mAP50:95, per combination; and the verifier's CPU ms per image
-   (1 thread, median): OpenCV crops + one batched ONNX Runtime call of the exported verifier graph.
+   best over thresholds, mAP50 and mAP50:95 and the TP/FP AUROC, per combination; two ceilings (an oracle
+   that drops every candidate not on a part, and that with the true class); and (unless ``--no-timing``) the
+   verifier's CPU ms per image (1 thread, median, on the first ``--eval`` set): OpenCV crops + one batched
+   ONNX Runtime call of the exported verifier graph, beside the detector's own time.
 
 Nothing is chosen on the test or dev images.
 """
@@ -90,7 +93,8 @@ def fit_mlp(net: Verifier, feats: torch.Tensor, labels: torch.Tensor, hidden: in
     torch.manual_seed(seed)
     mu, sd = feats.mean(0), feats.std(0) + 1e-3
     z = (feats - mu) / sd
-    mlp = nn.Sequential(nn.Linear(z.shape[1], hidden), nn.ReLU(), nn.Dropout(0.3), nn.Linear(hidden, net.fc.out_features))
+    mlp = nn.Sequential(nn.Linear(z.shape[1], hidden), nn.ReLU(), nn.Dropout(0.3),
+                        nn.Linear(hidden, net.fc.out_features))
     opt = torch.optim.AdamW(mlp.parameters(), lr=3e-3, weight_decay=wd)
     for _ in range(epochs):
         opt.zero_grad()
