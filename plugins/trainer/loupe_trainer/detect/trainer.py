@@ -307,6 +307,7 @@ class DetectTrainer(Trainer):
         stopped = "epochs"
         step = 0
         timed = False
+        epoch_seconds: list[float] = []
         for epoch in range(params.epochs):
             net.train()
             agg: dict[str, float] = {}
@@ -352,8 +353,10 @@ class DetectTrainer(Trainer):
             if elapsed + per_epoch > budget:
                 stopped = f"time budget ({params.max_minutes:g} min)"
                 break
-            # from here on the decay follows the clock when the planned epochs would overrun the budget
-            timed = timed or elapsed + per_epoch * (params.epochs - epoch - 1) > budget
+            # from here on the decay follows the clock when the planned epochs would overrun the budget (at the
+            # median epoch's pace: the loading before the first epoch is not an epoch's cost)
+            epoch_seconds.append(time.perf_counter() - te)
+            timed = timed or elapsed + float(np.median(epoch_seconds)) * (params.epochs - epoch - 1) > budget
         net.load_state_dict(best["state"])
         net.eval()
         thresholds = None
