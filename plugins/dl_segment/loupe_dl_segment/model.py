@@ -87,9 +87,9 @@ def find_regions(labels: np.ndarray, probs: np.ndarray, n_classes: int, min_area
     """Connected regions per class (8-connected); regions under ``min_area`` pixels are removed from ``labels``."""
     regions: list[Region] = []
     out = labels
-    h, w = labels.shape
+    rows, cols = labels.shape
     # 16-bit labels (half the time of 32-bit) whenever the most 8-connected regions an image can hold fit
-    ltype = cv2.CV_16U if ((h + 1) // 2) * ((w + 1) // 2) < 65535 else cv2.CV_32S
+    ltype = cv2.CV_16U if ((rows + 1) // 2) * ((cols + 1) // 2) < 65535 else cv2.CV_32S
     for k in range(1, n_classes + 1):
         m = (labels == k)
         if not m.any():
