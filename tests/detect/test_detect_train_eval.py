@@ -131,13 +131,12 @@ def test_inference_without_torch(tiny_detector, parts_small):
     assert p.returncode == 0 and p.stdout.startswith("ok"), p.stderr[-2000:]
 
 
-def test_desktop_app_evaluates_detection(tiny_detector, parts_small, tmp_path, monkeypatch, qtbot):
+def test_desktop_app_evaluates_detection(tiny_detector, parts_small, tmp_path, qtbot):
     """The desktop app's train workspace evaluates a detection bundle: detection appears as a task, the
     headline shows mAP50 and count accuracy, one precision-recall curve per class, and gallery tiles with
     the detected boxes drawn and the counts in their captions (detect.objects over the test images)."""
     import pytest
 
-    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     pytest.importorskip("PyQt5")
     from host import create_plugin_manager
     from loupe_gui.train_ws import TrainWorkspace, model_tool

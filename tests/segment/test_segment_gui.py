@@ -1,9 +1,7 @@
-"""The desktop app's trainer workspace evaluates a segmentation bundle like the other tasks."""
-import os
-
+"""The desktop app's trainer workspace evaluates a segmentation bundle like the other tasks (offscreen:
+tests/conftest.py)."""
 import pytest
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PyQt5")
 
 from host import create_plugin_manager  # noqa: E402
