@@ -36,8 +36,10 @@ data:
 demo: install
 	$(BIN)/loupe demo
 
+# the test directories run in parallel, one directory per worker at a time (see tests/conftest.py)
+TEST_WORKERS ?= auto
 test: install data
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q --durations=15 tests
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadgroup tests
 
 bench: install data
 	$(BIN)/python bench/host_overhead.py

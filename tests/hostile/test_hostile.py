@@ -348,7 +348,7 @@ def _disk_full(pm, tmp, folder):
 def _sqlite_disk_full(pm, tmp, folder):
     small = tmp / "small"
     small.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(small)],
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)],
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
@@ -364,7 +364,7 @@ def _sqlite_disk_full(pm, tmp, folder):
         con = sqlite3.connect(small / "store.sqlite")
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         n = con.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
-        assert 0 < n < 403
+        assert 0 < n < 403, n
         assert con.execute("SELECT COUNT(*) FROM frames f WHERE NOT EXISTS "
                            "(SELECT 1 FROM results r WHERE r.frame_id = f.id)").fetchone()[0] == 0
         con.close()

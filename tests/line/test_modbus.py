@@ -87,7 +87,7 @@ def test_map_trigger_result_handshake_and_commands(make_station, tmp_path):
     st, ad = modbus_station(make_station, tmp_path, buffer=2)
     plc = Plc(ad.port)
     try:
-        b = plc.bits()
+        b = plc.wait(TRIGGER_READY)  # the adapter fills its map from the station's first events, just after start
         assert b[TRIGGER_READY] and b[ONLINE] and not b[BUSY] and not b[RESULTS_VALID] and not b[ERROR]
         r = plc.regs()
         assert r[0] == 0 and r[1] == 1  # job "four" (index 0), state Ready
