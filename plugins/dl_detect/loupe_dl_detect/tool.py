@@ -41,6 +41,8 @@ class DetectParams(Params):
                                                   "each region must hold a part of its class, and parts of those "
                                                   "classes outside every region of their class are misplaced")
     threads: int = Field(2, ge=1, le=64, description="ONNX Runtime intra-op threads")
+    verify: bool = Field(True, description="re-score the candidates with the bundle's verifier when it has one "
+                                           "(false: the detector alone, at its own threshold; faster)")
 
     @field_validator("expected")
     @classmethod
@@ -103,7 +105,8 @@ class DetectTool(InspectTool):
         bundle = Bundle.load(path)
         if bundle.task != "detect":
             raise BundleError(f"{path}: a {bundle.task!r} bundle, but detect.objects needs a 'detect' bundle")
-        self.det = Detector(bundle, threads=params.threads, engine=self.context.options.get("engine"))
+        self.det = Detector(bundle, threads=params.threads, engine=self.context.options.get("engine"),
+                            verify=params.verify)
         self.names = [measure_name(c) for c in self.det.classes]
 
     def inspect(self, image: np.ndarray) -> ToolOutput:
