@@ -50,7 +50,8 @@ from loupe_dl_detect.model import Detector, iou_matrix
 from loupe_dl_detect.verify import crop_boxes, relabel
 from loupe_trainer.classify.engine import _probe_wd, fit_linear
 from loupe_trainer.detect.trainer import THRESHOLDS, choose_threshold, count_scores, split_names
-from loupe_trainer.detect.verifier import Verifier, export_verifier, features, finetune, to_input, training_crops, views
+from loupe_trainer.detect.verifier import (Verifier, export_verifier, features, finetune, stage4_maps, to_input,
+                                           training_crops, views)
 
 def candidates(det: Detector, rgb: np.ndarray, cand: float):
     return det.predict(np.ascontiguousarray(rgb[:, :, ::-1]), min_score=cand)    # the runtime takes BGR
@@ -257,7 +258,7 @@ def main() -> int:
     else:
         fit_linear(net.fc, feats, torch.from_numpy(labels), _probe_wd(len(train)), a.smoothing)
     if a.finetune:
-        finetune(net, crops, labels, a.finetune, a.seed)
+        finetune(net, stage4_maps(net, crops), labels, a.finetune, a.seed)
         feats = features(net, crops)
     fit_cpu = time.process_time() - t0
     net.eval()

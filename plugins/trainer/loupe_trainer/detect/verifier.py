@@ -90,28 +90,41 @@ def features(net: Verifier, crops: np.ndarray, batch: int = 256) -> torch.Tensor
     return torch.cat([net.features(to_input(crops[i:i + batch])) for i in range(0, len(crops), batch)])
 
 
-def finetune(net: Verifier, crops: np.ndarray, labels: np.ndarray, epochs: int, seed: int, lr: float = 1e-3,
-             batch: int = 128) -> None:
-    """Fine-tune the trunk after stage4 (stage5, stage6; BatchNorm frozen) with the fitted linear layer, on
-    stage4 maps computed once (the trunk up to stage4 stays frozen)."""
+def _stage_blocks(net: Verifier) -> tuple[int, int]:
+    """(first, last) block indices after stage4 up to the deepest of the verifier's stages (4-6 only)."""
     if not set(net.names) <= {"stage4", "stage5", "stage6"}:
-        raise ValueError(f"fine-tuning caches stage4 maps: stages 4-6 only, not {net.names}")
+        raise ValueError(f"the cached-stage4 path needs stages 4-6 only, not {net.names}")
+    ends = net.trunk._stage_end                       # block index after each stage
+    return ends[3], ends[max(int(n[-1]) for n in net.names) - 1]
+
+
+@torch.no_grad()
+def stage4_maps(net: Verifier, crops: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """The frozen trunk's stage4 maps of uint8 RGB crops (computed once; the rest runs on them)."""
+    net.eval()
+    return torch.cat([net.trunk.stages(to_input(crops[i:i + batch]), ["stage4"])["stage4"]
+                      for i in range(0, len(crops), batch)])
+
+
+def head_features(net: Verifier, s4: torch.Tensor) -> torch.Tensor:
+    """``net.features`` from stage4 maps: the blocks after stage4, each named stage average- and max-pooled."""
+    first, last = _stage_blocks(net)
+    ends = net.trunk._stage_end
+    out, x = {"stage4": s4}, s4
+    for b in range(first, last):
+        x = net.trunk._blocks[b](x)
+        for k, e in enumerate(ends):
+            if b + 1 == e:
+                out[f"stage{k + 1}"] = x
+    return torch.cat([t for s in net.names for t in (out[s].mean((2, 3)), out[s].amax((2, 3)))], 1)
+
+
+def finetune(net: Verifier, s4: torch.Tensor, labels: np.ndarray, epochs: int, seed: int, lr: float = 1e-3,
+             batch: int = 128) -> None:
+    """Fine-tune the trunk after stage4 (stage5, stage6; BatchNorm frozen) with the fitted linear layer, on the
+    crops' stage4 maps ``s4`` (``stage4_maps``: the trunk up to stage4 stays frozen)."""
+    first, last = _stage_blocks(net)
     trunk = net.trunk
-    ends = trunk._stage_end                           # block index after each stage
-    first, last = ends[3], ends[max(int(n[-1]) for n in net.names) - 1]
-    with torch.no_grad():
-        s4 = torch.cat([trunk.stages(to_input(crops[i:i + 256]), ["stage4"])["stage4"]
-                        for i in range(0, len(crops), 256)])
-
-    def feats(x: torch.Tensor) -> torch.Tensor:
-        out = {"stage4": x}
-        for b in range(first, last):
-            x = trunk._blocks[b](x)
-            for k, e in enumerate(ends):
-                if b + 1 == e:
-                    out[f"stage{k + 1}"] = x
-        return torch.cat([t for s in net.names for t in (out[s].mean((2, 3)), out[s].amax((2, 3)))], 1)
-
     params = [p for b in range(first, last) for p in trunk._blocks[b].parameters()]
     for p in trunk.parameters():
         p.requires_grad_(False)
@@ -126,7 +139,7 @@ def finetune(net: Verifier, crops: np.ndarray, labels: np.ndarray, epochs: int, 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, [lr / 4, lr], total_steps=steps, pct_start=0.1)
     for _ in range(epochs):
         for idx in torch.randperm(len(y), generator=g).split(batch):
-            loss = F.cross_entropy(net.fc(feats(s4[idx])), y[idx])
+            loss = F.cross_entropy(net.fc(head_features(net, s4[idx])), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -235,11 +248,14 @@ def fit_verifier(crops: np.ndarray, labels: np.ndarray, n_classes: int, n_images
 
     torch.manual_seed(seed)
     net = Verifier(stages, n_classes + 1)
-    feats = features(net, crops)
+    s4 = stage4_maps(net, crops)                      # the frozen trunk runs once over the crops
+    with torch.no_grad():
+        feats = torch.cat([head_features(net, s4[i:i + 512]) for i in range(0, len(s4), 512)])
     fit_linear(net.fc, feats, torch.from_numpy(labels), _probe_wd(n_images), smoothing)
     if epochs:
-        finetune(net, crops, labels, epochs, seed)
-        feats = features(net, crops)
+        finetune(net, s4, labels, epochs, seed)
+        with torch.no_grad():
+            feats = torch.cat([head_features(net, s4[i:i + 512]) for i in range(0, len(s4), 512)])
     net.eval()
     with torch.no_grad():
         acc = float((net.fc(feats).argmax(1).numpy() == labels).mean())
