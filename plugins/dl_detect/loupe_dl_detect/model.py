@@ -18,6 +18,11 @@ NMS is class-agnostic (bundle ``decode.agnostic``, true unless a bundle says oth
 one part lies in one place, and two classes peaking at the same centre are one part
 whose class is uncertain, not two parts (measured on bench/detect.py: the usual cause
 of a count one too high).
+
+A bundle may also hold a second stage, ``verifier.onnx`` (``verify.py``): the candidates down to its
+``candidate_score`` are then re-scored and re-labelled by a classifier of their crops, and the operating
+threshold is the combined score's (``verifier.min_score``); ``Detector(..., verify=False)`` runs the detector
+alone at its own ``decode.min_score``.
 """
 from __future__ import annotations
 

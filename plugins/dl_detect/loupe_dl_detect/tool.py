@@ -32,7 +32,8 @@ class DetectParams(Params):
     model: ModelRef = Field(description="the detection bundle: path (relative to the recipe) and the sha256 of "
                                         "its manifest.json")
     min_score: float | None = Field(None, ge=0.0, le=1.0, description="keep detections scoring at least this "
-                                                                       "(default: the bundle's, chosen at training)")
+                                                                       "(default: the bundle's, chosen at training; with "
+                                                                       "a verifier, on the combined score)")
     nms_iou: float | None = Field(None, gt=0.0, le=1.0, description="NMS IoU (default: the bundle's)")
     agnostic: bool | None = Field(None, description="NMS across classes: one part per place (default: the "
                                                     "bundle's, true); false lets parts of different classes overlap")

@@ -400,7 +400,8 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
                          "counts_by_threshold": {f"{t:g}": {"count_accuracy": round(v[0], 4),
                                                             "count_error": round(v[1], 4)} for t, v in table.items()}},
         }
-        meta.setdefault("metrics", {})["verifier_seconds"] = round(seconds, 1)
+        meta.setdefault("metrics", {}).update({"verifier_seconds": round(seconds, 1),
+                                               "verifier_cpu_seconds": round(cpu, 1)})
         progress.log(f"verifier: training accuracy {train_acc:.3f}; held-out count accuracy {table[thr][0]:.3f} at "
                      f"{thr:g} (the detector alone on the same views: {det_table[det_thr][0]:.3f} at {det_thr:g}); "
                      f"{seconds:.0f} s ({cpu:.0f} CPU-s)")
