@@ -293,3 +293,10 @@ def test_verifier_fit_trains_stage5_6_only():
     with torch.no_grad():
         assert torch.allclose(head_features(net, stage4_maps(net, crops[:4])), features(net, crops[:4]), atol=1e-5)
         assert isinstance(net, Verifier) and net(torch.zeros(2, 3, 48, 48)).shape == (2, 3)
+
+
+def test_verify_without_held_out_images_is_refused(tmp_path):
+    root = _coco(tmp_path, "train", [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 10, 20]}])
+    r = run_loupe("train", "detect", root, "--out", tmp_path / "b", "--verify", "--val-fraction", "0", "-q")
+    assert r.returncode == 2 and "--verify" in r.stderr and "--val-fraction" in r.stderr, r.stderr
+    assert not (tmp_path / "b").exists()

@@ -249,6 +249,9 @@ class DetectTrainer(Trainer):
         return make_parts_dataset(Path(out), n_train=40, n_test=20, seed=seed)
 
     def train(self, data: Path, out: Path, params: DetectParams, progress: Progress) -> Bundle:
+        if params.verify and params.val_fraction == 0:     # before anything is loaded
+            raise UsageError("--verify needs held-out training images to choose the verifier's threshold: "
+                             "--val-fraction must be above 0")
         import torch
 
         from loupe_dl_detect.data import DataError, scan
