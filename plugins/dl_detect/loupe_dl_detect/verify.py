@@ -90,6 +90,9 @@ def verifier_meta(bundle: Bundle, n_classes: int) -> dict[str, Any] | None:
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
         raise BundleError(f"{where}: field 'verifier.{bad[0]}' has a value out of range: {v.get(bad[0])!r}")
+    labels = v.get("labels")
+    if labels is not None and (not isinstance(labels, list) or len(labels) != n_classes + 1):
+        raise BundleError(f"{where}: field 'verifier.labels' must list background and the {n_classes} classes")
     if out["file"] not in bundle.files:
         raise BundleError(f"{where}: field 'verifier.file' names {out['file']!r}, which is not in the manifest")
     return out
