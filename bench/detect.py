@@ -19,6 +19,10 @@
 Everything runs with 2 threads (``--threads N`` for eval and ``loupe run``; the training's own
 ``--train-args --threads N``). Besides the wall-clock figures, ``runtime_cpu`` is the runtime's CPU time
 per image on 1 thread (honest on a shared machine). Figures go to stdout (and ``--json``).
+
+With ``--train-args --verify`` (a bundle with a verifier) it also scores the same bundle's detector alone (a
+copy without the verifier: ``loupe eval``), times ``loupe run`` with the tool's ``verify: false``, and times the
+runtime with and without the verifier in one process, image by image.
 """
 from __future__ import annotations
 
@@ -129,15 +133,17 @@ def classical(data: Path) -> dict:
 # ------------------------------------------------------------------ loupe
 
 
-def time_loupe_run(bundle: Path, images: Path, work: Path, threads: int = 2) -> dict:
+def time_loupe_run(bundle: Path, images: Path, work: Path, threads: int = 2, verify: bool = True) -> dict:
     sys.path.insert(0, str(ROOT))
     from host import model_sha256
 
     recipe = work / "detect-recipe.yaml"
+    params = {"model": {"path": str(bundle), "sha256": model_sha256(bundle)}, "threads": threads}
+    if not verify:
+        params["verify"] = False            # a bundle with a verifier, run as the detector alone
     recipe.write_text(json.dumps({
         "loupe_recipe": 1, "name": "parts",
-        "inspect": [{"tool": "detect.objects", "name": "parts",
-                     "params": {"model": {"path": str(bundle), "sha256": model_sha256(bundle)}, "threads": threads},
+        "inspect": [{"tool": "detect.objects", "name": "parts", "params": params,
                      "limits": {"count": {"min": 1}}}]}))
     report = work / "run.jsonl"
     report.unlink(missing_ok=True)
@@ -158,17 +164,40 @@ def cpu_per_image(bundle: Path, images: Path) -> dict:
     from loupe_dl_detect.data import read_image
     from loupe_dl_detect.model import Detector
 
-    det = Detector(Bundle.load(bundle), threads=1)
-    cpu, wall = [], []
+    b = Bundle.load(bundle)
+    det = Detector(b, threads=1)
+    # a bundle with a verifier: the detector alone too, in the same process, interleaved image by image
+    alone = Detector(b, threads=1, verify=False) if det.verifier is not None else None
+    cpu, wall, cpu0, wall0 = [], [], [], []
     for p in sorted(images.glob("*.png")):
         img = read_image(p)
-        det.predict(img)           # warm-up on the same image, so caches are alike for every image
-        c0, w0 = time.thread_time(), time.perf_counter()
-        det.predict(img)
-        cpu.append((time.thread_time() - c0) * 1e3)
-        wall.append((time.perf_counter() - w0) * 1e3)
-    return {"images": len(cpu), "median_cpu_ms": round(statistics.median(cpu), 2),
-            "median_wall_ms": round(statistics.median(wall), 2), "threads": 1}
+        for d, c, w in ((det, cpu, wall), (alone, cpu0, wall0)):
+            if d is None:
+                continue
+            d.predict(img)           # warm-up on the same image, so caches are alike for every image
+            c0, w0 = time.thread_time(), time.perf_counter()
+            d.predict(img)
+            c.append((time.thread_time() - c0) * 1e3)
+            w.append((time.perf_counter() - w0) * 1e3)
+    out = {"images": len(cpu), "median_cpu_ms": round(statistics.median(cpu), 2),
+           "median_wall_ms": round(statistics.median(wall), 2), "threads": 1}
+    if alone is not None:
+        out["detector_alone"] = {"median_cpu_ms": round(statistics.median(cpu0), 2),
+                                 "median_wall_ms": round(statistics.median(wall0), 2)}
+    return out
+
+
+def without_verifier(bundle: Path, out: Path) -> Path:
+    """A copy of a bundle without its verifier (the detector alone at its own threshold), for ``loupe eval``."""
+    sys.path.insert(0, str(ROOT))
+    from host import Bundle, write_bundle
+
+    b = Bundle.load(bundle)
+    meta = {k: v for k, v in b.meta.items() if k != "verifier"}
+    name = b.meta["verifier"]["file"]
+    files = {n: b.path / n for n in b.files if n not in ("bundle.json", "manifest.json", name)}
+    write_bundle(out, meta, files)
+    return out
 
 
 def main() -> int:
@@ -214,6 +243,17 @@ def main() -> int:
     print("loupe:", res["loupe"], "train s:", res["train_seconds"], flush=True)
     res["loupe_run"] = time_loupe_run(bundle, data / "test" / "images", work, a.threads)
     print("loupe run:", res["loupe_run"], flush=True)
+    if "verifier" in meta:             # --train-args --verify: the same bundle's detector alone, for comparison
+        alone = without_verifier(bundle, work / "bundle-detector-alone")
+        ev0 = json.loads(loupe("eval", alone, data, "--json", threads=a.threads).stdout)
+        res["detector_alone"] = {k: ev0[k] for k in ("map50", "map50_95", "count_accuracy", "min_score",
+                                                     "ms_per_image")}
+        res["verifier"] = {k: meta["verifier"][k] for k in ("min_score", "candidate_score", "max_candidates",
+                                                            "held_out", "parity")}
+        print("the same bundle's detector alone:", res["detector_alone"], flush=True)
+        res["loupe_run_detector_alone"] = time_loupe_run(bundle, data / "test" / "images", work, a.threads,
+                                                         verify=False)
+        print("loupe run, verify: false:", res["loupe_run_detector_alone"], flush=True)
     res["runtime_cpu"] = cpu_per_image(bundle, data / "test" / "images")
     print("runtime, 1 thread:", res["runtime_cpu"], flush=True)
     if a.int8:

@@ -24,13 +24,14 @@ candidates with a frozen-ImageNet-feature classifier of their crops, seen at a h
    verifier's CPU ms per image (1 thread, median, on the first ``--eval`` set): OpenCV crops + one batched
    ONNX Runtime call of the exported verifier graph, beside the detector's own time.
 
-Nothing is chosen on the test or dev images.
+Nothing is chosen on the test or dev images. The crop geometry (``loupe_dl_detect.verify``), the candidate
+labelling, the features and the fine-tuning (``loupe_trainer.detect.verifier``) are the product's own; the MLP,
+the other combinations, the ceilings and the AUROC are this script's.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 import time
 import warnings
@@ -45,45 +46,15 @@ import torch.nn.functional as F
 from host import Bundle, create_session
 from loupe_dl_detect.data import load, preprocess, scan
 from loupe_dl_detect.metrics import evaluate_detections
-from loupe_dl_detect.model import Detector, decode, iou_matrix
-from loupe_trainer.backbone import build_backbone, stage_channels
+from loupe_dl_detect.model import Detector, iou_matrix
+from loupe_dl_detect.verify import crop_boxes, relabel
 from loupe_trainer.classify.engine import _probe_wd, fit_linear
-from loupe_trainer.detect.augment import _hflip, _rot90
 from loupe_trainer.detect.trainer import THRESHOLDS, choose_threshold, count_scores, split_names
+from loupe_trainer.detect.verifier import (Verifier, export_verifier, features, finetune, stage4_maps, to_input,
+                                           training_crops, views)
 
-GREY = (127, 127, 127)
-
-
-def crop_boxes(image: np.ndarray, boxes: np.ndarray, side: int, margin: float, min_px: float = 8.0) -> np.ndarray:
-    """Square crops [N, side, side, 3] (uint8) of ``image`` around each box: a square of ``margin`` x the
-    box's longer side (at least ``min_px``) centred on the box, resized to ``side`` px; outside: grey."""
-    out = np.empty((len(boxes), side, side, 3), np.uint8)
-    for i, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
-        s = max(margin * max(x2 - x1, y2 - y1), min_px)
-        k = side / s
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        m = np.array([[k, 0, side / 2 - cx * k], [0, k, side / 2 - cy * k]], np.float64)
-        out[i] = cv2.warpAffine(image, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                borderValue=GREY)
-    return out
-
-
-class Verifier(nn.Module):
-    """Frozen trunk up to the deepest of ``stages``; each stage average- and max-pooled; linear; softmax."""
-
-    def __init__(self, stages: list[str], n_out: int):
-        super().__init__()
-        self.trunk = build_backbone(pretrained=True)
-        self.names = list(stages)
-        self.dim = 2 * sum(stage_channels(s) for s in self.names)
-        self.fc = nn.Linear(self.dim, n_out)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        st = self.trunk.stages(x, self.names)
-        return torch.cat([t for s in self.names for t in (st[s].mean((2, 3)), st[s].amax((2, 3)))], 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.softmax(self.fc(self.features(x)), 1)
+def candidates(det: Detector, rgb: np.ndarray, cand: float):
+    return det.predict(np.ascontiguousarray(rgb[:, :, ::-1]), min_score=cand)    # the runtime takes BGR
 
 
 def fit_mlp(net: Verifier, feats: torch.Tensor, labels: torch.Tensor, hidden: int, wd: float, seed: int,
@@ -108,134 +79,18 @@ def fit_mlp(net: Verifier, feats: torch.Tensor, labels: torch.Tensor, hidden: in
     net.fc = mlp
 
 
-def finetune(net: Verifier, crops: np.ndarray, labels: np.ndarray, epochs: int, seed: int, lr: float = 1e-3,
-             batch: int = 128) -> None:
-    """Fine-tune the trunk after stage4 (stage5, stage6; BatchNorm frozen) with the fitted linear layer, on
-    stage4 maps computed once (the trunk up to stage4 stays frozen)."""
-    assert set(net.names) <= {"stage4", "stage5", "stage6"}, "fine-tuning caches stage4: stages 4-6 only"
-    trunk = net.trunk
-    ends = trunk._stage_end                           # block index after each stage
-    first, last = ends[3], ends[max(int(n[-1]) for n in net.names) - 1]
-    with torch.no_grad():
-        s4 = torch.cat([trunk.stages(to_input(crops[i:i + 256]), ["stage4"])["stage4"]
-                        for i in range(0, len(crops), 256)])
+def bench_training_crops(det, samples, args, rng):
+    """Crops and labels (0 background, 1..K the classes) from the training images under their 8 views."""
+    cand = args.cand_train if args.cand_train is not None else args.cand
 
-    def feats(x: torch.Tensor) -> torch.Tensor:
-        out = {"stage4": x}
-        for b in range(first, last):
-            x = trunk._blocks[b](x)
-            for k, e in enumerate(ends):
-                if b + 1 == e:
-                    out[f"stage{k + 1}"] = x
-        return torch.cat([t for s in net.names for t in (out[s].mean((2, 3)), out[s].amax((2, 3)))], 1)
+    def image_views():
+        for s in samples:
+            rgb0, gb0, gl = load(s)
+            for img, gb in views(rgb0, gb0):
+                yield img, gb, gl
 
-    params = [p for b in range(first, last) for p in trunk._blocks[b].parameters()]
-    for p in trunk.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW([{"params": params, "lr": lr / 4}, {"params": net.fc.parameters(), "lr": lr}],
-                            weight_decay=1e-4)
-    y = torch.from_numpy(labels)
-    g = torch.Generator().manual_seed(seed)
-    net.eval()                                        # BatchNorm statistics stay the ImageNet ones
-    steps = epochs * math.ceil(len(y) / batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, [lr / 4, lr], total_steps=steps, pct_start=0.1)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(y), generator=g).split(batch):
-            loss = F.cross_entropy(net.fc(feats(s4[idx])), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    for p in params:
-        p.requires_grad_(False)
-
-
-def to_input(crops: np.ndarray) -> torch.Tensor:
-    return (torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
-
-
-@torch.no_grad()
-def features(net: Verifier, crops: np.ndarray, batch: int = 256) -> torch.Tensor:
-    net.eval()
-    return torch.cat([net.features(to_input(crops[i:i + batch])) for i in range(0, len(crops), batch)])
-
-
-def views(rgb: np.ndarray, b: np.ndarray):
-    """The 8 quarter-turn / flip views of a square image and its boxes (the trainer's own ops)."""
-    out = []
-    img, bx = rgb, b.reshape(-1, 4).astype(np.float32)
-    for k in range(4):
-        if k:
-            img, bx = _rot90(img, bx)
-        out.append((np.ascontiguousarray(img), bx.astype(np.float32)))
-        fi, fb = _hflip(img, bx)
-        out.append((np.ascontiguousarray(fi), fb.astype(np.float32)))
-    return out
-
-
-def candidates(det: Detector, rgb: np.ndarray, cand: float):
-    heat, size, off = det.run(preprocess([rgb[:, :, ::-1]], det.size, det.norm))
-    h, w = rgb.shape[:2]
-    return decode(heat[0], size[0], off[0], det.stride, (w / det.size[1], h / det.size[0]), cand, det.top_k,
-                  det.nms_iou, det.agnostic)
-
-
-def jitter(rng, b: np.ndarray, n: int, amount: float = 0.1) -> np.ndarray:
-    w, h = b[2] - b[0], b[3] - b[1]
-    out = []
-    for _ in range(n):
-        dx, dy = rng.normal(0, amount, 2) * (w, h)
-        sw, sh = np.exp(rng.normal(0, amount, 2))
-        cx, cy = (b[0] + b[2]) / 2 + dx, (b[1] + b[3]) / 2 + dy
-        out.append([cx - w * sw / 2, cy - h * sh / 2, cx + w * sw / 2, cy + h * sh / 2])
-    return np.array(out, np.float32).reshape(-1, 4)
-
-
-def random_background(rng, rgb, gb, n: int) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    sizes = np.maximum(gb[:, 2:] - gb[:, :2], 8) if len(gb) else np.full((1, 2), 24.0)
-    out = []
-    for _ in range(n * 20):
-        if len(out) >= n:
-            break
-        bw, bh = sizes[rng.integers(len(sizes))] * np.exp(rng.normal(0, 0.2, 2))
-        x, y = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
-        box = np.array([[x, y, x + bw, y + bh]], np.float32)
-        if not len(gb) or iou_matrix(box, gb).max() < 0.1:
-            out.append(box[0])
-    return np.array(out, np.float32).reshape(-1, 4)
-
-
-def training_crops(det, samples, args, rng):
-    """Crops and labels (0 background, 1..K the classes) from the training images."""
-    crops, labels, kinds = [], [], []
-    for s in samples:
-        rgb0, gb0, gl = load(s)
-        for img, gb in views(rgb0, gb0):
-            # the true boxes, jittered
-            for b, l in zip(gb, gl):
-                bx = np.concatenate([b[None], jitter(rng, b, args.jitter)])
-                crops.append(crop_boxes(img, bx, args.crop, args.margin))
-                labels += [int(l) + 1] * len(bx)
-                kinds += ["truth"] * len(bx)
-            # the detector's own candidates
-            d = candidates(det, img, args.cand_train if args.cand_train is not None else args.cand)
-            if len(d):
-                iou = iou_matrix(d.boxes, gb) if len(gb) else np.zeros((len(d), 1))
-                best = iou.max(1)
-                arg = iou.argmax(1)
-                keep = (best >= 0.5) | (best < 0.3)
-                lab = np.where(best >= 0.5, gl[arg] + 1 if len(gb) else 0, 0)[keep]
-                crops.append(crop_boxes(img, d.boxes[keep], args.crop, args.margin))
-                labels += [int(v) for v in lab]
-                kinds += ["cand_pos" if v else "cand_neg" for v in lab]
-            bg = random_background(rng, img, gb, args.n_random)
-            crops.append(crop_boxes(img, bg, args.crop, args.margin))
-            labels += [0] * len(bg)
-            kinds += ["random"] * len(bg)
-    return np.concatenate(crops), np.array(labels, np.int64), np.array(kinds)
+    return training_crops(lambda img: candidates(det, img, cand), image_views(), rng, args.crop, args.margin,
+                          args.jitter, args.n_random)
 
 
 def combine(kind: str, s: np.ndarray, lab: np.ndarray, p: np.ndarray):
@@ -244,8 +99,7 @@ def combine(kind: str, s: np.ndarray, lab: np.ndarray, p: np.ndarray):
     if kind == "gmean":
         return np.sqrt(s * p[np.arange(len(s)), lab + 1]), lab
     if kind == "gmean_relabel":
-        c = p[:, 1:].argmax(1)
-        return np.sqrt(s * p[np.arange(len(s)), c + 1]), c
+        return relabel(s, p)
     if kind == "verifier":
         return p[np.arange(len(s)), lab + 1], lab
     if kind == "gmean_fg":
@@ -316,32 +170,15 @@ def figures(cands, gts, kind, n_cls, thr):
             "map50_95": m["map50_95"]}
 
 
-class Export(nn.Module):
-    def __init__(self, net: Verifier):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net(x)
-
-
 def time_verifier(det, net, images, args) -> dict:
     """CPU ms per image (thread time, 1 thread) of what the runtime would add: OpenCV crops of the candidates
     above ``--cand`` and one batched ONNX Runtime call of the exported verifier (normalisation included)."""
-    from loupe_trainer.common import fold_pads_into_convs
-
     tmp = Path(tempfile.mkdtemp()) / "verifier.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Export(net).eval(), (torch.zeros(2, 3, args.crop, args.crop),), str(tmp),
-                          input_names=["crops"], output_names=["probs"],
-                          dynamic_axes={"crops": {0: "n"}, "probs": {0: "n"}}, opset_version=17, dynamo=False,
-                          do_constant_folding=True)
-    fold_pads_into_convs(tmp)
+    export_verifier(net, args.crop, tmp)
     threads = args.time_threads
     clock = time.thread_time if threads == 1 else time.perf_counter
     if threads != 1:
-        det = Detector(det.bundle, threads=threads)
+        det = Detector(det.bundle, threads=threads, verify=False)
     sess = create_session(tmp, threads)
     times, det_times, n_c = [], [], []
     for rgb in images:
@@ -349,9 +186,9 @@ def time_verifier(det, net, images, args) -> dict:
         d = candidates(det, rgb, args.cand)
         t1 = clock()
         if len(d):
-            x = crop_boxes(rgb, d.boxes, args.crop, args.margin).astype(np.float32)
-            x = ((x / 255.0 - 0.5) / 0.5).transpose(0, 3, 1, 2)
-            p = sess.run(["probs"], {"crops": np.ascontiguousarray(x)})[0]
+            x = np.ascontiguousarray(crop_boxes(rgb, d.boxes, args.crop, args.margin).transpose(0, 3, 1, 2),
+                                     np.float32)           # RGB pixels 0..255: the graph normalises
+            p = sess.run(["probs"], {"crops": x})[0]
         t2 = clock()
         det_times.append(t1 - t0)
         times.append(t2 - t1)
@@ -359,7 +196,7 @@ def time_verifier(det, net, images, args) -> dict:
     # parity of the exported graph with torch on the last image's crops
     if len(d):
         with torch.no_grad():
-            ref = net(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+            ref = net(to_input(crop_boxes(rgb, d.boxes, args.crop, args.margin))).numpy()
         parity = float(np.abs(ref - p).max())
     else:
         parity = float("nan")
@@ -397,7 +234,7 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     cpu0 = time.process_time()
     bundle = Bundle.load(Path(a.bundle))
-    det = Detector(bundle, threads=a.threads)
+    det = Detector(bundle, threads=a.threads, verify=False)   # the detector alone proposes
     n_cls = len(det.classes)
     params = bundle.meta["training"]["params"]
     ds = scan(Path(a.data), classes=det.classes)
@@ -410,7 +247,7 @@ def main() -> int:
     val = [samples[i] for i in va_idx]
     print(f"{len(train)} training and {len(val)} held-out images ({', '.join(s.name for s in val)})")
     rng = np.random.default_rng(a.seed)
-    crops, labels, kinds = training_crops(det, train, a, rng)
+    crops, labels, kinds = bench_training_crops(det, train, a, rng)
     counts = {k: int((kinds == k).sum()) for k in np.unique(kinds)}
     print(f"{len(crops)} training crops: {counts}; per label {np.bincount(labels, minlength=n_cls + 1).tolist()}")
     net = Verifier(a.stages, n_cls + 1)
@@ -421,7 +258,7 @@ def main() -> int:
     else:
         fit_linear(net.fc, feats, torch.from_numpy(labels), _probe_wd(len(train)), a.smoothing)
     if a.finetune:
-        finetune(net, crops, labels, a.finetune, a.seed)
+        finetune(net, stage4_maps(net, crops), labels, a.finetune, a.seed)
         feats = features(net, crops)
     fit_cpu = time.process_time() - t0
     net.eval()

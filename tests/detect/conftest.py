@@ -22,11 +22,12 @@ def parts_small(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_detector(parts_small, tmp_path_factory) -> Path:
-    """A detector trained through the CLI: 128 px input, 96 px crops, a few short epochs."""
+    """A detector trained through the CLI: 128 px input, 96 px crops, a few short epochs; with the verifier
+    (``--verify``: its linear layer alone, at most 4 candidates per image, to keep it a few seconds)."""
     out = tmp_path_factory.mktemp("bundle") / "det"
     r = run_loupe("train", "detect", parts_small, "--out", out, "--input-size", "128", "--crop", "96",
                   "--epochs", "5", "--steps-per-epoch", "4", "--patience", "5", "--max-minutes", "60", "-q",
-                  env=ENV)
+                  "--verify", "--verify-epochs", "0", "--verify-candidates", "4", env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     meta = json.loads((out / "bundle.json").read_text())
     assert meta["task"] == "detect" and meta["classes"] == ["nut", "screw"] and meta["stride"] == 8

@@ -211,3 +211,92 @@ def test_learning_rate_follows_the_steps_unless_the_budget_binds():
     assert lr_factor(60, warm, total, time_done=0.9) < steps[60]
     assert lr_factor(60, warm, total, time_done=0.2) == steps[60]
     assert lr_factor(5, warm, total, time_done=0.9) == steps[5]      # the warm-up is never cut
+
+
+# ------------------------------------------------------------------ the verifier's pieces (no training run)
+
+
+def test_verifier_crop_geometry_hand_computed():
+    """A square of 0.75 x the box's longer side around the box centre, scaled to 48 px; grey outside."""
+    from loupe_dl_detect.verify import GREY, crop_boxes, crop_matrix
+
+    # box 40 x 20 at (10, 20): longer side 40, square 30 px, scale 48 / 30 = 1.6, centre (30, 30) -> (24, 24)
+    m = crop_matrix([10, 20, 50, 40], 48, 0.75)
+    assert np.allclose(m, [[1.6, 0, 24 - 30 * 1.6], [0, 1.6, 24 - 30 * 1.6]])
+    assert np.allclose(m @ [30, 30, 1], [24, 24]) and np.allclose(m @ [15, 15, 1], [0, 0])  # square's corner
+    # a 2 x 2 box: the square is at least 8 px (scale 6)
+    assert np.allclose(crop_matrix([5, 5, 7, 7], 48, 0.75)[0, 0], 6.0)
+    # a 64 px box gives a 48 px square at scale 1: the crop is the image's own pixels around the centre
+    yy, xx = np.mgrid[0:120, 0:160]
+    img = np.dstack([xx % 256, yy % 256, (xx + yy) % 256]).astype(np.uint8)
+    c = crop_boxes(img, np.array([[40, 30, 104, 70]]), 48, 0.75)        # centre (72, 50)
+    assert c.shape == (1, 48, 48, 3) and np.array_equal(c[0], img[26:74, 48:96])
+    # near the border: the part of the square outside the image is grey; into a preallocated buffer
+    buf = np.zeros((4, 48, 48, 3), np.uint8)
+    c = crop_boxes(img, np.array([[0, 0, 32, 64]]), 48, 0.75, out=buf)  # centre (16, 32), scale 1
+    assert c.base is buf or c.base is buf.base
+    assert np.all(c[0, :, :8] == GREY)                                  # x < 0 in the image
+    assert np.array_equal(c[0, :, 8:], img[8:56, 0:40])
+
+
+def test_verifier_relabel_and_candidate_labels_hand_computed():
+    from loupe_dl_detect.verify import relabel
+    from loupe_trainer.detect.verifier import label_candidates
+
+    s = np.array([0.64, 0.25], np.float32)
+    p = np.array([[0.1, 0.2, 0.7], [0.5, 0.4, 0.1]], np.float32)   # background, class 0, class 1
+    sc, lab = relabel(s, p)
+    assert lab.tolist() == [1, 0] and np.allclose(sc, [np.sqrt(0.64 * 0.7), np.sqrt(0.25 * 0.4)])
+    gb = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    gl = np.array([1, 0])
+    cands = np.array([[0, 0, 10, 11],       # IoU 0.91 with box 0 -> its class (1) + 1
+                      [20, 20, 30, 26],     # IoU 0.6 with box 1 -> class 0 + 1
+                      [0, 0, 10, 25],       # IoU 0.4 with box 0: ambiguous, left out
+                      [50, 50, 60, 60]], np.float32)   # no overlap: background
+    keep, lab = label_candidates(cands, gb, gl)
+    assert keep.tolist() == [True, True, False, True] and lab.tolist() == [2, 1, 0]
+    keep, lab = label_candidates(cands, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    assert keep.all() and lab.tolist() == [0, 0, 0, 0]
+
+
+def test_verifier_fit_trains_stage5_6_only():
+    """The fit: the linear probe, then one epoch of fine-tuning that moves stage5-6 and leaves the trunk up to
+    stage4 as it was; it separates two kinds of crops (a bright disc, a dark bar) from grey noise."""
+    import torch
+
+    from loupe_trainer.backbone import build_backbone
+    from loupe_trainer.detect.verifier import Verifier, fit_verifier, head_features, stage4_maps, features
+
+    rng = np.random.default_rng(0)
+    crops, labels = [], []
+    for i in range(48):
+        c = rng.integers(100, 150, (48, 48, 3)).astype(np.uint8)
+        k = i % 3
+        if k == 1:
+            cv2.circle(c, (24, 24), 14, (230, 230, 230), -1)
+        elif k == 2:
+            cv2.rectangle(c, (8, 20), (40, 28), (20, 20, 20), -1)
+        crops.append(c)
+        labels.append(k)
+    crops, labels = np.stack(crops), np.array(labels, np.int64)
+    net, acc = fit_verifier(crops, labels, 2, 8, epochs=1, seed=0)
+    assert acc >= 0.9, acc
+    ref = build_backbone(pretrained=True).state_dict()
+    got = net.trunk.state_dict()
+    last4 = net.trunk._stage_end[3]
+    early = [k for k in ref if k.startswith("_blocks.") and int(k.split(".")[1]) < last4] + \
+            [k for k in ref if k.startswith(("_conv_stem", "_bn0"))]
+    late = [k for k in ref if k.startswith("_blocks.") and int(k.split(".")[1]) >= last4 and "weight" in k]
+    assert early and all(torch.equal(ref[k], got[k]) for k in early)
+    assert any(not torch.equal(ref[k], got[k]) for k in late)
+    # the cached-stage4 features are the network's own
+    with torch.no_grad():
+        assert torch.allclose(head_features(net, stage4_maps(net, crops[:4])), features(net, crops[:4]), atol=1e-5)
+        assert isinstance(net, Verifier) and net(torch.zeros(2, 3, 48, 48)).shape == (2, 3)
+
+
+def test_verify_without_held_out_images_is_refused(tmp_path):
+    root = _coco(tmp_path, "train", [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 10, 20]}])
+    r = run_loupe("train", "detect", root, "--out", tmp_path / "b", "--verify", "--val-fraction", "0", "-q")
+    assert r.returncode == 2 and "--verify" in r.stderr and "--val-fraction" in r.stderr, r.stderr
+    assert not (tmp_path / "b").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import yaml
 
 from host import Bundle, model_sha256
@@ -38,9 +39,77 @@ def test_eval_json_and_report(tiny_detector, parts_small, tmp_path):
     assert res["map50"] > 0.3, res
     assert 0 <= res["map50_95"] <= res["map50"] and 0.0 <= res["count_accuracy"] <= 1.0
     assert res["ms_per_image"] > 0
+    # the fixture's bundle has a verifier: the operating threshold is the combined score's
+    assert res["min_score"] == json.loads((tiny_detector / "bundle.json").read_text())["verifier"]["min_score"]
     assert len(list((out / "images").glob("*.png"))) == 12
     assert cv2.imread(str(out / "pr_curves.png")) is not None
     assert set(json.loads((out / "pr_curves.json").read_text())) == {"nut", "screw"}
+
+
+def test_verifier_pinned_and_parity(tiny_detector):
+    import hashlib
+
+    meta = json.loads((tiny_detector / "bundle.json").read_text())
+    manifest = json.loads((tiny_detector / "manifest.json").read_text())["files"]
+    v = meta["verifier"]
+    assert v["file"] == "verifier.onnx" and manifest["verifier.onnx"] == hashlib.sha256(
+        (tiny_detector / "verifier.onnx").read_bytes()).hexdigest()
+    assert (v["crop"], v["margin"], v["max_candidates"], v["combine"]) == (48, 0.75, 4, "gmean_relabel")
+    assert v["labels"] == ["background", "nut", "screw"] and 0 < v["min_score"] < 1
+    assert v["parity"]["crops"] > 0 and v["parity"]["max_abs_probs_diff"] < 1e-4 and v["parity"]["same_class"] == 1
+    ho = v["held_out"]
+    assert ho["views"] > 0 and ho["with_verifier"]["threshold"] == v["min_score"]
+    assert 0 <= ho["with_verifier"]["count_accuracy"] <= 1 and 0 <= ho["detector_alone"]["count_accuracy"] <= 1
+    assert sum(v["train_crops"].values()) > 0 and v["train_crops"]["truth"] > 0
+    assert 0 < meta["decode"]["min_score"] < 1          # the detector alone keeps its own threshold
+
+
+def test_verifier_runtime_rescores_the_candidates(tiny_detector, parts_small, tmp_path):
+    """The runtime's second stage equals its parts composed by hand: the detector's candidates at the candidate
+    score, the best ``max_candidates``, their crops of the BGR frame as RGB through the graph, sqrt(s * p[c]) with
+    c the best part class, the combined threshold. A malformed ``verifier`` section names its field."""
+    import onnxruntime as ort
+
+    from host import BundleError, write_bundle
+    from loupe_dl_detect.data import read_image
+    from loupe_dl_detect.model import Detector
+    from loupe_dl_detect.verify import crop_boxes
+
+    b = Bundle.load(tiny_detector)
+    v = b.meta["verifier"]
+    det, alone = Detector(b, threads=1), Detector(b, threads=1, verify=False)
+    assert det.verifier is not None and alone.verifier is None
+    assert det.min_score == v["min_score"] and alone.min_score == b.meta["decode"]["min_score"]
+    sess = ort.InferenceSession(str(tiny_detector / "verifier.onnx"), providers=["CPUExecutionProvider"])
+    n_found = 0
+    for path in sorted((parts_small / "test" / "images").iterdir())[:6]:
+        bgr = read_image(path)
+        got = det.predict(bgr, min_score=0.0)
+        cand = alone.predict(bgr, min_score=v["candidate_score"])
+        top = np.argsort(-cand.scores, kind="stable")[:v["max_candidates"]]
+        assert len(got) == len(top)
+        if not len(top):
+            continue
+        crops = crop_boxes(bgr[:, :, ::-1].copy(), cand.boxes[top], 48, 0.75)
+        p = sess.run(["probs"], {"crops": crops.transpose(0, 3, 1, 2).astype(np.float32)})[0]
+        assert p.shape == (len(top), 3) and np.allclose(p.sum(1), 1, atol=1e-5)
+        c = p[:, 1:].argmax(1)
+        want = np.sqrt(cand.scores[top] * p[np.arange(len(top)), c + 1])
+        order = np.argsort(-want, kind="stable")
+        assert np.allclose(got.scores, want[order], atol=1e-5) and np.array_equal(got.labels, c[order])
+        assert np.allclose(got.boxes, cand.boxes[top][order])
+        d = det.predict(bgr)                       # the operating threshold on the combined score
+        assert np.array_equal(d.scores, got.scores[got.scores >= v["min_score"]])
+        n_found += len(d)
+    assert n_found > 0
+    bad = tmp_path / "bad"
+    files = {n: tiny_detector / n for n in b.files if n not in ("bundle.json", "manifest.json")}
+    write_bundle(bad, {**b.meta, "verifier": {**v, "max_candidates": 0}}, files)
+    with pytest.raises(BundleError, match=r"bundle\.json.*verifier\.max_candidates"):
+        Detector(Bundle.load(bad))
+    write_bundle(bad, {**b.meta, "verifier": {k: x for k, x in v.items() if k != "min_score"}}, files)
+    with pytest.raises(BundleError, match=r"bundle\.json.*verifier\.min_score.*missing"):
+        Detector(Bundle.load(bad))
 
 
 def test_tool_and_recipe(tiny_detector, parts_small, tmp_path):
@@ -52,6 +121,14 @@ def test_tool_and_recipe(tiny_detector, parts_small, tmp_path):
     ref = {"path": str(tiny_detector), "sha256": model_sha256(tiny_detector)}
     out = check_tool_contract(DetectTool, read_image(img_path), {"model": ref})
     m = out.measurements
+    # the tool gives the verifier's output (the bundle has one); verify: false the detector alone
+    from loupe_dl_detect.model import Detector
+
+    b = Bundle.load(tiny_detector)
+    for verify, params in ((True, {"model": ref}), (False, {"model": ref, "verify": False})):
+        d = Detector(b, threads=1, verify=verify).predict(read_image(img_path))
+        mm = m if verify else check_tool_contract(DetectTool, read_image(img_path), params).measurements
+        assert [p[:2] for p in mm["positions"]] == [[int(c), round(float(s), 4)] for s, c in zip(d.scores, d.labels)]
     assert m["count"] == m["count_nut"] + m["count_screw"] == len(m["positions"]) == len(out.overlays)
     assert all(s.kind == "rect" and s.label.split()[0] in ("nut", "screw") for s in out.overlays)
     if m["count"]:
@@ -96,6 +173,11 @@ def test_int8_optimize(tiny_detector, parts_small, tmp_path):
     acc = rec["accuracy"]
     assert acc["checked"] and acc["metric"] == "map50"
     assert acc["optimized"]["map50"] > 0.5 * acc["parent"]["map50"], acc
+    # the detector is quantised; the verifier stays float, carried over unchanged
+    parent = json.loads((tiny_detector / "manifest.json").read_text())["files"]
+    child = json.loads((out / "manifest.json").read_text())["files"]
+    assert child["verifier.onnx"] == parent["verifier.onnx"] and child["model.onnx"] != parent["model.onnx"]
+    assert meta["verifier"] == json.loads((tiny_detector / "bundle.json").read_text())["verifier"]
     r = run_loupe("eval", out, parts_small, "--json", env=ENV)
     assert r.returncode == 0 and json.loads(r.stdout)["task"] == "detect"
 
@@ -123,6 +205,7 @@ def test_inference_without_torch(tiny_detector, parts_small):
         det = Detector(b)
         img = read_image(sorted(Path({str(parts_small)!r}, "test", "images").iterdir())[0])
         d = det.predict(img)
+        assert det.verifier is not None          # the fixture's bundle re-scores with its verifier
         r = DetectRuntime().evaluate(b, Path({str(parts_small)!r}), None, Progress())
         assert "torch" not in sys.modules
         print("ok", len(d), r["map50"])

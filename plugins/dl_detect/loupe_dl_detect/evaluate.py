@@ -55,9 +55,14 @@ def pr_png(curves: dict[int, tuple[np.ndarray, np.ndarray]], ap50, classes: list
 
 
 def bundle_info(bundle: Bundle) -> tuple[list[str], float]:
-    """(classes, the operating min_score) as ``Detector`` reads them, without opening the model."""
+    """(classes, the operating min_score) as ``Detector`` reads them, without opening the model (with a verifier:
+    its threshold on the combined score)."""
     try:
         classes = [str(c) for c in bundle.meta["classes"]]
+        if bundle.meta.get("verifier") is not None:
+            from .verify import verifier_meta
+
+            return classes, verifier_meta(bundle, len(classes))["min_score"]
         return classes, float((bundle.meta.get("decode") or {}).get("min_score", 0.3))
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"{bundle.path / 'bundle.json'}: missing or malformed field {exc}") from None

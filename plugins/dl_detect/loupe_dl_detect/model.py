@@ -18,6 +18,11 @@ NMS is class-agnostic (bundle ``decode.agnostic``, true unless a bundle says oth
 one part lies in one place, and two classes peaking at the same centre are one part
 whose class is uncertain, not two parts (measured on bench/detect.py: the usual cause
 of a count one too high).
+
+A bundle may also hold a second stage, ``verifier.onnx`` (``verify.py``): the candidates down to its
+``candidate_score`` are then re-scored and re-labelled by a classifier of their crops, and the operating
+threshold is the combined score's (``verifier.min_score``); ``Detector(..., verify=False)`` runs the detector
+alone at its own ``decode.min_score``.
 """
 from __future__ import annotations
 
@@ -111,7 +116,7 @@ def decode(heat: np.ndarray, size: np.ndarray, offset: np.ndarray, stride: int, 
 class Detector:
     """Loads a ``detect`` bundle once; ``predict`` is the per-image path."""
 
-    def __init__(self, bundle: Bundle, threads: int = 2, engine: str | None = None):
+    def __init__(self, bundle: Bundle, threads: int = 2, engine: str | None = None, verify: bool = True):
         meta = bundle.meta
         if bundle.task != "detect":
             raise BundleError(f"{bundle.path}: bundle task is {bundle.task!r}, not 'detect'")
@@ -131,6 +136,13 @@ class Detector:
         self.bundle = bundle
         self.session = create_session(bundle.model_file, threads, engine=resolve_engine(engine), outputs=OUTPUTS)
         self.input_name = self.session.get_inputs()[0].name
+        # the optional second stage (``verify.py``): with it, the operating threshold is the combined score's
+        self.verifier = None
+        if verify and meta.get("verifier") is not None:
+            from .verify import BoxVerifier
+
+            self.verifier = BoxVerifier(bundle, len(self.classes), threads, engine)
+            self.min_score = self.verifier.min_score
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """Model input (NCHW float32) -> [heatmap, size, offset]."""
@@ -138,12 +150,26 @@ class Detector:
 
     def predict(self, image: np.ndarray, min_score: float | None = None, nms_iou: float | None = None,
                 agnostic: bool | None = None) -> Detections:
+        """Detections of one image (as decoded: BGR) scoring at least ``min_score`` (default: the bundle's).
+        With a verifier, the detector's candidates down to its ``candidate_score`` are re-scored and re-labelled
+        first, and ``min_score`` applies to the combined score."""
+        thr = self.min_score if min_score is None else min_score
         heat, size, off = self.run(preprocess([image], self.size, self.norm))
         h, w = image.shape[:2]
-        return decode(heat[0], size[0], off[0], self.stride, (w / self.size[1], h / self.size[0]),
-                      self.min_score if min_score is None else min_score, self.top_k,
-                      self.nms_iou if nms_iou is None else nms_iou,
-                      self.agnostic if agnostic is None else agnostic)
+        d = decode(heat[0], size[0], off[0], self.stride, (w / self.size[1], h / self.size[0]),
+                   thr if self.verifier is None else self.verifier.candidate_score, self.top_k,
+                   self.nms_iou if nms_iou is None else nms_iou,
+                   self.agnostic if agnostic is None else agnostic)
+        if self.verifier is None:
+            return d
+        boxes, scores, labels = self.verifier.rescore(image, d.boxes, d.scores, d.labels)
+        keep = scores >= thr
+        order = np.argsort(-scores[keep], kind="stable")
+        return Detections(boxes[keep][order], scores[keep][order], labels[keep][order])
 
     def describe(self) -> dict[str, Any]:
-        return {"classes": self.classes, "input_size": list(self.size), "stride": self.stride}
+        out = {"classes": self.classes, "input_size": list(self.size), "stride": self.stride}
+        if self.verifier is not None:
+            out["verifier"] = {k: self.verifier.cfg[k] for k in ("crop", "margin", "candidate_score",
+                                                                 "max_candidates", "combine", "min_score")}
+        return out

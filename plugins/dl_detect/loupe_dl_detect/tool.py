@@ -32,7 +32,8 @@ class DetectParams(Params):
     model: ModelRef = Field(description="the detection bundle: path (relative to the recipe) and the sha256 of "
                                         "its manifest.json")
     min_score: float | None = Field(None, ge=0.0, le=1.0, description="keep detections scoring at least this "
-                                                                       "(default: the bundle's, chosen at training)")
+                                                                       "(default: the bundle's, chosen at training; with "
+                                                                       "a verifier, on the combined score)")
     nms_iou: float | None = Field(None, gt=0.0, le=1.0, description="NMS IoU (default: the bundle's)")
     agnostic: bool | None = Field(None, description="NMS across classes: one part per place (default: the "
                                                     "bundle's, true); false lets parts of different classes overlap")
@@ -41,6 +42,8 @@ class DetectParams(Params):
                                                   "each region must hold a part of its class, and parts of those "
                                                   "classes outside every region of their class are misplaced")
     threads: int = Field(2, ge=1, le=64, description="ONNX Runtime intra-op threads")
+    verify: bool = Field(True, description="re-score the candidates with the bundle's verifier when it has one "
+                                           "(false: the detector alone, at its own threshold; faster)")
 
     @field_validator("expected")
     @classmethod
@@ -103,7 +106,8 @@ class DetectTool(InspectTool):
         bundle = Bundle.load(path)
         if bundle.task != "detect":
             raise BundleError(f"{path}: a {bundle.task!r} bundle, but detect.objects needs a 'detect' bundle")
-        self.det = Detector(bundle, threads=params.threads, engine=self.context.options.get("engine"))
+        self.det = Detector(bundle, threads=params.threads, engine=self.context.options.get("engine"),
+                            verify=params.verify)
         self.names = [measure_name(c) for c in self.det.classes]
 
     def inspect(self, image: np.ndarray) -> ToolOutput:

@@ -1,0 +1,145 @@
+"""The optional second stage of a detection bundle: a classifier of each candidate's crop that re-scores and
+re-labels the detector's candidates (ONNX Runtime + numpy + OpenCV, no torch).
+
+Bundle contract (written by ``loupe train detect --verify``; ``verifier`` in ``bundle.json``)::
+
+    verifier.onnx  input "crops" float32 [N, 3, S, S]: RGB pixels 0..255 (the normalisation is in the graph);
+                   output "probs" [N, K + 1]: softmax over (background, class 1 .. class K)
+    verifier       {file, crop S, margin, min_box_px, candidate_score, max_candidates, combine, min_score, ...}
+
+Per frame: the detector's candidates down to ``candidate_score`` (its own decoding and NMS), at most
+``max_candidates`` of them (best detector score first), are cropped (``crop_boxes``) and classified in one
+batched call; each candidate's score becomes sqrt(s * p[c]) with c the verifier's best part class, which also
+becomes its label (``gmean_relabel``); the bundle's ``min_score`` applies to that combined score.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from host import Bundle, BundleError, create_session, resolve_engine
+
+#: the value outside the image in a crop (mid grey)
+GREY = 127
+OUTPUT = "probs"
+#: how a candidate's detector score and the verifier's probabilities combine (the one the trainer writes)
+COMBINE = ("gmean_relabel",)
+
+
+def crop_matrix(box, side: int, margin: float, min_px: float = 8.0) -> np.ndarray:
+    """The 2 x 3 affine map (image pixels -> crop pixels) of one box's crop: the square of ``margin`` x the box's
+    longer side (at least ``min_px``) centred on the box's centre, scaled to ``side`` x ``side`` pixels."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    k = side / max(margin * max(x2 - x1, y2 - y1), min_px)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    return np.array([[k, 0.0, side / 2 - cx * k], [0.0, k, side / 2 - cy * k]], np.float64)
+
+
+def crop_boxes(image: np.ndarray, boxes: np.ndarray, side: int, margin: float, min_px: float = 8.0,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """Square crops [N, side, side, 3] (uint8, the image's channel order) of ``image`` around each box
+    (``crop_matrix``; bilinear, grey outside the image). ``out``: a buffer of at least N crops to fill."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if out is None:
+        out = np.empty((len(boxes), side, side, 3), np.uint8)
+    for i, b in enumerate(boxes):
+        cv2.warpAffine(image, crop_matrix(b, side, margin, min_px), (side, side), dst=out[i],
+                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(GREY, GREY, GREY))
+    return out[:len(boxes)]
+
+
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """A frame as 3-channel BGR (grey and BGRA frames converted; a BGR frame as it is)."""
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def relabel(scores: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``gmean_relabel``: (sqrt(s * p[c]), c) with c the verifier's most probable part class (not background)."""
+    c = probs[:, 1:].argmax(1)
+    return np.sqrt(scores * probs[np.arange(len(c)), c + 1]).astype(np.float32), c.astype(np.int64)
+
+
+def verifier_meta(bundle: Bundle, n_classes: int) -> dict[str, Any] | None:
+    """The bundle's ``verifier`` settings checked, or None when it has no verifier; ``BundleError`` naming the
+    file and the field otherwise."""
+    v = bundle.meta.get("verifier")
+    if v is None:
+        return None
+    where = bundle.path / "bundle.json"
+    if not isinstance(v, dict):
+        raise BundleError(f"{where}: field 'verifier' must be an object")
+    try:
+        out = {"file": str(v["file"]), "crop": int(v["crop"]), "margin": float(v["margin"]),
+               "min_box_px": float(v.get("min_box_px", 8.0)), "candidate_score": float(v["candidate_score"]),
+               "max_candidates": int(v["max_candidates"]), "combine": str(v["combine"]),
+               "min_score": float(v["min_score"])}
+    except KeyError as exc:
+        raise BundleError(f"{where}: field 'verifier.{exc.args[0]}' is missing") from None
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{where}: a field of 'verifier' is malformed: {exc}") from None
+    checks = {"crop": 8 <= out["crop"] <= 512, "margin": 0 < out["margin"] <= 10,
+              "candidate_score": 0 <= out["candidate_score"] <= 1, "max_candidates": 1 <= out["max_candidates"] <= 1024,
+              "combine": out["combine"] in COMBINE, "min_score": 0 <= out["min_score"] <= 1,
+              "min_box_px": out["min_box_px"] > 0}
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise BundleError(f"{where}: field 'verifier.{bad[0]}' has a value out of range: {v.get(bad[0])!r}")
+    labels = v.get("labels")
+    if labels is not None and (not isinstance(labels, list) or len(labels) != n_classes + 1):
+        raise BundleError(f"{where}: field 'verifier.labels' must list background and the {n_classes} classes")
+    if out["file"] not in bundle.files:
+        raise BundleError(f"{where}: field 'verifier.file' names {out['file']!r}, which is not in the manifest")
+    return out
+
+
+class BoxVerifier:
+    """The verifier graph of a bundle, opened once; ``__call__`` re-scores one frame's candidates in one batched
+    ONNX Runtime call. Buffers for ``max_candidates`` crops are allocated here, not per frame."""
+
+    def __init__(self, bundle: Bundle, n_classes: int, threads: int = 2, engine: str | None = None):
+        cfg = verifier_meta(bundle, n_classes)
+        if cfg is None:
+            raise BundleError(f"{bundle.path / 'bundle.json'}: the bundle has no verifier")
+        self.cfg = cfg
+        self.side, self.margin, self.min_px = cfg["crop"], cfg["margin"], cfg["min_box_px"]
+        self.candidate_score = cfg["candidate_score"]
+        self.max_candidates = cfg["max_candidates"]
+        self.min_score = cfg["min_score"]
+        # the graph's bytes, not its path: the bundle's stored engine parity set belongs to model.onnx
+        self.session = create_session(bundle.file(cfg["file"]).read_bytes(), threads, engine=resolve_engine(engine),
+                                      outputs=(OUTPUT,))
+        self.input_name = self.session.get_inputs()[0].name
+        shape = self.session.get_outputs()[0].shape
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n_classes + 1):
+            raise BundleError(f"{bundle.path / cfg['file']}: output {OUTPUT!r} has shape {shape}; expected "
+                              f"[N, {n_classes + 1}] (background and {n_classes} classes)")
+        n, s = self.max_candidates, self.side
+        self._crops = np.empty((n, s, s, 3), np.uint8)
+        self._x = np.empty((n, 3, s, s), np.float32)
+
+    def probabilities(self, image_bgr: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """[N, K + 1] probabilities of at most ``max_candidates`` boxes (in image pixels) of a BGR image."""
+        n = len(boxes)
+        if n == 0:
+            return np.zeros((0, 1), np.float32)
+        if n > self.max_candidates:
+            raise ValueError(f"{n} boxes; at most {self.max_candidates} per call")
+        crops = crop_boxes(as_bgr(image_bgr), boxes, self.side, self.margin, self.min_px, out=self._crops)
+        x = self._x[:n]
+        np.copyto(x, crops[:, :, :, ::-1].transpose(0, 3, 1, 2))    # BGR HWC -> RGB CHW, float
+        return self.session.run([OUTPUT], {self.input_name: x})[0]
+
+    def rescore(self, image_bgr: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray):
+        """(boxes, combined scores, labels) of the best ``max_candidates`` candidates, best detector score first."""
+        order = np.argsort(-scores, kind="stable")[:self.max_candidates]
+        boxes, scores = boxes[order], scores[order]
+        if not len(order):
+            return boxes, scores, labels[order]
+        s, c = relabel(scores, self.probabilities(image_bgr, boxes))
+        return boxes, s, c
