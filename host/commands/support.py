@@ -46,9 +46,9 @@ def model_from_args(model: type[BaseModel], args: argparse.Namespace, extra: dic
     values.update(extra or {})
     try:
         return model.model_validate(values)
-    except ValidationError as exc:
-        raise UsageError("; ".join(f"{what} --{str(e['loc'][0]).replace('_', '-')}: {e['msg']}"
-                                   for e in exc.errors())) from None
+    except ValidationError as exc:  # a field's error names its option; a model-level one (no loc) the options
+        raise UsageError("; ".join(f"{what} --{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" if e["loc"]
+                                   else f"{what}s: {e['msg']}" for e in exc.errors())) from None
 
 
 # ------------------------------------------------------------------ progress

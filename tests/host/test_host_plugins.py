@@ -361,3 +361,36 @@ def test_host_commands_are_an_internal_plugin():
         src = (ROOT / "host" / "commands" / f"{mod}.py").read_text()
         assert "from ..cli" not in src and "from host.cli" not in src and "from .cli" not in src
     assert not (ROOT / "host" / "bench.py").exists() and not (ROOT / "host" / "demo.py").exists()
+
+
+def test_option_errors_name_the_option_or_the_options():
+    """A field's error names its option; a model-level validator's error (no field) is a usage error too."""
+    import argparse
+
+    from pydantic import BaseModel, field_validator, model_validator
+
+    from host.commands.support import model_from_args
+    from host.core.errors import UsageError
+
+    class P(BaseModel):
+        a: int = 1
+        b: int = 2
+
+        @field_validator("a")
+        @classmethod
+        def positive(cls, v):
+            if v <= 0:
+                raise ValueError("must be positive")
+            return v
+
+        @model_validator(mode="after")
+        def ordered(self):
+            if self.a > self.b:
+                raise ValueError("--a must not exceed --b")
+            return self
+
+    with pytest.raises(UsageError, match=r"^option --a: Value error, must be positive$"):
+        model_from_args(P, argparse.Namespace(opt_a=0, opt_b=None))
+    with pytest.raises(UsageError, match=r"^options: Value error, --a must not exceed --b$"):
+        model_from_args(P, argparse.Namespace(opt_a=5, opt_b=3))
+    assert model_from_args(P, argparse.Namespace(opt_a=2, opt_b=None)).a == 2
