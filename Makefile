@@ -39,7 +39,7 @@ demo: install
 # the test directories run in parallel, one directory per worker at a time (see tests/conftest.py)
 TEST_WORKERS ?= auto
 test: install data
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadgroup tests
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) tests
 
 bench: install data
 	$(BIN)/python bench/host_overhead.py

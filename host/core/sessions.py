@@ -209,7 +209,7 @@ def _providers(engine: str, cache_dir: Path | None, precision: str = "fp32") -> 
 
 def create_session(model: str | Path | bytes, threads: int | None = None, *, engine: str | None = None,
                    optimization: str | None = None, options: SessionOptions | None = None,
-                   parity: bool = True, outputs: tuple[str, ...] = ()) -> Any:
+                   parity: bool = True, outputs: tuple[str, ...] = (), spin: bool = True) -> Any:
     """An inference session for ``model`` (a file path or the serialised ONNX graph).
 
     Returns an ``onnxruntime.InferenceSession`` (or, for ``openvino``, an object with the
@@ -219,6 +219,8 @@ def create_session(model: str | Path | bytes, threads: int | None = None, *, eng
     the trainer's own checks stay on the CPU. Raises ``UsageError`` for an unknown or
     unusable engine (with what to install) or a failed parity check, ``BundleError``
     naming the file when the graph cannot be opened or lacks one of the ``outputs`` a runtime reads.
+    ``spin=False``: ONNX Runtime's idle threads sleep instead of spinning; for a second, small graph that runs
+    in the same frame as another session, whose spinning threads would otherwise compete with it for the cores.
     """
     opts = options or SessionOptions()
     threads = opts.threads if threads is None else threads
@@ -230,9 +232,9 @@ def create_session(model: str | Path | bytes, threads: int | None = None, *, eng
     stored = stored_parity(model) if parity and engine != "cpu" and not isinstance(model, bytes) else None
     precision = bundle_precision(model)
     if engine == "auto":
-        sess = _auto(data, what, threads, level, cache, stored, precision)
+        sess = _auto(data, what, threads, level, cache, stored, precision, spin)
     else:
-        sess = _build(data, what, threads, level, engine, cache, parity, stored, precision)
+        sess = _build(data, what, threads, level, engine, cache, parity, stored, precision, spin)
     sess.precision = precision
     have = [o.name for o in sess.get_outputs()]
     for name in outputs:
@@ -292,13 +294,13 @@ def stored_parity(model: str | Path) -> StoredParity | None:
 
 
 def _build(data: bytes, what: str, threads: int, level: str, engine: str, cache: Path | None,
-           parity: bool, stored: StoredParity | None = None, precision: str = "fp32") -> Any:
+           parity: bool, stored: StoredParity | None = None, precision: str = "fp32", spin: bool = True) -> Any:
     if engine == "openvino":
         if engine_status()["openvino"] is not None:
             raise UsageError(f"engine openvino cannot run here: {engine_status()['openvino']}")
         sess: Any = OpenVinoSession(data, what, threads)
     else:
-        sess = _ort_session(data, what, threads, level, engine, cache, precision)
+        sess = _ort_session(data, what, threads, level, engine, cache, precision, spin)
     sess.engine = engine
     sess.parity = None
     if engine != "cpu" and parity:
@@ -315,7 +317,7 @@ def _build(data: bytes, what: str, threads: int, level: str, engine: str, cache:
 
 
 def _ort_session(data: bytes, what: str, threads: int, level: str, engine: str, cache: Path | None,
-                 precision: str = "fp32") -> Any:
+                 precision: str = "fp32", spin: bool = True) -> Any:
     providers = _providers(engine, cache, precision)
     if engine == "tensorrt" and cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
@@ -329,6 +331,8 @@ def _ort_session(data: bytes, what: str, threads: int, level: str, engine: str, 
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
     so.log_severity_level = 3  # ORT's notes on unused initializers are not the user's business
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # Weights in external data files are refused: a bundle's manifest pins the graph file, and
     # ONNX Runtime would follow any location the graph names (even outside the bundle). The graph
     # is opened from its bytes with an empty folder for external data, so no such file is found.
@@ -490,12 +494,13 @@ def time_session(session: Any, runs: int = 10) -> float:
 
 
 def _auto(data: bytes, what: str, threads: int, level: str, cache: Path | None,
-          stored: StoredParity | None = None, precision: str = "fp32") -> Any:
+          stored: StoredParity | None = None, precision: str = "fp32", spin: bool = True) -> Any:
     """Every usable engine that matches the CPU, timed on a probe input; the fastest wins."""
     best, best_ms, tried = None, float("inf"), []
     for engine in available_engines():
         try:
-            sess = _build(data, what, threads, level, engine, cache, parity=True, stored=stored, precision=precision)
+            sess = _build(data, what, threads, level, engine, cache, parity=True, stored=stored, precision=precision,
+                          spin=spin)
             ms = time_session(sess)
         except (UsageError, BundleError) as exc:
             tried.append(f"{engine}: refused ({exc})")
