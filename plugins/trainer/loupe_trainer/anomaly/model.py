@@ -35,6 +35,22 @@ from torch import nn
 from ..backbone import EfficientNetLite0, normalize, stage_channels, stage_stride
 
 
+def bilinear_matrix(n_out: int, n_in: int) -> torch.Tensor:
+    """(n_out, n_in) weights of a 1-D linear resize with half-pixel centres and edge clamping: the weights of
+    ``F.interpolate(..., mode="bilinear", align_corners=False)`` along one axis, so ``A_h @ m @ A_w^T``
+    is the bilinear upsampling of the map ``m`` as two small matrix products (issue 18: ONNX Runtime's
+    Resize to 256 x 256 cost ~10 times as much)."""
+    scale = n_in / n_out
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp_min(0.0)
+    i0 = src.floor().long().clamp_max(n_in - 1)
+    i1 = (i0 + 1).clamp_max(n_in - 1)
+    w1 = src - i0.double()
+    a = torch.zeros(n_out, n_in, dtype=torch.float64)
+    a[torch.arange(n_out), i0] += 1.0 - w1
+    a[torch.arange(n_out), i1] += w1
+    return a.float()
+
+
 def gaussian_kernel1d(sigma: float) -> torch.Tensor:
     radius = max(1, int(math.ceil(3 * sigma)))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
@@ -325,5 +341,10 @@ class PatchCore(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m, score = self.score_features(*self.features.extract(image))
-        amap = F.interpolate(m, size=(image.shape[-2], image.shape[-1]), mode="bilinear", align_corners=False)
-        return amap, score
+        size = (image.shape[-2], image.shape[-1])
+        if tuple(m.shape[-2:]) == size:
+            return m, score
+        # the bilinear upsampling as two matrix products (same weights as F.interpolate, half-pixel centres)
+        ah = bilinear_matrix(size[0], m.shape[-2]).to(m)
+        aw = bilinear_matrix(size[1], m.shape[-1]).to(m)
+        return ah @ m @ aw.t(), score
