@@ -212,6 +212,9 @@ class TwoStageSearch(nn.Module):
         self.register_buffer("search_bias", bias.float())                                   # (K',)
         self.register_buffer("search_bank", bank.contiguous())                              # (K', D)
         self.register_buffer("search_offsets", torch.arange(self.groups) * (self.size // self.groups))
+        runs = self.size // (self.groups * self.width)
+        self.register_buffer("run_base", (torch.arange(self.chunk * self.groups) * runs).reshape(self.chunk, self.groups),
+                             persistent=False)
         self.info = {**self.info, "groups": self.groups, "chunk": self.chunk}
 
     def candidates(self, x: torch.Tensor) -> torch.Tensor:
@@ -219,23 +222,26 @@ class TwoStageSearch(nn.Module):
         xp = x @ self.search_proj - self.search_center
         g, w = self.groups, self.width
         runs = self.size // (g * w)                                  # runs of `width` entries per group
+        n = int(x.shape[0])  # python ints: the exported graph (fixed input size) gets constants, no shape ops
         idx = []
-        for i in range(0, x.shape[0], self.chunk):
-            c = (xp[i:i + self.chunk] @ self.search_bt + self.search_bias).reshape(-1, w)   # (m * g * runs, w)
-            m = c.shape[0] // (g * runs)
+        for i in range(0, n, self.chunk):
+            m = min(self.chunk, n - i)
+            c = (xp[i:i + m] @ self.search_bt + self.search_bias).reshape(m * g * runs, w)
             run = c.amin(dim=1).reshape(m, g, runs).argmin(dim=2)                           # (m, g)
-            rows = (torch.arange(m * g, device=x.device).reshape(m, g)) * runs + run
-            inner = c[rows].argmin(dim=2)                                                    # (m, g)
+            rows = (self.run_base[:m] + run).reshape(m * g)               # row of c holding each best run
+            inner = c.index_select(0, rows).reshape(m, g, w).argmin(dim=2)                 # (m, g)
             idx.append(self.search_offsets + run * w + inner)
         return torch.cat(idx) if len(idx) > 1 else idx[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(M,) float32 distance of each row of x (M, D) to the nearest of its candidates."""
         a = self.candidates(x)
+        n, d = int(x.shape[0]), int(x.shape[1])
+        nb = self.search_bank.index_select(0, a.reshape(n * self.groups))
         if self.groups == 1:
-            df = x - self.search_bank[a[:, 0]]
+            df = x - nb
             return (df * df).sum(1).sqrt()
-        df = x[:, None, :] - self.search_bank[a]                             # (M, groups, D)
+        df = x[:, None, :] - nb.reshape(n, self.groups, d)                 # (M, groups, D)
         return (df * df).sum(2).amin(dim=1).sqrt()
 
 
