@@ -27,7 +27,8 @@ Steps (each reported through ``Progress``):
    runtime to cover each image with overlapping tiles (``loupe_dl_anomaly.tiling``).
 
 Memory bound: ``max_bank x D x 4`` bytes of patch bank (2048 x 120 x 4 = 0.98 MB by
-default) plus, with the global term, ``max_global x C x 4`` (4096 x 192 x 4 = 3.1 MB).
+default; the two-stage search adds its coarse copy, ``max_bank x search_dim x 4`` = 0.39 MB) plus,
+with the global term, ``max_global x C x 4`` (4096 x 192 x 4 = 3.1 MB).
 """
 from __future__ import annotations
 
@@ -564,6 +565,7 @@ class AnomalyRun:
                         "projection": self.pinfo or {"dim": int(D), "from_dim": int(D), "explained_variance": 1.0},
                         "global": finfo["global"]},
             "memory_bank": {**cinfo, "bytes": int(bank.numel() * 4),
+                            "search_bytes": int(model.search.search_bt.numel() * 4) if model.search is not None else 0,
                             "global_bytes": (finfo["global"] or {}).get("bytes", 0)},
             "training": {**self.ds.summary(), "n_bank_images": int(len(self.bank_idx)),
                          "n_calibration_images": int(len(self.cal_idx))},
