@@ -53,8 +53,8 @@ PARITY_RTOL = 1e-3
 #: Speeds and AUROCs of each on the hard development set: notes/issue-18.md
 PRESETS: dict[str, dict] = {
     "fast": {},
-    "balanced": {"backbone": "lite2", "max_bank": 4096, "search_dim": 0},
-    "accurate": {"backbone": "lite2", "color": 50.0, "max_bank": 4096, "search_dim": 0},
+    "balanced": {"backbone": "lite2", "max_bank": 4096},
+    "accurate": {"backbone": "lite2", "color": 50.0, "max_bank": 4096},
 }
 
 
