@@ -25,12 +25,15 @@ feeds = {}
 for spec in sys.argv[4:]:
     if spec == "old":
         S[spec] = ort_session(f"{bundle}/model.onnx", threads); feeds[spec] = imgs; continue
-    d, G, size = (int(v) for v in (spec.split(",") + ["256"])[:3])
+    d, G, size, ch = (int(v) for v in (spec.split(",") + ["256", "128"])[:4])
     h = size // 8
     mu_s = torch.nn.functional.interpolate(mu, size=(h, h), mode="bilinear") if h != mu.shape[-1] else mu
     sd_s = torch.nn.functional.interpolate(sd, size=(h, h), mode="bilinear") if h != sd.shape[-1] else sd
     m = PatchCore(feats, bank, 0.5, mu_s, sd_s, search_dim=d, search_groups=G).eval()
-    path = export_onnx(m, torch.zeros(1, 3, size, size), tmp / f"m_{d}_{G}_{size}.onnx", ["image"], ["anomaly_map", "score"], fold_pads=True)
+    if ch != 128 and m.search is not None:
+        from loupe_trainer.anomaly.model import TwoStageSearch
+        m.search = TwoStageSearch(m.bank, d, G, chunk=ch)
+    path = export_onnx(m, torch.zeros(1, 3, size, size), tmp / f"m_{d}_{G}_{size}_{ch}.onnx", ["image"], ["anomaly_map", "score"], fold_pads=True)
     s = ort_session(path, threads)
     feeds[spec] = [prepare(im, (size, size)) for im in raw]
     with torch.no_grad():

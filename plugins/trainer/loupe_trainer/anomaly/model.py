@@ -39,7 +39,7 @@ def bilinear_matrix(n_out: int, n_in: int) -> torch.Tensor:
     """(n_out, n_in) weights of a 1-D linear resize with half-pixel centres and edge clamping: the weights of
     ``F.interpolate(..., mode="bilinear", align_corners=False)`` along one axis, so ``A_h @ m @ A_w^T``
     is the bilinear upsampling of the map ``m`` as two small matrix products (issue 18: ONNX Runtime's
-    Resize to 256 x 256 cost ~10 times as much)."""
+    Resize of a 32 x 32 map to 256 x 256 took about twice as long, 0.21 against 0.12 ms at one thread)."""
     scale = n_in / n_out
     src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp_min(0.0)
     i0 = src.floor().long().clamp_max(n_in - 1)
