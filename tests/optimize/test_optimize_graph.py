@@ -32,10 +32,18 @@ def test_fold_pads_and_fuse_distance_are_exact(opt_anomaly_bundle, tmp_path):
     info = fuse_nn_distance(m)
     if info is not None:  # bundles exported before the trainer computed the distance this way itself
         assert info["bank"] == b.meta["memory_bank"]["bank_size"]
-    # either way the (patches x bank) block is now touched by one product and one min only
     rm = [n for n in m.graph.node if n.op_type == "ReduceMin"]
     prod = {o: n for n in m.graph.node for o in n.output}
-    assert rm and all(prod[n.input[0]].op_type in ("MatMul", "Gemm") for n in rm)
+    if b.meta["graph"].get("search"):
+        # the two-stage search (issue 18): nothing to fuse; each (chunk x bank) block of coarse scores is one
+        # product (+ the bank norms, Gemm after quant_pre_process) and one min over runs of entries
+        assert info is None
+        assert rm and all(prod[n.input[0]].op_type == "Reshape" and prod[prod[n.input[0]].input[0]].op_type
+                          in ("Gemm", "Add") for n in rm if prod[n.input[0]].op_type != "ReduceSum")
+        assert any(n.op_type == "ArgMin" for n in m.graph.node)
+    else:
+        # either way the (patches x bank) block is now touched by one product and one min only
+        assert rm and all(prod[n.input[0]].op_type in ("MatMul", "Gemm") for n in rm)
     onnx.checker.check_model(m)
     rng = np.random.default_rng(0)
     for _ in range(3):

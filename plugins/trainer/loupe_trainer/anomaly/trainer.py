@@ -27,7 +27,8 @@ Steps (each reported through ``Progress``):
    runtime to cover each image with overlapping tiles (``loupe_dl_anomaly.tiling``).
 
 Memory bound: ``max_bank x D x 4`` bytes of patch bank (2048 x 120 x 4 = 0.98 MB by
-default) plus, with the global term, ``max_global x C x 4`` (4096 x 192 x 4 = 3.1 MB).
+default; the two-stage search adds its coarse copy, ``max_bank x search_dim x 4`` = 0.39 MB) plus,
+with the global term, ``max_global x C x 4`` (4096 x 192 x 4 = 3.1 MB).
 """
 from __future__ import annotations
 
@@ -79,6 +80,14 @@ class AnomalyParams(Params):
                                                              "a quarter less time per image than 4096 at the "
                                                              "same AUROC; the balanced and accurate presets "
                                                              "keep 4096")
+    search_dim: int = Field(48, ge=0, le=1024, description="nearest-neighbour search in two stages (issue 18): "
+                                                            "the nearest bank entry is chosen in the bank's top "
+                                                            "search_dim principal components, the distance is the "
+                                                            "exact one to that entry. 0 (or >= the feature "
+                                                            "dimension) = exact search over all dimensions")
+    search_groups: int = Field(2, ge=1, le=16, description="two-stage search: candidates per patch (the coarse "
+                                                           "best in each of this many random parts of the bank), "
+                                                           "of which the exactly nearest is kept")
     proj_dim: int = Field(0, ge=0, le=1024, description="PCA of the training patch features to this many "
                                                           "dimensions, folded into the graph (0 = keep all): "
                                                           "the nearest-neighbour search costs bank x dim")
@@ -174,7 +183,7 @@ def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, 
     import torch
 
     from .coreset import subsample
-    from .model import PatchCore, nn_distance
+    from .model import PatchCore
 
     progress = progress or Progress()
     n_cal, h, w, D = f_cal.shape
@@ -182,16 +191,20 @@ def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, 
                             proj_dim=params.coreset_proj_dim, seed=params.seed,
                             progress=lambda i, k: progress.update("coreset", i, k))
     progress.update("coreset", cinfo["bank_size"], cinfo["bank_size"], bank=cinfo["bank_size"])
-    dist = nn_distance(torch.as_tensor(f_cal).reshape(-1, D), bank, chunk=8192).reshape(n_cal, 1, h, w)
+    search = {"search_dim": params.search_dim, "search_groups": params.search_groups, "seed": params.seed}
+    # the calibration distances come from the same search as inference (two-stage or exact)
+    with torch.no_grad():
+        dist = PatchCore(feats, bank, params.sigma, **search).patch_distances(torch.as_tensor(f_cal).float())
     norm = params.position_norm
     if norm == "z" and n_cal < 8:
         norm = "mean"  # a per-position spread from fewer than 8 images is too noisy
         progress.log(f"{n_cal} calibration images: position normalisation 'mean' instead of 'z'")
     mu, sd = _position_stats(dist, norm)
-    model = PatchCore(feats, bank, params.sigma, mu, sd).eval()
+    model = PatchCore(feats, bank, params.sigma, mu, sd, **search).eval()
     loo = _loo_scores(model, dist, norm, cal_groups)
     good = loo if loo is not None else model.smooth(model.normalized(dist)).flatten(1).max(1).values.numpy()
-    info = {"memory_bank": cinfo, "position_norm": norm, "leave_one_out": loo is not None,
+    info = {"memory_bank": cinfo, "search": model.search.info if model.search is not None else None,
+            "position_norm": norm, "leave_one_out": loo is not None,
             "pixel_low": float(np.median(model.smooth(model.normalized(dist)).numpy())), "global": None}
     if g_bank is not None and g_cal is not None and feats.global_stage:
         if in_sample:
@@ -207,7 +220,7 @@ def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, 
             g_mu, g_sd = float(gd.mean()), float(gd.std()) + 1e-6
             p_sd = float(np.std(good)) + 1e-6
             scale = p_sd / g_sd  # global z-score in patch-score units
-            model = PatchCore(feats, bank, params.sigma, mu, sd, gb, params.global_k, g_mu, scale).eval()
+            model = PatchCore(feats, bank, params.sigma, mu, sd, gb, params.global_k, g_mu, scale, **search).eval()
             good = good + scale * (gd - g_mu)
             info["global"] = {"stage": feats.global_stage, "k": params.global_k, "n_images": int(gb.shape[0]),
                               "dim": int(gb.shape[1]), "mu": g_mu, "scale": scale, "bytes": int(gb.numel() * 4)}
@@ -529,7 +542,10 @@ class AnomalyRun:
             "input": {"name": "image", "layout": "NCHW", "color": "RGB", "dtype": "float32",
                       "range": [0, 255]},
             "input_size": [size[0], size[1]],
-            "graph": {"pads_folded": True, "nn_search": "MatMul(-2 B^T) + |b|^2, ReduceMin, + |x|^2"},
+            "graph": {"pads_folded": True, "nn_search": (
+                "two-stage: MatMul in the bank's top principal components + |b'|^2, ArgMin per bank part; "
+                "Gather, exact |x - b|^2" if model.search is not None else "MatMul(-2 B^T) + |b|^2, ReduceMin, + |x|^2"),
+                      "search": finfo.get("search")},
             "tiling": {"tile": [tile[0], tile[1]], "overlap": params.tile_overlap,
                        "n_training_tiles": self.n_inputs} if tile is not None else None,
             "normalisation": {"mean": [127.5] * 3, "std": [127.5] * 3, "in_graph": True,
@@ -549,6 +565,7 @@ class AnomalyRun:
                         "projection": self.pinfo or {"dim": int(D), "from_dim": int(D), "explained_variance": 1.0},
                         "global": finfo["global"]},
             "memory_bank": {**cinfo, "bytes": int(bank.numel() * 4),
+                            "search_bytes": int(model.search.search_bt.numel() * 4) if model.search is not None else 0,
                             "global_bytes": (finfo["global"] or {}).get("bytes", 0)},
             "training": {**self.ds.summary(), "n_bank_images": int(len(self.bank_idx)),
                          "n_calibration_images": int(len(self.cal_idx))},
