@@ -40,6 +40,20 @@ def test_stage_outputs_and_strides(model):
         assert t.shape == (1, ch, 256 // stride, 320 // stride)
 
 
+def test_stages_from_cached_maps_and_stage_ends(model):
+    """``stages(maps, names, start=...)`` runs only the blocks after ``start`` and gives the full pass's outputs."""
+    x = to_tensor(cv2.resize(skimage.data.chelsea(), (96, 96), interpolation=cv2.INTER_AREA))
+    with torch.no_grad():
+        full = model.stages(x, ["stage4", "stage6"])
+        part = model.stages(full["stage4"], ["stage4", "stage6"], start="stage4")
+    assert torch.equal(part["stage4"], full["stage4"]) and torch.equal(part["stage6"], full["stage6"])
+    with pytest.raises(ValueError, match="come before 'stage4'"):
+        model.stages(full["stage4"], ["stage3"], start="stage4")
+    assert [model.stage_end(f"stage{i}") for i in range(1, 8)] == [1, 3, 5, 8, 11, 15, 16]  # Lite0: 16 blocks
+    with pytest.raises(ValueError, match="unknown stage 'head'"):
+        model.stage_end("head")
+
+
 def test_tf_same_padding_is_asymmetric():
     assert _same_pad(224, 3, 2) == (0, 1)   # extra pixel bottom/right
     assert _same_pad(224, 5, 2) == (1, 2)

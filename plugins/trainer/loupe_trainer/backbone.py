@@ -218,8 +218,16 @@ class EfficientNetLite0(nn.Module):
     def fc(self, layer: nn.Linear) -> None:
         self._fc = layer
 
-    def stages(self, x: torch.Tensor, names: Iterable[str]) -> dict[str, torch.Tensor]:
-        """Outputs of the named stages (see ``STAGES``); stops after the deepest one."""
+    def stage_end(self, name: str) -> int:
+        """Index (exclusive) in ``_blocks`` of the last block of ``stageN``."""
+        if name not in STAGES or not name.startswith("stage"):
+            raise ValueError(f"unknown stage {name!r}; choose from {[s for s in STAGES if s.startswith('stage')]}")
+        return self._stage_end[int(name[5:]) - 1]
+
+    def stages(self, x: torch.Tensor, names: Iterable[str], start: str | None = None) -> dict[str, torch.Tensor]:
+        """Outputs of the named stages (see ``STAGES``); stops after the deepest one. ``start``: ``x`` is already
+        the output of that stage (e.g. cached maps), so only the later blocks run; ``names`` may not name an
+        earlier one."""
         names = list(names)
         unknown = [n for n in names if n not in STAGES]
         if unknown:
@@ -227,10 +235,16 @@ class EfficientNetLite0(nn.Module):
         order = list(STAGES)
         last = max(order.index(n) for n in names)
         out: dict[str, torch.Tensor] = {}
-        x = F.relu6(self._bn0(self._conv_stem(x)))
-        if "stem" in names:
-            out["stem"] = x
-        b = 0
+        if start is None:
+            x = F.relu6(self._bn0(self._conv_stem(x)))
+            if "stem" in names:
+                out["stem"] = x
+            b = 0
+        else:
+            b = self.stage_end(start)
+            early = [n for n in names if order.index(n) < order.index(start)]
+            if early:
+                raise ValueError(f"stage(s) {early} come before {start!r}, where the input starts")
         for i, end in enumerate(self._stage_end):
             if order.index(f"stage{i + 1}") > last:
                 return out

@@ -174,7 +174,7 @@ def _set_trainable(net: ClassNet, blocks: int) -> list[nn.Parameter]:
     bb = net.backbone
     for p in net.parameters():
         p.requires_grad_(False)
-    last = max(bb._stage_end[int(s[5:]) - 1] for s in net.stage_names if s.startswith("stage")) \
+    last = max(bb.stage_end(s) for s in net.stage_names if s.startswith("stage")) \
         if any(s.startswith("stage") for s in net.stage_names) else len(bb._blocks)
     mods: list[nn.Module] = [net.fc]
     if blocks > 0:

@@ -60,8 +60,9 @@ class Verifier(nn.Module):
         self.dim = 2 * sum(stage_channels(s) for s in self.names)
         self.fc = nn.Linear(self.dim, n_out)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        st = self.trunk.stages(x, self.names)
+    def features(self, x: torch.Tensor, start: str | None = None) -> torch.Tensor:
+        """Each named stage average- and max-pooled; ``start``: x is that stage's output (``trunk.stages``)."""
+        st = self.trunk.stages(x, self.names, start=start)
         return torch.cat([t for s in self.names for t in (st[s].mean((2, 3)), st[s].amax((2, 3)))], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,8 +95,7 @@ def _stage_blocks(net: Verifier) -> tuple[int, int]:
     """(first, last) block indices after stage4 up to the deepest of the verifier's stages (4-6 only)."""
     if not set(net.names) <= {"stage4", "stage5", "stage6"}:
         raise ValueError(f"the cached-stage4 path needs stages 4-6 only, not {net.names}")
-    ends = net.trunk._stage_end                       # block index after each stage
-    return ends[3], ends[max(int(n[-1]) for n in net.names) - 1]
+    return net.trunk.stage_end("stage4"), max(net.trunk.stage_end(n) for n in net.names)
 
 
 @torch.no_grad()
@@ -108,15 +108,7 @@ def stage4_maps(net: Verifier, crops: np.ndarray, batch: int = 256) -> torch.Ten
 
 def head_features(net: Verifier, s4: torch.Tensor) -> torch.Tensor:
     """``net.features`` from stage4 maps: the blocks after stage4, each named stage average- and max-pooled."""
-    first, last = _stage_blocks(net)
-    ends = net.trunk._stage_end
-    out, x = {"stage4": s4}, s4
-    for b in range(first, last):
-        x = net.trunk._blocks[b](x)
-        for k, e in enumerate(ends):
-            if b + 1 == e:
-                out[f"stage{k + 1}"] = x
-    return torch.cat([t for s in net.names for t in (out[s].mean((2, 3)), out[s].amax((2, 3)))], 1)
+    return net.features(s4, start="stage4")
 
 
 def finetune(net: Verifier, s4: torch.Tensor, labels: np.ndarray, epochs: int, seed: int, lr: float = 1e-3,

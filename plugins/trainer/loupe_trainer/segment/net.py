@@ -46,7 +46,7 @@ class SegNet(nn.Module):
         self.features = features(deep_stage)
         self.encoder = build_backbone(pretrained=pretrained)
         # the parts the decoder never uses: keep the module light (and the optimiser's state small)
-        del self.encoder._blocks[self.encoder._stage_end[int(deep_stage[5:]) - 1]:]
+        del self.encoder._blocks[self.encoder.stage_end(deep_stage):]
         self.encoder._conv_head = nn.Identity()
         self.encoder._bn1 = nn.Identity()
         self.encoder._fc = nn.Identity()
