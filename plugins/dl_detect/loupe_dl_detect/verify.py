@@ -50,6 +50,13 @@ def crop_boxes(image: np.ndarray, boxes: np.ndarray, side: int, margin: float, m
     return out[:len(boxes)]
 
 
+def top_candidates(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, n: int):
+    """(boxes, scores, labels) of the ``n`` best-scoring candidates, best first (the verifier's cap; the trainer
+    applies the same one to its training and held-out candidates)."""
+    order = np.argsort(-scores, kind="stable")[:n]
+    return boxes[order], scores[order], labels[order]
+
+
 def as_bgr(image: np.ndarray) -> np.ndarray:
     """A frame as 3-channel BGR (grey and BGRA frames converted; a BGR frame as it is)."""
     if image.ndim == 2 or image.shape[2] == 1:
@@ -139,9 +146,8 @@ class BoxVerifier:
 
     def rescore(self, image_bgr: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray):
         """(boxes, combined scores, labels) of the best ``max_candidates`` candidates, best detector score first."""
-        order = np.argsort(-scores, kind="stable")[:self.max_candidates]
-        boxes, scores = boxes[order], scores[order]
-        if not len(order):
-            return boxes, scores, labels[order]
+        boxes, scores, labels = top_candidates(boxes, scores, labels, self.max_candidates)
+        if not len(scores):
+            return boxes, scores, labels
         s, c = relabel(scores, self.probabilities(image_bgr, boxes))
         return boxes, s, c

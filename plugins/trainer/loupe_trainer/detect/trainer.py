@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import platform
+import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -422,18 +423,14 @@ class DetectTrainer(Trainer):
             "versions": _versions(),
         }
         progress.update("export", 0, 1)
-        if not params.verify:
-            bundle = write_detect_bundle(net, Path(out), classes, size, STRIDE, [c[1] for c in check],
-                                         np.stack([c[2] for c in check]), min_score, meta, params.threads)
-            progress.update("export", 1, 1)
-            return bundle
-        import tempfile
-
-        from .verifier import add_verifier
-
         with tempfile.TemporaryDirectory(prefix="loupe-detect-") as tmp:
-            det_bundle = write_detect_bundle(net, Path(tmp) / "detector", classes, size, STRIDE,
-                                             [c[1] for c in check], np.stack([c[2] for c in check]), min_score, meta,
-                                             params.threads)
+            # with --verify the detector is written to a scratch folder; add_verifier writes OUT with both graphs
+            bundle = write_detect_bundle(net, Path(tmp) / "detector" if params.verify else Path(out), classes, size,
+                                         STRIDE, [c[1] for c in check], np.stack([c[2] for c in check]), min_score,
+                                         meta, params.threads)
             progress.update("export", 1, 1)
-            return add_verifier(det_bundle, Path(out), train, val, classes, params, progress)
+            if params.verify:
+                from .verifier import add_verifier
+
+                bundle = add_verifier(bundle, Path(out), train, val, classes, params, progress)
+        return bundle

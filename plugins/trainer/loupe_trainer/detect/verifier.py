@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from loupe_dl_detect.model import iou_matrix
-from loupe_dl_detect.verify import crop_boxes, relabel
+from loupe_dl_detect.verify import crop_boxes, relabel, top_candidates
 
 from ..backbone import build_backbone, stage_channels
 from .augment import _hflip, _rot90
@@ -196,12 +196,6 @@ def label_candidates(boxes: np.ndarray, gb: np.ndarray, gl: np.ndarray) -> tuple
     return keep, lab[keep].astype(np.int64)
 
 
-def top_candidates(d, n: int):
-    """(boxes, scores, labels) of at most ``n`` detections, best score first (the runtime's cap)."""
-    order = np.argsort(-d.scores, kind="stable")[:n]
-    return d.boxes[order], d.scores[order], d.labels[order]
-
-
 def training_crops(propose: Callable, images, rng, crop: int = CROP, margin: float = MARGIN, n_jitter: int = 0,
                    n_random: int = N_RANDOM, max_candidates: int | None = None, min_px: float = MIN_BOX_PX):
     """Crops [M, crop, crop, 3] (the images' channel order), labels [M] (0 background, 1..K the classes) and
@@ -217,7 +211,7 @@ def training_crops(propose: Callable, images, rng, crop: int = CROP, margin: flo
             labels += [int(lab) + 1] * len(bx)
             kinds += ["truth"] * len(bx)
         d = propose(img)                     # the detector's own candidates
-        boxes = top_candidates(d, max_candidates or len(d))[0]
+        boxes = top_candidates(d.boxes, d.scores, d.labels, max_candidates or len(d))[0]
         keep, lab = label_candidates(boxes, gb, gl)
         if keep.any():
             crops.append(crop_boxes(img, boxes[keep], crop, margin, min_px))
@@ -313,12 +307,10 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
     import tempfile
     import time
 
-    from host import create_session, write_bundle
+    from host import UsageError, create_session, write_bundle
     from loupe_dl_detect.model import Detector
 
     from .trainer import choose_threshold
-
-    from host import UsageError
 
     if not val or not train:
         raise UsageError("--verify needs readable training and held-out images (none were left to fit or to choose "
@@ -358,7 +350,7 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
             d = propose(img)
             det_preds.append((d.boxes, d.scores, d.labels))
             gts.append((bx, lab))
-            c = top_candidates(d, cap)
+            c = top_candidates(d.boxes, d.scores, d.labels, cap)
             capped.append(c)
             cr = crop_boxes(img, c[0], CROP, MARGIN, MIN_BOX_PX)
             held_crops.append(cr)
