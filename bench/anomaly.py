@@ -262,9 +262,8 @@ def speed(args, cat: str = "brushed_metal") -> dict:
         pipe.process(frames[0])
         sess.run(None, {"image": prepare(imgs[0], size)})
         tsess.run(None, {"image": prepare(imgs[0], size)})
-        # blocks of all images per path, the order rotated each round: ONNX Runtime's worker threads spin
-        # for a while after a run, so image-by-image interleaving of three sessions on 2 cores makes them
-        # steal from each other; the first run of each block (after a switch) is dropped
+        # blocks of all images per path, the order rotated each round, the first run of each block (after a
+        # switch) dropped: three sessions' caches and thread pools would otherwise disturb each other
         def bare(i):
             sess.run(None, {"image": prepare(imgs[i], size)})
 

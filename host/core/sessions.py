@@ -209,7 +209,7 @@ def _providers(engine: str, cache_dir: Path | None, precision: str = "fp32") -> 
 
 def create_session(model: str | Path | bytes, threads: int | None = None, *, engine: str | None = None,
                    optimization: str | None = None, options: SessionOptions | None = None,
-                   parity: bool = True, outputs: tuple[str, ...] = (), spin: bool = True) -> Any:
+                   parity: bool = True, outputs: tuple[str, ...] = (), spin: bool = False) -> Any:
     """An inference session for ``model`` (a file path or the serialised ONNX graph).
 
     Returns an ``onnxruntime.InferenceSession`` (or, for ``openvino``, an object with the
@@ -219,8 +219,12 @@ def create_session(model: str | Path | bytes, threads: int | None = None, *, eng
     the trainer's own checks stay on the CPU. Raises ``UsageError`` for an unknown or
     unusable engine (with what to install) or a failed parity check, ``BundleError``
     naming the file when the graph cannot be opened or lacks one of the ``outputs`` a runtime reads.
-    ``spin=False``: ONNX Runtime's idle threads sleep instead of spinning; for a second, small graph that runs
-    in the same frame as another session, whose spinning threads would otherwise compete with it for the cores.
+    Idle threads sleep (``session.intra_op.allow_spinning`` 0) unless ``spin=True``. ONNX Runtime's default,
+    spinning, keeps a session's pool threads busy after each run, competing for the cores with whatever the
+    frame does next: the tool's own numpy/OpenCV work, or a second model's session. Through ``loupe bench`` at
+    2 threads (notes/issue-18.md, session 9) sleeping threads took the default anomaly step from 14.4 to 11.4 ms,
+    an anomaly + classification recipe from 26-34 to 14-16 ms and anomaly + detection from 58 to 30 ms; only a
+    tiny graph run back to back gains from spinning (a 64 px classifier: 2.2 against 2.5-2.9 ms).
     """
     opts = options or SessionOptions()
     threads = opts.threads if threads is None else threads
@@ -294,7 +298,7 @@ def stored_parity(model: str | Path) -> StoredParity | None:
 
 
 def _build(data: bytes, what: str, threads: int, level: str, engine: str, cache: Path | None,
-           parity: bool, stored: StoredParity | None = None, precision: str = "fp32", spin: bool = True) -> Any:
+           parity: bool, stored: StoredParity | None = None, precision: str = "fp32", spin: bool = False) -> Any:
     if engine == "openvino":
         if engine_status()["openvino"] is not None:
             raise UsageError(f"engine openvino cannot run here: {engine_status()['openvino']}")
@@ -317,7 +321,7 @@ def _build(data: bytes, what: str, threads: int, level: str, engine: str, cache:
 
 
 def _ort_session(data: bytes, what: str, threads: int, level: str, engine: str, cache: Path | None,
-                 precision: str = "fp32", spin: bool = True) -> Any:
+                 precision: str = "fp32", spin: bool = False) -> Any:
     providers = _providers(engine, cache, precision)
     if engine == "tensorrt" and cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
@@ -494,7 +498,7 @@ def time_session(session: Any, runs: int = 10) -> float:
 
 
 def _auto(data: bytes, what: str, threads: int, level: str, cache: Path | None,
-          stored: StoredParity | None = None, precision: str = "fp32", spin: bool = True) -> Any:
+          stored: StoredParity | None = None, precision: str = "fp32", spin: bool = False) -> Any:
     """Every usable engine that matches the CPU, timed on a probe input; the fastest wins."""
     best, best_ms, tried = None, float("inf"), []
     for engine in available_engines():

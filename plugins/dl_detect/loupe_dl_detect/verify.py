@@ -118,11 +118,9 @@ class BoxVerifier:
         self.candidate_score = cfg["candidate_score"]
         self.max_candidates = cfg["max_candidates"]
         self.min_score = cfg["min_score"]
-        # the graph's bytes, not its path: the bundle's stored engine parity set belongs to model.onnx. Its
-        # threads sleep when idle: spinning beside the detector's session's threads they doubled the frame time
-        # (2 threads: 58.7 -> 34.6 ms a frame; the detector alone 24.4; notes/issue-17.md, session 8)
+        # the graph's bytes, not its path: the bundle's stored engine parity set belongs to model.onnx
         self.session = create_session(bundle.file(cfg["file"]).read_bytes(), threads, engine=resolve_engine(engine),
-                                      outputs=(OUTPUT,), spin=False)
+                                      outputs=(OUTPUT,))
         self.input_name = self.session.get_inputs()[0].name
         shape = self.session.get_outputs()[0].shape
         if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n_classes + 1):
