@@ -8,8 +8,9 @@ Fit (after the detector is trained and exported, on its training images, never t
    verifier off) at ``candidate_score``, on every training image under the quarter turns and flips training
    uses; at most ``max_candidates`` per view, best score first (as at run time).
 2. Crops (``loupe_dl_detect.verify.crop_boxes``: a square of ``margin`` x the box's longer side around the box's
-   centre, ``crop`` px, grey outside) of every true box (class k), every candidate at IoU >= 0.5 with a true box
-   (its class) or < 0.3 with all (background), and ``n_random`` random background boxes per view.
+   centre, ``crop`` px, grey outside) of every true box (class k) and ``N_JITTER`` jittered copies, every candidate
+   at IoU >= 0.5 with a true box (its class) or < 0.3 with all (background), and ``n_random`` random background
+   boxes per view.
 3. The frozen EfficientNet-Lite0 (ImageNet) up to stage6; stage4 and stage6 each average- and max-pooled (544
    features); the linear layer fitted by the classifier's L-BFGS probe (``fit_linear``, L2 ``_probe_wd``), then
    stage5-6 and the linear layer fine-tuned ``epochs`` epochs on stage4 maps computed once (BatchNorm frozen,
@@ -43,6 +44,9 @@ MARGIN = 0.75
 MIN_BOX_PX = 8.0
 STAGES = ("stage4", "stage6")
 N_RANDOM = 4
+#: jittered copies of each true box per view, and their jitter (session 9: the detector's boxes on new images are
+#: less exact than the true boxes; without jittered copies the verifier called some real parts background)
+N_JITTER, JITTER = 2, 0.15
 #: a candidate is its true box's class at IoU >= POS_IOU with it, background below NEG_IOU with every true box
 POS_IOU, NEG_IOU = 0.5, 0.3
 #: export parity: probabilities within float rounding
@@ -197,16 +201,18 @@ def label_candidates(boxes: np.ndarray, gb: np.ndarray, gl: np.ndarray) -> tuple
 
 
 def training_crops(propose: Callable, images, rng, crop: int = CROP, margin: float = MARGIN, n_jitter: int = 0,
-                   n_random: int = N_RANDOM, max_candidates: int | None = None, min_px: float = MIN_BOX_PX):
+                   n_random: int = N_RANDOM, max_candidates: int | None = None, min_px: float = MIN_BOX_PX,
+                   jitter_amount: float = 0.1):
     """Crops [M, crop, crop, 3] (the images' channel order), labels [M] (0 background, 1..K the classes) and
     kinds [M] ("truth", "cand_pos", "cand_neg", "random") from ``images`` (an iterable of (RGB image, true boxes,
-    true labels), each one view); ``propose(image)`` gives the detector's candidates (``Detections``)."""
+    true labels), each one view); ``propose(image)`` gives the detector's candidates (``Detections``). Each true box
+    also gives ``n_jitter`` copies moved by ~``jitter_amount`` of its size (``jitter``), labelled as the box."""
     crops, labels, kinds = [], [], []
     for img, gb, gl in images:
         gb = np.asarray(gb, np.float32).reshape(-1, 4)
         gl = np.asarray(gl, np.int64)
         for b, lab in zip(gb, gl):           # the true boxes (and jittered copies)
-            bx = np.concatenate([b[None], jitter(rng, b, n_jitter)])
+            bx = np.concatenate([b[None], jitter(rng, b, n_jitter, jitter_amount)])
             crops.append(crop_boxes(img, bx, crop, margin, min_px))
             labels += [int(lab) + 1] * len(bx)
             kinds += ["truth"] * len(bx)
@@ -334,7 +340,8 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
 
     progress.update("verifier", 0, 3)
     rng = np.random.default_rng(params.seed)
-    crops, labels, kinds = training_crops(propose, image_views(train), rng, max_candidates=cap)
+    crops, labels, kinds = training_crops(propose, image_views(train), rng, max_candidates=cap, n_jitter=N_JITTER,
+                                          jitter_amount=JITTER)
     counts = {k: int((kinds == k).sum()) for k in ("truth", "cand_pos", "cand_neg", "random")}
     progress.log(f"verifier: {len(crops)} training crops from {len(train)} images x their views ({counts})")
     progress.update("verifier", 1, 3)
@@ -376,7 +383,8 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
             "method": f"EfficientNet-Lite0 (ImageNet) {' + '.join(STAGES)} average- and max-pooled, linear probe, "
                       f"then stage5-6 and the linear layer fine-tuned {params.verify_epochs} epoch(s); "
                       f"score sqrt(detector score x p[c]), c the verifier's best part class",
-            "train_crops": counts, "train_accuracy": round(train_acc, 4), "fine_tune_epochs": params.verify_epochs,
+            "train_crops": counts, "truth_jitter": {"copies": N_JITTER, "amount": JITTER},
+            "train_accuracy": round(train_acc, 4), "fine_tune_epochs": params.verify_epochs,
             "onnx_opset": OPSET, "parity": parity,
             "held_out": {"views": len(gts),
                          "detector_alone": {"threshold": det_thr, "count_accuracy": round(det_table[det_thr][0], 4)},
