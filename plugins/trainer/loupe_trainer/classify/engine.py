@@ -171,6 +171,7 @@ class FitConfig:
     wise: float = 1.0                  # trunk = (1 - wise) * pretrained + wise * fine-tuned (exp)
     head_lr_mult: float = 1.0          # head learning rate = lr * head_lr_mult (exp)
     grid: int = 3                      # cells per side of grid pooling (exp)
+    pooling_tiebreak: bool = False     # equal CV accuracies: the lower CV log loss decides (exp)
     mixup: float = 0.0                 # > 0: CutMix / mixup on alternate batches, Beta(a, a) (exp)
     augment: Augment = field(default_factory=Augment)
 
@@ -253,12 +254,13 @@ def _probe_wd(n: int) -> float:
 
 def cross_validate_pooling(feats: torch.Tensor, y: np.ndarray, n_copies: int, channels: int, n_pools: int,
                            smoothing: float, seed: int, folds: int = 5,
-                           max_images: int = 2000) -> dict[str, float]:
+                           max_images: int = 2000, losses: dict[str, float] | None = None) -> dict[str, float]:
     """Accuracy of the linear probe under ``global`` and ``grid`` pooling, by stratified k-fold over the images.
 
     ``feats`` are grid-pooled features [n_copies * N, K * G] (copy 0 unaugmented); the global-pooled ones are
     their first pool column. Augmented copies of an image stay in its fold; each fold is scored on the
-    unaugmented images it holds out.
+    unaugmented images it holds out. ``losses``, when given, receives each variant's mean held-out log loss
+    (the tie-break when the accuracies are equal, which a few dozen images often give).
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -273,6 +275,7 @@ def cross_validate_pooling(feats: torch.Tensor, y: np.ndarray, n_copies: int, ch
         sample = np.sort(train_test_split(sample, train_size=max_images, stratify=y, random_state=seed)[0])
     variants = {"grid": feats, "global": feats.view(len(feats), channels, n_pools)[:, :, 0].contiguous()}
     scores = {v: 0 for v in variants}
+    nll = {v: 0.0 for v in variants}
     yt = torch.from_numpy(y)
     ys = y[sample]
     k = int(min(folds, np.bincount(ys)[np.unique(ys)].min()))
@@ -285,7 +288,11 @@ def cross_validate_pooling(feats: torch.Tensor, y: np.ndarray, n_copies: int, ch
             head = nn.Linear(f.shape[1], int(y.max()) + 1)
             fit_linear(head, f[rows], yt[tr].repeat(n_copies), _probe_wd(len(tr)), smoothing)
             with torch.no_grad():
-                scores[name] += int((head(f[torch.from_numpy(te)]).argmax(1) == yt[te]).sum())
+                lg = head(f[torch.from_numpy(te)])
+                scores[name] += int((lg.argmax(1) == yt[te]).sum())
+                nll[name] += float(F.cross_entropy(lg, yt[te], reduction="sum"))
+    if losses is not None:
+        losses.update({name: v / len(sample) for name, v in nll.items()})
     return {name: hits / len(sample) for name, hits in scores.items()}
 
 
@@ -356,12 +363,18 @@ class FitRun:
             self.update("features", i + 1, len(copies))
         feats = torch.cat(feats)
         if cfg.pooling == "auto":
+            cv_loss: dict[str, float] = {}
             cv = cross_validate_pooling(feats, y, len(copies), net.channels, net.n_pools, cfg.label_smoothing,
-                                        cfg.seed)
+                                        cfg.seed, losses=cv_loss)
             history["pooling_cv_accuracy"] = cv
+            history["pooling_cv_log_loss"] = {k: round(v, 4) for k, v in cv_loss.items()}
             # grid pooling only when cross-validation says the part's layout helps; a tie keeps the simpler,
             # translation-invariant global pooling
-            if not cv or cv["grid"] <= cv["global"]:
+            if cfg.pooling_tiebreak and cv and cv["grid"] == cv["global"]:
+                grid_wins = cv_loss["grid"] < cv_loss["global"]
+            else:
+                grid_wins = bool(cv) and cv["grid"] > cv["global"]
+            if not grid_wins:
                 feats = feats.view(len(feats), net.channels, net.n_pools)[:, :, 0].contiguous()
                 net.set_pooling("global")
             self.log("pooling: " + net.pooling + (" (cross-validated probe accuracy: " +
