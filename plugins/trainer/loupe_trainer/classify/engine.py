@@ -254,7 +254,8 @@ def _probe_wd(n: int) -> float:
 
 def cross_validate_pooling(feats: torch.Tensor, y: np.ndarray, n_copies: int, channels: int, n_pools: int,
                            smoothing: float, seed: int, folds: int = 5,
-                           max_images: int = 2000, losses: dict[str, float] | None = None) -> dict[str, float]:
+                           max_images: int = 2000, losses: dict[str, float] | None = None,
+                           score_copies: bool = False) -> dict[str, float]:
     """Accuracy of the linear probe under ``global`` and ``grid`` pooling, by stratified k-fold over the images.
 
     ``feats`` are grid-pooled features [n_copies * N, K * G] (copy 0 unaugmented); the global-pooled ones are
@@ -287,13 +288,15 @@ def cross_validate_pooling(feats: torch.Tensor, y: np.ndarray, n_copies: int, ch
         for name, f in variants.items():
             head = nn.Linear(f.shape[1], int(y.max()) + 1)
             fit_linear(head, f[rows], yt[tr].repeat(n_copies), _probe_wd(len(tr)), smoothing)
+            te_rows = np.concatenate([te + c * n for c in range(n_copies)]) if score_copies else te
             with torch.no_grad():
-                lg = head(f[torch.from_numpy(te)])
-                scores[name] += int((lg.argmax(1) == yt[te]).sum())
-                nll[name] += float(F.cross_entropy(lg, yt[te], reduction="sum"))
+                lg = head(f[torch.from_numpy(te_rows)])
+                scores[name] += int((lg.argmax(1) == yt[te_rows % n]).sum())
+                nll[name] += float(F.cross_entropy(lg, yt[te_rows % n], reduction="sum"))
+    per = len(sample) * (n_copies if score_copies else 1)
     if losses is not None:
-        losses.update({name: v / len(sample) for name, v in nll.items()})
-    return {name: hits / len(sample) for name, hits in scores.items()}
+        losses.update({name: v / per for name, v in nll.items()})
+    return {name: hits / per for name, hits in scores.items()}
 
 
 def fit(x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes: int, cfg: FitConfig,
