@@ -1,14 +1,22 @@
-"""Frozen-trunk head study at 10/class over several draws (session 9). Features cached in /tmp/h18s/feat."""
-import sys, json, time
+"""Frozen-trunk linear heads at 10 images per class over several draws (issue 18, session 9).
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/classify_frozen_heads.py 1,2,3,4,5,0 [N_TEST]
+
+Lite0 at 96 px, stages 3-6 grid-pooled (global + 3 x 3 cells) once for the test set and for each draw's 100
+training images plus 16 augmented copies (the trainer's ``Augment``); then the trainer's probe (``fit_linear``,
+``_probe_wd``, label smoothing 0.1) with copies / L2 / stage / pooling variants. The draw is
+``bench/classify.py``'s. Features cached in $FROZEN_CACHE (default /tmp/loupe-frozen). One JSON line per draw.
+"""
+import json, os, sys, time
 from pathlib import Path
 import numpy as np, torch
-sys.path.insert(0, "/work/wt/h18s/bench")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import classify as bench
 from host import resize_to, to_rgb8
 from loupe_trainer.classify.engine import ClassNet, pooled_features, fit_linear, _probe_wd
 from loupe_trainer.classify.augment import Augment
 torch.set_num_threads(1)
-FD = Path("/tmp/h18s/feat"); FD.mkdir(exist_ok=True)
+FD = Path(os.environ.get("FROZEN_CACHE", "/tmp/loupe-frozen")); FD.mkdir(parents=True, exist_ok=True)
 STG = ("stage3", "stage4", "stage5", "stage6")
 torch.manual_seed(0)
 net = ClassNet(10, stages=STG, pooling="grid").eval()
@@ -60,5 +68,5 @@ for seed in [int(s) for s in sys.argv[1].split(",")]:
     run("global", pool="global")
     run("sm0", smooth=0.0)
     print(json.dumps({"seed": seed, **res}), flush=True)
-    with open("/tmp/h18s/frozen.jsonl", "a") as f:
+    with open(FD / "frozen_heads.jsonl", "a") as f:
         f.write(json.dumps({"seed": seed, "test": NTE, **res}) + "\n")

@@ -1,15 +1,22 @@
-"""Frozen-trunk pooling granularity at 10/class (session 9): raw stage 4-6 maps (6x6 at 96 px) cached."""
-import sys, json, time
+"""Frozen-trunk pooling granularity (issue 18, session 9): global + k x k cells of the 6 x 6 stage 4-6 map.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/classify_frozen_pool.py 1,2,3,0 [PER [KINDS]]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/classify_frozen_pool.py 1,2 100 g+3,g+6,g+3+6
+
+KINDS: '+'-joined parts, g = global average, k = the k x k cells (g+3 is the trainer's grid pooling, g+6 a
+weight for every map position at 96 px). Test maps cached in $FROZEN_CACHE (default /tmp/loupe-frozen).
+"""
+import json, os, sys, time
 from pathlib import Path
 import numpy as np, torch
-sys.path.insert(0, "/work/wt/h18s/bench")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import classify as bench
 from host import resize_to, to_rgb8
 from loupe_trainer.classify.engine import ClassNet, fit_linear, _probe_wd, pool_matrix
 from loupe_trainer.classify.augment import Augment
 from loupe_trainer.backbone import to_tensor
 torch.set_num_threads(1)
-FD = Path("/tmp/h18s/feat")
+FD = Path(os.environ.get("FROZEN_CACHE", "/tmp/loupe-frozen")); FD.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)
 net = ClassNet(10, pooling="grid").eval()
 def prep(imgs):
@@ -55,5 +62,5 @@ for seed in [int(s) for s in sys.argv[1].split(",")]:
                     ok += int((fc(pool(Mte[s:s + 2000], kind)).argmax(1).numpy() == yte[s:s + 2000]).sum())
             res[f"{kind}" + (f"_wd{wdm:g}" if wdm != 1 else "")] = round(ok / len(Mte), 4)
     print(json.dumps({"seed": seed, **res}), flush=True)
-    with open("/tmp/h18s/frozen2.jsonl", "a") as f:
+    with open(FD / "frozen_pool.jsonl", "a") as f:
         f.write(json.dumps({"seed": seed, "per": PER, **res}) + "\n")

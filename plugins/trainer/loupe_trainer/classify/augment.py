@@ -6,7 +6,6 @@ epoch costs little besides the network itself.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import cv2
@@ -53,23 +52,12 @@ class Augment:
     hflip: bool = True
     vflip: bool = False
     jitter: float = 0.2
-    crop: float = 0.0       # > 0: random-resized crop keeping at least this share of the area (exp)
-    erase: float = 0.0      # probability of erasing a random rectangle (exp)
 
     def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n, h, w = batch.shape[:3]
         out = np.empty_like(batch)
         for i in range(n):
             img = batch[i]
-            if self.crop > 0:
-                area = rng.uniform(self.crop, 1.0) * h * w
-                ar = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-                ch = int(round(min(h, math.sqrt(area / ar))))
-                cw = int(round(min(w, math.sqrt(area * ar))))
-                r0 = int(rng.integers(0, h - ch + 1))
-                c0 = int(rng.integers(0, w - cw + 1))
-                img = cv2.resize(np.ascontiguousarray(img[r0:r0 + ch, c0:c0 + cw]), (w, h),
-                                 interpolation=cv2.INTER_LINEAR)
             if self.rotate or self.scale or self.shift:
                 a = rng.uniform(-self.rotate, self.rotate)
                 s = 1.0 + rng.uniform(-self.scale, self.scale)
@@ -86,12 +74,5 @@ class Augment:
                 b = 255.0 * rng.uniform(-self.jitter, self.jitter) * 0.5
                 mean = float(img.mean())
                 img = np.clip((img.astype(np.float32) - mean) * c + mean + b, 0, 255).astype(np.uint8)
-            if self.erase and rng.random() < self.erase:
-                img = np.array(img)
-                eh = int(h * rng.uniform(0.15, 0.4))
-                ew = int(w * rng.uniform(0.15, 0.4))
-                r0 = int(rng.integers(0, h - eh + 1))
-                c0 = int(rng.integers(0, w - ew + 1))
-                img[r0:r0 + eh, c0:c0 + ew] = rng.integers(0, 256, size=(1, 1, img.shape[2]), dtype=np.uint8)
             out[i] = img
         return out

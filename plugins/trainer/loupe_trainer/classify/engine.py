@@ -166,13 +166,6 @@ class FitConfig:
     time_limit_s: float = 270.0
     pooling: str = "auto"              # global | grid | auto (chosen by cross-validating the linear probe)
     refit_head: bool = True            # finally refit the linear head on training + validation features
-    refit_without_val: bool = False    # also refit the head when there is no validation split (exp)
-    swa: int = 0                       # average the weights of the last ``swa`` epochs (exp)
-    wise: float = 1.0                  # trunk = (1 - wise) * pretrained + wise * fine-tuned (exp)
-    head_lr_mult: float = 1.0          # head learning rate = lr * head_lr_mult (exp)
-    grid: int = 3                      # cells per side of grid pooling (exp)
-    pooling_tiebreak: bool = False     # equal CV accuracies: the lower CV log loss decides (exp)
-    mixup: float = 0.0                 # > 0: CutMix / mixup on alternate batches, Beta(a, a) (exp)
     augment: Augment = field(default_factory=Augment)
 
 
@@ -254,14 +247,12 @@ def _probe_wd(n: int) -> float:
 
 def cross_validate_pooling(feats: torch.Tensor, y: np.ndarray, n_copies: int, channels: int, n_pools: int,
                            smoothing: float, seed: int, folds: int = 5,
-                           max_images: int = 2000, losses: dict[str, float] | None = None,
-                           score_copies: bool = False) -> dict[str, float]:
+                           max_images: int = 2000) -> dict[str, float]:
     """Accuracy of the linear probe under ``global`` and ``grid`` pooling, by stratified k-fold over the images.
 
     ``feats`` are grid-pooled features [n_copies * N, K * G] (copy 0 unaugmented); the global-pooled ones are
     their first pool column. Augmented copies of an image stay in its fold; each fold is scored on the
-    unaugmented images it holds out. ``losses``, when given, receives each variant's mean held-out log loss
-    (the tie-break when the accuracies are equal, which a few dozen images often give).
+    unaugmented images it holds out.
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -276,7 +267,6 @@ def cross_validate_pooling(feats: torch.Tensor, y: np.ndarray, n_copies: int, ch
         sample = np.sort(train_test_split(sample, train_size=max_images, stratify=y, random_state=seed)[0])
     variants = {"grid": feats, "global": feats.view(len(feats), channels, n_pools)[:, :, 0].contiguous()}
     scores = {v: 0 for v in variants}
-    nll = {v: 0.0 for v in variants}
     yt = torch.from_numpy(y)
     ys = y[sample]
     k = int(min(folds, np.bincount(ys)[np.unique(ys)].min()))
@@ -288,15 +278,9 @@ def cross_validate_pooling(feats: torch.Tensor, y: np.ndarray, n_copies: int, ch
         for name, f in variants.items():
             head = nn.Linear(f.shape[1], int(y.max()) + 1)
             fit_linear(head, f[rows], yt[tr].repeat(n_copies), _probe_wd(len(tr)), smoothing)
-            te_rows = np.concatenate([te + c * n for c in range(n_copies)]) if score_copies else te
             with torch.no_grad():
-                lg = head(f[torch.from_numpy(te_rows)])
-                scores[name] += int((lg.argmax(1) == yt[te_rows % n]).sum())
-                nll[name] += float(F.cross_entropy(lg, yt[te_rows % n], reduction="sum"))
-    per = len(sample) * (n_copies if score_copies else 1)
-    if losses is not None:
-        losses.update({name: v / per for name, v in nll.items()})
-    return {name: hits / per for name, hits in scores.items()}
+                scores[name] += int((head(f[torch.from_numpy(te)]).argmax(1) == yt[te]).sum())
+    return {name: hits / len(sample) for name, hits in scores.items()}
 
 
 def fit(x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes: int, cfg: FitConfig,
@@ -313,9 +297,7 @@ def fit(x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes:
                            seconds=time.perf_counter() - run.t_start)
         return run.net, run.history
     run.finetune()
-    if cfg.wise < 1.0:
-        run.wise_blend()
-    if cfg.refit_head and (run.has_val or cfg.refit_without_val or cfg.wise < 1.0):
+    if cfg.refit_head and run.has_val:
         run.refit_head()  # the validation images chose the epoch; now let the head learn from them too
         run.history["refit_head"] = True
     for p in run.net.parameters():
@@ -336,8 +318,7 @@ class FitRun:
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.x, self.y, self.vx, self.vy, self.cfg, self.progress, self.log = x, y, vx, vy, cfg, progress, log
-        self.net = ClassNet(n_classes, dropout=cfg.dropout, pooling="global" if cfg.pooling == "global" else "grid",
-                            grid=cfg.grid)
+        self.net = ClassNet(n_classes, dropout=cfg.dropout, pooling="global" if cfg.pooling == "global" else "grid")
         self.yt = torch.from_numpy(y)
         self.has_val = len(vx) > 0
         self.history: dict[str, Any] = {"epochs": []}
@@ -366,18 +347,12 @@ class FitRun:
             self.update("features", i + 1, len(copies))
         feats = torch.cat(feats)
         if cfg.pooling == "auto":
-            cv_loss: dict[str, float] = {}
             cv = cross_validate_pooling(feats, y, len(copies), net.channels, net.n_pools, cfg.label_smoothing,
-                                        cfg.seed, losses=cv_loss)
+                                        cfg.seed)
             history["pooling_cv_accuracy"] = cv
-            history["pooling_cv_log_loss"] = {k: round(v, 4) for k, v in cv_loss.items()}
             # grid pooling only when cross-validation says the part's layout helps; a tie keeps the simpler,
             # translation-invariant global pooling
-            if cfg.pooling_tiebreak and cv and cv["grid"] == cv["global"]:
-                grid_wins = cv_loss["grid"] < cv_loss["global"]
-            else:
-                grid_wins = bool(cv) and cv["grid"] > cv["global"]
-            if not grid_wins:
+            if not cv or cv["grid"] <= cv["global"]:
                 feats = feats.view(len(feats), net.channels, net.n_pools)[:, :, 0].contiguous()
                 net.set_pooling("global")
             self.log("pooling: " + net.pooling + (" (cross-validated probe accuracy: " +
@@ -398,10 +373,7 @@ class FitRun:
         head = list(net.fc.parameters())
         head_ids = {id(p) for p in head}
         body = [p for p in params if id(p) not in head_ids]
-        self.init_state = copy.deepcopy(net.state_dict())
-        swa_sum: dict[str, torch.Tensor] | None = None
-        swa_n = 0
-        opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.lr * cfg.head_lr_mult}],
+        opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.lr}],
                                 weight_decay=cfg.weight_decay)
         steps_per_epoch = max(1, math.ceil(len(x) / cfg.batch_size))
         self.schedule = {"total": steps_per_epoch * cfg.epochs, "warm": steps_per_epoch,
@@ -431,14 +403,6 @@ class FitRun:
                         break
             else:
                 self.best = {"acc": acc, "loss": vloss, "epoch": epoch, "state": None}
-                if cfg.swa and epoch > cfg.epochs - cfg.swa:
-                    sd = net.state_dict()
-                    if swa_sum is None:
-                        swa_sum = {k: v.detach().clone().double() for k, v in sd.items() if v.is_floating_point()}
-                    else:
-                        for k in swa_sum:
-                            swa_sum[k] += sd[k].detach().double()
-                    swa_n += 1
             elapsed = time.perf_counter() - self.t_start
             # keep time for the head refit (about the cost of the probe's feature pass) after the last epoch
             reserve = self.history["probe_s"] * 1.3 if (cfg.refit_head and self.has_val) else 0.0
@@ -447,18 +411,7 @@ class FitRun:
                 break
         if self.best["state"] is not None:
             net.load_state_dict(self.best["state"])
-        elif swa_sum is not None and swa_n > 1:
-            sd = net.state_dict()
-            net.load_state_dict({k: (swa_sum[k] / swa_n).to(v.dtype) if k in swa_sum else v for k, v in sd.items()})
-            self.history["swa_epochs"] = swa_n
         net.eval()
-
-    def wise_blend(self) -> None:
-        """Weight-space average of the pretrained trunk and the fine-tuned one (WiSE-FT); the head is refitted."""
-        a = self.cfg.wise
-        sd = self.net.state_dict()
-        self.net.load_state_dict({k: ((1 - a) * self.init_state[k] + a * v) if v.is_floating_point() else v
-                                  for k, v in sd.items()})
 
     def train_epoch(self, epoch: int, opt) -> tuple[float, float]:
         """One pass over the training images (augmented, shuffled); returns (mean loss, accuracy)."""
@@ -477,26 +430,8 @@ class FitRun:
             f = min(1.0, (step + 1) / sch["warm"]) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
             for g, b0 in zip(opt.param_groups, sch["base"]):
                 g["lr"] = b0 * f
-            if cfg.mixup > 0 and len(idx) > 1:
-                lam = float(self.rng.beta(cfg.mixup, cfg.mixup))
-                perm = torch.from_numpy(self.rng.permutation(len(idx)))
-                if self.rng.random() < 0.5:  # CutMix: a box of the shuffled batch pasted in, lam = area kept
-                    h, w = xb.shape[-2:]
-                    rh, rw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
-                    cy, cx = int(self.rng.integers(h)), int(self.rng.integers(w))
-                    y0, y1 = max(cy - rh // 2, 0), min(cy + rh // 2, h)
-                    x0, x1 = max(cx - rw // 2, 0), min(cx + rw // 2, w)
-                    xb = xb.clone()
-                    xb[:, :, y0:y1, x0:x1] = xb[perm][:, :, y0:y1, x0:x1]
-                    lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
-                else:
-                    xb = lam * xb + (1 - lam) * xb[perm]
-                logits, _ = net(xb)
-                loss = lam * F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing) + \
-                    (1 - lam) * F.cross_entropy(logits, yb[perm], label_smoothing=cfg.label_smoothing)
-            else:
-                logits, _ = net(xb)
-                loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+            logits, _ = net(xb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -38,8 +38,6 @@ class ClassifyParams(Params):
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of the cross-entropy loss")
     max_minutes: float = Field(4.5, gt=0, description="wall-clock budget for the whole command (loading, training, "
                                                       "export); the best epoch so far is kept")
-    exp: dict[str, Any] = Field(default_factory=dict, description="experimental FitConfig / Augment overrides "
-                                                                   "(issue 18, session 9)")
     seed: int = Field(0, description="random seed (splits, augmentation, initialisation)")
     threads: int = Field(2, ge=1, le=256, description="CPU threads for torch and the export check")
 
@@ -108,18 +106,12 @@ class ClassifyTrainer(Trainer):
             raise UsageError(f"{data}: fewer than two readable training images")
         aug = Augment(rotate=params.rotate, hflip=params.hflip, vflip=params.vflip) if params.augment else \
             Augment(rotate=0, scale=0, shift=0, hflip=False, vflip=False, jitter=0)
-        exp = dict(params.exp)
-        for k in ("crop", "erase", "scale", "shift", "jitter"):
-            if k in exp:
-                setattr(aug, k, exp.pop(k))
-        fit_kw = dict(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
+        cfg = FitConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
                         weight_decay=params.weight_decay, label_smoothing=params.label_smoothing,
                         patience=params.patience, finetune_blocks=params.finetune_blocks, seed=params.seed,
                         # the budget covers the whole command: what loading took, and ~20 s for the export
                         time_limit_s=params.max_minutes * 60 - (time.perf_counter() - t0) - 20, augment=aug,
                         probe_augment_copies=2 if params.augment else 0, pooling=params.pooling)
-        fit_kw.update(exp)
-        cfg = FitConfig(**fit_kw)
         net, hist = fit(x, y, vx, vy, len(classes), cfg, progress=progress, log=progress.log)
 
         # parity check on real images: validation images if any, else training ones
