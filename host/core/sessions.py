@@ -222,9 +222,9 @@ def create_session(model: str | Path | bytes, threads: int | None = None, *, eng
     Idle threads sleep (``session.intra_op.allow_spinning`` 0) unless ``spin=True``. ONNX Runtime's default,
     spinning, keeps a session's pool threads busy after each run, competing for the cores with whatever the
     frame does next: the tool's own numpy/OpenCV work, or a second model's session. Through ``loupe bench`` at
-    2 threads (notes/issue-18.md, session 9) sleeping threads took the default anomaly step from 14.4 to 11.4 ms,
+    2 threads (notes/issue-18.md, session 9) sleeping threads took the default anomaly step from 14-24 to 11-13 ms,
     an anomaly + classification recipe from 26-34 to 14-16 ms and anomaly + detection from 58 to 30 ms; only a
-    tiny graph run back to back gains from spinning (a 64 px classifier: 2.2 against 2.5-2.9 ms).
+    tiny graph run back to back gains from spinning (a 64 px classifier, ~0.3 ms).
     """
     opts = options or SessionOptions()
     threads = opts.threads if threads is None else threads
