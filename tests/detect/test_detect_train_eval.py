@@ -61,7 +61,26 @@ def test_verifier_pinned_and_parity(tiny_detector):
     assert ho["views"] > 0 and ho["with_verifier"]["threshold"] == v["min_score"]
     assert 0 <= ho["with_verifier"]["count_accuracy"] <= 1 and 0 <= ho["detector_alone"]["count_accuracy"] <= 1
     assert sum(v["train_crops"].values()) > 0 and v["train_crops"]["truth"] > 0
+    # each true box gives its own crop and two jittered copies
+    assert v["truth_jitter"] == {"copies": 2, "amount": 0.15} and v["train_crops"]["truth"] % 3 == 0
     assert 0 < meta["decode"]["min_score"] < 1          # the detector alone keeps its own threshold
+
+
+def test_default_training_has_no_verifier(parts_small, tmp_path):
+    """`loupe train detect` without --verify (what a user gets with no flags): the detector alone, at its own
+    threshold, which `loupe eval` uses."""
+    out = tmp_path / "plain"
+    r = run_loupe("train", "detect", parts_small, "--out", out, "--input-size", "128", "--crop", "96",
+                  "--epochs", "2", "--steps-per-epoch", "2", "--patience", "2", "--max-minutes", "60", "-q", env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads((out / "bundle.json").read_text())
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert "verifier" not in meta and "verifier.onnx" not in files and not (out / "verifier.onnx").exists()
+    assert "model.onnx" in files and 0 < meta["decode"]["min_score"] < 1
+    r = run_loupe("eval", out, parts_small, "--json", env=ENV)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert res["task"] == "detect" and res["n_images"] == 12 and res["min_score"] == meta["decode"]["min_score"]
 
 
 def test_verifier_runtime_rescores_the_candidates(tiny_detector, parts_small, tmp_path):
