@@ -25,7 +25,7 @@ from host import Bundle
 from loupe_dl_detect.data import load, scan
 from loupe_dl_detect.metrics import counts_match, evaluate_detections
 from loupe_dl_detect.model import Detector
-from loupe_dl_detect.verify import as_bgr, crop_boxes
+from loupe_dl_detect.verify import as_bgr, crop_boxes, top_candidates
 
 
 def main() -> int:
@@ -54,7 +54,7 @@ def main() -> int:
         t = clock()
         d = alone.predict(bgr, min_score=v.candidate_score)
         parts["candidates"].append(clock() - t)
-        boxes = d.boxes[np.argsort(-d.scores, kind="stable")[:v.max_candidates]]
+        boxes = top_candidates(d.boxes, d.scores, d.labels, v.max_candidates)[0]
         n_cand.append(len(boxes))
         t = clock()
         crops = crop_boxes(as_bgr(bgr), boxes, v.side, v.margin, v.min_px, out=v._crops)

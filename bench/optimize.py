@@ -125,18 +125,18 @@ def graph_timing(bundles: list[Path], d: Path, rounds: int = 4) -> str:
     """Median ms of each bundle's ONNX graph alone, plus the fp32 graph with the float-only rewrites the int8
     optimiser also applies (Pad folded into Conv; anomaly distance as one GEMM + min): numerically identical,
     it shows how much of the int8 bundle's gain is quantisation and how much is the graph fix.
-    One session alive at a time and ``allow_spinning=0``: on this shared 2-core machine, idle ORT threads
-    that spin steal the CPU from whatever runs next, which distorts interleaved comparisons."""
+    One session alive at a time, made by the host's session factory (idle threads sleep: on this shared 2-core
+    machine, idle ORT threads that spin steal the CPU from whatever runs next, which distorts interleaved
+    comparisons)."""
     import gc
     import statistics
 
     import onnx
-    import onnxruntime as ort
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from loupe_trainer.optimize.common import model_file
     from loupe_trainer.optimize.graph import fold_pads, fuse_nn_distance
-    from host import Bundle
+    from host import Bundle, create_session
 
     bs = [Bundle.load(b) for b in bundles]
     graphs = [(b.path.name, b.path / model_file(b)) for b in bs]
@@ -153,11 +153,7 @@ def graph_timing(bundles: list[Path], d: Path, rounds: int = 4) -> str:
     times: dict[str, list[float]] = {n: [] for n, _ in graphs}
     for r in range(rounds):
         for name, path in (graphs if r % 2 == 0 else graphs[::-1]):
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = 2
-            so.log_severity_level = 3
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            s = create_session(path, 2)
             inp = s.get_inputs()[0].name
             for _ in range(3):
                 s.run(None, {inp: x})
