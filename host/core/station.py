@@ -518,7 +518,7 @@ class Station(StationControl):
 
     ``Station(config, pm)`` builds nothing; ``start()`` builds every job's
     pipeline, opens the source and the stores, starts the inspection thread and
-    then the adapters; ``close()`` finishes the frame in progress, stores it,
+    then the adapters; ``close()`` finishes the frame in progress and the triggers already taken, stores them,
     closes every adapter and store, and records the next result id.
     """
 
@@ -544,6 +544,7 @@ class Station(StationControl):
         self._pending: collections.deque[tuple[int, float, float]] = collections.deque()  # (id, wall, perf)
         self._aborting: set[int] = set()  # taken off the queue, their error results not yet stored
         self._inflight: int | None = None
+        self._source_stopped = False  # close() woke a source blocked in a wait: its frames have ended
         self._unacked: collections.OrderedDict[int, StationResult] = collections.OrderedDict()
         self._recent: collections.OrderedDict[int, StationResult] = collections.OrderedDict()
         self._last: StationResult | None = None
@@ -619,7 +620,9 @@ class Station(StationControl):
             self._cv.notify_all()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Finish the frame in progress (stored), refuse new triggers, close adapters and stores."""
+        """Refuse new triggers, finish the frame in progress and the triggers already taken (stored and
+        answered), close adapters and stores. A source still blocked after 5 s is stopped: the frames left
+        then get error results."""
         with self._lock:
             if self._stopping and self._thread is None:
                 return
@@ -633,7 +636,9 @@ class Station(StationControl):
             while thread.is_alive() and waited < timeout:
                 thread.join(0.2)
                 waited += 0.2
-                if thread.is_alive() and self._source is not None and (self._inflight is None or waited >= 5):
+                idle = self._inflight is None and not self._pending
+                if thread.is_alive() and self._source is not None and (idle or waited >= 5):
+                    self._source_stopped = True
                     self._source.stop()
         self._thread = None
         for ch in self._channels:
@@ -1023,7 +1028,7 @@ class Station(StationControl):
                 return next(self._frames)
             except StopIteration:
                 self._frames = None  # a folder: cycle through it again
-                if self._stopping:
+                if self._source_stopped:
                     break
         raise RuntimeError("the source yields no frames")
 
@@ -1039,8 +1044,8 @@ class Station(StationControl):
                             flush = True
                             break
                         self._cv.wait(0.05 if self._dirty else 0.5)
-                    if self._stopping:
-                        break
+                    if self._stopping and not self._pending:
+                        break  # stopping: triggers already taken (answered TriggerAck) are inspected first
                     lost = self._source_lost
                     if flush or (lost and not self._pending):
                         rid = None
