@@ -14,8 +14,8 @@ All figures come from one run, on this machine:
   (pipelined triggers, buffer 8, each rate for ``--seconds``; sustained = nothing missed and the replies
   kept up with the triggers, at least 97 % of the rate);
 - **changeover**: ``JOB a`` / ``JOB b`` round trips, minus a ``STATE?`` round trip;
-- **Modbus and OPC UA latency** (``protocol_latency``): a second ``loupe serve`` with both adapters;
-  the simulated PLC's Modbus driver (Trigger coil -> ResultsValid, then ResultsAck) and OPC UA driver
+- **Modbus and OPC UA latency** (``protocol_latency``): one more ``loupe serve`` per protocol, with
+  that one adapter (a line runs one PLC protocol; a second adapter adds its per-result work); the simulated PLC's Modbus driver (Trigger coil -> ResultsValid, then ResultsAck) and OPC UA driver
   (StartSingleJob -> ResultReady event, then ResultAcknowledge), overhead as above (targets: p99
   <= 2 ms Modbus, <= 5 ms OPC UA).
 
@@ -212,55 +212,52 @@ def changeover(port: int, n: int) -> dict:
 
 def protocol_latency(work: Path, station: Path, count: int, rate: float) -> dict:
     """Trigger -> results-valid over Modbus TCP (Trigger coil -> ResultsValid, polled as fast as the
-    master can) and OPC UA (StartSingleJob -> ResultReady event, publishing interval 0), one
-    ``loupe serve`` with both adapters; overhead = latency - the station's own pipeline time."""
+    master can) and OPC UA (StartSingleJob -> ResultReady event, publishing interval 1 ms), each through
+    a ``loupe serve`` of its own with that one adapter, as a line runs one PLC protocol (a second
+    adapter in the same process would add its own per-result work, e.g. OPC UA's address-space
+    writes, to the first's latency); overhead = latency - the station's own pipeline time."""
     from loupe_line.plc import run_plc
 
-    proto = work / "station-protocols.yaml"
-    text = station.read_text().replace("io: [tcp://127.0.0.1:0]", "io: [modbus://127.0.0.1:0, opcua://127.0.0.1:0]")
-    proto.write_text(text.replace("results.sqlite", "results-protocols.sqlite"))
-    for f in work.glob("results-protocols.sqlite*"):
-        f.unlink()
-    exe = Path(sys.executable).with_name("loupe")
-    proc = subprocess.Popen([str(exe), "serve", str(proto), "-q"], cwd=work, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
-    ports: dict[str, int] = {}
-    for ln in proc.stdout:
-        m = re.search(r"io: (modbus|opc\.tcp)://[^:]+:(\d+)", ln)
-        if m:
-            ports["modbus" if m.group(1) == "modbus" else "opcua"] = int(m.group(2))
-        if len(ports) == 2:
-            break
-    if len(ports) != 2:
-        proc.kill()
-        raise RuntimeError("loupe serve did not print the modbus and opcua endpoints")
-    runs, checks = {}, {}
-    try:
-        for scheme, port in ports.items():
+    out = {}
+    for scheme in ("modbus", "opcua"):
+        proto = work / f"station-{scheme}.yaml"
+        text = station.read_text().replace("io: [tcp://127.0.0.1:0]", f"io: [{scheme}://127.0.0.1:0]")
+        proto.write_text(text.replace("results.sqlite", f"results-{scheme}.sqlite"))
+        for f in work.glob(f"results-{scheme}.sqlite*"):
+            f.unlink()
+        exe = Path(sys.executable).with_name("loupe")
+        proc = subprocess.Popen([str(exe), "serve", str(proto), "-q"], cwd=work, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+        port = None
+        for ln in proc.stdout:
+            m = re.search(r"io: (?:modbus|opc\.tcp)://[^:]+:(\d+)", ln)
+            if m:
+                port = int(m.group(1))
+                break
+        if port is None:
+            proc.kill()
+            raise RuntimeError(f"loupe serve did not print its {scheme} endpoint")
+        try:
             io = f"{scheme}://127.0.0.1:{port}"
             run_plc(io, rate=rate, count=30, ack=True)  # warm-up
             s = run_plc(io, rate=rate, count=count, ack=True)
             errors = sorted({str(o["error"]) for o in s["outcomes"] if o["error"]})
             if not s["handshake_ok"] or s["missed"]:
                 print(f"  {io}: {s['problems']}, {s['missed']} missed ({', '.join(errors)})", file=sys.stderr)
-            runs[scheme] = {o["result_id"]: (o["done"] - o["sent"]) * 1e3 for o in s["outcomes"]
-                            if o["result_id"] is not None}
-            checks[scheme] = {"handshake_ok": s["handshake_ok"], "missed": s["missed"], "errors": errors}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
-    with sqlite3.connect(work / "results-protocols.sqlite") as c:
-        total = dict(c.execute("SELECT idx, total_ms FROM frames").fetchall())
-    out = {}
-    for scheme, lat in runs.items():
+            lat = {o["result_id"]: (o["done"] - o["sent"]) * 1e3 for o in s["outcomes"] if o["result_id"] is not None}
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=60)
+        with sqlite3.connect(work / f"results-{scheme}.sqlite") as c:
+            total = dict(c.execute("SELECT idx, total_ms FROM frames").fetchall())
         over = [lat[r] - total[r] for r in lat if r in total]
         out[scheme] = {"latency_ms": {"min": min(lat.values()), "p10": pct(list(lat.values()), 10),
                                       "p50": pct(list(lat.values()), 50), "p99": pct(list(lat.values()), 99),
                                       "rate_hz": rate, "n": len(lat)},
                        "overhead_ms": {"min": min(over), "p10": pct(over, 10), "p50": pct(over, 50),
                                        "p99": pct(over, 99), "n": len(over)},
-                       **checks[scheme]}
+                       "handshake_ok": s["handshake_ok"], "missed": s["missed"], "errors": errors}
     return out
 
 

@@ -157,6 +157,44 @@ def test_map_trigger_result_handshake_and_commands(make_station, tmp_path):
         plc.close()
 
 
+def test_a_read_takes_the_result_before_its_event(make_station, tmp_path):
+    # the adapter's event thread is held back: the PLC's poll still finds its result (catch_up), and the
+    # late event does not queue it a second time
+    import threading
+
+    st, ad = modbus_station(make_station, tmp_path, buffer=4)
+    plc = Plc(ad.port)
+    gate = threading.Event()
+    deliver = ad.on_event
+
+    def held(ev):
+        if ev.kind == "result_ready":
+            gate.wait(20)
+        deliver(ev)
+
+    try:
+        plc.wait(TRIGGER_READY)
+        ad.on_event = held
+        plc.coil(TRIGGER, True)
+        b = plc.wait(RESULTS_VALID)
+        r = plc.regs(12)
+        assert (r[2] << 16 | r[3]) == 1 and r[4] == 1 and b[JOB_PASS]
+        assert ad.tables.seen == 1 and not ad.tables.pending
+        gate.set()  # the event comes now: already taken, skipped
+        deadline = time.monotonic() + 10
+        while st.status()["adapters"][ad.spec]["events_queued"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        plc.coil(TRIGGER, False)
+        plc.coil(RESULTS_ACK, True)
+        plc.coil(RESULTS_ACK, False)
+        b = plc.bits()
+        assert not b[RESULTS_VALID] and plc.regs(8)[7] == 0  # nothing else waiting: not shown twice
+        assert st.result(1).acknowledged
+    finally:
+        gate.set()
+        plc.close()
+
+
 def test_plc_never_acknowledges_buffer_overrun(make_station, tmp_path):
     st, ad = modbus_station(make_station, tmp_path, buffer=2)
     plc = Plc(ad.port)

@@ -25,10 +25,15 @@ calls ``control.trigger()`` (which returns at once) and sets TriggerAck, so the
 PLC sees TriggerAck on its first read after the write. Results reach the
 registers from ``on_event`` (the adapter's own queue thread); a Modbus client
 never waits on the inspection, and the inspection never waits on a client.
+While one of the PLC's triggers is in progress, a read of the status inputs or
+the input registers also takes the station's newer results at once
+(``_Tables.catch_up``), so the PLC sees ResultsValid on its first poll after
+the result, not one event hand-over later; their events are then skipped.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import struct
@@ -128,6 +133,8 @@ class _Tables:
         self.local_overrun = False
         self.presented: StationResult | None = None
         self.triggers = self.refused = self.acks = 0
+        last = self.control.last_result()        # the newest result in the tables (ids only grow)
+        self.seen = last.result_id if last is not None else 0
         self.coils[TRIGGER_ENABLE] = True        # In-Sight powers up with triggers enabled
         self.inputs[ONLINE] = True
         self.refresh()
@@ -255,17 +262,38 @@ class _Tables:
 
     # ---- station events (adapter thread)
 
+    def take(self, r: StationResult) -> None:
+        """A new result (ids come in order): queue it for the PLC, show it if nothing is shown."""
+        self.seen = r.result_id
+        self.pending.discard(r.result_id)
+        if len(self.waiting) == self.waiting.maxlen:
+            # only with `acknowledge: auto` (else the station's buffer refuses first): the PLC is
+            # too slow to take every result; the oldest unseen one is lost and that is flagged
+            self.dropped += 1
+            self.local_overrun = True
+            self.inputs[BUFFER_OVERRUN] = True
+        self.waiting.append(r)
+        self.present()
+
+    def catch_up(self) -> None:
+        """The PLC reads while one of its triggers is in progress: take the results the station has
+        published since the last one taken, without waiting for their events (skipped when they come)."""
+        if not self.pending:
+            return
+        last = self.control.last_result()
+        if last is None or last.result_id <= self.seen:
+            return
+        for rid in range(max(self.seen + 1, last.result_id - 1024), last.result_id + 1):
+            r = self.control.result(rid)
+            if r is not None:
+                self.take(r if r.frame is None else dataclasses.replace(r, frame=None))
+        self.seen = last.result_id
+        self.refresh()
+
     def on_event(self, ev: StationEvent) -> None:
         if ev.kind == "result_ready" and ev.result is not None:
-            self.pending.discard(ev.result.result_id)
-            if len(self.waiting) == self.waiting.maxlen:
-                # only with `acknowledge: auto` (else the station's buffer refuses first): the PLC is
-                # too slow to take every result; the oldest unseen one is lost and that is flagged
-                self.dropped += 1
-                self.local_overrun = True
-                self.inputs[BUFFER_OVERRUN] = True
-            self.waiting.append(ev.result)
-            self.present()
+            if ev.result.result_id > self.seen:  # not yet taken by a PLC's read (catch_up)
+                self.take(ev.result)
         elif ev.kind == "result_acknowledged" and ev.result is not None:
             rid = ev.result.result_id
             if self.presented is not None and self.presented.result_id == rid:
@@ -303,6 +331,8 @@ class _Context:
 
     def getValues(self, fc: int, address: int, count: int = 1):  # noqa: N802 (pymodbus API)
         with self.t.lock:
+            if fc in (2, 4):
+                self.t.catch_up()
             table = self._table(fc)
             if address < 0 or count < 1 or address + count > len(table):
                 return ILLEGAL_ADDRESS
