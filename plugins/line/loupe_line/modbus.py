@@ -125,16 +125,18 @@ class _Tables:
         self.registers = [0] * (IR_MEASUREMENTS + 2 * self.slots)
         self.pending: set[int] = set()          # triggers taken here whose result has not come
         try:   # results not yet acknowledged by the PLC: as many as the station's buffer holds
-            size = int(self.control.status()["buffer"]["size"])
+            status = self.control.status()
+            size = int(status["buffer"]["size"])
         except Exception:  # noqa: BLE001
-            size = 1024
+            status, size = {}, 1024
+        # the newest result id taken into the tables (ids only grow; they continue across restarts)
+        last = self.control.last_result()
+        self.seen = last.result_id if last is not None else int(status.get("next_result_id") or 1) - 1
         self.waiting: deque[StationResult] = deque(maxlen=max(size, 1))
         self.dropped = 0                          # results lost here (acknowledge: auto and a slow PLC)
         self.local_overrun = False
         self.presented: StationResult | None = None
         self.triggers = self.refused = self.acks = 0
-        last = self.control.last_result()        # the newest result in the tables (ids only grow)
-        self.seen = last.result_id if last is not None else 0
         self.coils[TRIGGER_ENABLE] = True        # In-Sight powers up with triggers enabled
         self.inputs[ONLINE] = True
         self.refresh()
