@@ -16,7 +16,7 @@ class Recorder(LineAdapter):
     """A real adapter that records what it hears (optionally slowly)."""
 
     scheme = "rec"
-    queue_size = 8
+    queue_size = 1024  # the tests that count events must not lose any (a loaded machine can run ~10 behind)
     instances: list["Recorder"] = []
     delay = 0.0
 
@@ -47,6 +47,7 @@ class RecorderPlugin:
 def rec_pm(line_pm):
     Recorder.instances.clear()
     Recorder.delay = 0.0
+    Recorder.queue_size = 1024
     line_pm.register_plugin(RecorderPlugin(), name="recorder")
     return line_pm
 
@@ -242,6 +243,7 @@ def test_source_failure_enters_error_and_reset_recovers(rec_pm, tmp_path):
 def test_slow_adapter_never_delays_inspection(rec_pm, tmp_path):
     path = write_station(tmp_path, buffer=64, acknowledge="auto")
     Recorder.delay = 0.5  # a stuck client: the queue (8 events) overflows
+    Recorder.queue_size = 8
     st = start(rec_pm, path, io=["rec://slow"])
     try:
         t0 = time.perf_counter()
