@@ -345,7 +345,8 @@ def main() -> int:
         if key == "cpu_s":
             continue
         if key == "knn":
-            summary["knn"] = [round(float(np.mean([c["knn"][m] for c in cats])), 4) for m in ("image_auroc", "pixel_auroc")]
+            summary["knn"] = [round(float(np.mean([c["knn"][m] for c in cats])), 4)
+                              for m in ("image_auroc", "pixel_auroc")]
             continue
         for sub in cats[0][key]:
             if sub == "info":

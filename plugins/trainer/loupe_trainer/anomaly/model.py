@@ -305,8 +305,8 @@ def train_discriminator(x: torch.Tensor, noise: float = 1.0, steps: int = 1200, 
         w1 = gain[:, None] * (lin1.weight.double() @ wa)            # (H, D)
         b1 = gain * (lin1.weight.double() @ ba + lin1.bias.double() - bn.running_mean.double()) + bn.bias.double()
         model = PatchDiscriminator(w1.t(), b1, -lin2.weight.double().t(), -lin2.bias.double()).eval()
-    return model, {"noise": float(noise), "steps": int(steps), "hidden": int(hidden), "final_loss": float(loss.detach()),
-                   "feature_scale": scale}
+    return model, {"noise": float(noise), "steps": int(steps), "hidden": int(hidden),
+                   "final_loss": float(loss.detach()), "feature_scale": scale}
 
 
 def pca_projection(x: torch.Tensor, dim: int, max_rows: int = 100_000, seed: int = 0) -> tuple[torch.Tensor, dict]:
