@@ -101,3 +101,37 @@ def test_presets_fill_unset_fields_only():
         p = AnomalyParams(preset=name)
         assert all(getattr(p, k) == v for k, v in values.items())
     assert AnomalyParams(preset="accurate", backbone="lite0").backbone == "lite0"   # explicit wins
+
+
+def test_discriminator_scores_noise_higher_and_exports(tmp_path):
+    """The opt-in SimpleNet-style discriminator (issue 18): it ranks noisy copies of good features above the
+    good ones, and a model with it goes through the CLI, the export (parity checked there) and the runtime."""
+    import torch
+    from anomaly_helpers import ENV, bundle_meta
+
+    from host import Bundle
+    from host.testing import run_loupe
+    from loupe_dl_anomaly.data import read_image
+    from loupe_dl_anomaly.runtime import AnomalyRuntime
+    from loupe_trainer.anomaly.model import train_discriminator
+    from loupe_trainer.samples import make_texture_dataset
+
+    g = torch.Generator().manual_seed(0)
+    good = torch.randn(4000, 16, generator=g) @ torch.randn(16, 16, generator=g) * 3.0 + 5.0
+    disc, info = train_discriminator(good, noise=1.0, steps=150, hidden=32, batch=256)
+    scale = info["feature_scale"]
+    test = good[:500]
+    with torch.no_grad():
+        s_good, s_noisy = disc(test), disc(test + torch.randn(test.shape, generator=g) * 2.0 * scale)
+    assert float((s_noisy > s_good).float().mean()) > 0.9
+
+    data = make_texture_dataset(tmp_path, "fabric", n_train=10, n_test_good=1, n_test_defect=1, size=64, seed=2)
+    out = tmp_path / "b"
+    r = run_loupe("train", "anomaly", data, "--out", out, "--image-size", "64", "--max-bank", "256",
+                  "--discriminator", "1", "--disc-steps", "30", "--disc-hidden", "32", "-q", env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = bundle_meta(out)
+    assert meta["graph"]["discriminator"]["weight"] == 1 and meta["graph"]["discriminator"]["hidden"] == 32
+    assert max(meta["parity"]["max_abs_diff"].values()) < 2e-3
+    res = AnomalyRuntime().predictor(Bundle.load(out))(read_image(data / "test" / "good" / "000.png"))
+    assert np.isfinite(res["score"])

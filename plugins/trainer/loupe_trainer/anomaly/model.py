@@ -245,6 +245,70 @@ class TwoStageSearch(nn.Module):
         return (df * df).sum(2).amin(dim=1).sqrt()
 
 
+class PatchDiscriminator(nn.Module):
+    """SimpleNet-style patch discriminator (issue 18, opt-in): (M, D) patch features -> (M,) score, higher =
+    more anomalous. Trained on good patches against the same patches plus Gaussian noise
+    (``train_discriminator``); the feature adaptor, the input standardisation and the eval-mode batch norm
+    are folded into the first layer, so the graph is MatMul + Add, LeakyRelu, MatMul + Add."""
+
+    def __init__(self, w1t: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, slope: float = 0.2):
+        super().__init__()
+        self.register_buffer("disc_w1t", w1t.float().contiguous())       # (D, H)
+        self.register_buffer("disc_b1", b1.float())                      # (H,)
+        self.register_buffer("disc_w2", w2.float().reshape(-1, 1))       # (H, 1)
+        self.register_buffer("disc_b2", b2.float().reshape(1))           # (1,)
+        self.slope = float(slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(x @ self.disc_w1t + self.disc_b1, self.slope)
+        return (h @ self.disc_w2 + self.disc_b2)[:, 0]
+
+
+def train_discriminator(x: torch.Tensor, noise: float = 1.0, steps: int = 1200, hidden: int = 256,
+                        batch: int = 2048, lr: float = 1e-3, margin: float = 0.5, seed: int = 0
+                        ) -> tuple[PatchDiscriminator, dict]:
+    """SimpleNet's adaptor + discriminator on good patch features ``x`` (M, D) (Liu et al., CVPR 2023).
+
+    The features are standardised (mean, one rms spread over all dimensions), passed through a linear
+    adaptor (identity at start); the discriminator (D -> hidden, batch norm, LeakyReLU, -> 1) learns to tell
+    adapted good patches from the same plus Gaussian noise of std ``noise`` (in units of the spread), with
+    the truncated L1 loss ``relu(margin - D(a)) + relu(margin + D(a + e))``. Returns the folded
+    ``PatchDiscriminator`` (its score is ``-D``) and a summary."""
+    g = torch.Generator().manual_seed(int(seed) + 29)
+    x = x.float().reshape(-1, x.shape[-1])
+    m, d = x.shape
+    mean = x.mean(0)
+    scale = float(x.var(0).mean().sqrt()) + 1e-12
+    with torch.random.fork_rng():
+        torch.manual_seed(int(seed) + 31)
+        adaptor = nn.Linear(d, d)
+        disc = nn.Sequential(nn.Linear(d, hidden), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+    with torch.no_grad():
+        adaptor.weight.copy_(torch.eye(d))
+        adaptor.bias.zero_()
+    opt = torch.optim.Adam([{"params": adaptor.parameters(), "lr": lr / 2, "weight_decay": 1e-5},
+                            {"params": disc.parameters(), "lr": lr, "weight_decay": 1e-5}])
+    loss = torch.zeros(())
+    with torch.enable_grad():
+        for _ in range(int(steps)):
+            a = adaptor((x[torch.randint(0, m, (batch,), generator=g)] - mean) / scale)
+            out = disc(torch.cat([a, a + torch.randn(a.shape, generator=g) * noise]))[:, 0]
+            loss = torch.relu(margin - out[:batch]).mean() + torch.relu(margin + out[batch:]).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        lin1, bn, lin2 = disc[0], disc[1], disc[3]
+        wa = adaptor.weight.double() / scale                       # a = wa (x - mean) + ba
+        ba = adaptor.bias.double() - wa @ mean.double()
+        gain = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
+        w1 = gain[:, None] * (lin1.weight.double() @ wa)            # (H, D)
+        b1 = gain * (lin1.weight.double() @ ba + lin1.bias.double() - bn.running_mean.double()) + bn.bias.double()
+        model = PatchDiscriminator(w1.t(), b1, -lin2.weight.double().t(), -lin2.bias.double()).eval()
+    return model, {"noise": float(noise), "steps": int(steps), "hidden": int(hidden),
+                   "final_loss": float(loss.detach()), "feature_scale": scale}
+
+
 def pca_projection(x: torch.Tensor, dim: int, max_rows: int = 100_000, seed: int = 0) -> tuple[torch.Tensor, dict]:
     """(D, dim) orthonormal projection onto the top ``dim`` principal axes of the rows of x (N, D).
 
@@ -279,8 +343,16 @@ class PatchCore(nn.Module):
     def __init__(self, features: PatchFeatures, bank: torch.Tensor, sigma: float = 0.5,
                  mu: torch.Tensor | None = None, sd: torch.Tensor | None = None,
                  global_bank: torch.Tensor | None = None, global_k: int = 2, global_mu: float = 0.0,
-                 global_scale: float = 0.0, search_dim: int = 0, search_groups: int = 1, seed: int = 0):
+                 global_scale: float = 0.0, search_dim: int = 0, search_groups: int = 1, seed: int = 0,
+                 disc: PatchDiscriminator | None = None, disc_mu: torch.Tensor | None = None,
+                 disc_scale: torch.Tensor | None = None):
         super().__init__()
+        # the discriminator's map (opt-in, issue 18): disc_scale * (score - disc_mu) is added to the z-map,
+        # disc_scale = weight / the score's per-position spread on held-out good images
+        self.disc = disc
+        if disc is not None:
+            self.register_buffer("disc_mu", disc_mu.float().reshape(1, 1, *disc_mu.shape[-2:]))
+            self.register_buffer("disc_scale", disc_scale.float().reshape(1, 1, *disc_scale.shape[-2:]))
         self.register_buffer("mu", mu.float().reshape(1, 1, *mu.shape[-2:]) if mu is not None
                              else torch.zeros(1, 1, 1, 1))
         self.register_buffer("sd", sd.float().reshape(1, 1, *sd.shape[-2:]) if sd is not None
@@ -318,6 +390,11 @@ class PatchCore(nn.Module):
             dist = nn_distance_t(x, self.bank_tn2, self.bank_sq, chunk=0 if n == 1 else 8192)
         return dist.reshape(n, 1, h, w)
 
+    def disc_scores(self, f: torch.Tensor) -> torch.Tensor:
+        """(N, 1, h, w) discriminator scores of each patch (the model must have a discriminator)."""
+        n, h, w, d = f.shape
+        return self.disc(f.reshape(n * h * w, d)).reshape(n, 1, h, w)
+
     def patch_scores(self, image: torch.Tensor) -> torch.Tensor:
         """(N, 1, h, w) nearest-neighbour distances of each patch."""
         return self.patch_distances(self.features(image))
@@ -339,7 +416,10 @@ class PatchCore(nn.Module):
 
     def score_features(self, f: torch.Tensor, g: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(smoothed normalised map at feature resolution (N, 1, h, w), score (N,)) from extracted features."""
-        m = self.smooth(self.normalized(self.patch_distances(f)))
+        z = self.normalized(self.patch_distances(f))
+        if self.disc is not None:
+            z = z + self.disc_scale * (self.disc_scores(f) - self.disc_mu)
+        m = self.smooth(z)
         score = m.flatten(1).max(dim=1).values
         if self.global_bank is not None and g is not None:
             score = score + self.global_term(g)

