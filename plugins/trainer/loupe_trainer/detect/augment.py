@@ -169,8 +169,9 @@ def box_slice(box, shape) -> tuple[int, int, int, int]:
 def estimate_mask(img: np.ndarray, box, iterations: int = 4, refine: float | None = None) -> np.ndarray | None:
     """The part's mask inside its (tight) box: OpenCV GrabCut initialised with the box enlarged by ~10 %, on a
     window of twice the box's size, then a second pass that lets holes go (``REFINE_D2``; 0: off); the largest
-    connected piece, cut to the box. uint8 0/1 of the box's ``box_slice`` size, or None when the estimate is
-    degenerate (``MASK_*``) or the box too small. ``img``: RGB (the second pass converts it to Lab)."""
+    connected piece, cut to the box. When a pass gives a degenerate mask (``MASK_*``), the previous one is kept
+    (the first pass: one iteration is tried when more give nothing). uint8 0/1 of the box's ``box_slice`` size,
+    or None when every estimate is degenerate or the box too small. ``img``: RGB (the second pass uses Lab)."""
     refine = REFINE_D2 if refine is None else refine
     x1, y1, x2, y2 = box_slice(box, img.shape)
     bw, bh = x2 - x1, y2 - y1
@@ -183,40 +184,54 @@ def estimate_mask(img: np.ndarray, box, iterations: int = 4, refine: float | Non
     e = max(2, int(round(0.1 * max(bw, bh))))
     rx1, ry1 = max(1, x1 - e - wx1), max(1, y1 - e - wy1)
     rx2, ry2 = min(wx2 - wx1 - 1, x2 + e - wx1), min(wy2 - wy1 - 1, y2 + e - wy1)
-    mask = np.zeros(win.shape[:2], np.uint8)
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    try:
-        cv2.grabCut(win, mask, (rx1, ry1, rx2 - rx1, ry2 - ry1), bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
-    except cv2.error:
-        return None
-    if refine:
-        # holes (a nut's, a washer's) stay foreground after the box initialisation (every pixel in the box starts
-        # as foreground, the smoothness term keeps them): pixels inside whose colour is likely under the
-        # background's outside the box become probable background, and the cut runs again on that mask
-        outside = mask == cv2.GC_BGD
-        fgm = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-        if outside.sum() > 20 and fgm.any():
-            lab = cv2.cvtColor(win, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
-            bgp = lab[outside.ravel()]
-            mu, cov = bgp.mean(0), np.cov(bgp.T) + np.eye(3) * 4.0
-            d = lab - mu
-            d2 = np.einsum("ij,jk,ik->i", d, np.linalg.inv(cov), d).reshape(mask.shape)
-            mask = np.where(fgm & (d2 < refine), cv2.GC_PR_BGD, np.where(fgm, cv2.GC_PR_FGD, mask)).astype(np.uint8)
-            try:
-                cv2.grabCut(win, mask, None, bgd, fgd, 2, cv2.GC_INIT_WITH_MASK)
-            except cv2.error:
-                return None
-    fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)[y1 - wy1:y2 - wy1, x1 - wx1:x2 - wx1]
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
-    if n < 2:
-        return None
-    fg = (lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
-    fill = float(fg.mean())
-    ys, xs = np.nonzero(fg)
-    if not MASK_MIN_FILL <= fill <= MASK_MAX_FILL or (xs.max() - xs.min() + 1) < MASK_MIN_SPAN * bw \
-            or (ys.max() - ys.min() + 1) < MASK_MIN_SPAN * bh:
-        return None
-    return fg
+    inside = (slice(y1 - wy1, y2 - wy1), slice(x1 - wx1, x2 - wx1))
+
+    def cut(mask, rect, mode, n):
+        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        try:
+            cv2.grabCut(win, mask, rect, bgd, fgd, n, mode)
+        except cv2.error:
+            return None
+        return mask
+
+    def checked(mask):
+        if mask is None:
+            return None
+        fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)[inside]
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+        if n < 2:
+            return None
+        fg = (lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+        ys, xs = np.nonzero(fg)
+        if not MASK_MIN_FILL <= float(fg.mean()) <= MASK_MAX_FILL or (xs.max() - xs.min() + 1) < MASK_MIN_SPAN * bw \
+                or (ys.max() - ys.min() + 1) < MASK_MIN_SPAN * bh:
+            return None
+        return fg
+
+    rect = (rx1, ry1, rx2 - rx1, ry2 - ry1)
+    first, best = None, None
+    for n in (iterations, 1):
+        first = cut(np.zeros(win.shape[:2], np.uint8), rect, cv2.GC_INIT_WITH_RECT, n)
+        best = checked(first)
+        if best is not None:
+            break
+    if best is None or not refine:
+        return best
+    # holes (a nut's, a washer's) stay foreground after the box initialisation (every pixel in the box starts as
+    # foreground and the smoothness term keeps them): pixels of the estimate whose colour is likely under the
+    # background around the box start as probable background, and the cut runs again from that mask
+    outside = first == cv2.GC_BGD
+    fgm = (first == cv2.GC_FGD) | (first == cv2.GC_PR_FGD)
+    if outside.sum() <= 20:
+        return best
+    lab = cv2.cvtColor(win, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
+    bgp = lab[outside.ravel()]
+    mu, cov = bgp.mean(0), np.cov(bgp.T) + np.eye(3) * 4.0
+    d = lab - mu
+    d2 = np.einsum("ij,jk,ik->i", d, np.linalg.inv(cov), d).reshape(first.shape)
+    mask = np.where(fgm & (d2 < refine), cv2.GC_PR_BGD, np.where(fgm, cv2.GC_PR_FGD, first)).astype(np.uint8)
+    second = checked(cut(mask, None, cv2.GC_INIT_WITH_MASK, 2))
+    return best if second is None else second
 
 
 def polygon_mask(polygons, box, shape) -> np.ndarray | None:

@@ -327,15 +327,27 @@ class DetectTrainer(Trainer):
             from .augment import part_masks
 
             progress.update("part masks", 0, len(train))
-            bank = [(t[2], t[3], t[4], part_masks(t[2], t[3])) for t in train]
+            from loupe_dl_detect.data import polygons_of
+
+            bank, n_poly = [], 0
+            for k, t in enumerate(train):
+                progress.update("part masks", k, len(train))
+                polys = polygons_of(t[0], t[1].shape[:2])
+                if polys is not None:       # in the resized image's pixels
+                    fx, fy = t[2].shape[1] / t[1].shape[1], t[2].shape[0] / t[1].shape[0]
+                    polys = [[(np.asarray(q, np.float64).reshape(-1, 2) * (fx, fy)).ravel().tolist() for q in p]
+                             if p else None for p in polys]
+                    n_poly += sum(p is not None for p in polys)
+                bank.append((t[2], t[3], t[4], part_masks(t[2], t[3], polys)))
             n_masks = sum(m is not None for b in bank for m in b[3])
-            progress.log(f"copy-paste of the parts alone: {n_masks} of {n_boxes} part masks estimated (GrabCut), "
-                         f"the others pasted as their box")
+            progress.log(f"copy-paste of the parts alone: {n_masks} of {n_boxes} part masks ({n_poly} from COCO "
+                         f"polygons, the others estimated by GrabCut); the rest pasted as their box")
         else:
             bank = [(t[2], t[3], t[4]) for t in train]
             n_masks = 0
         augment_rec = ({"paste": aug.paste, "paste_parts": "mask" if aug.paste_mask else "box",
-                        **({"paste_scale": aug.paste_scale, "masks_estimated": n_masks, "masks_box": n_boxes - n_masks}
+                        **({"paste_scale": aug.paste_scale, "masks_polygon": n_poly, "masks_estimated": n_masks - n_poly,
+                            "masks_box": n_boxes - n_masks}
                            if aug.paste_mask else {}),
                         "scale": aug.scale, "rot90": aug.rot90, "flips": aug.hflip, "colour": aug.colour}
                        if params.augment else None)
