@@ -300,3 +300,94 @@ def test_verify_without_held_out_images_is_refused(tmp_path):
     r = run_loupe("train", "detect", root, "--out", tmp_path / "b", "--verify", "--val-fraction", "0", "-q")
     assert r.returncode == 2 and "--verify" in r.stderr and "--val-fraction" in r.stderr, r.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_part_mask_estimate_matches_the_drawn_parts():
+    """GrabCut inside each tight box, against the generator's exact part masks (6 scenes, 320 px, 31-32 parts):
+    measured mean IoU 0.84 (nuts 0.83, washers 0.82: their holes are let go), 1 of 32 degenerate, where the box
+    itself as the mask gives 0.44."""
+    from loupe_trainer.detect.augment import box_slice, estimate_mask
+    from loupe_trainer.detect.samples import CLASSES, _photos, make_scene
+
+    photos, rng = _photos(), np.random.default_rng(5)
+    iou, box_iou, by_class, degenerate = [], [], {}, 0
+    for _ in range(6):
+        truth_masks: list = []
+        bgr, anns = make_scene(rng, 320, photos, masks=truth_masks)
+        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+        for (c, (x, y, w, h)), full in zip(anns, truth_masks):
+            box = np.array([x, y, x + w, y + h])
+            x1, y1, x2, y2 = box_slice(box, rgb.shape)
+            truth = full[y1:y2, x1:x2]
+            assert truth.any(axis=0).all() and truth.any(axis=1).all()       # the boxes are tight
+            box_iou.append(truth.mean())
+            m = estimate_mask(rgb, box)
+            if m is None:
+                degenerate += 1
+                continue
+            assert m.shape == truth.shape and set(np.unique(m)) <= {0, 1}
+            v = float((truth & (m > 0)).sum() / (truth | (m > 0)).sum())
+            iou.append(v)
+            by_class.setdefault(CLASSES[c], []).append(v)
+    assert len(box_iou) >= 30 and degenerate <= 3
+    assert np.mean(iou) >= 0.78 and np.mean(iou) >= np.mean(box_iou) + 0.3, (np.mean(iou), np.mean(box_iou))
+    # a ring's hole is background: washers are where a box-filling estimate would fail
+    assert np.mean(by_class["washer"]) >= 0.72, by_class
+
+
+def test_masked_paste_pastes_the_part_alone():
+    """A white ring on a dark source, pasted on grey: its hole and the box corners keep the target's grey (not
+    the source's dark background), and the new box is the tight box of the pasted ring."""
+    from loupe_trainer.detect.augment import Augment, estimate_mask
+
+    src = np.full((64, 64, 3), 40, np.uint8)
+    cv2.circle(src, (32, 32), 12, (255, 255, 255), -1)
+    cv2.circle(src, (32, 32), 6, (40, 40, 40), -1)
+    box = np.array([[20, 20, 45, 45]], np.float32)
+    mask = estimate_mask(src, box[0])
+    assert mask is not None and mask[12, 12] == 0 and mask[12, 3] == 1 and mask[0, 0] == 0   # hole, ring, corner
+    bank = [(src, box, np.array([1]), [mask])]
+    aug = Augment(scale=1.0, rot90=False, hflip=False, vflip=False, colour=0.0, paste=1.0, paste_mask=True,
+                  paste_scale=1.0)
+    target = np.full((160, 160, 3), 128, np.uint8)
+    for seed in range(5):
+        img, boxes, labels = aug(np.random.default_rng(seed), target, np.zeros((0, 4), np.float32),
+                                 np.zeros(0, np.int64), (160, 160), bank)
+        assert 1 <= len(boxes) <= 3 and (labels == 1).all()
+        for b in boxes:
+            x1, y1, x2, y2 = (int(round(v)) for v in b)
+            assert 23 <= x2 - x1 <= 28 and 23 <= y2 - y1 <= 28                  # the ring's 25 px, rotated
+            patch = img[y1:y2, x1:x2].astype(int)
+            bright = np.nonzero((patch - 128).max(2) > 40)
+            assert bright[0].min() <= 1 and bright[0].max() >= patch.shape[0] - 2       # tight on the ring
+            assert bright[1].min() <= 1 and bright[1].max() >= patch.shape[1] - 2
+            cy, cx = patch.shape[0] // 2, patch.shape[1] // 2
+            assert abs(patch[cy, cx] - 128).max() <= 12 and abs(patch[0, 0] - 128).max() <= 12  # hole, corner
+        others = [b for b in boxes]
+        for i in range(len(others)):                                            # pasted parts do not overlap
+            for j in range(i):
+                a, c = others[i], others[j]
+                assert a[2] < c[0] or c[2] < a[0] or a[3] < c[1] or c[3] < a[1]
+
+
+def test_coco_segmentation_polygons_become_paste_masks(tmp_path):
+    """COCO polygons are kept per box (a file where some boxes have none is still a detection set) and
+    rasterised as the paste mask, in place of the estimate."""
+    from loupe_dl_detect.data import polygons_of
+    from loupe_trainer.detect.augment import part_masks
+
+    tri = [[2, 4, 22, 4, 2, 24]]                                               # a right triangle in its box
+    root = _coco(tmp_path, "train", [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 4, 20, 20], "segmentation": tri},
+        {"id": 2, "image_id": 1, "category_id": 3, "bbox": [30, 5, 8, 8]},
+        {"id": 3, "image_id": 2, "category_id": 3, "bbox": [10, 10, 8, 8], "segmentation": {"counts": "x"}},
+    ])
+    ds = scan(root)
+    a, b = ds.train
+    assert a.polygons == [[[2.0, 4.0, 22.0, 4.0, 2.0, 24.0]], None] and b.polygons is None   # RLE: not a polygon
+    rgb, boxes, _ = load(a)
+    polys = polygons_of(a, rgb.shape[:2])
+    masks = part_masks(rgb, boxes, polys)
+    assert masks[0].shape == (20, 20) and abs(masks[0].mean() - 0.525) < 0.06     # 210 of 400 pixel centres
+    assert masks[0][1, 1] == 1 and masks[0][18, 18] == 0
+    assert polygons_of(b, rgb.shape[:2]) is None

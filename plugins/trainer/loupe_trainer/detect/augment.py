@@ -236,11 +236,11 @@ def estimate_mask(img: np.ndarray, box, iterations: int = 4, refine: float | Non
 
 def polygon_mask(polygons, box, shape) -> np.ndarray | None:
     """uint8 0/1 mask of the box's ``box_slice`` from COCO ``segmentation`` polygons ([[x, y, x, y, ...], ...] in
-    the same pixels as the box), or None when they give no area."""
+    the same pixels as the box: pixel (i, j) spans [i, i + 1) x [j, j + 1)), or None when they give no area."""
     x1, y1, x2, y2 = box_slice(box, shape)
     m = np.zeros((y2 - y1, x2 - x1), np.uint8)
     f = 16.0
-    pts = [np.round((np.asarray(p, np.float64).reshape(-1, 2) - (x1, y1)) * f).astype(np.int32)
+    pts = [np.round((np.asarray(p, np.float64).reshape(-1, 2) - (x1 + 0.5, y1 + 0.5)) * f).astype(np.int32)
            for p in polygons if len(p) >= 6]
     if not pts or m.size == 0:
         return None
