@@ -2,7 +2,7 @@
 
 Per sample, in this order:
 
-* **copy-paste** (``paste`` probability): 1-3 parts from other training images are pasted at free
+* **copy-paste** (``paste`` probability): ``paste_parts`` (1-3) parts from other training images are pasted at free
   places, so each batch shows more parts on more backgrounds. With ``paste_mask`` (and a bank that
   holds masks, ``part_masks``) only the part is pasted, under its mask with a soft edge, at a random
   scale (``paste_scale``), rotation and colour gain, and its box is the tight box of the pasted mask;
@@ -34,6 +34,7 @@ class Augment:
     vflip: bool = True
     colour: float = 0.25
     paste: float = 0.5
+    paste_parts: tuple[int, int] = (1, 3)
     paste_mask: bool = False
     paste_scale: float = 1.25
     min_visible: float = 0.45
@@ -45,11 +46,11 @@ class Augment:
         boxes = boxes.astype(np.float32).reshape(-1, 4).copy()
         labels = labels.copy()
         if bank and self.paste > 0 and rng.random() < self.paste:
+            n = int(rng.integers(self.paste_parts[0], self.paste_parts[1] + 1))
             if self.paste_mask:
-                img, boxes, labels = _paste_masked(rng, img, boxes, labels, bank, int(rng.integers(1, 4)),
-                                                   self.paste_scale)
+                img, boxes, labels = _paste_masked(rng, img, boxes, labels, bank, n, self.paste_scale)
             else:
-                img, boxes, labels = _paste(rng, img, boxes, labels, bank, int(rng.integers(1, 4)))
+                img, boxes, labels = _paste(rng, img, boxes, labels, bank, n)
         img, boxes, labels = _scale_crop(rng, img, boxes, labels, crop, self.scale, self.min_visible, self.keep_cut)
         if self.rot90 and crop[0] == crop[1]:
             k = int(rng.integers(4))

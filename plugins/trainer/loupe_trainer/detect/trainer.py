@@ -323,6 +323,10 @@ class DetectTrainer(Trainer):
             if params.augment else Augment(scale=1.0, rot90=False, hflip=False, vflip=False, colour=0.0, paste=0.0,
                                            keep_cut=params.ignore_cut)
         aug.paste_mask = params.augment and params.paste_mask
+        import os
+        if os.environ.get("H17C_PASTE") and params.augment:     # EXPERIMENT ONLY (session 10), removed before merge
+            _p, _lo, _hi = os.environ["H17C_PASTE"].split(",")
+            aug.paste, aug.paste_parts = float(_p), (int(_lo), int(_hi))
         if aug.paste_mask:
             from .augment import part_masks
 
@@ -345,7 +349,8 @@ class DetectTrainer(Trainer):
         else:
             bank = [(t[2], t[3], t[4]) for t in train]
             n_masks = 0
-        augment_rec = ({"paste": aug.paste, "paste_parts": "mask" if aug.paste_mask else "box",
+        augment_rec = ({"paste": aug.paste, "paste_parts": list(aug.paste_parts),
+                        "paste_what": "mask" if aug.paste_mask else "box",
                         **({"paste_scale": aug.paste_scale, "masks_polygon": n_poly, "masks_estimated": n_masks - n_poly,
                             "masks_box": n_boxes - n_masks}
                            if aug.paste_mask else {}),
