@@ -327,6 +327,9 @@ class DetectTrainer(Trainer):
         if os.environ.get("H17C_PASTE") and params.augment:     # EXPERIMENT ONLY (session 10), removed before merge
             _p, _lo, _hi = os.environ["H17C_PASTE"].split(",")
             aug.paste, aug.paste_parts = float(_p), (int(_lo), int(_hi))
+        if os.environ.get("H17C_GROW"):                          # EXPERIMENT ONLY (session 10)
+            from . import augment as _augment
+            _augment.MASK_GROW = int(os.environ["H17C_GROW"])
         if aug.paste_mask:
             from .augment import part_masks
 
