@@ -55,7 +55,8 @@ class DetectParams(Params):
     augment: bool = Field(True, description="copy-paste, zoom, quarter turns, flips and colour jitter")
     paste_mask: bool = Field(False, description="copy-paste the parts alone (their mask, estimated inside each "
                                                 "training box by GrabCut once at load time), at a random scale, "
-                                                "rotation and colour, rather than their whole box")
+                                                "rotation and colour, rather than their whole box (measured in "
+                                                "session 10: not better than the box, notes/issue-17.md)")
     rotate90: bool = Field(True, description="random quarter turns (turn off when orientation matters)")
     flips: bool = Field(True, description="random horizontal and vertical flips (turn off when handedness matters)")
     head: Literal["centernet", "fcos"] = Field("centernet", description="the detection head: CenterNet (heatmap "
@@ -323,13 +324,6 @@ class DetectTrainer(Trainer):
             if params.augment else Augment(scale=1.0, rot90=False, hflip=False, vflip=False, colour=0.0, paste=0.0,
                                            keep_cut=params.ignore_cut)
         aug.paste_mask = params.augment and params.paste_mask
-        import os
-        if os.environ.get("H17C_PASTE") and params.augment:     # EXPERIMENT ONLY (session 10), removed before merge
-            _p, _lo, _hi = os.environ["H17C_PASTE"].split(",")
-            aug.paste, aug.paste_parts = float(_p), (int(_lo), int(_hi))
-        if os.environ.get("H17C_GROW"):                          # EXPERIMENT ONLY (session 10)
-            from . import augment as _augment
-            _augment.MASK_GROW = int(os.environ["H17C_GROW"])
         if aug.paste_mask:
             from .augment import part_masks
 
