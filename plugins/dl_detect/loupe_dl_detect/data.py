@@ -49,8 +49,6 @@ class Sample:
     fmt: str                       # "coco" or "yolo"
     source: Path                   # the annotation file (for messages)
     size: tuple[int, int] | None = None   # (height, width) declared by the annotation, if any
-    # COCO ``segmentation`` polygons per box (a list of flat [x, y, x, y, ...] pixel lists, or None), if any
-    polygons: list | None = None
 
     def boxes_xyxy(self, shape: tuple[int, int] | None = None) -> np.ndarray:
         """Pixel boxes [N, 4] x1, y1, x2, y2 (not clipped). ``shape``: the image's (height, width)."""
@@ -198,11 +196,7 @@ def _read_coco(root: Path, split: Path, ds: DetectionSet, fixed: bool) -> list[S
             raise DataError(f"{where}: category {name!r} is not one of the model's classes {ds.classes}")
         if a.get("iscrowd"):
             continue
-        seg = a.get("segmentation")
-        poly = ([[float(v) for v in p] for p in seg] if isinstance(seg, list) and seg and all(
-            isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p) for p in seg) else None)
-        per_image.setdefault(a["image_id"], []).append((index[name], [float(v) for v in bbox], poly))
+        per_image.setdefault(a["image_id"], []).append((index[name], [float(v) for v in bbox]))
     out: list[Sample] = []
     seen_ids = set()
     for k, im in enumerate(doc["images"]):
@@ -218,10 +212,8 @@ def _read_coco(root: Path, split: Path, ds: DetectionSet, fixed: bool) -> list[S
         size = None
         if isinstance(im.get("width"), (int, float)) and isinstance(im.get("height"), (int, float)):
             size = (int(im["height"]), int(im["width"]))
-        polys = [p for _, _, p in anns]
-        out.append(Sample(file, file.relative_to(root).as_posix(), np.array([c for c, _, _ in anns], np.int64),
-                          np.array([b for _, b, _ in anns], np.float64).reshape(-1, 4), "coco", path, size,
-                          polys if any(p is not None for p in polys) else None))
+        out.append(Sample(file, file.relative_to(root).as_posix(), np.array([c for c, _ in anns], np.int64),
+                          np.array([b for _, b in anns], np.float64).reshape(-1, 4), "coco", path, size))
     orphans = [i for i in per_image if i not in seen_ids]
     if orphans:
         raise DataError(f"{path}: annotations refer to image_id {orphans[:5]} not listed in 'images'")
@@ -288,24 +280,10 @@ def eval_samples(ds: DetectionSet, split_meta: dict | None) -> tuple[list[Sample
 def load(sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(RGB uint8 image, pixel boxes clipped to the image [N, 4], labels [N]); degenerate boxes dropped."""
     rgb = to_rgb8(read_image(sample.image))
-    b, keep = _clipped(sample, rgb.shape[:2])
-    return rgb, b[keep], sample.labels[keep]
-
-
-def _clipped(sample: Sample, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(the pixel boxes clipped to the image (height, width), which of them ``load`` keeps)."""
-    h, w = shape
+    h, w = rgb.shape[:2]
     b = sample.boxes_xyxy((h, w))
     if len(b):
         b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
         b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
-    return b, (b[:, 2] - b[:, 0] >= 1) & (b[:, 3] - b[:, 1] >= 1)
-
-
-def polygons_of(sample: Sample, shape: tuple[int, int]) -> list | None:
-    """The COCO polygons of the boxes that ``load`` keeps, in its order (None for a box without any), or None
-    when the sample has none. ``shape``: the image's (height, width)."""
-    if not sample.polygons:
-        return None
-    _b, keep = _clipped(sample, shape)
-    return [p for p, k in zip(sample.polygons, keep) if k]
+    keep = (b[:, 2] - b[:, 0] >= 1) & (b[:, 3] - b[:, 1] >= 1)
+    return rgb, b[keep], sample.labels[keep]

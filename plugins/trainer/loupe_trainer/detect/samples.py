@@ -178,10 +178,7 @@ def _clutter(rng: np.random.Generator, img: np.ndarray) -> None:
 
 
 def make_scene(rng: np.random.Generator, size: int, photos: list[np.ndarray], classes=CLASSES,
-               objects=(3, 8), scale=(0.08, 0.18), masks: list | None = None
-               ) -> tuple[np.ndarray, list[tuple[int, list[float]]]]:
-    """One BGR scene and its annotations [(class index, [x, y, w, h])]; ``masks``: a list that receives each
-    part's exact mask (bool [size, size], the pixels its tight box was taken from), in the annotations' order."""
+               objects=(3, 8), scale=(0.08, 0.18)) -> tuple[np.ndarray, list[tuple[int, list[float]]]]:
     img = _background(rng, size, photos)
     _clutter(rng, img)
     anns: list[tuple[int, list[float]]] = []
@@ -201,8 +198,6 @@ def make_scene(rng: np.random.Generator, size: int, photos: list[np.ndarray], cl
         if any(_overlap(box, b) for b in boxes):
             continue
         boxes.append(box)
-        if masks is not None:
-            masks.append(mask > 127)
         # work in a window around the part (shadow offset and blur included): cheap per part
         pad = int(0.06 * size) + 4
         y0, x0 = max(0, int(box[1]) - pad), max(0, int(box[0]) - pad)

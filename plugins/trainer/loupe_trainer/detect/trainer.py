@@ -53,10 +53,6 @@ class DetectParams(Params):
     test_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="without a test/ split: share of the images kept "
                                                                   "out of training entirely, for loupe eval")
     augment: bool = Field(True, description="copy-paste, zoom, quarter turns, flips and colour jitter")
-    paste_mask: bool = Field(False, description="copy-paste the parts alone (their mask, estimated inside each "
-                                                "training box by GrabCut once at load time), at a random scale, "
-                                                "rotation and colour, rather than their whole box (measured in "
-                                                "session 10: not better than the box, notes/issue-17.md)")
     rotate90: bool = Field(True, description="random quarter turns (turn off when orientation matters)")
     flips: bool = Field(True, description="random horizontal and vertical flips (turn off when handedness matters)")
     head: Literal["centernet", "fcos"] = Field("centernet", description="the detection head: CenterNet (heatmap "
@@ -323,36 +319,7 @@ class DetectTrainer(Trainer):
         aug = Augment(rot90=params.rotate90, hflip=params.flips, vflip=params.flips, keep_cut=params.ignore_cut) \
             if params.augment else Augment(scale=1.0, rot90=False, hflip=False, vflip=False, colour=0.0, paste=0.0,
                                            keep_cut=params.ignore_cut)
-        aug.paste_mask = params.augment and params.paste_mask
-        if aug.paste_mask:
-            from .augment import part_masks
-
-            progress.update("part masks", 0, len(train))
-            from loupe_dl_detect.data import polygons_of
-
-            bank, n_poly = [], 0
-            for k, t in enumerate(train):
-                progress.update("part masks", k, len(train))
-                polys = polygons_of(t[0], t[1].shape[:2])
-                if polys is not None:       # in the resized image's pixels
-                    fx, fy = t[2].shape[1] / t[1].shape[1], t[2].shape[0] / t[1].shape[0]
-                    polys = [[(np.asarray(q, np.float64).reshape(-1, 2) * (fx, fy)).ravel().tolist() for q in p]
-                             if p else None for p in polys]
-                    n_poly += sum(p is not None for p in polys)
-                bank.append((t[2], t[3], t[4], part_masks(t[2], t[3], polys)))
-            n_masks = sum(m is not None for b in bank for m in b[3])
-            progress.log(f"copy-paste of the parts alone: {n_masks} of {n_boxes} part masks ({n_poly} from COCO "
-                         f"polygons, the others estimated by GrabCut); the rest pasted as their box")
-        else:
-            bank = [(t[2], t[3], t[4]) for t in train]
-            n_masks = 0
-        augment_rec = ({"paste": aug.paste, "paste_parts": list(aug.paste_parts),
-                        "paste_what": "mask" if aug.paste_mask else "box",
-                        **({"paste_scale": aug.paste_scale, "masks_polygon": n_poly, "masks_estimated": n_masks - n_poly,
-                            "masks_box": n_boxes - n_masks}
-                           if aug.paste_mask else {}),
-                        "scale": aug.scale, "rot90": aug.rot90, "flips": aug.hflip, "colour": aug.colour}
-                       if params.augment else None)
+        bank = [(t[2], t[3], t[4]) for t in train]
         steps = params.steps_per_epoch or max(8, math.ceil(len(train) / params.batch_size))
         total = steps * params.epochs
         warm = min(steps * 2, total // 5)
@@ -447,7 +414,6 @@ class DetectTrainer(Trainer):
             "training": {"data": str(Path(data).resolve()), "layout": ds.layout, "n_train": len(train),
                          "n_val": len(val), "boxes_per_class": per_class, "test_split": ds.has_test,
                          "skipped_files": skipped, "params": {**params.model_dump(), "crop": crop_side},
-                         "augment": augment_rec,
                          "history": history,
                          "head": params.head,
                          "method": f"{'FCOS' if params.head == 'fcos' else 'CenterNet'} head at stride {STRIDE} on "

@@ -305,13 +305,11 @@ def rescored(det_preds, probs) -> list:
     return out
 
 
-def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[str], params, progress,
-                 extra: list | None = None) -> Any:
+def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[str], params, progress) -> Any:
     """Fit the verifier for the detector in ``det_bundle`` (a written detection bundle, without verifier), choose
     the operating threshold on the combined score, and write ``out``: the detector's files, ``verifier.onnx`` and
     ``bundle.json``'s ``verifier`` section, all pinned by the manifest. ``train`` / ``val``: the trainer's
-    ``(sample, rgb, resized, resized boxes, labels)`` tuples of its training and held-out images; ``extra``: more
-    training images in that form (copy-pasted ones), used like ``train``."""
+    ``(sample, rgb, resized, resized boxes, labels)`` tuples of its training and held-out images."""
     import tempfile
     import time
 
@@ -342,12 +340,10 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
 
     progress.update("verifier", 0, 3)
     rng = np.random.default_rng(params.seed)
-    extra = list(extra or [])
-    crops, labels, kinds = training_crops(propose, image_views(list(train) + extra), rng, max_candidates=cap,
-                                          n_jitter=N_JITTER, jitter_amount=JITTER)
+    crops, labels, kinds = training_crops(propose, image_views(train), rng, max_candidates=cap, n_jitter=N_JITTER,
+                                          jitter_amount=JITTER)
     counts = {k: int((kinds == k).sum()) for k in ("truth", "cand_pos", "cand_neg", "random")}
-    progress.log(f"verifier: {len(crops)} training crops from {len(train)} images" +
-                 (f" and {len(extra)} copy-pasted ones" if extra else "") + f" x their views ({counts})")
+    progress.log(f"verifier: {len(crops)} training crops from {len(train)} images x their views ({counts})")
     progress.update("verifier", 1, 3)
     net, train_acc = fit_verifier(crops, labels, n_cls, len(train), params.verify_epochs, params.seed)
     progress.update("verifier", 2, 3)
