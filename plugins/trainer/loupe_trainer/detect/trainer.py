@@ -67,8 +67,8 @@ class DetectParams(Params):
     seed: int = Field(0, description="random seed (splits, augmentation, initialisation)")
     threads: int = Field(2, ge=1, le=256, description="CPU threads for torch and the export check")
     verify: bool = Field(False, description="also fit a second stage (verifier.onnx) that classifies a crop of each "
-                                            "candidate and re-scores and re-labels it: better counts, ~40 % more CPU "
-                                            "time per frame; the time budget keeps 1 minute for fitting it")
+                                            "candidate and re-scores and re-labels it: better counts, ~40 per cent "
+                                            "more CPU time per frame; the time budget keeps 1 minute for fitting it")
     verify_epochs: int = Field(2, ge=0, le=50, description="with --verify: epochs of fine-tuning the verifier's "
                                                             "stage5-6 (0: its linear layer alone)")
     verify_candidates: int = Field(16, ge=1, le=256, description="with --verify: most candidates re-scored per image "
