@@ -383,7 +383,7 @@ def build_parser(pm, optimize_method: str | None = None) -> argparse.ArgumentPar
     tsub = s.add_subparsers(dest="task", metavar="TASK")
     tsub.required = True
     for task, entry in sorted(cat.trainers.items()):
-        t = tsub.add_parser(task, help=entry.cls.description or f"train a {task} model")
+        t = tsub.add_parser(task, help=(entry.cls.description or f"train a {task} model").replace("%", "%%"))
         t.add_argument("data", metavar="DATA")
         t.add_argument("--out", required=True, metavar="BUNDLE")
         t.add_argument("-q", "--quiet", action="store_true")
@@ -404,8 +404,8 @@ def build_parser(pm, optimize_method: str | None = None) -> argparse.ArgumentPar
 
     s = sub.add_parser("optimize", help="make a bundle smaller or faster")
     s.add_argument("bundle")
-    s.add_argument("--method", required=True, choices=sorted(cat.optimizers) or None,
-                   help="; ".join(f"{k}: {e.cls.description}" for k, e in sorted(cat.optimizers.items())))
+    methods = "; ".join(f"{k}: {e.cls.description}" for k, e in sorted(cat.optimizers.items()))
+    s.add_argument("--method", required=True, choices=sorted(cat.optimizers) or None, help=methods.replace("%", "%%"))
     s.add_argument("--out", required=True, metavar="BUNDLE2")
     s.add_argument("-q", "--quiet", action="store_true")
     if optimize_method in cat.optimizers:  # that method's own options (see _method_of)

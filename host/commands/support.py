@@ -25,6 +25,7 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -
         default = field.get_default(call_default_factory=True)
         help_text = (field.description or "").rstrip(".")
         help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
+        help_text = help_text.replace("%", "%%")  # plain text: argparse would read a '%' as a format field
         kw: dict[str, Any] = {"dest": f"opt_{name}", "default": None, "help": help_text}
         metavar = name.upper()
         if ann is bool:
