@@ -414,12 +414,18 @@ class PatchCore(nn.Module):
     def global_term(self, g: torch.Tensor) -> torch.Tensor:
         return self.global_scale * (knn_distance(g, self.global_bank, self.global_k) - self.global_mu)
 
+    def score_map(self, dist: torch.Tensor, disc_scores: torch.Tensor | None = None) -> torch.Tensor:
+        """The smoothed map (N, 1, h, w) from the patches' nearest-neighbour distances and, for a model with a
+        discriminator, its scores of the same patches: the position-normalised distance plus the weighted,
+        position-normalised discriminator score."""
+        z = self.normalized(dist)
+        if disc_scores is not None:
+            z = z + self.disc_scale * (disc_scores - self.disc_mu)
+        return self.smooth(z)
+
     def score_features(self, f: torch.Tensor, g: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(smoothed normalised map at feature resolution (N, 1, h, w), score (N,)) from extracted features."""
-        z = self.normalized(self.patch_distances(f))
-        if self.disc is not None:
-            z = z + self.disc_scale * (self.disc_scores(f) - self.disc_mu)
-        m = self.smooth(z)
+        m = self.score_map(self.patch_distances(f), self.disc_scores(f) if self.disc is not None else None)
         score = m.flatten(1).max(dim=1).values
         if self.global_bank is not None and g is not None:
             score = score + self.global_term(g)

@@ -224,10 +224,7 @@ def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, 
     model = PatchCore(feats, bank, params.sigma, mu, sd, **search).eval()
     loo = _loo_scores(model, dist, norm, cal_groups, extra)
     with torch.no_grad():
-        cal_map = model.normalized(dist)
-        if extra is not None:
-            cal_map = cal_map + model.disc_scale * (extra[0] - model.disc_mu)
-        cal_map = model.smooth(cal_map)
+        cal_map = model.score_map(dist, None if extra is None else extra[0])
     good = loo if loo is not None else cal_map.flatten(1).max(1).values.numpy()
     info = {"memory_bank": cinfo, "search": model.search.info if model.search is not None else None,
             "position_norm": norm, "leave_one_out": loo is not None,
