@@ -210,7 +210,8 @@ def changeover(port: int, n: int) -> dict:
 # ---------------------------------------------------------------- Modbus and OPC UA (h12b)
 
 
-def protocol_latency(work: Path, station: Path, count: int, rate: float) -> dict:
+def protocol_latency(work: Path, station: Path, count: int, rate: float,
+                     schemes: tuple[str, ...] = ("modbus", "opcua")) -> dict:
     """Trigger -> results-valid over Modbus TCP (Trigger coil -> ResultsValid, polled as fast as the
     master can) and OPC UA (StartSingleJob -> ResultReady event, publishing interval 1 ms), each through
     a ``loupe serve`` of its own with that one adapter, as a line runs one PLC protocol (a second
@@ -219,7 +220,7 @@ def protocol_latency(work: Path, station: Path, count: int, rate: float) -> dict
     from loupe_line.plc import run_plc
 
     out = {}
-    for scheme in ("modbus", "opcua"):
+    for scheme in schemes:
         proto = work / f"station-{scheme}.yaml"
         text = station.read_text().replace("io: [tcp://127.0.0.1:0]", f"io: [{scheme}://127.0.0.1:0]")
         proto.write_text(text.replace("results.sqlite", f"results-{scheme}.sqlite"))

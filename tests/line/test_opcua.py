@@ -45,7 +45,7 @@ async def call(node, name, idx, *args):
     except ua.UaStatusCodeError as e:
         return ["error", type(e).__name__]
 
-async def subscribe(c, idx, vs):
+async def subscribe(c, idx, vs, interval=0):
     q = asyncio.Queue()
     class H:
         def event_notification(self, ev):
@@ -53,7 +53,7 @@ async def subscribe(c, idx, vs):
                           "ResultState": ev.ResultState, "InternalRecipeId": ev.InternalRecipeId,
                           "names": list(ev.MeasurementNames), "values": list(ev.MeasurementValues),
                           "duration": ev.ProcessingDuration})
-    sub = await c.create_subscription(0, H())
+    sub = await c.create_subscription(interval, H())
     et = await c.nodes.types.get_child(["0:EventTypes", "0:BaseEventType", f"{idx}:ResultReadyEventType"])
     await sub.subscribe_events(vs, et)
     return q
@@ -148,6 +148,15 @@ async def main():
             out["MissedTriggers"] = await value(n, "MissedTriggers")
             out["ResultsWaiting"] = await value(n, "ResultsWaiting")
             out["State"] = await value(n, "State")
+        elif scenario == "slow_cycle":
+            # a PLC's usual publishing interval (here 5 s): ResultReady must not wait for the next cycle
+            q = await subscribe(c, idx, vs, interval=5000)
+            await asyncio.sleep(0.5)  # past the subscription's first cycle
+            t0 = time.monotonic()
+            out["start"] = await call(amsm, "StartSingleJob", idx)
+            out["event"] = (await asyncio.wait_for(q.get(), 20))["ResultId"]
+            out["seconds"] = time.monotonic() - t0
+            out["ack"] = await call(res, "ResultAcknowledge", idx, out["start"][1])
         elif scenario == "vanish":
             # trigger, then leave abruptly (no acknowledgement, no clean disconnect)
             out["start"] = await call(amsm, "StartSingleJob", idx)
@@ -257,6 +266,16 @@ def test_methods_variables_and_result_ready_event(ua_station):
     assert out["select_back"][0] == "ok" and out["reset"][0] == "ok" and out["reset_counters"][0] == "ok"
     assert st.job == "four" and st.state == "Ready"
     assert st.status()["adapters"][st.spec]["event_errors"] == 0
+
+
+def test_result_ready_does_not_wait_for_the_publishing_cycle(ua_station):
+    """The server sends ResultReady as the result is ready, whatever the subscription's publishing
+    interval: a 5 s cycle would deliver it ~4.5 s after the trigger."""
+    drain(ua_station)
+    out = client(ua_station.url, "slow_cycle")
+    assert out["start"][0] == "ok" and out["event"] == str(out["start"][1])
+    assert out["seconds"] < 2.5, out
+    assert out["ack"][0] == "ok"
 
 
 def test_plc_never_acknowledges_then_recovers(ua_station):

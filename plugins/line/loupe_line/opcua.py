@@ -496,6 +496,8 @@ class OpcUaAdapter(LineAdapter):
         return list(names), values
 
     async def _publish(self, r: StationResult) -> None:
+        """The ResultReady event first, sent at once (it is what a PLC waits for), then LastResult. Nothing
+        in between awaits I/O, so no client request is served before LastResult holds this result."""
         from asyncua import ua
 
         names, values = self._values(r)
@@ -503,19 +505,6 @@ class OpcUaAdapter(LineAdapter):
         total = float(r.processing_ms.get("total", sum(r.processing_ms.values()) if r.processing_ms else 0.0))
         end = created + dt.timedelta(milliseconds=total)
         state = RESULT_STATES.get(r.verdict, 0)
-        for key, value, vt in (("LastResult.ResultId", str(r.result_id), ua.VariantType.String),
-                               ("LastResult.ResultState", state, ua.VariantType.Int32),
-                               ("LastResult.IsPartGood", r.passed, ua.VariantType.Boolean),
-                               ("LastResult.Verdict", r.verdict, ua.VariantType.String),
-                               ("LastResult.InternalRecipeId", r.job, ua.VariantType.String),
-                               ("LastResult.CreationTime", created, ua.VariantType.DateTime),
-                               ("LastResult.MeasurementNames", names, ua.VariantType.String),
-                               ("LastResult.MeasurementValues", values, ua.VariantType.Double),
-                               ("LastResult.Failures", [str(f) for f in r.failures], ua.VariantType.String),
-                               ("ProcessingTimes.StartTime", created, ua.VariantType.DateTime),
-                               ("ProcessingTimes.EndTime", end, ua.VariantType.DateTime),
-                               ("ProcessingTimes.ProcessingDuration", total, ua.VariantType.Double)):
-            await self._write(key, value, vt, always=True)
         gen = self._event
         e = gen.event
         e.ResultId = str(r.result_id)
@@ -529,3 +518,30 @@ class OpcUaAdapter(LineAdapter):
         e.MeasurementValues = ua.Variant(values, ua.VariantType.Double)
         await gen.trigger(message=f"result {r.result_id}: {r.verdict}")
         self.events_sent += 1
+        await self._publish_now()
+        for key, value, vt in (("LastResult.ResultId", str(r.result_id), ua.VariantType.String),
+                               ("LastResult.ResultState", state, ua.VariantType.Int32),
+                               ("LastResult.IsPartGood", r.passed, ua.VariantType.Boolean),
+                               ("LastResult.Verdict", r.verdict, ua.VariantType.String),
+                               ("LastResult.InternalRecipeId", r.job, ua.VariantType.String),
+                               ("LastResult.CreationTime", created, ua.VariantType.DateTime),
+                               ("LastResult.MeasurementNames", names, ua.VariantType.String),
+                               ("LastResult.MeasurementValues", values, ua.VariantType.Double),
+                               ("LastResult.Failures", [str(f) for f in r.failures], ua.VariantType.String),
+                               ("ProcessingTimes.StartTime", created, ua.VariantType.DateTime),
+                               ("ProcessingTimes.EndTime", end, ua.VariantType.DateTime),
+                               ("ProcessingTimes.ProcessingDuration", total, ua.VariantType.Double)):
+            await self._write(key, value, vt, always=True)
+
+    async def _publish_now(self) -> None:
+        """Send ResultReady to its subscribers now rather than at their next publishing cycle: a PLC's
+        publishing interval (often 50-500 ms) then bounds how often it hears keep-alives and data
+        changes, not how late it hears of a result. asyncua publishes at once only for interval 0,
+        which its own client then takes for a stale subscription (no keep-alive within 1 s)."""
+        try:
+            subs = list(self._server.iserver.subscription_service.subscriptions.values())
+        except AttributeError:  # another asyncua: its subscriptions keep their own cycle
+            return
+        for sub in subs:
+            if getattr(sub, "_triggered_events", None):
+                await sub.publish_results()  # no Publish request queued: it goes out with the next one

@@ -17,8 +17,8 @@ and ``run(times, ack) -> outcomes`` (one dict per trigger: ``sent``, ``done``,
 """
 from __future__ import annotations
 
+import asyncio
 import os
-import queue
 import socket
 import struct
 import time
@@ -195,7 +195,9 @@ class ModbusDriver:
 
 
 class OpcUaDriver:
-    """The simulated PLC's side of the OPC UA server (asyncua's synchronous client)."""
+    """The simulated PLC's side of the OPC UA server: asyncua's client on an event loop of its own, run
+    in the calling thread only while the driver works (no client thread: a call and its events take no
+    hand-over between threads, as in a PLC's own stack)."""
 
     scheme = "opcua"
 
@@ -210,52 +212,71 @@ class OpcUaDriver:
         self.username = username or os.environ.get("LOUPE_PLC_USER")
         self.password = password if password is not None else os.environ.get("LOUPE_PLC_PASSWORD")
         self.client = None
-        self.events: queue.Queue = queue.Queue()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.events: asyncio.Queue | None = None
+
+    def _do(self, coro):
+        return self.loop.run_until_complete(coro)
 
     def open(self) -> None:
-        from asyncua.sync import Client
+        from asyncua import Client
 
+        self.loop = asyncio.new_event_loop()
         c = Client(self.url, timeout=min(self.timeout, 10.0))
         if self.username:
             c.set_user(self.username)
             c.set_password(self.password or "")
         try:
-            c.connect()
+            self._do(c.connect())
         except Exception as exc:  # noqa: BLE001 - asyncua raises its own types; the command wants an OSError
-            try:
-                c._stop_own_tloop()  # the client leaves its loop thread running on a failed connect
-            except Exception:  # noqa: BLE001
-                pass
+            self.loop.close()
+            self.loop = None
             raise ConnectionError(f"cannot open an OPC UA session at {self.url}: {type(exc).__name__} {exc}") \
                 from None
         self.client = c
-        self.idx = c.get_namespace_index("urn:loupe:station")
-        ns = self.idx
-        objects = c.nodes.objects
-        self.vs = objects.get_child(f"{ns}:VisionSystem")
-        self.amsm = self.vs.get_child([f"{ns}:VisionStateMachine", f"{ns}:AutomaticModeStateMachine"])
-        self.rm = self.vs.get_child(f"{ns}:RecipeManagement")
-        self.res = self.vs.get_child(f"{ns}:ResultManagement")
-        self.state_node = self.vs.get_child(f"{ns}:State")
-        etype = c.nodes.types.get_child(["0:EventTypes", "0:BaseEventType", f"{ns}:ResultReadyEventType"])
-        events = self.events
+        self._do(self._resolve())
+
+    async def _resolve(self) -> None:
+        from asyncua.common.events import get_filter_from_event_type
+
+        c = self.client
+        self.idx = ns = await c.get_namespace_index("urn:loupe:station")
+        vs = await c.nodes.objects.get_child(f"{ns}:VisionSystem")
+        self.amsm = await vs.get_child([f"{ns}:VisionStateMachine", f"{ns}:AutomaticModeStateMachine"])
+        self.rm = await vs.get_child(f"{ns}:RecipeManagement")
+        self.res = await vs.get_child(f"{ns}:ResultManagement")
+        self.state_node = await vs.get_child(f"{ns}:State")
+        # a PLC resolves its node ids once, at configuration: calling a method by browse name would cost
+        # a TranslateBrowsePaths round trip before every call
+        self.start_single = (await self.amsm.get_child(f"{ns}:StartSingleJob")).nodeid
+        self.acknowledge = (await self.res.get_child(f"{ns}:ResultAcknowledge")).nodeid
+        self.select = (await self.rm.get_child(f"{ns}:SelectJob")).nodeid
+        etype = await c.nodes.types.get_child(["0:EventTypes", "0:BaseEventType", f"{ns}:ResultReadyEventType"])
+        self.events = events = asyncio.Queue()
 
         class Handler:
             def event_notification(self, ev):
-                events.put((time.perf_counter(), int(ev.ResultId), ev.Verdict))
+                events.put_nowait((time.perf_counter(), int(ev.ResultId), ev.Verdict))
 
-        self.sub = c.create_subscription(1, Handler())  # 1 ms: at most 1 ms between an event and its notification
-        self.sub.subscribe_events(self.vs, etype)
+        self.sub = await c.create_subscription(1, Handler())  # 1 ms: at most 1 ms between an event and its notification
+        # the fields the PLC maps to its tags, as a PLC's event filter would: the server evaluates, encodes
+        # and sends only these (all of ResultReadyEventType's would cost ~1 ms more per event in Python)
+        evfilter = await get_filter_from_event_type([etype])
+        evfilter.SelectClauses = [op for op in evfilter.SelectClauses
+                                  if op.BrowsePath and op.BrowsePath[-1].Name in ("ResultId", "Verdict")]
+        await self.sub.subscribe_events(vs, etype, evfilter=evfilter)
 
     def close(self) -> None:
         if self.client is not None:
             try:
-                self.client.disconnect()
+                self._do(self.client.disconnect())
             finally:
                 self.client = None
+                self.loop.close()
+                self.loop = None
 
     def state(self) -> str:
-        return self.state_node.read_value()
+        return self._do(self.state_node.read_value())
 
     def _code(self, exc: Exception) -> str:
         name = type(exc).__name__
@@ -273,7 +294,7 @@ class OpcUaDriver:
         from asyncua import ua
 
         try:
-            self.rm.call_method(f"{self.idx}:SelectJob", ua.Variant(str(job), ua.VariantType.String))
+            self._do(self.rm.call_method(self.select, ua.Variant(str(job), ua.VariantType.String)))
         except Exception as e:  # noqa: BLE001 - a refused call is a reply
             return f"ER,JOB,{self._code(e)}"
         return f"OK,{job}"
@@ -281,16 +302,27 @@ class OpcUaDriver:
     def run(self, times: list[float], ack: bool = False) -> list[dict]:
         """One job at a time, as OPC 40100-1's SingleExecution: StartSingleJob at ``times[i]`` (or at
         once when behind schedule), wait for its ResultReady event, acknowledge it with ``ack``."""
+        outcomes = [_outcome() for _ in times]
+        errors: list[tuple[int, Exception, str]] = []
+        self._do(self._run(times, ack, outcomes, errors))
+        for i, exc, prefix in errors:  # codes may need a state read: outside the run
+            code = self._code(exc)
+            outcomes[i]["error"] = prefix + code
+            if not prefix:
+                outcomes[i]["reply"] = f"ER,TRG,{code}"
+        return outcomes
+
+    async def _run(self, times: list[float], ack: bool, outcomes: list[dict], errors: list) -> None:
         from asyncua import ua
 
-        outcomes = [_outcome() for _ in times]
         early: dict[int, tuple[float, str]] = {}   # events of results not (yet) asked for
 
-        def wait_for(rid: int, deadline: float) -> tuple[float, str] | None:
+        async def wait_for(rid: int, deadline: float) -> tuple[float, str] | None:
             while rid not in early:
                 try:
-                    now, r, verdict = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
+                    now, r, verdict = await asyncio.wait_for(self.events.get(),
+                                                             max(0.0, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
                     return None
                 early[r] = (now, verdict)
             return early.pop(rid)
@@ -298,17 +330,16 @@ class OpcUaDriver:
         for i, t in enumerate(times):
             delay = t - time.perf_counter()
             if delay > 0:
-                time.sleep(delay)
+                await asyncio.sleep(delay)
             o = outcomes[i]
             o["sent"] = time.perf_counter()
             try:
-                rid = int(self.amsm.call_method(f"{self.idx}:StartSingleJob"))
+                rid = int(await self.amsm.call_method(self.start_single))
             except Exception as e:  # noqa: BLE001 - a refused trigger is a missed one
                 o["done"] = time.perf_counter()
-                o["error"] = self._code(e)
-                o["reply"] = f"ER,TRG,{o['error']}"
+                errors.append((i, e, ""))
                 continue
-            got = wait_for(rid, time.monotonic() + self.timeout)
+            got = await wait_for(rid, time.monotonic() + self.timeout)
             if got is None:
                 o["error"] = "timeout"
                 continue
@@ -317,10 +348,8 @@ class OpcUaDriver:
             o["reply"] = f"OK,{rid},{o['verdict']}"
             if ack:
                 try:
-                    self.res.call_method(f"{self.idx}:ResultAcknowledge", ua.Variant(str(rid), ua.VariantType.String))
+                    await self.res.call_method(self.acknowledge, ua.Variant(str(rid), ua.VariantType.String))
                 except Exception as e:  # noqa: BLE001
-                    o["error"] = f"ack: {self._code(e)}"
+                    errors.append((i, e, "ack: "))
             if len(early) > 10000:
                 early.clear()   # results other clients triggered
-        return outcomes
-
