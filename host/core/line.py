@@ -207,6 +207,12 @@ class LineAdapter(ABC):
     #: the event kinds this adapter is told of (``None``: every kind); the others are not queued for it,
     #: which spares a busy line a thread wake-up per event nobody reads
     event_kinds: ClassVar[frozenset[str] | None] = None
+    #: ``True`` for an adapter whose ``on_event`` only hands the event to a thread or event loop of its own
+    #: and returns at once: no lock, no client I/O, no call back into the station. The station then calls it
+    #: where the event happens (under the station's lock, in order) instead of from a queue thread, which
+    #: spares every event a thread hand-over. Such an adapter bounds its own backlog (``queue_size``) and
+    #: returns ``False`` for an event it had to drop; the station counts it as dropped.
+    direct_events: ClassVar[bool] = False
 
     def __init__(self, target: str, params: BaseModel, control: StationControl):
         self.target = target
@@ -223,8 +229,9 @@ class LineAdapter(ABC):
     def start(self) -> None:
         """Open the server or connection (non-blocking: start its own thread/loop)."""
 
-    def on_event(self, event: StationEvent) -> None:
-        """Called on this adapter's own thread, in order, for every event it did not miss."""
+    def on_event(self, event: StationEvent) -> bool | None:
+        """Called on this adapter's own thread, in order, for every event it did not miss (with
+        ``direct_events``: on the station's thread, and ``False`` means the adapter dropped it)."""
 
     def close(self) -> None:
         """Stop serving and release sockets."""

@@ -448,39 +448,53 @@ class ResultIds:
 
 
 class _Channel:
-    """One adapter's bounded event queue and the thread that feeds it."""
+    """One adapter's bounded event queue and the thread that feeds it (none for ``direct_events``:
+    the adapter's ``on_event`` hands the event to a loop of its own and bounds it there)."""
 
     def __init__(self, name: str, adapter: LineAdapter):
         self.name = name
         self.adapter = adapter
         self.wants_frames = bool(getattr(adapter, "wants_frames", False))
         self.kinds = getattr(adapter, "event_kinds", None)
+        self.direct = bool(getattr(adapter, "direct_events", False))
         self.queue: queue.Queue = queue.Queue(maxsize=max(1, int(adapter.queue_size)))
         self.dropped = 0
         self.errors = 0
         self.delivered = 0
-        self._thread = threading.Thread(target=self._run, name=f"loupe-events-{name}", daemon=True)
-        self._thread.start()
+        self._thread = None
+        if not self.direct:
+            self._thread = threading.Thread(target=self._run, name=f"loupe-events-{name}", daemon=True)
+            self._thread.start()
 
     def put(self, event: StationEvent) -> None:
+        if self.direct:
+            self._deliver(event)
+            return
         try:
             self.queue.put_nowait(event)
         except queue.Full:
             self.dropped += 1
+
+    def _deliver(self, event: StationEvent) -> None:
+        try:
+            if self.adapter.on_event(event) is False:
+                self.dropped += 1
+            else:
+                self.delivered += 1
+        except Exception:
+            self.errors += 1
+            log.exception("line adapter %s failed on a %s event", self.name, event.kind)
 
     def _run(self) -> None:
         while True:
             event = self.queue.get()
             if event is None:
                 return
-            try:
-                self.adapter.on_event(event)
-                self.delivered += 1
-            except Exception:
-                self.errors += 1
-                log.exception("line adapter %s failed on a %s event", self.name, event.kind)
+            self._deliver(event)
 
     def stop(self, timeout: float) -> None:
+        if self._thread is None:
+            return
         try:
             self.queue.put(None, timeout=timeout)
         except queue.Full:

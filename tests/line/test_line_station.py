@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -253,6 +254,44 @@ def test_slow_adapter_never_delays_inspection(rec_pm, tmp_path):
         assert elapsed < 0.5 * 8  # not paced by the adapter's 0.5 s per event
         ad = st.status()["adapters"]["rec://slow"]
         assert ad["events_dropped"] > 0
+    finally:
+        st.close(timeout=5)
+
+
+class DirectRecorder(Recorder):
+    """A ``direct_events`` adapter: told on the station's thread, it keeps at most ``room`` events."""
+
+    scheme = "direct"
+    direct_events = True
+    room = 6
+
+    def on_event(self, event):
+        if len(self.events) >= self.room:
+            return False
+        self.events.append((threading.current_thread().name, event))
+        return True
+
+
+class DirectPlugin:
+    @hookimpl
+    def loupe_line_adapter(self, register):
+        register(DirectRecorder)
+
+
+def test_direct_events_come_in_order_on_the_station_thread_and_count_drops(rec_pm, tmp_path):
+    rec_pm.register_plugin(DirectPlugin(), name="direct")
+    path = write_station(tmp_path, buffer=64, acknowledge="auto")
+    st = start(rec_pm, path, io=["direct://a"])
+    try:
+        ids = [st.trigger() for _ in range(5)]
+        assert all(st.wait_result(i, timeout=20) for i in ids)
+        ad = next(a for a in Recorder.instances if isinstance(a, DirectRecorder))
+        threads = {name for name, _ in ad.events}
+        assert threads and not any(n.startswith("loupe-events-") for n in threads)  # no queue thread
+        ready = [e.result.result_id for _, e in ad.events if e.kind == "result_ready"]
+        assert ready == sorted(ready) and ready[0] == ids[0]
+        assert wait_for(lambda: st.status()["adapters"]["direct://a"]["events_dropped"] > 0)  # room for 6
+        assert st.status()["adapters"]["direct://a"]["event_errors"] == 0
     finally:
         st.close(timeout=5)
 

@@ -35,8 +35,9 @@ asyncua runs in its own thread with its own event loop. StartSingleJob,
 StartContinuous, ResultAcknowledge and ResetCounters run on that loop (the
 station's actions return at once); SelectJob, Stop, Reset and Reload, which may
 wait for the frame in progress, on asyncua's worker threads;
-station events are copied into the address space from the adapter's queue
-thread, so an OPC UA client never delays inspection.
+station events are handed to that loop as they happen (``direct_events``: no
+queue thread; the backlog is bounded and counted) and copied into the address
+space there, so an OPC UA client never delays inspection.
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ import math
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -128,6 +130,8 @@ class OpcUaAdapter(LineAdapter):
     scheme: ClassVar[str] = "opcua"
     description: ClassVar[str] = "OPC UA server modelled on OPC 40100-1 (Machine Vision), asyncua"
     Params: ClassVar[type[OpcUaParams]] = OpcUaParams
+    #: ``on_event`` only hands the event to the server's loop (``_backlog`` bounds it)
+    direct_events: ClassVar[bool] = True
 
     def __init__(self, target, params, control):
         super().__init__(target, params, control)
@@ -148,6 +152,9 @@ class OpcUaAdapter(LineAdapter):
         self._event = None
         self._sessions = 0
         self.events_sent = 0
+        self._backlog = 0                   # events handed to the loop and not yet applied
+        self._backlog_lock = threading.Lock()
+        self._tasks: set[asyncio.Task] = set()
 
     @property
     def endpoint(self) -> str:
@@ -421,6 +428,9 @@ class OpcUaAdapter(LineAdapter):
 
     def close(self) -> None:
         loop, stop = self._loop, self._stop
+        deadline = time.monotonic() + 2.0   # the station's last events (the final result's) go out first
+        while self._backlog and time.monotonic() < deadline and self._thread is not None and self._thread.is_alive():
+            time.sleep(0.005)
         if loop is not None and stop is not None and not loop.is_closed():
             try:
                 loop.call_soon_threadsafe(stop.set)
@@ -431,19 +441,45 @@ class OpcUaAdapter(LineAdapter):
 
     # ---- station events -> address space
 
-    def on_event(self, event: StationEvent) -> None:
+    def on_event(self, event: StationEvent) -> bool | None:
+        """On the station's thread (``direct_events``): hand the event to the server's loop, at most
+        ``queue_size`` of them waiting; ``False`` when that many already wait (counted as dropped)."""
         loop = self._loop
         if loop is None or loop.is_closed() or self._server is None:
-            return
+            return None
+        with self._backlog_lock:
+            if self._backlog >= self.queue_size:
+                return False
+            self._backlog += 1
         try:
-            status = self.control.status()
-        except Exception:  # noqa: BLE001
-            status = {}
-        fut = asyncio.run_coroutine_threadsafe(self._apply(event, status), loop)
-        try:
-            fut.result(10)
-        except Exception as e:  # noqa: BLE001 - an address-space hiccup must not kill the event thread
-            log.warning("%s: event %s not published: %s", self.name, event.kind, e)
+            loop.call_soon_threadsafe(self._take, event)
+        except RuntimeError:  # the loop closed meanwhile
+            self._done()
+            return None
+        return True
+
+    def _done(self) -> None:
+        with self._backlog_lock:
+            self._backlog -= 1
+
+    def _take(self, event: StationEvent) -> None:
+        """On the server's loop, in the station's order: publish the event (nothing in it awaits I/O, so
+        each event's task runs to its end before the next one starts)."""
+        async def apply():
+            try:
+                try:
+                    status = self.control.status()
+                except Exception:  # noqa: BLE001
+                    status = {}
+                await self._apply(event, status)
+            except Exception as e:  # noqa: BLE001 - an address-space hiccup must not stop the next events
+                log.warning("%s: event %s not published: %s", self.name, event.kind, e)
+            finally:
+                self._done()
+
+        task = asyncio.ensure_future(apply())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _write(self, key: str, value, vt, always: bool = False) -> None:
         """Write one variable directly into the address space (asyncua's fast path); a status
