@@ -328,6 +328,13 @@ def test_plc_command_over_opcua(ua_station):
                          capture_output=True, text=True, timeout=180)
     assert bad.returncode == 2 and "cannot open an OPC UA session" in bad.stderr, bad.stderr[-2000:]
     assert "Traceback" not in bad.stderr
+    nojob = subprocess.run(loupe_exe() + ["line", "plc", "--io", f"opcua://127.0.0.1:{port}", "--count", "1",
+                                          "--job", "nope"],
+                           env={**os.environ, **SERVE_ENV, "LOUPE_PLC_USER": "op", "LOUPE_PLC_PASSWORD": "secret"},
+                           capture_output=True, text=True, timeout=180)
+    assert nojob.returncode == 2 and "--job nope: the station refused it (ER,JOB,unknown_job)" in nojob.stderr, \
+        nojob.stderr[-2000:]
+    assert "Traceback" not in nojob.stderr
     p = subprocess.run(loupe_exe() + ["line", "plc", "--io", f"opcua://127.0.0.1:{port}", "--rate", "20",
                                       "--count", "12", "--ack", "--job", "three", "--json"],
                        env={**os.environ, **SERVE_ENV, "LOUPE_PLC_USER": "op", "LOUPE_PLC_PASSWORD": "secret"},

@@ -88,8 +88,8 @@ def run_plc(spec: str, rate: float, count: int, ack: bool = False, job: str | No
     try:
         if job is not None:
             reply = driver.select_job(job)
-            if not str(reply).startswith("OK"):
-                raise RuntimeError(f"JOB {job}: {reply}")
+            if not str(reply).startswith("OK"):   # a job the station does not have: the user's mistake
+                raise ValueError(f"--job {job}: the station refused it ({reply})")
         t0 = time.perf_counter() + 0.05
         times = [t0 + i / rate for i in range(count)]
         outcomes = driver.run(times, ack)

@@ -18,6 +18,7 @@ and ``run(times, ack) -> outcomes`` (one dict per trigger: ``sent``, ``done``,
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import struct
@@ -221,6 +222,9 @@ class OpcUaDriver:
     def open(self) -> None:
         from asyncua import Client
 
+        # asyncua's client warns on every connect that the server revised its session timeout and
+        # subscription counts (both normal): not news for the person running the simulated PLC
+        logging.getLogger("asyncua.client.client").setLevel(logging.ERROR)
         self.loop = asyncio.new_event_loop()
         c = Client(self.url, timeout=min(self.timeout, 10.0))
         if self.username:
