@@ -300,3 +300,27 @@ def test_verify_without_held_out_images_is_refused(tmp_path):
     r = run_loupe("train", "detect", root, "--out", tmp_path / "b", "--verify", "--val-fraction", "0", "-q")
     assert r.returncode == 2 and "--verify" in r.stderr and "--val-fraction" in r.stderr, r.stderr
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("variant,low,high,frozen", [("lite0", 40, 112, 5), ("lite1", 40, 112, 7),
+                                                     ("lite2", 48, 120, 7)])
+def test_detector_trunk_variants_fuse_their_own_stage_widths(variant, low, high, frozen):
+    """``--backbone``: the head's laterals take the variant's stage3 / stage5 widths (Lite2 is wider), the frozen
+    part ends where the variant's stage3 ends (Lite1 / Lite2 have a third stage3 block), and the output is the
+    same stride-8 contract."""
+    import torch
+
+    from loupe_trainer.detect.net import DetNet, frozen_blocks
+
+    net = DetNet(3, pretrained=False, backbone=variant)
+    assert (net.skip.in_channels, net.lateral.in_channels) == (low, high)
+    assert frozen_blocks(variant) == frozen == net.backbone.stage_end("stage3")
+    net.freeze_early()
+    frozen_ids = {id(p) for m in [net.backbone._conv_stem, net.backbone._bn0, *net.backbone._blocks[:frozen]]
+                  for p in m.parameters()}
+    assert all(not p.requires_grad for m in net.backbone._blocks[:frozen] for p in m.parameters())
+    assert all(p.requires_grad for p in net.backbone._blocks[frozen].parameters())
+    assert not frozen_ids & {id(p) for p in net.trunk_parameters()}
+    with torch.no_grad():
+        h, s, o = net.eval().decoded(torch.zeros(1, 3, 96, 64))
+    assert h.shape == (1, 3, 12, 8) and s.shape == o.shape == (1, 2, 12, 8)

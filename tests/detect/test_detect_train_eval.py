@@ -83,6 +83,26 @@ def test_default_training_has_no_verifier(parts_small, tmp_path):
     assert res["task"] == "detect" and res["n_images"] == 12 and res["min_score"] == meta["decode"]["min_score"]
 
 
+def test_larger_backbone_trains_exports_and_evaluates(parts_small, tmp_path):
+    """``--backbone lite2`` (the widest trunk; Lite1 differs from Lite0 only in depth): trained through the CLI,
+    exported with the parity check, recorded in bundle.json, and evaluated by the torch-free runtime like any
+    detection bundle."""
+    out = tmp_path / "lite2"
+    r = run_loupe("train", "detect", parts_small, "--out", out, "--backbone", "lite2", "--input-size", "128",
+                  "--crop", "96", "--epochs", "1", "--steps-per-epoch", "2", "--patience", "1", "--max-minutes", "60",
+                  "-q", env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["training"]["params"]["backbone"] == "lite2" and meta["backbone"].startswith("efficientnet-lite2 ")
+    assert "EfficientNet-Lite2" in meta["training"]["method"] and "blocks 0-6 frozen" in meta["training"]["method"]
+    par = meta["parity"]
+    assert par["max_abs_heatmap_diff"] < 2e-3 and par["same_detections"] >= 0.875
+    r = run_loupe("eval", out, parts_small, "--json", env=ENV)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert res["task"] == "detect" and res["n_images"] == 12 and 0 <= res["map50"] <= 1
+
+
 def test_verifier_runtime_rescores_the_candidates(tiny_detector, parts_small, tmp_path):
     """The runtime's second stage equals its parts composed by hand: the detector's candidates at the candidate
     score, the best ``max_candidates``, their crops of the BGR frame as RGB through the graph, sqrt(s * p[c]) with

@@ -27,8 +27,8 @@ from .net import DetNet, _branch
 class FcosNet(DetNet):
     head = "fcos"
 
-    def __init__(self, n_classes: int, width: int = 64, pretrained: bool = True):
-        super().__init__(n_classes, width, pretrained)
+    def __init__(self, n_classes: int, width: int = 64, pretrained: bool = True, backbone: str = "lite0"):
+        super().__init__(n_classes, width, pretrained, backbone)
         prior = 0.01
         self.heatmap = _branch(width, n_classes, -math.log((1 - prior) / prior))   # class logits
         self.size = _branch(width, 4, math.log(2.0))                                # log l, t, r, b (strides)

