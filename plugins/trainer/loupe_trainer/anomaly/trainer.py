@@ -16,8 +16,10 @@ Steps (each reported through ``Progress``):
    (one image, with all its tiles, at a time), the held-out good scores the
    threshold is fitted on (``quantile`` x ``margin``). With the global term
    (auto: images under 128 px), the kNN distance of each image's pooled
-   descriptor to the bank images' is standardised on the calibration images and
-   added in patch-score units. With defective images (``--refine test`` or a
+   descriptor (stage 6 of the model input and, since issue 18, the head of the
+   input upsampled to ``global_size``, concatenated) to all good images' (the
+   calibration images leave-one-out) is standardised on the calibration images
+   and added in patch-score units times ``global_weight``. With defective images (``--refine test`` or a
    folder), the threshold is moved to the F1-optimal cut.
 4. ``export``: one ONNX graph ``image (1, 3, H, W) RGB 0..255 -> anomaly_map
    (1, 1, H, W), score (1,)``, nearest-neighbour search included; parity against
@@ -28,7 +30,8 @@ Steps (each reported through ``Progress``):
 
 Memory bound: ``max_bank x D x 4`` bytes of patch bank (2048 x 120 x 4 = 0.98 MB by
 default; the two-stage search adds its coarse copy, ``max_bank x search_dim x 4`` = 0.39 MB) plus,
-with the global term, ``max_global x C x 4`` (4096 x 192 x 4 = 3.1 MB).
+with the global term, ``max_global x C x 4`` (C = 192 for stage 6 alone, 3.1 MB at 4096 images; with the
+second view at the head since issue 18, C = 192 + 1280: 4096 x 1472 x 4 = 24 MB at most, 1.2 MB for 200 images).
 """
 from __future__ import annotations
 
