@@ -172,11 +172,22 @@ class FeatureGraph(nn.Module):
 def knn_distance(g: torch.Tensor, bank: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
     """Mean Euclidean distance of each row of g (N, C) to its k nearest rows of bank (M, C).
 
-    ``exclude`` (N, N) bool (training only): row i ignores bank row j < N where it is true (the bank starts
-    with g's own rows: leave-one-out)."""
-    d2 = (g * g).sum(1, keepdim=True) - 2.0 * (g @ bank.t()) + (bank * bank).sum(1)[None, :]
+    ``exclude`` (N, n) bool (training only): row i ignores bank row j < n where it is true (the bank starts
+    with g's own rows: leave-one-out).
+
+    The squared distances are sums of squared differences, not ``|g|^2 - 2 g.b + |b|^2``: an image whose
+    descriptor is (nearly) in the bank (a training image, its duplicate) sits at distance ~0, where the
+    expanded form's float32 cancellation, amplified by the square root and the term's scale, made torch and
+    ONNX Runtime disagree (issue 18, session 11). The bank is small (images, not patches), so the (N, M, C)
+    difference costs little; rows go in chunks of at most ~8 M elements."""
+    rows = max(1, 8_000_000 // max(1, int(bank.numel())))
+    if g.shape[0] > rows:
+        return torch.cat([knn_distance(g[i:i + rows], bank, k, None if exclude is None else exclude[i:i + rows])
+                          for i in range(0, g.shape[0], rows)])
+    diff = g[:, None, :] - bank[None, :, :]
+    d2 = (diff * diff).sum(2)
     if exclude is not None:
-        n = exclude.shape[0]
+        n = exclude.shape[1]
         d2 = torch.cat([d2[:, :n].masked_fill(exclude, float("inf")), d2[:, n:]], dim=1)
         k = min(k, bank.shape[0] - int(exclude.sum(1).max()))
     k = int(min(k, bank.shape[0]))

@@ -173,6 +173,9 @@ class AnomalyParams(Params):
         return data
 
 
+#: floor of the global term's spread, relative to its mean (see ``fit``)
+GLOBAL_SD_FLOOR = 0.05
+
 #: images whose smaller side is below this are treated as small whole-object images (auto size, global term)
 SMALL_IMAGE = 128
 
@@ -278,7 +281,11 @@ def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, 
                                   exclude=torch.as_tensor(groups[:, None] == groups[None, :])).numpy()
             else:
                 gd = knn_distance(gc, gb, params.global_k).numpy()
-            g_mu, g_sd = float(gd.mean()), float(gd.std()) + 1e-6
+            # the spread has a floor of 5 % of the mean: where the good images' global distances barely vary
+            # (a uniform texture) a z-score would blow float32 noise up to patch-score units (Fashion-MNIST:
+            # spread / mean = 0.12-0.25, unaffected)
+            g_mu = float(gd.mean())
+            g_sd = max(float(gd.std()), GLOBAL_SD_FLOOR * g_mu) + 1e-6
             p_sd = float(np.std(good)) + 1e-6
             scale = params.global_weight * p_sd / g_sd  # global z-score in patch-score units, weighted
             model = PatchCore(feats, bank, params.sigma, mu, sd, gb, params.global_k, g_mu, scale, **search).eval()
