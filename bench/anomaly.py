@@ -60,8 +60,8 @@ def fmnist(args) -> dict:
     import torch
 
     from loupe_dl_anomaly.metrics import auroc
-    from loupe_trainer.anomaly.model import FeatureGraph, PatchFeatures
-    from loupe_trainer.anomaly.trainer import AnomalyParams, _input_size, fit, use_global_term
+    from loupe_trainer.anomaly.model import FeatureGraph
+    from loupe_trainer.anomaly.trainer import AnomalyParams, _input_size, fit, make_features, use_global_term
     from loupe_trainer.backbone import build_backbone
     from loupe_trainer.common import export_onnx, ort_session
 
@@ -76,8 +76,7 @@ def fmnist(args) -> dict:
         raise SystemExit("bench fmnist: --params augment is not supported here (features are computed once)")
     size = _input_size(xtr[0], params.image_size)
     use_global = use_global_term(params, xtr[0])
-    feats = PatchFeatures(build_backbone(variant=params.backbone), tuple(params.layers), params.aggregate,
-                          global_stage=params.global_stage if use_global else None, color=params.color).eval()
+    feats = make_features(params, build_backbone(variant=params.backbone), use_global)
     tmp = Path(args.out) / "fmnist_features.onnx"
     export_onnx(FeatureGraph(feats), torch.zeros(1, 3, *size), tmp, ["image"],
                 ["features", "global"] if use_global else ["features"], dynamic_batch=True, fold_pads=True)
@@ -108,7 +107,7 @@ def fmnist(args) -> dict:
         n_cal = max(min(5, len(idx) // 2), int(round(params.calibration_fraction * len(idx))))
         cal, bank = order[:n_cal], order[n_cal:]
         model, _, info = fit(feats, ftr[bank], ftr[cal], params, gtr[bank] if use_global else None,
-                             gtr[cal] if use_global else None)
+                             gtr[cal] if use_global else None, input_shape=size)
         with torch.no_grad():
             score = np.concatenate([model.score_features(fte[i:i + 500], None if gte is None else gte[i:i + 500])[1]
                                     .numpy() for i in range(0, len(fte), 500)])

@@ -61,12 +61,16 @@ def gaussian_kernel1d(sigma: float) -> torch.Tensor:
 class PatchFeatures(nn.Module):
     def __init__(self, backbone: EfficientNetLite0, layers: tuple[str, ...] = ("stage3", "stage4"),
                  aggregate: int = 1, projection: torch.Tensor | None = None, global_stage: str | None = None,
-                 color: float = 0.0):
+                 color: float = 0.0, global_size: int = 0, global_size_stage: str = "head"):
         super().__init__()
         self.color = float(color)
         self.backbone = backbone
         self.layers = tuple(layers)
         self.global_stage = global_stage
+        # the global descriptor's second view (issue 18, session 11): the input upsampled in the graph to
+        # global_size pixels high, one more trunk pass to global_size_stage (0 = no second view)
+        self.global_size = int(global_size) if global_stage else 0
+        self.global_size_stage = global_size_stage
         self.aggregate = int(aggregate)
         self.stride = min(stage_stride(n) for n in self.layers)
         variant = getattr(backbone, "variant", "lite0")   # Lite1 / Lite2 have wider stages (issue 18)
@@ -88,7 +92,11 @@ class PatchFeatures(nn.Module):
         """(patch embeddings (N, h, w, D), global descriptor (N, C) or None) from one trunk pass.
 
         The global descriptor is the average-pooled ``global_stage`` map, L2-normalised
-        (the image-level feature DN2-style kNN scoring uses)."""
+        (the image-level feature DN2-style kNN scoring uses). With ``global_size`` (larger than
+        the input) the image is also upsampled bilinearly to that height (the width keeps the
+        aspect ratio, a multiple of 32) and run through the trunk to ``global_size_stage``; that
+        map, average-pooled and L2-normalised, is concatenated with the first and the whole
+        descriptor normalised again (each view weighs the same in the distance)."""
         names = self.layers + ((self.global_stage,) if self.global_stage else ())
         feats = self.backbone.stages(normalize(image), names)
         h = math.ceil(image.shape[-2] / self.stride)
@@ -109,9 +117,26 @@ class PatchFeatures(nn.Module):
             x = x @ self.projection
         g = None
         if self.global_stage:
-            g = feats[self.global_stage].mean(dim=(2, 3))
-            g = g / (g * g).sum(1, keepdim=True).clamp_min(1e-12).sqrt()
+            g = _l2n(feats[self.global_stage].mean(dim=(2, 3)))
+            if self.global_view_size(image.shape) is not None:
+                g = _l2n(torch.cat([g, _l2n(self.global_view(image))], dim=1))
         return x, g
+
+    def global_view_size(self, shape) -> tuple[int, int] | None:
+        """(H, W) of the second global view for an input of ``shape`` (..., H, W), or None when it is off
+        (``global_size`` 0 or not larger than the input)."""
+        h, w = int(shape[-2]), int(shape[-1])
+        if not self.global_size or self.global_size <= h:
+            return None
+        return self.global_size, max(32, int(round(self.global_size * w / h / 32.0)) * 32)
+
+    def global_view(self, image: torch.Tensor) -> torch.Tensor:
+        """(N, C2) average-pooled ``global_size_stage`` map of the image upsampled to ``global_view_size``."""
+        size = self.global_view_size(image.shape)
+        if size is None:
+            raise ValueError("no second global view for this input size")
+        up = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        return self.backbone.stages(normalize(up), [self.global_size_stage])[self.global_size_stage].mean(dim=(2, 3))
 
 
     def chroma(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -129,6 +154,10 @@ class PatchFeatures(nn.Module):
         return c
 
 
+def _l2n(g: torch.Tensor) -> torch.Tensor:
+    return g / (g * g).sum(1, keepdim=True).clamp_min(1e-12).sqrt()
+
+
 class FeatureGraph(nn.Module):
     """What training runs through ONNX Runtime: image -> (patch features, global descriptor)."""
 
@@ -140,9 +169,27 @@ class FeatureGraph(nn.Module):
         return self.features.extract(image)
 
 
-def knn_distance(g: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
-    """Mean Euclidean distance of each row of g (N, C) to its k nearest rows of bank (M, C)."""
-    d2 = (g * g).sum(1, keepdim=True) - 2.0 * (g @ bank.t()) + (bank * bank).sum(1)[None, :]
+def knn_distance(g: torch.Tensor, bank: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean Euclidean distance of each row of g (N, C) to its k nearest rows of bank (M, C).
+
+    ``exclude`` (N, n) bool (training only): row i ignores bank row j < n where it is true (the bank starts
+    with g's own rows: leave-one-out).
+
+    The squared distances are sums of squared differences, not ``|g|^2 - 2 g.b + |b|^2``: an image whose
+    descriptor is (nearly) in the bank (a training image, its duplicate) sits at distance ~0, where the
+    expanded form's float32 cancellation, amplified by the square root and the term's scale, made torch and
+    ONNX Runtime disagree (issue 18, session 11). The bank is small (images, not patches), so the (N, M, C)
+    difference costs little; rows go in chunks of at most ~8 M elements."""
+    rows = max(1, 8_000_000 // max(1, int(bank.numel())))
+    if g.shape[0] > rows:
+        return torch.cat([knn_distance(g[i:i + rows], bank, k, None if exclude is None else exclude[i:i + rows])
+                          for i in range(0, g.shape[0], rows)])
+    diff = g[:, None, :] - bank[None, :, :]
+    d2 = (diff * diff).sum(2)
+    if exclude is not None:
+        n = exclude.shape[1]
+        d2 = torch.cat([d2[:, :n].masked_fill(exclude, float("inf")), d2[:, n:]], dim=1)
+        k = min(k, bank.shape[0] - int(exclude.sum(1).max()))
     k = int(min(k, bank.shape[0]))
     if k == 1:
         return d2.amin(dim=1).clamp_min(0.0).sqrt()

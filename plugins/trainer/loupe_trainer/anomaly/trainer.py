@@ -16,8 +16,10 @@ Steps (each reported through ``Progress``):
    (one image, with all its tiles, at a time), the held-out good scores the
    threshold is fitted on (``quantile`` x ``margin``). With the global term
    (auto: images under 128 px), the kNN distance of each image's pooled
-   descriptor to the bank images' is standardised on the calibration images and
-   added in patch-score units. With defective images (``--refine test`` or a
+   descriptor (stage 6 of the model input and, since issue 18, the head of the
+   input upsampled to ``global_size``, concatenated) to all good images' (the
+   calibration images leave-one-out) is standardised on the calibration images
+   and added in patch-score units times ``global_weight``. With defective images (``--refine test`` or a
    folder), the threshold is moved to the F1-optimal cut.
 4. ``export``: one ONNX graph ``image (1, 3, H, W) RGB 0..255 -> anomaly_map
    (1, 1, H, W), score (1,)``, nearest-neighbour search included; parity against
@@ -28,7 +30,8 @@ Steps (each reported through ``Progress``):
 
 Memory bound: ``max_bank x D x 4`` bytes of patch bank (2048 x 120 x 4 = 0.98 MB by
 default; the two-stage search adds its coarse copy, ``max_bank x search_dim x 4`` = 0.39 MB) plus,
-with the global term, ``max_global x C x 4`` (4096 x 192 x 4 = 3.1 MB).
+with the global term, ``max_global x C x 4`` (C = 192 for stage 6 alone, 3.1 MB at 4096 images; with the
+second view at the head since issue 18, C = 192 + 1280: 4096 x 1472 x 4 = 24 MB at most, 1.2 MB for 200 images).
 """
 from __future__ import annotations
 
@@ -99,6 +102,20 @@ class AnomalyParams(Params):
     global_stage: Literal["stage5", "stage6", "head"] = Field("stage6", description="backbone stage pooled for "
                                                                                     "the global term")
     global_k: int = Field(2, ge=1, le=16, description="nearest good images averaged by the global term")
+    global_size: int = Field(128, ge=0, le=1024, description="a second view for the global term (issue 18): the "
+                                                             "model input upsampled in the graph to this height "
+                                                             "(aspect kept), one more backbone pass to "
+                                                             "global_size_stage, pooled, L2-normalised and "
+                                                             "concatenated with global_stage's descriptor. 0 = off; "
+                                                             "skipped when not larger than the input height")
+    global_size_stage: Literal["stage6", "stage7", "head"] = Field("head", description="stage pooled for the "
+                                                                                       "global term's second view")
+    global_weight: float = Field(2.0, ge=0, le=100, description="weight of the global term: its kNN distance, "
+                                                                "z-scored on the held-out good images, is added "
+                                                                "in units of the patch score's spread times this")
+    global_bank: Literal["bank", "all"] = Field("all", description="good images whose descriptors the global term "
+                                                                  "searches: the memory-bank part, or all (the "
+                                                                  "held-out images' own distances leave-one-out)")
     max_global: int = Field(4096, ge=16, le=65536, description="memory bound of the global term: at most this "
                                                                "many good images' descriptors are kept")
     coreset_ratio: float = Field(0.25, gt=0, le=1, description="keep at most this fraction of the training patches "
@@ -156,6 +173,9 @@ class AnomalyParams(Params):
         return data
 
 
+#: floor of the global term's spread, relative to its mean (see ``fit``)
+GLOBAL_SD_FLOOR = 0.05
+
 #: images whose smaller side is below this are treated as small whole-object images (auto size, global term)
 SMALL_IMAGE = 128
 
@@ -173,6 +193,15 @@ def use_global_term(params: "AnomalyParams", first_image: np.ndarray) -> bool:
     return min(first_image.shape[:2]) < SMALL_IMAGE
 
 
+def make_features(params: "AnomalyParams", backbone, use_global: bool, projection=None):
+    """The feature module of a model: patch stages and, with the global term, its descriptor's views."""
+    from .model import PatchFeatures
+
+    return PatchFeatures(backbone, tuple(params.layers), params.aggregate, projection,
+                         params.global_stage if use_global else None, params.color,
+                         params.global_size, params.global_size_stage).eval()
+
+
 def _input_size(first_image: np.ndarray, image_size: int | None) -> tuple[int, int]:
     h, w = first_image.shape[:2]
     image_size = image_size or auto_image_size(first_image)
@@ -181,13 +210,13 @@ def _input_size(first_image: np.ndarray, image_size: int | None) -> tuple[int, i
 
 
 def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, in_sample: bool = False,
-        progress: Progress | None = None, cal_groups=None):
+        progress: Progress | None = None, cal_groups=None, input_shape=None):
     """Memory bank, position statistics, global term and held-out good scores from features.
 
     ``f_bank`` / ``f_cal``: (n, h, w, D) patch features of the bank and calibration
     images; ``g_bank`` / ``g_cal``: their global descriptors (or None). Returns
     ``(model, good_scores, info)``; the trainer and the Fashion-MNIST benchmark
-    both build their models here.
+    both build their models here. ``input_shape``: the model input's (H, W), for ``info`` only.
     """
     import torch
 
@@ -238,17 +267,35 @@ def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, 
             from .model import knn_distance
 
             gb = torch.as_tensor(g_bank).float()
-            if gb.shape[0] > params.max_global:
+            gc = torch.as_tensor(g_cal).float()
+            n_keep = params.max_global - (len(gc) if params.global_bank == "all" else 0)
+            if gb.shape[0] > n_keep:
                 gen = torch.Generator().manual_seed(params.seed + 2)
-                gb = gb[torch.randperm(gb.shape[0], generator=gen)[: params.max_global]]
-            gd = knn_distance(torch.as_tensor(g_cal).float(), gb, params.global_k).numpy()
-            g_mu, g_sd = float(gd.mean()), float(gd.std()) + 1e-6
+                gb = gb[torch.randperm(gb.shape[0], generator=gen)[: max(1, n_keep)]]
+            if params.global_bank == "all":
+                # the held-out images join the global bank (issue 18, session 11); their own distances leave
+                # themselves (with a tiled model, their image's other tiles) out
+                gb = torch.cat([gc, gb])
+                groups = np.arange(len(gc)) if cal_groups is None else np.asarray(cal_groups)
+                gd = knn_distance(gc, gb, params.global_k,
+                                  exclude=torch.as_tensor(groups[:, None] == groups[None, :])).numpy()
+            else:
+                gd = knn_distance(gc, gb, params.global_k).numpy()
+            # the spread has a floor of 5 % of the mean: where the good images' global distances barely vary
+            # (a uniform texture) a z-score would blow float32 noise up to patch-score units (Fashion-MNIST:
+            # spread / mean = 0.12-0.25, unaffected)
+            g_mu = float(gd.mean())
+            g_sd = max(float(gd.std()), GLOBAL_SD_FLOOR * g_mu) + 1e-6
             p_sd = float(np.std(good)) + 1e-6
-            scale = p_sd / g_sd  # global z-score in patch-score units
+            scale = params.global_weight * p_sd / g_sd  # global z-score in patch-score units, weighted
             model = PatchCore(feats, bank, params.sigma, mu, sd, gb, params.global_k, g_mu, scale, **search).eval()
             good = good + scale * (gd - g_mu)
             info["global"] = {"stage": feats.global_stage, "k": params.global_k, "n_images": int(gb.shape[0]),
-                              "dim": int(gb.shape[1]), "mu": g_mu, "scale": scale, "bytes": int(gb.numel() * 4)}
+                              "dim": int(gb.shape[1]), "mu": g_mu, "scale": scale, "bytes": int(gb.numel() * 4),
+                              "view2": ({"size": list(feats.global_view_size(input_shape)),
+                                         "stage": feats.global_size_stage}
+                                        if input_shape and feats.global_view_size(input_shape) else None),
+                              "weight": params.global_weight, "bank": params.global_bank}
     return model, np.asarray(good, np.float64), info
 
 
@@ -320,7 +367,6 @@ class AnomalyRun:
 
         from ..backbone import build_backbone
         from ..common import set_threads
-        from .model import PatchFeatures
 
         params, progress = self.params, self.progress
         set_threads(params.threads)
@@ -355,8 +401,7 @@ class AnomalyRun:
         self.backbone = build_backbone(variant=params.backbone) if self.backbone is None else self.backbone
         self.use_global = use_global_term(params, first)
         self.gstage = params.global_stage if self.use_global else None
-        self.feats = PatchFeatures(self.backbone, tuple(params.layers), params.aggregate,
-                                   global_stage=self.gstage, color=params.color).eval()
+        self.feats = make_features(params, self.backbone, self.use_global)
 
     def load(self, path: Path) -> np.ndarray:
         from loupe_dl_anomaly.data import read_image
@@ -427,7 +472,7 @@ class AnomalyRun:
         """Optional PCA of the bank images' patch features (``proj_dim``), folded into the graph as one MatMul."""
         import torch
 
-        from .model import PatchFeatures, pca_projection
+        from .model import pca_projection
 
         params = self.params
         _, h, w, D = f.patches.shape
@@ -437,8 +482,7 @@ class AnomalyRun:
         proj, self.pinfo = pca_projection(torch.from_numpy(f.patches[f.in_bank].reshape(-1, D)), params.proj_dim,
                                           seed=params.seed)
         f.patches = (torch.from_numpy(f.patches.reshape(-1, D)) @ proj).numpy().reshape(len(f.patches), h, w, -1)
-        self.feats = PatchFeatures(self.backbone, tuple(params.layers), params.aggregate, proj, self.gstage,
-                                   params.color).eval()
+        self.feats = make_features(params, self.backbone, self.use_global, proj)
         return f
 
     # ------------------------------------------------------------ 2-3. coreset and calibration
@@ -450,7 +494,7 @@ class AnomalyRun:
         model, good_scores, finfo = fit(
             self.feats, f.patches[f.in_bank], f.patches[f.in_cal], self.params,
             f.pooled[f.in_bank] if use_global else None, f.pooled[f.in_cal] if use_global else None,
-            self.in_sample, self.progress, f.owner[f.in_cal])
+            self.in_sample, self.progress, f.owner[f.in_cal], self.size)
         if self.tile is not None:
             cal_owner = f.owner[f.in_cal]
             good_scores = np.array([good_scores[cal_owner == i].max() for i in np.unique(cal_owner)])
