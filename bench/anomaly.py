@@ -53,10 +53,30 @@ def read_idx(name: str) -> np.ndarray:
     return read(fashion_mnist_file(name, FMNIST))
 
 
+def gray_to_input(imgs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """What loupe_dl_anomaly.data.prepare does for gray images: resize to the model input (bilinear), gray -> RGB;
+    (n, h, w) uint8 -> (n, 3, H, W) float32."""
+    import cv2
+
+    b = np.stack([cv2.resize(im, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for im in imgs])
+    return np.repeat(b[:, None].astype(np.float32), 3, axis=1)
+
+
+def graph_features(sess, imgs: np.ndarray, size: tuple[int, int], with_global: bool = True, batch: int = 64):
+    """Patch features (and global descriptors) of gray images through a feature graph (``FeatureGraph``),
+    in batches: ``(features, global or None)``."""
+    pf, gf = [], []
+    for i in range(0, len(imgs), batch):
+        out = sess.run(None, {"image": gray_to_input(imgs[i:i + batch], size)})
+        pf.append(out[0])
+        if with_global:
+            gf.append(out[1])
+    return np.concatenate(pf), (np.concatenate(gf) if with_global else None)
+
+
 def fmnist(args) -> dict:
     """Each class: the trainer's own ``fit`` (default parameters, auto input size and global term) on 200
     training images; the 10k test features are extracted once with the trainer's feature graph."""
-    import cv2
     import torch
 
     from loupe_dl_anomaly.metrics import auroc
@@ -83,15 +103,7 @@ def fmnist(args) -> dict:
     sess = ort_session(tmp, 2)
 
     def features(imgs: np.ndarray):
-        pf, gf = [], []
-        for i in range(0, len(imgs), 64):
-            # what loupe_dl_anomaly.data.prepare does for a gray image: resize (bilinear up), gray -> RGB
-            b = np.stack([cv2.resize(im, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for im in imgs[i:i + 64]])
-            b = np.repeat(b[:, None].astype(np.float32), 3, axis=1)
-            out = sess.run(None, {"image": b})
-            pf.append(out[0])
-            gf.append(out[1] if use_global else None)
-        return np.concatenate(pf), (np.concatenate(gf) if use_global else None)
+        return graph_features(sess, imgs, size, use_global)
 
     t0 = time.perf_counter()
     fte, gte = features(xte)

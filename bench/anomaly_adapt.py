@@ -242,15 +242,7 @@ def fmnist_eval(args, variants: list[dict]) -> dict:
     sess = ort_session(gpath, 1)
 
     def features(imgs):
-        import cv2
-
-        pf, gf = [], []
-        for i in range(0, len(imgs), 64):
-            b = np.stack([cv2.resize(im, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for im in imgs[i:i + 64]])
-            out = sess.run(None, {"image": np.repeat(b[:, None].astype(np.float32), 3, axis=1)})
-            pf.append(out[0])
-            gf.append(out[1])
-        return np.concatenate(pf), np.concatenate(gf)
+        return ba.graph_features(sess, imgs, size)
 
     tpath = cache / "fmnist_test.npz"
     if not tpath.exists():

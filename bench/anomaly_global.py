@@ -23,6 +23,7 @@ from ``default_rng(0)``; the trainer's bank / calibration split; the 10k test se
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import itertools
 import json
@@ -34,6 +35,7 @@ import numpy as np
 STAGES = ["stage4", "stage5", "stage6", "stage7", "head"]
 
 
+@functools.lru_cache(maxsize=1)
 def _bench():
     spec = importlib.util.spec_from_file_location("bench_anomaly", Path(__file__).with_name("anomaly.py"))
     ba = importlib.util.module_from_spec(spec)
@@ -54,10 +56,7 @@ def split(n: int, params) -> tuple[np.ndarray, np.ndarray]:
 
 
 def resized(imgs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    import cv2
-
-    b = np.stack([cv2.resize(im, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for im in imgs])
-    return np.repeat(b[:, None].astype(np.float32), 3, axis=1)
+    return _bench().gray_to_input(imgs, size)
 
 
 def resized_via(imgs: np.ndarray, via: int, size: tuple[int, int]) -> np.ndarray:
@@ -92,12 +91,7 @@ def cmd_patch(args) -> None:
     sess = ort_session(gpath, 1)
 
     def features(imgs):
-        pf, gf = [], []
-        for i in range(0, len(imgs), 64):
-            out = sess.run(None, {"image": resized(imgs[i:i + 64], size)})
-            pf.append(out[0])
-            gf.append(out[1])
-        return np.concatenate(pf), np.concatenate(gf)
+        return ba.graph_features(sess, imgs, size)
 
     tpath = cache / "patch_test.npz"
     if not tpath.exists():
