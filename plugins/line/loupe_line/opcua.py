@@ -465,21 +465,21 @@ class OpcUaAdapter(LineAdapter):
     def _take(self, event: StationEvent) -> None:
         """On the server's loop, in the station's order: publish the event (nothing in it awaits I/O, so
         each event's task runs to its end before the next one starts)."""
-        async def apply():
-            try:
-                try:
-                    status = self.control.status()
-                except Exception:  # noqa: BLE001
-                    status = {}
-                await self._apply(event, status)
-            except Exception as e:  # noqa: BLE001 - an address-space hiccup must not stop the next events
-                log.warning("%s: event %s not published: %s", self.name, event.kind, e)
-            finally:
-                self._done()
-
-        task = asyncio.ensure_future(apply())
+        task = asyncio.ensure_future(self._apply_event(event))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _apply_event(self, event: StationEvent) -> None:
+        try:
+            status = self.control.status()
+        except Exception:  # noqa: BLE001
+            status = {}
+        try:
+            await self._apply(event, status)
+        except Exception as e:  # noqa: BLE001 - an address-space hiccup must not stop the next events
+            log.warning("%s: event %s not published: %s", self.name, event.kind, e)
+        finally:
+            self._done()
 
     async def _write(self, key: str, value, vt, always: bool = False) -> None:
         """Write one variable directly into the address space (asyncua's fast path); a status

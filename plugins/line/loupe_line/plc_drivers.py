@@ -282,12 +282,12 @@ class OpcUaDriver:
     def state(self) -> str:
         return self._do(self.state_node.read_value())
 
-    def _code(self, exc: Exception) -> str:
+    async def _code(self, exc: Exception) -> str:
         name = type(exc).__name__
         if "ResourceUnavailable" in name:
             return "buffer_full"
         if "InvalidState" in name:
-            return "busy" if self.state() == "ContinuousExecution" else "not_ready"
+            return "busy" if await self.state_node.read_value() == "ContinuousExecution" else "not_ready"
         if "InvalidArgument" in name:
             return "unknown_job"
         if "NoData" in name:
@@ -300,25 +300,18 @@ class OpcUaDriver:
         try:
             self._do(self.rm.call_method(self.select, ua.Variant(str(job), ua.VariantType.String)))
         except Exception as e:  # noqa: BLE001 - a refused call is a reply
-            return f"ER,JOB,{self._code(e)}"
+            return f"ER,JOB,{self._do(self._code(e))}"
         return f"OK,{job}"
 
     def run(self, times: list[float], ack: bool = False) -> list[dict]:
         """One job at a time, as OPC 40100-1's SingleExecution: StartSingleJob at ``times[i]`` (or at
         once when behind schedule), wait for its ResultReady event, acknowledge it with ``ack``."""
-        outcomes = [_outcome() for _ in times]
-        errors: list[tuple[int, Exception, str]] = []
-        self._do(self._run(times, ack, outcomes, errors))
-        for i, exc, prefix in errors:  # codes may need a state read: outside the run
-            code = self._code(exc)
-            outcomes[i]["error"] = prefix + code
-            if not prefix:
-                outcomes[i]["reply"] = f"ER,TRG,{code}"
-        return outcomes
+        return self._do(self._run(times, ack))
 
-    async def _run(self, times: list[float], ack: bool, outcomes: list[dict], errors: list) -> None:
+    async def _run(self, times: list[float], ack: bool) -> list[dict]:
         from asyncua import ua
 
+        outcomes = [_outcome() for _ in times]
         early: dict[int, tuple[float, str]] = {}   # events of results not (yet) asked for
 
         async def wait_for(rid: int, deadline: float) -> tuple[float, str] | None:
@@ -341,7 +334,8 @@ class OpcUaDriver:
                 rid = int(await self.amsm.call_method(self.start_single))
             except Exception as e:  # noqa: BLE001 - a refused trigger is a missed one
                 o["done"] = time.perf_counter()
-                errors.append((i, e, ""))
+                o["error"] = await self._code(e)
+                o["reply"] = f"ER,TRG,{o['error']}"
                 continue
             got = await wait_for(rid, time.monotonic() + self.timeout)
             if got is None:
@@ -354,6 +348,7 @@ class OpcUaDriver:
                 try:
                     await self.res.call_method(self.acknowledge, ua.Variant(str(rid), ua.VariantType.String))
                 except Exception as e:  # noqa: BLE001
-                    errors.append((i, e, "ack: "))
+                    o["error"] = f"ack: {await self._code(e)}"
             if len(early) > 10000:
                 early.clear()   # results other clients triggered
+        return outcomes
