@@ -211,18 +211,21 @@ def changeover(port: int, n: int) -> dict:
 
 
 def protocol_latency(work: Path, station: Path, count: int, rate: float,
-                     schemes: tuple[str, ...] = ("modbus", "opcua")) -> dict:
+                     schemes: tuple[str, ...] = ("modbus", "opcua"), process: str | None = None) -> dict:
     """Trigger -> results-valid over Modbus TCP (Trigger coil -> ResultsValid, polled as fast as the
     master can) and OPC UA (StartSingleJob -> ResultReady event, publishing interval 1 ms), each through
     a ``loupe serve`` of its own with that one adapter, as a line runs one PLC protocol (a second
     adapter in the same process would add its own per-result work, e.g. OPC UA's address-space
-    writes, to the first's latency); overhead = latency - the station's own pipeline time."""
+    writes, to the first's latency); overhead = latency - the station's own pipeline time.
+    ``process`` (``own`` or ``shared``) sets the adapter's ``process:`` option (default: the adapter's own);
+    the figures are then keyed ``SCHEME/PROCESS``."""
     from loupe_line.plc import run_plc
 
     out = {}
     for scheme in schemes:
         proto = work / f"station-{scheme}.yaml"
-        text = station.read_text().replace("io: [tcp://127.0.0.1:0]", f"io: [{scheme}://127.0.0.1:0]")
+        entry = f"{{spec: '{scheme}://127.0.0.1:0', process: {process}}}" if process else f"{scheme}://127.0.0.1:0"
+        text = station.read_text().replace("io: [tcp://127.0.0.1:0]", f"io: [{entry}]")
         proto.write_text(text.replace("results.sqlite", f"results-{scheme}.sqlite"))
         for f in work.glob(f"results-{scheme}.sqlite*"):
             f.unlink()
@@ -253,7 +256,7 @@ def protocol_latency(work: Path, station: Path, count: int, rate: float,
         with sqlite3.connect(work / f"results-{scheme}.sqlite") as c:
             total = dict(c.execute("SELECT idx, total_ms FROM frames").fetchall())
         over = [lat[r] - total[r] for r in lat if r in total]
-        out[scheme] = {"latency_ms": {"min": min(lat.values()), "p10": pct(list(lat.values()), 10),
+        out[f"{scheme}/{process}" if process else scheme] = {"latency_ms": {"min": min(lat.values()), "p10": pct(list(lat.values()), 10),
                                       "p50": pct(list(lat.values()), 50), "p99": pct(list(lat.values()), 99),
                                       "rate_hz": rate, "n": len(lat)},
                        "overhead_ms": {"min": min(over), "p10": pct(over, 10), "p50": pct(over, 50),
@@ -277,6 +280,9 @@ def main() -> int:
     ap.add_argument("--protocol-count", type=int, default=500, help="triggers per protocol (Modbus, OPC UA)")
     ap.add_argument("--protocol-rate", type=float, default=50.0, help="their trigger rate (Hz)")
     ap.add_argument("--no-protocols", action="store_true", help="TCP only (skip Modbus and OPC UA)")
+    ap.add_argument("--process", choices=("own", "shared", "both"),
+                    help="run the Modbus and OPC UA adapters in a process of their own, in the station's, or "
+                         "each both ways (default: each adapter's default)")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="loupe-bench-line-"))
     station = setup(work, args.recipe, args.images)
@@ -310,7 +316,11 @@ def main() -> int:
                 break
     finally:
         summary = srv.stop()
-    protocols = {} if args.no_protocols else protocol_latency(work, station, args.protocol_count, args.protocol_rate)
+    protocols = {}
+    if not args.no_protocols:
+        for process in (("shared", "own") if args.process == "both" else (args.process,)):
+            protocols.update(protocol_latency(work, station, args.protocol_count, args.protocol_rate,
+                                              process=process))
     with sqlite3.connect(work / "results.sqlite") as c:
         total = dict(c.execute("SELECT idx, total_ms FROM frames").fetchall())
         stored = c.execute("SELECT COUNT(*) FROM frames").fetchone()[0]

@@ -213,6 +213,12 @@ class LineAdapter(ABC):
     #: spares every event a thread hand-over. Such an adapter bounds its own backlog (``queue_size``) and
     #: returns ``False`` for an event it had to drop; the station counts it as dropped.
     direct_events: ClassVar[bool] = False
+    #: where the station runs the adapter unless a station's ``io`` entry says (``process: own|shared``):
+    #: ``"own"`` is a child process (``host.core.line_process``) with a control handle that relays the actions
+    #: and answers reads from a copy the events keep current. For a protocol server whose clients poll it
+    #: often: their requests are then served off the station's interpreter lock. Not for adapters that
+    #: want frames.
+    process: ClassVar[str] = "shared"
 
     def __init__(self, target: str, params: BaseModel, control: StationControl):
         self.target = target

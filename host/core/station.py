@@ -54,6 +54,7 @@ from .errors import RecipeError, StationActionError, UsageError
 from .line import (CONTINUOUS, ERROR_STATE, INITIALIZED, JOB_CHANGED, READY, RESULT_ACKNOWLEDGED, RESULT_READY,
                    SINGLE, STATE_CHANGED, STATION_ERROR, TRIGGER_MISSED, LineAdapter, StationControl,
                    StationEvent, StationResult)
+from .line_process import ProcessAdapter
 from .recipe import Recipe, SourceDoc
 from .types import ERROR, FAIL, PASS, REVIEW, Frame, FrameResult
 
@@ -117,6 +118,7 @@ class IoSpec:
     target: str
     cls: type
     params: BaseModel
+    process: str = "shared"   # "own": the adapter runs in a child process (host.core.line_process)
 
 
 @dataclass
@@ -246,13 +248,19 @@ def _io_problems(where: str, entry: str | IoDoc | dict, catalogue) -> tuple[IoSp
             ("install loupe-hmi" if scheme == "http" else "")
         return None, [f"{where}: {spec!r}: no line adapter for {scheme!r} is installed"
                       + (f" ({hint})" if hint else "") + (f"; installed: {installed}" if installed else "")]
+    process = options.pop("process", getattr(e.cls, "process", "shared"))
+    if process not in ("own", "shared"):
+        return None, [f"{where}.process: {process!r} is not one of own, shared"]
+    if process == "own" and getattr(e.cls, "wants_frames", False):
+        return None, [f"{where}.process: {scheme}:// takes frames from the station: it cannot run in a "
+                      f"process of its own"]
     try:
         params = e.cls.Params.model_validate(options)
     except ValidationError as exc:
         return None, [f"{where}.{'.'.join(map(str, err['loc'])) or 'options'}: "
                       f"{'unknown option' if err['type'] == 'extra_forbidden' else err['msg']}"
                       for err in exc.errors()]
-    return IoSpec(spec, scheme, target, e.cls, params), []
+    return IoSpec(spec, scheme, target, e.cls, params, process), []
 
 
 def _source_problems(where: str, src: str | SourceDoc, catalogue) -> list[str]:
@@ -609,7 +617,8 @@ class Station(StationControl):
             self._after_frame = hook.loupe_after_frame if hook.loupe_after_frame.get_hookimpls() else None
             for io in cfg.io:
                 try:
-                    adapter = io.cls(io.target, io.params, self)
+                    adapter = ProcessAdapter(io.spec, io.cls, io.target, io.params, self) \
+                        if io.process == "own" else io.cls(io.target, io.params, self)
                 except ValueError as exc:  # a target the adapter cannot use (no port, ...)
                     raise UsageError(f"io {io.spec}: {exc}") from None
                 self._adapters.append((io.spec, adapter))

@@ -177,7 +177,7 @@ class OpcUaAdapter(LineAdapter):
         return p.username is None and is_loopback(self.host)
 
     def _cert_dir(self) -> Path:
-        base = getattr(getattr(self.control, "config", None), "base_dir", None) or Path.cwd()
+        base = self.control.base_dir
         d = Path(self.params.cert_dir) if self.params.cert_dir else Path("opcua-pki")
         return d if d.is_absolute() else Path(base) / d
 
@@ -471,11 +471,13 @@ class OpcUaAdapter(LineAdapter):
 
     async def _apply_event(self, event: StationEvent) -> None:
         try:
-            status = self.control.status()
-        except Exception:  # noqa: BLE001
-            status = {}
-        try:
-            await self._apply(event, status)
+            if event.kind == "result_ready" and event.result is not None:
+                await self._publish(event.result)   # the result first: it is what a PLC waits for
+            try:
+                status = self.control.status()
+            except Exception:  # noqa: BLE001
+                status = {}
+            await self._status(status or {"state": event.state, "job": event.job})
         except Exception as e:  # noqa: BLE001 - an address-space hiccup must not stop the next events
             log.warning("%s: event %s not published: %s", self.name, event.kind, e)
         finally:
@@ -517,11 +519,6 @@ class OpcUaAdapter(LineAdapter):
         await w("BufferOverrun", bool(status.get("overrun")), ua.VariantType.Boolean)
         waiting = int((status.get("buffer") or {}).get("unacknowledged", 0))
         await w("ResultsWaiting", waiting, ua.VariantType.UInt32)
-
-    async def _apply(self, ev: StationEvent, status: dict) -> None:
-        if ev.kind == "result_ready" and ev.result is not None:
-            await self._publish(ev.result)   # the result first: it is what a PLC waits for
-        await self._status(status or {"state": ev.state, "job": ev.job})
 
     def _values(self, r: StationResult) -> tuple[list[str], list[float]]:
         names = self.params.measurements or [k for k, v in r.measurements.items() if numeric(v) is not None]
