@@ -1268,7 +1268,7 @@ class Station(StationControl):
 def describe_station(config: StationConfig) -> str:
     """The ``loupe validate`` summary of a valid station file."""
     jobs = ", ".join(f"{j} ({r.name}, hash {r.hash[:12]})" for j, r in config.recipes.items())
-    io = ", ".join(s.spec for s in config.io) or "none"
+    io = ", ".join(s.spec + (" (own process)" if s.process == "own" else "") for s in config.io) or "none"
     src = config.source.spec if isinstance(config.source, SourceDoc) else config.source
     return (f"OK {config.file}: station {config.name!r}, {len(config.recipes)} jobs: {jobs}; source {src}; "
             f"trigger {config.doc.trigger}; io: {io}; store: {', '.join(config.stores)}; "

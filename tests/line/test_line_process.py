@@ -135,7 +135,7 @@ def test_the_adapter_process_ends_with_a_killed_station(tmp_path):
 
 def test_process_option_is_validated(line_pm, tmp_path):
     from host import RecipeError
-    from host.core.station import load_station
+    from host.core.station import describe_station, load_station
 
     bad = write_station(tmp_path, io='[{spec: "tcp://127.0.0.1:0", process: elsewhere}]')
     with pytest.raises(RecipeError) as e:
@@ -145,3 +145,4 @@ def test_process_option_is_validated(line_pm, tmp_path):
                                                     '{spec: "modbus://127.0.0.1:0", process: shared}]')
     cfg = load_station(ok, line_pm.catalogue)
     assert [io.process for io in cfg.io] == ["own", "shared"]
+    assert "io: tcp://127.0.0.1:0 (own process), modbus://127.0.0.1:0;" in describe_station(cfg)

@@ -200,8 +200,9 @@ def client(url: str, scenario: str, **env) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def ua_station(tmp_path_factory):
+@pytest.fixture(scope="module", params=["shared", "own"])
+def ua_station(tmp_path_factory, request):
+    """The OPC UA server in the station's process, and in a process of its own (``process: own``)."""
     from host import create_plugin_manager
     from host.core.station import Station, load_station
     import loupe_classical.plugin as classical
@@ -216,7 +217,7 @@ def ua_station(tmp_path_factory):
     spec = f"opcua://127.0.0.1:{port}"
     path = write_station(d, buffer=3, io=f'[{{spec: "{spec}", security: [none, sign-encrypt], username: op, '
                                          f'password_env: LOUPE_TEST_OPCUA_PASSWORD, anonymous: true, '
-                                         f'measurements: [holes.count, light.mean]}}]')
+                                         f'measurements: [holes.count, light.mean], process: {request.param}}}]')
     os.environ["LOUPE_TEST_OPCUA_PASSWORD"] = "secret"
     st = Station(load_station(path, pm.catalogue), pm)
     st.start()
