@@ -465,7 +465,8 @@ class _Channel:
         self.wants_frames = bool(getattr(adapter, "wants_frames", False))
         self.kinds = getattr(adapter, "event_kinds", None)
         self.direct = bool(getattr(adapter, "direct_events", False))
-        self.queue: queue.Queue = queue.Queue(maxsize=max(1, int(adapter.queue_size)))
+        self.queue: queue.Queue | None = (None if self.direct
+                                          else queue.Queue(maxsize=max(1, int(adapter.queue_size))))
         self.dropped = 0
         self.errors = 0
         self.delivered = 0
@@ -813,7 +814,7 @@ class Station(StationControl):
                 conn, detail = self._connected.get(name, (None, ""))
                 ch = channels.get(name)  # none for an adapter that does not listen to events
                 adapters[name] = {"connected": conn, "detail": detail,
-                                  "events_queued": ch.queue.qsize() if ch else 0,
+                                  "events_queued": ch.queue.qsize() if ch and ch.queue else 0,
                                   "events_dropped": ch.dropped if ch else 0, "event_errors": ch.errors if ch else 0}
             return {
                 "station": self.config.name, "state": self._state, "job": self._job, "jobs": self.jobs,
