@@ -262,7 +262,9 @@ class OpcUaDriver:
             def event_notification(self, ev):
                 events.put_nowait((time.perf_counter(), int(ev.ResultId), ev.Verdict))
 
-        self.sub = await c.create_subscription(1, Handler())  # 1 ms: at most 1 ms between an event and its notification
+        # the server sends ResultReady at once whatever the interval (session 11); 1 ms keeps a server without that
+        # path close to it too (100 ms measured the same here: overhead p50 3.6-3.8 ms, p99 6.1-6.8 ms)
+        self.sub = await c.create_subscription(1, Handler())
         # the fields the PLC maps to its tags, as a PLC's event filter would: the server evaluates, encodes
         # and sends only these (all of ResultReadyEventType's would cost ~1 ms more per event in Python)
         evfilter = await get_filter_from_event_type([etype])
