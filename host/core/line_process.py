@@ -48,7 +48,21 @@ from .line import (RESULT_ACKNOWLEDGED, RESULT_READY, LineAdapter, StationContro
 
 log = logging.getLogger("loupe.station.process")
 
-MAX_MESSAGE = 4 * 1024 * 1024
+MAX_MESSAGE = 1 << 20   # the socket buffers' size: no message is larger
+
+
+class _Receiver:
+    """Whole messages from a SOCK_SEQPACKET socket into one reused buffer (a fresh megabyte per ``recv``
+    would cost an allocation and its page faults per event); ``None`` at EOF."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buf = bytearray(MAX_MESSAGE)
+        self.view = memoryview(self.buf)
+
+    def __call__(self) -> Any:
+        n = self.sock.recv_into(self.buf)
+        return pickle.loads(self.view[:n]) if n else None
 #: the station's actions and reads an adapter's process may call (nothing else is run)
 CALLS = frozenset({"trigger", "start_continuous", "stop_continuous", "select_job", "acknowledge", "reset",
                    "reload", "reset_counters", "status", "describe_job", "result"})
@@ -171,14 +185,14 @@ class ProcessAdapter(LineAdapter):
             pass
 
     def _serve(self, sock: socket.socket) -> None:
+        receive = _Receiver(sock)
         while True:
             try:
-                data = sock.recv(MAX_MESSAGE)
+                msg = receive()
             except OSError:
                 return
-            if not data:
+            if msg is None:
                 return
-            msg = pickle.loads(data)
             kind = msg[0]
             if kind == "call":
                 _, cid, name, args = msg
@@ -446,7 +460,8 @@ def child_main(fd: int) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):  # the station stops this process, not the terminal
         signal.signal(sig, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
-    kind, init = pickle.loads(sock.recv(MAX_MESSAGE))
+    receive = _Receiver(sock)
+    kind, init = receive()
     logging.basicConfig(level=init["log_level"], format=f"%(levelname)s %(name)s ({init['spec']}): %(message)s")
     link = _Link(sock)
     control = RemoteControl(link, init)
@@ -457,10 +472,9 @@ def child_main(fd: int) -> int:
     def read() -> None:
         try:
             while True:
-                data = sock.recv(MAX_MESSAGE)
-                if not data:
+                msg = receive()
+                if msg is None:
                     break
-                msg = pickle.loads(data)
                 if msg[0] == "reply":
                     link.deliver(msg[1], msg[2], msg[3])
                 elif msg[0] == "event":
