@@ -49,6 +49,16 @@ from .line import (RESULT_ACKNOWLEDGED, RESULT_READY, LineAdapter, StationContro
 log = logging.getLogger("loupe.station.process")
 
 MAX_MESSAGE = 1 << 20   # the socket buffers' size: no message is larger
+#: the station's actions and reads an adapter's process may call (nothing else is run)
+CALLS = frozenset({"trigger", "start_continuous", "stop_continuous", "select_job", "acknowledge", "reset",
+                   "reload", "reset_counters", "status", "describe_job", "result"})
+#: calls that may take long (a reload builds pipelines): run on a thread of their own, so a trigger
+#: sent meanwhile is not held up behind them
+SLOW_CALLS = frozenset({"reload", "select_job", "stop_continuous", "reset"})
+TELLS = frozenset({"set_adapter_connected"})
+START_TIMEOUT_S = 30.0
+CHILD = "import sys; from host.core.line_process import child_main; sys.exit(child_main(int(sys.argv[1])))"
+RESTART_DELAY_S = 1.0
 
 
 class _Receiver:
@@ -63,16 +73,6 @@ class _Receiver:
     def __call__(self) -> Any:
         n = self.sock.recv_into(self.buf)
         return pickle.loads(self.view[:n]) if n else None
-#: the station's actions and reads an adapter's process may call (nothing else is run)
-CALLS = frozenset({"trigger", "start_continuous", "stop_continuous", "select_job", "acknowledge", "reset",
-                   "reload", "reset_counters", "status", "describe_job", "result"})
-#: calls that may take long (a reload builds pipelines): run on a thread of their own, so a trigger
-#: sent meanwhile is not held up behind them
-SLOW_CALLS = frozenset({"reload", "select_job", "stop_continuous", "reset"})
-TELLS = frozenset({"set_adapter_connected"})
-START_TIMEOUT_S = 30.0
-CHILD = "import sys; from host.core.line_process import child_main; sys.exit(child_main(int(sys.argv[1])))"
-RESTART_DELAY_S = 1.0
 
 
 def _light(result: StationResult | None) -> StationResult | None:
@@ -151,6 +151,12 @@ class ProcessAdapter(LineAdapter):
             theirs.close()
         ours.sendall(pickle.dumps(("init", init), protocol=pickle.HIGHEST_PROTOCOL))
         self._sock = ours
+        # results published between the snapshot and now went to no socket (a restart): send them now
+        now = c.last_result()
+        for rid in range(init["floor"] + 1, now.result_id + 1 if now is not None else 0):
+            r = c.result(rid)
+            if r is not None:
+                self.on_event(StationEvent(RESULT_READY, c.state, c.job, time.time(), _light(r)))
 
     def _supervise(self) -> None:
         """Serve the adapter's calls until its process ends; start it again if it ended on its own."""
