@@ -1,7 +1,7 @@
 #!/bin/bash
 cd ${WORK:-/tmp/loupe-soak-own}
 # a station with Modbus in its own process, 15000 triggers at 100 Hz; RSS of both processes every 10 s (rss.txt)
-# set-up: mkdir -p $WORK; cp -r examples/station/{four-holes.yaml,three-holes.yaml,images} $WORK; and st.yaml as in notes/issue-12.md
+# set-up: mkdir -p $WORK; cp -r examples/station/{four-holes.yaml,three-holes.yaml,images} $WORK; cp notes/issue-12-s12/st-modbus-own.yaml $WORK/st.yaml
 rm -f results.sqlite* *.state.json rss.txt
 OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 /work/main/.venv/bin/loupe serve st.yaml -q > serve.log 2>&1 &
 for i in $(seq 60); do grep -q "io: modbus" serve.log && break; sleep 0.5; done
