@@ -256,12 +256,13 @@ def protocol_latency(work: Path, station: Path, count: int, rate: float,
         with sqlite3.connect(work / f"results-{scheme}.sqlite") as c:
             total = dict(c.execute("SELECT idx, total_ms FROM frames").fetchall())
         over = [lat[r] - total[r] for r in lat if r in total]
-        out[f"{scheme}/{process}" if process else scheme] = {"latency_ms": {"min": min(lat.values()), "p10": pct(list(lat.values()), 10),
-                                      "p50": pct(list(lat.values()), 50), "p99": pct(list(lat.values()), 99),
-                                      "rate_hz": rate, "n": len(lat)},
-                       "overhead_ms": {"min": min(over), "p10": pct(over, 10), "p50": pct(over, 50),
-                                       "p99": pct(over, 99), "n": len(over)},
-                       "handshake_ok": s["handshake_ok"], "missed": s["missed"], "errors": errors}
+        key = f"{scheme}/{process}" if process else scheme
+        out[key] = {"latency_ms": {"min": min(lat.values()), "p10": pct(list(lat.values()), 10),
+                                   "p50": pct(list(lat.values()), 50), "p99": pct(list(lat.values()), 99),
+                                   "rate_hz": rate, "n": len(lat)},
+                    "overhead_ms": {"min": min(over), "p10": pct(over, 10), "p50": pct(over, 50),
+                                    "p99": pct(over, 99), "n": len(over)},
+                    "handshake_ok": s["handshake_ok"], "missed": s["missed"], "errors": errors}
     return out
 
 

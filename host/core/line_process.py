@@ -59,6 +59,7 @@ TELLS = frozenset({"set_adapter_connected"})
 START_TIMEOUT_S = 30.0
 CHILD = "import sys; from host.core.line_process import child_main; sys.exit(child_main(int(sys.argv[1])))"
 RESTART_DELAY_S = 1.0
+MAX_UNACKED = 100_000  # the largest result buffer a station file may ask for
 
 
 class _Receiver:
@@ -352,6 +353,8 @@ class RemoteControl(StationControl):
     def _remember(self, r: StationResult) -> None:
         if not r.acknowledged:
             self._unacked[r.result_id] = r
+            while len(self._unacked) > MAX_UNACKED:  # only if acknowledgement events were dropped
+                self._unacked.popitem(last=False)
         self._recent[r.result_id] = r
         while len(self._recent) > self.history_size:
             self._recent.popitem(last=False)
