@@ -60,7 +60,9 @@ class ServeCommand(Command):
                       f"trigger {station.trigger_mode}; next result id {station.status()['next_result_id']}",
                       flush=True)
                 for spec, adapter in station.adapters:
-                    print(f"  io: {getattr(adapter, 'endpoint', spec)}", flush=True)
+                    pid = getattr(adapter, "pid", None)
+                    print(f"  io: {getattr(adapter, 'endpoint', spec)}" + (f" (own process, pid {pid})" if pid else ""),
+                          flush=True)
                 for spec in config.stores:
                     print(f"  store: {spec}", flush=True)
                 while not stop.wait(0.5):

@@ -116,6 +116,11 @@ class ProcessAdapter(LineAdapter):
     def endpoint(self) -> str:
         return self._endpoint
 
+    @property
+    def pid(self) -> int | None:
+        """The adapter's process (a new one after a restart)."""
+        return self._proc.pid if self._proc is not None else None
+
     def start(self) -> None:
         self._spawn()
         self._thread = threading.Thread(target=self._supervise, name=f"loupe-process-{self.spec}", daemon=True)

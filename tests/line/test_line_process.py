@@ -128,6 +128,7 @@ def test_the_adapter_process_ends_with_a_killed_station(tmp_path):
     s = Served(station)
     kids = children(s.proc.pid)
     assert len(kids) == 1 and alive(kids[0])
+    assert f"(own process, pid {kids[0]})" in s.lines[-1]
     c = Client(s.port)
     assert c.cmd("TRG").startswith("OK,1,")
     c.close()
