@@ -184,6 +184,54 @@ def test_threshold_curve_smoothed_over_neighbours():
     assert pick_threshold(flat) == 0.4
 
 
+def test_count_balance_threshold_hand_computed():
+    """The verifier's operating threshold: the mean signed count error (detections at or above t minus true boxes,
+    per image) closest to zero, the lowest threshold on a tie."""
+    from loupe_trainer.detect.trainer import count_balance
+
+    box = np.zeros((1, 4), np.float32)
+    preds = [(np.zeros((3, 4), np.float32), np.array([0.9, 0.45, 0.2]), np.array([0, 0, 1])),
+             (np.zeros((2, 4), np.float32), np.array([0.6, 0.35]), np.array([1, 1]))]
+    gts = [(np.zeros((2, 4), np.float32), np.array([0, 0])), (box, np.array([1]))]
+    thr, err = count_balance(preds, gts, (0.1, 0.3, 0.4, 0.5, 0.7))
+    # per image at 0.1: +1, +1; 0.3: 0, +1; 0.4: 0, 0; 0.5: -1, 0; 0.7: -1, -1
+    assert err == {0.1: 1.0, 0.3: 0.5, 0.4: 0.0, 0.5: -0.5, 0.7: -1.0} and thr == 0.4
+    # a tie between an over- and an under-count goes to the lower threshold
+    thr, err = count_balance(preds, gts, (0.3, 0.5, 0.7))
+    assert err[0.3] == -err[0.5] == 0.5 and thr == 0.3
+
+
+def test_shifted_views_keep_whole_parts_on_their_boxes():
+    """The extra held-out views for the verifier's threshold: zoomed out (never cut), turned, flipped; each box
+    still frames its own part, and the colour jitter changes pixels, not boxes."""
+    from loupe_trainer.detect.verifier import shifted_views
+
+    img = np.zeros((96, 96, 3), np.uint8)
+    img[10:30, 40:80, 0] = 255                       # part 0 in the red channel, part 1 in the green one
+    img[60:90, 5:25, 1] = 255
+    boxes = np.array([[40, 10, 80, 30], [5, 60, 25, 90]], np.float32)
+
+    def part_box(im, ch):
+        ys, xs = np.nonzero(im[:, :, ch] >= 128)
+        return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+
+    views = shifted_views(np.random.default_rng(3), img, boxes, n=12, zoom=1.5, colour=0.0)
+    assert len(views) == 12 and len({v[0].tobytes() for v in views}) == 12
+    longest = []
+    for im, b in views:
+        assert im.shape == img.shape and im.dtype == np.uint8 and b.shape == (2, 4)
+        assert (b >= -1e-3).all() and (b <= 96 + 1e-3).all()          # zoomed out: no part is cut
+        for ch in (0, 1):
+            assert np.allclose(part_box(im, ch), b[ch], atol=1.5)
+        longest.append(float(max(b[0, 2] - b[0, 0], b[0, 3] - b[0, 1])))
+    assert min(longest) < 40 / 1.2 and max(longest) <= 40 + 1e-3    # zoom factors in [1 / 1.5, 1]
+    tinted = shifted_views(np.random.default_rng(3), img, boxes, n=1, zoom=1.5, colour=0.3)[0]
+    assert np.allclose(tinted[1], views[0][1]) and not np.array_equal(tinted[0], views[0][0])
+    for im, b in shifted_views(np.random.default_rng(0), img[:, :88], boxes, n=6, rot90=False, flips=False,
+                               colour=0.0):
+        assert im.shape == (96, 88, 3) and b[0, 0] > b[1, 0] and b[0, 1] < b[1, 1]   # never turned nor flipped
+
+
 def test_dihedral_views_keep_boxes_on_their_parts():
     from loupe_trainer.detect.trainer import dihedral_views
 

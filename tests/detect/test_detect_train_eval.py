@@ -60,6 +60,11 @@ def test_verifier_pinned_and_parity(tiny_detector):
     ho = v["held_out"]
     assert ho["views"] > 0 and ho["with_verifier"]["threshold"] == v["min_score"]
     assert 0 <= ho["with_verifier"]["count_accuracy"] <= 1 and 0 <= ho["detector_alone"]["count_accuracy"] <= 1
+    # the threshold gets the total count right on average over the held-out views and their shifted versions
+    assert v["threshold_rule"] == "count balance" and ho["shifted_views"] > 0 and ho["shifted_views"] % 8 == 0
+    bal = {float(t): e for t, e in ho["mean_count_error_by_threshold"].items()}
+    assert v["min_score"] == min(bal, key=lambda t: (abs(bal[t]), t)) and f"{v['min_score']:g}" in ho[
+        "counts_by_threshold"]
     assert sum(v["train_crops"].values()) > 0 and v["train_crops"]["truth"] > 0
     # each true box gives its own crop and two jittered copies
     assert v["truth_jitter"] == {"copies": 2, "amount": 0.15} and v["train_crops"]["truth"] % 3 == 0
