@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import itertools
 import json
 import time
@@ -38,23 +37,7 @@ from pathlib import Path
 import numpy as np
 
 
-@functools.lru_cache(maxsize=1)
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_anomaly", Path(__file__).with_name("anomaly.py"))
-    ba = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ba)
-    return ba
-
-
-def draws(ytr: np.ndarray, draw: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(draw)
-    return [rng.choice(np.nonzero(ytr == c)[0], 200, replace=False) for c in range(10)]
-
-
-def split(n: int, params) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng(params.seed).permutation(n)
-    n_cal = max(min(5, n // 2), int(round(params.calibration_fraction * n)))
-    return order[:n_cal], order[n_cal:]
+from anomaly_global import _bench, draws, split  # noqa: E402  (the same draws, split and bench module)
 
 
 def _sfx(draw: int, size: int) -> str:
