@@ -117,19 +117,26 @@ def bare_pipeline(station: Path, n: int) -> tuple[list[float], list[float]]:
 
 
 class Serve:
-    def __init__(self, station: Path):
+    """``loupe serve STATION`` in a subprocess; ``ports`` maps each adapter's scheme (``tcp``, ``modbus``,
+    ``opcua``) to the port it printed, ``port`` is the first of ``schemes``."""
+
+    def __init__(self, station: Path, schemes: tuple[str, ...] = ("tcp",)):
         exe = Path(sys.executable).with_name("loupe")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen([str(exe), "serve", str(station), "-q"], cwd=station.parent, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.port = None
+        self.ports: dict[str, int] = {}
         for line in self.proc.stdout:
-            m = re.search(r"io: tcp://[^:]+:(\d+)", line)
+            m = re.search(r"io: (tcp|modbus|opc\.tcp)://[^:]+:(\d+)", line)
             if m:
-                self.port = int(m.group(1))
+                self.ports["opcua" if m.group(1) == "opc.tcp" else m.group(1)] = int(m.group(2))
+            if all(s in self.ports for s in schemes):
                 break
-        if self.port is None:
-            raise RuntimeError("loupe serve did not start")
+        missing = [s for s in schemes if s not in self.ports]
+        if missing:
+            self.proc.kill()
+            raise RuntimeError(f"loupe serve did not print its {', '.join(missing)} endpoint")
+        self.port = self.ports[schemes[0]]
 
     def stop(self) -> str:
         self.proc.send_signal(signal.SIGTERM)
@@ -229,21 +236,9 @@ def protocol_latency(work: Path, station: Path, count: int, rate: float,
         proto.write_text(text.replace("results.sqlite", f"results-{scheme}.sqlite"))
         for f in work.glob(f"results-{scheme}.sqlite*"):
             f.unlink()
-        exe = Path(sys.executable).with_name("loupe")
-        proc = subprocess.Popen([str(exe), "serve", str(proto), "-q"], cwd=work, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL)
-        port = None
-        for ln in proc.stdout:
-            m = re.search(r"io: (?:modbus|opc\.tcp)://[^:]+:(\d+)", ln)
-            if m:
-                port = int(m.group(1))
-                break
-        if port is None:
-            proc.kill()
-            raise RuntimeError(f"loupe serve did not print its {scheme} endpoint")
+        srv = Serve(proto, (scheme,))
         try:
-            io = f"{scheme}://127.0.0.1:{port}"
+            io = f"{scheme}://127.0.0.1:{srv.port}"
             run_plc(io, rate=rate, count=30, ack=True)  # warm-up
             s = run_plc(io, rate=rate, count=count, ack=True)
             errors = sorted({str(o["error"]) for o in s["outcomes"] if o["error"]})
@@ -251,8 +246,7 @@ def protocol_latency(work: Path, station: Path, count: int, rate: float,
                 print(f"  {io}: {s['problems']}, {s['missed']} missed ({', '.join(errors)})", file=sys.stderr)
             lat = {o["result_id"]: (o["done"] - o["sent"]) * 1e3 for o in s["outcomes"] if o["result_id"] is not None}
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=60)
+            srv.stop()
         with sqlite3.connect(work / f"results-{scheme}.sqlite") as c:
             total = dict(c.execute("SELECT idx, total_ms FROM frames").fetchall())
         over = [lat[r] - total[r] for r in lat if r in total]

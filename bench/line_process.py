@@ -13,9 +13,6 @@ Figures: docs/line.md ("An adapter in a process of its own").
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -56,26 +53,16 @@ def flood(work: Path, station: Path, repeat: int) -> None:
                 .replace("results.sqlite", f"results-flood-{proc}.sqlite"))
             for f in work.glob(f"results-flood-{proc}.sqlite*"):
                 f.unlink()
-            serve = subprocess.Popen([str(Path(sys.executable).with_name("loupe")), "serve", str(st), "-q"], cwd=work,
-                                     text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL)
-            ports: dict[str, int] = {}
-            for ln in serve.stdout:
-                m = re.search(r"io: (tcp|modbus)://[^:]+:(\d+)", ln)
-                if m:
-                    ports[m.group(1)] = int(m.group(2))
-                if len(ports) == 2:
-                    break
-            client = subprocess.Popen([sys.executable, "-c", FLOOD, str(ports["modbus"])])
+            srv = bl.Serve(st, ("tcp", "modbus"))
+            client = subprocess.Popen([sys.executable, "-c", FLOOD, str(srv.ports["modbus"])])
             try:
                 time.sleep(1.0)
-                io = f"tcp://127.0.0.1:{ports['tcp']}"
+                io = f"tcp://127.0.0.1:{srv.port}"
                 run_plc(io, rate=50, count=30)  # warm-up
                 s = run_plc(io, rate=50, count=400)
             finally:
                 client.kill()
-                serve.send_signal(signal.SIGTERM)
-                serve.communicate(timeout=60)
+                srv.stop()
             lat = {o["result_id"]: (o["done"] - o["sent"]) * 1e3 for o in s["outcomes"] if o["result_id"] is not None}
             with sqlite3.connect(work / f"results-flood-{proc}.sqlite") as c:
                 total = dict(c.execute("SELECT idx, total_ms FROM frames").fetchall())

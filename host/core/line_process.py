@@ -479,9 +479,9 @@ def child_main(fd: int) -> int:
     logging.basicConfig(level=init["log_level"], format=f"%(levelname)s %(name)s ({init['spec']}): %(message)s")
     link = _Link(sock)
     control = RemoteControl(link, init)
-    holder: dict[str, Any] = {}
-    events: collections.deque = collections.deque()
-    wake = threading.Condition()
+    from .station import _Channel  # the station's own event channel (that module imports this one)
+
+    channels: list[_Channel] = []  # the adapter's, once it is built and listens
 
     def read() -> None:
         try:
@@ -494,48 +494,24 @@ def child_main(fd: int) -> int:
                 elif msg[0] == "event":
                     ev = msg[1]
                     control.observe(ev)
-                    adapter = holder.get("adapter")
-                    if adapter is None or (adapter.event_kinds is not None and ev.kind not in adapter.event_kinds):
-                        continue
-                    if adapter.direct_events:  # it only hands the event on: call it here
-                        deliver(adapter, ev)
-                    else:  # it may take locks its own threads hold while they wait on a call: a thread of its own
-                        with wake:
-                            if len(events) < adapter.queue_size:
-                                events.append(ev)
-                                wake.notify()
+                    # a direct adapter is called here; any other from its channel's thread, since it may take
+                    # locks its own threads hold while they wait on a call answered by this thread
+                    for ch in channels:
+                        if ch.kinds is None or ev.kind in ch.kinds:
+                            ch.put(ev)
                 elif msg[0] == "stop":
                     break
         except OSError:
             pass
         finally:
             link.fail_all()
-            with wake:
-                wake.notify_all()
-
-    def deliver(adapter: LineAdapter, ev: StationEvent) -> None:
-        try:
-            adapter.on_event(ev)
-        except Exception:  # noqa: BLE001
-            log.exception("line adapter %s failed on a %s event", init["spec"], ev.kind)
-
-    def dispatch() -> None:
-        while True:
-            with wake:
-                while not events and not link.closed.is_set():
-                    wake.wait()
-                if not events:
-                    return
-                ev = events.popleft()
-            deliver(holder["adapter"], ev)
 
     threading.Thread(target=read, name="loupe-station-link", daemon=True).start()
     try:
         cls = _load_class(init["cls"])
         adapter = cls(init["target"], cls.Params.model_validate(init["params"]), control)
-        holder["adapter"] = adapter
-        if not adapter.direct_events and type(adapter).on_event is not LineAdapter.on_event:
-            threading.Thread(target=dispatch, name="loupe-events", daemon=True).start()
+        if type(adapter).on_event is not LineAdapter.on_event:
+            channels.append(_Channel(init["spec"], adapter))
         adapter.start()
     except Exception as exc:  # noqa: BLE001 - the station reports it (io X: cannot start: ...)
         try:
@@ -545,6 +521,8 @@ def child_main(fd: int) -> int:
         return 1
     link.send(("started", adapter.endpoint))
     link.closed.wait()
+    for ch in channels:  # the events already received first
+        ch.stop(timeout=2.0)
     try:
         adapter.close()
     except Exception:  # noqa: BLE001
