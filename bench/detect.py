@@ -20,9 +20,9 @@ Everything runs with 2 threads (``--threads N`` for eval and ``loupe run``; the 
 ``--train-args --threads N``). Besides the wall-clock figures, ``runtime_cpu`` is the runtime's CPU time
 per image on 1 thread (honest on a shared machine). Figures go to stdout (and ``--json``).
 
-With ``--train-args --verify`` (a bundle with a verifier) it also scores the same bundle's detector alone (a
-copy without the verifier: ``loupe eval``), times ``loupe run`` with the tool's ``verify: false``, and times the
-runtime with and without the verifier in one process, image by image.
+With a verifier in the bundle (the default training; ``--train-args --no-verify`` trains the detector alone) it
+also scores the same bundle's detector alone (a copy without the verifier: ``loupe eval``), times ``loupe run`` with
+the tool's ``verify: false``, and times the runtime with and without the verifier in one process, image by image.
 """
 from __future__ import annotations
 
@@ -243,7 +243,7 @@ def main() -> int:
     print("loupe:", res["loupe"], "train s:", res["train_seconds"], flush=True)
     res["loupe_run"] = time_loupe_run(bundle, data / "test" / "images", work, a.threads)
     print("loupe run:", res["loupe_run"], flush=True)
-    if "verifier" in meta:             # --train-args --verify: the same bundle's detector alone, for comparison
+    if "verifier" in meta:             # the default training: the same bundle's detector alone, for comparison
         alone = without_verifier(bundle, work / "bundle-detector-alone")
         ev0 = json.loads(loupe("eval", alone, data, "--json", threads=a.threads).stdout)
         res["detector_alone"] = {k: ev0[k] for k in ("map50", "map50_95", "count_accuracy", "min_score",

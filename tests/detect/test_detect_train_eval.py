@@ -71,14 +71,18 @@ def test_verifier_pinned_and_parity(tiny_detector):
     assert 0 < meta["decode"]["min_score"] < 1          # the detector alone keeps its own threshold
 
 
-def test_default_training_has_no_verifier(parts_small, tmp_path):
-    """`loupe train detect` without --verify (what a user gets with no flags): the detector alone, at its own
-    threshold, which `loupe eval` uses."""
+def test_without_held_out_images_the_default_trains_the_detector_alone(parts_small, tmp_path):
+    """The verifier is on by default, but its threshold needs held-out images: with none (`--val-fraction 0`)
+    and no explicit `--verify` (that is refused: test_detect_data.py), the detector is trained alone, with a
+    note, at its own threshold, which `loupe eval` uses. (`--no-verify` is tested with the Lite2 trunk.)"""
     out = tmp_path / "plain"
     r = run_loupe("train", "detect", parts_small, "--out", out, "--input-size", "128", "--crop", "96",
-                  "--epochs", "2", "--steps-per-epoch", "2", "--patience", "2", "--max-minutes", "60", "-q", env=ENV)
+                  "--epochs", "2", "--steps-per-epoch", "2", "--patience", "2", "--max-minutes", "60",
+                  "--val-fraction", "0", env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "no held-out images for the verifier; training the detector alone" in r.stderr, r.stderr[-2000:]
     meta = json.loads((out / "bundle.json").read_text())
+    assert meta["training"]["params"]["verify"] is False
     files = json.loads((out / "manifest.json").read_text())["files"]
     assert "verifier" not in meta and "verifier.onnx" not in files and not (out / "verifier.onnx").exists()
     assert "model.onnx" in files and 0 < meta["decode"]["min_score"] < 1
@@ -95,9 +99,10 @@ def test_larger_backbone_trains_exports_and_evaluates(parts_small, tmp_path):
     out = tmp_path / "lite2"
     r = run_loupe("train", "detect", parts_small, "--out", out, "--backbone", "lite2", "--input-size", "128",
                   "--crop", "96", "--epochs", "1", "--steps-per-epoch", "2", "--patience", "1", "--max-minutes", "60",
-                  "-q", env=ENV)
+                  "-q", "--no-verify", env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     meta = json.loads((out / "bundle.json").read_text())
+    assert "verifier" not in meta and meta["training"]["params"]["verify"] is False     # --no-verify
     assert meta["training"]["params"]["backbone"] == "lite2" and meta["backbone"].startswith("efficientnet-lite2 ")
     assert "EfficientNet-Lite2" in meta["training"]["method"] and "blocks 0-6 frozen" in meta["training"]["method"]
     par = meta["parity"]
@@ -124,6 +129,8 @@ def test_verifier_runtime_rescores_the_candidates(tiny_detector, parts_small, tm
     det, alone = Detector(b, threads=1), Detector(b, threads=1, verify=False)
     assert det.verifier is not None and alone.verifier is None
     assert det.min_score == v["min_score"] and alone.min_score == b.meta["decode"]["min_score"]
+    assert det.verifier.candidate_floor(v["min_score"]) == max(v["candidate_score"], v["min_score"] ** 2)
+    assert det.verifier.candidate_floor(0.0) == v["candidate_score"]
     sess = ort.InferenceSession(str(tiny_detector / "verifier.onnx"), providers=["CPUExecutionProvider"])
     n_found = 0
     for path in sorted((parts_small / "test" / "images").iterdir())[:6]:
@@ -142,8 +149,12 @@ def test_verifier_runtime_rescores_the_candidates(tiny_detector, parts_small, tm
         order = np.argsort(-want, kind="stable")
         assert np.allclose(got.scores, want[order], atol=1e-5) and np.array_equal(got.labels, c[order])
         assert np.allclose(got.boxes, cand.boxes[top][order])
-        d = det.predict(bgr)                       # the operating threshold on the combined score
-        assert np.array_equal(d.scores, got.scores[got.scores >= v["min_score"]])
+        # the operating threshold on the combined score; candidates under min_score ** 2 (sqrt(s * p) <= sqrt(s)
+        # cannot reach it) are not verified, and the result is the same as verifying every candidate
+        d = det.predict(bgr)
+        keep = got.scores >= v["min_score"]
+        assert np.allclose(d.scores, got.scores[keep], atol=1e-6) and np.array_equal(d.labels, got.labels[keep])
+        assert np.allclose(d.boxes, got.boxes[keep])
         n_found += len(d)
     assert n_found > 0
     bad = tmp_path / "bad"

@@ -152,12 +152,13 @@ class Detector:
                 agnostic: bool | None = None) -> Detections:
         """Detections of one image (as decoded: BGR) scoring at least ``min_score`` (default: the bundle's).
         With a verifier, the detector's candidates down to its ``candidate_score`` are re-scored and re-labelled
-        first, and ``min_score`` applies to the combined score."""
+        first, and ``min_score`` applies to the combined score; candidates that cannot reach it whatever the
+        verifier says (``candidate_floor``) are not verified."""
         thr = self.min_score if min_score is None else min_score
         heat, size, off = self.run(preprocess([image], self.size, self.norm))
         h, w = image.shape[:2]
         d = decode(heat[0], size[0], off[0], self.stride, (w / self.size[1], h / self.size[0]),
-                   thr if self.verifier is None else self.verifier.candidate_score, self.top_k,
+                   thr if self.verifier is None else self.verifier.candidate_floor(thr), self.top_k,
                    self.nms_iou if nms_iou is None else nms_iou,
                    self.agnostic if agnostic is None else agnostic)
         if self.verifier is None:

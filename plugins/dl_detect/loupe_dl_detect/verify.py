@@ -142,6 +142,12 @@ class BoxVerifier:
         np.copyto(x, crops[:, :, :, ::-1].transpose(0, 3, 1, 2))    # BGR HWC -> RGB CHW, float
         return self.session.run([OUTPUT], {self.input_name: x})[0]
 
+    def candidate_floor(self, min_score: float) -> float:
+        """The lowest detector score worth verifying when the combined score must reach ``min_score``: the
+        combined score sqrt(s * p) is at most sqrt(s), so a candidate under ``min_score ** 2`` can never pass,
+        whatever the verifier says (never below the bundle's ``candidate_score``)."""
+        return max(self.candidate_score, float(min_score) ** 2)
+
     def rescore(self, image_bgr: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray):
         """(boxes, combined scores, labels) of the best ``max_candidates`` candidates, best detector score first."""
         boxes, scores, labels = top_candidates(boxes, scores, labels, self.max_candidates)
