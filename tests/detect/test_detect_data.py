@@ -343,6 +343,19 @@ def test_verifier_fit_trains_stage5_6_only():
         assert isinstance(net, Verifier) and net(torch.zeros(2, 3, 48, 48)).shape == (2, 3)
 
 
+def test_verifier_candidate_cap_follows_the_most_crowded_training_image():
+    """The verifier re-scores at most ``max_candidates`` candidates a frame, which also caps the parts a frame can
+    report: by default 16, raised to twice the most parts in one training image (a full tray), at most 256; an
+    explicit ``--verify-candidates`` is kept as given."""
+    from loupe_trainer.detect.trainer import DetectParams
+    from loupe_trainer.detect.verifier import candidate_cap
+
+    assert candidate_cap(DetectParams(), 5) == 16
+    assert candidate_cap(DetectParams(), 30) == 60
+    assert candidate_cap(DetectParams(), 500) == 256
+    assert candidate_cap(DetectParams(verify_candidates=4), 30) == 4
+
+
 def test_verify_without_held_out_images_is_refused(tmp_path):
     root = _coco(tmp_path, "train", [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 10, 20]}])
     r = run_loupe("train", "detect", root, "--out", tmp_path / "b", "--verify", "--val-fraction", "0", "-q")

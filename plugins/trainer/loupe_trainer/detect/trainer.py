@@ -81,7 +81,8 @@ class DetectParams(Params):
     verify_epochs: int = Field(2, ge=0, le=50, description="with --verify: epochs of fine-tuning the verifier's "
                                                             "stage5-6 (0: its linear layer alone)")
     verify_candidates: int = Field(16, ge=1, le=256, description="with --verify: most candidates re-scored per image "
-                                                                 "(the best detector scores)")
+                                                                 "(the best detector scores; unless given, raised to "
+                                                                 "twice the most parts in a training image)")
     verify_candidate_score: float = Field(0.1, gt=0.0, lt=1.0, description="with --verify: the detector score of a "
                                                                            "candidate")
 

@@ -342,6 +342,15 @@ def rescored(det_preds, probs) -> list:
     return out
 
 
+def candidate_cap(params, most_parts: int) -> int:
+    """Candidates re-scored per image (``max_candidates``): ``--verify-candidates`` when given; else its default
+    (16), raised to twice the most parts in one training image (at most 256), so that a crowded scene (a full tray)
+    keeps room for every part and as many background candidates: the runtime passes no more than this on."""
+    if "verify_candidates" in params.model_fields_set:
+        return int(params.verify_candidates)
+    return int(min(256, max(params.verify_candidates, 2 * most_parts)))
+
+
 def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[str], params, progress) -> Any:
     """Fit the verifier for the detector in ``det_bundle`` (a written detection bundle, without verifier), choose
     the operating threshold on the combined score, and write ``out``: the detector's files, ``verifier.onnx`` and
@@ -361,7 +370,8 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
     t0, c0 = time.perf_counter(), time.process_time()
     n_cls = len(classes)
     det = Detector(det_bundle, threads=params.threads, verify=False)
-    cand, cap = params.verify_candidate_score, params.verify_candidates
+    cand = params.verify_candidate_score
+    cap = candidate_cap(params, max((len(item[4]) for item in (*train, *val)), default=0))
     rot, flips = params.rotate90 and params.augment, params.flips and params.augment
 
     def propose(rgb):
@@ -389,7 +399,8 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
     crops, labels, kinds = training_crops(propose, image_views(train), rng, max_candidates=cap, n_jitter=N_JITTER,
                                           jitter_amount=JITTER)
     counts = {k: int((kinds == k).sum()) for k in ("truth", "cand_pos", "cand_neg", "random")}
-    progress.log(f"verifier: {len(crops)} training crops from {len(train)} images x their views ({counts})")
+    progress.log(f"verifier: {len(crops)} training crops from {len(train)} images x their views ({counts}); "
+                 f"at most {cap} candidates re-scored per image")
     progress.update("verifier", 1, 3)
     net, train_acc = fit_verifier(crops, labels, n_cls, len(train), params.verify_epochs, params.seed)
     progress.update("verifier", 2, 3)
