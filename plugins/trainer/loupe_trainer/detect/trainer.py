@@ -74,7 +74,8 @@ class DetectParams(Params):
     threads: int = Field(2, ge=1, le=256, description="CPU threads for torch and the export check")
     verify: bool = Field(True, description="also fit a second stage (verifier.onnx) that classifies a crop of each "
                                            "candidate and re-scores and re-labels it: better counts, ~35 per cent "
-                                           "more time per frame; the time budget keeps 1 minute for fitting it. "
+                                           "more time per frame; the time budget keeps a minute per ~180 training "
+                                           "boxes for fitting it. "
                                            "It needs held-out training images: without any (--val-fraction 0, "
                                            "too few images) the detector is trained alone, unless --verify was "
                                            "asked for (then it is an error); --no-verify: the detector alone")
@@ -189,8 +190,11 @@ def count_scores(preds, gts, n_classes: int, thresholds) -> dict[float, tuple[fl
     return out
 
 
-#: seconds of the time budget kept for fitting the verifier (``--verify``)
+#: seconds of the time budget kept for fitting the verifier (``--verify``) per ``VERIFY_RESERVE_BOXES`` training boxes
+#: (at least one share, at most half the budget): its crops, and so its time, grow with the parts. The bench's 32
+#: scenes of 3-8 parts (~180 boxes) fit in ~64 s at 2 threads; 16 scenes of 18-26 parts took 2.2x the bench's time
 VERIFY_RESERVE_S = 60
+VERIFY_RESERVE_BOXES = 180
 
 #: the score thresholds the operating point is chosen from
 THRESHOLDS = tuple(round(float(t), 3) for t in np.arange(0.10, 0.801, 0.025))
@@ -353,7 +357,9 @@ class DetectTrainer(Trainer):
         warm = min(steps * 2, total // 5)
         base = [g["lr"] for g in opt.param_groups]
         rng = np.random.default_rng(params.seed)
-        budget = params.max_minutes * 60 - 25 - (VERIFY_RESERVE_S if params.verify else 0)  # export, verifier
+        reserve = min(VERIFY_RESERVE_S * max(1.0, n_boxes / VERIFY_RESERVE_BOXES), params.max_minutes * 30) \
+            if params.verify else 0.0
+        budget = params.max_minutes * 60 - 25 - reserve  # export, verifier
         best: dict[str, Any] = {"score": -1.0, "epoch": -1, "state": None}
         history: list[dict[str, Any]] = []
         stopped = "epochs"
