@@ -190,9 +190,18 @@ def count_scores(preds, gts, n_classes: int, thresholds) -> dict[float, tuple[fl
     return out
 
 
+def _without_held_out(params: DetectParams, why: str, progress: Progress) -> DetectParams:
+    """No held-out images to choose the verifier's threshold on: an explicit ``--verify`` is refused (``UsageError``
+    naming ``why``); the default trains the detector alone and says so."""
+    if "verify" in params.model_fields_set:
+        raise UsageError(f"--verify needs held-out training images to choose the verifier's threshold: {why}")
+    progress.log(f"{why}: no held-out images for the verifier; training the detector alone")
+    return params.model_copy(update={"verify": False})
+
+
 #: seconds of the time budget kept for fitting the verifier (``--verify``) per ``VERIFY_RESERVE_BOXES`` training boxes
 #: (at least one share, at most half the budget): its crops, and so its time, grow with the parts. The bench's 32
-#: scenes of 3-8 parts (~180 boxes) fit in ~64 s at 2 threads; 16 scenes of 18-26 parts took 2.2x the bench's time
+#: scenes of 3-8 parts (~160 boxes) fit in ~64 s at 2 threads; 16 scenes of 18-26 parts took 2.2x the bench's time
 VERIFY_RESERVE_S = 60
 VERIFY_RESERVE_BOXES = 180
 
@@ -274,13 +283,8 @@ class DetectTrainer(Trainer):
         return make_parts_dataset(Path(out), n_train=40, n_test=20, seed=seed)
 
     def train(self, data: Path, out: Path, params: DetectParams, progress: Progress) -> Bundle:
-        asked = "verify" in params.model_fields_set   # --verify given, not the default
         if params.verify and params.val_fraction == 0:     # before anything is loaded
-            if asked:
-                raise UsageError("--verify needs held-out training images to choose the verifier's threshold: "
-                                 "--val-fraction must be above 0")
-            progress.log("--val-fraction 0: no held-out images for the verifier; training the detector alone")
-            params = params.model_copy(update={"verify": False})
+            params = _without_held_out(params, "--val-fraction is 0", progress)
         import torch
 
         from loupe_dl_detect.data import DataError, scan
@@ -308,13 +312,8 @@ class DetectTrainer(Trainer):
         tr_idx, va_idx = (split_names([s.name for s in samples], params.val_fraction, params.seed + 1)
                           if params.val_fraction > 0 else (list(range(len(samples))), []))
         if params.verify and not va_idx:
-            if asked:
-                raise UsageError(f"--verify needs held-out training images to choose the verifier's threshold: "
-                                 f"--val-fraction is {params.val_fraction:g} and {data} has {len(samples)} training "
-                                 f"images")
-            progress.log(f"{len(samples)} training images leave none held out for the verifier; training the "
-                         f"detector alone")
-            params = params.model_copy(update={"verify": False})
+            params = _without_held_out(params, f"--val-fraction is {params.val_fraction:g} and {data} has "
+                                               f"{len(samples)} training images", progress)
         size = (params.input_size, params.input_size)
         crop_side = params.crop or max(32, int(params.input_size * 0.6) // 32 * 32)
         crop_side = min(crop_side, params.input_size)
