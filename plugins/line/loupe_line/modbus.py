@@ -307,10 +307,9 @@ class _Tables:
                     if w.result_id == rid:
                         self.waiting.remove(w)
         elif ev.kind == "trigger_missed":
-            if ev.data.get("reason") == "buffer_full":
-                self.inputs[BUFFER_OVERRUN] = True
-            if "missed" in ev.data:
-                self.registers[IR_MISSED] = min(int(ev.data["missed"]), 0xFFFF)
+            # the event is queued: by now the PLC may have reset the counters, so the bit and the
+            # count come from the station's present status, not from the event
+            self.missed_from_station()
         elif ev.kind == "error":
             self.pending.clear()     # a frame that failed does not leave the PLC looking at Busy
         self.refresh()
