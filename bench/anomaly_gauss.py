@@ -6,7 +6,9 @@
         $P desc --size 224 --via 64 --draw D
     # fusions, from the caches only
     OMP_NUM_THREADS=1 .venv/bin/python bench/anomaly_gauss.py --cache /tmp/h18/cache eval --draw D \
-        --variants '[{"knn":"s6+128","gauss":"224:head","wg":[1,2,3]}]'
+        --variants '[{"knn":"s6+128","gauss":"224:head","l2":true,"wg":[1,2,3]}]'
+    # the graphs' per-image time (bundles trained by `loupe train anomaly`; bare ONNX Runtime, one thread)
+    OMP_NUM_THREADS=1 .venv/bin/python bench/anomaly_gauss.py time --bundles OLD,NEW --images DIR
 
 Score = patch + wk * (p_sd / g_sd) * (kNN distance - g_mu) + wg * (p_sd / m_sd) * (Mahalanobis distance - m_mu):
 the trainer's fusion (``fit``) with one more term. ``knn``: the kNN global descriptor (k = 2, all 200 images in
@@ -137,15 +139,53 @@ def cmd_eval(args) -> None:
         Path(args.out).write_text(json.dumps(table, indent=1))
 
 
+def cmd_time(args) -> None:
+    """Per-image time of bundles' graphs: bare ONNX Runtime sessions (one thread, batch 1) on the same prepared
+    test images, the bundles alternated in ``--blocks`` blocks; process time (immune to pauses), median per
+    image in each block, then the median of the blocks and the ratio to the first bundle in each block."""
+    import statistics
+
+    import onnxruntime as ort
+
+    from host import Bundle
+    from loupe_dl_anomaly.data import list_images, prepare, read_image
+
+    bundles = [Bundle.load(Path(b)) for b in args.bundles.split(",")]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    sess = [ort.InferenceSession(str(b.path / "model.onnx"), so, providers=["CPUExecutionProvider"]) for b in bundles]
+    imgs = [read_image(p) for p in list_images(Path(args.images))[:40]]
+    xs = [[prepare(im, tuple(b.meta["input_size"])) for im in imgs] for b in bundles]
+    for s, x in zip(sess, xs):
+        for xi in x[:5]:
+            s.run(None, {"image": xi})
+    per = [[] for _ in bundles]
+    for _ in range(args.blocks):
+        for j, (s, x) in enumerate(zip(sess, xs)):
+            t = []
+            for xi in x:
+                c0 = time.process_time()
+                s.run(None, {"image": xi})
+                t.append((time.process_time() - c0) * 1e3)
+            per[j].append(statistics.median(t))
+    for j, b in enumerate(bundles):
+        ratio = [p / q for p, q in zip(per[j], per[0])]
+        print(f"{b.path}: {statistics.median(per[j]):.2f} ms/image (blocks {min(per[j]):.2f}-{max(per[j]):.2f}), "
+              f"ratio to the first {statistics.median(ratio):.2f} ({min(ratio):.2f}-{max(ratio):.2f})", flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cmd", choices=["eval"])
+    p.add_argument("cmd", choices=["eval", "time"])
+    p.add_argument("--bundles", default="", help="time: comma-separated bundle folders (the first is the reference)")
+    p.add_argument("--images", default="", help="time: a folder of test images")
+    p.add_argument("--blocks", type=int, default=6)
     p.add_argument("--cache", default="/tmp/h18/cache")
     p.add_argument("--variants", default='[{}]')
     p.add_argument("--out", default="")
     p.add_argument("--draw", type=int, default=0, help="training-image draw (0 = bench/anomaly.py's)")
     args = p.parse_args()
-    {"eval": cmd_eval}[args.cmd](args)
+    {"eval": cmd_eval, "time": cmd_time}[args.cmd](args)
     return 0
 
 

@@ -19,7 +19,10 @@ Steps (each reported through ``Progress``):
    descriptor (stage 6 of the model input and, since issue 18, the head of the
    input upsampled to ``global_size``, concatenated) to all good images' (the
    calibration images leave-one-out) is standardised on the calibration images
-   and added in patch-score units times ``global_weight``. With defective images (``--refine test`` or a
+   and added in patch-score units times ``global_weight``. Beside it (issue 18, session 14), the Gaussian
+   term: the Mahalanobis distance of the L2-normalised, pooled head of the input upsampled to
+   ``global_gauss_size`` (224) under a Ledoit-Wolf Gaussian of the bank images', z-scored on the
+   calibration images, times ``global_gauss_weight``. With defective images (``--refine test`` or a
    folder), the threshold is moved to the F1-optimal cut.
 4. ``export``: one ONNX graph ``image (1, 3, H, W) RGB 0..255 -> anomaly_map
    (1, 1, H, W), score (1,)``, nearest-neighbour search included; parity against
@@ -31,7 +34,9 @@ Steps (each reported through ``Progress``):
 Memory bound: ``max_bank x D x 4`` bytes of patch bank (2048 x 120 x 4 = 0.98 MB by
 default; the two-stage search adds its coarse copy, ``max_bank x search_dim x 4`` = 0.39 MB) plus,
 with the global term, ``max_global x C x 4`` (C = 192 for stage 6 alone, 3.1 MB at 4096 images; with the
-second view at the head since issue 18, C = 192 + 1280: 4096 x 1472 x 4 = 24 MB at most, 1.2 MB for 200 images).
+second view at the head since issue 18, C = 192 + 1280: 4096 x 1472 x 4 = 24 MB at most, 1.2 MB for 200 images)
+and the Gaussian term's mean and low-rank precision factor, ``C3 x (1 + min(bank images, C3)) x 4`` (C3 = 1280:
+0.8 MB for 200 images, 6.6 MB at most).
 """
 from __future__ import annotations
 
