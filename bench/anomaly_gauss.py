@@ -7,6 +7,9 @@
     # fusions, from the caches only
     OMP_NUM_THREADS=1 .venv/bin/python bench/anomaly_gauss.py --cache /tmp/h18/cache eval --draw D \
         --variants '[{"knn":"s6+128","gauss":"224:head","l2":true,"wg":[1,2,3]}]'
+    # session 12's position channels with and without the Gaussian term (after anomaly_position.py feat)
+    OMP_NUM_THREADS=1 .venv/bin/python bench/anomaly_position.py --cache /tmp/h18/pos feat --draw D
+    OMP_NUM_THREADS=1 .venv/bin/python bench/anomaly_gauss.py pchan --pos-cache /tmp/h18/pos --draw D --lam 80
     # the graphs' per-image time (bundles trained by `loupe train anomaly`; bare ONNX Runtime, one thread)
     OMP_NUM_THREADS=1 .venv/bin/python bench/anomaly_gauss.py time --bundles OLD,NEW --images DIR
 
@@ -139,6 +142,55 @@ def cmd_eval(args) -> None:
         Path(args.out).write_text(json.dumps(table, indent=1))
 
 
+def cmd_pchan(args) -> None:
+    """Session 12's position channels (``pchan``: lam x (row, column) appended to each patch feature, the
+    product's whole fit) with and without the Gaussian term, from ``bench/anomaly_position.py``'s ``feat`` cache
+    (``--pos-cache``) and this study's 224 px head descriptors: per class the product's ``fit`` with the
+    descriptors passed (so the Gaussian term is the trainer's own)."""
+    import torch
+
+    from anomaly_position import _feats, with_position
+    from loupe_dl_anomaly.metrics import auroc
+    from loupe_trainer.anomaly.trainer import AnomalyParams, fit
+
+    ba = _bench()
+    cache, pos = Path(args.cache), Path(args.pos_cache)
+    yte = ba.read_idx("t10k-labels-idx1-ubyte")
+    zt = np.load(pos / "test_s64.npz")
+    fte, gte = zt["f"], zt["g"]
+    d = _load_desc(cache, "lite0_224via64", args.draw)
+    hte = l2n(d["test_head"]).astype(np.float32)
+    feats = _feats()
+    assert feats.gauss_size, "the product's default feature module has no Gaussian term"
+    params = AnomalyParams(threads=1)
+    lams = [float(v) for v in args.lam.split(",")]
+    table = {f"pchan {lam:g}" + (" + gauss" if wg else ""): [] for lam in lams for wg in (0, 1)}
+    for c in range(10):
+        z = np.load(pos / f"class{c}_s64{'_d' + str(args.draw)}.npz")
+        cal, bank = z["cal"], z["bank"]
+        gtr = z["gtr"]
+        htr = l2n(d["train_head"][200 * c:200 * c + 200]).astype(np.float32)
+        for lam in lams:
+            ftr = with_position(z["ftr"], lam)
+            for wg in (0, 1):
+                hb, hc = (htr[bank], htr[cal]) if wg else (None, None)
+                model, _, _ = fit(feats, ftr[bank], ftr[cal], params, gtr[bank], gtr[cal], h_bank=hb, h_cal=hc)
+                out = []
+                with torch.no_grad():
+                    for i in range(0, len(fte), 500):
+                        x = torch.from_numpy(with_position(fte[i:i + 500], lam))
+                        out.append(model.score_features(x, torch.from_numpy(gte[i:i + 500]),
+                                                        torch.from_numpy(hte[i:i + 500]) if wg else None)[1].numpy())
+                table[f"pchan {lam:g}" + (" + gauss" if wg else "")].append(
+                    auroc(np.concatenate(out), (yte != c).astype(int)))
+        print(f"class {c} done", flush=True)
+    for name, per in table.items():
+        print(f"{name:<24} " + " ".join(f"{a:.4f}" for a in per) + f"  mean {np.mean(per):.4f}  min {min(per):.4f}",
+              flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(table, indent=1))
+
+
 def cmd_time(args) -> None:
     """Per-image time of bundles' graphs: bare ONNX Runtime sessions (one thread, batch 1) on the same prepared
     test images, the bundles alternated in ``--blocks`` blocks; process time (immune to pauses), median per
@@ -176,7 +228,9 @@ def cmd_time(args) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cmd", choices=["eval", "time"])
+    p.add_argument("cmd", choices=["eval", "time", "pchan"])
+    p.add_argument("--pos-cache", default="/tmp/h18/pos", help="pchan: bench/anomaly_position.py's feat cache")
+    p.add_argument("--lam", default="80", help="pchan: position-channel weights, comma-separated")
     p.add_argument("--bundles", default="", help="time: comma-separated bundle folders (the first is the reference)")
     p.add_argument("--images", default="", help="time: a folder of test images")
     p.add_argument("--blocks", type=int, default=6)
@@ -185,7 +239,7 @@ def main() -> int:
     p.add_argument("--out", default="")
     p.add_argument("--draw", type=int, default=0, help="training-image draw (0 = bench/anomaly.py's)")
     args = p.parse_args()
-    {"eval": cmd_eval, "time": cmd_time}[args.cmd](args)
+    {"eval": cmd_eval, "time": cmd_time, "pchan": cmd_pchan}[args.cmd](args)
     return 0
 
 
