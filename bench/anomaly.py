@@ -62,16 +62,21 @@ def gray_to_input(imgs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.repeat(b[:, None].astype(np.float32), 3, axis=1)
 
 
-def graph_features(sess, imgs: np.ndarray, size: tuple[int, int], with_global: bool = True, batch: int = 64):
+def graph_features(sess, imgs: np.ndarray, size: tuple[int, int], with_global: bool = True, batch: int = 64,
+                   with_gauss: bool = False):
     """Patch features (and global descriptors) of gray images through a feature graph (``FeatureGraph``),
-    in batches: ``(features, global or None)``."""
-    pf, gf = [], []
+    in batches: ``(features, global or None)``; with ``with_gauss`` also the Gaussian term's descriptors,
+    ``(features, global, gauss)``."""
+    pf, gf, hf = [], [], []
     for i in range(0, len(imgs), batch):
         out = sess.run(None, {"image": gray_to_input(imgs[i:i + batch], size)})
         pf.append(out[0])
         if with_global:
             gf.append(out[1])
-    return np.concatenate(pf), (np.concatenate(gf) if with_global else None)
+        if with_gauss:
+            hf.append(out[2])
+    res = np.concatenate(pf), (np.concatenate(gf) if with_global else None)
+    return res + (np.concatenate(hf),) if with_gauss else res
 
 
 def fmnist(args) -> dict:
@@ -81,7 +86,8 @@ def fmnist(args) -> dict:
 
     from loupe_dl_anomaly.metrics import auroc
     from loupe_trainer.anomaly.model import FeatureGraph
-    from loupe_trainer.anomaly.trainer import AnomalyParams, _input_size, fit, make_features, use_global_term
+    from loupe_trainer.anomaly.trainer import (AnomalyParams, _input_size, feature_outputs, fit, make_features,
+                                               use_global_term)
     from loupe_trainer.backbone import build_backbone
     from loupe_trainer.common import export_onnx, ort_session
 
@@ -98,30 +104,36 @@ def fmnist(args) -> dict:
     use_global = use_global_term(params, xtr[0])
     feats = make_features(params, build_backbone(variant=params.backbone), use_global)
     tmp = Path(args.out) / "fmnist_features.onnx"
-    export_onnx(FeatureGraph(feats), torch.zeros(1, 3, *size), tmp, ["image"],
-                ["features", "global"] if use_global else ["features"], dynamic_batch=True, fold_pads=True)
+    outputs = feature_outputs(feats)
+    use_gauss = "gauss" in outputs
+    export_onnx(FeatureGraph(feats), torch.zeros(1, 3, *size), tmp, ["image"], outputs, dynamic_batch=True,
+                fold_pads=True)
     sess = ort_session(tmp, 2)
 
     def features(imgs: np.ndarray):
-        return graph_features(sess, imgs, size, use_global)
+        out = graph_features(sess, imgs, size, use_global, with_gauss=use_gauss)
+        return out if use_gauss else out + (None,)
 
     t0 = time.perf_counter()
-    fte, gte = features(xte)
+    fte, gte, hte = features(xte)
     fte = torch.from_numpy(fte)
     gte = torch.from_numpy(gte) if use_global else None
+    hte = torch.from_numpy(hte) if use_gauss else None
     t_test = time.perf_counter() - t0
     rng = np.random.default_rng(0)
     per_class = {}
     for c in range(10):
         idx = rng.choice(np.nonzero(ytr == c)[0], 200, replace=False)
-        ftr, gtr = features(xtr[idx])
+        ftr, gtr, htr = features(xtr[idx])
         order = np.random.default_rng(params.seed).permutation(len(idx))   # the trainer's split
         n_cal = max(min(5, len(idx) // 2), int(round(params.calibration_fraction * len(idx))))
         cal, bank = order[:n_cal], order[n_cal:]
         model, _, info = fit(feats, ftr[bank], ftr[cal], params, gtr[bank] if use_global else None,
-                             gtr[cal] if use_global else None, input_shape=size)
+                             gtr[cal] if use_global else None, input_shape=size,
+                             h_bank=htr[bank] if use_gauss else None, h_cal=htr[cal] if use_gauss else None)
         with torch.no_grad():
-            score = np.concatenate([model.score_features(fte[i:i + 500], None if gte is None else gte[i:i + 500])[1]
+            score = np.concatenate([model.score_features(fte[i:i + 500], None if gte is None else gte[i:i + 500],
+                                                         None if hte is None else hte[i:i + 500])[1]
                                     .numpy() for i in range(0, len(fte), 500)])
         per_class[CLASSES[c]] = auroc(score, (yte != c).astype(int))
         print(f"  fmnist {c} {CLASSES[c]:<12} AUROC {per_class[CLASSES[c]]:.4f}  bank {info['memory_bank']['bank_size']}",

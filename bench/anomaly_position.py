@@ -59,7 +59,9 @@ def cmd_feat(args) -> None:
     xte = ba.read_idx("t10k-images-idx3-ubyte")
     params = AnomalyParams(threads=1, **({"image_size": args.size} if args.size else {}))
     size = _input_size(xtr[0], params.image_size)
-    feats = make_features(params, build_backbone(variant=params.backbone), True)
+    # session 12's study: the global term as it was then (no Gaussian term, issue 18 session 14)
+    feats = make_features(params.model_copy(update={"global_gauss_weight": 0.0}), build_backbone(variant=params.backbone),
+                          True)
     gpath = export_onnx(FeatureGraph(feats), torch.zeros(1, 3, *size), cache / f"features_{size[0]}.onnx", ["image"],
                         ["features", "global"], dynamic_batch=True, fold_pads=True)
     sess = ort_session(gpath, 1)

@@ -19,7 +19,10 @@ Steps (each reported through ``Progress``):
    descriptor (stage 6 of the model input and, since issue 18, the head of the
    input upsampled to ``global_size``, concatenated) to all good images' (the
    calibration images leave-one-out) is standardised on the calibration images
-   and added in patch-score units times ``global_weight``. With defective images (``--refine test`` or a
+   and added in patch-score units times ``global_weight``. Beside it (issue 18, session 14), the Gaussian
+   term: the Mahalanobis distance of the L2-normalised, pooled head of the input upsampled to
+   ``global_gauss_size`` (224) under a Ledoit-Wolf Gaussian of the bank images', z-scored on the
+   calibration images, times ``global_gauss_weight``. With defective images (``--refine test`` or a
    folder), the threshold is moved to the F1-optimal cut.
 4. ``export``: one ONNX graph ``image (1, 3, H, W) RGB 0..255 -> anomaly_map
    (1, 1, H, W), score (1,)``, nearest-neighbour search included; parity against
@@ -31,7 +34,9 @@ Steps (each reported through ``Progress``):
 Memory bound: ``max_bank x D x 4`` bytes of patch bank (2048 x 120 x 4 = 0.98 MB by
 default; the two-stage search adds its coarse copy, ``max_bank x search_dim x 4`` = 0.39 MB) plus,
 with the global term, ``max_global x C x 4`` (C = 192 for stage 6 alone, 3.1 MB at 4096 images; with the
-second view at the head since issue 18, C = 192 + 1280: 4096 x 1472 x 4 = 24 MB at most, 1.2 MB for 200 images).
+second view at the head since issue 18, C = 192 + 1280: 4096 x 1472 x 4 = 24 MB at most, 1.2 MB for 200 images)
+and the Gaussian term's mean and low-rank precision factor, ``C3 x (1 + min(bank images, C3)) x 4`` (C3 = 1280:
+0.8 MB for 200 images, 6.6 MB at most).
 """
 from __future__ import annotations
 
@@ -116,6 +121,21 @@ class AnomalyParams(Params):
     global_bank: Literal["bank", "all"] = Field("all", description="good images whose descriptors the global term "
                                                                   "searches: the memory-bank part, or all (the "
                                                                   "held-out images' own distances leave-one-out)")
+    global_gauss_size: int = Field(224, ge=0, le=1024, description="a Gaussian image-level term beside the kNN "
+                                                                  "one (issue 18, session 14; only with the global "
+                                                                  "term): the model input upsampled in the graph "
+                                                                  "to this height (aspect kept; the input itself "
+                                                                  "when not smaller), one backbone pass to "
+                                                                  "global_gauss_stage, pooled; its Mahalanobis "
+                                                                  "distance under a Gaussian of the good images' "
+                                                                  "(Ledoit-Wolf shrinkage), z-scored on the "
+                                                                  "held-out ones, is added like the kNN term. "
+                                                                  "0 = off")
+    global_gauss_stage: Literal["stage6", "stage7", "head"] = Field("head", description="stage pooled for the "
+                                                                                        "Gaussian term")
+    global_gauss_weight: float = Field(2.0, ge=0, le=100, description="weight of the Gaussian term (its z-score "
+                                                                      "in units of the patch score's spread); "
+                                                                      "0 = off")
     max_global: int = Field(4096, ge=16, le=65536, description="memory bound of the global term: at most this "
                                                                "many good images' descriptors are kept")
     coreset_ratio: float = Field(0.25, gt=0, le=1, description="keep at most this fraction of the training patches "
@@ -199,7 +219,14 @@ def make_features(params: "AnomalyParams", backbone, use_global: bool, projectio
 
     return PatchFeatures(backbone, tuple(params.layers), params.aggregate, projection,
                          params.global_stage if use_global else None, params.color,
-                         params.global_size, params.global_size_stage).eval()
+                         params.global_size, params.global_size_stage,
+                         params.global_gauss_size if params.global_gauss_weight > 0 else 0,
+                         params.global_gauss_stage).eval()
+
+
+def feature_outputs(feats) -> list[str]:
+    """Output names of the feature graph (``FeatureGraph``) of a feature module."""
+    return ["features"] + (["global"] if feats.global_stage else []) + (["gauss"] if feats.gauss_size else [])
 
 
 def _input_size(first_image: np.ndarray, image_size: int | None) -> tuple[int, int]:
@@ -210,11 +237,12 @@ def _input_size(first_image: np.ndarray, image_size: int | None) -> tuple[int, i
 
 
 def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, in_sample: bool = False,
-        progress: Progress | None = None, cal_groups=None, input_shape=None):
+        progress: Progress | None = None, cal_groups=None, input_shape=None, h_bank=None, h_cal=None):
     """Memory bank, position statistics, global term and held-out good scores from features.
 
     ``f_bank`` / ``f_cal``: (n, h, w, D) patch features of the bank and calibration
-    images; ``g_bank`` / ``g_cal``: their global descriptors (or None). Returns
+    images; ``g_bank`` / ``g_cal``: their global descriptors (or None); ``h_bank`` / ``h_cal``: their
+    Gaussian term's descriptors (or None: no Gaussian term). Returns
     ``(model, good_scores, info)``; the trainer and the Fashion-MNIST benchmark
     both build their models here. ``input_shape``: the model input's (H, W), for ``info`` only.
     """
@@ -288,14 +316,36 @@ def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, 
             g_sd = max(float(gd.std()), GLOBAL_SD_FLOOR * g_mu) + 1e-6
             p_sd = float(np.std(good)) + 1e-6
             scale = params.global_weight * p_sd / g_sd  # global z-score in patch-score units, weighted
-            model = PatchCore(feats, bank, params.sigma, mu, sd, gb, params.global_k, g_mu, scale, **search).eval()
+            gauss, ginfo = None, None
+            if h_bank is not None and h_cal is not None and feats.gauss_size:
+                # the Gaussian term (issue 18, session 14): a Ledoit-Wolf Gaussian of the bank images'
+                # descriptors; the calibration images' Mahalanobis distances (held out) standardise it
+                from .model import GaussTerm, ledoit_wolf
+
+                fit_g = ledoit_wolf(torch.as_tensor(h_bank))
+                gauss = GaussTerm(fit_g)
+                with torch.no_grad():
+                    md = gauss.distance(torch.as_tensor(h_cal).float()).double().numpy()
+                m_mu = float(md.mean())
+                m_sd = max(float(md.std()), GLOBAL_SD_FLOOR * m_mu) + 1e-6
+                gauss = GaussTerm(fit_g, m_mu, params.global_gauss_weight * p_sd / m_sd)
+                ginfo = {"size": list(feats.gauss_view_size(input_shape) or input_shape) if input_shape else None,
+                         "stage": feats.gauss_stage, "weight": params.global_gauss_weight,
+                         "n_images": int(len(h_bank)), "dim": int(gauss.gauss_a.shape[0]),
+                         "rank": int(gauss.gauss_a.shape[1]), "shrinkage": round(float(fit_g["shrinkage"]), 6),
+                         "mu": m_mu, "scale": gauss.scale,
+                         "bytes": int((gauss.gauss_a.numel() + gauss.gauss_mean.numel()) * 4)}
+            model = PatchCore(feats, bank, params.sigma, mu, sd, gb, params.global_k, g_mu, scale, **search,
+                              gauss=gauss).eval()
             good = good + scale * (gd - g_mu)
+            if gauss is not None:
+                good = good + gauss.scale * (md - gauss.mu)
             info["global"] = {"stage": feats.global_stage, "k": params.global_k, "n_images": int(gb.shape[0]),
                               "dim": int(gb.shape[1]), "mu": g_mu, "scale": scale, "bytes": int(gb.numel() * 4),
                               "view2": ({"size": list(feats.global_view_size(input_shape)),
                                          "stage": feats.global_size_stage}
                                         if input_shape and feats.global_view_size(input_shape) else None),
-                              "weight": params.global_weight, "bank": params.global_bank}
+                              "weight": params.global_weight, "bank": params.global_bank, "gauss": ginfo}
     return model, np.asarray(good, np.float64), info
 
 
@@ -338,6 +388,7 @@ class Features:
     owner: np.ndarray              # image index of each input
     in_bank: np.ndarray            # bool per input: memory-bank part
     in_cal: np.ndarray             # bool per input: calibration part
+    gauss: np.ndarray | None = None  # (n_inputs, C3) the Gaussian term's descriptors, with that term
 
 
 def _augmented(x: np.ndarray, mode: str) -> list[np.ndarray]:
@@ -433,12 +484,14 @@ class AnomalyRun:
         from .model import FeatureGraph
 
         params, progress, use_global = self.params, self.progress, self.use_global
+        use_gauss = bool(use_global and self.feats.gauss_size)
         fpath = export_onnx(FeatureGraph(self.feats) if use_global else self.feats, torch.zeros(1, 3, *self.size),
-                            tmp / "features.onnx", ["image"], ["features", "global"] if use_global else
-                            ["features"], dynamic_batch=True, fold_pads=True)
+                            tmp / "features.onnx", ["image"], feature_outputs(self.feats), dynamic_batch=True,
+                            fold_pads=True)
         fsess = ort_session(fpath, params.threads)
         patches: list[np.ndarray] = []
         pooled: list[np.ndarray] = []
+        gauss: list[np.ndarray] = []
         owner: list[int] = []
         pending: list[np.ndarray] = []
 
@@ -447,6 +500,8 @@ class AnomalyRun:
             patches.append(outs[0])
             if use_global:
                 pooled.append(outs[1])
+            if use_gauss:
+                gauss.append(outs[2])
             pending.clear()
 
         n = len(self.paths)
@@ -466,7 +521,8 @@ class AnomalyRun:
             progress.log(f"{len(own)} tiles of {self.tile[0]} px from {n} images (overlap {params.tile_overlap})")
         self.t_features = time.perf_counter() - self.t_start
         return Features(np.concatenate(patches), np.concatenate(pooled) if use_global else None, own,
-                        np.isin(own, self.bank_idx), np.isin(own, self.cal_idx))
+                        np.isin(own, self.bank_idx), np.isin(own, self.cal_idx),
+                        np.concatenate(gauss) if use_gauss else None)
 
     def project(self, f: Features) -> Features:
         """Optional PCA of the bank images' patch features (``proj_dim``), folded into the graph as one MatMul."""
@@ -494,14 +550,15 @@ class AnomalyRun:
         model, good_scores, finfo = fit(
             self.feats, f.patches[f.in_bank], f.patches[f.in_cal], self.params,
             f.pooled[f.in_bank] if use_global else None, f.pooled[f.in_cal] if use_global else None,
-            self.in_sample, self.progress, f.owner[f.in_cal], self.size)
+            self.in_sample, self.progress, f.owner[f.in_cal], self.size,
+            f.gauss[f.in_bank] if f.gauss is not None else None, f.gauss[f.in_cal] if f.gauss is not None else None)
         if self.tile is not None:
             cal_owner = f.owner[f.in_cal]
             good_scores = np.array([good_scores[cal_owner == i].max() for i in np.unique(cal_owner)])
         self.map_size = tuple(int(d) for d in f.patches.shape[1:3])
         self.dim = int(f.patches.shape[-1])
         self.n_inputs = int(len(f.owner))
-        f.patches = f.pooled = None  # the bank holds what is needed now
+        f.patches = f.pooled = f.gauss = None  # the bank holds what is needed now
         return model, good_scores, finfo
 
     # ------------------------------------------------------------ threshold
@@ -635,7 +692,8 @@ class AnomalyRun:
                         "global": finfo["global"]},
             "memory_bank": {**cinfo, "bytes": int(bank.numel() * 4),
                             "search_bytes": int(model.search.search_bt.numel() * 4) if model.search is not None else 0,
-                            "global_bytes": (finfo["global"] or {}).get("bytes", 0)},
+                            "global_bytes": (finfo["global"] or {}).get("bytes", 0),
+                            "gauss_bytes": ((finfo["global"] or {}).get("gauss") or {}).get("bytes", 0)},
             "training": {**self.ds.summary(), "n_bank_images": int(len(self.bank_idx)),
                          "n_calibration_images": int(len(self.cal_idx))},
             "parity": parity,
