@@ -49,9 +49,7 @@ class DetectParams(Params):
     batch_size: int = Field(8, ge=1, le=256, description="crops per step")
     lr: float = Field(2e-3, gt=0, le=1.0, description="peak AdamW learning rate of the head (the trunk: a quarter)")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
-    patience: int = Field(20, ge=1, description="stop after this many epochs without a validation mAP50 gain "
-                                                 "(20 since session 14: count accuracy +0.02-0.06 on average over "
-                                                 "10, within the time budget)")
+    patience: int = Field(10, ge=1, description="stop after this many epochs without a validation mAP50 gain")
     val_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="share of the training images held out for early "
                                                                  "stopping and the score threshold")
     test_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="without a test/ split: share of the images kept "
