@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import time
@@ -91,10 +92,13 @@ def test_disconnect_and_reconnect_mid_run(make_station, tmp_path):
     assert a.cmd("TRG").startswith("OK,1,")
     for _ in range(3):  # triggers whose replies the client never reads
         a.send("TRG")
-    a.sock.close()
+    # the client hangs up (FIN after its triggers). Closing at once with replies unread would reset the
+    # connection (RST), and Linux drops what the station had not read yet: a real client's abortive close
+    a.sock.shutdown(socket.SHUT_WR)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and st.status()["results_issued"] < 4:
         time.sleep(0.01)  # the gone client's triggers are still taken
+    a.sock.close()
     b = Client(port)
     other = Client(port)  # a second client at the same time
     try:
