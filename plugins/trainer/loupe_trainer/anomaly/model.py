@@ -106,7 +106,8 @@ class PatchFeatures(nn.Module):
         aspect ratio, a multiple of 32) and run through the trunk to ``global_size_stage``; that
         map, average-pooled and L2-normalised, is concatenated with the first and the whole
         descriptor normalised again (each view weighs the same in the distance)."""
-        gauss_in_input = self.gauss_size > 0 and self.view_size(self.gauss_size, image.shape) is None
+        vg = self.gauss_view_size(image.shape)   # None: no Gaussian term, or it pools the input's own map
+        gauss_in_input = self.gauss_size > 0 and vg is None
         names = self.layers + ((self.global_stage,) if self.global_stage else ()) + \
             ((self.gauss_stage,) if gauss_in_input else ())
         feats = self.backbone.stages(normalize(image), tuple(dict.fromkeys(names)))
@@ -135,10 +136,9 @@ class PatchFeatures(nn.Module):
         v2 = self.global_view_size(image.shape)
         if v2 is not None:
             want.setdefault(v2, []).append(self.global_size_stage)
-        vg = self.view_size(self.gauss_size, image.shape) if self.gauss_size else None
         if vg is not None:
             want.setdefault(vg, []).append(self.gauss_stage)
-        views = {size: self._view(image, size, names) for size, names in want.items()}
+        views = {size: self._view(image, size, stages) for size, stages in want.items()}
         if v2 is not None:
             g = _l2n(torch.cat([g, _l2n(views[v2][self.global_size_stage])], dim=1))
         if not self.gauss_size:

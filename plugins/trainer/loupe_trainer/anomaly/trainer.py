@@ -236,6 +236,16 @@ def _input_size(first_image: np.ndarray, image_size: int | None) -> tuple[int, i
     return int(image_size), int(width)
 
 
+def _standardise(d: np.ndarray, weight: float, p_sd: float) -> tuple[float, float]:
+    """(mean, scale) that put an image-level term's held-out good distances ``d`` in patch-score units:
+    ``scale * (d - mean)`` is their z-score times the patch score's spread ``p_sd`` times ``weight``. The spread
+    has a floor of 5 % of the mean: where the good images' distances barely vary (a uniform texture) a z-score
+    would blow float32 noise up to patch-score units (Fashion-MNIST: spread / mean = 0.12-0.25, unaffected)."""
+    mu = float(d.mean())
+    sd = max(float(d.std()), GLOBAL_SD_FLOOR * mu) + 1e-6
+    return mu, weight * p_sd / sd
+
+
 def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, in_sample: bool = False,
         progress: Progress | None = None, cal_groups=None, input_shape=None, h_bank=None, h_cal=None):
     """Memory bank, position statistics, global term and held-out good scores from features.
@@ -309,13 +319,8 @@ def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, 
                                   exclude=torch.as_tensor(groups[:, None] == groups[None, :])).numpy()
             else:
                 gd = knn_distance(gc, gb, params.global_k).numpy()
-            # the spread has a floor of 5 % of the mean: where the good images' global distances barely vary
-            # (a uniform texture) a z-score would blow float32 noise up to patch-score units (Fashion-MNIST:
-            # spread / mean = 0.12-0.25, unaffected)
-            g_mu = float(gd.mean())
-            g_sd = max(float(gd.std()), GLOBAL_SD_FLOOR * g_mu) + 1e-6
             p_sd = float(np.std(good)) + 1e-6
-            scale = params.global_weight * p_sd / g_sd  # global z-score in patch-score units, weighted
+            g_mu, scale = _standardise(gd, params.global_weight, p_sd)
             gauss, ginfo = None, None
             if h_bank is not None and h_cal is not None and feats.gauss_size:
                 # the Gaussian term (issue 18, session 14): a Ledoit-Wolf Gaussian of the bank images'
@@ -326,14 +331,12 @@ def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, 
                 gauss = GaussTerm(fit_g)
                 with torch.no_grad():
                     md = gauss.distance(torch.as_tensor(h_cal).float()).double().numpy()
-                m_mu = float(md.mean())
-                m_sd = max(float(md.std()), GLOBAL_SD_FLOOR * m_mu) + 1e-6
-                gauss = GaussTerm(fit_g, m_mu, params.global_gauss_weight * p_sd / m_sd)
+                gauss.mu, gauss.scale = _standardise(md, params.global_gauss_weight, p_sd)
                 ginfo = {"size": list(feats.gauss_view_size(input_shape) or input_shape) if input_shape else None,
                          "stage": feats.gauss_stage, "weight": params.global_gauss_weight,
                          "n_images": int(len(h_bank)), "dim": int(gauss.gauss_a.shape[0]),
                          "rank": int(gauss.gauss_a.shape[1]), "shrinkage": round(float(fit_g["shrinkage"]), 6),
-                         "mu": m_mu, "scale": gauss.scale,
+                         "mu": gauss.mu, "scale": gauss.scale,
                          "bytes": int((gauss.gauss_a.numel() + gauss.gauss_mean.numel()) * 4)}
             model = PatchCore(feats, bank, params.sigma, mu, sd, gb, params.global_k, g_mu, scale, **search,
                               gauss=gauss).eval()
