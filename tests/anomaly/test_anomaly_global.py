@@ -132,6 +132,8 @@ def test_small_image_model_with_global_views_exports(tmp_path):
     assert ga["size"] == [224, 224] and ga["stage"] == "head" and ga["weight"] == 2.0 and ga["dim"] == 1280
     assert ga["n_images"] == 12 - 5 and ga["rank"] == 7 and 0 < ga["shrinkage"] <= 1 and ga["scale"] > 0
     assert meta["memory_bank"]["gauss_bytes"] == (1280 * 7 + 1280) * 4
+    # a texture is not aligned: no position channels (issue 18, session 15)
+    assert meta["feature"]["position"]["on"] is False and meta["feature"]["position"]["aligned_share"] < 0.5
     assert max(meta["parity"]["max_abs_diff"].values()) < 2e-3
     res = AnomalyRuntime().predictor(Bundle.load(out))(read_image(data / "test" / "good" / "000.png"))
     assert np.isfinite(res["score"])

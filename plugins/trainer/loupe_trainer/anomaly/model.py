@@ -472,6 +472,49 @@ class GaussTerm(nn.Module):
         return self.scale * (self.distance(h) - self.mu)
 
 
+def position_grid(h: int, w: int, weight: float) -> torch.Tensor:
+    """(h * w, 2) ``weight x (row, column)`` of each feature cell, row-major: the two position channels that a
+    model with ``position`` appends to each patch feature (issue 18, session 15)."""
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                            indexing="ij")
+    return float(weight) * torch.stack([yy, xx], -1).reshape(h * w, 2)
+
+
+def with_position(f: torch.Tensor, weight: float) -> torch.Tensor:
+    """(n, h, w, D) patch features -> (n, h, w, D + 2) with the position channels appended."""
+    n, h, w, _ = f.shape
+    pos = position_grid(h, w, weight).reshape(1, h, w, 2).expand(n, h, w, 2).to(f.dtype)
+    return torch.cat([f, pos], dim=-1)
+
+
+def position_alignment(f_bank: torch.Tensor, f_cal: torch.Tensor, max_queries: int = 2048,
+                       max_bank: int = 16384, seed: int = 0) -> tuple[float, float]:
+    """How position-bound the good images are (issue 18, session 15): (share, median distance).
+
+    For held-out patches (at most ``max_queries``, at random), the exact nearest patch among the bank images'
+    (whole images, at most ``max_bank`` patches): ``share`` = the fraction whose nearest patch lies at the same
+    feature cell, ``median`` = the median of those distances. Aligned whole objects (Fashion-MNIST: 0.81-0.92)
+    find their match in place; a texture or a part at any position finds it anywhere (chance is 1 / (h w))."""
+    g = torch.Generator().manual_seed(int(seed) + 41)
+    nb, h, w, d = f_bank.shape
+    cells = h * w
+    keep = max(1, min(nb, max_bank // cells))
+    bank_imgs = torch.randperm(nb, generator=g)[:keep] if keep < nb else torch.arange(nb)
+    bank = f_bank[bank_imgs].reshape(-1, d).float()
+    q = f_cal.reshape(-1, d).float()
+    qi = torch.randperm(q.shape[0], generator=g)[:max_queries]
+    bank_sq = (bank * bank).sum(1)
+    best, dist = [], []
+    for i in range(0, len(qi), 512):
+        x = q[qi[i:i + 512]]
+        d2 = (x * x).sum(1, keepdim=True) - 2.0 * x @ bank.t() + bank_sq
+        m, a = d2.min(dim=1)
+        best.append(a)
+        dist.append(m.clamp_min(0).sqrt())
+    same = (torch.cat(best) % cells) == (qi % cells)
+    return float(same.float().mean()), float(torch.cat(dist).median())
+
+
 class PatchCore(nn.Module):
     """Patch memory bank (+ optionally an image-level kNN term) -> (anomaly map, score).
 
@@ -487,8 +530,18 @@ class PatchCore(nn.Module):
                  global_bank: torch.Tensor | None = None, global_k: int = 2, global_mu: float = 0.0,
                  global_scale: float = 0.0, search_dim: int = 0, search_groups: int = 1, seed: int = 0,
                  disc: PatchDiscriminator | None = None, disc_mu: torch.Tensor | None = None,
-                 disc_scale: torch.Tensor | None = None, gauss: "GaussTerm | None" = None):
+                 disc_scale: torch.Tensor | None = None, gauss: "GaussTerm | None" = None,
+                 position: float = 0.0, map_size: tuple[int, int] | None = None):
         super().__init__()
+        # position channels (issue 18, session 15): weight x (row, column) of the cell appended to each patch
+        # feature before the search (the bank's entries carry theirs), so a patch finds its match in place
+        if position > 0:
+            if map_size is None:
+                raise ValueError("position channels need the feature map's size")
+            self.register_buffer("pos", position_grid(*map_size, position))
+        else:
+            self.pos = None
+        self.position = float(position)
         # the Gaussian image-level term (issue 18, session 14): added to the score like the kNN global term
         self.gauss = gauss
         # the discriminator's map (opt-in, issue 18): disc_scale * (score - disc_mu) is added to the z-map,
@@ -527,6 +580,9 @@ class PatchCore(nn.Module):
     def patch_distances(self, f: torch.Tensor) -> torch.Tensor:
         n, h, w, d = f.shape
         x = f.reshape(n * h * w, d)
+        if self.pos is not None:
+            x = torch.cat([x, self.pos.repeat(n, 1)], dim=1)
+            d += 2
         if self.search is not None:
             step = h * w if n == 1 else 8192
             dist = torch.cat([self.search(x[i:i + step]) for i in range(0, x.shape[0], step)])

@@ -136,6 +136,17 @@ class AnomalyParams(Params):
     global_gauss_weight: float = Field(2.0, ge=0, le=100, description="weight of the Gaussian term (its z-score "
                                                                       "in units of the patch score's spread); "
                                                                       "0 = off")
+    position: Literal["auto", "on", "off"] = Field(
+        "auto", description="position channels (issue 18, session 15): position_weight x (row, column) of the "
+                            "feature cell appended to each patch feature, so a patch is compared with the good "
+                            "images' patches at the same place. auto = on with the global term (images under "
+                            "128 px) when the good images are aligned: at least half of the held-out patches "
+                            "find their nearest good patch at their own cell (a texture or a part at any "
+                            "position does not)")
+    position_weight: float = Field(2.0, gt=0, le=100, description="position channels' weight per cell, in units of "
+                                                                 "the held-out patches' median nearest-neighbour "
+                                                                 "distance (2: a patch one cell away is as far as "
+                                                                 "two typical good patches)")
     max_global: int = Field(4096, ge=16, le=65536, description="memory bound of the global term: at most this "
                                                                "many good images' descriptors are kept")
     coreset_ratio: float = Field(0.25, gt=0, le=1, description="keep at most this fraction of the training patches "
@@ -199,6 +210,10 @@ GLOBAL_SD_FLOOR = 0.05
 #: images whose smaller side is below this are treated as small whole-object images (auto size, global term)
 SMALL_IMAGE = 128
 
+#: position channels (auto): the share of held-out patches whose nearest good patch lies at their own cell from
+#: which the good images count as aligned (Fashion-MNIST 0.67-0.92; chance is 1 / cells)
+ALIGNED_SHARE = 0.5
+
 
 def auto_image_size(first_image: np.ndarray) -> int:
     h = first_image.shape[0]
@@ -259,15 +274,21 @@ def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, 
     import torch
 
     from .coreset import subsample
-    from .model import PatchCore, train_discriminator
+    from .model import PatchCore, train_discriminator, with_position
 
     progress = progress or Progress()
     n_cal, h, w, D = f_cal.shape
-    bank, cinfo = subsample(torch.as_tensor(f_bank).reshape(-1, D), params.max_bank, params.coreset_ratio,
+    lam, pinfo = _position(feats, f_bank, f_cal, params, in_sample)
+    if lam:
+        progress.log(f"position channels: {pinfo['aligned_share']:.0%} of held-out patches match in place, weight "
+                     f"{lam:.4g} per cell")
+    fb = with_position(torch.as_tensor(f_bank).float(), lam) if lam else torch.as_tensor(f_bank)
+    bank, cinfo = subsample(fb.reshape(-1, fb.shape[-1]), params.max_bank, params.coreset_ratio,
                             proj_dim=params.coreset_proj_dim, seed=params.seed,
                             progress=lambda i, k: progress.update("coreset", i, k))
     progress.update("coreset", cinfo["bank_size"], cinfo["bank_size"], bank=cinfo["bank_size"])
-    search = {"search_dim": params.search_dim, "search_groups": params.search_groups, "seed": params.seed}
+    search = {"search_dim": params.search_dim, "search_groups": params.search_groups, "seed": params.seed,
+              "position": lam, "map_size": (h, w)}
     # the calibration distances come from the same search as inference (two-stage or exact)
     with torch.no_grad():
         dist = PatchCore(feats, bank, params.sigma, **search).patch_distances(torch.as_tensor(f_cal).float())
@@ -294,7 +315,7 @@ def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, 
         cal_map = model.score_map(dist, None if extra is None else extra[0])
     good = loo if loo is not None else cal_map.flatten(1).max(1).values.numpy()
     info = {"memory_bank": cinfo, "search": model.search.info if model.search is not None else None,
-            "position_norm": norm, "leave_one_out": loo is not None,
+            "position_norm": norm, "leave_one_out": loo is not None, "position": pinfo,
             "pixel_low": float(np.median(cal_map.numpy())), "global": None,
             "discriminator": None if dinfo is None else {**dinfo, "weight": params.discriminator,
                                                          "bytes": int(sum(b.numel() for b in disc.buffers()) * 4)}}
@@ -350,6 +371,24 @@ def fit(feats, f_bank, f_cal, params: "AnomalyParams", g_bank=None, g_cal=None, 
                                         if input_shape and feats.global_view_size(input_shape) else None),
                               "weight": params.global_weight, "bank": params.global_bank, "gauss": ginfo}
     return model, np.asarray(good, np.float64), info
+
+
+def _position(feats, f_bank, f_cal, params: "AnomalyParams", in_sample: bool) -> tuple[float, dict | None]:
+    """The position channels' weight per cell (0: none) and their ``bundle.json`` record (None: not considered:
+    ``position off``, or auto without the global term)."""
+    import torch
+
+    from .model import position_alignment
+
+    if params.position == "off" or (params.position == "auto" and not feats.global_stage):
+        return 0.0, None
+    if in_sample:   # the held-out patches are the bank's own: every one matches itself, in place
+        return 0.0, {"mode": params.position, "on": False, "reason": "no held-out images"}
+    share, median = position_alignment(torch.as_tensor(f_bank), torch.as_tensor(f_cal), seed=params.seed)
+    on = params.position == "on" or share >= ALIGNED_SHARE
+    lam = params.position_weight * median if on else 0.0
+    return lam, {"mode": params.position, "aligned_share": round(share, 4), "median_nn": round(median, 6),
+                 "weight_per_cell": lam, "on": on}
 
 
 class AnomalyTrainer(Trainer):
@@ -692,7 +731,7 @@ class AnomalyRun:
                         "dim": int(D), "map_size": [int(h), int(w)], "aggregate": params.aggregate,
                         "color": params.color,
                         "projection": self.pinfo or {"dim": int(D), "from_dim": int(D), "explained_variance": 1.0},
-                        "global": finfo["global"]},
+                        "global": finfo["global"], "position": finfo["position"]},
             "memory_bank": {**cinfo, "bytes": int(bank.numel() * 4),
                             "search_bytes": int(model.search.search_bt.numel() * 4) if model.search is not None else 0,
                             "global_bytes": (finfo["global"] or {}).get("bytes", 0),
