@@ -70,6 +70,17 @@ def test_gauss_term_matches_sklearn_on_real_descriptors(tmp_path):
     assert torch.allclose(alone[1], g, atol=1e-6) and h.shape == (len(paths), 1280)
     assert torch.allclose(h.norm(dim=1), torch.ones(len(paths)), atol=1e-5)
     assert feats.gauss_view_size((1, 3, 64, 64)) == (96, 96) and feats.gauss_view_size((1, 3, 96, 96)) is None
+    # the Gaussian view through its own trunk (Lite1, the default since session 15), square-rooted, normalised
+    from loupe_trainer.backbone import normalize
+
+    l1 = build_backbone(pretrained=True, variant="lite1")
+    own = PatchFeatures(bb, ("stage3",), global_stage="stage6", gauss_size=96, gauss_backbone=l1,
+                        gauss_power=0.5).eval()
+    with torch.no_grad():
+        h1 = own.extract(x[:4])[2]
+        up = torch.nn.functional.interpolate(x[:4], size=(96, 96), mode="bilinear", align_corners=False)
+        ref1 = l1.stages(normalize(up), ["head"])["head"].mean(dim=(2, 3)).sqrt()
+    assert torch.allclose(h1, torch.nn.functional.normalize(ref1, dim=1), atol=1e-5)
     hb, hq = h[:30].double().numpy(), h[30:].double().numpy()
     fit = ledoit_wolf(h[:30])
     lw = LedoitWolf().fit(hb)
@@ -103,8 +114,14 @@ def test_gauss_term_matches_sklearn_on_real_descriptors(tmp_path):
     assert (o1, o2) == (2, 3) and r1 == r2 and c1 == c2
     p = AnomalyParams()
     o3, r3, c3 = ops(make_features(p.model_copy(update={"global_gauss_weight": 0.0}), bb, True), "default0")
-    o4, r4, c4 = ops(make_features(p, bb, True), "default")
+    o4, r4, c4 = ops(make_features(p.model_copy(update={"global_gauss_backbone": "same"}), bb, True), "same")
     assert (o3, o4) == (2, 3) and r4 == r3 + 1 and c4 == c3 + 49
+    # the default since session 15: the Gaussian view through its own Lite1 trunk (stem, 21 blocks, head: 64
+    # convolutions), pooled, square-rooted and normalised
+    lite1 = build_backbone(pretrained=False, variant="lite1")
+    n1 = sum(isinstance(m, torch.nn.Conv2d) for m in lite1.modules())
+    o5, r5, c5 = ops(make_features(p, bb, True), "default")
+    assert (o5, r5, c5) == (3, r3 + 1, c3 + n1) and n1 == 64
 
 
 def test_small_image_model_with_global_views_exports(tmp_path):
@@ -130,6 +147,7 @@ def test_small_image_model_with_global_views_exports(tmp_path):
     assert gl["bank"] == "all" and gl["n_images"] == 12 and gl["weight"] == 2.0
     ga = gl["gauss"]
     assert ga["size"] == [224, 224] and ga["stage"] == "head" and ga["weight"] == 2.0 and ga["dim"] == 1280
+    assert ga["backbone"] == "efficientnet_lite1" and ga["power"] == 0.5
     assert ga["n_images"] == 12 - 5 and ga["rank"] == 7 and 0 < ga["shrinkage"] <= 1 and ga["scale"] > 0
     assert meta["memory_bank"]["gauss_bytes"] == (1280 * 7 + 1280) * 4
     # a texture is not aligned: no position channels (issue 18, session 15)

@@ -62,7 +62,8 @@ class PatchFeatures(nn.Module):
     def __init__(self, backbone: EfficientNetLite0, layers: tuple[str, ...] = ("stage3", "stage4"),
                  aggregate: int = 1, projection: torch.Tensor | None = None, global_stage: str | None = None,
                  color: float = 0.0, global_size: int = 0, global_size_stage: str = "head",
-                 gauss_size: int = 0, gauss_stage: str = "head"):
+                 gauss_size: int = 0, gauss_stage: str = "head", gauss_backbone: nn.Module | None = None,
+                 gauss_power: float = 1.0):
         super().__init__()
         self.color = float(color)
         self.backbone = backbone
@@ -76,6 +77,10 @@ class PatchFeatures(nn.Module):
         # in the graph to gauss_size pixels high (the input itself when it is not smaller); 0 = no Gaussian term
         self.gauss_size = int(gauss_size) if global_stage else 0
         self.gauss_stage = gauss_stage
+        # issue 18, session 15: the Gaussian view through its own trunk (EfficientNet-Lite1 by default; None = the
+        # patch trunk) and the pooled map to this power before the L2 normalisation (0.5: a square root)
+        self.gauss_backbone = gauss_backbone if self.gauss_size else None
+        self.gauss_power = float(gauss_power)
         self.aggregate = int(aggregate)
         self.stride = min(stage_stride(n) for n in self.layers)
         variant = getattr(backbone, "variant", "lite0")   # Lite1 / Lite2 have wider stages (issue 18)
@@ -107,7 +112,7 @@ class PatchFeatures(nn.Module):
         map, average-pooled and L2-normalised, is concatenated with the first and the whole
         descriptor normalised again (each view weighs the same in the distance)."""
         vg = self.gauss_view_size(image.shape)   # None: no Gaussian term, or it pools the input's own map
-        gauss_in_input = self.gauss_size > 0 and vg is None
+        gauss_in_input = self.gauss_size > 0 and vg is None and self.gauss_backbone is None
         names = self.layers + ((self.global_stage,) if self.global_stage else ()) + \
             ((self.gauss_stage,) if gauss_in_input else ())
         feats = self.backbone.stages(normalize(image), tuple(dict.fromkeys(names)))
@@ -136,15 +141,20 @@ class PatchFeatures(nn.Module):
         v2 = self.global_view_size(image.shape)
         if v2 is not None:
             want.setdefault(v2, []).append(self.global_size_stage)
-        if vg is not None:
+        if vg is not None and self.gauss_backbone is None:
             want.setdefault(vg, []).append(self.gauss_stage)
         views = {size: self._view(image, size, stages) for size, stages in want.items()}
         if v2 is not None:
             g = _l2n(torch.cat([g, _l2n(views[v2][self.global_size_stage])], dim=1))
         if not self.gauss_size:
             return x, g
-        hg = _l2n(views[vg][self.gauss_stage] if vg is not None else feats[self.gauss_stage].mean(dim=(2, 3)))
-        return x, g, hg
+        if self.gauss_backbone is not None:
+            h = self._view(image, vg, [self.gauss_stage], self.gauss_backbone)[self.gauss_stage]
+        else:
+            h = views[vg][self.gauss_stage] if vg is not None else feats[self.gauss_stage].mean(dim=(2, 3))
+        if self.gauss_power != 1.0:   # the pooled map is >= 0 (ReLU6); the clamp guards a pruned or quantised trunk
+            h = h.clamp_min(0.0).pow(self.gauss_power)
+        return x, g, _l2n(h)
 
     @staticmethod
     def view_size(size: int, shape) -> tuple[int, int] | None:
@@ -164,10 +174,12 @@ class PatchFeatures(nn.Module):
         """(H, W) of the Gaussian term's view, or None (off, or the input itself: not smaller than gauss_size)."""
         return self.view_size(self.gauss_size, shape) if self.gauss_size else None
 
-    def _view(self, image: torch.Tensor, size: tuple[int, int], names) -> dict[str, torch.Tensor]:
-        """The average-pooled maps (N, C) of ``names`` of the image upsampled bilinearly to ``size``."""
-        up = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-        f = self.backbone.stages(normalize(up), tuple(dict.fromkeys(names)))
+    def _view(self, image: torch.Tensor, size: tuple[int, int] | None, names,
+              backbone: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """The average-pooled maps (N, C) of ``names`` of the image upsampled bilinearly to ``size`` (None: the
+        image itself), through ``backbone`` (default: the patch trunk)."""
+        up = image if size is None else F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        f = (backbone or self.backbone).stages(normalize(up), tuple(dict.fromkeys(names)))
         return {n: f[n].mean(dim=(2, 3)) for n in names}
 
     def global_view(self, image: torch.Tensor) -> torch.Tensor:
