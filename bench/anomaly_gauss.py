@@ -12,6 +12,16 @@
     OMP_NUM_THREADS=1 .venv/bin/python bench/anomaly_gauss.py pchan --pos-cache /tmp/h18/pos --draw D --lam 80
     # the graphs' per-image time (bundles trained by `loupe train anomaly`; bare ONNX Runtime, one thread)
     OMP_NUM_THREADS=1 .venv/bin/python bench/anomaly_gauss.py time --bundles OLD,NEW --images DIR
+    # session 15: pchan 80's patch term alone (the product's fit, global term off), then any image-level terms
+    # on top of it from the caches; the views' trunk time at batch 1
+    OMP_NUM_THREADS=1 .venv/bin/python bench/anomaly_gauss.py pchanpatch --pos-cache /tmp/h18/pos --draw D \
+        --lam 80 --out-cache /tmp/h18s15/pchan80
+    OMP_NUM_THREADS=1 .venv/bin/python bench/anomaly_global.py --cache /tmp/h18s15/cache desc --backbone lite1 \
+        --size 224 --via 64 --draw D
+    OMP_NUM_THREADS=1 .venv/bin/python bench/anomaly_gauss.py eval --cache /tmp/h18s15/cache \
+        --patch-cache /tmp/h18s15/pchan80 --draw D --variants '[{"l2":true,"gauss":"lite1_224via64:head","pow":0.5}]'
+    OMP_NUM_THREADS=1 .venv/bin/python bench/anomaly_gauss.py timeviews --cache /tmp/h18s15/cache \
+        --graphs lite0_224,lite1_224
 
 Score = patch + wk * (p_sd / g_sd) * (kNN distance - g_mu) + wg * (p_sd / m_sd) * (Mahalanobis distance - m_mu):
 the trainer's fusion (``fit``) with one more term. ``knn``: the kNN global descriptor (k = 2, all 200 images in
@@ -308,28 +318,17 @@ def cmd_pchanpatch(args) -> None:
         print(f"pchanpatch {lam:g} draw {args.draw} class {c}: {time.process_time() - t0:.1f} s CPU", flush=True)
 
 
-def cmd_time(args) -> None:
-    """Per-image time of bundles' graphs: bare ONNX Runtime sessions (one thread, batch 1) on the same prepared
-    test images, the bundles alternated in ``--blocks`` blocks; process time (immune to pauses), median per
-    image in each block, then the median of the blocks and the ratio to the first bundle in each block."""
+def _alternated(sess: list, xs: list, blocks: int, names: list[str]) -> None:
+    """ONNX Runtime sessions run on their inputs (``image``), alternated in ``blocks`` blocks after 5 warm-up
+    runs; process time (immune to pauses), median per image in each block; prints the median of the blocks and
+    the ratio to the first session in each block."""
     import statistics
 
-    import onnxruntime as ort
-
-    from host import Bundle
-    from loupe_dl_anomaly.data import list_images, prepare, read_image
-
-    bundles = [Bundle.load(Path(b)) for b in args.bundles.split(",")]
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    sess = [ort.InferenceSession(str(b.path / "model.onnx"), so, providers=["CPUExecutionProvider"]) for b in bundles]
-    imgs = [read_image(p) for p in list_images(Path(args.images))[:40]]
-    xs = [[prepare(im, tuple(b.meta["input_size"])) for im in imgs] for b in bundles]
     for s, x in zip(sess, xs):
         for xi in x[:5]:
             s.run(None, {"image": xi})
-    per = [[] for _ in bundles]
-    for _ in range(args.blocks):
+    per = [[] for _ in sess]
+    for _ in range(blocks):
         for j, (s, x) in enumerate(zip(sess, xs)):
             t = []
             for xi in x:
@@ -337,15 +336,49 @@ def cmd_time(args) -> None:
                 s.run(None, {"image": xi})
                 t.append((time.process_time() - c0) * 1e3)
             per[j].append(statistics.median(t))
-    for j, b in enumerate(bundles):
+    for j, n in enumerate(names):
         ratio = [p / q for p, q in zip(per[j], per[0])]
-        print(f"{b.path}: {statistics.median(per[j]):.2f} ms/image (blocks {min(per[j]):.2f}-{max(per[j]):.2f}), "
+        print(f"{n}: {statistics.median(per[j]):.2f} ms/image (blocks {min(per[j]):.2f}-{max(per[j]):.2f}), "
               f"ratio to the first {statistics.median(ratio):.2f} ({min(ratio):.2f}-{max(ratio):.2f})", flush=True)
+
+
+def _session1(path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def cmd_timeviews(args) -> None:
+    """Per-image time of one view's trunk pass at batch 1, one thread: ``bench/anomaly_global.py desc``'s pooled
+    graphs (``--graphs`` pooled_BACKBONE_SIZE.onnx in ``--cache``: the trunk to the head and the pooling, what
+    the Gaussian term's view adds to the product's graph) on the same 40 random images per size."""
+    names = args.graphs.split(",")
+    sess = [_session1(Path(args.cache) / f"pooled_{n}.onnx") for n in names]
+    rng = np.random.default_rng(0)
+    xs = [[rng.uniform(0, 255, (1, 3, int(n.split("_")[1]), int(n.split("_")[1]))).astype(np.float32)
+           for _ in range(40)] for n in names]
+    _alternated(sess, xs, args.blocks, names)
+
+
+def cmd_time(args) -> None:
+    """Per-image time of bundles' graphs: bare ONNX Runtime sessions (one thread, batch 1) on the same prepared
+    test images, the bundles alternated in ``--blocks`` blocks."""
+    from host import Bundle
+    from loupe_dl_anomaly.data import list_images, prepare, read_image
+
+    bundles = [Bundle.load(Path(b)) for b in args.bundles.split(",")]
+    sess = [_session1(b.path / "model.onnx") for b in bundles]
+    imgs = [read_image(p) for p in list_images(Path(args.images))[:40]]
+    xs = [[prepare(im, tuple(b.meta["input_size"])) for im in imgs] for b in bundles]
+    _alternated(sess, xs, args.blocks, [str(b.path) for b in bundles])
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cmd", choices=["eval", "time", "pchan", "pchanpatch"])
+    p.add_argument("cmd", choices=["eval", "time", "pchan", "pchanpatch", "timeviews"])
+    p.add_argument("--graphs", default="lite0_224,lite2_260", help="timeviews: pooled graphs (BACKBONE_SIZE)")
     p.add_argument("--out-cache", default="/tmp/h18s15/pchan80", help="pchanpatch: where its patch caches go")
     p.add_argument("--patch-cache", default="", help="eval: the patch-term caches (default: --cache)")
     p.add_argument("--pos-cache", default="/tmp/h18/pos", help="pchan: bench/anomaly_position.py's feat cache")
@@ -359,7 +392,8 @@ def main() -> int:
     p.add_argument("--draw", type=int, default=0, help="training-image draw (0 = bench/anomaly.py's)")
     p.add_argument("--classes", default="", help="eval: comma-separated classes (default: all ten)")
     args = p.parse_args()
-    {"eval": cmd_eval, "time": cmd_time, "pchan": cmd_pchan, "pchanpatch": cmd_pchanpatch}[args.cmd](args)
+    {"eval": cmd_eval, "time": cmd_time, "pchan": cmd_pchan, "pchanpatch": cmd_pchanpatch,
+     "timeviews": cmd_timeviews}[args.cmd](args)
     return 0
 
 
