@@ -252,21 +252,28 @@ def cmd_pchan(args) -> None:
     yte = ba.read_idx("t10k-labels-idx1-ubyte")
     zt = np.load(pos / "test_s64.npz")
     fte, gte = zt["f"], zt["g"]
-    d = _load_desc(cache, "lite0_224via64", args.draw)
-    hte = l2n(d["test_head"]).astype(np.float32)
+    # session 15: --gauss-src (the Gaussian view's descriptor cache) and --gauss-pow (the pooled head to that
+    # power before the L2 normalisation), so the trainer's own fit checks the eval rows
+    d = _load_desc(cache, args.gauss_src, args.draw)
+
+    def head(x):
+        return l2n(np.maximum(x, 0) ** args.gauss_pow if args.gauss_pow != 1 else x).astype(np.float32)
+
+    hte = head(d["test_head"])
     feats = _feats()
     assert feats.gauss_size, "the product's default feature module has no Gaussian term"
     params = AnomalyParams(threads=1)
     lams = [float(v) for v in args.lam.split(",")]
-    table = {f"pchan {lam:g}" + (" + gauss" if wg else ""): [] for lam in lams for wg in (0, 1)}
+    table = {f"pchan {lam:g}" + (" + gauss" if wg else ""): [] for lam in lams
+             for wg in ((1,) if args.gauss_only else (0, 1))}
     for c in range(10):
         z = np.load(pos / f"class{c}_s64{'_d' + str(args.draw)}.npz")
         cal, bank = z["cal"], z["bank"]
         gtr = z["gtr"]
-        htr = l2n(d["train_head"][200 * c:200 * c + 200]).astype(np.float32)
+        htr = head(d["train_head"][200 * c:200 * c + 200])
         for lam in lams:
             ftr = with_position(z["ftr"], lam)
-            for wg in (0, 1):
+            for wg in ((1,) if args.gauss_only else (0, 1)):
                 hb, hc = (htr[bank], htr[cal]) if wg else (None, None)
                 model, _, _ = fit(feats, ftr[bank], ftr[cal], params, gtr[bank], gtr[cal], h_bank=hb, h_cal=hc)
                 out = []
@@ -383,6 +390,9 @@ def main() -> int:
     p.add_argument("--patch-cache", default="", help="eval: the patch-term caches (default: --cache)")
     p.add_argument("--pos-cache", default="/tmp/h18/pos", help="pchan: bench/anomaly_position.py's feat cache")
     p.add_argument("--lam", default="80", help="pchan: position-channel weights, comma-separated")
+    p.add_argument("--gauss-src", default="lite0_224via64", help="pchan: the Gaussian view's descriptor cache")
+    p.add_argument("--gauss-pow", type=float, default=1.0, help="pchan: power of the pooled head before L2")
+    p.add_argument("--gauss-only", action="store_true", help="pchan: only the fit with the Gaussian term")
     p.add_argument("--bundles", default="", help="time: comma-separated bundle folders (the first is the reference)")
     p.add_argument("--images", default="", help="time: a folder of test images")
     p.add_argument("--blocks", type=int, default=6)
