@@ -142,7 +142,7 @@ def cmd_desc(args) -> None:
 
     ba = _bench()
     cache = Path(args.cache)
-    tag = f"{args.backbone}_{args.size}" + (f"via{args.via}" if args.via else "")
+    tag = f"{args.backbone}_{args.size}" + (f"via{args.via}" if args.via else "") + ("flip" if args.flip else "")
     out = cache / f"desc_{tag}.npz"
     if args.draw:   # the test descriptors are in the draw-0 file; only the training images of this draw
         out = cache / f"desc_{tag}{_sfx(args.draw)}.npz"
@@ -160,6 +160,8 @@ def cmd_desc(args) -> None:
         parts = [[] for _ in STAGES]
         for i in range(0, len(imgs), 32):
             x = resized_via(imgs[i:i + 32], args.via, size) if args.via else resized(imgs[i:i + 32], size)
+            if args.flip:   # the mirrored view (session 15: test-time flip averaged in the descriptor)
+                x = np.ascontiguousarray(x[..., ::-1])
             for p, o in zip(parts, sess.run(None, {"image": x})):
                 p.append(o)
         return [np.concatenate(p) for p in parts]
@@ -172,7 +174,7 @@ def cmd_desc(args) -> None:
     t2 = time.process_time()
     np.savez(out, **{f"train_{s}": a for s, a in zip(STAGES, tr)}, **{f"test_{s}": a for s, a in zip(STAGES, te)},
              train_idx=idx)
-    print(f"desc {args.backbone} {args.size}: train {t1 - t0:.1f} s, test {t2 - t1:.1f} s CPU "
+    print(f"desc {tag}: train {t1 - t0:.1f} s, test {t2 - t1:.1f} s CPU "
           f"({1000 * (t2 - t1) / len(xte):.2f} ms/image)", flush=True)
 
 
@@ -288,6 +290,7 @@ def main() -> int:
     p.add_argument("--cache", default="/tmp/h18g/cache")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--backbone", default="lite0")
+    p.add_argument("--flip", action="store_true", help="desc: the horizontally mirrored image (cache tag ...flip)")
     p.add_argument("--via", type=int, default=0, help="desc: resize to this size first, then upsample in torch")
     p.add_argument("--variants", default='[{"stages":["stage6"],"k":2,"w":1,"gbank":"bank"}]')
     p.add_argument("--out", default="")
