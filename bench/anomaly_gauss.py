@@ -262,7 +262,7 @@ def cmd_pchan(args) -> None:
     hte = head(d["test_head"])
     feats = _feats()
     assert feats.gauss_size, "the product's default feature module has no Gaussian term"
-    params = AnomalyParams(threads=1)
+    params = AnomalyParams(threads=1, position="off")   # the channels are appended here, by lam
     lams = [float(v) for v in args.lam.split(",")]
     table = {f"pchan {lam:g}" + (" + gauss" if wg else ""): [] for lam in lams
              for wg in ((1,) if args.gauss_only else (0, 1))}
@@ -307,7 +307,7 @@ def cmd_pchanpatch(args) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     fte = np.load(pos / "test_s64.npz")["f"]
     feats = _feats()
-    off = AnomalyParams(threads=1).model_copy(update={"global_term": "off"})
+    off = AnomalyParams(threads=1, position="off").model_copy(update={"global_term": "off"})
     lam = float(args.lam)
     for c in range(10):
         out = out_dir / f"patch_c{c}{_sfx(args.draw)}.npz"

@@ -82,7 +82,7 @@ def cmd_patch(args) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     xtr, ytr = ba.read_idx("train-images-idx3-ubyte"), ba.read_idx("train-labels-idx1-ubyte")
     xte = ba.read_idx("t10k-images-idx3-ubyte")
-    params = AnomalyParams(threads=1)
+    params = AnomalyParams(threads=1, position="off")   # session 11's patch term (before the channels)
     size = _input_size(xtr[0], params.image_size)
     feats = PatchFeatures(build_backbone(variant=params.backbone), tuple(params.layers), params.aggregate,
                           global_stage=params.global_stage).eval()

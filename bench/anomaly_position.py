@@ -57,7 +57,7 @@ def cmd_feat(args) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     xtr, ytr = ba.read_idx("train-images-idx3-ubyte"), ba.read_idx("train-labels-idx1-ubyte")
     xte = ba.read_idx("t10k-images-idx3-ubyte")
-    params = AnomalyParams(threads=1, **({"image_size": args.size} if args.size else {}))
+    params = AnomalyParams(threads=1, position="off", **({"image_size": args.size} if args.size else {}))
     size = _input_size(xtr[0], params.image_size)
     # session 12's study: the global term as it was then (no Gaussian term, issue 18 session 14)
     feats = make_features(params.model_copy(update={"global_gauss_weight": 0.0}), build_backbone(variant=params.backbone),
@@ -250,7 +250,7 @@ def _feats():
     from loupe_trainer.anomaly.trainer import AnomalyParams, make_features
     from loupe_trainer.backbone import build_backbone
 
-    return make_features(AnomalyParams(threads=1), build_backbone(), True)
+    return make_features(AnomalyParams(threads=1, global_gauss_weight=0.0, position="off"), build_backbone(), True)
 
 
 def pchan_scores(z, fte: np.ndarray, gte: np.ndarray, lam: float, extra: dict) -> np.ndarray:
@@ -258,7 +258,7 @@ def pchan_scores(z, fte: np.ndarray, gte: np.ndarray, lam: float, extra: dict) -
 
     from loupe_trainer.anomaly.trainer import AnomalyParams, fit
 
-    params = AnomalyParams(threads=1, **extra)
+    params = AnomalyParams(threads=1, **{"position": "off", **extra})
     ftr = with_position(z["ftr"], lam)
     cal, bank = z["cal"], z["bank"]
     gtr = z["gtr"]
