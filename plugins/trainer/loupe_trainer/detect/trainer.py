@@ -81,6 +81,9 @@ class DetectParams(Params):
                                            "asked for (then it is an error); --no-verify: the detector alone")
     verify_epochs: int = Field(2, ge=0, le=50, description="with --verify: epochs of fine-tuning the verifier's "
                                                             "stage5-6 (0: its linear layer alone)")
+    verify_crop: int = Field(64, ge=16, le=256, description="with --verify: side in pixels of the crop the verifier "
+                                                          "classifies (session 15: 64 rather than 48 found more thin "
+                                                          "parts, at ~1.7x the verifier's time per crop; 48: faster)")
     verify_candidates: int = Field(16, ge=1, le=256, description="with --verify: most candidates re-scored per image "
                                                                  "(the best detector scores; unless given, raised to "
                                                                  "twice the most parts in a training image)")
