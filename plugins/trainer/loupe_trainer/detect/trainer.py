@@ -207,6 +207,17 @@ def _without_held_out(params: DetectParams, why: str, progress: Progress) -> Det
 #: scenes of 3-8 parts (~160 boxes) fit in ~64 s at 2 threads; 16 scenes of 18-26 parts took 2.2x the bench's time
 VERIFY_RESERVE_S = 60
 VERIFY_RESERVE_BOXES = 180
+#: ... for crops of this side; a larger ``--verify-crop`` costs more per crop (session 15, one thread: the fit took
+#: 1.4x at 64 px, 2.1-2.3x at 80 px; the reserve grows as (side / 48) ** 1.5: 1.54x at 64, 2.15x at 80)
+VERIFY_RESERVE_CROP = 48
+
+
+def verify_reserve(n_boxes: int, crop: int, max_minutes: float) -> float:
+    """Seconds of the time budget kept for fitting the verifier: ``VERIFY_RESERVE_S`` per ``VERIFY_RESERVE_BOXES``
+    training boxes (at least one share) for ``VERIFY_RESERVE_CROP`` px crops, scaled by (crop / that) ** 1.5, at
+    most half the budget."""
+    share = VERIFY_RESERVE_S * max(1.0, n_boxes / VERIFY_RESERVE_BOXES) * (crop / VERIFY_RESERVE_CROP) ** 1.5
+    return min(share, max_minutes * 30)
 
 #: the score thresholds the operating point is chosen from
 THRESHOLDS = tuple(round(float(t), 3) for t in np.arange(0.10, 0.801, 0.025))
@@ -359,8 +370,7 @@ class DetectTrainer(Trainer):
         warm = min(steps * 2, total // 5)
         base = [g["lr"] for g in opt.param_groups]
         rng = np.random.default_rng(params.seed)
-        reserve = min(VERIFY_RESERVE_S * max(1.0, n_boxes / VERIFY_RESERVE_BOXES), params.max_minutes * 30) \
-            if params.verify else 0.0
+        reserve = verify_reserve(n_boxes, params.verify_crop, params.max_minutes) if params.verify else 0.0
         budget = params.max_minutes * 60 - 25 - reserve  # export, verifier
         best: dict[str, Any] = {"score": -1.0, "epoch": -1, "state": None}
         history: list[dict[str, Any]] = []
