@@ -54,13 +54,13 @@ def test_verifier_pinned_and_parity(tiny_detector):
     v = meta["verifier"]
     assert v["file"] == "verifier.onnx" and manifest["verifier.onnx"] == hashlib.sha256(
         (tiny_detector / "verifier.onnx").read_bytes()).hexdigest()
-    assert (v["crop"], v["margin"], v["max_candidates"], v["combine"]) == (64, 0.75, 4, "gmean_relabel")
-    # 64 px crops by default (--verify-crop; 48 before session 15): the graph takes them at that side
+    assert (v["crop"], v["margin"], v["max_candidates"], v["combine"]) == (80, 0.75, 4, "gmean_relabel")
+    # 80 px crops by default (--verify-crop; 48 before session 15): the graph takes them at that side
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(tiny_detector / "verifier.onnx"), providers=["CPUExecutionProvider"])
-    assert sess.get_inputs()[0].shape[1:] == [3, 64, 64] and meta["training"]["params"]["verify_crop"] == 64
-    assert "[N, 3, 64, 64]" in v["input"]
+    assert sess.get_inputs()[0].shape[1:] == [3, 80, 80] and meta["training"]["params"]["verify_crop"] == 80
+    assert "[N, 3, 80, 80]" in v["input"]
     assert v["labels"] == ["background", "nut", "screw"] and 0 < v["min_score"] < 1
     assert v["parity"]["crops"] > 0 and v["parity"]["max_abs_probs_diff"] < 1e-4 and v["parity"]["same_class"] == 1
     ho = v["held_out"]
@@ -122,7 +122,7 @@ def test_larger_backbone_trains_exports_and_evaluates(parts_small, tmp_path):
 def test_verifier_crop_side_follows_the_bundle(parts_small, tmp_path):
     """``--verify-crop 48`` (the side before session 15; bundles written then say 48): the verifier is fitted,
     exported and parity-checked at that side, and the runtime crops at the side its bundle names, so a 48 px
-    bundle and a 64 px one both run and evaluate."""
+    bundle and an 80 px one both run and evaluate."""
     import onnxruntime as ort
 
     from loupe_dl_detect.model import Detector
@@ -176,7 +176,7 @@ def test_verifier_runtime_rescores_the_candidates(tiny_detector, parts_small, tm
         assert len(got) == len(top)
         if not len(top):
             continue
-        crops = crop_boxes(bgr[:, :, ::-1].copy(), cand.boxes[top], v["crop"], 0.75)   # the bundle's side (64)
+        crops = crop_boxes(bgr[:, :, ::-1].copy(), cand.boxes[top], v["crop"], 0.75)   # the bundle's side (80)
         p = sess.run(["probs"], {"crops": crops.transpose(0, 3, 1, 2).astype(np.float32)})[0]
         assert p.shape == (len(top), 3) and np.allclose(p.sum(1), 1, atol=1e-5)
         c = p[:, 1:].argmax(1)

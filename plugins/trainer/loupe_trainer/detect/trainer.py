@@ -81,9 +81,10 @@ class DetectParams(Params):
                                            "asked for (then it is an error); --no-verify: the detector alone")
     verify_epochs: int = Field(2, ge=0, le=50, description="with --verify: epochs of fine-tuning the verifier's "
                                                             "stage5-6 (0: its linear layer alone)")
-    verify_crop: int = Field(64, ge=16, le=256, description="with --verify: side in pixels of the crop the verifier "
-                                                          "classifies (session 15: 64 rather than 48 found more thin "
-                                                          "parts, at ~1.7x the verifier's time per crop; 48: faster)")
+    verify_crop: int = Field(80, ge=16, le=256, description="with --verify: side in pixels of the crop the verifier "
+                                                          "classifies (session 15: 80 rather than 48 found more thin "
+                                                          "parts, at ~1.75x the verifier's time per frame and ~2.1x "
+                                                          "its fitting time; 64 or 48: faster, fewer parts found)")
     verify_candidates: int = Field(16, ge=1, le=256, description="with --verify: most candidates re-scored per image "
                                                                  "(the best detector scores; unless given, raised to "
                                                                  "twice the most parts in a training image)")
@@ -208,7 +209,7 @@ def _without_held_out(params: DetectParams, why: str, progress: Progress) -> Det
 VERIFY_RESERVE_S = 60
 VERIFY_RESERVE_BOXES = 180
 #: ... for crops of this side; a larger ``--verify-crop`` costs more per crop (session 15, one thread: the fit took
-#: 1.4x at 64 px, 2.1-2.3x at 80 px; the reserve grows as (side / 48) ** 1.5: 1.54x at 64, 2.15x at 80)
+#: 1.4x at 64 px, 2.1-2.4x at 80 px, the default; the reserve grows as (side / 48) ** 1.5: 1.54x at 64, 2.15x at 80)
 VERIFY_RESERVE_CROP = 48
 
 
