@@ -54,7 +54,13 @@ def test_verifier_pinned_and_parity(tiny_detector):
     v = meta["verifier"]
     assert v["file"] == "verifier.onnx" and manifest["verifier.onnx"] == hashlib.sha256(
         (tiny_detector / "verifier.onnx").read_bytes()).hexdigest()
-    assert (v["crop"], v["margin"], v["max_candidates"], v["combine"]) == (48, 0.75, 4, "gmean_relabel")
+    assert (v["crop"], v["margin"], v["max_candidates"], v["combine"]) == (80, 0.75, 4, "gmean_relabel")
+    # 80 px crops by default (--verify-crop; 48 before session 15): the graph takes them at that side
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tiny_detector / "verifier.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape[1:] == [3, 80, 80] and meta["training"]["params"]["verify_crop"] == 80
+    assert "[N, 3, 80, 80]" in v["input"]
     assert v["labels"] == ["background", "nut", "screw"] and 0 < v["min_score"] < 1
     assert v["parity"]["crops"] > 0 and v["parity"]["max_abs_probs_diff"] < 1e-4 and v["parity"]["same_class"] == 1
     ho = v["held_out"]
@@ -113,6 +119,35 @@ def test_larger_backbone_trains_exports_and_evaluates(parts_small, tmp_path):
     assert res["task"] == "detect" and res["n_images"] == 12 and 0 <= res["map50"] <= 1
 
 
+def test_verifier_crop_side_follows_the_bundle(parts_small, tmp_path):
+    """``--verify-crop 48`` (the side before session 15; bundles written then say 48): the verifier is fitted,
+    exported and parity-checked at that side, and the runtime crops at the side its bundle names, so a 48 px
+    bundle and an 80 px one both run and evaluate."""
+    import onnxruntime as ort
+
+    from loupe_dl_detect.model import Detector
+
+    out = tmp_path / "crop48"
+    r = run_loupe("train", "detect", parts_small, "--out", out, "--input-size", "128", "--crop", "96",
+                  "--epochs", "2", "--steps-per-epoch", "2", "--patience", "2", "--max-minutes", "60", "-q",
+                  "--verify-crop", "48", "--verify-epochs", "0", "--verify-candidates", "4", env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    b = Bundle.load(out)
+    v = b.meta["verifier"]
+    assert v["crop"] == 48 and b.meta["training"]["params"]["verify_crop"] == 48 and "[N, 3, 48, 48]" in v["input"]
+    assert v["parity"]["crops"] > 0 and v["parity"]["max_abs_probs_diff"] < 1e-4
+    sess = ort.InferenceSession(str(out / "verifier.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape[1:] == [3, 48, 48]
+    det = Detector(b, threads=1)
+    assert det.verifier.side == 48 and det.verifier._crops.shape[1:] == (48, 48, 3)
+    r = run_loupe("eval", out, parts_small, "--json", env=ENV)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert res["task"] == "detect" and res["n_images"] == 12 and res["min_score"] == v["min_score"]
+    r = run_loupe("train", "detect", parts_small, "--out", tmp_path / "bad", "--verify-crop", "8", env=ENV)
+    assert r.returncode != 0 and "--verify-crop" in r.stderr
+
+
 def test_verifier_runtime_rescores_the_candidates(tiny_detector, parts_small, tmp_path):
     """The runtime's second stage equals its parts composed by hand: the detector's candidates at the candidate
     score, the best ``max_candidates``, their crops of the BGR frame as RGB through the graph, sqrt(s * p[c]) with
@@ -141,7 +176,7 @@ def test_verifier_runtime_rescores_the_candidates(tiny_detector, parts_small, tm
         assert len(got) == len(top)
         if not len(top):
             continue
-        crops = crop_boxes(bgr[:, :, ::-1].copy(), cand.boxes[top], 48, 0.75)
+        crops = crop_boxes(bgr[:, :, ::-1].copy(), cand.boxes[top], v["crop"], 0.75)   # the bundle's side (80)
         p = sess.run(["probs"], {"crops": crops.transpose(0, 3, 1, 2).astype(np.float32)})[0]
         assert p.shape == (len(top), 3) and np.allclose(p.sum(1), 1, atol=1e-5)
         c = p[:, 1:].argmax(1)

@@ -81,6 +81,10 @@ class DetectParams(Params):
                                            "asked for (then it is an error); --no-verify: the detector alone")
     verify_epochs: int = Field(2, ge=0, le=50, description="with --verify: epochs of fine-tuning the verifier's "
                                                             "stage5-6 (0: its linear layer alone)")
+    verify_crop: int = Field(80, ge=16, le=256, description="with --verify: side in pixels of the crop the verifier "
+                                                          "classifies (session 15: 80 rather than 48 found more thin "
+                                                          "parts, at ~1.75x the verifier's time per frame and ~2.1x "
+                                                          "its fitting time; 64 or 48: faster, fewer parts found)")
     verify_candidates: int = Field(16, ge=1, le=256, description="with --verify: most candidates re-scored per image "
                                                                  "(the best detector scores; unless given, raised to "
                                                                  "twice the most parts in a training image)")
@@ -204,6 +208,17 @@ def _without_held_out(params: DetectParams, why: str, progress: Progress) -> Det
 #: scenes of 3-8 parts (~160 boxes) fit in ~64 s at 2 threads; 16 scenes of 18-26 parts took 2.2x the bench's time
 VERIFY_RESERVE_S = 60
 VERIFY_RESERVE_BOXES = 180
+#: ... for crops of this side; a larger ``--verify-crop`` costs more per crop (session 15, one thread: the fit took
+#: 1.4x at 64 px, 2.1-2.4x at 80 px, the default; the reserve grows as (side / 48) ** 1.5: 1.54x at 64, 2.15x at 80)
+VERIFY_RESERVE_CROP = 48
+
+
+def verify_reserve(n_boxes: int, crop: int, max_minutes: float) -> float:
+    """Seconds of the time budget kept for fitting the verifier: ``VERIFY_RESERVE_S`` per ``VERIFY_RESERVE_BOXES``
+    training boxes (at least one share) for ``VERIFY_RESERVE_CROP`` px crops, scaled by (crop / that) ** 1.5, at
+    most half the budget."""
+    share = VERIFY_RESERVE_S * max(1.0, n_boxes / VERIFY_RESERVE_BOXES) * (crop / VERIFY_RESERVE_CROP) ** 1.5
+    return min(share, max_minutes * 30)
 
 #: the score thresholds the operating point is chosen from
 THRESHOLDS = tuple(round(float(t), 3) for t in np.arange(0.10, 0.801, 0.025))
@@ -356,8 +371,7 @@ class DetectTrainer(Trainer):
         warm = min(steps * 2, total // 5)
         base = [g["lr"] for g in opt.param_groups]
         rng = np.random.default_rng(params.seed)
-        reserve = min(VERIFY_RESERVE_S * max(1.0, n_boxes / VERIFY_RESERVE_BOXES), params.max_minutes * 30) \
-            if params.verify else 0.0
+        reserve = verify_reserve(n_boxes, params.verify_crop, params.max_minutes) if params.verify else 0.0
         budget = params.max_minutes * 60 - 25 - reserve  # export, verifier
         best: dict[str, Any] = {"score": -1.0, "epoch": -1, "state": None}
         history: list[dict[str, Any]] = []
