@@ -238,11 +238,13 @@ def fuse(s, good, gd_te, gd_cal, w: float) -> np.ndarray:
 
 
 def with_position(f: np.ndarray, lam: float) -> np.ndarray:
-    """(n, h, w, D) -> (n, h, w, D + 2): lam x (row, column) of each cell appended."""
-    n, h, w, _ = f.shape
-    yy, xx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
-    pos = np.broadcast_to(lam * np.stack([yy, xx], -1)[None], (n, h, w, 2))
-    return np.concatenate([f, pos], axis=-1)
+    """(n, h, w, D) -> (n, h, w, D + 2): lam x (row, column) of each cell appended, by the product's own
+    ``loupe_trainer.anomaly.model.with_position`` (built from this study in session 15)."""
+    import torch
+
+    from loupe_trainer.anomaly.model import with_position as channels
+
+    return channels(torch.from_numpy(np.ascontiguousarray(f)), lam).numpy()
 
 
 @functools.lru_cache(maxsize=1)

@@ -16,6 +16,7 @@ from loupe_dl_detect.data import scan
 from loupe_trainer.detect.trainer import split_names, _load_resized, THRESHOLDS
 from loupe_trainer.detect import verifier as V
 from loupe_trainer.detect.verifier import views, training_crops, fit_verifier, to_input, CROP, MIN_BOX_PX
+CROP = 48   # the product's crop side when this study ran (80 since session 15)
 
 torch.set_num_threads(1)
 bpath, cpath = Path(sys.argv[1]), sys.argv[2]
@@ -73,7 +74,7 @@ for var in sys.argv[3:]:
     V.POS_IOU = o.get("pos", 0.5)
     vseed = seed + o.get("seed", 0)
     rng = np.random.default_rng(vseed)
-    crops, labels, kinds = training_crops(propose, imgs["train"], rng, margin=margin, max_candidates=16,
+    crops, labels, kinds = training_crops(propose, imgs["train"], rng, crop=CROP, margin=margin, max_candidates=16,
                                           n_jitter=o.get("n_jitter", V.N_JITTER), jitter_amount=o.get("amount", V.JITTER))
     if "bgw" in o:
         w = torch.ones(C + 1); w[0] = o["bgw"]

@@ -248,8 +248,7 @@ def make_features(params: "AnomalyParams", backbone, use_global: bool, projectio
     return PatchFeatures(backbone, tuple(params.layers), params.aggregate, projection,
                          params.global_stage if use_global else None, params.color,
                          params.global_size, params.global_size_stage, gauss_size,
-                         params.global_gauss_stage, gauss_backbone if gauss_size else None,
-                         params.global_gauss_power).eval()
+                         params.global_gauss_stage, gauss_backbone, params.global_gauss_power).eval()
 
 
 def feature_outputs(feats) -> list[str]:

@@ -40,13 +40,11 @@ from loupe_dl_detect.verify import crop_boxes, relabel, top_candidates
 
 from ..backbone import build_backbone, stage_channels
 from .augment import _hflip, _rot90
+from .trainer import VERIFY_CROP
 
-#: the recipe of session 7 (crops of 0.75 x the box's longer side; stage4 + stage6 features), with 80 px crops
-#: since session 15 (``--verify-crop``; 48 before): the same crop seen at a finer scale by the trunk (its stage4 maps
-#: 5 x 5 rather than 3 x 3) tells more thin screws and brackets from the clutter's lines: count accuracy on the
-#: bench's three sets 0.717 / 0.717 / 0.737 -> 0.790 / 0.827 / 0.803 over three training seeds (64 px, seeds 0-1:
-#: about two thirds of that gain), at ~1.75x the verifier's time per frame
-CROP = 80
+#: the recipe of session 7 (crops of 0.75 x the box's longer side; stage4 + stage6 features), the crop's side the
+#: trainer's default (``VERIFY_CROP``, 80 px since session 15)
+CROP = VERIFY_CROP
 MARGIN = 0.75
 MIN_BOX_PX = 8.0
 STAGES = ("stage4", "stage6")
