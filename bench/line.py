@@ -8,8 +8,9 @@ All figures come from one run, on this machine:
 - **latency**: the simulated PLC (``loupe_line.plc``) sends ``TRG`` to ``loupe serve`` at a rate with
   no queueing and times trigger -> reply; the **overhead** of each trigger is its latency minus the
   pipeline time the station itself measured for that result (``frames.total_ms`` in its store):
-  everything the station, the store and the protocol add, the source's read and decode of the next
-  frame included (timed on its own in this process too) (target: p99 <= 2 ms);
+  everything the station, the store and the protocol add (target: p99 <= 2 ms). The folder is a stored
+  source: the station reads and decodes its next frame while it waits for the trigger, so that read
+  (``acquire_ms``, timed on its own in this process) is no longer on the trigger's path;
 - **throughput**: the highest trigger rate, of those tried, sustained with no missed trigger
   (pipelined triggers, buffer 8, each rate for ``--seconds``; sustained = nothing missed and the replies
   kept up with the triggers, at least 97 % of the rate);

@@ -144,6 +144,14 @@ class Source(ABC):
         """How many frames will come, when known (for the progress bar)."""
         return None
 
+    @property
+    def stored(self) -> bool:
+        """True when the frames exist before they are asked for (image files, a recorded video): a station
+        then reads the next frame while it waits for a trigger, so a trigger does not wait for a decode.
+        A camera, whose frame is taken when it is asked for, and a hot folder, which waits for new
+        files, are not stored (the default)."""
+        return False
+
     def stop(self) -> None:
         """Ask ``frames()`` to end soon; called from a signal handler or another thread
         (Ctrl-C, a GUI's Stop button). A source that can wait for input (a hot folder, a

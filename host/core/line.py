@@ -127,11 +127,13 @@ class StationControl(ABC):
     # ---- actions
 
     @abstractmethod
-    def trigger(self) -> int:
+    def trigger(self, acknowledge: bool = False) -> int:
         """Start a single job (software trigger). Returns the new result id at once;
         the result arrives later as a ``result_ready`` event (or through
         ``wait_result``). Raises when a trigger cannot be taken (not ready, buffer
-        full): that trigger is counted as missed and reported."""
+        full): that trigger is counted as missed and reported. ``acknowledge``: the
+        caller takes the result as it is published (a reply that carries it, such as
+        TCP's to ``TRG``), so it is released at once and never waits in the buffer."""
 
     @abstractmethod
     def wait_result(self, result_id: int, timeout: float | None = None) -> StationResult | None:
@@ -207,8 +209,9 @@ class LineAdapter(ABC):
     #: the event kinds this adapter is told of (``None``: every kind); the others are not queued for it,
     #: which spares a busy line a thread wake-up per event nobody reads
     event_kinds: ClassVar[frozenset[str] | None] = None
-    #: ``True`` for an adapter whose ``on_event`` only hands the event to a thread or event loop of its own
-    #: and returns at once: no lock, no client I/O, no call back into the station. The station then calls it
+    #: ``True`` for an adapter whose ``on_event`` returns at once: it hands the event to a thread or event loop
+    #: of its own, or makes at most one non-blocking send; it takes no lock another thread holds across I/O
+    #: and makes no call back into the station. The station then calls it
     #: where the event happens (under the station's lock, in order) instead of from a queue thread, which
     #: spares every event a thread hand-over. Such an adapter bounds its own backlog (``queue_size``) and
     #: returns ``False`` for an event it had to drop; the station counts it as dropped.

@@ -430,8 +430,8 @@ class RemoteControl(StationControl):
 
     # ---- actions
 
-    def trigger(self) -> int:
-        return self._link.call("trigger")
+    def trigger(self, acknowledge: bool = False) -> int:
+        return self._link.call("trigger", acknowledge)
 
     def start_continuous(self) -> None:
         self._link.call("start_continuous")

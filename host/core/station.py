@@ -566,6 +566,7 @@ class Station(StationControl):
         self._ids: ResultIds | None = None
         self._pending: collections.deque[tuple[int, float, float]] = collections.deque()  # (id, wall, perf)
         self._aborting: set[int] = set()  # taken off the queue, their error results not yet stored
+        self._taken: set[int] = set()     # triggered with acknowledge=True: released as they are published
         self._inflight: int | None = None
         self._source_stopped = False  # close() woke a source blocked in a wait: its frames have ended
         self._unacked: collections.OrderedDict[int, StationResult] = collections.OrderedDict()
@@ -582,6 +583,8 @@ class Station(StationControl):
         self._source_lost: str | None = None       # a camera the source is reopening (Error until it is back)
         self._resume_continuous = False
         self._frames = None
+        self._ahead: Frame | BaseException | None = None  # a stored source's next frame, read while idle
+        self._restart_source = False  # reset after an Error: the inspection thread starts the source again
         self._dirty = False
         self._last_done = 0.0
         self._last_miss_log = -1e9
@@ -853,7 +856,7 @@ class Station(StationControl):
         self._publish(TRIGGER_MISSED, message=message, reason=code, missed=self._c.missed)
         return StationActionError(code, message)
 
-    def trigger(self) -> int:
+    def trigger(self, acknowledge: bool = False) -> int:
         with self._lock:
             st = self._state
             if self._stopping:
@@ -867,6 +870,8 @@ class Station(StationControl):
                                                 f"waiting or in progress)")
             rid = self._ids.take()
             self._c.issued += 1
+            if acknowledge:
+                self._taken.add(rid)
             self._pending.append((rid, time.time(), time.perf_counter()))
             if st == READY:
                 self._set_state(SINGLE)
@@ -959,7 +964,7 @@ class Station(StationControl):
             self._pending.clear()
             self._aborting.update(rid for rid, _, _ in aborted)
             if self._inflight is None:
-                self._frames = None if st == ERROR_STATE else self._frames
+                self._restart_source = self._restart_source or st == ERROR_STATE
                 self._set_state(READY, "reset")
             self._cv.notify_all()
         for rid, wall, perf in aborted:
@@ -1056,9 +1061,36 @@ class Station(StationControl):
                     break
         raise RuntimeError("the source yields no frames")
 
+    def _restart_if_reset(self) -> None:
+        """A reset out of Error starts the source again (on the inspection thread, which owns it)."""
+        if self._restart_source:
+            self._restart_source = False
+            self._frames, self._ahead = None, None
+
+    def _read_ahead(self) -> None:
+        """A stored source (files, a recorded video): read its next frame now, while no trigger waits, so
+        that the next trigger finds it decoded. A read that fails is kept and raised for that trigger."""
+        self._restart_if_reset()
+        if self._ahead is None and not self._stopping and self._source is not None and self._source.stored:
+            try:
+                self._ahead = self._next_frame()
+            except Exception as exc:
+                self._ahead = exc
+
+    def _take_frame(self) -> Frame:
+        """The frame for this trigger: the one read ahead, else the source's next."""
+        self._restart_if_reset()
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return self._next_frame()
+        if isinstance(ahead, BaseException):
+            raise ahead
+        return ahead
+
     def _loop(self) -> None:
         try:
             while True:
+                self._read_ahead()
                 flush = False
                 with self._lock:
                     while not (self._stopping or self._pending or self._source_lost
@@ -1145,7 +1177,7 @@ class Station(StationControl):
     def _continuous_frame(self) -> None:
         t_wall, t_perf = time.time(), time.perf_counter()
         try:
-            frame = self._next_frame()
+            frame = self._take_frame()
         except Exception as exc:
             with self._lock:
                 if not self._stopping:
@@ -1168,7 +1200,7 @@ class Station(StationControl):
         error = None
         if frame is None:
             try:
-                frame = self._next_frame()
+                frame = self._take_frame()
             except Exception as exc:
                 error = f"source: {type(exc).__name__}: {exc}"
                 frame = Frame(image=None, source=str(self.config.source), index=rid, error=error)
@@ -1222,7 +1254,8 @@ class Station(StationControl):
         res = StationResult(rid, job, fr.verdict, measurements, failures, wall, dict(fr.timings), fr)
         with self._lock:
             self._c.counts[fr.verdict] += 1
-            if self.auto_ack:
+            if self.auto_ack or rid in self._taken:
+                self._taken.discard(rid)
                 res.acknowledged = True
             else:
                 self._unacked[rid] = res

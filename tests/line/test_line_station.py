@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 import threading
 import time
 
@@ -213,15 +214,37 @@ def test_reload_refuses_a_bad_recipe_and_keeps_the_old(rec_pm, station_file):
         st.close()
 
 
+def test_stored_source_frame_is_read_before_its_trigger(rec_pm, tmp_path):
+    """A folder is a stored source: the station reads the next image while it waits, so the image a trigger
+    inspects was read before the trigger; in order, and the cycle through the folder is unchanged."""
+    from loupe_classical.sources import FolderSource, FolderParams, VideoParams, VideoSource
+
+    assert FolderSource(FolderParams(target="x")).stored and VideoSource(VideoParams(target="x.avi")).stored
+    assert not FolderSource(FolderParams(target="x", watch=True)).stored  # a hot folder waits for new files
+    st = start(rec_pm, write_station(tmp_path, acknowledge="auto"))
+    try:
+        names = sorted(p.name for p in (tmp_path / "images").iterdir())
+        seen = []
+        for _ in range(len(names) + 2):
+            time.sleep(0.3)  # idle: the next frame is read meanwhile
+            r = st.wait_result(st.trigger(), timeout=20)
+            assert r.verdict in ("pass", "fail") and r.frame.timestamp < r.created
+            seen.append(Path(r.frame.path).name)
+        assert seen == names + names[:2]
+    finally:
+        st.close()
+
+
 def test_source_failure_enters_error_and_reset_recovers(rec_pm, tmp_path):
     path = write_station(tmp_path)
+    # the folder goes before the station starts: a folder is a stored source, whose next frame the station
+    # reads ahead, so a folder removed later would fail one listing later
+    for f in (tmp_path / "images").iterdir():
+        f.unlink()
+    (tmp_path / "images").rmdir()
     st = start(rec_pm, path, io=["rec://x"])
     try:
-        for f in (tmp_path / "images").iterdir():
-            f.unlink()
-        (tmp_path / "images").rmdir()
-        rid = st.trigger()
-        r = st.wait_result(rid, timeout=20)
+        r = st.wait_result(st.trigger(), timeout=20)
         assert r.verdict == "error" and "source" in r.failures[-1]
         assert wait_for(lambda: st.state == "Error")
         assert "error" in st.status()["alarms"]

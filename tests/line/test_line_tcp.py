@@ -85,6 +85,32 @@ def test_pipelined_triggers_reply_in_order(make_station, tmp_path):
         c.close()
 
 
+def test_inspection_thread_replies_keep_the_command_order(make_station, tmp_path):
+    """A TRG whose connection waits for its result is answered by the inspection thread as the result is
+    published; replies written by the writer thread (refusals, other commands) keep their places."""
+    st = make_station(write_station(tmp_path, buffer=2), io=["tcp://127.0.0.1:0"])
+    (spec, adapter), = st.adapters
+    c = Client(port_of(st))
+    try:
+        for i in range(1, 11):
+            assert c.cmd("TRG").split(",")[:2] == ["OK", str(i)]
+            assert st.result(i).acknowledged  # auto_ack: released as it was published
+        assert adapter.direct_replies >= 1, adapter.direct_replies
+        # pipelined into a buffer of 2: some are refused; every reply in command order
+        for _ in range(8):
+            c.send("TRG")
+        c.send("STATE?")
+        replies = [c.recv() for _ in range(9)]
+        ok = [int(r.split(",")[1]) for r in replies[:8] if r.startswith("OK,")]
+        refused = [r for r in replies[:8] if not r.startswith("OK,")]
+        assert ok == list(range(11, 11 + len(ok))) and ok
+        assert set(refused) <= {"ER,TRG,buffer_full"} and st.status()["missed"] == len(refused)
+        assert replies[8] == "OK,Ready"
+        assert c.cmd("TRG").split(",")[1] == str(11 + len(ok))
+    finally:
+        c.close()
+
+
 def test_disconnect_and_reconnect_mid_run(make_station, tmp_path):
     st = make_station(write_station(tmp_path, buffer=8), io=["tcp://127.0.0.1:0"])
     port = port_of(st)

@@ -165,6 +165,10 @@ class FolderSource(Source):
             return None
         return len(self._files())
 
+    @property
+    def stored(self) -> bool:
+        return not self.params.watch
+
     def _frame(self, i: int, path: str) -> Frame:
         bad = getattr(self, "_bad", None)
         if bad and path in bad:
@@ -289,6 +293,8 @@ class VideoSource(Source):
         super().__init__(params, context)
         self._path = self.context.resolve(params.target)
         self._cap = None
+
+    stored = True  # a recorded file: its frames are there before anyone asks
 
     def count(self) -> int | None:
         if not self._path.is_file():

@@ -16,8 +16,14 @@ One command per line, one reply per command, in order; lines end with CR LF
 ``TRG`` may be pipelined: the trigger is taken as soon as the line is read and
 its reply is written when the result is ready, so a PLC can send triggers at
 its own rate; any other command waits for the replies before it. With
-``auto_ack`` (the default) a result is acknowledged once its reply is written
-(or, when its client has gone, once it is stored). See ``docs/line.md``.
+``auto_ack`` (the default) the reply is the acknowledgement: the result is
+released as it is published and never waits in the buffer. See ``docs/line.md``.
+
+A ``TRG`` reply is written by the inspection thread itself, as the result is
+published, when the connection's writer thread waits for exactly that result
+(every reply before it written): one non-blocking send, whatever it leaves is
+written by the writer thread. Otherwise (an earlier reply still going out, a
+result that came before its ``TRG`` was queued) the writer thread writes it.
 """
 from __future__ import annotations
 
@@ -97,6 +103,39 @@ class TcpParams(Params):
     max_clients: int = Field(8, ge=1, le=256, description="connections served at once; more are refused")
 
 
+class _Direct:
+    """A connection's hand-over between its writer thread and the inspection thread: the result id the writer
+    waits for (every reply before it written), and the bytes of that reply the inspection thread's
+    non-blocking send left (``None``: it sent nothing; the writer writes the whole reply)."""
+
+    __slots__ = ("lock", "rid", "rest", "sock")
+
+    def __init__(self, sock: socket.socket):
+        self.lock = threading.Lock()  # held for a few assignments only, never across I/O
+        self.rid: int | None = None
+        self.rest: bytes | None = None
+        self.sock = sock
+
+    def offer(self, r: StationResult, names: list[str] | None) -> bool:
+        """On the inspection thread: write ``r``'s reply now if the writer waits for it. Never blocks."""
+        if self.rid != r.result_id or not self.lock.acquire(blocking=False):
+            return False
+        try:
+            if self.rid != r.result_id or self.rest is not None:
+                return False
+            data = format_result(r, names).encode("ascii", "replace") + b"\r\n"
+            try:
+                sent = self.sock.send(data, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                return False  # the connection is gone: its reader and writer find out
+            self.rest = data[sent:]
+            return True
+        finally:
+            self.lock.release()
+
+
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -124,8 +163,10 @@ class _Handler(socketserver.StreamRequestHandler):
                 pass
             return
         replies: queue.Queue = queue.Queue()
+        direct = _Direct(self.request)
         adapter._replies[self.request] = replies
-        writer = threading.Thread(target=self._write_replies, args=(replies,), daemon=True,
+        adapter._direct[self.request] = direct
+        writer = threading.Thread(target=self._write_replies, args=(replies, direct), daemon=True,
                                   name="loupe-tcp-writer")
         writer.start()
         try:
@@ -157,7 +198,7 @@ class _Handler(socketserver.StreamRequestHandler):
         name = cmd.replace(",", ";")[:32]
         if cmd == "TRG":
             try:
-                replies.put(("trg", control.trigger()))
+                replies.put(("trg", control.trigger(acknowledge=adapter.params.auto_ack)))
             except StationActionError as exc:
                 replies.put(("now", f"ER,TRG,{exc.code}"))
             return
@@ -199,7 +240,7 @@ class _Handler(socketserver.StreamRequestHandler):
             reply = f"ER,{name},{exc.code}"
         replies.put(("now", reply))
 
-    def _write_replies(self, replies: queue.Queue) -> None:
+    def _write_replies(self, replies: queue.Queue, direct: _Direct) -> None:
         adapter = self.server.adapter
         control = adapter.control
         alive = True
@@ -210,20 +251,19 @@ class _Handler(socketserver.StreamRequestHandler):
                     return
                 kind, value = item
                 if kind == "trg":
+                    with direct.lock:
+                        direct.rid, direct.rest = value, None
                     r = control.wait_result(value, timeout=adapter.params.timeout_s)
-                    text = "ER,TRG,timeout" if r is None else format_result(r, adapter.params.measurements)
+                    with direct.lock:
+                        direct.rid, data = None, direct.rest  # what the inspection thread left to send
+                    if data is None:
+                        text = "ER,TRG,timeout" if r is None else format_result(r, adapter.params.measurements)
+                        data = text.encode("ascii", "replace") + b"\r\n"
                 else:
-                    r, text = None, value
-                if r is not None and adapter.params.auto_ack:
-                    # released before the reply goes out, so the PLC that reads it finds room for its
-                    # next trigger; a client that has gone still gets its result stored and released
+                    data = value.encode("ascii", "replace") + b"\r\n"
+                if alive and data:
                     try:
-                        control.acknowledge(r.result_id)
-                    except StationActionError:
-                        pass
-                if alive:
-                    try:
-                        self.wfile.write(text.encode("ascii", "replace") + b"\r\n")
+                        self.wfile.write(data)
                         self.wfile.flush()
                     except OSError:
                         alive = False
@@ -238,6 +278,8 @@ class TcpAdapter(LineAdapter):
     description = "line-oriented ASCII channel (Cognex Native Mode / Keyence style): TRG, JOB <id>, STATE?"
     Params = TcpParams
     queue_size = 64
+    direct_events = True  # on_event is at most one non-blocking send (_Direct.offer)
+    event_kinds = frozenset({"result_ready"})
 
     def __init__(self, target, params, control):
         super().__init__(target, params, control)
@@ -246,6 +288,8 @@ class TcpAdapter(LineAdapter):
         self._thread: threading.Thread | None = None
         self._clients: set[socket.socket] = set()
         self._replies: dict[socket.socket, queue.Queue] = {}
+        self._direct: dict[socket.socket, _Direct] = {}
+        self.direct_replies = 0  # TRG replies the inspection thread wrote itself
         self._lock = threading.Lock()
         self.name = f"tcp:{target}"
 
@@ -276,8 +320,20 @@ class TcpAdapter(LineAdapter):
         with self._lock:
             self._clients.discard(sock)
             self._replies.pop(sock, None)
+            self._direct.pop(sock, None)
             n = len(self._clients)
         self.control.set_adapter_connected(self.name, n > 0, f"{n} client(s)" if n else "no client")
+
+    def on_event(self, event) -> bool:
+        """On the inspection thread, as a result is published: the connection whose writer waits for it
+        gets its reply now."""
+        r = event.result
+        if r is not None:
+            for direct in list(self._direct.values()):
+                if direct.offer(r, self.params.measurements):
+                    self.direct_replies += 1
+                    break
+        return True
 
     def close(self) -> None:
         server, self._server = self._server, None
