@@ -93,6 +93,11 @@ def format_result(r: StationResult, names: list[str] | None) -> str:
     return ",".join(fields)
 
 
+def line_bytes(text: str) -> bytes:
+    """A reply as sent: ASCII (anything else replaced), CR LF terminated."""
+    return text.encode("ascii", "replace") + b"\r\n"
+
+
 class TcpParams(Params):
     auto_ack: bool = Field(True, description="a TRG reply acknowledges its result (else the PLC sends ACK)")
     timeout_s: float = Field(30.0, gt=0, le=3600, description="how long TRG waits for its result before "
@@ -123,7 +128,7 @@ class _Direct:
         try:
             if self.rid != r.result_id or self.rest is not None:
                 return False
-            data = format_result(r, names).encode("ascii", "replace") + b"\r\n"
+            data = line_bytes(format_result(r, names))
             try:
                 sent = self.sock.send(data, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
@@ -257,10 +262,10 @@ class _Handler(socketserver.StreamRequestHandler):
                     with direct.lock:
                         direct.rid, data = None, direct.rest  # what the inspection thread left to send
                     if data is None:
-                        text = "ER,TRG,timeout" if r is None else format_result(r, adapter.params.measurements)
-                        data = text.encode("ascii", "replace") + b"\r\n"
+                        data = line_bytes("ER,TRG,timeout" if r is None else
+                                          format_result(r, adapter.params.measurements))
                 else:
-                    data = value.encode("ascii", "replace") + b"\r\n"
+                    data = line_bytes(value)
                 if alive and data:
                     try:
                         self.wfile.write(data)
