@@ -155,4 +155,23 @@ def test_small_image_model_with_global_views_exports(tmp_path):
     assert max(meta["parity"]["max_abs_diff"].values()) < 2e-3
     res = AnomalyRuntime().predictor(Bundle.load(out))(read_image(data / "test" / "good" / "000.png"))
     assert np.isfinite(res["score"])
+    # pruning reads the main Lite0 trunk out of a graph that also runs the Lite1 one (whose deeper blocks once
+    # broke it); the teacher it rebuilds is the exact pretrained trunk, the pruned child keeps the Lite1 view
+    import torch
+    from loupe_trainer.backbone import build_backbone
+    from loupe_trainer.optimize.prune import backbone_from_onnx
+
+    teacher, _ = backbone_from_onnx(out / "model.onnx", "lite0")
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        a, b = teacher.stages(x, ("head",))["head"], build_backbone(pretrained=True).eval().stages(x, ("head",))["head"]
+    assert float((a - b).abs().max()) < 1e-3 * float(b.abs().max())
+    pruned = tmp_path / "pruned"
+    r = run_loupe("optimize", out, "--method", "prune", "--out", pruned, "--steps", "2", "-q", env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    pm = bundle_meta(pruned)
+    assert pm["feature"]["global"]["gauss"]["backbone"] == "efficientnet_lite1"
+    assert pm["optimization"]["method"] == "prune" and pm["optimization"]["widths"]["block7"] == [480, 288]
+    res = AnomalyRuntime().predictor(Bundle.load(pruned))(read_image(data / "test" / "good" / "000.png"))
+    assert np.isfinite(res["score"])
 

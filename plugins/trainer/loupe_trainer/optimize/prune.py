@@ -102,7 +102,13 @@ def backbone_from_onnx(path: Path, variant: str = "lite0"):
             parent = net
             parts = path_s.split("/")
             if parts[0].startswith("_blocks."):
-                parent = net._blocks[int(parts[0].split(".")[1])]
+                i = int(parts[0].split(".")[1])
+                if i >= len(net._blocks):
+                    # a deeper trunk's block: the small-image anomaly graph also runs a Lite1 / Lite2 trunk for
+                    # its Gaussian view, after the main trunk, so its convolutions carry ``_N`` suffixes (the
+                    # pattern skips them) except those of blocks the main trunk does not have
+                    continue
+                parent = net._blocks[i]
             conv = getattr(parent, parts[-1])
             bn = getattr(parent, _BN_OF[parts[-1]])
             w = inits.get(n.input[1], consts.get(n.input[1]))
