@@ -174,4 +174,15 @@ def test_small_image_model_with_global_views_exports(tmp_path):
     assert pm["optimization"]["method"] == "prune" and pm["optimization"]["widths"]["block7"] == [480, 288]
     res = AnomalyRuntime().predictor(Bundle.load(pruned))(read_image(data / "test" / "good" / "000.png"))
     assert np.isfinite(res["score"])
+    # without the second view the main trunk never runs its stage 7 and head: the Lite1 trunk's unsuffixed
+    # modules of those names must not be taken for them
+    out0 = tmp_path / "b0"
+    r = run_loupe("train", "anomaly", data, "--out", out0, "--max-bank", "256", "--global-size", "0", "-q", env=ENV,
+                  timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    teacher, found = backbone_from_onnx(out0 / "model.onnx", "lite0")
+    assert "_conv_head" not in found and "_blocks.15/_expand_conv" not in found and "_blocks.14/_project_conv" in found
+    with torch.no_grad():
+        a, b = teacher.stages(x, ("stage6",))["stage6"], build_backbone(pretrained=True).eval().stages(x, ("stage6",))["stage6"]
+    assert float((a - b).abs().max()) < 1e-3 * float(b.abs().max())
 

@@ -91,10 +91,29 @@ def backbone_from_onnx(path: Path, variant: str = "lite0"):
     found: set[str] = set()
     pat = re.compile(r"(?:^|/)((?:_blocks\.\d+/)?(?:_conv_stem|_expand_conv|_depthwise_conv|_project_conv|"
                      r"_conv_head))/Conv$")
+    # a module called again (a second view through the same trunk) reads its weights through Identity nodes
+    alias = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Identity"}
+
+    def source(name: str) -> str:
+        while name in alias:
+            name = alias[name]
+        return name
+
+    stem = re.compile(r"(?:^|/)_conv_stem(?:_\d+)?/Conv$")
+    first_stem = None
     with torch.no_grad():
         for n in model.graph.node:
             if n.op_type != "Conv":
                 continue
+            if stem.search(n.name):
+                if first_stem is None:
+                    first_stem = source(n.input[1])
+                elif source(n.input[1]) != first_stem:
+                    # a stem with weights of its own: another trunk (the small-image anomaly graph's Gaussian
+                    # view, Lite1 by default), which runs after every pass of the main one. Its modules share the
+                    # main trunk's names, and those the main trunk never ran (deeper blocks, the head) would
+                    # carry no ``_N`` suffix either: nothing from here on is the main trunk's
+                    break
             m = pat.search(n.name)
             if not m:
                 continue
@@ -102,13 +121,7 @@ def backbone_from_onnx(path: Path, variant: str = "lite0"):
             parent = net
             parts = path_s.split("/")
             if parts[0].startswith("_blocks."):
-                i = int(parts[0].split(".")[1])
-                if i >= len(net._blocks):
-                    # a deeper trunk's block: the small-image anomaly graph also runs a Lite1 / Lite2 trunk for
-                    # its Gaussian view, after the main trunk, so its convolutions carry ``_N`` suffixes (the
-                    # pattern skips them) except those of blocks the main trunk does not have
-                    continue
-                parent = net._blocks[i]
+                parent = net._blocks[int(parts[0].split(".")[1])]
             conv = getattr(parent, parts[-1])
             bn = getattr(parent, _BN_OF[parts[-1]])
             w = inits.get(n.input[1], consts.get(n.input[1]))
