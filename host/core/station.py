@@ -777,7 +777,11 @@ class Station(StationControl):
             return
         old = self._state
         self._state = state
-        log.info("station state %s -> %s%s", old, state, f" ({message})" if message else "")
+        self._announce_state(old, message)
+
+    def _announce_state(self, old: str, message: str = "") -> None:
+        """Tell the adapters that the state changed from ``old`` (caller holds the lock)."""
+        log.info("station state %s -> %s%s", old, self._state, f" ({message})" if message else "")
         self._publish(STATE_CHANGED, message=message, previous=old)
 
     def _fail(self, message: str) -> None:
@@ -1270,13 +1274,17 @@ class Station(StationControl):
             while len(self._recent) > self.history_size:
                 self._recent.popitem(last=False)
             self._inflight = None
+            # back to Ready before the result is heard of: an adapter may answer its PLC from inside the
+            # publish (the TCP reply), and a state read after that answer must not still say Executing.
+            # The state change is announced after the result, as before.
+            old = self._state
+            if lost is None and ((old == SINGLE and not self._pending) or (old == CONTINUOUS and not self._continuous)):
+                self._state = READY
             self._publish(RESULT_READY, result=res, latency_ms=(time.perf_counter() - perf) * 1e3)
             if lost is not None:
                 self._source_failed(lost)
-            elif self._state == SINGLE and not self._pending:
-                self._set_state(READY)
-            elif self._state == CONTINUOUS and not self._continuous:
-                self._set_state(READY)
+            elif self._state != old:
+                self._announce_state(old)
             self._cv.notify_all()
             if store:
                 self._frame_lock.acquire()

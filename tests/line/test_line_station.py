@@ -106,6 +106,10 @@ def test_states_trigger_job_and_acknowledge(rec_pm, station_file):
         assert wait_for(lambda: len([x for x in rec.events if x.kind == "result_acknowledged"]) == 2)
         kinds = [x.kind for x in rec.events]
         assert kinds[:4] == ["state_changed", "state_changed", "result_ready", "state_changed"]
+        # the station is Ready by the time anyone hears of the result (a TCP reply goes out from inside the
+        # publish, and a STATE? after it must not say SingleExecution); the change is announced after the result
+        assert rec.events[2].state == "Ready"
+        assert (rec.events[3].data["previous"], rec.events[3].state) == ("SingleExecution", "Ready")
         assert "job_changed" in kinds
         ready = [x for x in rec.events if x.kind == "result_ready"]
         assert [x.result.result_id for x in ready] == [1, 2]
