@@ -98,6 +98,39 @@ def test_without_held_out_images_the_default_trains_the_detector_alone(parts_sma
     assert res["task"] == "detect" and res["n_images"] == 12 and res["min_score"] == meta["decode"]["min_score"]
 
 
+def test_the_default_keeps_the_last_epoch_and_select_best_stops_early(parts_small, tmp_path):
+    """By default (``--select last``) the held-out images' best epoch and the patience are ignored: every planned
+    epoch runs and the bundle holds the last one. ``--select best`` keeps the best epoch and stops after
+    ``--patience`` epochs without a gain (checked against the held-out scores the bundle records)."""
+    common = ("--input-size", "128", "--crop", "96", "--steps-per-epoch", "2", "--patience", "1",
+              "--max-minutes", "60", "--no-verify", "-q")
+    r = run_loupe("train", "detect", parts_small, "--out", tmp_path / "last", "--epochs", "3", *common, env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads((tmp_path / "last" / "bundle.json").read_text())
+    m = meta["metrics"]
+    assert meta["training"]["params"]["select"] == "last"
+    assert m["epochs_run"] == 3 and m["best_epoch"] == 3 and m["stopped"] == "epochs", m
+    r = run_loupe("train", "detect", parts_small, "--out", tmp_path / "best", "--epochs", "6", "--select", "best",
+                  *common, env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads((tmp_path / "best" / "bundle.json").read_text())
+    m, history = meta["metrics"], meta["training"]["history"]
+    # the rule replayed on the recorded held-out scores: keep the first best, stop 1 epoch (the patience) after it
+    best, best_epoch, stop, early = -1.0, 0, len(history), False
+    for h in history:
+        score = h["val_map50"] + 0.25 * h["val_map50_95"]
+        if score > best + 1e-6:
+            best, best_epoch = score, h["epoch"]
+        if h["epoch"] - best_epoch >= 1:
+            stop, early = h["epoch"], True
+            break
+    assert m["best_epoch"] == best_epoch and m["epochs_run"] == stop == len(history), (m, history)
+    assert m["stopped"].startswith("early stopping") == early, m
+    assert m["val_map50"] == history[best_epoch - 1]["val_map50"], m
+    r = run_loupe("train", "detect", parts_small, "--out", tmp_path / "bad", "--select", "first", env=ENV)
+    assert r.returncode != 0 and "select" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
 def test_larger_backbone_trains_exports_and_evaluates(parts_small, tmp_path):
     """``--backbone lite2`` (the widest trunk; Lite1 differs from Lite0 only in depth): trained through the CLI,
     exported with the parity check, recorded in bundle.json, and evaluated by the torch-free runtime like any
