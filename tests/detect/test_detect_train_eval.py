@@ -110,6 +110,10 @@ def test_the_default_keeps_the_last_epoch_and_select_best_stops_early(parts_smal
     m = meta["metrics"]
     assert meta["training"]["params"]["select"] == "last"
     assert m["epochs_run"] == 3 and m["best_epoch"] == 3 and m["stopped"] == "epochs", m
+    # the held-out images only report here: scored every 5th epoch and at the end, not after epochs 1-2
+    history = meta["training"]["history"]
+    assert [("val_map50" in h) for h in history] == [False, False, True], history
+    assert m["val_map50"] == history[-1]["val_map50"], m
     r = run_loupe("train", "detect", parts_small, "--out", tmp_path / "best", "--epochs", "6", "--select", "best",
                   *common, env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
