@@ -110,6 +110,9 @@ def test_the_default_keeps_the_last_epoch_and_select_best_stops_early(parts_smal
     m = meta["metrics"]
     assert meta["training"]["params"]["select"] == "last"
     assert m["epochs_run"] == 3 and m["best_epoch"] == 3 and m["stopped"] == "epochs", m
+    # without the verifier the held-out images place the detector's own threshold: it never trains on them
+    assert m["detector_trained_on_held_out"] is False and meta["training"]["n_detector_train"] == meta[
+        "training"]["n_train"], meta["training"]
     # the held-out images only report here: scored every 5th epoch and at the end, not after epochs 1-2
     history = meta["training"]["history"]
     assert [("val_map50" in h) for h in history] == [False, False, True], history
@@ -133,6 +136,24 @@ def test_the_default_keeps_the_last_epoch_and_select_best_stops_early(parts_smal
     assert m["val_map50"] == history[best_epoch - 1]["val_map50"], m
     r = run_loupe("train", "detect", parts_small, "--out", tmp_path / "bad", "--select", "first", env=ENV)
     assert r.returncode != 0 and "select" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+def test_with_the_verifier_the_detector_also_trains_on_the_held_out_images(tiny_detector, parts_small, tmp_path):
+    """With the verifier and the last epoch kept (the defaults), the held-out images choose no epoch: the detector
+    learns from them too, and they only place the threshold with the verifier, which never sees them. Their scores
+    on the detector would then be scores on its own training images, so none is recorded."""
+    meta = json.loads((tiny_detector / "bundle.json").read_text())
+    t, m = meta["training"], meta["metrics"]
+    assert t["params"]["train_held_out"] is True and m["detector_trained_on_held_out"] is True, m
+    assert t["n_val"] > 0 and t["n_detector_train"] == t["n_train"] + t["n_val"], t
+    assert not any("val_map50" in h for h in t["history"]) and "val_map50" not in m, (t["history"], m)
+    # the verifier fits on the training images' crops only, and chooses its threshold on the held-out views
+    assert meta["verifier"]["held_out"]["views"] == 8 * t["n_val"], meta["verifier"]["held_out"]
+    # where the held-out images must stay out, asking for it is a usage error, not a traceback
+    for extra, why in ((("--select", "best"), "choose the epoch"), (("--no-verify",), "detector's own threshold")):
+        r = run_loupe("train", "detect", parts_small, "--out", tmp_path / "x", "--train-held-out", *extra, env=ENV)
+        assert r.returncode != 0 and why in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert not (tmp_path / "x").exists()
 
 
 def test_larger_backbone_trains_exports_and_evaluates(parts_small, tmp_path):

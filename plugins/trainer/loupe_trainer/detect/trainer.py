@@ -22,7 +22,9 @@ learning-rate decay follows the planned steps or the time budget, whichever ends
 By default (``--no-verify``: not) it then fits a second stage on the training images (``verifier.py``): a classifier of each
 candidate's crop that re-scores and re-labels it; the operating threshold on the combined score is then the one
 that gets the total count right on average over the held-out views and zoomed-out, colour-jittered versions of
-them (``count_balance``), and the bundle holds ``verifier.onnx`` beside ``model.onnx``.
+them (``count_balance``), and the bundle holds ``verifier.onnx`` beside ``model.onnx``. With the verifier and the
+last epoch kept, the held-out images choose nothing about the detector, so the detector trains on them too
+(``--train-held-out``, the default since session 20); the verifier never sees them.
 """
 from __future__ import annotations
 
@@ -76,6 +78,13 @@ class DetectParams(Params):
     val_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="share of the training images held out for the "
                                                                  "score thresholds (and with --select best, early "
                                                                  "stopping)")
+    train_held_out: bool = Field(True, description="with --select last and the verifier: the detector also trains "
+                                                    "on the held-out images, which then only place the operating "
+                                                    "threshold with the verifier that never sees them; "
+                                                    "--no-train-held-out: they are kept out and scored every 5 "
+                                                    "epochs. With --select best (they pick the epoch) or "
+                                                    "--no-verify (they place the detector's own threshold) they are "
+                                                    "always kept out")
     test_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="without a test/ split: share of the images kept "
                                                                   "out of training entirely, for loupe eval")
     augment: bool = Field(True, description="copy-paste, zoom, quarter turns, flips and colour jitter")
@@ -332,6 +341,11 @@ class DetectTrainer(Trainer):
     def train(self, data: Path, out: Path, params: DetectParams, progress: Progress) -> Bundle:
         if params.verify and params.val_fraction == 0:     # before anything is loaded
             params = _without_held_out(params, "--val-fraction is 0", progress)
+        if "train_held_out" in params.model_fields_set and params.train_held_out and (
+                params.select == "best" or not params.verify):
+            raise UsageError("--train-held-out needs --select last and the verifier: "
+                             + ("with --select best the held-out images choose the epoch" if params.select == "best"
+                                else "without the verifier they place the detector's own threshold"))
         import torch
 
         from loupe_dl_detect.data import DataError, scan
@@ -397,8 +411,15 @@ class DetectTrainer(Trainer):
         aug = Augment(rot90=params.rotate90, hflip=params.flips, vflip=params.flips, keep_cut=params.ignore_cut) \
             if params.augment else Augment(scale=1.0, rot90=False, hflip=False, vflip=False, colour=0.0, paste=0.0,
                                            keep_cut=params.ignore_cut)
-        bank = [(t[2], t[3], t[4]) for t in train]
-        steps = params.steps_per_epoch or max(8, math.ceil(len(train) / params.batch_size))
+        # with --select last the held-out images choose no epoch: by default the detector learns from them too
+        # (issue 17, session 20), and they only place the threshold, with the verifier that never saw them
+        fit = train + val if val and params.train_held_out and params.select == "last" and params.verify else train
+        scored = val if fit is train else []      # held-out images whose scores on the detector mean something
+        if fit is not train:
+            progress.log(f"the detector also trains on the {len(val)} held-out images; they place the operating "
+                         f"threshold with the verifier, which never sees them")
+        bank = [(t[2], t[3], t[4]) for t in fit]
+        steps = params.steps_per_epoch or max(8, math.ceil(len(fit) / params.batch_size))
         total = steps * params.epochs
         warm = min(steps * 2, total // 5)
         base = [g["lr"] for g in opt.param_groups]
@@ -416,7 +437,7 @@ class DetectTrainer(Trainer):
             agg: dict[str, float] = {}
             te = time.perf_counter()
             for _ in range(steps):
-                batch = [aug(rng, *(lambda t: (t[2], t[3], t[4]))(train[int(rng.integers(len(train)))]), crop, bank)
+                batch = [aug(rng, *(lambda t: (t[2], t[3], t[4]))(fit[int(rng.integers(len(fit)))]), crop, bank)
                          for _ in range(params.batch_size)]
                 x = to_input(np.stack([b[0] for b in batch]))
                 tg = [targets_fn(b[1], b[2], len(classes), crop, STRIDE) for b in batch]
@@ -435,7 +456,7 @@ class DetectTrainer(Trainer):
                     agg[k] = agg.get(k, 0.0) + float(v.detach()) / steps
             rec: dict[str, Any] = {"epoch": epoch + 1, **{f"loss_{k}": round(v, 4) for k, v in agg.items()},
                                    "seconds": round(time.perf_counter() - te, 1)}
-            if val and (params.select == "best" or (epoch + 1) % LAST_VAL_EVERY == 0):
+            if scored and (params.select == "best" or (epoch + 1) % LAST_VAL_EVERY == 0):
                 rec.update(held_out_record(net, val, len(classes), STRIDE))
                 score = rec["val_map50"] + 0.25 * rec["val_map50_95"]
             else:
@@ -462,7 +483,7 @@ class DetectTrainer(Trainer):
             timed = timed or elapsed + float(np.median(epoch_seconds)) * (params.epochs - epoch - 1) > budget
         if best["state"] is not None:
             net.load_state_dict(best["state"])
-        elif val and "val_map50" not in history[-1]:     # --select last: the kept weights' held-out scores
+        elif scored and "val_map50" not in history[-1]:     # --select last: the kept weights' held-out scores
             history[-1].update(held_out_record(net, val, len(classes), STRIDE))
         net.eval()
         thresholds = None
@@ -480,6 +501,7 @@ class DetectTrainer(Trainer):
         train_s = time.perf_counter() - t0
         best_rec = next((h for h in history if h["epoch"] == best["epoch"]), {})
         metrics = {"best_epoch": best["epoch"], "epochs_run": len(history), "stopped": stopped,
+                   "detector_trained_on_held_out": fit is not train,
                    "lr_schedule": "time budget" if timed else "steps", "train_seconds": round(train_s, 1),
                    "min_score": min_score,
                    **({"val_counts_by_threshold": thresholds} if thresholds else {})}
@@ -494,6 +516,7 @@ class DetectTrainer(Trainer):
             "metrics": metrics,
             "split": split,
             "training": {"data": str(Path(data).resolve()), "layout": ds.layout, "n_train": len(train),
+                         "n_detector_train": len(fit),
                          "n_val": len(val), "boxes_per_class": per_class, "test_split": ds.has_test,
                          "skipped_files": skipped, "params": {**params.model_dump(), "crop": crop_side},
                          "history": history,
