@@ -76,8 +76,9 @@ class DetectParams(Params):
                                                               "the bench's count accuracy over six seeds 0.751 -> "
                                                               "0.778 at 1 thread, 0.705 -> 0.775 at 2)")
     val_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="share of the training images held out for the "
-                                                                 "score thresholds (and with --select best, early "
-                                                                 "stopping)")
+                                                                 "score thresholds: kept from the verifier, and "
+                                                                 "from the detector unless --train-held-out (with "
+                                                                 "--select best they also stop training early)")
     train_held_out: bool = Field(True, description="with --select last and the verifier: the detector also trains "
                                                     "on the held-out images, which then only place the operating "
                                                     "threshold with the verifier that never sees them; "
