@@ -82,10 +82,10 @@ class DetectParams(Params):
     train_held_out: bool = Field(True, description="with --select last and the verifier: the detector also trains "
                                                     "on the held-out images, which then only place the operating "
                                                     "threshold with the verifier that never sees them; "
-                                                    "--no-train-held-out: they are kept out and scored every 5 "
-                                                    "epochs. With --select best (they pick the epoch) or "
-                                                    "--no-verify (they place the detector's own threshold) they are "
-                                                    "always kept out")
+                                                    "--no-train-held-out: they are kept out and scored every "
+                                                    f"{LAST_VAL_EVERY} epochs. With --select best (they pick the "
+                                                    "epoch) or --no-verify (they place the detector's own "
+                                                    "threshold) they are always kept out")
     test_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="without a test/ split: share of the images kept "
                                                                   "out of training entirely, for loupe eval")
     augment: bool = Field(True, description="copy-paste, zoom, quarter turns, flips and colour jitter")
@@ -229,6 +229,15 @@ def count_scores(preds, gts, n_classes: int, thresholds) -> dict[float, tuple[fl
     return out
 
 
+def _held_out_kept_out(params: DetectParams) -> str | None:
+    """Why the held-out images must stay out of the detector's training, or ``None`` when they may train it."""
+    if params.select == "best":
+        return "with --select best the held-out images choose the epoch"
+    if not params.verify:
+        return "without the verifier they place the detector's own threshold"
+    return None
+
+
 def _without_held_out(params: DetectParams, why: str, progress: Progress) -> DetectParams:
     """No held-out images to choose the verifier's threshold on: an explicit ``--verify`` is refused (``UsageError``
     naming ``why``); the default trains the detector alone and says so."""
@@ -342,11 +351,9 @@ class DetectTrainer(Trainer):
     def train(self, data: Path, out: Path, params: DetectParams, progress: Progress) -> Bundle:
         if params.verify and params.val_fraction == 0:     # before anything is loaded
             params = _without_held_out(params, "--val-fraction is 0", progress)
-        if "train_held_out" in params.model_fields_set and params.train_held_out and (
-                params.select == "best" or not params.verify):
-            raise UsageError("--train-held-out needs --select last and the verifier: "
-                             + ("with --select best the held-out images choose the epoch" if params.select == "best"
-                                else "without the verifier they place the detector's own threshold"))
+        why = _held_out_kept_out(params)
+        if why and params.train_held_out and "train_held_out" in params.model_fields_set:
+            raise UsageError(f"--train-held-out needs --select last and the verifier: {why}")
         import torch
 
         from loupe_dl_detect.data import DataError, scan
@@ -414,7 +421,7 @@ class DetectTrainer(Trainer):
                                            keep_cut=params.ignore_cut)
         # with --select last the held-out images choose no epoch: by default the detector learns from them too
         # (issue 17, session 20), and they only place the threshold, with the verifier that never saw them
-        fit = train + val if val and params.train_held_out and params.select == "last" and params.verify else train
+        fit = train + val if val and params.train_held_out and not _held_out_kept_out(params) else train
         scored = val if fit is train else []      # held-out images whose scores on the detector mean something
         if fit is not train:
             progress.log(f"the detector also trains on the {len(val)} held-out images; they place the operating "
