@@ -387,6 +387,20 @@ def test_detector_trunk_variants_fuse_their_own_stage_widths(variant, low, high,
     assert h.shape == (1, 3, 12, 8) and s.shape == o.shape == (1, 2, 12, 8)
 
 
+def test_the_decay_follows_the_clock_only_on_the_median_of_three_epochs():
+    """Session 22: a 2.1 s first epoch (1.5-1.6 s after it) projected 100 planned epochs past a 170 s budget and
+    switched a run that fits it to the clock's decay. Now the pace is the median of three epochs at least."""
+    from loupe_trainer.detect.trainer import PACE_EPOCHS, overruns
+
+    assert PACE_EPOCHS == 3
+    assert not overruns(5.0, [2.1], 99, 170.0)                     # 5 + 2.1 x 99 = 213 s, but one epoch says nothing
+    assert not overruns(7.0, [2.1, 1.5], 98, 170.0)
+    assert not overruns(8.6, [2.1, 1.5, 1.6], 97, 170.0)           # 8.6 + 1.6 x 97 = 163.8 s: fits
+    assert overruns(8.6, [2.1, 1.5, 1.6], 97, 160.0)               # ... but not in 160 s
+    assert overruns(12.0, [4.0, 4.0, 4.0], 57, 120.0)              # a slow machine: 240 s planned in a 120 s budget
+    assert not overruns(12.0, [4.0, 4.0, 4.0], 0, 120.0)           # nothing left to plan
+
+
 def test_verifier_time_reserve_grows_with_boxes_and_crop_side():
     """The share of the time budget kept for the verifier's fit: 75 s per 180 training boxes (at least one share)
     at the default 80 px crops (74-80 s measured for the bench's ~160 boxes at 2 threads, session 22), times

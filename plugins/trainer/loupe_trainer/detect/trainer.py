@@ -265,6 +265,20 @@ VERIFY_RESERVE_BOXES = 180
 VERIFY_RESERVE_CROP = VERIFY_CROP
 
 
+#: the decay starts to follow the clock only once the median of this many epochs projects the planned ones past the
+#: budget: one slow first epoch (2.1 s against 1.5-1.6 s, session 22) had switched a run that fits its budget
+PACE_EPOCHS = 3
+
+
+def overruns(elapsed: float, epoch_seconds: list[float], remaining: int, budget: float) -> bool:
+    """Whether the ``remaining`` planned epochs, at the median pace of the epochs so far (``PACE_EPOCHS`` of them at
+    least), would end after ``budget`` seconds; ``elapsed`` includes the loading before the first epoch, which is not
+    an epoch's cost."""
+    if len(epoch_seconds) < PACE_EPOCHS:
+        return False
+    return elapsed + float(np.median(epoch_seconds)) * remaining > budget
+
+
 def verify_reserve(n_boxes: int, crop: int, max_minutes: float) -> float:
     """Seconds of the time budget kept for fitting the verifier: ``VERIFY_RESERVE_S`` per ``VERIFY_RESERVE_BOXES``
     training boxes (at least one share) for ``VERIFY_RESERVE_CROP`` px crops, scaled by (crop / that) ** 1.5, at
@@ -493,10 +507,9 @@ class DetectTrainer(Trainer):
             if elapsed + per_epoch > budget:
                 stopped = f"time budget ({params.max_minutes:g} min)"
                 break
-            # from here on the decay follows the clock when the planned epochs would overrun the budget (at the
-            # median epoch's pace: the loading before the first epoch is not an epoch's cost)
+            # from here on the decay follows the clock when the planned epochs would overrun the budget
             epoch_seconds.append(time.perf_counter() - te)
-            timed = timed or elapsed + float(np.median(epoch_seconds)) * (params.epochs - epoch - 1) > budget
+            timed = timed or overruns(elapsed, epoch_seconds, params.epochs - epoch - 1, budget)
         if best["state"] is not None:
             net.load_state_dict(best["state"])
         elif scored and "val_map50" not in history[-1]:     # --select last: the kept weights' held-out scores
