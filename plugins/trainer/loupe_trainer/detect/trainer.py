@@ -113,8 +113,8 @@ class DetectParams(Params):
     threads: int = Field(2, ge=1, le=256, description="CPU threads for torch and the export check")
     verify: bool = Field(True, description="also fit a second stage (verifier.onnx) that classifies a crop of each "
                                            "candidate and re-scores and re-labels it: better counts, ~35 per cent "
-                                           "more time per frame; the time budget keeps a minute per ~180 training "
-                                           "boxes for fitting it. "
+                                           "more time per frame; the time budget keeps 75 s per ~180 training "
+                                           "boxes for fitting it (at 80 px crops). "
                                            "It needs held-out training images: without any (--val-fraction 0, "
                                            "too few images) the detector is trained alone, unless --verify was "
                                            "asked for (then it is an error); --no-verify: the detector alone")
