@@ -1,5 +1,5 @@
 """notes/issue-17-s22/summ.py RUNDIR TAG SEED...: per seed, the combined threshold, count accuracy on test / dev / dev2,
-their mean, mAP50 and the training's epochs and wall time (the output of notes/issue-17-s22/q2.sh)."""
+their mean, mAP50 and the training's epochs and wall time (the output of RUNS=/tmp/s22/runs notes/issue-17-s20/q2.sh)."""
 import json
 import sys
 from pathlib import Path
