@@ -402,7 +402,7 @@ def test_the_decay_follows_the_clock_only_on_the_median_of_three_epochs():
 
 
 def test_verifier_time_reserve_grows_with_boxes_and_crop_side():
-    """The share of the time budget kept for the verifier's fit: 75 s per 180 training boxes (at least one share)
+    """The share of the time budget kept for the verifier's fit: 75 s per 180 boxes fitted on (at least one share)
     at the default 80 px crops (74-80 s measured for the bench's ~160 boxes at 2 threads, session 22), times
     (side / 80) ** 1.5 for other sides, at most half the budget."""
     from loupe_trainer.detect.trainer import verify_reserve
@@ -414,3 +414,5 @@ def test_verifier_time_reserve_grows_with_boxes_and_crop_side():
     assert verify_reserve(160, 64, 4.5) == pytest.approx(53.666, abs=1e-3)        # 75 x 0.8 ** 1.5
     assert verify_reserve(160, 128, 4.5) == pytest.approx(135.0)          # 151.8 s, capped at half of 270 s
     assert verify_reserve(900, 64, 60) == pytest.approx(375.0 * 0.8 ** 1.5)
+    # --verify-refit (the default) fits again on every box: the bench's 163 + 204 boxes, 152.9 s, capped at 135 s
+    assert verify_reserve(367, 80, 6) == pytest.approx(75.0 * 367 / 180) and verify_reserve(367, 80, 4.5) == 135.0

@@ -148,7 +148,14 @@ def test_with_the_verifier_the_detector_also_trains_on_the_held_out_images(tiny_
     assert t["n_val"] > 0 and t["n_detector_train"] == t["n_train"] + t["n_val"], t
     assert not any("val_map50" in h for h in t["history"]) and "val_map50" not in m, (t["history"], m)
     # the verifier fits on the training images' crops only, and chooses its threshold on the held-out views
-    assert meta["verifier"]["held_out"]["views"] == 8 * t["n_val"], meta["verifier"]["held_out"]
+    v = meta["verifier"]
+    assert v["held_out"]["views"] == 8 * t["n_val"], v["held_out"]
+    # ... then the bundle's verifier is fitted again on every image's crops (--verify-refit, the default)
+    refit = v["refit_on_held_out"]
+    assert t["params"]["verify_refit"] is True and refit["images"] == t["n_train"] + t["n_val"], v
+    held = sum(refit["held_out_crops"].values())
+    assert held >= 8 * t["n_val"] and refit["crops"] == sum(v["train_crops"].values()) + held, v
+    assert v["parity"]["crops"] > 0 and v["parity"]["max_abs_probs_diff"] < 1e-4, v["parity"]
     # where the held-out images must stay out, asking for it is a usage error, not a traceback
     for extra, why in ((("--select", "best"), "choose the epoch"), (("--no-verify",), "detector's own threshold")):
         r = run_loupe("train", "detect", parts_small, "--out", tmp_path / "x", "--train-held-out", *extra, env=ENV)
@@ -188,10 +195,12 @@ def test_verifier_crop_side_follows_the_bundle(parts_small, tmp_path):
     out = tmp_path / "crop48"
     r = run_loupe("train", "detect", parts_small, "--out", out, "--input-size", "128", "--crop", "96",
                   "--epochs", "2", "--steps-per-epoch", "2", "--patience", "2", "--max-minutes", "60", "-q",
-                  "--verify-crop", "48", "--verify-epochs", "0", "--verify-candidates", "4", env=ENV)
+                  "--verify-crop", "48", "--verify-epochs", "0", "--verify-candidates", "4", "--no-verify-refit",
+                  env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     b = Bundle.load(out)
     v = b.meta["verifier"]
+    assert v["refit_on_held_out"] is None       # --no-verify-refit: the verifier that placed the threshold
     assert v["crop"] == 48 and b.meta["training"]["params"]["verify_crop"] == 48 and "[N, 3, 48, 48]" in v["input"]
     assert v["parity"]["crops"] > 0 and v["parity"]["max_abs_probs_diff"] < 1e-4
     sess = ort.InferenceSession(str(out / "verifier.onnx"), providers=["CPUExecutionProvider"])
@@ -204,6 +213,19 @@ def test_verifier_crop_side_follows_the_bundle(parts_small, tmp_path):
     assert res["task"] == "detect" and res["n_images"] == 12 and res["min_score"] == v["min_score"]
     r = run_loupe("train", "detect", parts_small, "--out", tmp_path / "bad", "--verify-crop", "8", env=ENV)
     assert r.returncode != 0 and "--verify-crop" in r.stderr
+
+
+def test_the_verifier_refit_is_left_out_when_it_would_overrun_the_time_budget(parts_small, tmp_path):
+    """The refit on every image (``--verify-refit``) runs only when the first fit's pace says it ends inside the
+    command's budget: with a budget already spent, the bundle keeps the first verifier and says why."""
+    out = tmp_path / "short"
+    r = run_loupe("train", "detect", parts_small, "--out", out, "--input-size", "128", "--crop", "96",
+                  "--epochs", "1", "--steps-per-epoch", "2", "--max-minutes", "0.05", "--verify-epochs", "0",
+                  "--verify-candidates", "4", env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    v = Bundle.load(out).meta["verifier"]
+    assert v["refit_on_held_out"] is None and "time budget (--max-minutes 0.05)" in v["refit_skipped"], v
+    assert "not refitted on the held-out images" in r.stderr + r.stdout
 
 
 def test_verifier_runtime_rescores_the_candidates(tiny_detector, parts_small, tmp_path):

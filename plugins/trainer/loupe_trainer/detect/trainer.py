@@ -24,7 +24,9 @@ candidate's crop that re-scores and re-labels it; the operating threshold on the
 that gets the total count right on average over the held-out views and zoomed-out, colour-jittered versions of
 them (``count_balance``), and the bundle holds ``verifier.onnx`` beside ``model.onnx``. With the verifier and the
 last epoch kept, the held-out images choose nothing about the detector, so the detector trains on them too
-(``--train-held-out``, the default since session 20); the verifier never sees them.
+(``--train-held-out``, the default since session 20); the verifier that places the threshold never sees them, and
+once it is placed the bundle's verifier is fitted again on every image (``--verify-refit``, the default since
+session 23).
 """
 from __future__ import annotations
 
@@ -113,11 +115,14 @@ class DetectParams(Params):
     threads: int = Field(2, ge=1, le=256, description="CPU threads for torch and the export check")
     verify: bool = Field(True, description="also fit a second stage (verifier.onnx) that classifies a crop of each "
                                            "candidate and re-scores and re-labels it: better counts, ~35 per cent "
-                                           "more time per frame; the time budget keeps 75 s per ~180 training "
-                                           "boxes for fitting it (at 80 px crops). "
+                                           "more time per frame; the time budget keeps 75 s per ~180 boxes it is "
+                                           "fitted on (at 80 px crops; it fits twice with --verify-refit). "
                                            "It needs held-out training images: without any (--val-fraction 0, "
                                            "too few images) the detector is trained alone, unless --verify was "
                                            "asked for (then it is an error); --no-verify: the detector alone")
+    verify_refit: bool = Field(True, description="with --verify: once the held-out images have placed the "
+                                                 "threshold, fit the verifier again on every training image, "
+                                                 "the held-out ones too (a second fit: ~60 s more on the bench)")
     verify_epochs: int = Field(2, ge=0, le=50, description="with --verify: epochs of fine-tuning the verifier's "
                                                             "stage5-6 (0: its linear layer alone)")
     verify_crop: int = Field(VERIFY_CROP, ge=16, le=256, description="with --verify: side in pixels of the crop the verifier "
@@ -280,7 +285,7 @@ def overruns(elapsed: float, epoch_seconds: list[float], remaining: int, budget:
 
 def verify_reserve(n_boxes: int, crop: int, max_minutes: float) -> float:
     """Seconds of the time budget kept for fitting the verifier: ``VERIFY_RESERVE_S`` per ``VERIFY_RESERVE_BOXES``
-    training boxes (at least one share) for ``VERIFY_RESERVE_CROP`` px crops, scaled by (crop / that) ** 1.5, at
+    boxes it is fitted on (at least one share; with ``--verify-refit`` the training boxes, then all of them again) for ``VERIFY_RESERVE_CROP`` px crops, scaled by (crop / that) ** 1.5, at
     most half the budget."""
     share = VERIFY_RESERVE_S * max(1.0, n_boxes / VERIFY_RESERVE_BOXES) * (crop / VERIFY_RESERVE_CROP) ** 1.5
     return min(share, max_minutes * 30)
@@ -453,7 +458,9 @@ class DetectTrainer(Trainer):
         warm = min(steps * 2, total // 5)
         base = [g["lr"] for g in opt.param_groups]
         rng = np.random.default_rng(params.seed)
-        reserve = verify_reserve(n_boxes, params.verify_crop, params.max_minutes) if params.verify else 0.0
+        # the verifier fits on the training boxes, then (--verify-refit) on them and the held-out ones again
+        fitted = n_boxes + (n_boxes + sum(len(t[3]) for t in val) if params.verify_refit else 0)
+        reserve = verify_reserve(fitted, params.verify_crop, params.max_minutes) if params.verify else 0.0
         budget = params.max_minutes * 60 - 25 - reserve  # export, verifier
         best: dict[str, Any] = {"score": -1.0, "epoch": -1, "state": None}
         history: list[dict[str, Any]] = []
@@ -565,5 +572,6 @@ class DetectTrainer(Trainer):
             if params.verify:
                 from .verifier import add_verifier
 
-                bundle = add_verifier(bundle, Path(out), train, val, classes, params, progress)
+                bundle = add_verifier(bundle, Path(out), train, val, classes, params, progress,
+                                      deadline=t0 + params.max_minutes * 60)
         return bundle

@@ -1,0 +1,153 @@
+"""oof.py BUNDLE...: does a threshold placed on out-of-fold verifier scores of all 40 training scenes count better
+than the product's, placed on the 8 held-out ones? (issue 17, session 23; offline, on a bundle's own detector.)
+
+For each bundle (its detector, trained on all 40 scenes, is kept; only the verifier is refitted):
+- crops of every training scene under its 8 views (the product's ``training_crops``: true boxes and jittered copies,
+  the detector's candidates, random background), the frozen trunk's stage4 maps computed once;
+- verifiers fitted as the product fits them (``fit_verifier``: probe, then 2 epochs of fine-tuning) on
+  V32: the product's 32 training scenes; V40: all 40; and, for out-of-fold scores, on K folds of the 40;
+- each verifier's combined scores on the scenes it did not see, under the product's views and shifted views
+  (``views``, ``shifted_views``); the count-balance threshold (``count_balance``) on
+  val8: V32 on the 8 held-out scenes (the product's rule); oofK: the K fold verifiers on all 40;
+- count accuracy on the 300 scenes of test / dev / dev2 (runtime's rescoring: candidates at 0.1, the cap, gmean
+  relabel) of V32 and V40 at those thresholds, and at the best threshold (an oracle).
+Prints one line per bundle and arm; 2 threads (OMP_NUM_THREADS=2)."""
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from host import Bundle
+from loupe_dl_detect.data import load, scan
+from loupe_dl_detect.model import Detector
+from loupe_dl_detect.verify import crop_boxes, top_candidates
+from loupe_trainer.classify.engine import _probe_wd, fit_linear
+from loupe_trainer.detect import verifier as V
+from loupe_trainer.detect.trainer import THRESHOLDS, _load_resized, count_balance, split_names
+
+torch.set_num_threads(2)
+FOLDS = [k for k in (int(k) for k in (sys.argv[1].split(",") if sys.argv[1][0].isdigit() else "2,4".split(","))) if k > 0]
+BUNDLES = [a for a in sys.argv[1:] if not a[0].isdigit()]
+
+
+def fit(s4, crops_labels, n_cls, n_images, seed):
+    """``fit_verifier`` on precomputed stage4 maps (the trunk up to stage4 is the same frozen one in every fit)."""
+    torch.manual_seed(seed)
+    net = V.Verifier(V.STAGES, n_cls + 1)
+    with torch.no_grad():
+        feats = torch.cat([V.head_features(net, s4[i:i + 512]) for i in range(0, len(s4), 512)])
+    fit_linear(net.fc, feats, torch.from_numpy(crops_labels), _probe_wd(n_images), 0.0)
+    V.finetune(net, s4, crops_labels, 2, seed)
+    net.eval()
+    return net
+
+
+@torch.no_grad()
+def combined(net, cands):
+    """[(boxes, combined scores, labels)] of capped candidates with their crops."""
+    out = []
+    for b, s, l, cr in cands:
+        if len(s):
+            p = net(V.to_input(cr)).numpy()
+            sc, lab = V.relabel(s, p)
+        else:
+            sc, lab = s.astype(np.float32), np.zeros(0, np.int64)
+        out.append((b, sc, lab))
+    return out
+
+
+def acc_table(preds, gts, n_cls):
+    return {t: float(np.mean([(np.bincount(p[2][p[1] >= t], minlength=n_cls) == np.bincount(g, minlength=n_cls))
+                              .all() for p, g in zip(preds, gts)])) for t in THRESHOLDS}
+
+
+for bpath in BUNDLES:
+    t0 = time.perf_counter()
+    b = Bundle.load(Path(bpath))
+    meta = b.meta
+    p = meta["training"]["params"]
+    seed = p["seed"]
+    classes = meta["classes"]
+    C = len(classes)
+    cap = meta["verifier"]["max_candidates"]
+    side = meta["verifier"]["crop"]
+    samples = scan(Path(meta["training"]["data"]), classes=classes).train
+    tr_idx, va_idx = split_names([s.name for s in samples], p["val_fraction"], seed + 1)
+    det = Detector(b, threads=2, verify=False)
+
+    def propose(rgb):
+        return det.predict(np.ascontiguousarray(rgb[:, :, ::-1]), min_score=0.1)
+
+    def capped(img):
+        d = propose(img)
+        bx, sc, lb = top_candidates(d.boxes, d.scores, d.labels, cap)
+        return bx, sc, lb, V.crop_boxes(img, bx, side, V.MARGIN, V.MIN_BOX_PX)
+
+    order = list(tr_idx) + list(va_idx)          # scene i < 32: the product's training scenes
+    items = []
+    for s, rgb, r, bx, lab in _load_resized([samples[i] for i in order], tuple(meta["input_size"]), lambda *a: None):
+        h, w = rgb.shape[:2]
+        items.append((rgb, bx.reshape(-1, 4) * np.array([w / r.shape[1], h / r.shape[0]] * 2, np.float32), lab))
+    rng = np.random.default_rng(seed)
+    srng = np.random.default_rng(seed + 2)
+    crops, labels, owner, ev = [], [], [], []
+    for i, (rgb, raw, lab) in enumerate(items):
+        vs = [(img, bx, lab) for img, bx in V.views(rgb, raw)]
+        c, l, _k = V.training_crops(propose, vs, rng, crop=side, max_candidates=cap, n_jitter=V.N_JITTER,
+                                    jitter_amount=V.JITTER)
+        crops.append(c)
+        labels.append(l)
+        owner.append(np.full(len(l), i))
+        allv = vs + [(img, bx, lab) for img, bx in V.shifted_views(srng, rgb, raw)]
+        ev.append(([capped(img) for img, _bx, _l in allv], [(bx, lab) for _img, bx, lab in allv]))
+    crops, labels, owner = np.concatenate(crops), np.concatenate(labels), np.concatenate(owner)
+    s4 = V.stage4_maps(V.Verifier(V.STAGES, C + 1), crops)
+    tprep = time.perf_counter() - t0
+
+    def fit_on(scenes, tag):
+        m = np.isin(owner, scenes)
+        t = time.perf_counter()
+        net = fit(s4[torch.from_numpy(m)], labels[m], C, len(scenes), seed)
+        fit_s[tag] = time.perf_counter() - t
+        return net
+
+    def scored(net, scenes):
+        preds, gts = [], []
+        for i in scenes:
+            preds += combined(net, ev[i][0])
+            gts += ev[i][1]
+        return preds, gts
+
+    fit_s = {}
+    n = len(items)
+    v32 = fit_on(list(range(32)), "V32")
+    v40 = fit_on(list(range(n)), "V40")
+    thr = {"val8": count_balance(*scored(v32, range(32, n)))[0]}
+    for k in FOLDS:
+        frng = np.random.default_rng(seed + 7)
+        perm = frng.permutation(n)
+        preds, gts = [], []
+        for f in range(k):
+            out = sorted(perm[f::k])
+            net = fit_on([i for i in range(n) if i not in out], f"oof{k}.{f}")
+            pp, gg = scored(net, out)
+            preds += pp
+            gts += gg
+        thr[f"oof{k}"], _err = count_balance(preds, gts)
+    # the 300 test scenes
+    tc, tg = [], []
+    for s in [t for sub in ("bench", "dev", "dev2") for t in scan(Path("/tmp/h17s15") / sub, classes=classes).test]:
+        rgb, gb, gl = load(s)
+        tc.append(capped(rgb))
+        tg.append(gl)
+    tab = {name: acc_table(combined(net, tc), tg, C) for name, net in (("V32", v32), ("V40", v40))}
+    own = meta["verifier"]["min_score"]
+    line = [f"{Path(bpath).name:4s} own {own:.3f}"]
+    for name in ("V32", "V40"):
+        best = max(tab[name], key=tab[name].get)
+        line.append(f"{name}: " + " ".join(f"{r} {t:.3f}:{tab[name][t]:.3f}" for r, t in thr.items())
+                    + f" best {best:.3f}:{tab[name][best]:.3f}")
+    print("  |  ".join(line), f"| prep {tprep:.0f}s fits " + " ".join(f"{k}:{v:.0f}" for k, v in fit_s.items())
+          + f" total {time.perf_counter() - t0:.0f}s", flush=True)
