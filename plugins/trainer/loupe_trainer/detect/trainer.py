@@ -122,7 +122,8 @@ class DetectParams(Params):
                                            "asked for (then it is an error); --no-verify: the detector alone")
     verify_refit: bool = Field(True, description="with --verify: once the held-out images have placed the "
                                                  "threshold, fit the verifier again on every training image, "
-                                                 "the held-out ones too (a second fit: ~60 s more on the bench)")
+                                                 "the held-out ones too (a second fit, about as long as the "
+                                                 "first; left out when it would overrun --max-minutes)")
     verify_epochs: int = Field(2, ge=0, le=50, description="with --verify: epochs of fine-tuning the verifier's "
                                                             "stage5-6 (0: its linear layer alone)")
     verify_crop: int = Field(VERIFY_CROP, ge=16, le=256, description="with --verify: side in pixels of the crop the verifier "
@@ -285,8 +286,8 @@ def overruns(elapsed: float, epoch_seconds: list[float], remaining: int, budget:
 
 def verify_reserve(n_boxes: int, crop: int, max_minutes: float) -> float:
     """Seconds of the time budget kept for fitting the verifier: ``VERIFY_RESERVE_S`` per ``VERIFY_RESERVE_BOXES``
-    boxes it is fitted on (at least one share; with ``--verify-refit`` the training boxes, then all of them again) for ``VERIFY_RESERVE_CROP`` px crops, scaled by (crop / that) ** 1.5, at
-    most half the budget."""
+    boxes it is fitted on (at least one share; with ``--verify-refit`` the training boxes, then all of them again)
+    for ``VERIFY_RESERVE_CROP`` px crops, scaled by (crop / that) ** 1.5, at most half the budget."""
     share = VERIFY_RESERVE_S * max(1.0, n_boxes / VERIFY_RESERVE_BOXES) * (crop / VERIFY_RESERVE_CROP) ** 1.5
     return min(share, max_minutes * 30)
 
