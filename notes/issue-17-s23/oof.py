@@ -19,43 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from host import Bundle
-from loupe_dl_detect.data import load, scan
-from loupe_dl_detect.model import Detector
-from loupe_dl_detect.verify import crop_boxes, top_candidates
-from loupe_trainer.classify.engine import _probe_wd, fit_linear
 from loupe_trainer.detect import verifier as V
-from loupe_trainer.detect.trainer import THRESHOLDS, _load_resized, count_balance, split_names
+from loupe_trainer.detect.trainer import THRESHOLDS, count_balance
+
+sys.path.insert(0, str(Path(__file__).parent))
+from scenes import bundle_scenes, capped, combined, test_scenes  # noqa: E402
 
 torch.set_num_threads(2)
 FOLDS = [k for k in (int(k) for k in (sys.argv[1].split(",") if sys.argv[1][0].isdigit() else "2,4".split(","))) if k > 0]
 BUNDLES = [a for a in sys.argv[1:] if not a[0].isdigit()]
-
-
-def fit(s4, crops_labels, n_cls, n_images, seed):
-    """``fit_verifier`` on precomputed stage4 maps (the trunk up to stage4 is the same frozen one in every fit)."""
-    torch.manual_seed(seed)
-    net = V.Verifier(V.STAGES, n_cls + 1)
-    with torch.no_grad():
-        feats = torch.cat([V.head_features(net, s4[i:i + 512]) for i in range(0, len(s4), 512)])
-    fit_linear(net.fc, feats, torch.from_numpy(crops_labels), _probe_wd(n_images), 0.0)
-    V.finetune(net, s4, crops_labels, 2, seed)
-    net.eval()
-    return net
-
-
-@torch.no_grad()
-def combined(net, cands):
-    """[(boxes, combined scores, labels)] of capped candidates with their crops."""
-    out = []
-    for b, s, l, cr in cands:
-        if len(s):
-            p = net(V.to_input(cr)).numpy()
-            sc, lab = V.relabel(s, p)
-        else:
-            sc, lab = s.astype(np.float32), np.zeros(0, np.int64)
-        out.append((b, sc, lab))
-    return out
 
 
 def acc_table(preds, gts, n_cls):
@@ -65,51 +37,30 @@ def acc_table(preds, gts, n_cls):
 
 for bpath in BUNDLES:
     t0 = time.perf_counter()
-    b = Bundle.load(Path(bpath))
-    meta = b.meta
-    p = meta["training"]["params"]
-    seed = p["seed"]
-    classes = meta["classes"]
-    C = len(classes)
-    cap = meta["verifier"]["max_candidates"]
-    side = meta["verifier"]["crop"]
-    samples = scan(Path(meta["training"]["data"]), classes=classes).train
-    tr_idx, va_idx = split_names([s.name for s in samples], p["val_fraction"], seed + 1)
-    det = Detector(b, threads=2, verify=False)
-
-    def propose(rgb):
-        return det.predict(np.ascontiguousarray(rgb[:, :, ::-1]), min_score=0.1)
-
-    def capped(img):
-        d = propose(img)
-        bx, sc, lb = top_candidates(d.boxes, d.scores, d.labels, cap)
-        return bx, sc, lb, V.crop_boxes(img, bx, side, V.MARGIN, V.MIN_BOX_PX)
-
-    order = list(tr_idx) + list(va_idx)          # scene i < 32: the product's training scenes
-    items = []
-    for s, rgb, r, bx, lab in _load_resized([samples[i] for i in order], tuple(meta["input_size"]), lambda *a: None):
-        h, w = rgb.shape[:2]
-        items.append((rgb, bx.reshape(-1, 4) * np.array([w / r.shape[1], h / r.shape[0]] * 2, np.float32), lab))
+    sc = bundle_scenes(bpath)
+    seed, C = sc.seed, sc.n_cls
+    items = sc.train + sc.val                     # scene i < 32: the product's training scenes
     rng = np.random.default_rng(seed)
     srng = np.random.default_rng(seed + 2)
     crops, labels, owner, ev = [], [], [], []
     for i, (rgb, raw, lab) in enumerate(items):
         vs = [(img, bx, lab) for img, bx in V.views(rgb, raw)]
-        c, l, _k = V.training_crops(propose, vs, rng, crop=side, max_candidates=cap, n_jitter=V.N_JITTER,
+        c, l, _k = V.training_crops(sc.propose, vs, rng, crop=sc.side, max_candidates=sc.cap, n_jitter=V.N_JITTER,
                                     jitter_amount=V.JITTER)
         crops.append(c)
         labels.append(l)
         owner.append(np.full(len(l), i))
         allv = vs + [(img, bx, lab) for img, bx in V.shifted_views(srng, rgb, raw)]
-        ev.append(([capped(img) for img, _bx, _l in allv], [(bx, lab) for _img, bx, lab in allv]))
+        ev.append(([capped(sc, img) for img, _bx, _l in allv], [(bx, lab) for _img, bx, lab in allv]))
     crops, labels, owner = np.concatenate(crops), np.concatenate(labels), np.concatenate(owner)
     s4 = V.stage4_maps(V.Verifier(V.STAGES, C + 1), crops)
     tprep = time.perf_counter() - t0
 
     def fit_on(scenes, tag):
+        """The product's ``fit_verifier`` (2 epochs) on the crops of ``scenes``, from the stage4 maps computed once."""
         m = np.isin(owner, scenes)
         t = time.perf_counter()
-        net = fit(s4[torch.from_numpy(m)], labels[m], C, len(scenes), seed)
+        net, _acc = V.fit_verifier(crops[m], labels[m], C, len(scenes), 2, seed, maps=s4[torch.from_numpy(m)])
         fit_s[tag] = time.perf_counter() - t
         return net
 
@@ -136,14 +87,10 @@ for bpath in BUNDLES:
             preds += pp
             gts += gg
         thr[f"oof{k}"], _err = count_balance(preds, gts)
-    # the 300 test scenes
-    tc, tg = [], []
-    for s in [t for sub in ("bench", "dev", "dev2") for t in scan(Path("/tmp/h17s15") / sub, classes=classes).test]:
-        rgb, gb, gl = load(s)
-        tc.append(capped(rgb))
-        tg.append(gl)
+    test = test_scenes(sc.classes)
+    tc, tg = [capped(sc, rgb) for rgb, _gl in test], [gl for _rgb, gl in test]
     tab = {name: acc_table(combined(net, tc), tg, C) for name, net in (("V32", v32), ("V40", v40))}
-    own = meta["verifier"]["min_score"]
+    own = sc.meta["verifier"]["min_score"]
     line = [f"{Path(bpath).name:4s} own {own:.3f}"]
     for name in ("V32", "V40"):
         best = max(tab[name], key=tab[name].get)

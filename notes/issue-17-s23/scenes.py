@@ -1,0 +1,69 @@
+"""What oof.py and shift.py share: a detection bundle's own training scenes split as its trainer split them, its
+detector's candidates, and their combined scores under a verifier net (issue 17, session 23)."""
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from host import Bundle
+from loupe_dl_detect.data import load, scan
+from loupe_dl_detect.model import Detector
+from loupe_dl_detect.verify import top_candidates
+from loupe_trainer.detect import verifier as V
+from loupe_trainer.detect.trainer import _load_resized, split_names
+
+
+def bundle_scenes(bpath) -> SimpleNamespace:
+    """The bundle, its training parameters, its detector alone (``propose``: candidates at 0.1, as the trainer's
+    verifier fit sees them), and its training / held-out scenes as (RGB image, boxes in its pixels, labels)."""
+    b = Bundle.load(Path(bpath))
+    meta = b.meta
+    p = meta["training"]["params"]
+    classes = meta["classes"]
+    samples = scan(Path(meta["training"]["data"]), classes=classes).train
+    tr_idx, va_idx = split_names([s.name for s in samples], p["val_fraction"], p["seed"] + 1)
+    det = Detector(b, threads=2, verify=False)
+
+    def raw(idx):
+        out = []
+        for _s, rgb, r, bx, lab in _load_resized([samples[i] for i in idx], tuple(meta["input_size"]), lambda *a: 0):
+            h, w = rgb.shape[:2]
+            out.append((rgb, bx.reshape(-1, 4) * np.array([w / r.shape[1], h / r.shape[0]] * 2, np.float32), lab))
+        return out
+
+    return SimpleNamespace(bundle=b, meta=meta, params=p, seed=p["seed"], classes=classes, n_cls=len(classes),
+                           cap=meta["verifier"]["max_candidates"], side=meta["verifier"]["crop"], det=det,
+                           propose=lambda rgb: det.predict(np.ascontiguousarray(rgb[:, :, ::-1]), min_score=0.1),
+                           train=raw(tr_idx), val=raw(va_idx))
+
+
+def capped(sc: SimpleNamespace, img):
+    """(boxes, scores, labels, crops) of the detector's best ``cap`` candidates on an RGB image, as the trainer and
+    the runtime cap them."""
+    d = sc.propose(img)
+    bx, s, lb = top_candidates(d.boxes, d.scores, d.labels, sc.cap)
+    return bx, s, lb, V.crop_boxes(img, bx, sc.side, V.MARGIN, V.MIN_BOX_PX)
+
+
+@torch.no_grad()
+def combined(net, cands) -> list:
+    """[(boxes, combined scores, labels)] of ``capped`` candidates under a verifier net (``relabel``)."""
+    out = []
+    for b, s, _l, cr in cands:
+        if len(s):
+            sc, lab = V.relabel(s, net(V.to_input(cr)).numpy())
+        else:
+            sc, lab = s.astype(np.float32), np.zeros(0, np.int64)
+        out.append((b, sc, lab))
+    return out
+
+
+def test_scenes(classes) -> list:
+    """The 300 scenes of test / dev / dev2 (notes/issue-17-s15/mk.py): (RGB image, true labels)."""
+    out = []
+    for sub in ("bench", "dev", "dev2"):
+        for s in scan(Path("/tmp/h17s15") / sub, classes=classes).test:
+            rgb, _gb, gl = load(s)
+            out.append((rgb, gl))
+    return out
