@@ -1,0 +1,83 @@
+"""oof5.py BUNDLE...: the operating threshold from five-fold out-of-fold verifier scores of all 40 training scenes,
+each fold's verifier fitted on 32 scenes as the product's first fit is (issue 17, session 24; offline).
+
+Session 23's oof.py measured K = 2 / 4 on one bundle (W0), the balance rule only. Here, per bundle (its detector kept):
+- val8 bal: the product's rule (V32 on its 8 held-out scenes, views + shifted views, count balance);
+- oof5 bal / oof5 exact: five disjoint folds of 8 scenes, each scored by the verifier fitted on the other 32
+  (views + shifted views of all 40 scenes), then count balance, or the most exact views (``choose_threshold``);
+- val8 exact: the product's 8 held-out scenes, most exact views.
+Each threshold is scored with V40 (the refit, as the product ships it) on the 300 scenes of test / dev / dev2;
+also the best threshold (an oracle). 2 threads."""
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from loupe_trainer.detect import verifier as V
+from loupe_trainer.detect.trainer import THRESHOLDS, choose_threshold, count_balance
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "issue-17-s23"))
+from scenes import bundle_scenes, capped, combined, test_scenes  # noqa: E402
+
+torch.set_num_threads(2)
+K = 5
+
+
+def acc_table(preds, gts, n_cls):
+    return {t: float(np.mean([(np.bincount(p[2][p[1] >= t], minlength=n_cls) == np.bincount(g, minlength=n_cls))
+                              .all() for p, g in zip(preds, gts)])) for t in THRESHOLDS}
+
+
+for bpath in sys.argv[1:]:
+    t0 = time.perf_counter()
+    sc = bundle_scenes(bpath)
+    seed, C = sc.seed, sc.n_cls
+    items = sc.train + sc.val                     # scene i < 32: the product's training scenes
+    n = len(items)
+    rng = np.random.default_rng(seed)
+    srng = np.random.default_rng(seed + 2)
+    crops, labels, owner, ev = [], [], [], []
+    for i, (rgb, raw, lab) in enumerate(items):
+        vs = [(img, bx, lab) for img, bx in V.views(rgb, raw)]
+        c, l, _k = V.training_crops(sc.propose, vs, rng, crop=sc.side, max_candidates=sc.cap, n_jitter=V.N_JITTER,
+                                    jitter_amount=V.JITTER)
+        crops.append(c)
+        labels.append(l)
+        owner.append(np.full(len(l), i))
+        allv = vs + [(img, bx, lab) for img, bx in V.shifted_views(srng, rgb, raw)]
+        ev.append(([capped(sc, img) for img, _bx, _l in allv], [(bx, lab) for _img, bx, lab in allv]))
+    crops, labels, owner = np.concatenate(crops), np.concatenate(labels), np.concatenate(owner)
+    s4 = V.stage4_maps(V.Verifier(V.STAGES, C + 1), crops)
+
+    def fit_on(scenes):
+        m = np.isin(owner, scenes)
+        return V.fit_verifier(crops[m], labels[m], C, len(scenes), 2, seed, maps=s4[torch.from_numpy(m)])[0]
+
+    def scored(net, scenes):
+        preds, gts = [], []
+        for i in scenes:
+            preds += combined(net, ev[i][0])
+            gts += ev[i][1]
+        return preds, gts
+
+    v32 = fit_on(list(range(32)))
+    v40 = fit_on(list(range(n)))
+    p8, g8 = scored(v32, range(32, n))
+    thr = {"val8bal": count_balance(p8, g8)[0], "val8exact": choose_threshold(p8, g8, C)[0]}
+    perm = np.random.default_rng(seed + 7).permutation(n)
+    preds, gts = [], []
+    for f in range(K):
+        out = sorted(perm[f::K])
+        pp, gg = scored(fit_on([i for i in range(n) if i not in out]), out)
+        preds += pp
+        gts += gg
+    thr["oof5bal"] = count_balance(preds, gts)[0]
+    thr["oof5exact"] = choose_threshold(preds, gts, C)[0]
+    test = test_scenes(sc.classes)
+    tab = acc_table(combined(v40, [capped(sc, rgb) for rgb, _gl in test]), [gl for _rgb, gl in test], C)
+    best = max(tab, key=tab.get)
+    print(f"{Path(bpath).name:4s} own {sc.meta['verifier']['min_score']:.3f} | "
+          + " ".join(f"{r} {t:.3f}:{tab[t]:.3f}" for r, t in thr.items())
+          + f" | best {best:.3f}:{tab[best]:.3f} | {time.perf_counter() - t0:.0f}s", flush=True)
