@@ -67,3 +67,27 @@ def test_scenes(classes) -> list:
             rgb, _gb, gl = load(s)
             out.append((rgb, gl))
     return out
+
+
+def all_scene_crops(sc: SimpleNamespace) -> SimpleNamespace:
+    """Session 24's out-of-fold studies (``oof5.py``, ``oof5p.py``): every one of the bundle's 40 training scenes
+    (the trainer's training scenes first, then its held-out ones), the verifier's training crops of each under its
+    views (one rng from the bundle's seed, scene by scene), which scene each crop came from, the capped candidates
+    and true boxes of each scene's views and shifted views (one rng from seed + 2, scene by scene), and the frozen
+    trunk's stage4 maps of all crops."""
+    items = sc.train + sc.val
+    rng = np.random.default_rng(sc.seed)
+    srng = np.random.default_rng(sc.seed + 2)
+    crops, labels, owner, ev = [], [], [], []
+    for i, (rgb, raw, lab) in enumerate(items):
+        vs = [(img, bx, lab) for img, bx in V.views(rgb, raw)]
+        c, l, _k = V.training_crops(sc.propose, vs, rng, crop=sc.side, max_candidates=sc.cap, n_jitter=V.N_JITTER,
+                                    jitter_amount=V.JITTER)
+        crops.append(c)
+        labels.append(l)
+        owner.append(np.full(len(l), i))
+        allv = vs + [(img, bx, lab) for img, bx in V.shifted_views(srng, rgb, raw)]
+        ev.append(([capped(sc, img) for img, _bx, _l in allv], [(bx, lab) for _img, bx, lab in allv]))
+    crops = np.concatenate(crops)
+    return SimpleNamespace(n=len(items), crops=crops, labels=np.concatenate(labels), owner=np.concatenate(owner),
+                           ev=ev, s4=V.stage4_maps(V.Verifier(V.STAGES, sc.n_cls + 1), crops))

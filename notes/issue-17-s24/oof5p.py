@@ -15,7 +15,7 @@ from loupe_trainer.detect import verifier as V
 from loupe_trainer.detect.trainer import THRESHOLDS, choose_threshold, count_balance
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "issue-17-s23"))
-from scenes import bundle_scenes, capped, combined, test_scenes  # noqa: E402
+from scenes import all_scene_crops, bundle_scenes, capped, combined, test_scenes  # noqa: E402
 
 torch.set_num_threads(2)
 K = 5
@@ -23,22 +23,8 @@ for bpath in sys.argv[1:]:
     t0 = time.perf_counter()
     sc = bundle_scenes(bpath)
     seed, C = sc.seed, sc.n_cls
-    items = sc.train + sc.val
-    n = len(items)
-    rng = np.random.default_rng(seed)
-    srng = np.random.default_rng(seed + 2)
-    crops, labels, owner, ev = [], [], [], []
-    for i, (rgb, raw, lab) in enumerate(items):
-        vs = [(img, bx, lab) for img, bx in V.views(rgb, raw)]
-        c, l, _k = V.training_crops(sc.propose, vs, rng, crop=sc.side, max_candidates=sc.cap, n_jitter=V.N_JITTER,
-                                    jitter_amount=V.JITTER)
-        crops.append(c)
-        labels.append(l)
-        owner.append(np.full(len(l), i))
-        allv = vs + [(img, bx, lab) for img, bx in V.shifted_views(srng, rgb, raw)]
-        ev.append(([capped(sc, img) for img, _bx, _l in allv], [(bx, lab) for _img, bx, lab in allv]))
-    crops, labels, owner = np.concatenate(crops), np.concatenate(labels), np.concatenate(owner)
-    s4 = V.stage4_maps(V.Verifier(V.STAGES, C + 1), crops)
+    a = all_scene_crops(sc)
+    n, crops, labels, owner, ev, s4 = a.n, a.crops, a.labels, a.owner, a.ev, a.s4
     tprep = time.perf_counter() - t0
     perm = np.random.default_rng(seed + 7).permutation(n)
     preds, gts, tf = [], [], time.perf_counter()
