@@ -20,40 +20,22 @@ import numpy as np
 import torch
 
 from loupe_trainer.detect import verifier as V
-from loupe_trainer.detect.trainer import THRESHOLDS, count_balance
+from loupe_trainer.detect.trainer import count_balance
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scenes import bundle_scenes, capped, combined, test_scenes  # noqa: E402
+from scenes import acc_table, all_scene_crops, bundle_scenes, capped, combined, scored, test_scenes  # noqa: E402
 
 torch.set_num_threads(2)
 FOLDS = [k for k in (int(k) for k in (sys.argv[1].split(",") if sys.argv[1][0].isdigit() else "2,4".split(","))) if k > 0]
 BUNDLES = [a for a in sys.argv[1:] if not a[0].isdigit()]
 
 
-def acc_table(preds, gts, n_cls):
-    return {t: float(np.mean([(np.bincount(p[2][p[1] >= t], minlength=n_cls) == np.bincount(g, minlength=n_cls))
-                              .all() for p, g in zip(preds, gts)])) for t in THRESHOLDS}
-
-
 for bpath in BUNDLES:
     t0 = time.perf_counter()
     sc = bundle_scenes(bpath)
     seed, C = sc.seed, sc.n_cls
-    items = sc.train + sc.val                     # scene i < 32: the product's training scenes
-    rng = np.random.default_rng(seed)
-    srng = np.random.default_rng(seed + 2)
-    crops, labels, owner, ev = [], [], [], []
-    for i, (rgb, raw, lab) in enumerate(items):
-        vs = [(img, bx, lab) for img, bx in V.views(rgb, raw)]
-        c, l, _k = V.training_crops(sc.propose, vs, rng, crop=sc.side, max_candidates=sc.cap, n_jitter=V.N_JITTER,
-                                    jitter_amount=V.JITTER)
-        crops.append(c)
-        labels.append(l)
-        owner.append(np.full(len(l), i))
-        allv = vs + [(img, bx, lab) for img, bx in V.shifted_views(srng, rgb, raw)]
-        ev.append(([capped(sc, img) for img, _bx, _l in allv], [(bx, lab) for _img, bx, lab in allv]))
-    crops, labels, owner = np.concatenate(crops), np.concatenate(labels), np.concatenate(owner)
-    s4 = V.stage4_maps(V.Verifier(V.STAGES, C + 1), crops)
+    a = all_scene_crops(sc)                       # scene i < 32: the product's training scenes
+    n, crops, labels, owner, ev, s4 = a.n, a.crops, a.labels, a.owner, a.ev, a.s4
     tprep = time.perf_counter() - t0
 
     def fit_on(scenes, tag):
@@ -64,18 +46,10 @@ for bpath in BUNDLES:
         fit_s[tag] = time.perf_counter() - t
         return net
 
-    def scored(net, scenes):
-        preds, gts = [], []
-        for i in scenes:
-            preds += combined(net, ev[i][0])
-            gts += ev[i][1]
-        return preds, gts
-
     fit_s = {}
-    n = len(items)
     v32 = fit_on(list(range(32)), "V32")
     v40 = fit_on(list(range(n)), "V40")
-    thr = {"val8": count_balance(*scored(v32, range(32, n)))[0]}
+    thr = {"val8": count_balance(*scored(v32, ev, range(32, n)))[0]}
     for k in FOLDS:
         frng = np.random.default_rng(seed + 7)
         perm = frng.permutation(n)
@@ -83,7 +57,7 @@ for bpath in BUNDLES:
         for f in range(k):
             out = sorted(perm[f::k])
             net = fit_on([i for i in range(n) if i not in out], f"oof{k}.{f}")
-            pp, gg = scored(net, out)
+            pp, gg = scored(net, ev, out)
             preds += pp
             gts += gg
         thr[f"oof{k}"], _err = count_balance(preds, gts)

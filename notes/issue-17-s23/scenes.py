@@ -11,7 +11,7 @@ from loupe_dl_detect.data import load, scan
 from loupe_dl_detect.model import Detector
 from loupe_dl_detect.verify import top_candidates
 from loupe_trainer.detect import verifier as V
-from loupe_trainer.detect.trainer import _load_resized, split_names
+from loupe_trainer.detect.trainer import THRESHOLDS, _load_resized, split_names
 
 
 def bundle_scenes(bpath) -> SimpleNamespace:
@@ -91,3 +91,40 @@ def all_scene_crops(sc: SimpleNamespace) -> SimpleNamespace:
     crops = np.concatenate(crops)
     return SimpleNamespace(n=len(items), crops=crops, labels=np.concatenate(labels), owner=np.concatenate(owner),
                            ev=ev, s4=V.stage4_maps(V.Verifier(V.STAGES, sc.n_cls + 1), crops))
+
+
+def scored(net, ev, scenes) -> tuple[list, list]:
+    """The combined candidates and true boxes of ``scenes``' views (``all_scene_crops``'s ``ev``) under a verifier."""
+    preds, gts = [], []
+    for i in scenes:
+        preds += combined(net, ev[i][0])
+        gts += ev[i][1]
+    return preds, gts
+
+
+def acc_table(preds, gts, n_cls) -> dict:
+    """{threshold: share of images whose per-class counts are exact} over the trainer's threshold grid."""
+    return {t: float(np.mean([(np.bincount(p[2][p[1] >= t], minlength=n_cls) == np.bincount(g, minlength=n_cls))
+                              .all() for p, g in zip(preds, gts)])) for t in THRESHOLDS}
+
+
+def shipped_accuracy(sc: SimpleNamespace) -> dict:
+    """``acc_table`` of the bundle as shipped (its own verifier, through the runtime: candidates at 0.1, the cap,
+    the combined score) on the 300 test scenes."""
+    full = Detector(sc.bundle, threads=2)
+    preds, gts = [], []
+    for rgb, gl in test_scenes(sc.classes):
+        d = full.predict(rgb[:, :, ::-1], min_score=0.1)
+        preds.append((d.boxes, d.scores, d.labels))
+        gts.append(gl)
+    return acc_table(preds, gts, sc.n_cls)
+
+
+def first_fit(sc: SimpleNamespace):
+    """The verifier that places the product's threshold: fitted exactly as the trainer's first fit (the training
+    scenes' crops under their views, the bundle's seed and epochs)."""
+    crops, labels, _k = V.training_crops(sc.propose, [(img, bx, lab) for rgb, r, lab in sc.train
+                                                      for img, bx in V.views(rgb, r)],
+                                         np.random.default_rng(sc.seed), crop=sc.side, max_candidates=sc.cap,
+                                         n_jitter=V.N_JITTER, jitter_amount=V.JITTER)
+    return V.fit_verifier(crops, labels, sc.n_cls, len(sc.train), sc.params["verify_epochs"], sc.seed)[0]

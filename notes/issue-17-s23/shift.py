@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from loupe_dl_detect.model import Detector
 from loupe_trainer.detect import verifier as V
-from loupe_trainer.detect.trainer import THRESHOLDS, count_balance
+from loupe_trainer.detect.trainer import count_balance
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scenes import bundle_scenes, capped, combined, test_scenes  # noqa: E402
+from scenes import bundle_scenes, first_fit, capped, combined, shipped_accuracy  # noqa: E402
 
 torch.set_num_threads(2)
 DRAWS = {8: [2, 100, 200, 300, 400], 32: [2, 100, 200], 64: [2]}    # N shifted views per image: rng seeds (+ seed)
@@ -25,11 +24,7 @@ DRAWS = {8: [2, 100, 200, 300, 400], 32: [2, 100, 200], 64: [2]}    # N shifted 
 for bpath in sys.argv[1:]:
     sc = bundle_scenes(bpath)
     seed, C = sc.seed, sc.n_cls
-    crops, labels, _k = V.training_crops(sc.propose, [(img, bx, lab) for rgb, r, lab in sc.train
-                                                      for img, bx in V.views(rgb, r)],
-                                         np.random.default_rng(seed), crop=sc.side, max_candidates=sc.cap,
-                                         n_jitter=V.N_JITTER, jitter_amount=V.JITTER)
-    net, _acc = V.fit_verifier(crops, labels, C, len(sc.train), sc.params["verify_epochs"], seed)
+    net = first_fit(sc)
 
     def scored(views):
         views = list(views)
@@ -42,13 +37,7 @@ for bpath in sys.argv[1:]:
             srng = np.random.default_rng(seed + k)
             sp = scored((img, bx, lab) for rgb, r, lab in sc.val for img, bx in V.shifted_views(srng, rgb, r, n=n))
             thr[(n, k)] = count_balance(base[0] + sp[0], base[1] + sp[1])[0]
-    full = Detector(sc.bundle, threads=2)
-    rows = []
-    for rgb, gl in test_scenes(sc.classes):
-        d = full.predict(rgb[:, :, ::-1], min_score=0.1)
-        rows.append((d.scores, d.labels, np.bincount(gl, minlength=C)))
-    acc = {t: float(np.mean([(np.bincount(l[s_ >= t], minlength=C) == g).all() for s_, l, g in rows]))
-           for t in THRESHOLDS}
+    acc = shipped_accuracy(sc)
     best = max(acc, key=acc.get)
     own = sc.meta["verifier"]["min_score"]
     out = [f"{Path(bpath).name:4s} own {own:.3f}:{acc.get(own, float('nan')):.3f} (draw 2 -> {thr[(8, 2)]:.3f})"]

@@ -16,18 +16,13 @@ import numpy as np
 import torch
 
 from loupe_trainer.detect import verifier as V
-from loupe_trainer.detect.trainer import THRESHOLDS, choose_threshold, count_balance
+from loupe_trainer.detect.trainer import choose_threshold, count_balance
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "issue-17-s23"))
-from scenes import all_scene_crops, bundle_scenes, capped, combined, test_scenes  # noqa: E402
+from scenes import acc_table, all_scene_crops, bundle_scenes, capped, combined, scored, test_scenes  # noqa: E402
 
 torch.set_num_threads(2)
 K = 5
-
-
-def acc_table(preds, gts, n_cls):
-    return {t: float(np.mean([(np.bincount(p[2][p[1] >= t], minlength=n_cls) == np.bincount(g, minlength=n_cls))
-                              .all() for p, g in zip(preds, gts)])) for t in THRESHOLDS}
 
 
 for bpath in sys.argv[1:]:
@@ -41,16 +36,9 @@ for bpath in sys.argv[1:]:
         m = np.isin(owner, scenes)
         return V.fit_verifier(crops[m], labels[m], C, len(scenes), 2, seed, maps=s4[torch.from_numpy(m)])[0]
 
-    def scored(net, scenes):
-        preds, gts = [], []
-        for i in scenes:
-            preds += combined(net, ev[i][0])
-            gts += ev[i][1]
-        return preds, gts
-
     v32 = fit_on(list(range(32)))
     v40 = fit_on(list(range(n)))
-    p8, g8 = scored(v32, range(32, n))
+    p8, g8 = scored(v32, ev, range(32, n))
     thr = {"val8bal": count_balance(p8, g8)[0], "val8exact": choose_threshold(p8, g8, C)[0]}
     perm = np.random.default_rng(seed + 7).permutation(n)
     preds, gts = [], []

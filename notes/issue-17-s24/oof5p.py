@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from loupe_dl_detect.model import Detector
 from loupe_trainer.detect import verifier as V
-from loupe_trainer.detect.trainer import THRESHOLDS, choose_threshold, count_balance
+from loupe_trainer.detect.trainer import choose_threshold, count_balance
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "issue-17-s23"))
-from scenes import all_scene_crops, bundle_scenes, capped, combined, test_scenes  # noqa: E402
+from scenes import all_scene_crops, bundle_scenes, scored, shipped_accuracy  # noqa: E402
 
 torch.set_num_threads(2)
 K = 5
@@ -32,18 +31,12 @@ for bpath in sys.argv[1:]:
         out = sorted(perm[f::K])
         m = ~np.isin(owner, out)
         net = V.fit_verifier(crops[m], labels[m], C, n - len(out), 0, seed, maps=s4[torch.from_numpy(m)])[0]
-        for i in out:
-            preds += combined(net, ev[i][0])
-            gts += ev[i][1]
+        pp, gg = scored(net, ev, out)
+        preds += pp
+        gts += gg
     tfolds = time.perf_counter() - tf
     thr = {"oof5p-bal": count_balance(preds, gts)[0], "oof5p-exact": choose_threshold(preds, gts, C)[0]}
-    full = Detector(sc.bundle, threads=2)
-    rows = []
-    for rgb, gl in test_scenes(sc.classes):
-        d = full.predict(rgb[:, :, ::-1], min_score=0.1)
-        rows.append((d.scores, d.labels, np.bincount(gl, minlength=C)))
-    acc = {t: float(np.mean([(np.bincount(l[s_ >= t], minlength=C) == g).all() for s_, l, g in rows]))
-           for t in THRESHOLDS}
+    acc = shipped_accuracy(sc)
     best = max(acc, key=acc.get)
     own = sc.meta["verifier"]["min_score"]
     print(f"{Path(bpath).name:4s} own {own:.3f}:{acc.get(own, float('nan')):.3f} | "

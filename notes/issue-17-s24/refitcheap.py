@@ -18,17 +18,11 @@ import torch
 
 from loupe_trainer.classify.engine import _probe_wd, fit_linear
 from loupe_trainer.detect import verifier as V
-from loupe_trainer.detect.trainer import THRESHOLDS
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "issue-17-s23"))
-from scenes import bundle_scenes, capped, combined, test_scenes  # noqa: E402
+from scenes import acc_table, bundle_scenes, capped, combined, test_scenes  # noqa: E402
 
 torch.set_num_threads(2)
-
-
-def acc_table(preds, gts, n_cls):
-    return {t: float(np.mean([(np.bincount(p[2][p[1] >= t], minlength=n_cls) == np.bincount(g, minlength=n_cls))
-                              .all() for p, g in zip(preds, gts)])) for t in THRESHOLDS}
 
 
 for bpath in sys.argv[1:]:
