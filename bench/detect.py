@@ -249,7 +249,7 @@ def main() -> int:
         res["detector_alone"] = {k: ev0[k] for k in ("map50", "map50_95", "count_accuracy", "min_score",
                                                      "ms_per_image")}
         res["verifier"] = {k: meta["verifier"][k] for k in ("min_score", "candidate_score", "max_candidates",
-                                                            "held_out", "parity")}
+                                                            "threshold_rule", "out_of_fold", "parity")}
         print("the same bundle's detector alone:", res["detector_alone"], flush=True)
         res["loupe_run_detector_alone"] = time_loupe_run(bundle, data / "test" / "images", work, a.threads,
                                                          verify=False)

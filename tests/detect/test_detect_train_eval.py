@@ -63,39 +63,39 @@ def test_verifier_pinned_and_parity(tiny_detector):
     assert "[N, 3, 80, 80]" in v["input"]
     assert v["labels"] == ["background", "nut", "screw"] and 0 < v["min_score"] < 1
     assert v["parity"]["crops"] > 0 and v["parity"]["max_abs_probs_diff"] < 1e-4 and v["parity"]["same_class"] == 1
-    ho = v["held_out"]
-    assert ho["views"] > 0 and ho["with_verifier"]["threshold"] == v["min_score"]
-    assert 0 <= ho["with_verifier"]["count_accuracy"] <= 1 and 0 <= ho["detector_alone"]["count_accuracy"] <= 1
-    # the threshold gets the total count right on average over the held-out views and their shifted versions
-    assert v["threshold_rule"] == "count balance" and ho["shifted_views"] > 0 and ho["shifted_views"] % 8 == 0
-    bal = {float(t): e for t, e in ho["mean_count_error_by_threshold"].items()}
-    assert v["min_score"] == min(bal, key=lambda t: (abs(bal[t]), t)) and f"{v['min_score']:g}" in ho[
-        "counts_by_threshold"]
+    # the threshold: the most exactly counted views, out of fold, over every image's views and shifted versions
+    oof, t = v["out_of_fold"], meta["training"]
+    n = t["n_train"] + t["n_val"]
+    assert v["threshold_rule"] == "most exact views, out of fold" and v["images"] == oof["images"] == n, v
+    assert oof["folds"] == 5 and oof["views"] == 8 * n and oof["shifted_views"] == 8 * n, oof
+    assert oof["with_verifier"]["threshold"] == v["min_score"]
+    assert oof["with_verifier"]["count_accuracy"] == oof["counts_by_threshold"][f"{v['min_score']:g}"]["count_accuracy"]
+    assert 0 <= oof["with_verifier"]["count_accuracy"] <= 1 and 0 <= oof["detector_alone"]["count_accuracy"] <= 1
     assert sum(v["train_crops"].values()) > 0 and v["train_crops"]["truth"] > 0
     # each true box gives its own crop and two jittered copies
     assert v["truth_jitter"] == {"copies": 2, "amount": 0.15} and v["train_crops"]["truth"] % 3 == 0
     assert 0 < meta["decode"]["min_score"] < 1          # the detector alone keeps its own threshold
 
 
-def test_without_held_out_images_the_default_trains_the_detector_alone(parts_small, tmp_path):
-    """The verifier is on by default, but its threshold needs held-out images: with none (`--val-fraction 0`)
-    and no explicit `--verify` (that is refused: test_detect_data.py), the detector is trained alone, with a
-    note, at its own threshold, which `loupe eval` uses. (`--no-verify` is tested with the Lite2 trunk.)"""
-    out = tmp_path / "plain"
+def test_without_held_out_images_the_verifier_still_fits_and_places_its_threshold(parts_small, tmp_path):
+    """The verifier's threshold is placed out of fold, so it needs no held-out images: with none
+    (`--val-fraction 0`) the default still fits it on every image, the detector keeps a threshold of its own
+    (0.3, nothing to choose it on), and `loupe eval` uses the combined one. (`--no-verify` is tested with the
+    Lite2 trunk.)"""
+    out = tmp_path / "noval"
     r = run_loupe("train", "detect", parts_small, "--out", out, "--input-size", "128", "--crop", "96",
-                  "--epochs", "2", "--steps-per-epoch", "2", "--patience", "2", "--max-minutes", "60",
-                  "--val-fraction", "0", env=ENV)
+                  "--epochs", "2", "--steps-per-epoch", "2", "--max-minutes", "60", "--val-fraction", "0",
+                  "--verify-epochs", "0", "--verify-candidates", "4", env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "no held-out images for the verifier; training the detector alone" in r.stderr, r.stderr[-2000:]
     meta = json.loads((out / "bundle.json").read_text())
-    assert meta["training"]["params"]["verify"] is False
-    files = json.loads((out / "manifest.json").read_text())["files"]
-    assert "verifier" not in meta and "verifier.onnx" not in files and not (out / "verifier.onnx").exists()
-    assert "model.onnx" in files and 0 < meta["decode"]["min_score"] < 1
+    t, v = meta["training"], meta["verifier"]
+    assert t["params"]["verify"] is True and t["n_val"] == 0 and meta["decode"]["min_score"] == 0.3
+    assert v["images"] == t["n_train"] == 24 and v["out_of_fold"]["views"] == 8 * 24, v
+    assert "verifier.onnx" in json.loads((out / "manifest.json").read_text())["files"]
     r = run_loupe("eval", out, parts_small, "--json", env=ENV)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)
-    assert res["task"] == "detect" and res["n_images"] == 12 and res["min_score"] == meta["decode"]["min_score"]
+    assert res["task"] == "detect" and res["n_images"] == 12 and res["min_score"] == v["min_score"]
 
 
 def test_the_default_keeps_the_last_epoch_and_select_best_stops_early(parts_small, tmp_path):
@@ -140,21 +140,17 @@ def test_the_default_keeps_the_last_epoch_and_select_best_stops_early(parts_smal
 
 def test_with_the_verifier_the_detector_also_trains_on_the_held_out_images(tiny_detector, parts_small, tmp_path):
     """With the verifier and the last epoch kept (the defaults), the held-out images choose no epoch: the detector
-    learns from them too, and they only place the threshold with the verifier, which never sees them. Their scores
-    on the detector would then be scores on its own training images, so none is recorded."""
+    learns from them too, and the verifier uses them like every other image (its threshold is placed out of fold).
+    Their scores on the detector would then be scores on its own training images, so none is recorded."""
     meta = json.loads((tiny_detector / "bundle.json").read_text())
     t, m = meta["training"], meta["metrics"]
     assert t["params"]["train_held_out"] is True and m["detector_trained_on_held_out"] is True, m
     assert t["n_val"] > 0 and t["n_detector_train"] == t["n_train"] + t["n_val"], t
     assert not any("val_map50" in h for h in t["history"]) and "val_map50" not in m, (t["history"], m)
-    # the verifier fits on the training images' crops only, and chooses its threshold on the held-out views
+    # the verifier fits on every image's crops, the held-out ones' too, and places its threshold out of fold
     v = meta["verifier"]
-    assert v["held_out"]["views"] == 8 * t["n_val"], v["held_out"]
-    # ... then the bundle's verifier is fitted again on every image's crops (--verify-refit, the default)
-    refit = v["refit_on_held_out"]
-    assert t["params"]["verify_refit"] is True and refit["images"] == t["n_train"] + t["n_val"], v
-    held = sum(refit["held_out_crops"].values())
-    assert held >= 8 * t["n_val"] and refit["crops"] == sum(v["train_crops"].values()) + held, v
+    assert v["images"] == v["out_of_fold"]["images"] == t["n_train"] + t["n_val"], v
+    assert v["out_of_fold"]["views"] == 8 * v["images"], v["out_of_fold"]
     assert v["parity"]["crops"] > 0 and v["parity"]["max_abs_probs_diff"] < 1e-4, v["parity"]
     # where the held-out images must stay out, asking for it is a usage error, not a traceback
     for extra, why in ((("--select", "best"), "choose the epoch"), (("--no-verify",), "detector's own threshold")):
@@ -195,12 +191,10 @@ def test_verifier_crop_side_follows_the_bundle(parts_small, tmp_path):
     out = tmp_path / "crop48"
     r = run_loupe("train", "detect", parts_small, "--out", out, "--input-size", "128", "--crop", "96",
                   "--epochs", "2", "--steps-per-epoch", "2", "--patience", "2", "--max-minutes", "60", "-q",
-                  "--verify-crop", "48", "--verify-epochs", "0", "--verify-candidates", "4", "--no-verify-refit",
-                  env=ENV)
+                  "--verify-crop", "48", "--verify-epochs", "0", "--verify-candidates", "4", env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     b = Bundle.load(out)
     v = b.meta["verifier"]
-    assert v["refit_on_held_out"] is None       # --no-verify-refit: the verifier that placed the threshold
     assert v["crop"] == 48 and b.meta["training"]["params"]["verify_crop"] == 48 and "[N, 3, 48, 48]" in v["input"]
     assert v["parity"]["crops"] > 0 and v["parity"]["max_abs_probs_diff"] < 1e-4
     sess = ort.InferenceSession(str(out / "verifier.onnx"), providers=["CPUExecutionProvider"])
@@ -213,19 +207,6 @@ def test_verifier_crop_side_follows_the_bundle(parts_small, tmp_path):
     assert res["task"] == "detect" and res["n_images"] == 12 and res["min_score"] == v["min_score"]
     r = run_loupe("train", "detect", parts_small, "--out", tmp_path / "bad", "--verify-crop", "8", env=ENV)
     assert r.returncode != 0 and "--verify-crop" in r.stderr
-
-
-def test_the_verifier_refit_is_left_out_when_it_would_overrun_the_time_budget(parts_small, tmp_path):
-    """The refit on every image (``--verify-refit``) runs only when the first fit's pace says it ends inside the
-    command's budget: with a budget already spent, the bundle keeps the first verifier and says why."""
-    out = tmp_path / "short"
-    r = run_loupe("train", "detect", parts_small, "--out", out, "--input-size", "128", "--crop", "96",
-                  "--epochs", "1", "--steps-per-epoch", "2", "--max-minutes", "0.05", "--verify-epochs", "0",
-                  "--verify-candidates", "4", env=ENV)
-    assert r.returncode == 0, r.stderr[-3000:]
-    v = Bundle.load(out).meta["verifier"]
-    assert v["refit_on_held_out"] is None and "time budget (--max-minutes 0.05)" in v["refit_skipped"], v
-    assert "not refitted on the held-out images" in r.stderr + r.stdout
 
 
 def test_verifier_runtime_rescores_the_candidates(tiny_detector, parts_small, tmp_path):
