@@ -25,9 +25,10 @@ fitted once, on every image.
 
 History: sessions 12-24 fitted the verifier on the training images and placed the threshold on the ~8 held-out
 images' views and shifted views by count balance (``trainer.choose_threshold``'s exact rule chose too high on so
-few); from session 23 the verifier was fitted again on every image. Placing it out of fold on all 40 images (five
-bundles, offline, session 24) gave 0.787 -> 0.811 count accuracy on the 300 test scenes, five of five up, the
-threshold steady at 0.35-0.375 where the held-out rule spread over 0.225-0.45; and it needs one fine-tuning, not two.
+few); from session 23 the verifier was fitted again on every image. Placing it out of fold on all 40 images gave
+0.787 -> 0.809 count accuracy on the bench's 300 test scenes over five seeds through the product (session 25; four up,
+one equal), the threshold steady at 0.35-0.375 where the held-out rule spread over 0.225-0.45; and it needs one
+fine-tuning, not two.
 """
 from __future__ import annotations
 
@@ -493,10 +494,10 @@ def out_of_fold(feats: torch.Tensor, labels: np.ndarray, owner: np.ndarray, scen
     combined scores from a verifier that has not seen it: the images in ``folds`` (``OOF_FOLDS``) folds, each
     fold's views scored by the linear probe (``fit_linear``, no fine-tuning) on the frozen trunk's features, fitted
     on the crops of the other folds' images. ``feats``: the training crops' frozen features (``maps_features``),
-    ``labels`` their classes and ``owner`` the image of each;
-    ``scenes``: per image, per view ((capped boxes, detector scores, frozen features), detector candidates, truth).
-    Issue 17, session 25: on five bundles the probe's out-of-fold threshold lifted the fine-tuned verifier's count
-    accuracy on the 300 test scenes 0.787 -> 0.811 (five of five up) over the 8 held-out images' count balance."""
+    ``labels`` their classes and ``owner`` the image of each; ``scenes``: per image, per view ((capped boxes,
+    detector scores, frozen features), detector candidates, truth); ``n_out``: the verifier's outputs.
+    Issue 17, sessions 24-25: through the product on five seeds, count accuracy on the bench's 300 test scenes
+    0.787 -> 0.809 against the 8 held-out images' count balance (four up, one equal; the worst seed +0.076)."""
     from ..classify.engine import _probe_wd, fit_linear
 
     folds = min(folds or OOF_FOLDS, len(scenes))
