@@ -269,7 +269,8 @@ def overruns(elapsed: float, epoch_seconds: list[float], remaining: int, budget:
 
 def verify_reserve(n_boxes: int, crop: int, max_minutes: float) -> float:
     """Seconds of the time budget kept for fitting the verifier: ``VERIFY_RESERVE_S`` per ``VERIFY_RESERVE_BOXES``
-    boxes it is fitted on (at least one share) for ``VERIFY_RESERVE_CROP`` px crops, scaled by (crop / that) ** 1.5, at most half the budget."""
+    boxes it is fitted on (at least one share) for ``VERIFY_RESERVE_CROP`` px crops, scaled by (crop / that) ** 1.5,
+    at most half the budget."""
     share = VERIFY_RESERVE_S * max(1.0, n_boxes / VERIFY_RESERVE_BOXES) * (crop / VERIFY_RESERVE_CROP) ** 1.5
     return min(share, max_minutes * 30)
 

@@ -5,7 +5,8 @@ measured offline by ``bench/detect_verifier.py``, which imports these pieces).
 Fit (after the detector is trained and exported, on every training image, the trainer's held-out ones too):
 
 1. Candidates: the exported detector through the runtime's own path (``loupe_dl_detect.model.Detector``, the
-   verifier off) at ``candidate_score``, on every image under the quarter turns and flips training uses; at most ``max_candidates`` per view, best score first (as at run time).
+   verifier off) at ``candidate_score``, on every image under the quarter turns and flips training uses; at most
+   ``max_candidates`` per view, best score first (as at run time).
 2. Crops (``loupe_dl_detect.verify.crop_boxes``: a square of ``margin`` x the box's longer side around the box's
    centre, ``crop`` px, grey outside) of every true box (class k) and ``N_JITTER`` jittered copies, every candidate
    at IoU >= 0.5 with a true box (its class) or < 0.3 with all (background), and ``n_random`` random background
