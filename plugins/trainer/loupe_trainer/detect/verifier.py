@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import cv2
@@ -366,39 +367,18 @@ def candidate_cap(params, most_parts: int) -> int:
     return int(min(256, max(params.verify_candidates, 2 * most_parts)))
 
 
-def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[str], params, progress) -> Any:
-    """Fit the verifier for the detector in ``det_bundle`` (a written detection bundle, without verifier) on every
-    training image, choose the operating threshold on the combined score out of fold (``out_of_fold``), and write
-    ``out``: the detector's files, ``verifier.onnx`` and ``bundle.json``'s ``verifier`` section, all pinned by the
-    manifest. ``train`` / ``val``: the trainer's ``(sample, rgb, resized, resized boxes, labels)`` tuples of its
-    training and held-out images; the verifier uses both alike."""
-    import tempfile
-    import time
-
-    from host import UsageError, create_session, write_bundle
-    from loupe_dl_detect.model import Detector
-
-    from .trainer import THRESHOLDS, choose_threshold
-
-    items = [*train, *val]
-    if len(items) < 2:
-        raise UsageError("--verify needs at least 2 readable training images: its threshold is chosen on images the "
-                         "verifier that places it has not seen")
-    t0, c0 = time.perf_counter(), time.process_time()
-    n_cls = len(classes)
-    det = Detector(det_bundle, threads=params.threads, verify=False)
-    side = params.verify_crop
-    cap = candidate_cap(params, max(len(item[4]) for item in items))
-    rot, flips = params.rotate90 and params.augment, params.flips and params.augment
-    steps = len(items) + 2
-    progress.update("verifier", 0, steps)
-
-    def propose(rgb):
-        return det.predict(np.ascontiguousarray(rgb[:, :, ::-1]), min_score=params.verify_candidate_score)
-
+def verifier_data(propose: Callable, items: list, n_cls: int, cap: int, params,
+                  on_image: Callable = lambda i: None) -> SimpleNamespace:
+    """What the verifier is fitted and its threshold placed on, from the trainer's ``(sample, rgb, resized, resized
+    boxes, labels)`` tuples ``items``: the training crops of every image under its views (``crops``, ``labels``,
+    ``kinds``, ``owner``: the image of each, ``maps``: their stage4 maps under ``frozen``, the ImageNet trunk),
+    and per image (``scenes``), per view and shifted view, ((capped boxes, detector scores, frozen features),
+    the detector's candidates, the truth); ``check``: real candidates' crops for the export's parity check."""
     # each image under its views gives training crops; the capped candidates of those views and of shifted versions
     # of the image (``shifted_views``) are what the out-of-fold scores place the threshold on. The frozen ImageNet
     # trunk (the same in every fit) gives the crops' stage4 maps and the candidates' probe features, once.
+    side = params.verify_crop
+    rot, flips = params.rotate90 and params.augment, params.flips and params.augment
     torch.manual_seed(params.seed)
     frozen = Verifier(STAGES, n_cls + 1).eval()
     rng, srng = np.random.default_rng(params.seed), np.random.default_rng(params.seed + 2)
@@ -427,14 +407,48 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
         # per view: (capped boxes, their detector scores, features), the detector's own candidates, the truth
         scenes.append([((cb[0], cb[1], fv), (d.boxes, d.scores, d.labels), (bx, gl)) for (_img, bx, gl), cb, fv, d
                        in zip(every, capped, f, dets)])
-        progress.update("verifier", i + 1, steps)
-    crops, labels, kinds, owner = (np.concatenate(x) for x in (crops, labels, kinds, owner))
-    maps = torch.cat(maps)
+        on_image(i + 1)
+    return SimpleNamespace(crops=np.concatenate(crops), labels=np.concatenate(labels), kinds=np.concatenate(kinds),
+                           owner=np.concatenate(owner), maps=torch.cat(maps), frozen=frozen, scenes=scenes,
+                           check=check, n_views=n_views, n_shifted=n_shifted)
+
+
+def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[str], params, progress) -> Any:
+    """Fit the verifier for the detector in ``det_bundle`` (a written detection bundle, without verifier) on every
+    training image, choose the operating threshold on the combined score out of fold (``out_of_fold``), and write
+    ``out``: the detector's files, ``verifier.onnx`` and ``bundle.json``'s ``verifier`` section, all pinned by the
+    manifest. ``train`` / ``val``: the trainer's ``(sample, rgb, resized, resized boxes, labels)`` tuples of its
+    training and held-out images; the verifier uses both alike."""
+    import tempfile
+    import time
+
+    from host import UsageError, create_session, write_bundle
+    from loupe_dl_detect.model import Detector
+
+    from .trainer import THRESHOLDS, choose_threshold
+
+    items = [*train, *val]
+    if len(items) < 2:
+        raise UsageError("--verify needs at least 2 readable training images: its threshold is chosen on images the "
+                         "verifier that places it has not seen")
+    t0, c0 = time.perf_counter(), time.process_time()
+    n_cls = len(classes)
+    det = Detector(det_bundle, threads=params.threads, verify=False)
+    side = params.verify_crop
+    cap = candidate_cap(params, max(len(item[4]) for item in items))
+    steps = len(items) + 2
+    progress.update("verifier", 0, steps)
+
+    def propose(rgb):
+        return det.predict(np.ascontiguousarray(rgb[:, :, ::-1]), min_score=params.verify_candidate_score)
+
+    d = verifier_data(propose, items, n_cls, cap, params, lambda i: progress.update("verifier", i, steps))
+    crops, labels, kinds, maps, check = d.crops, d.labels, d.kinds, d.maps, d.check
     counts = {k: int((kinds == k).sum()) for k in ("truth", "cand_pos", "cand_neg", "random")}
     progress.log(f"verifier: {len(crops)} training crops from {len(items)} images x their views ({counts}); "
                  f"at most {cap} candidates re-scored per image")
-    feats = maps_features(frozen, maps)
-    oof, det_preds, gts = out_of_fold(feats, labels, owner, scenes, n_cls + 1, params.seed)
+    feats = maps_features(d.frozen, maps)
+    oof, det_preds, gts = out_of_fold(feats, labels, d.owner, d.scenes, n_cls + 1, params.seed)
     det_thr, det_table = choose_threshold(det_preds, gts, n_cls)
     if params.min_score > 0:
         thr = float(params.min_score)
@@ -466,8 +480,8 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
             "onnx_opset": OPSET, "parity": parity,
             "threshold_rule": "most exact views, out of fold" if params.min_score <= 0 else "given",
             "out_of_fold": {
-                "folds": min(OOF_FOLDS, len(items)), "images": len(items), "views": n_views,
-                "shifted_views": n_shifted, "shift": {"copies": N_SHIFTED, "zoom_out": SHIFT_ZOOM,
+                "folds": min(OOF_FOLDS, len(items)), "images": len(items), "views": d.n_views,
+                "shifted_views": d.n_shifted, "shift": {"copies": N_SHIFTED, "zoom_out": SHIFT_ZOOM,
                                                       "colour": SHIFT_COLOUR},
                 "fold_verifier": "the linear probe on the frozen trunk's features, fitted on the other folds' images",
                 "with_verifier": {"threshold": thr, "count_accuracy": round(table[thr][0], 4)},
