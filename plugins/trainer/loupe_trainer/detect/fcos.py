@@ -19,7 +19,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .net import DetNet, _branch
 
