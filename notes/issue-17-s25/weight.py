@@ -1,0 +1,91 @@
+"""weight.py BUNDLE...: the weight of the detector's score in the combined score, placed out of fold (issue 17,
+session 25; offline). The product combines a candidate's detector score s and the verifier's probability p of its
+best part class as sqrt(s * p); here s ** a * p ** (1 - a) for a in WEIGHTS, each with the threshold the product's
+rule places on the 640 out-of-fold views (the probes' p), and the weight with the most exact out-of-fold views
+chosen. Each is scored with the bundle's own verifier (its ONNX graph, the runtime's crops) on the 300 scenes of
+test / dev / dev2; a = 0.5 reproduces the shipped figures. 2 threads."""
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from host import Bundle
+from loupe_dl_detect.data import scan
+from loupe_dl_detect.model import Detector
+from loupe_dl_detect.verify import BoxVerifier, top_candidates
+from loupe_trainer.classify.engine import _probe_wd, fit_linear
+from loupe_trainer.detect.trainer import DetectParams, _load_resized, choose_threshold, split_names
+from loupe_trainer.detect.verifier import OOF_FOLDS, maps_features, verifier_data
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "issue-17-s23"))
+from scenes import test_scenes  # noqa: E402
+
+WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def combine(raw, a: float) -> list:
+    """[(boxes, s ** a * p[c] ** (1 - a), c)] from [(boxes, detector scores, probabilities)]."""
+    out = []
+    for bx, s, p in raw:
+        if len(s):
+            c = p[:, 1:].argmax(1)
+            out.append((bx, (s ** a * p[np.arange(len(c)), c + 1] ** (1 - a)).astype(np.float32), c))
+        else:
+            out.append((bx, np.zeros(0, np.float32), np.zeros(0, np.int64)))
+    return out
+
+
+@torch.no_grad()
+def oof_raw(d, n_out: int, seed: int) -> tuple[list, list]:
+    """``verifier.out_of_fold``'s folds, keeping (boxes, detector scores, probabilities) per view."""
+    feats = maps_features(d.frozen, d.maps)
+    n = len(d.scenes)
+    perm = np.random.default_rng(seed + 7).permutation(n)
+    raw = [None] * n
+    for f in range(OOF_FOLDS):
+        held = perm[f::OOF_FOLDS]
+        fit = ~np.isin(d.owner, held)
+        fc = nn.Linear(feats.shape[1], n_out)
+        with torch.enable_grad():
+            fit_linear(fc, feats[torch.from_numpy(fit)], torch.from_numpy(d.labels[fit]), _probe_wd(n - len(held)), 0.0)
+        for i in held:
+            raw[i] = [(bx, s, F.softmax(fc(fv), 1).numpy() if len(s) else None) for (bx, s, fv), _c, _t in d.scenes[i]]
+    return [v for per in raw for v in per], [v[2] for per in d.scenes for v in per]
+
+
+torch.set_num_threads(2)
+for bpath in sys.argv[1:]:
+    t0 = time.perf_counter()
+    b = Bundle.load(Path(bpath))
+    p = DetectParams(**{k: v for k, v in b.meta["training"]["params"].items() if k != "verify_refit"})
+    classes = b.meta["classes"]
+    C = len(classes)
+    cap = b.meta["verifier"]["max_candidates"]
+    samples = scan(Path(b.meta["training"]["data"]), classes=classes).train
+    tr, va = split_names([s.name for s in samples], p.val_fraction, p.seed + 1)
+    items = _load_resized([samples[i] for i in tr + va], tuple(b.meta["input_size"]), lambda *a: 0)
+    det = Detector(b, threads=2, verify=False)
+    d = verifier_data(lambda rgb: det.predict(np.ascontiguousarray(rgb[:, :, ::-1]), min_score=0.1), items, C, cap, p)
+    raw, gts = oof_raw(d, C + 1, p.seed)
+    bv = BoxVerifier(b, C, threads=2)
+    test_raw, test_gts = [], []
+    for rgb, gl in test_scenes(classes):
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        r = det.predict(bgr, min_score=0.1)
+        bx, s, _l = top_candidates(r.boxes, r.scores, r.labels, cap)
+        test_raw.append((bx, s, bv.probabilities(bgr, bx) if len(s) else None))
+        test_gts.append((None, gl))
+    line, best = [], (-1.0, None)
+    for a in WEIGHTS:
+        thr, table = choose_threshold(combine(raw, a), gts, C)
+        tt = combine(test_raw, a)
+        acc = [choose_threshold(tt[k:k + 100], test_gts[k:k + 100], C, (thr,))[1][thr][0] for k in (0, 100, 200)]
+        line.append(f"a={a:g} t={thr:.3f} oof {table[thr][0]:.3f} test {np.mean(acc):.3f}")
+        if table[thr][0] > best[0] + 1e-9:
+            best = (table[thr][0], a, np.mean(acc))
+    print(f"{Path(bpath).name:4s} " + " | ".join(line) + f" || chosen a={best[1]:g}: {best[2]:.3f} | "
+          f"{time.perf_counter() - t0:.0f}s", flush=True)
