@@ -295,14 +295,14 @@ def training_crops(propose: Callable, images, rng, crop: int = CROP, margin: flo
     return np.concatenate(crops), np.array(labels, np.int64), np.array(kinds)
 
 
-def fit_verifier(crops: np.ndarray, labels: np.ndarray, n_classes: int, n_images: int, epochs: int, seed: int,
+def fit_verifier(crops: np.ndarray | None, labels: np.ndarray, n_classes: int, n_images: int, epochs: int, seed: int,
                  stages=STAGES, smoothing: float = 0.0, maps: torch.Tensor | None = None,
                  feats: torch.Tensor | None = None) -> tuple[Verifier, float]:
-    """The verifier fitted on ``crops`` (uint8 RGB) and ``labels``: the linear probe on frozen features, then
-    ``epochs`` of fine-tuning stage5-6 (0: the probe alone). ``maps``: the crops' stage4 maps when already computed
-    (``stage4_maps``; the frozen trunk up to stage4 is the same in every fit), ``feats``: the frozen trunk's
-    features of them (``maps_features``), likewise. Returns (net in eval mode, training accuracy: the probe's, or
-    the last fine-tuning epoch's, ``finetune``)."""
+    """The verifier fitted on ``crops`` (uint8 RGB; ``None`` when ``maps`` are given) and ``labels``: the linear
+    probe on frozen features, then ``epochs`` of fine-tuning stage5-6 (0: the probe alone). ``maps``: the crops'
+    stage4 maps when already computed (``stage4_maps``; the frozen trunk up to stage4 is the same in every fit),
+    ``feats``: the frozen trunk's features of them (``maps_features``), likewise. Returns (net in eval mode,
+    training accuracy: the probe's, or the last fine-tuning epoch's, ``finetune``)."""
     from ..classify.engine import _probe_wd, fit_linear
 
     torch.manual_seed(seed)
@@ -370,10 +370,10 @@ def candidate_cap(params, most_parts: int) -> int:
 def verifier_data(propose: Callable, items: list, n_cls: int, cap: int, params,
                   on_image: Callable = lambda i: None) -> SimpleNamespace:
     """What the verifier is fitted and its threshold placed on, from the trainer's ``(sample, rgb, resized, resized
-    boxes, labels)`` tuples ``items``: the training crops of every image under its views (``crops``, ``labels``,
-    ``kinds``, ``owner``: the image of each, ``maps``: their stage4 maps under ``frozen``, the ImageNet trunk),
-    and per image (``scenes``), per view and shifted view, ((capped boxes, detector scores, frozen features),
-    the detector's candidates, the truth); ``check``: real candidates' crops for the export's parity check."""
+    boxes, labels)`` tuples ``items``: the training crops of every image under its views, as their stage4 maps under
+    ``frozen``, the ImageNet trunk (``maps``; the crops themselves are not kept), ``labels``, ``kinds`` and ``owner``
+    (the image of each); per image (``scenes``), per view and shifted view, ((capped boxes, detector scores, frozen
+    features), the detector's candidates, the truth); ``check``: real crops for the export's parity check."""
     # each image under its views gives training crops; the capped candidates of those views and of shifted versions
     # of the image (``shifted_views``) are what the out-of-fold scores place the threshold on. The frozen ImageNet
     # trunk (the same in every fit) gives the crops' stage4 maps and the candidates' probe features, once.
@@ -382,8 +382,8 @@ def verifier_data(propose: Callable, items: list, n_cls: int, cap: int, params,
     torch.manual_seed(params.seed)
     frozen = Verifier(STAGES, n_cls + 1).eval()
     rng, srng = np.random.default_rng(params.seed), np.random.default_rng(params.seed + 2)
-    crops, labels, kinds, owner, maps, scenes = [], [], [], [], [], []
-    check, n_views, n_shifted = None, 0, 0
+    labels, kinds, owner, maps, scenes = [], [], [], [], []
+    check, spare, n_views, n_shifted = None, None, 0, 0
     for i, (_s, rgb, r, b, lab) in enumerate(items):
         h, w = rgb.shape[:2]
         raw = np.asarray(b, np.float32).reshape(-1, 4) * np.array([w / r.shape[1], h / r.shape[0]] * 2, np.float32)
@@ -393,24 +393,27 @@ def verifier_data(propose: Callable, items: list, n_cls: int, cap: int, params,
         dets = [propose(img) for img, _bx, _l in every]
         c, y, k = training_crops(propose, vs, rng, crop=side, max_candidates=cap, n_jitter=N_JITTER,
                                  jitter_amount=JITTER, detections=dets)
-        crops.append(c)
         labels.append(y)
         kinds.append(k)
         owner.append(np.full(len(y), i))
-        maps.append(stage4_maps(frozen, c))
+        maps.append(stage4_maps(frozen, c))   # the crops themselves are not kept: every fit starts from the maps
         capped = [top_candidates(d.boxes, d.scores, d.labels, cap) for d in dets]
         cand = np.concatenate([crop_boxes(img, cb[0], side, MARGIN, MIN_BOX_PX) for (img, _b, _l), cb in
                                zip(every, capped)])
         if check is None and len(cand):
             check = cand[:256]                # real candidates' crops for the export's parity check
+        if spare is None and len(c):
+            spare = c[:64]                    # ... or training crops, when no view has a candidate
         f = features(frozen, cand).split([len(cb[0]) for cb in capped]) if len(cand) else [None] * len(every)
         # per view: (capped boxes, their detector scores, features), the detector's own candidates, the truth
         scenes.append([((cb[0], cb[1], fv), (d.boxes, d.scores, d.labels), (bx, gl)) for (_img, bx, gl), cb, fv, d
                        in zip(every, capped, f, dets)])
         on_image(i + 1)
-    return SimpleNamespace(crops=np.concatenate(crops), labels=np.concatenate(labels), kinds=np.concatenate(kinds),
+    return SimpleNamespace(labels=np.concatenate(labels), kinds=np.concatenate(kinds),
                            owner=np.concatenate(owner), maps=torch.cat(maps), frozen=frozen, scenes=scenes,
-                           check=check, n_views=n_views, n_shifted=n_shifted)
+                           check=next((x for x in (check, spare) if x is not None),
+                                      np.zeros((0, side, side, 3), np.uint8)),
+                           n_views=n_views, n_shifted=n_shifted)
 
 
 def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[str], params, progress) -> Any:
@@ -443,9 +446,9 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
         return det.predict(np.ascontiguousarray(rgb[:, :, ::-1]), min_score=params.verify_candidate_score)
 
     d = verifier_data(propose, items, n_cls, cap, params, lambda i: progress.update("verifier", i, steps))
-    crops, labels, kinds, maps, check = d.crops, d.labels, d.kinds, d.maps, d.check
+    labels, kinds, maps = d.labels, d.kinds, d.maps
     counts = {k: int((kinds == k).sum()) for k in ("truth", "cand_pos", "cand_neg", "random")}
-    progress.log(f"verifier: {len(crops)} training crops from {len(items)} images x their views ({counts}); "
+    progress.log(f"verifier: {len(labels)} training crops from {len(items)} images x their views ({counts}); "
                  f"at most {cap} candidates re-scored per image")
     feats = maps_features(d.frozen, maps)
     oof, det_preds, gts = out_of_fold(feats, labels, d.owner, d.scenes, n_cls + 1, params.seed)
@@ -457,12 +460,12 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
         thr, table = choose_threshold(oof, gts, n_cls)
     progress.update("verifier", len(items) + 1, steps)
     # the bundle's verifier: every image's crops, the linear probe and then the fine-tuning
-    net, train_acc = fit_verifier(crops, labels, n_cls, len(items), params.verify_epochs, params.seed, maps=maps,
+    net, train_acc = fit_verifier(None, labels, n_cls, len(items), params.verify_epochs, params.seed, maps=maps,
                                   feats=feats)
     with tempfile.TemporaryDirectory(prefix="loupe-verifier-") as tmp:
         path = Path(tmp) / "verifier.onnx"
         export_verifier(net, side, path)
-        parity = parity_check(net, create_session(path, params.threads), crops[:64] if check is None else check)
+        parity = parity_check(net, create_session(path, params.threads), d.check)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         meta = json_copy(det_bundle.meta)
         meta["verifier"] = {
