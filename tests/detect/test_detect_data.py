@@ -202,7 +202,7 @@ def test_out_of_fold_scores_each_image_with_a_probe_that_never_saw_it():
     feats = maps_features(frozen, stage4_maps(frozen, rng.integers(0, 256, (len(owner), 48, 48, 3), dtype=np.uint8)))
     fv = features(frozen, rng.integers(0, 256, (2 * n_img, 48, 48, 3), dtype=np.uint8))
     box = np.tile(np.array([[4, 4, 20, 20]], np.float32), (2, 1))
-    scenes = [[((box, np.array([0.9, 0.4], np.float32), fv[2 * i:2 * i + 2], None),
+    scenes = [[((box, np.array([0.9, 0.4], np.float32), fv[2 * i:2 * i + 2]),
                 (box, np.array([0.9, 0.4], np.float32), np.array([0, i % 2])), (box[:1], np.array([i % 2])))]
               for i in range(n_img)]
     oof, det, gts = out_of_fold(feats, labels, owner, scenes, 3, seed=0, folds=3)

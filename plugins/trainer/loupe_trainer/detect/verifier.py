@@ -373,7 +373,7 @@ def verifier_data(propose: Callable, items: list, n_cls: int, cap: int, params,
     boxes, labels)`` tuples ``items``: the training crops of every image under its views, as their stage4 maps under
     ``frozen``, the ImageNet trunk (``maps``; the crops themselves are not kept), ``labels``, ``kinds`` and ``owner``
     (the image of each); per image (``scenes``), per view and shifted view, ((capped boxes, detector scores, frozen
-    features, stage4 maps), the detector's candidates, the truth); ``check``: real crops for the export's parity check."""
+    features), the detector's candidates, the truth); ``check``: real crops for the export's parity check."""
     # each image under its views gives training crops; the capped candidates of those views and of shifted versions
     # of the image (``shifted_views``) are what the out-of-fold scores place the threshold on. The frozen ImageNet
     # trunk (the same in every fit) gives the crops' stage4 maps and the candidates' probe features, once.
@@ -404,13 +404,10 @@ def verifier_data(propose: Callable, items: list, n_cls: int, cap: int, params,
             check = cand[:256]                # real candidates' crops for the export's parity check
         if spare is None and len(c):
             spare = c[:64]                    # ... or training crops, when no view has a candidate
-        sizes = [len(cb[0]) for cb in capped]
-        cm = stage4_maps(frozen, cand) if len(cand) else None
-        f, m = (maps_features(frozen, cm).split(sizes), cm.split(sizes)) if len(cand) else ([None] * len(every),) * 2
-        # per view: (capped boxes, their detector scores, frozen features, stage4 maps), the detector's own
-        # candidates, the truth
-        scenes.append([((cb[0], cb[1], fv, mv), (d.boxes, d.scores, d.labels), (bx, gl))
-                       for (_img, bx, gl), cb, fv, mv, d in zip(every, capped, f, m, dets)])
+        f = features(frozen, cand).split([len(cb[0]) for cb in capped]) if len(cand) else [None] * len(every)
+        # per view: (capped boxes, their detector scores, features), the detector's own candidates, the truth
+        scenes.append([((cb[0], cb[1], fv), (d.boxes, d.scores, d.labels), (bx, gl)) for (_img, bx, gl), cb, fv, d
+                       in zip(every, capped, f, dets)])
         on_image(i + 1)
     return SimpleNamespace(labels=np.concatenate(labels), kinds=np.concatenate(kinds),
                            owner=np.concatenate(owner), maps=torch.cat(maps), frozen=frozen, scenes=scenes,
@@ -456,19 +453,15 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
     feats = maps_features(d.frozen, maps)
     oof, det_preds, gts = out_of_fold(feats, labels, d.owner, d.scenes, n_cls + 1, params.seed)
     det_thr, det_table = choose_threshold(det_preds, gts, n_cls)
-    thr_oof, table = choose_threshold(oof, gts, n_cls)
-    progress.update("verifier", len(items) + 1, steps)
-    # the bundle's verifier: every image's crops, the linear probe and then the fine-tuning
-    net, train_acc = fit_verifier(None, labels, n_cls, len(items), params.verify_epochs, params.seed, maps=maps,
-                                  feats=feats)
-    # the out-of-fold threshold, moved by what the fine-tuning moves it on every view in sample
-    t_probe, t_ft = fine_tuning_shift(net, feats, labels, d.scenes, gts, len(items), n_cls) \
-        if params.verify_epochs else (thr_oof, thr_oof)
     if params.min_score > 0:
         thr = float(params.min_score)
         table = choose_threshold(oof, gts, n_cls, tuple(sorted({*THRESHOLDS, thr})))[1]
     else:
-        thr = min(THRESHOLDS, key=lambda t: abs(t - (thr_oof + t_ft - t_probe)))
+        thr, table = choose_threshold(oof, gts, n_cls)
+    progress.update("verifier", len(items) + 1, steps)
+    # the bundle's verifier: every image's crops, the linear probe and then the fine-tuning
+    net, train_acc = fit_verifier(None, labels, n_cls, len(items), params.verify_epochs, params.seed, maps=maps,
+                                  feats=feats)
     with tempfile.TemporaryDirectory(prefix="loupe-verifier-") as tmp:
         path = Path(tmp) / "verifier.onnx"
         export_verifier(net, side, path)
@@ -488,15 +481,12 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
             "images": len(items), "train_crops": counts, "truth_jitter": {"copies": N_JITTER, "amount": JITTER},
             "train_accuracy": round(train_acc, 4), "fine_tune_epochs": params.verify_epochs,
             "onnx_opset": OPSET, "parity": parity,
-            "threshold_rule": "most exact views, out of fold, moved by the fine-tuning" if params.min_score <= 0
-                              else "given",
+            "threshold_rule": "most exact views, out of fold" if params.min_score <= 0 else "given",
             "out_of_fold": {
                 "folds": min(OOF_FOLDS, len(items)), "images": len(items), "views": d.n_views,
                 "shifted_views": d.n_shifted, "shift": {"copies": N_SHIFTED, "zoom_out": SHIFT_ZOOM,
                                                       "colour": SHIFT_COLOUR},
                 "fold_verifier": "the linear probe on the frozen trunk's features, fitted on the other folds' images",
-                "threshold": thr_oof,
-                "in_sample_threshold": {"probe": t_probe, "fine_tuned": t_ft},
                 "with_verifier": {"threshold": thr, "count_accuracy": round(table[thr][0], 4)},
                 "detector_alone": {"threshold": det_thr, "count_accuracy": round(det_table[det_thr][0], 4),
                                    "note": "the detector has trained on these images"},
@@ -539,38 +529,11 @@ def out_of_fold(feats: torch.Tensor, labels: np.ndarray, owner: np.ndarray, scen
             fit_linear(fc, feats[torch.from_numpy(fit)], torch.from_numpy(labels[fit]),
                        _probe_wd(len(scenes) - len(held)), 0.0)
         for i in held:
-            combined[i] = combined_views([scenes[i]], lambda fv, _m: F.softmax(fc(fv), 1).numpy())
+            combined[i] = [(boxes, *relabel(scores, F.softmax(fc(fv), 1).numpy())) if len(scores) else
+                           (boxes, scores.astype(np.float32), np.zeros(0, np.int64))
+                           for (boxes, scores, fv), _d, _t in scenes[i]]
     return ([c for per in combined for c in per], [v[1] for per in scenes for v in per],
             [v[2] for per in scenes for v in per])
-
-
-@torch.no_grad()
-def combined_views(scenes: list, probs: Callable) -> list:
-    """(boxes, combined scores, labels) of every view of ``scenes`` (``verifier_data``'s), in order; ``probs``
-    (frozen features, stage4 maps) gives the candidates' probabilities."""
-    return [(boxes, *relabel(scores, probs(fv, mv))) if len(scores) else
-            (boxes, scores.astype(np.float32), np.zeros(0, np.int64))
-            for per in scenes for (boxes, scores, fv, mv), _d, _t in per]
-
-
-def fine_tuning_shift(net: Verifier, feats: torch.Tensor, labels: np.ndarray, scenes: list, gts: list,
-                      n_images: int, n_cls: int) -> tuple[float, float]:
-    """(threshold under the linear probe fitted on every crop, threshold under the fine-tuned ``net``): the exact
-    rule on every view, both in sample. The out-of-fold folds' verifiers are probes, less sure than the bundle's
-    fine-tuned one, so the threshold they place is moved by the difference (issue 17, session 25: the out-of-fold
-    threshold was 0.025-0.075 below the best one on the test scenes on five bundles; moved, count accuracy 0.809 ->
-    0.826 offline, four up, one down)."""
-    from ..classify.engine import _probe_wd, fit_linear
-    from .trainer import choose_threshold
-
-    probe = nn.Linear(feats.shape[1], n_cls + 1)
-    fit_linear(probe, feats, torch.from_numpy(labels), _probe_wd(n_images), 0.0)
-    with torch.no_grad():
-        t_probe = choose_threshold(combined_views(scenes, lambda fv, _m: F.softmax(probe(fv), 1).numpy()), gts,
-                                   n_cls)[0]
-        t_ft = choose_threshold(combined_views(scenes, lambda _f, mv: F.softmax(net.fc(head_features(net, mv)), 1)
-                                               .numpy()), gts, n_cls)[0]
-    return t_probe, t_ft
 
 
 def json_copy(meta: dict) -> dict:
