@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from host import Bundle
-from loupe_dl_detect.data import scan
 from loupe_dl_detect.model import Detector
-from loupe_trainer.detect.trainer import THRESHOLDS, DetectParams, _load_resized, choose_threshold, split_names
-from loupe_trainer.detect.verifier import candidate_cap, maps_features, out_of_fold, verifier_data
+from loupe_trainer.detect.trainer import THRESHOLDS, choose_threshold
+from loupe_trainer.detect.verifier import maps_features, out_of_fold
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "issue-17-s23"))
+from inputs import oof_data, trainer_inputs  # noqa: E402
 from scenes import test_scenes  # noqa: E402
 
 
@@ -46,16 +45,9 @@ def per_class(preds, gts, start: float, n_cls: int, rounds: int = 2) -> np.ndarr
 torch.set_num_threads(2)
 for bpath in sys.argv[1:]:
     t0 = time.perf_counter()
-    b = Bundle.load(Path(bpath))
-    p = DetectParams(**{k: v for k, v in b.meta["training"]["params"].items() if k != "verify_refit"})
-    classes = b.meta["classes"]
-    C = len(classes)
-    samples = scan(Path(b.meta["training"]["data"]), classes=classes).train
-    tr, va = split_names([s.name for s in samples], p.val_fraction, p.seed + 1)
-    items = _load_resized([samples[i] for i in tr + va], tuple(b.meta["input_size"]), lambda *a: 0)
-    det = Detector(b, threads=2, verify=False)
-    d = verifier_data(lambda rgb: det.predict(np.ascontiguousarray(rgb[:, :, ::-1]), min_score=0.1), items, C,
-                      b.meta["verifier"]["max_candidates"], p)
+    t = trainer_inputs(bpath)
+    b, p, classes, C = t.bundle, t.params, t.classes, t.n_cls
+    d = oof_data(t)[1]
     oof, _det, gts = out_of_fold(maps_features(d.frozen, d.maps), d.labels, d.owner, d.scenes, C + 1, p.seed)
     glob = choose_threshold(oof, gts, C)[0]
     pc = per_class(oof, gts, glob, C)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from host import Bundle
-from loupe_dl_detect.data import scan
-from loupe_trainer.detect.trainer import DetectParams, _load_resized, split_names
 from loupe_trainer.detect.verifier import add_verifier
+
+sys.path.insert(0, str(Path(__file__).parent))
+from inputs import trainer_inputs  # noqa: E402
 
 
 class Quiet:
@@ -22,15 +22,9 @@ class Quiet:
 
 
 torch.set_num_threads(2)
-b = Bundle.load(Path(sys.argv[1]))
-p = DetectParams(**{k: v for k, v in b.meta["training"]["params"].items() if k != "verify_refit"})   # before s25
-samples = scan(Path(b.meta["training"]["data"]), classes=b.meta["classes"]).train
-tr, va = split_names([s.name for s in samples], p.val_fraction, p.seed + 1)
-size = tuple(b.meta["input_size"])
-train = _load_resized([samples[i] for i in tr], size, lambda *a: 0)
-val = _load_resized([samples[i] for i in va], size, lambda *a: 0)
+t = trainer_inputs(sys.argv[1])
 pr = cProfile.Profile()
 pr.enable()
-add_verifier(b, Path(sys.argv[2]), train, val, b.meta["classes"], p, Quiet())
+add_verifier(t.bundle, Path(sys.argv[2]), t.train, t.val, t.classes, t.params, Quiet())
 pr.disable()
 pstats.Stats(pr).sort_stats("cumulative").print_stats(40)

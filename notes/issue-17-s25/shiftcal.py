@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from loupe_dl_detect.verify import relabel
 from loupe_trainer.classify.engine import _probe_wd, fit_linear

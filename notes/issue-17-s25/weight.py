@@ -13,15 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from host import Bundle
-from loupe_dl_detect.data import scan
-from loupe_dl_detect.model import Detector
 from loupe_dl_detect.verify import BoxVerifier, top_candidates
 from loupe_trainer.classify.engine import _probe_wd, fit_linear
-from loupe_trainer.detect.trainer import DetectParams, _load_resized, choose_threshold, split_names
-from loupe_trainer.detect.verifier import OOF_FOLDS, maps_features, verifier_data
+from loupe_trainer.detect.trainer import choose_threshold
+from loupe_trainer.detect.verifier import OOF_FOLDS, maps_features
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "issue-17-s23"))
+from inputs import oof_data, trainer_inputs  # noqa: E402
 from scenes import test_scenes  # noqa: E402
 
 WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -60,16 +58,10 @@ def oof_raw(d, n_out: int, seed: int) -> tuple[list, list]:
 torch.set_num_threads(2)
 for bpath in sys.argv[1:]:
     t0 = time.perf_counter()
-    b = Bundle.load(Path(bpath))
-    p = DetectParams(**{k: v for k, v in b.meta["training"]["params"].items() if k != "verify_refit"})
-    classes = b.meta["classes"]
-    C = len(classes)
+    t = trainer_inputs(bpath)
+    b, p, classes, C = t.bundle, t.params, t.classes, t.n_cls
     cap = b.meta["verifier"]["max_candidates"]
-    samples = scan(Path(b.meta["training"]["data"]), classes=classes).train
-    tr, va = split_names([s.name for s in samples], p.val_fraction, p.seed + 1)
-    items = _load_resized([samples[i] for i in tr + va], tuple(b.meta["input_size"]), lambda *a: 0)
-    det = Detector(b, threads=2, verify=False)
-    d = verifier_data(lambda rgb: det.predict(np.ascontiguousarray(rgb[:, :, ::-1]), min_score=0.1), items, C, cap, p)
+    det, d = oof_data(t)
     raw, gts = oof_raw(d, C + 1, p.seed)
     bv = BoxVerifier(b, C, threads=2)
     test_raw, test_gts = [], []
