@@ -413,6 +413,12 @@ def test_desktop_app_evaluates_detection(tiny_detector, parts_small, tmp_path, q
     bare.set_tiles([{**tiles[i], "overlays": []}], ws._caption)
     size = ws.gallery.iconSize()
     assert ws.gallery.item(i).icon().pixmap(size).toImage() != bare.item(0).icon().pixmap(size).toImage()
+    # opening a bundle again: the new evaluation's report folder replaces the old one, which is removed
+    first = Path(m["report"])
+    assert ws.open_bundle(tiny_detector, parts_small)
+    qtbot.waitUntil(lambda: not ws._busy(), timeout=120000)
+    second = Path(ws.result["metrics"]["report"])
+    assert second != first and (second / "pr_curves.json").is_file() and not first.exists()
     # hidden before the test's last reference to it goes: a workspace garbage-collected while Qt paints one of its
     # charts (pytest-qt processes the pending paints after the test) would be deleted under that paint
     ws.close()

@@ -290,6 +290,9 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.form: ParamForm | None = None
         self._steps: dict[str, int] = {}
         self._pending: dict[str, list] = {}
+        # an opened bundle's evaluation report (images, PR curves) goes to a temporary folder: the newest one is kept
+        # while its results are shown, older ones are removed (and all of them when the app exits)
+        self._eval_dirs: list[tempfile.TemporaryDirectory] = []
         self._t0 = 0.0
         self._build_ui()
         self._task_changed()
@@ -743,7 +746,8 @@ class TrainWorkspace(QtWidgets.QWidget):
             self._on_log("choose the data folder first: the bundle is evaluated on its test split")
             return False
         self.data.setText(str(data))
-        out_dir = Path(tempfile.mkdtemp(prefix="loupe-eval-"))
+        self._eval_dirs.append(tempfile.TemporaryDirectory(prefix="loupe-eval-"))
+        out_dir = Path(self._eval_dirs[-1].name)
         self.stage.setText("evaluating…")
         self._start(Job(evaluate_bundle, self.pm, Path(path), data, out_dir, self._new_progress()), self._evaluated)
         return True
@@ -758,6 +762,9 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.bar.setRange(0, 1)
         self.bar.setValue(1)
         self.show_result(result)
+        for old in self._eval_dirs[:-1]:
+            old.cleanup()
+        del self._eval_dirs[:-1]
         self.evaluationFinished.emit(result)
 
     def show_result(self, result: dict) -> None:
