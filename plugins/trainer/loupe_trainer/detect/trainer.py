@@ -245,10 +245,8 @@ def _held_out_kept_out(params: DetectParams) -> str | None:
 #: (the default), 2 threads, on the VM of 4 Dec evening (the detector's epochs 1.8-2.0 s against 1.5 s on the quiet
 #: VM of sessions 21-22); the reuse of the probe's features and of the last epoch's accuracy took ~14 s off that.
 #: (Session 22: 75 s per 180 for the first fit alone, on the quiet VM; before it an estimate of 129 s.) 16 scenes of
-#: 18-26 parts took 2.2x the bench's time. Session 26 (two turned copies of every true box per view, 3,200 crops more):
-#: 141 s on the VM of 4 Dec night (the detector's epochs ~1.6 s), so 125 s per 180 boxes (on the bench 141.7 s, held
-#: to half of the default 4.5 min budget: 135 s)
-VERIFY_RESERVE_S = 125
+#: 18-26 parts took 2.2x the bench's time
+VERIFY_RESERVE_S = 110
 VERIFY_RESERVE_BOXES = 180
 #: ... for crops of this side; other sides cost (side / this) ** 1.5 as much (session 15, one thread: a 48 px fit took
 #: ~0.45x the 80 px one, a 64 px one ~0.6x)

@@ -8,9 +8,9 @@ Fit (after the detector is trained and exported, on every training image, the tr
    verifier off) at ``candidate_score``, on every image under the quarter turns and flips training uses; at most
    ``max_candidates`` per view, best score first (as at run time).
 2. Crops (``loupe_dl_detect.verify.crop_boxes``: a square of ``margin`` x the box's longer side around the box's
-   centre, ``crop`` px, grey outside) of every true box (class k), ``N_JITTER`` jittered copies and ``N_TURNED``
-   copies turned about its centre by a random angle (``turned_crops``), every candidate at IoU >= 0.5 with a true
-   box (its class) or < 0.3 with all (background), and ``n_random`` random background boxes per view.
+   centre, ``crop`` px, grey outside) of every true box (class k) and ``N_JITTER`` jittered copies, every candidate
+   at IoU >= 0.5 with a true box (its class) or < 0.3 with all (background), and ``n_random`` random background
+   boxes per view.
 3. The frozen EfficientNet-Lite0 (ImageNet) up to stage6; stage4 and stage6 each average- and max-pooled (544
    features); the linear layer fitted by the classifier's L-BFGS probe (``fit_linear``, L2 ``_probe_wd``), then
    stage5-6 and the linear layer fine-tuned ``epochs`` epochs on stage4 maps computed once (BatchNorm frozen,
@@ -46,7 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from loupe_dl_detect.model import iou_matrix
-from loupe_dl_detect.verify import GREY, crop_boxes, crop_matrix, relabel, top_candidates
+from loupe_dl_detect.verify import crop_boxes, relabel, top_candidates
 
 from ..backbone import build_backbone, stage_channels
 from .augment import _hflip, _rot90
@@ -62,10 +62,6 @@ N_RANDOM = 4
 #: jittered copies of each true box per view, and their jitter (session 9: the detector's boxes on new images are
 #: less exact than the true boxes; without jittered copies the verifier called some real parts background)
 N_JITTER, JITTER = 2, 0.15
-#: copies of each true box per view turned by a random angle within +-``TURN_DEGREES`` about its centre (session 26):
-#: the views turn the parts by quarter turns only, the parts on the line lie at every angle in between. On ten
-#: bundles refitted offline, count accuracy on the bench's 300 test scenes 0.813 -> 0.832 (seven up, two down)
-N_TURNED, TURN_DEGREES = 2, 45.0
 #: the operating threshold on the combined score (``out_of_fold``): besides each image's views, ``N_SHIFTED``
 #: zoomed-out (up to ``SHIFT_ZOOM``), turned and colour-jittered versions of it (session 12), scored in ``OOF_FOLDS``
 #: folds of the images
@@ -236,19 +232,6 @@ def jitter(rng, b: np.ndarray, n: int, amount: float = 0.1) -> np.ndarray:
     return np.array(out, np.float32).reshape(-1, 4)
 
 
-def turned_crops(image: np.ndarray, boxes: np.ndarray, angles: np.ndarray, side: int, margin: float,
-                 min_px: float = MIN_BOX_PX) -> np.ndarray:
-    """``crop_boxes`` of ``image`` turned by ``angles`` (degrees, counter-clockwise) about each box's centre: the
-    part as it would look turned in place, framed by the box's own crop square."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    out = np.empty((len(boxes), side, side, 3), np.uint8)
-    for i, (b, a) in enumerate(zip(boxes, angles)):
-        turn = np.vstack([cv2.getRotationMatrix2D(((b[0] + b[2]) / 2, (b[1] + b[3]) / 2), float(a), 1.0), [0, 0, 1]])
-        cv2.warpAffine(image, crop_matrix(b, side, margin, min_px) @ turn, (side, side), dst=out[i],
-                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(GREY, GREY, GREY))
-    return out
-
-
 def random_background(rng, rgb: np.ndarray, gb: np.ndarray, n: int) -> np.ndarray:
     """Up to ``n`` boxes of the true boxes' sizes (about) at random places overlapping no true box (IoU < 0.1)."""
     h, w = rgb.shape[:2]
@@ -281,13 +264,12 @@ def label_candidates(boxes: np.ndarray, gb: np.ndarray, gl: np.ndarray) -> tuple
 
 def training_crops(propose: Callable, images, rng, crop: int = CROP, margin: float = MARGIN, n_jitter: int = 0,
                    n_random: int = N_RANDOM, max_candidates: int | None = None, min_px: float = MIN_BOX_PX,
-                   jitter_amount: float = 0.1, detections=None, n_turned: int = 0, turn_degrees: float = TURN_DEGREES):
+                   jitter_amount: float = 0.1, detections=None):
     """Crops [M, crop, crop, 3] (the images' channel order), labels [M] (0 background, 1..K the classes) and
-    kinds [M] ("truth", "turned", "cand_pos", "cand_neg", "random") from ``images`` (an iterable of (RGB image, true
-    boxes, true labels), each one view); ``propose(image)`` gives the detector's candidates (``Detections``), unless
+    kinds [M] ("truth", "cand_pos", "cand_neg", "random") from ``images`` (an iterable of (RGB image, true boxes,
+    true labels), each one view); ``propose(image)`` gives the detector's candidates (``Detections``), unless
     ``detections`` already holds them (the images' in order, or more). Each true box also gives ``n_jitter``
-    copies moved by ~``jitter_amount`` of its size (``jitter``) and ``n_turned`` copies turned by a random angle
-    within +-``turn_degrees`` (``turned_crops``), labelled as the box."""
+    copies moved by ~``jitter_amount`` of its size (``jitter``), labelled as the box."""
     crops, labels, kinds = [], [], []
     for j, (img, gb, gl) in enumerate(images):
         gb = np.asarray(gb, np.float32).reshape(-1, 4)
@@ -297,12 +279,6 @@ def training_crops(propose: Callable, images, rng, crop: int = CROP, margin: flo
             crops.append(crop_boxes(img, bx, crop, margin, min_px))
             labels += [int(lab) + 1] * len(bx)
             kinds += ["truth"] * len(bx)
-        if n_turned and len(gb):
-            tb = np.repeat(gb, n_turned, 0)
-            crops.append(turned_crops(img, tb, rng.uniform(-turn_degrees, turn_degrees, len(tb)), crop, margin,
-                                      min_px))
-            labels += [int(v) + 1 for v in np.repeat(gl, n_turned)]
-            kinds += ["turned"] * len(tb)
         d = propose(img) if detections is None else detections[j]      # the detector's own candidates
         boxes = top_candidates(d.boxes, d.scores, d.labels, max_candidates or len(d))[0]
         keep, lab = label_candidates(boxes, gb, gl)
@@ -416,7 +392,7 @@ def verifier_data(propose: Callable, items: list, n_cls: int, cap: int, params,
         n_views, n_shifted = n_views + len(vs), n_shifted + len(every) - len(vs)
         dets = [propose(img) for img, _bx, _l in every]
         c, y, k = training_crops(propose, vs, rng, crop=side, max_candidates=cap, n_jitter=N_JITTER,
-                                 jitter_amount=JITTER, detections=dets, n_turned=N_TURNED)
+                                 jitter_amount=JITTER, detections=dets)
         labels.append(y)
         kinds.append(k)
         owner.append(np.full(len(y), i))
@@ -471,7 +447,7 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
 
     d = verifier_data(propose, items, n_cls, cap, params, lambda i: progress.update("verifier", i, steps))
     labels, kinds, maps = d.labels, d.kinds, d.maps
-    counts = {k: int((kinds == k).sum()) for k in ("truth", "turned", "cand_pos", "cand_neg", "random")}
+    counts = {k: int((kinds == k).sum()) for k in ("truth", "cand_pos", "cand_neg", "random")}
     progress.log(f"verifier: {len(labels)} training crops from {len(items)} images x their views ({counts}); "
                  f"at most {cap} candidates re-scored per image")
     feats = maps_features(d.frozen, maps)
@@ -503,7 +479,6 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
                       f"then stage5-6 and the linear layer fine-tuned {params.verify_epochs} epoch(s); "
                       f"score sqrt(detector score x p[c]), c the verifier's best part class",
             "images": len(items), "train_crops": counts, "truth_jitter": {"copies": N_JITTER, "amount": JITTER},
-            "truth_turned": {"copies": N_TURNED, "max_degrees": TURN_DEGREES},
             "train_accuracy": round(train_acc, 4), "fine_tune_epochs": params.verify_epochs,
             "onnx_opset": OPSET, "parity": parity,
             "threshold_rule": "most exact views, out of fold" if params.min_score <= 0 else "given",
