@@ -248,9 +248,8 @@ def main() -> int:
         ev0 = json.loads(loupe("eval", alone, data, "--json", threads=a.threads).stdout)
         res["detector_alone"] = {k: ev0[k] for k in ("map50", "map50_95", "count_accuracy", "min_score",
                                                      "ms_per_image")}
-        res["verifier"] = {k: meta["verifier"].get(k) for k in ("min_score", "candidate_score", "max_candidates",
-                                                                "train_crops", "threshold_rule",
-                                                                "out_of_fold", "parity")}
+        res["verifier"] = {k: meta["verifier"][k] for k in ("min_score", "candidate_score", "max_candidates",
+                                                            "train_crops", "threshold_rule", "out_of_fold", "parity")}
         print("the same bundle's detector alone:", res["detector_alone"], flush=True)
         res["loupe_run_detector_alone"] = time_loupe_run(bundle, data / "test" / "images", work, a.threads,
                                                          verify=False)
