@@ -79,5 +79,6 @@ for b in range(blocks):
         Conv2dSame.forward = after
         t1 = timed(f)
         ratios[f.__name__].append(t0 / t1)
-        print(f"block {b} {f.__name__}: before {t0 * 1000:.1f} ms, after {t1 * 1000:.1f} ms, {t0 / t1:.3f}x", flush=True)
+        print(f"block {b} {f.__name__}: before {t0 * 1000:.1f} ms, after {t1 * 1000:.1f} ms, {t0 / t1:.3f}x",
+              flush=True)
 print({k: round(statistics.median(v), 3) for k, v in ratios.items()}, flush=True)

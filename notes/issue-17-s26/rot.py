@@ -57,7 +57,8 @@ def main():
     bpath, nrots = sys.argv[1], sys.argv[2:] or ["0", "2"]
     t = trainer_inputs(bpath)
     det, d = oof_data(t)
-    side, cap, n_cls, seed = t.bundle.meta["verifier"]["crop"], t.bundle.meta["verifier"]["max_candidates"], t.n_cls, t.params.seed
+    v = t.bundle.meta["verifier"]
+    side, cap, n_cls, seed = v["crop"], v["max_candidates"], t.n_cls, t.params.seed
     test = []
     for rgb, gl in test_scenes(t.classes):
         dd = det.predict(np.ascontiguousarray(rgb[:, :, ::-1]), min_score=0.1)
