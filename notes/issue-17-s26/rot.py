@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from loupe_dl_detect.verify import GREY, relabel, top_candidates
+from loupe_dl_detect.verify import GREY, crop_matrix, relabel, top_candidates
 from loupe_trainer.detect import verifier as V
 from loupe_trainer.detect.trainer import choose_threshold
 
@@ -23,14 +23,14 @@ torch.set_num_threads(2)
 
 
 def turned_crops(img, boxes, side, angles):
+    """The runtime's crop of each box (``crop_matrix``) taken from the image turned by its angle about the box's
+    centre."""
     out = np.empty((len(boxes), side, side, 3), np.uint8)
     for i, (b, a) in enumerate(zip(boxes, angles)):
-        cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
-        k = side / max(V.MARGIN * max(b[2] - b[0], b[3] - b[1]), V.MIN_BOX_PX)
-        m = cv2.getRotationMatrix2D((float(cx), float(cy)), float(a), float(k))
-        m[:, 2] += (side / 2 - cx, side / 2 - cy)
-        cv2.warpAffine(img, m, (side, side), dst=out[i], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                       borderValue=(GREY, GREY, GREY))
+        turn = np.vstack([cv2.getRotationMatrix2D((float(b[0] + b[2]) / 2, float(b[1] + b[3]) / 2), float(a), 1.0),
+                          [0, 0, 1]])
+        cv2.warpAffine(img, crop_matrix(b, side, V.MARGIN, V.MIN_BOX_PX) @ turn, (side, side), dst=out[i],
+                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(GREY, GREY, GREY))
     return out
 
 
