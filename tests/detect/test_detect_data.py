@@ -360,6 +360,41 @@ def test_verifier_fit_trains_stage5_6_only():
         assert isinstance(net, Verifier) and net(torch.zeros(2, 3, 48, 48)).shape == (2, 3)
 
 
+def test_verifier_learns_from_the_candidates_of_the_shifted_views_too():
+    """``verifier_data``: besides each image's views (the true boxes with their jittered copies, the detector's
+    candidates, random background), the candidates the detector proposes on the shifted views (zoomed out, turned,
+    colour-jittered) are training crops, labelled against the shifted truth, after all the views' crops. Here the
+    "detector" finds every bright blob: the two parts (their class) and a blue distractor that is no part
+    (background), on each of the 8 views and the 8 shifted views of each image."""
+    from loupe_dl_detect.model import Detections
+    from loupe_trainer.detect.trainer import DetectParams
+    from loupe_trainer.detect.verifier import N_JITTER, N_RANDOM, N_SHIFTED, verifier_data
+
+    def scene(dx):
+        img = np.full((96, 96, 3), 20, np.uint8)
+        img[10:30, 40 + dx:70 + dx, 0] = 255            # part of class 0 (red)
+        img[60:88, 8:24, 1] = 255                       # part of class 1 (green)
+        img[56:76, 56:76, 2] = 255                      # a distractor (blue): no part
+        return img, np.array([[40 + dx, 10, 70 + dx, 30], [8, 60, 24, 88]], np.float32), np.array([0, 1])
+
+    def propose(img):
+        n, _lab, stats, _c = cv2.connectedComponentsWithStats((img.max(2) > 128).astype(np.uint8))
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h, _a in stats[1:]], np.float32).reshape(-1, 4)
+        return Detections(boxes, np.linspace(0.9, 0.5, n - 1).astype(np.float32), np.zeros(n - 1, np.int64))
+
+    items = [(None, img, img, b, lab) for img, b, lab in (scene(0), scene(12))]
+    d = verifier_data(propose, items, 2, 16, DetectParams(verify_crop=48, seed=0))
+    per_view = {"truth": 2 * (1 + N_JITTER), "cand_pos": 2, "cand_neg": 1, "random": N_RANDOM}
+    counts = {k: int((d.kinds == k).sum()) for k in (*per_view, "shift_pos", "shift_neg")}
+    assert counts == {**{k: 2 * 8 * v for k, v in per_view.items()}, "shift_pos": 2 * N_SHIFTED * 2,
+                      "shift_neg": 2 * N_SHIFTED}, counts
+    shifted = np.isin(d.kinds, ["shift_pos", "shift_neg"])
+    assert not shifted[:-shifted.sum()].any()            # after every view's crops
+    assert sorted(d.labels[shifted].tolist()) == [0] * 16 + [1] * 16 + [2] * 16
+    assert ((d.labels > 0) == np.isin(d.kinds, ["truth", "cand_pos", "shift_pos"])).all()
+    assert d.owner[shifted].tolist() == [0] * 24 + [1] * 24
+    assert len(d.maps) == len(d.labels) == len(d.owner) and d.n_shifted == 2 * N_SHIFTED
+
 def test_verifier_candidate_cap_follows_the_most_crowded_training_image():
     """The verifier re-scores at most ``max_candidates`` candidates a frame, which also caps the parts a frame can
     report: by default 16, raised to twice the most parts in one training image (a full tray), at most 256; an
