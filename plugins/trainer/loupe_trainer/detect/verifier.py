@@ -29,7 +29,7 @@ images' views and shifted views by count balance (``trainer.choose_threshold``'s
 few); from session 23 the verifier was fitted again on every image. Placing it out of fold on all 40 images gave
 0.787 -> 0.809 count accuracy on the bench's 300 test scenes over five seeds through the product (session 25; four up,
 one equal), the threshold steady at 0.35-0.375 where the held-out rule spread over 0.225-0.45; and it needs one
-fine-tuning, not two.
+fine-tuning, not two. Session 27 added the shifted views' labelled candidates to the training crops (``SHIFTED_CROPS``).
 """
 from __future__ import annotations
 
