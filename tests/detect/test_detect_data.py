@@ -395,6 +395,7 @@ def test_verifier_learns_from_the_candidates_of_the_shifted_views_too():
     assert d.owner[shifted].tolist() == [0] * 24 + [1] * 24
     assert len(d.maps) == len(d.labels) == len(d.owner) and d.n_shifted == 2 * N_SHIFTED
 
+
 def test_verifier_candidate_cap_follows_the_most_crowded_training_image():
     """The verifier re-scores at most ``max_candidates`` candidates a frame, which also caps the parts a frame can
     report: by default 16, raised to twice the most parts in one training image (a full tray), at most 256; an
