@@ -266,6 +266,14 @@ def label_candidates(boxes: np.ndarray, gb: np.ndarray, gl: np.ndarray) -> tuple
     return keep, lab[keep].astype(np.int64)
 
 
+def candidate_crops(img: np.ndarray, boxes: np.ndarray, gb: np.ndarray, gl: np.ndarray, crop: int, margin: float,
+                    min_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """(crops, labels) of the candidate ``boxes`` that ``label_candidates`` keeps against the truth ``gb``, ``gl``
+    (none: empty arrays)."""
+    keep, lab = label_candidates(boxes, gb, gl)
+    return crop_boxes(img, boxes[keep], crop, margin, min_px), lab
+
+
 def training_crops(propose: Callable, images, rng, crop: int = CROP, margin: float = MARGIN, n_jitter: int = 0,
                    n_random: int = N_RANDOM, max_candidates: int | None = None, min_px: float = MIN_BOX_PX,
                    jitter_amount: float = 0.1, detections=None):
@@ -285,11 +293,10 @@ def training_crops(propose: Callable, images, rng, crop: int = CROP, margin: flo
             kinds += ["truth"] * len(bx)
         d = propose(img) if detections is None else detections[j]      # the detector's own candidates
         boxes = top_candidates(d.boxes, d.scores, d.labels, max_candidates or len(d))[0]
-        keep, lab = label_candidates(boxes, gb, gl)
-        if keep.any():
-            crops.append(crop_boxes(img, boxes[keep], crop, margin, min_px))
-            labels += [int(v) for v in lab]
-            kinds += ["cand_pos" if v else "cand_neg" for v in lab]
+        cc, lab = candidate_crops(img, boxes, gb, gl, crop, margin, min_px)
+        crops.append(cc)
+        labels += [int(v) for v in lab]
+        kinds += ["cand_pos" if v else "cand_neg" for v in lab]
         bg = random_background(rng, img, gb, n_random)
         crops.append(crop_boxes(img, bg, crop, margin, min_px))
         labels += [0] * len(bg)
@@ -388,7 +395,7 @@ def verifier_data(propose: Callable, items: list, n_cls: int, cap: int, params,
     frozen = Verifier(STAGES, n_cls + 1).eval()
     rng, srng = np.random.default_rng(params.seed), np.random.default_rng(params.seed + 2)
     labels, kinds, owner, maps, scenes = [], [], [], [], []
-    extra: list[tuple] = []               # the shifted views' labelled candidates: (stage4 maps, labels, owner)
+    s_maps, s_labels, s_owner = [], [], []     # the shifted views' labelled candidates (``SHIFTED_CROPS``)
     check, spare, n_views, n_shifted = None, None, 0, 0
     for i, (_s, rgb, r, b, lab) in enumerate(items):
         h, w = rgb.shape[:2]
@@ -412,24 +419,20 @@ def verifier_data(propose: Callable, items: list, n_cls: int, cap: int, params,
             spare = c[:64]                    # ... or training crops, when no view has a candidate
         f = features(frozen, cand).split([len(cb[0]) for cb in capped]) if len(cand) else [None] * len(every)
         if SHIFTED_CROPS:
-            sc, sy = [], []
-            for (img, bx, gl), cb in zip(every[len(vs):], capped[len(vs):]):
-                keep, lb = label_candidates(cb[0], bx, gl)
-                if keep.any():
-                    sc.append(crop_boxes(img, cb[0][keep], side, MARGIN, MIN_BOX_PX))
-                    sy.append(lb)
-            if sc:
-                y = np.concatenate(sy)
-                extra.append((stage4_maps(frozen, np.concatenate(sc)), y, np.full(len(y), i)))
+            got = [candidate_crops(img, cb[0], bx, gl, side, MARGIN, MIN_BOX_PX)
+                   for (img, bx, gl), cb in zip(every[len(vs):], capped[len(vs):])]
+            sy = np.concatenate([np.zeros(0, np.int64), *(y for _c, y in got)])
+            if len(sy):
+                s_maps.append(stage4_maps(frozen, np.concatenate([c for c, _y in got])))
+                s_labels.append(sy)
+                s_owner.append(np.full(len(sy), i))
         # per view: (capped boxes, their detector scores, features), the detector's own candidates, the truth
         scenes.append([((cb[0], cb[1], fv), (d.boxes, d.scores, d.labels), (bx, gl)) for (_img, bx, gl), cb, fv, d
                        in zip(every, capped, f, dets)])
         on_image(i + 1)
     # after every view's crops (the order the fine-tuning's batches are drawn from)
-    labels += [y for _m, y, _o in extra]
-    kinds += [np.where(y > 0, "shift_pos", "shift_neg") for _m, y, _o in extra]
-    owner += [o for _m, _y, o in extra]
-    maps += [m for m, _y, _o in extra]
+    labels, owner, maps = labels + s_labels, owner + s_owner, maps + s_maps
+    kinds += [np.where(y > 0, "shift_pos", "shift_neg") for y in s_labels]
     return SimpleNamespace(labels=np.concatenate(labels), kinds=np.concatenate(kinds),
                            owner=np.concatenate(owner), maps=torch.cat(maps), frozen=frozen, scenes=scenes,
                            check=next((x for x in (check, spare) if x is not None),
