@@ -69,6 +69,18 @@ def test_scenes(classes) -> list:
     return out
 
 
+
+def test_candidates(det, classes, cap: int, side: int) -> list:
+    """(capped boxes, detector scores, their crops, true labels) of each of the 300 test scenes (``test_scenes``):
+    ``det``'s candidates at 0.1, capped and cropped as the runtime does (session 26's ``rot.py``, session 27's
+    ``hard.py``)."""
+    out = []
+    for rgb, gl in test_scenes(classes):
+        d = det.predict(np.ascontiguousarray(rgb[:, :, ::-1]), min_score=0.1)
+        bx, s, _lb = top_candidates(d.boxes, d.scores, d.labels, cap)
+        out.append((bx, s, V.crop_boxes(rgb, bx, side, V.MARGIN, V.MIN_BOX_PX), gl))
+    return out
+
 def all_scene_crops(sc: SimpleNamespace) -> SimpleNamespace:
     """Session 24's out-of-fold studies (``oof5.py``, ``oof5p.py``): every one of the bundle's 40 training scenes
     (the trainer's training scenes first, then its held-out ones), the verifier's training crops of each under its

@@ -10,14 +10,14 @@ import cv2
 import numpy as np
 import torch
 
-from loupe_dl_detect.verify import GREY, crop_matrix, relabel, top_candidates
+from loupe_dl_detect.verify import GREY, crop_matrix, relabel
 from loupe_trainer.detect import verifier as V
 from loupe_trainer.detect.trainer import choose_threshold
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "issue-17-s25"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "issue-17-s23"))
 from inputs import oof_data, trainer_inputs  # noqa: E402
-from scenes import acc_table, test_scenes  # noqa: E402
+from scenes import acc_table, test_candidates  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -59,11 +59,7 @@ def main():
     det, d = oof_data(t)
     v = t.bundle.meta["verifier"]
     side, cap, n_cls, seed = v["crop"], v["max_candidates"], t.n_cls, t.params.seed
-    test = []
-    for rgb, gl in test_scenes(t.classes):
-        dd = det.predict(np.ascontiguousarray(rgb[:, :, ::-1]), min_score=0.1)
-        bx, s, lb = top_candidates(dd.boxes, dd.scores, dd.labels, cap)
-        test.append((bx, s, V.crop_boxes(rgb, bx, side, V.MARGIN, V.MIN_BOX_PX), gl))
+    test = test_candidates(det, t.classes, cap, side)
     for tag in nrots:
         # N: N turned copies added; jN: the jitter copies replaced by N turned, jittered copies
         t0 = time.perf_counter()

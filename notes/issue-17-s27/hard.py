@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 from host import create_session
-from loupe_dl_detect.verify import relabel, top_candidates
+from loupe_dl_detect.verify import relabel
 from loupe_trainer.detect import verifier as V
 from loupe_trainer.detect.trainer import choose_threshold
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "issue-17-s25"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "issue-17-s23"))
 from inputs import oof_data, trainer_inputs  # noqa: E402
-from scenes import acc_table, test_scenes  # noqa: E402
+from scenes import acc_table, test_candidates  # noqa: E402
 
 torch.set_num_threads(2)
 V.SHIFTED_CROPS = False    # the product's crops as before session 27 (``oof_data``); the arms add their own
@@ -80,11 +80,7 @@ def main():
     det, d = oof_data(t)
     v = t.bundle.meta["verifier"]
     side, cap, n_cls, seed = v["crop"], v["max_candidates"], t.n_cls, t.params.seed
-    test = []
-    for rgb, gl in test_scenes(t.classes):
-        dd = det.predict(np.ascontiguousarray(rgb[:, :, ::-1]), min_score=0.1)
-        bx, s, _lb = top_candidates(dd.boxes, dd.scores, dd.labels, cap)
-        test.append((bx, s, V.crop_boxes(rgb, bx, side, V.MARGIN, V.MIN_BOX_PX), gl))
+    test = test_candidates(det, t.classes, cap, side)
     gts = [x[3] for x in test]
     print(f"{name}: data {time.perf_counter() - t0:.0f}s, {len(d.labels)} crops", flush=True)
 
