@@ -222,8 +222,9 @@ def test_verifier_runtime_rescores_the_candidates(tiny_detector, parts_small, tm
 
     b = Bundle.load(tiny_detector)
     v = b.meta["verifier"]
-    det, alone = Detector(b, threads=1), Detector(b, threads=1, verify=False)
-    assert det.verifier is not None and alone.verifier is None
+    # one look per candidate here (the second look near the threshold: the next test)
+    det, alone = Detector(b, threads=1, second_look=False), Detector(b, threads=1, verify=False)
+    assert det.verifier is not None and alone.verifier is None and det.verifier.second_look is None
     assert det.min_score == v["min_score"] and alone.min_score == b.meta["decode"]["min_score"]
     assert det.verifier.candidate_floor(v["min_score"]) == max(v["candidate_score"], v["min_score"] ** 2)
     assert det.verifier.candidate_floor(0.0) == v["candidate_score"]
@@ -422,3 +423,75 @@ def test_desktop_app_evaluates_detection(tiny_detector, parts_small, tmp_path, q
     # hidden before the test's last reference to it goes: a workspace garbage-collected while Qt paints one of its
     # charts (pytest-qt processes the pending paints after the test) would be deleted under that paint
     ws.close()
+
+
+def test_verifier_second_look_near_the_threshold(tiny_detector, parts_small, tmp_path):
+    """The trainer asks for a second look (``verifier.second_look``); the runtime gives it to the candidates whose
+    one-look combined score lies in the band around the operating threshold (and whose detector score could reach
+    it): p becomes the mean of the graph's probabilities over the crop's 8 quarter turns and mirror images, the
+    others keep one look. A malformed field names itself."""
+    import onnxruntime as ort
+
+    from host import BundleError, write_bundle
+    from loupe_dl_detect.data import read_image
+    from loupe_dl_detect.model import Detector
+    from loupe_dl_detect.verify import crop_boxes, relabel
+
+    b = Bundle.load(tiny_detector)
+    v = b.meta["verifier"]
+    assert v["second_look"] == {"looks": 8, "band": [0.7, 1.4]}
+    # a wide band on the same graphs, so that the tiny model's few candidates fall in it
+    wide = tmp_path / "wide"
+    files = {n: tiny_detector / n for n in b.files if n not in ("bundle.json", "manifest.json")}
+    write_bundle(wide, {**b.meta, "verifier": {**v, "second_look": {"looks": 8, "band": [0.5, 3.0]}}}, files)
+    det, one = Detector(Bundle.load(wide), threads=1), Detector(b, threads=1, second_look=False)
+    alone = Detector(b, threads=1, verify=False)
+    sess = ort.InferenceSession(str(tiny_detector / "verifier.onnx"), providers=["CPUExecutionProvider"])
+    thr, n_near = v["min_score"], 0
+    for path in sorted((parts_small / "test" / "images").iterdir())[:6]:
+        bgr = read_image(path)
+        cand = alone.predict(bgr, min_score=max(v["candidate_score"], thr ** 2))
+        top = np.argsort(-cand.scores, kind="stable")[:v["max_candidates"]]
+        if not len(top):
+            continue
+        crops = crop_boxes(bgr[:, :, ::-1].copy(), cand.boxes[top], v["crop"], 0.75)
+        looks = [np.rot90(crops, k, axes=(1, 2)) for k in range(4)]
+        looks += [t[:, :, ::-1] for t in looks]
+        p = [sess.run(["probs"], {"crops": np.ascontiguousarray(x.transpose(0, 3, 1, 2), np.float32)})[0]
+             for x in looks]
+        s = cand.scores[top]
+        one_look, _c = relabel(s, p[0])
+        near = (one_look >= 0.5 * thr) & (one_look <= 3.0 * thr)
+        want_p = np.where(near[:, None], np.mean(p, 0), p[0])
+        want, c = relabel(s, want_p)
+        keep = want >= thr
+        order = np.argsort(-want[keep], kind="stable")
+        got = det.predict(bgr)
+        assert np.allclose(got.scores, want[keep][order], atol=1e-5)
+        assert np.array_equal(got.labels, c[keep][order])
+        # loupe eval keeps every detection down to a low score and counts at the operating threshold: the same band
+        low = det.predict(bgr, min_score=thr ** 2, operating=thr)
+        sel = low.scores >= thr
+        assert np.allclose(low.scores[sel], got.scores, atol=1e-6) and np.array_equal(low.labels[sel], got.labels)
+        n_near += int(near.sum())
+        # without it (the tool's second_look: false), one look: the bundle's band makes no difference there
+        d1 = one.predict(bgr)
+        want1, _c1 = relabel(s, p[0])
+        k1 = want1 >= thr
+        assert np.allclose(d1.scores, np.sort(want1[k1])[::-1], atol=1e-5)
+    assert n_near > 0
+    write_bundle(tmp_path / "bad", {**b.meta, "verifier": {**v, "second_look": {"looks": 8, "band": [1.2, 2.0]}}},
+                 files)
+    with pytest.raises(BundleError, match=r"bundle\.json.*verifier\.second_look"):
+        Detector(Bundle.load(tmp_path / "bad"))
+
+
+def test_dihedral_looks_are_the_seven_other_turns_and_mirrors():
+    from loupe_dl_detect.verify import dihedral_looks
+
+    x = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+    got = dihedral_looks(x).reshape(7, 2, 3, 4, 4)
+    want = [np.rot90(x, k, axes=(2, 3)) for k in range(4)]
+    want += [w[..., ::-1] for w in want]
+    keys = {w.tobytes() for w in want}
+    assert len(keys) == 8 and {g.tobytes() for g in got} == keys - {x.tobytes()}

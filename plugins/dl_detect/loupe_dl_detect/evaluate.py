@@ -91,7 +91,7 @@ def predict_one(det: Detector, s, thr: float, keep: bool = False):
     # AP is computed from every detection down to a low score; counts use the operating threshold
     floor = min(0.05, det.min_score)
     t0 = time.perf_counter()
-    d = det.predict(rgb[:, :, ::-1], min_score=floor)   # the runtime takes images as decoded (BGR)
+    d = det.predict(rgb[:, :, ::-1], min_score=floor, operating=thr)   # the runtime takes images as decoded (BGR)
     ms = (time.perf_counter() - t0) * 1e3
     sel = d.scores >= thr
     row = {"pred": (d.boxes, d.scores, d.labels), "gt": (gb, gl), "exact": counts_match(d.labels[sel], gl,

@@ -116,7 +116,8 @@ def decode(heat: np.ndarray, size: np.ndarray, offset: np.ndarray, stride: int, 
 class Detector:
     """Loads a ``detect`` bundle once; ``predict`` is the per-image path."""
 
-    def __init__(self, bundle: Bundle, threads: int = 2, engine: str | None = None, verify: bool = True):
+    def __init__(self, bundle: Bundle, threads: int = 2, engine: str | None = None, verify: bool = True,
+                 second_look: bool = True):
         meta = bundle.meta
         if bundle.task != "detect":
             raise BundleError(f"{bundle.path}: bundle task is {bundle.task!r}, not 'detect'")
@@ -141,7 +142,7 @@ class Detector:
         if verify and meta.get("verifier") is not None:
             from .verify import BoxVerifier
 
-            self.verifier = BoxVerifier(bundle, len(self.classes), threads, engine)
+            self.verifier = BoxVerifier(bundle, len(self.classes), threads, engine, second_look)
             self.min_score = self.verifier.min_score
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
@@ -149,11 +150,13 @@ class Detector:
         return self.session.run(list(OUTPUTS), {self.input_name: x})
 
     def predict(self, image: np.ndarray, min_score: float | None = None, nms_iou: float | None = None,
-                agnostic: bool | None = None) -> Detections:
+                agnostic: bool | None = None, operating: float | None = None) -> Detections:
         """Detections of one image (as decoded: BGR) scoring at least ``min_score`` (default: the bundle's).
         With a verifier, the detector's candidates down to its ``candidate_score`` are re-scored and re-labelled
         first, and ``min_score`` applies to the combined score; candidates that cannot reach it whatever the
-        verifier says (``candidate_floor``) are not verified."""
+        verifier says (``candidate_floor``) are not verified. ``operating``: the threshold the results will be
+        judged at when it is not ``min_score`` (``loupe eval`` keeps every detection down to a low score for AP
+        and counts at the operating threshold): the verifier's second look is placed around it."""
         thr = self.min_score if min_score is None else min_score
         heat, size, off = self.run(preprocess([image], self.size, self.norm))
         h, w = image.shape[:2]
@@ -163,7 +166,8 @@ class Detector:
                    self.agnostic if agnostic is None else agnostic)
         if self.verifier is None:
             return d
-        boxes, scores, labels = self.verifier.rescore(image, d.boxes, d.scores, d.labels)
+        boxes, scores, labels = self.verifier.rescore(image, d.boxes, d.scores, d.labels,
+                                                      thr if operating is None else operating)
         keep = scores >= thr
         order = np.argsort(-scores[keep], kind="stable")
         return Detections(boxes[keep][order], scores[keep][order], labels[keep][order])
@@ -172,5 +176,6 @@ class Detector:
         out = {"classes": self.classes, "input_size": list(self.size), "stride": self.stride}
         if self.verifier is not None:
             out["verifier"] = {k: self.verifier.cfg[k] for k in ("crop", "margin", "candidate_score",
-                                                                 "max_candidates", "combine", "min_score")}
+                                                                 "max_candidates", "combine", "min_score",
+                                                                 "second_look")}
         return out

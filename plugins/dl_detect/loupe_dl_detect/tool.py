@@ -44,6 +44,9 @@ class DetectParams(Params):
     threads: int = Field(2, ge=1, le=64, description="ONNX Runtime intra-op threads")
     verify: bool = Field(True, description="re-score the candidates with the bundle's verifier when it has one "
                                            "(false: the detector alone, at its own threshold; faster)")
+    second_look: bool = Field(True, description="with a verifier whose bundle asks for it: candidates near the "
+                                                "threshold are scored again on their crop's quarter turns and "
+                                                "mirror images (false: one look; faster on those frames)")
 
     @field_validator("expected")
     @classmethod
@@ -107,7 +110,7 @@ class DetectTool(InspectTool):
         if bundle.task != "detect":
             raise BundleError(f"{path}: a {bundle.task!r} bundle, but detect.objects needs a 'detect' bundle")
         self.det = Detector(bundle, threads=params.threads, engine=self.context.options.get("engine"),
-                            verify=params.verify)
+                            verify=params.verify, second_look=params.second_look)
         self.names = [measure_name(c) for c in self.det.classes]
 
     def inspect(self, image: np.ndarray) -> ToolOutput:

@@ -11,6 +11,11 @@ Per frame: the detector's candidates down to ``candidate_score`` (its own decodi
 ``max_candidates`` of them (best detector score first), are cropped (``crop_boxes``) and classified in one
 batched call; each candidate's score becomes sqrt(s * p[c]) with c the verifier's best part class, which also
 becomes its label (``gmean_relabel``); the bundle's ``min_score`` applies to that combined score.
+
+Optional ``verifier.second_look`` ``{looks: 8, band: [lo, hi]}``: a candidate whose combined score lies within
+[lo, hi] x the operating threshold (and whose detector score could reach it) is classified again on the 8 quarter
+turns and mirror images of its crop (the verifier trained on all of them), and its probabilities become the mean over
+those looks. Only the few candidates near the threshold pay for it; bundles without the field get one look.
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ from host import Bundle, BundleError, create_session, resolve_engine
 #: the value outside the image in a crop (mid grey)
 GREY = 127
 OUTPUT = "probs"
+#: a second look: the crop's quarter turns and mirror images (``second_look_meta``)
+LOOKS = 8
 #: how a candidate's detector score and the verifier's probabilities combine (the one the trainer writes)
 COMBINE = ("gmean_relabel",)
 
@@ -97,6 +104,7 @@ def verifier_meta(bundle: Bundle, n_classes: int) -> dict[str, Any] | None:
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
         raise BundleError(f"{where}: field 'verifier.{bad[0]}' has a value out of range: {v.get(bad[0])!r}")
+    out["second_look"] = second_look_meta(v.get("second_look"), where)
     labels = v.get("labels")
     if labels is not None and (not isinstance(labels, list) or len(labels) != n_classes + 1):
         raise BundleError(f"{where}: field 'verifier.labels' must list background and the {n_classes} classes")
@@ -105,11 +113,33 @@ def verifier_meta(bundle: Bundle, n_classes: int) -> dict[str, Any] | None:
     return out
 
 
+def second_look_meta(look: Any, where) -> dict[str, Any] | None:
+    """``verifier.second_look`` checked: None (one look), or {looks: 8, band: [lo, hi]} with 0 <= lo <= 1 <= hi."""
+    if look is None:
+        return None
+    try:
+        looks, (lo, hi) = int(look["looks"]), (float(x) for x in look["band"])
+    except (KeyError, TypeError, ValueError):
+        raise BundleError(f"{where}: field 'verifier.second_look' must be {{looks: 8, band: [lo, hi]}}, "
+                          f"not {look!r}") from None
+    if looks not in (1, LOOKS) or not 0 <= lo <= 1 <= hi:
+        raise BundleError(f"{where}: field 'verifier.second_look' has a value out of range: {look!r} (looks: 1 "
+                          f"or {LOOKS}; band: 0 <= lo <= 1 <= hi)")
+    return {"looks": looks, "band": [lo, hi]}
+
+
+def dihedral_looks(x: np.ndarray) -> np.ndarray:
+    """The 7 other quarter turns and mirror images of crops [N, 3, S, S] (square), look by look: [7 N, 3, S, S]."""
+    turns = [np.rot90(x, k, axes=(2, 3)) for k in range(4)]
+    return np.ascontiguousarray(np.concatenate(turns[1:] + [t[..., ::-1] for t in turns]))
+
+
 class BoxVerifier:
     """The verifier graph of a bundle, opened once; ``__call__`` re-scores one frame's candidates in one batched
     ONNX Runtime call. Buffers for ``max_candidates`` crops are allocated here, not per frame."""
 
-    def __init__(self, bundle: Bundle, n_classes: int, threads: int = 2, engine: str | None = None):
+    def __init__(self, bundle: Bundle, n_classes: int, threads: int = 2, engine: str | None = None,
+                 second_look: bool = True):
         cfg = verifier_meta(bundle, n_classes)
         if cfg is None:
             raise BundleError(f"{bundle.path / 'bundle.json'}: the bundle has no verifier")
@@ -118,6 +148,8 @@ class BoxVerifier:
         self.candidate_score = cfg["candidate_score"]
         self.max_candidates = cfg["max_candidates"]
         self.min_score = cfg["min_score"]
+        look = cfg["second_look"]
+        self.second_look = look if second_look and look and look["looks"] > 1 else None
         # the graph's bytes, not its path: the bundle's stored engine parity set belongs to model.onnx
         self.session = create_session(bundle.file(cfg["file"]).read_bytes(), threads, engine=resolve_engine(engine),
                                       outputs=(OUTPUT,))
@@ -142,16 +174,35 @@ class BoxVerifier:
         np.copyto(x, crops[:, :, :, ::-1].transpose(0, 3, 1, 2))    # BGR HWC -> RGB CHW, float
         return self.session.run([OUTPUT], {self.input_name: x})[0]
 
+    def look_again(self, probs: np.ndarray, near: np.ndarray) -> np.ndarray:
+        """``probs`` with the rows ``near`` (indices into the last ``probabilities`` call's boxes) replaced by the
+        mean over the 8 quarter turns and mirror images of their crops (one batched call)."""
+        if not len(near):
+            return probs
+        more = self.session.run([OUTPUT], {self.input_name: dihedral_looks(self._x[near])})[0]
+        probs = probs.copy()
+        probs[near] = (probs[near] + more.reshape(LOOKS - 1, len(near), -1).sum(0)) / LOOKS
+        return probs
+
     def candidate_floor(self, min_score: float) -> float:
         """The lowest detector score worth verifying when the combined score must reach ``min_score``: the
         combined score sqrt(s * p) is at most sqrt(s), so a candidate under ``min_score ** 2`` can never pass,
         whatever the verifier says (never below the bundle's ``candidate_score``)."""
         return max(self.candidate_score, float(min_score) ** 2)
 
-    def rescore(self, image_bgr: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray):
-        """(boxes, combined scores, labels) of the best ``max_candidates`` candidates, best detector score first."""
+    def rescore(self, image_bgr: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                around: float | None = None):
+        """(boxes, combined scores, labels) of the best ``max_candidates`` candidates, best detector score first.
+        ``around``: the operating threshold the bundle's second look (if any) is placed around (default: the
+        bundle's ``min_score``)."""
         boxes, scores, labels = top_candidates(boxes, scores, labels, self.max_candidates)
         if not len(scores):
             return boxes, scores, labels
-        s, c = relabel(scores, self.probabilities(image_bgr, boxes))
+        probs = self.probabilities(image_bgr, boxes)
+        if self.second_look is not None:
+            thr = self.min_score if around is None else float(around)
+            lo, hi = self.second_look["band"]
+            s, _c = relabel(scores, probs)
+            probs = self.look_again(probs, np.flatnonzero((s >= lo * thr) & (s <= hi * thr) & (scores >= thr ** 2)))
+        s, c = relabel(scores, probs)
         return boxes, s, c
