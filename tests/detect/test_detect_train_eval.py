@@ -440,14 +440,14 @@ def test_verifier_second_look_near_the_threshold(tiny_detector, parts_small, tmp
     b = Bundle.load(tiny_detector)
     v = b.meta["verifier"]
     assert v["second_look"] == {"looks": 8, "band": [0.7, 1.4]}
-    # a wide band on the same graphs, so that the tiny model's few candidates fall in it
+    # the trainer's band, and a wide one on the same graphs, so that the tiny model's few candidates fall in it
     wide = tmp_path / "wide"
     files = {n: tiny_detector / n for n in b.files if n not in ("bundle.json", "manifest.json")}
     write_bundle(wide, {**b.meta, "verifier": {**v, "second_look": {"looks": 8, "band": [0.5, 3.0]}}}, files)
-    det, one = Detector(Bundle.load(wide), threads=1), Detector(b, threads=1, second_look=False)
-    alone = Detector(b, threads=1, verify=False)
+    dets = [(Detector(b, threads=1), 0.7, 1.4), (Detector(Bundle.load(wide), threads=1), 0.5, 3.0)]
+    one, alone = Detector(b, threads=1, second_look=False), Detector(b, threads=1, verify=False)
     sess = ort.InferenceSession(str(tiny_detector / "verifier.onnx"), providers=["CPUExecutionProvider"])
-    thr, n_near = v["min_score"], 0
+    thr, n_near, n_far = v["min_score"], 0, 0
     for path in sorted((parts_small / "test" / "images").iterdir())[:6]:
         bgr = read_image(path)
         cand = alone.predict(bgr, min_score=max(v["candidate_score"], thr ** 2))
@@ -461,25 +461,24 @@ def test_verifier_second_look_near_the_threshold(tiny_detector, parts_small, tmp
              for x in looks]
         s = cand.scores[top]
         one_look, _c = relabel(s, p[0])
-        near = (one_look >= 0.5 * thr) & (one_look <= 3.0 * thr)
-        want_p = np.where(near[:, None], np.mean(p, 0), p[0])
-        want, c = relabel(s, want_p)
-        keep = want >= thr
-        order = np.argsort(-want[keep], kind="stable")
-        got = det.predict(bgr)
-        assert np.allclose(got.scores, want[keep][order], atol=1e-5)
-        assert np.array_equal(got.labels, c[keep][order])
-        # loupe eval keeps every detection down to a low score and counts at the operating threshold: the same band
-        low = det.predict(bgr, min_score=thr ** 2, operating=thr)
-        sel = low.scores >= thr
-        assert np.allclose(low.scores[sel], got.scores, atol=1e-6) and np.array_equal(low.labels[sel], got.labels)
-        n_near += int(near.sum())
+        for det, lo, hi in dets:
+            near = (one_look >= lo * thr) & (one_look <= hi * thr)
+            want, c = relabel(s, np.where(near[:, None], np.mean(p, 0), p[0]))
+            keep = want >= thr
+            order = np.argsort(-want[keep], kind="stable")
+            got = det.predict(bgr)
+            assert np.allclose(got.scores, want[keep][order], atol=1e-5)
+            assert np.array_equal(got.labels, c[keep][order])
+            # loupe eval keeps every detection down to a low score and counts at the operating threshold: the
+            # same band
+            low = det.predict(bgr, min_score=thr ** 2, operating=thr)
+            sel = low.scores >= thr
+            assert np.allclose(low.scores[sel], got.scores, atol=1e-6)
+            assert np.array_equal(low.labels[sel], got.labels)
+            n_near, n_far = n_near + int(near.sum()), n_far + int((~near).sum())
         # without it (the tool's second_look: false), one look: the bundle's band makes no difference there
-        d1 = one.predict(bgr)
-        want1, _c1 = relabel(s, p[0])
-        k1 = want1 >= thr
-        assert np.allclose(d1.scores, np.sort(want1[k1])[::-1], atol=1e-5)
-    assert n_near > 0
+        assert np.allclose(one.predict(bgr).scores, np.sort(one_look[one_look >= thr])[::-1], atol=1e-5)
+    assert n_near > 0 and n_far > 0
     write_bundle(tmp_path / "bad", {**b.meta, "verifier": {**v, "second_look": {"looks": 8, "band": [1.2, 2.0]}}},
                  files)
     with pytest.raises(BundleError, match=r"bundle\.json.*verifier\.second_look"):
