@@ -135,8 +135,9 @@ def dihedral_looks(x: np.ndarray) -> np.ndarray:
 
 
 class BoxVerifier:
-    """The verifier graph of a bundle, opened once; ``__call__`` re-scores one frame's candidates in one batched
-    ONNX Runtime call. Buffers for ``max_candidates`` crops are allocated here, not per frame."""
+    """The verifier graph of a bundle, opened once; ``rescore`` re-scores one frame's candidates in one batched
+    ONNX Runtime call (and a second for the few near the threshold, ``look_again``). Buffers for ``max_candidates``
+    crops are allocated here, not per frame."""
 
     def __init__(self, bundle: Bundle, n_classes: int, threads: int = 2, engine: str | None = None,
                  second_look: bool = True):
