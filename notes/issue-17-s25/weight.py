@@ -11,12 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from loupe_dl_detect.verify import BoxVerifier, top_candidates
-from loupe_trainer.classify.engine import _probe_wd, fit_linear
 from loupe_trainer.detect.trainer import choose_threshold
-from loupe_trainer.detect.verifier import OOF_FOLDS, maps_features
+from loupe_trainer.detect.verifier import fold_probes, maps_features
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "issue-17-s23"))
 from inputs import oof_data, trainer_inputs  # noqa: E402
@@ -41,15 +39,8 @@ def combine(raw, a: float) -> list:
 def oof_raw(d, n_out: int, seed: int) -> tuple[list, list]:
     """``verifier.out_of_fold``'s folds, keeping (boxes, detector scores, probabilities) per view."""
     feats = maps_features(d.frozen, d.maps)
-    n = len(d.scenes)
-    perm = np.random.default_rng(seed + 7).permutation(n)
-    raw = [None] * n
-    for f in range(OOF_FOLDS):
-        held = perm[f::OOF_FOLDS]
-        fit = ~np.isin(d.owner, held)
-        fc = nn.Linear(feats.shape[1], n_out)
-        with torch.enable_grad():
-            fit_linear(fc, feats[torch.from_numpy(fit)], torch.from_numpy(d.labels[fit]), _probe_wd(n - len(held)), 0.0)
+    raw = [None] * len(d.scenes)
+    for held, fc in fold_probes(feats, d.labels, d.owner, len(d.scenes), n_out, seed):
         for i in held:
             raw[i] = [(bx, s, F.softmax(fc(fv), 1).numpy() if len(s) else None) for (bx, s, fv), _c, _t in d.scenes[i]]
     return [v for per in raw for v in per], [v[2] for per in d.scenes for v in per]

@@ -7,15 +7,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from host import Bundle, create_session
-from loupe_dl_detect.model import Detector
 from loupe_dl_detect.verify import relabel
-from loupe_trainer.detect import verifier as V
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "issue-17-s23"))
 sys.path.insert(0, str(Path(__file__).parent))
-from ens import dihedral  # noqa: E402
-from scenes import acc_table, test_candidates  # noqa: E402
+from ens import bundle_looks  # noqa: E402
+from scenes import acc_table  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -31,15 +28,8 @@ AGG = {"mean": lambda ps: np.mean(ps, 0),
 
 def main():
     for bpath in sys.argv[1:]:
-        b = Bundle.load(Path(bpath))
-        v = b.meta["verifier"]
-        thr, n_cls = v["min_score"], len(b.meta["classes"])
-        det = Detector(b, threads=2, verify=False)
-        test = test_candidates(det, b.meta["classes"], v["max_candidates"], v["crop"])
-        gts = [x[3] for x in test]
-        sess = create_session(b.path / "verifier.onnx", 2)
-        looks = [np.stack([V.onnx_probabilities(sess, dihedral(cr, k)) for k in range(8)]) if len(s) else None
-                 for _b, s, cr, _g in test]
+        bl = bundle_looks(bpath)
+        thr, n_cls, test, gts, looks = bl.thr, bl.n_cls, bl.test, bl.gts, bl.looks
         out = []
         for name, f in AGG.items():
             for lo, hi in ((0.7, 1.4), (0.0, 99.0)):

@@ -11,16 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from host import create_session
-from loupe_dl_detect.model import Detector
 from loupe_dl_detect.verify import relabel
-from loupe_trainer.detect import verifier as V
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "issue-17-s23"))
 sys.path.insert(0, str(Path(__file__).parent))
-from ens import dihedral  # noqa: E402
-from scenes import acc_table, test_candidates  # noqa: E402
-from host import Bundle  # noqa: E402
+from ens import bundle_looks  # noqa: E402
+from scenes import acc_table  # noqa: E402
 
 torch.set_num_threads(2)
 LOOKS = {"m": [0, 4], "r4": [0, 1, 2, 3], "d4": [0, 2, 4, 6], "d8": list(range(8))}
@@ -30,15 +26,8 @@ BANDS = [(0.0, 9.0), (0.5, 2.0), (0.6, 1.6), (0.7, 1.4), (0.8, 1.25), (0.9, 1.1)
 def main():
     for bpath in sys.argv[1:]:
         t0 = time.perf_counter()
-        b = Bundle.load(Path(bpath))
-        v = b.meta["verifier"]
-        thr, n_cls = v["min_score"], len(b.meta["classes"])
-        det = Detector(b, threads=2, verify=False)
-        test = [x for x in test_candidates(det, b.meta["classes"], v["max_candidates"], v["crop"])]
-        gts = [x[3] for x in test]
-        sess = create_session(b.path / "verifier.onnx", 2)
-        looks = [[V.onnx_probabilities(sess, dihedral(cr, k)) if len(s) else None for k in range(8)]
-                 for _b, s, cr, _g in test]
+        bl = bundle_looks(bpath)
+        thr, n_cls, test, gts, looks = bl.thr, bl.n_cls, bl.test, bl.gts, bl.looks
         name = Path(bpath).name
         print(f"{name}: thr {thr:.3f}, {time.perf_counter() - t0:.0f}s; verified per frame "
               f"{np.mean([(s >= thr ** 2).sum() for _b, s, _c, _g in test]):.2f}", flush=True)

@@ -11,11 +11,13 @@ The data are the product's (``oof_data``, ``SHIFTED_CROPS`` as shipped), so f0 i
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from host import create_session
+from host import Bundle, create_session
+from loupe_dl_detect.model import Detector
 from loupe_dl_detect.verify import relabel
 from loupe_trainer.detect import verifier as V
 
@@ -31,6 +33,21 @@ def dihedral(cr, k):
     """The k-th of the 8 quarter turns and mirrors of square crops [N, S, S, 3]."""
     out = np.rot90(cr, k % 4, axes=(1, 2))
     return np.ascontiguousarray(out[:, :, ::-1] if k >= 4 else out)
+
+
+def bundle_looks(bpath) -> SimpleNamespace:
+    """What band.py, oracle.py and agg.py score: a bundle's threshold and class count, its detector's capped test
+    candidates (``test_candidates``) and their true labels, and per test scene the shipped verifier's probabilities
+    of each candidate's crop under the 8 looks ``dihedral`` [8, n, K + 1] (None without candidates)."""
+    b = Bundle.load(Path(bpath))
+    v = b.meta["verifier"]
+    det = Detector(b, threads=2, verify=False)
+    test = test_candidates(det, b.meta["classes"], v["max_candidates"], v["crop"])
+    sess = create_session(b.path / "verifier.onnx", 2)
+    looks = [np.stack([V.onnx_probabilities(sess, dihedral(cr, k)) for k in range(8)]) if len(s) else None
+             for _b, s, cr, _g in test]
+    return SimpleNamespace(thr=v["min_score"], n_cls=len(b.meta["classes"]), test=test, gts=[x[3] for x in test],
+                           looks=looks)
 
 
 def line(name, tag, thr, acc, secs):

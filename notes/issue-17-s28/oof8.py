@@ -10,11 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from loupe_dl_detect.verify import relabel
-from loupe_trainer.classify.engine import _probe_wd, fit_linear
 from loupe_trainer.detect import verifier as V
 from loupe_trainer.detect.trainer import THRESHOLDS, count_scores, pick_threshold
 
@@ -53,16 +51,8 @@ def look_features(t, d, side):
 @torch.no_grad()
 def probs_oof(feats, labels, owner, scenes, looks, n_out, seed):
     """Per image, per view: (detector scores, one-look p, 8-look p) under the probe of the folds without it."""
-    folds = min(V.OOF_FOLDS, len(scenes))
-    perm = np.random.default_rng(seed + 7).permutation(len(scenes))
     out = [None] * len(scenes)
-    for f in range(folds):
-        held = perm[f::folds]
-        fit = ~np.isin(owner, held)
-        fc = nn.Linear(feats.shape[1], n_out)
-        with torch.enable_grad():
-            fit_linear(fc, feats[torch.from_numpy(fit)], torch.from_numpy(labels[fit]),
-                       _probe_wd(len(scenes) - len(held)), 0.0)
+    for held, fc in V.fold_probes(feats, labels, owner, len(scenes), n_out, seed):
         for i in held:
             out[i] = []
             for ((boxes, scores, fv), _d, _t), lk in zip(scenes[i], looks[i]):

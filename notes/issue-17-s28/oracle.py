@@ -8,16 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from host import Bundle, create_session
-from loupe_dl_detect.model import Detector
 from loupe_dl_detect.verify import relabel
 from loupe_trainer.detect import verifier as V
 from loupe_trainer.detect.trainer import THRESHOLDS
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "issue-17-s23"))
 sys.path.insert(0, str(Path(__file__).parent))
-from ens import dihedral  # noqa: E402
-from scenes import test_candidates  # noqa: E402
+from ens import bundle_looks  # noqa: E402
 
 torch.set_num_threads(2)
 LO, HI = V.SECOND_LOOK_BAND
@@ -26,14 +23,8 @@ LO, HI = V.SECOND_LOOK_BAND
 def main():
     for bpath in sys.argv[1:]:
         t0 = time.perf_counter()
-        b = Bundle.load(Path(bpath))
-        v = b.meta["verifier"]
-        thr, n_cls = v["min_score"], len(b.meta["classes"])
-        det = Detector(b, threads=2, verify=False)
-        test = test_candidates(det, b.meta["classes"], v["max_candidates"], v["crop"])
-        sess = create_session(b.path / "verifier.onnx", 2)
-        looks = [[V.onnx_probabilities(sess, dihedral(cr, k)) for k in range(8)] if len(s) else None
-                 for _b, s, cr, _g in test]
+        bl = bundle_looks(bpath)
+        thr, n_cls, test, looks = bl.thr, bl.n_cls, bl.test, bl.looks
         acc = {}
         for t in THRESHOLDS:
             exact = []

@@ -204,6 +204,7 @@ class BoxVerifier:
             thr = self.min_score if around is None else float(around)
             lo, hi = self.second_look["band"]
             s, _c = relabel(scores, probs)
-            probs = self.look_again(probs, np.flatnonzero((s >= lo * thr) & (s <= hi * thr) & (scores >= thr ** 2)))
+            probs = self.look_again(probs, np.flatnonzero((s >= lo * thr) & (s <= hi * thr)
+                                                           & (scores >= self.candidate_floor(thr))))
         s, c = relabel(scores, probs)
         return boxes, s, c

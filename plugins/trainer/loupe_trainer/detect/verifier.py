@@ -46,7 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from loupe_dl_detect.model import iou_matrix
-from loupe_dl_detect.verify import crop_boxes, relabel, top_candidates
+from loupe_dl_detect.verify import LOOKS, crop_boxes, relabel, top_candidates
 
 from ..backbone import build_backbone, stage_channels
 from .augment import _hflip, _rot90
@@ -502,15 +502,15 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
             "file": "verifier.onnx", "crop": side, "margin": MARGIN, "min_box_px": MIN_BOX_PX,
             "candidate_score": float(params.verify_candidate_score), "max_candidates": int(cap),
             "combine": "gmean_relabel", "min_score": thr, "labels": ["background", *classes],
-            "second_look": {"looks": 8, "band": list(SECOND_LOOK_BAND)},
+            "second_look": {"looks": LOOKS, "band": list(SECOND_LOOK_BAND)},
             "input": f"crops float32 [N, 3, {side}, {side}]: RGB pixels 0..255 of a square of {MARGIN} x the box's "
                      f"longer side around its centre, grey (127) outside the image; normalised in the graph",
             "output": f"probs [N, {n_cls + 1}]: softmax over background and the classes",
             "method": f"EfficientNet-Lite0 (ImageNet) {' + '.join(STAGES)} average- and max-pooled, linear probe, "
                       f"then stage5-6 and the linear layer fine-tuned {params.verify_epochs} epoch(s); "
                       f"score sqrt(detector score x p[c]), c the verifier's best part class; candidates within "
-                      f"{SECOND_LOOK_BAND[0]:g}-{SECOND_LOOK_BAND[1]:g} x the threshold: p averaged over the crop's 8 "
-                      f"quarter turns and mirror images",
+                      f"{SECOND_LOOK_BAND[0]:g}-{SECOND_LOOK_BAND[1]:g} x the threshold: p averaged over the crop's "
+                      f"{LOOKS} quarter turns and mirror images",
             "images": len(items), "train_crops": counts, "truth_jitter": {"copies": N_JITTER, "amount": JITTER},
             "train_accuracy": round(train_acc, 4), "fine_tune_epochs": params.verify_epochs,
             "onnx_opset": OPSET, "parity": parity,
@@ -538,29 +538,38 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
     return bundle
 
 
-@torch.no_grad()
-def out_of_fold(feats: torch.Tensor, labels: np.ndarray, owner: np.ndarray, scenes: list, n_out: int, seed: int,
-                folds: int = 0) -> tuple[list, list, list]:
-    """(combined candidates, the detector's own candidates, true boxes) of every view in ``scenes``, each image's
-    combined scores from a verifier that has not seen it: the images in ``folds`` (``OOF_FOLDS``) folds, each
-    fold's views scored by the linear probe (``fit_linear``, no fine-tuning) on the frozen trunk's features, fitted
-    on the crops of the other folds' images. ``feats``: the training crops' frozen features (``maps_features``),
-    ``labels`` their classes and ``owner`` the image of each; ``scenes``: per image, per view ((capped boxes,
-    detector scores, frozen features), detector candidates, truth); ``n_out``: the verifier's outputs.
-    Issue 17, sessions 24-25: through the product on five seeds, count accuracy on the bench's 300 test scenes
-    0.787 -> 0.809 against the 8 held-out images' count balance (four up, one equal; the worst seed +0.076)."""
+def fold_probes(feats: torch.Tensor, labels: np.ndarray, owner: np.ndarray, n_images: int, n_out: int, seed: int,
+                folds: int = 0):
+    """Per fold of the images (``folds``, default ``OOF_FOLDS``; the split drawn from ``seed`` + 7): (the fold's
+    image indices, the linear probe ``fit_linear`` fitted on the crops of the other folds' images). ``feats``: the
+    training crops' frozen features, ``labels`` their classes, ``owner`` the image of each."""
     from ..classify.engine import _probe_wd, fit_linear
 
-    folds = min(folds or OOF_FOLDS, len(scenes))
-    perm = np.random.default_rng(seed + 7).permutation(len(scenes))
-    combined: list[list] = [[] for _ in scenes]
+    folds = min(folds or OOF_FOLDS, n_images)
+    perm = np.random.default_rng(seed + 7).permutation(n_images)
     for f in range(folds):
         held = perm[f::folds]
         fit = ~np.isin(owner, held)
         fc = nn.Linear(feats.shape[1], n_out)
         with torch.enable_grad():
             fit_linear(fc, feats[torch.from_numpy(fit)], torch.from_numpy(labels[fit]),
-                       _probe_wd(len(scenes) - len(held)), 0.0)
+                       _probe_wd(n_images - len(held)), 0.0)
+        yield held, fc
+
+
+@torch.no_grad()
+def out_of_fold(feats: torch.Tensor, labels: np.ndarray, owner: np.ndarray, scenes: list, n_out: int, seed: int,
+                folds: int = 0) -> tuple[list, list, list]:
+    """(combined candidates, the detector's own candidates, true boxes) of every view in ``scenes``, each image's
+    combined scores from a verifier that has not seen it: each fold's views (``fold_probes``) scored by the linear
+    probe (no fine-tuning) on the frozen trunk's features, fitted on the crops of the other folds' images.
+    ``feats``: the training crops' frozen features (``maps_features``), ``labels`` their classes and ``owner`` the
+    image of each; ``scenes``: per image, per view ((capped boxes, detector scores, frozen features), detector
+    candidates, truth); ``n_out``: the verifier's outputs.
+    Issue 17, sessions 24-25: through the product on five seeds, count accuracy on the bench's 300 test scenes
+    0.787 -> 0.809 against the 8 held-out images' count balance (four up, one equal; the worst seed +0.076)."""
+    combined: list[list] = [[] for _ in scenes]
+    for held, fc in fold_probes(feats, labels, owner, len(scenes), n_out, seed, folds):
         for i in held:
             combined[i] = [(boxes, *relabel(scores, F.softmax(fc(fv), 1).numpy())) if len(scores) else
                            (boxes, scores.astype(np.float32), np.zeros(0, np.int64))
