@@ -1,5 +1,6 @@
 """What oof.py and shift.py share: a detection bundle's own training scenes split as its trainer split them, its
 detector's candidates, and their combined scores under a verifier net (issue 17, session 23)."""
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -60,9 +61,10 @@ def combined(net, cands) -> list:
 
 
 def test_scenes(classes) -> list:
-    """The 300 scenes of test / dev / dev2 (notes/issue-17-s15/mk.py): (RGB image, true labels)."""
+    """The 300 scenes of test / dev / dev2 (notes/issue-17-s15/mk.py): (RGB image, true labels). Session 29: the
+    environment's SCENE_SETS (names under /tmp/h17s15, e.g. ``sel``) replaces the three."""
     out = []
-    for sub in ("bench", "dev", "dev2"):
+    for sub in os.environ.get("SCENE_SETS", "bench dev dev2").split():
         for s in scan(Path("/tmp/h17s15") / sub, classes=classes).test:
             rgb, _gb, gl = load(s)
             out.append((rgb, gl))

@@ -439,12 +439,12 @@ def test_verifier_second_look_near_the_threshold(tiny_detector, parts_small, tmp
 
     b = Bundle.load(tiny_detector)
     v = b.meta["verifier"]
-    assert v["second_look"] == {"looks": 8, "band": [0.7, 1.4]}
+    assert v["second_look"] == {"looks": 8, "band": [0.3, 1.4]}
     # the trainer's band, and a wide one on the same graphs, so that the tiny model's few candidates fall in it
     wide = tmp_path / "wide"
     files = {n: tiny_detector / n for n in b.files if n not in ("bundle.json", "manifest.json")}
     write_bundle(wide, {**b.meta, "verifier": {**v, "second_look": {"looks": 8, "band": [0.5, 3.0]}}}, files)
-    dets = [(Detector(b, threads=1), 0.7, 1.4), (Detector(Bundle.load(wide), threads=1), 0.5, 3.0)]
+    dets = [(Detector(b, threads=1), 0.3, 1.4), (Detector(Bundle.load(wide), threads=1), 0.5, 3.0)]
     one, alone = Detector(b, threads=1, second_look=False), Detector(b, threads=1, verify=False)
     sess = ort.InferenceSession(str(tiny_detector / "verifier.onnx"), providers=["CPUExecutionProvider"])
     thr, n_near, n_far = v["min_score"], 0, 0
