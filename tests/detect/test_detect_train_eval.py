@@ -439,15 +439,18 @@ def test_verifier_second_look_near_the_threshold(tiny_detector, parts_small, tmp
 
     b = Bundle.load(tiny_detector)
     v = b.meta["verifier"]
-    assert v["second_look"] == {"looks": 8, "band": [0.3, 1.4]}
-    # the trainer's band, and a wide one on the same graphs, so that the tiny model's few candidates fall in it
-    wide = tmp_path / "wide"
+    assert v["second_look"] == {"looks": 8, "band": [0.3, 1.4], "doubt": 0.1}
+    # the trainer's band, a wide one without the doubt rule and a closed one with a low doubt ratio, on the same
+    # graphs, so that the tiny model's few candidates fall in each
     files = {n: tiny_detector / n for n in b.files if n not in ("bundle.json", "manifest.json")}
-    write_bundle(wide, {**b.meta, "verifier": {**v, "second_look": {"looks": 8, "band": [0.5, 3.0]}}}, files)
-    dets = [(Detector(b, threads=1), 0.3, 1.4), (Detector(Bundle.load(wide), threads=1), 0.5, 3.0)]
+    dets = [(Detector(b, threads=1), 0.3, 1.4, 0.1)]
+    for name, look in (("wide", {"looks": 8, "band": [0.5, 3.0]}), ("doubt", {"looks": 8, "band": [1.0, 1.0],
+                                                                            "doubt": 0.01})):
+        write_bundle(tmp_path / name, {**b.meta, "verifier": {**v, "second_look": look}}, files)
+        dets.append((Detector(Bundle.load(tmp_path / name), threads=1), *look["band"], look.get("doubt")))
     one, alone = Detector(b, threads=1, second_look=False), Detector(b, threads=1, verify=False)
     sess = ort.InferenceSession(str(tiny_detector / "verifier.onnx"), providers=["CPUExecutionProvider"])
-    thr, n_near, n_far = v["min_score"], 0, 0
+    thr, n_near, n_far, n_doubt = v["min_score"], 0, 0, 0
     for path in sorted((parts_small / "test" / "images").iterdir())[:6]:
         bgr = read_image(path)
         cand = alone.predict(bgr, min_score=max(v["candidate_score"], thr ** 2))
@@ -461,8 +464,10 @@ def test_verifier_second_look_near_the_threshold(tiny_detector, parts_small, tmp
              for x in looks]
         s = cand.scores[top]
         one_look, _c = relabel(s, p[0])
-        for det, lo, hi in dets:
-            near = (one_look >= lo * thr) & (one_look <= hi * thr)
+        parts = np.sort(p[0][:, 1:], 1)     # part classes, without the background
+        for det, lo, hi, doubt in dets:
+            doubtful = (parts[:, -2] >= doubt * parts[:, -1]) if doubt else np.zeros(len(s), bool)
+            near = (one_look >= lo * thr) & ((one_look <= hi * thr) | doubtful)
             want, c = relabel(s, np.where(near[:, None], np.mean(p, 0), p[0]))
             keep = want >= thr
             order = np.argsort(-want[keep], kind="stable")
@@ -476,13 +481,14 @@ def test_verifier_second_look_near_the_threshold(tiny_detector, parts_small, tmp
             assert np.allclose(low.scores[sel], got.scores, atol=1e-6)
             assert np.array_equal(low.labels[sel], got.labels)
             n_near, n_far = n_near + int(near.sum()), n_far + int((~near).sum())
+            n_doubt += int((near & (one_look > hi * thr)).sum())
         # without it (the tool's second_look: false), one look: the bundle's band makes no difference there
         assert np.allclose(one.predict(bgr).scores, np.sort(one_look[one_look >= thr])[::-1], atol=1e-5)
-    assert n_near > 0 and n_far > 0
-    write_bundle(tmp_path / "bad", {**b.meta, "verifier": {**v, "second_look": {"looks": 8, "band": [1.2, 2.0]}}},
-                 files)
-    with pytest.raises(BundleError, match=r"bundle\.json.*verifier\.second_look"):
-        Detector(Bundle.load(tmp_path / "bad"))
+    assert n_near > 0 and n_far > 0 and n_doubt > 0
+    for bad in ({"looks": 8, "band": [1.2, 2.0]}, {"looks": 8, "band": [0.3, 1.4], "doubt": 0}):
+        write_bundle(tmp_path / "bad", {**b.meta, "verifier": {**v, "second_look": bad}}, files)
+        with pytest.raises(BundleError, match=r"bundle\.json.*verifier\.second_look"):
+            Detector(Bundle.load(tmp_path / "bad"))
 
 
 def test_dihedral_looks_are_the_seven_other_turns_and_mirrors():

@@ -12,10 +12,12 @@ Per frame: the detector's candidates down to ``candidate_score`` (its own decodi
 batched call; each candidate's score becomes sqrt(s * p[c]) with c the verifier's best part class, which also
 becomes its label (``gmean_relabel``); the bundle's ``min_score`` applies to that combined score.
 
-Optional ``verifier.second_look`` ``{looks: 8, band: [lo, hi]}``: a candidate whose combined score lies within
-[lo, hi] x the operating threshold (and whose detector score could reach it) is classified again on the 8 quarter
-turns and mirror images of its crop (the verifier trained on all of them), and its probabilities become the mean over
-those looks. Only the few candidates near the threshold pay for it; bundles without the field get one look.
+Optional ``verifier.second_look`` ``{looks: 8, band: [lo, hi], doubt: r}``: a candidate whose combined score lies
+within [lo, hi] x the operating threshold (and whose detector score could reach it) is classified again on the 8
+quarter turns and mirror images of its crop (the verifier trained on all of them), and its probabilities become the
+mean over those looks. With ``doubt`` (optional, 0 < r <= 1) a candidate above the band gets them too when its
+second most probable part class has at least r x the probability of the first: its count is sure, its class is not.
+Only the few candidates in doubt pay for it; bundles without the field get one look.
 """
 from __future__ import annotations
 
@@ -114,18 +116,20 @@ def verifier_meta(bundle: Bundle, n_classes: int) -> dict[str, Any] | None:
 
 
 def second_look_meta(look: Any, where) -> dict[str, Any] | None:
-    """``verifier.second_look`` checked: None (one look), or {looks: 8, band: [lo, hi]} with 0 <= lo <= 1 <= hi."""
+    """``verifier.second_look`` checked: None (one look), or {looks: 8, band: [lo, hi], doubt: r or None} with
+    0 <= lo <= 1 <= hi and 0 < r <= 1."""
     if look is None:
         return None
     try:
         looks, (lo, hi) = int(look["looks"]), (float(x) for x in look["band"])
-    except (KeyError, TypeError, ValueError):
-        raise BundleError(f"{where}: field 'verifier.second_look' must be {{looks: 8, band: [lo, hi]}}, "
-                          f"not {look!r}") from None
-    if looks not in (1, LOOKS) or not 0 <= lo <= 1 <= hi:
+        doubt = None if look.get("doubt") is None else float(look["doubt"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise BundleError(f"{where}: field 'verifier.second_look' must be {{looks: 8, band: [lo, hi]}} (and "
+                          f"optionally doubt: r), not {look!r}") from None
+    if looks not in (1, LOOKS) or not 0 <= lo <= 1 <= hi or not (doubt is None or 0 < doubt <= 1):
         raise BundleError(f"{where}: field 'verifier.second_look' has a value out of range: {look!r} (looks: 1 "
-                          f"or {LOOKS}; band: 0 <= lo <= 1 <= hi)")
-    return {"looks": looks, "band": [lo, hi]}
+                          f"or {LOOKS}; band: 0 <= lo <= 1 <= hi; doubt: 0 < r <= 1)")
+    return {"looks": looks, "band": [lo, hi], "doubt": doubt}
 
 
 def dihedral_looks(x: np.ndarray) -> np.ndarray:
@@ -204,7 +208,11 @@ class BoxVerifier:
             thr = self.min_score if around is None else float(around)
             lo, hi = self.second_look["band"]
             s, _c = relabel(scores, probs)
-            probs = self.look_again(probs, np.flatnonzero((s >= lo * thr) & (s <= hi * thr)
+            near = s <= hi * thr
+            if self.second_look["doubt"] is not None and probs.shape[1] > 2:
+                parts = np.sort(probs[:, 1:], 1)    # column 0: the background
+                near |= parts[:, -2] >= self.second_look["doubt"] * parts[:, -1]
+            probs = self.look_again(probs, np.flatnonzero(near & (s >= lo * thr)
                                                            & (scores >= self.candidate_floor(thr))))
         s, c = relabel(scores, probs)
         return boxes, s, c
