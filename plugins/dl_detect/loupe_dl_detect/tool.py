@@ -45,8 +45,9 @@ class DetectParams(Params):
     verify: bool = Field(True, description="re-score the candidates with the bundle's verifier when it has one "
                                            "(false: the detector alone, at its own threshold; faster)")
     second_look: bool = Field(True, description="with a verifier whose bundle asks for it: candidates near the "
-                                                "threshold are scored again on their crop's quarter turns and "
-                                                "mirror images (false: one look; faster on those frames)")
+                                                "threshold, or whose class is in doubt, are scored again on their "
+                                                "crop's quarter turns and mirror images (false: one look; faster "
+                                                "on those frames)")
 
     @field_validator("expected")
     @classmethod
