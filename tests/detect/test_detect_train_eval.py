@@ -439,18 +439,19 @@ def test_verifier_second_look_near_the_threshold(tiny_detector, parts_small, tmp
 
     b = Bundle.load(tiny_detector)
     v = b.meta["verifier"]
-    assert v["second_look"] == {"looks": 8, "band": [0.3, 1.4], "doubt": 0.1}
-    # the trainer's band, a wide one without the doubt rule and a closed one with a low doubt ratio, on the same
-    # graphs, so that the tiny model's few candidates fall in each
+    assert v["second_look"] == {"looks": 8, "band": [0.3, 1.4], "doubt": 0.1, "shift": 0.08}
+    # the trainer's field; a wide band without the doubt rule and a larger shift; a closed band with a low doubt
+    # ratio and no shift: on the same graphs, so that the tiny model's few candidates fall in each
     files = {n: tiny_detector / n for n in b.files if n not in ("bundle.json", "manifest.json")}
-    dets = [(Detector(b, threads=1), 0.3, 1.4, 0.1)]
-    for name, look in (("wide", {"looks": 8, "band": [0.5, 3.0]}), ("doubt", {"looks": 8, "band": [1.0, 1.0],
-                                                                            "doubt": 0.01})):
+    dets = [(Detector(b, threads=1), 0.3, 1.4, 0.1, 0.08)]
+    for name, look in (("wide", {"looks": 8, "band": [0.5, 3.0], "shift": 0.2}),
+                       ("doubt", {"looks": 8, "band": [1.0, 1.0], "doubt": 0.01})):
         write_bundle(tmp_path / name, {**b.meta, "verifier": {**v, "second_look": look}}, files)
-        dets.append((Detector(Bundle.load(tmp_path / name), threads=1), *look["band"], look.get("doubt")))
+        dets.append((Detector(Bundle.load(tmp_path / name), threads=1), *look["band"], look.get("doubt"),
+                     look.get("shift")))
     one, alone = Detector(b, threads=1, second_look=False), Detector(b, threads=1, verify=False)
     sess = ort.InferenceSession(str(tiny_detector / "verifier.onnx"), providers=["CPUExecutionProvider"])
-    thr, n_near, n_far, n_doubt = v["min_score"], 0, 0, 0
+    thr, n_near, n_far, n_doubt, n_shift = v["min_score"], 0, 0, 0, 0
     for path in sorted((parts_small / "test" / "images").iterdir())[:6]:
         bgr = read_image(path)
         cand = alone.predict(bgr, min_score=max(v["candidate_score"], thr ** 2))
@@ -460,15 +461,25 @@ def test_verifier_second_look_near_the_threshold(tiny_detector, parts_small, tmp
         crops = crop_boxes(bgr[:, :, ::-1].copy(), cand.boxes[top], v["crop"], 0.75)
         looks = [np.rot90(crops, k, axes=(1, 2)) for k in range(4)]
         looks += [t[:, :, ::-1] for t in looks]
-        p = [sess.run(["probs"], {"crops": np.ascontiguousarray(x.transpose(0, 3, 1, 2), np.float32)})[0]
-             for x in looks]
+
+        def probs(x):
+            return sess.run(["probs"], {"crops": np.ascontiguousarray(x.transpose(0, 3, 1, 2), np.float32)})[0]
+
+        p = [probs(x) for x in looks]
         s = cand.scores[top]
         one_look, _c = relabel(s, p[0])
         parts = np.sort(p[0][:, 1:], 1)     # part classes, without the background
-        for det, lo, hi, doubt in dets:
+        for det, lo, hi, doubt, shift in dets:
             doubtful = (parts[:, -2] >= doubt * parts[:, -1]) if doubt else np.zeros(len(s), bool)
             near = (one_look >= lo * thr) & ((one_look <= hi * thr) | doubtful)
-            want, c = relabel(s, np.where(near[:, None], np.mean(p, 0), p[0]))
+            again = list(p)
+            if shift:       # each box moved right, left, down and up by shift x its width / height, and mirrored
+                for dx, dy in ((shift, 0), (-shift, 0), (0, shift), (0, -shift)):
+                    b4 = cand.boxes[top].astype(np.float32)
+                    b4 = b4 + np.array([dx, dy, dx, dy], np.float32) * np.tile(b4[:, 2:] - b4[:, :2], 2)
+                    moved = crop_boxes(bgr[:, :, ::-1].copy(), b4, v["crop"], 0.75)
+                    again += [probs(moved), probs(moved[:, :, ::-1])]
+            want, c = relabel(s, np.where(near[:, None], np.mean(again, 0), p[0]))
             keep = want >= thr
             order = np.argsort(-want[keep], kind="stable")
             got = det.predict(bgr)
@@ -482,10 +493,12 @@ def test_verifier_second_look_near_the_threshold(tiny_detector, parts_small, tmp
             assert np.array_equal(low.labels[sel], got.labels)
             n_near, n_far = n_near + int(near.sum()), n_far + int((~near).sum())
             n_doubt += int((near & (one_look > hi * thr)).sum())
+            n_shift += int(near.sum()) if shift else 0
         # without it (the tool's second_look: false), one look: the bundle's band makes no difference there
         assert np.allclose(one.predict(bgr).scores, np.sort(one_look[one_look >= thr])[::-1], atol=1e-5)
-    assert n_near > 0 and n_far > 0 and n_doubt > 0
-    for bad in ({"looks": 8, "band": [1.2, 2.0]}, {"looks": 8, "band": [0.3, 1.4], "doubt": 0}):
+    assert n_near > 0 and n_far > 0 and n_doubt > 0 and n_shift > 0
+    for bad in ({"looks": 8, "band": [1.2, 2.0]}, {"looks": 8, "band": [0.3, 1.4], "doubt": 0},
+                {"looks": 8, "band": [0.3, 1.4], "shift": 0.9}):
         write_bundle(tmp_path / "bad", {**b.meta, "verifier": {**v, "second_look": bad}}, files)
         with pytest.raises(BundleError, match=r"bundle\.json.*verifier\.second_look"):
             Detector(Bundle.load(tmp_path / "bad"))

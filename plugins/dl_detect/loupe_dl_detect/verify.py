@@ -12,11 +12,13 @@ Per frame: the detector's candidates down to ``candidate_score`` (its own decodi
 batched call; each candidate's score becomes sqrt(s * p[c]) with c the verifier's best part class, which also
 becomes its label (``gmean_relabel``); the bundle's ``min_score`` applies to that combined score.
 
-Optional ``verifier.second_look`` ``{looks: 8, band: [lo, hi], doubt: r}``: a candidate whose combined score lies
-within [lo, hi] x the operating threshold (and whose detector score could reach it) is classified again on the 8
-quarter turns and mirror images of its crop (the verifier trained on all of them), and its probabilities become the
-mean over those looks. With ``doubt`` (optional, 0 < r <= 1) a candidate above the band gets them too when its
+Optional ``verifier.second_look`` ``{looks: 8, band: [lo, hi], doubt: r, shift: d}``: a candidate whose combined
+score lies within [lo, hi] x the operating threshold (and whose detector score could reach it) is classified again on
+the 8 quarter turns and mirror images of its crop (the verifier trained on all of them), and its probabilities become
+the mean over those looks. With ``doubt`` (optional, 0 < r <= 1) a candidate above the band gets them too when its
 second most probable part class has at least r x the probability of the first: its count is sure, its class is not.
+With ``shift`` (optional, 0 < d <= 0.5) the mean also takes in crops of the box moved by d x its width or height
+left, right, up and down, each as it is and mirrored (8 more looks; the verifier trains on jittered boxes).
 Only the few candidates in doubt pay for it; bundles without the field get one look.
 """
 from __future__ import annotations
@@ -116,20 +118,30 @@ def verifier_meta(bundle: Bundle, n_classes: int) -> dict[str, Any] | None:
 
 
 def second_look_meta(look: Any, where) -> dict[str, Any] | None:
-    """``verifier.second_look`` checked: None (one look), or {looks: 8, band: [lo, hi], doubt: r or None} with
-    0 <= lo <= 1 <= hi and 0 < r <= 1."""
+    """``verifier.second_look`` checked: None (one look), or {looks: 8, band: [lo, hi], doubt: r or None, shift: d or
+    None} with 0 <= lo <= 1 <= hi, 0 < r <= 1 and 0 < d <= 0.5."""
     if look is None:
         return None
     try:
         looks, (lo, hi) = int(look["looks"]), (float(x) for x in look["band"])
-        doubt = None if look.get("doubt") is None else float(look["doubt"])
+        doubt, shift = (None if look.get(k) is None else float(look[k]) for k in ("doubt", "shift"))
     except (AttributeError, KeyError, TypeError, ValueError):
         raise BundleError(f"{where}: field 'verifier.second_look' must be {{looks: 8, band: [lo, hi]}} (and "
-                          f"optionally doubt: r), not {look!r}") from None
-    if looks not in (1, LOOKS) or not 0 <= lo <= 1 <= hi or not (doubt is None or 0 < doubt <= 1):
+                          f"optionally doubt: r, shift: d), not {look!r}") from None
+    if (looks not in (1, LOOKS) or not 0 <= lo <= 1 <= hi or not (doubt is None or 0 < doubt <= 1)
+            or not (shift is None or 0 < shift <= 0.5)):
         raise BundleError(f"{where}: field 'verifier.second_look' has a value out of range: {look!r} (looks: 1 "
-                          f"or {LOOKS}; band: 0 <= lo <= 1 <= hi; doubt: 0 < r <= 1)")
-    return {"looks": looks, "band": [lo, hi], "doubt": doubt}
+                          f"or {LOOKS}; band: 0 <= lo <= 1 <= hi; doubt: 0 < r <= 1; shift: 0 < d <= 0.5)")
+    return {"looks": looks, "band": [lo, hi], "doubt": doubt, "shift": shift}
+
+
+def shifted_boxes(boxes: np.ndarray, d: float) -> np.ndarray:
+    """Each box [N, 4] moved by d x its width right and left, then by d x its height down and up: [4 N, 4], move by
+    move."""
+    boxes = np.asarray(boxes, np.float32)
+    wh = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, 1)
+    moves = np.array([[d, 0, d, 0], [-d, 0, -d, 0], [0, d, 0, d], [0, -d, 0, -d]], np.float32)
+    return np.concatenate([boxes + wh * m for m in moves])
 
 
 def dihedral_looks(x: np.ndarray) -> np.ndarray:
@@ -167,6 +179,14 @@ class BoxVerifier:
         self._crops = np.empty((n, s, s, 3), np.uint8)
         self._x = np.empty((n, 3, s, s), np.float32)
 
+    def _input(self, image_bgr: np.ndarray, boxes: np.ndarray, crops: np.ndarray | None = None,
+               x: np.ndarray | None = None) -> np.ndarray:
+        """The graph's input [N, 3, S, S] (RGB, float) of the boxes' crops (into the given buffers if any)."""
+        crops = crop_boxes(as_bgr(image_bgr), boxes, self.side, self.margin, self.min_px, out=crops)
+        x = np.empty((len(crops), 3, self.side, self.side), np.float32) if x is None else x[:len(crops)]
+        np.copyto(x, crops[:, :, :, ::-1].transpose(0, 3, 1, 2))    # BGR HWC -> RGB CHW, float
+        return x
+
     def probabilities(self, image_bgr: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """[N, K + 1] probabilities of at most ``max_candidates`` boxes (in image pixels) of a BGR image."""
         n = len(boxes)
@@ -174,19 +194,24 @@ class BoxVerifier:
             return np.zeros((0, 1), np.float32)
         if n > self.max_candidates:
             raise ValueError(f"{n} boxes; at most {self.max_candidates} per call")
-        crops = crop_boxes(as_bgr(image_bgr), boxes, self.side, self.margin, self.min_px, out=self._crops)
-        x = self._x[:n]
-        np.copyto(x, crops[:, :, :, ::-1].transpose(0, 3, 1, 2))    # BGR HWC -> RGB CHW, float
-        return self.session.run([OUTPUT], {self.input_name: x})[0]
+        return self.session.run([OUTPUT], {self.input_name: self._input(image_bgr, boxes, self._crops, self._x)})[0]
 
-    def look_again(self, probs: np.ndarray, near: np.ndarray) -> np.ndarray:
+    def look_again(self, probs: np.ndarray, near: np.ndarray, image_bgr: np.ndarray | None = None,
+                   boxes: np.ndarray | None = None) -> np.ndarray:
         """``probs`` with the rows ``near`` (indices into the last ``probabilities`` call's boxes) replaced by the
-        mean over the 8 quarter turns and mirror images of their crops (one batched call)."""
+        mean over the 8 quarter turns and mirror images of their crops, and with the bundle's ``shift`` over the
+        crops of their moved boxes (``shifted_boxes`` of ``boxes[near]`` in ``image_bgr``), each as it is and
+        mirrored (one batched call)."""
         if not len(near):
             return probs
-        more = self.session.run([OUTPUT], {self.input_name: dihedral_looks(self._x[near])})[0]
+        x = [dihedral_looks(self._x[near])]
+        shift = self.second_look and self.second_look["shift"]
+        if shift:
+            moved = self._input(image_bgr, shifted_boxes(boxes[near], shift))
+            x += [moved, moved[..., ::-1]]
+        more = self.session.run([OUTPUT], {self.input_name: np.ascontiguousarray(np.concatenate(x))})[0]
         probs = probs.copy()
-        probs[near] = (probs[near] + more.reshape(LOOKS - 1, len(near), -1).sum(0)) / LOOKS
+        probs[near] = (probs[near] + more.reshape(-1, len(near), more.shape[-1]).sum(0)) / (1 + len(more) // len(near))
         return probs
 
     def candidate_floor(self, min_score: float) -> float:
@@ -213,6 +238,7 @@ class BoxVerifier:
                 parts = np.sort(probs[:, 1:], 1)    # column 0: the background
                 near |= parts[:, -2] >= self.second_look["doubt"] * parts[:, -1]
             probs = self.look_again(probs, np.flatnonzero(near & (s >= lo * thr)
-                                                           & (scores >= self.candidate_floor(thr))))
+                                                           & (scores >= self.candidate_floor(thr))),
+                                    image_bgr, boxes)
         s, c = relabel(scores, probs)
         return boxes, s, c

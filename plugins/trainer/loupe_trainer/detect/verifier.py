@@ -80,6 +80,10 @@ SECOND_LOOK_BAND = (0.3, 1.4)
 #: ... and those above the band whose second part class has at least this share of the first's probability (session
 #: 29, chosen on the same 200 scenes: +0.002 there, 4 up, none down; +0.0014 on the 300; ~0.1 more crops a frame)
 SECOND_LOOK_DOUBT = 0.1
+#: ... and whose mean also takes in the crops of their box moved by this share of its size left, right, up and down,
+#: as they are and mirrored (session 29, chosen on the same 200 scenes among zoomed and moved crops: +0.007 there, 7
+#: up, 1 down; +0.0067 on the 300, 8 up, 1 down; ~4 more crops a frame)
+SECOND_LOOK_SHIFT = 0.08
 #: a candidate is its true box's class at IoU >= POS_IOU with it, background below NEG_IOU with every true box
 POS_IOU, NEG_IOU = 0.5, 0.3
 #: export parity: probabilities within float rounding
@@ -506,7 +510,8 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
             "file": "verifier.onnx", "crop": side, "margin": MARGIN, "min_box_px": MIN_BOX_PX,
             "candidate_score": float(params.verify_candidate_score), "max_candidates": int(cap),
             "combine": "gmean_relabel", "min_score": thr, "labels": ["background", *classes],
-            "second_look": {"looks": LOOKS, "band": list(SECOND_LOOK_BAND), "doubt": SECOND_LOOK_DOUBT},
+            "second_look": {"looks": LOOKS, "band": list(SECOND_LOOK_BAND), "doubt": SECOND_LOOK_DOUBT,
+                            "shift": SECOND_LOOK_SHIFT},
             "input": f"crops float32 [N, 3, {side}, {side}]: RGB pixels 0..255 of a square of {MARGIN} x the box's "
                      f"longer side around its centre, grey (127) outside the image; normalised in the graph",
             "output": f"probs [N, {n_cls + 1}]: softmax over background and the classes",
@@ -515,7 +520,8 @@ def add_verifier(det_bundle, out: Path, train: list, val: list, classes: list[st
                       f"score sqrt(detector score x p[c]), c the verifier's best part class; candidates within "
                       f"{SECOND_LOOK_BAND[0]:g}-{SECOND_LOOK_BAND[1]:g} x the threshold, or above the band with the "
                       f"second part class at >= {SECOND_LOOK_DOUBT:g} x the first's p: p averaged over the crop's "
-                      f"{LOOKS} quarter turns and mirror images",
+                      f"{LOOKS} quarter turns and mirror images and the crops of the box moved by "
+                      f"{SECOND_LOOK_SHIFT:g} x its size four ways, as they are and mirrored",
             "images": len(items), "train_crops": counts, "truth_jitter": {"copies": N_JITTER, "amount": JITTER},
             "train_accuracy": round(train_acc, 4), "fine_tune_epochs": params.verify_epochs,
             "onnx_opset": OPSET, "parity": parity,
