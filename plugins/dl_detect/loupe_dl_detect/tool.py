@@ -46,8 +46,8 @@ class DetectParams(Params):
                                            "(false: the detector alone, at its own threshold; faster)")
     second_look: bool = Field(True, description="with a verifier whose bundle asks for it: candidates near the "
                                                 "threshold, or whose class is in doubt, are scored again on their "
-                                                "crop's quarter turns and mirror images (false: one look; faster "
-                                                "on those frames)")
+                                                "crop's quarter turns and mirror images and on their box moved a "
+                                                "little (false: one look; faster on those frames)")
 
     @field_validator("expected")
     @classmethod
