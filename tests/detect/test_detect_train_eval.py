@@ -427,9 +427,10 @@ def test_desktop_app_evaluates_detection(tiny_detector, parts_small, tmp_path, q
 
 def test_verifier_second_look_near_the_threshold(tiny_detector, parts_small, tmp_path):
     """The trainer asks for a second look (``verifier.second_look``); the runtime gives it to the candidates whose
-    one-look combined score lies in the band around the operating threshold (and whose detector score could reach
-    it): p becomes the mean of the graph's probabilities over the crop's 8 quarter turns and mirror images, the
-    others keep one look. A malformed field names itself."""
+    one-look combined score lies in the band around the operating threshold, or above it with their class in doubt
+    (and whose detector score could reach it): p becomes the mean of the graph's probabilities over the crop's 8
+    quarter turns and mirror images, and with ``shift`` also over the crops of the box moved four ways, as they are
+    and mirrored; the others keep one look. A malformed field names itself."""
     import onnxruntime as ort
 
     from host import BundleError, write_bundle

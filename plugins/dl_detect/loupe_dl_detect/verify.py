@@ -196,8 +196,7 @@ class BoxVerifier:
             raise ValueError(f"{n} boxes; at most {self.max_candidates} per call")
         return self.session.run([OUTPUT], {self.input_name: self._input(image_bgr, boxes, self._crops, self._x)})[0]
 
-    def look_again(self, probs: np.ndarray, near: np.ndarray, image_bgr: np.ndarray | None = None,
-                   boxes: np.ndarray | None = None) -> np.ndarray:
+    def look_again(self, probs: np.ndarray, near: np.ndarray, image_bgr: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """``probs`` with the rows ``near`` (indices into the last ``probabilities`` call's boxes) replaced by the
         mean over the 8 quarter turns and mirror images of their crops, and with the bundle's ``shift`` over the
         crops of their moved boxes (``shifted_boxes`` of ``boxes[near]`` in ``image_bgr``), each as it is and
@@ -205,7 +204,7 @@ class BoxVerifier:
         if not len(near):
             return probs
         x = [dihedral_looks(self._x[near])]
-        shift = self.second_look and self.second_look["shift"]
+        shift = self.second_look["shift"]
         if shift:
             moved = self._input(image_bgr, shifted_boxes(boxes[near], shift))
             x += [moved, moved[..., ::-1]]
