@@ -74,6 +74,12 @@ def svm_raw(xtr, ytr, xte, yte) -> float:
     return float((clf.predict(xte.reshape(len(xte), -1) / 255.0) == yte).mean())
 
 
+def rgb_images(x: np.ndarray, size: int = 96) -> np.ndarray:
+    """Grey images [N, h, w] resized to ``size`` x ``size`` (bilinear) as 3-channel RGB [N, size, size, 3]."""
+    return np.stack([cv2.cvtColor(cv2.resize(im, (size, size), interpolation=cv2.INTER_LINEAR), cv2.COLOR_GRAY2RGB)
+                     for im in x])
+
+
 def pooled_features(x: np.ndarray, size: int = 96) -> np.ndarray:
     import torch
 
@@ -84,9 +90,7 @@ def pooled_features(x: np.ndarray, size: int = 96) -> np.ndarray:
     out = []
     with torch.no_grad():
         for s in range(0, len(x), 200):
-            rgb = np.stack([cv2.cvtColor(cv2.resize(im, (size, size), interpolation=cv2.INTER_LINEAR),
-                                         cv2.COLOR_GRAY2RGB) for im in x[s:s + 200]])
-            out.append(net.forward_head(to_tensor(rgb))["pooled"].numpy())
+            out.append(net.forward_head(to_tensor(rgb_images(x[s:s + 200], size)))["pooled"].numpy())
     return np.concatenate(out)
 
 

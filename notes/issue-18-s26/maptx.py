@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -22,11 +21,6 @@ torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", 1)))
 CACHE = Path("/tmp/s26/cls")
 CACHE.mkdir(parents=True, exist_ok=True)
 PER, SEED = int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0
-
-
-def rgb96(x):
-    return np.stack([cv2.cvtColor(cv2.resize(im, (96, 96), interpolation=cv2.INTER_LINEAR), cv2.COLOR_GRAY2RGB)
-                     for im in x])
 
 
 @torch.no_grad()
@@ -43,12 +37,12 @@ order = {c: rng.permutation(np.flatnonzero(ytr == c)) for c in range(10)}
 sel = np.concatenate([order[c][:PER] for c in range(10)])
 ftr = CACHE / f"tr-s{SEED}-{PER}.npy"
 if not ftr.exists():
-    x = rgb96(xtr[sel])
+    x = bench.rgb_images(xtr[sel])
     arng = np.random.default_rng(SEED)
     np.save(ftr, np.stack([maps(net, c) for c in [x] + [Augment()(x, arng) for _ in range(2)]]))
 fte = CACHE / "test.npy"
 if not fte.exists():
-    np.save(fte, maps(net, rgb96(bench.read_idx("t10k-images-idx3-ubyte"))))
+    np.save(fte, maps(net, bench.rgb_images(bench.read_idx("t10k-images-idx3-ubyte"))))
 yte = torch.from_numpy(bench.read_idx("t10k-labels-idx1-ubyte").astype(np.int64))
 TR, TE = np.load(ftr), np.load(fte, mmap_mode="r")
 y = torch.from_numpy(ytr[sel])

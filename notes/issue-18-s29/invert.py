@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -25,11 +24,6 @@ CACHE.mkdir(parents=True, exist_ok=True)
 PER, SEED = int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0
 
 
-def rgb96(x):
-    return np.stack([cv2.cvtColor(cv2.resize(im, (96, 96), interpolation=cv2.INTER_LINEAR), cv2.COLOR_GRAY2RGB)
-                     for im in x])
-
-
 @torch.no_grad()
 def pooled_maps(net, x, P, batch=200):
     return np.concatenate([torch.matmul(net.features(to_tensor(x[s:s + batch])).flatten(2), P).flatten(1).numpy()
@@ -39,16 +33,16 @@ def pooled_maps(net, x, P, batch=200):
 torch.manual_seed(0)
 net = ClassNet(10, pooling="grid").eval()
 with torch.no_grad():
-    h, w = net.features(to_tensor(rgb96(np.zeros((1, 28, 28), np.uint8)))).shape[2:]
+    h, w = net.features(to_tensor(bench.rgb_images(np.zeros((1, 28, 28), np.uint8)))).shape[2:]
 P = torch.from_numpy(pool_matrix(h, w, "grid", 3))
 xtr, ytr = bench.read_idx("train-images-idx3-ubyte"), bench.read_idx("train-labels-idx1-ubyte").astype(np.int64)
 rng = np.random.default_rng(SEED)
 order = {c: rng.permutation(np.flatnonzero(ytr == c)) for c in range(10)}
 sel = np.concatenate([order[c][:PER] for c in range(10)])
-x = rgb96(xtr[sel])
+x = bench.rgb_images(xtr[sel])
 arng = np.random.default_rng(SEED)
 copies = [x] + [Augment()(x, arng) for _ in range(2)]
-xte = rgb96(bench.read_idx("t10k-images-idx3-ubyte"))
+xte = bench.rgb_images(bench.read_idx("t10k-images-idx3-ubyte"))
 feats = {}
 for view in ("orig", "neg"):
     f = (lambda a: a) if view == "orig" else (lambda a: 255 - a)
