@@ -30,29 +30,49 @@ def cached(bpath):
     return bl
 
 
+def near_mask(s, p, t, lo=LO, hi=HI, doubt=None):
+    """The runtime's rule (``BoxVerifier.rescore``) on one-look probabilities ``p`` at threshold ``t``: the
+    candidates whose combined score lies within [lo, hi] x t, or above it with the second part class at >= doubt x
+    the first's p, and whose detector score ``s`` could reach t."""
+    c, _l = relabel(s, p)
+    near = c <= hi * t
+    if doubt is not None:
+        parts = np.sort(p[:, 1:], 1)   # column 0 is the background
+        near |= parts[:, -2] >= doubt * parts[:, -1]
+    return near & (c >= lo * t) & (s >= t ** 2)
+
+
+def looked(bl, near_of, more=None):
+    """Per test scene of ``bl`` (``cached``): the predictions when the candidates ``near_of(s, p)`` (p their one-look
+    probabilities) get the mean over their 8 looks, and over ``more(i, near)``'s further looks of scene i ([k,
+    n_near, K + 1] arrays) too; and the number of such candidates per scene."""
+    preds, n_near = [], []
+    for i, ((bx, s, _cr, _g), ps) in enumerate(zip(bl.test, bl.looks)):
+        if not len(s):
+            preds.append((bx, s.astype(np.float32), np.zeros(0, np.int64)))
+            n_near.append(0)
+            continue
+        p = ps[0].copy()
+        near = near_of(s, p)
+        p[near] = np.concatenate([ps[:, near]] + (more(i, near) if more else [])).mean(0)
+        n_near.append(int(near.sum()))
+        preds.append((bx, *relabel(s, p)))
+    return preds, n_near
+
+
+def line(name, tag, acc, extra):
+    """One result line: count accuracy at the bundle's threshold, the extra crops per frame (mean, median, p90)."""
+    print(f"{name} {tag}: test {acc:.3f} extra crops/frame {np.mean(extra):.2f} median {np.median(extra):.0f} "
+          f"p90 {np.percentile(extra, 90):.0f}", flush=True)
+
+
 def main():
     for bpath in sys.argv[1:]:
         bl = cached(bpath)
         thr, name = bl.thr, Path(bpath).name
         for r in RS:
-            preds, extra = [], []
-            for (bx, s, _cr, _g), ps in zip(bl.test, bl.looks):
-                if not len(s):
-                    preds.append((bx, s.astype(np.float32), np.zeros(0, np.int64)))
-                    extra.append(0)
-                    continue
-                p = ps[0].copy()
-                c, _l = relabel(s, p)
-                near = (c >= thr * LO) & (c <= thr * HI) & (s >= thr ** 2)
-                if r is not None:
-                    parts = np.sort(p[:, 1:], 1)   # column 0 is the background
-                    near |= (c > thr * HI) & (parts[:, -2] >= r * parts[:, -1])
-                p[near] = ps[:, near].mean(0)
-                extra.append(int(near.sum()) * 7)
-                preds.append((bx, *relabel(s, p)))
-            acc = acc_table(preds, bl.gts, bl.n_cls)
-            print(f"{name} doubt {r}: test {acc[thr]:.3f} extra crops/frame {np.mean(extra):.2f} "
-                  f"median {np.median(extra):.0f} p90 {np.percentile(extra, 90):.0f}", flush=True)
+            preds, n_near = looked(bl, lambda s, p: near_mask(s, p, thr, doubt=r))
+            line(name, f"doubt {r}", acc_table(preds, bl.gts, bl.n_cls)[thr], 7 * np.array(n_near))
 
 
 if __name__ == "__main__":

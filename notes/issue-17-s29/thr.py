@@ -7,31 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from loupe_dl_detect.verify import relabel
-
 sys.path.insert(0, str(Path(__file__).parent))
-from band4 import cached  # noqa: E402
+from band4 import cached, looked, near_mask  # noqa: E402
 
-LO, HI = 0.3, 1.4
 R = float(os.environ["DOUBT"]) if os.environ.get("DOUBT") else None
 
 
 def exact_share(bl, t):
-    exact = []
-    for (_bx, s, _cr, gl), ps in zip(bl.test, bl.looks):
-        if ps is None:
-            exact.append(len(gl) == 0)
-            continue
-        p = ps[0].copy()
-        c, _l = relabel(s, p)
-        near = (c >= t * LO) & (c <= t * HI) & (s >= t ** 2)
-        if R is not None:
-            parts = np.sort(p[:, 1:], 1)
-            near |= (c > t * HI) & (parts[:, -2] >= R * parts[:, -1])
-        p[near] = ps[:, near].mean(0)
-        sc, lab = relabel(s, p)
-        exact.append((np.bincount(lab[sc >= t], minlength=bl.n_cls) == np.bincount(gl, minlength=bl.n_cls)).all())
-    return float(np.mean(exact))
+    preds, _n = looked(bl, lambda s, p: near_mask(s, p, t, doubt=R))
+    return float(np.mean([(np.bincount(lab[sc >= t], minlength=bl.n_cls) == np.bincount(gl, minlength=bl.n_cls)).all()
+                          for (_bx, sc, lab), gl in zip(preds, bl.gts)]))
 
 
 for bpath in sys.argv[1:]:
