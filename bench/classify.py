@@ -13,6 +13,10 @@ class, drawn with a fixed seed from the 60k training set) it scores on the full
 * Loupe: ``loupe train classify`` with its defaults (wall-clock training time
   of the whole command, export included), scored by ``loupe eval --json``.
 
+With ``--unlabelled N`` each size is trained a second time with N further training images (their labels
+hidden, drawn from the rest of the train split) in ``DATA/unlabelled/``, which the trainer pseudo-labels
+for its head.
+
 Then it times inference through ``loupe run`` (a recipe with the ``classify.cnn``
 step, JSONL report) on test images stored at the model's input size: the median
 of the per-frame times the runner records. Everything runs with 2 threads.
@@ -127,6 +131,24 @@ def time_loupe_run(bundle: Path, images: Path, work: Path, threads: int = 2) -> 
     return {"images": len(rows), "median_ms": statistics.median(step), "p90_ms": float(np.percentile(step, 90))}
 
 
+def train_and_eval(data: Path, bundle: Path, train_args: list[str]) -> dict:
+    """``loupe train classify`` with its defaults (plus ``train_args``), then ``loupe eval`` on DATA/test."""
+    t = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    loupe("train", "classify", data, "--out", bundle, "-q", *train_args)
+    row = {"train_s": time.perf_counter() - t}
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the training process: / 2 threads ~ the wall time on an otherwise idle 2-core machine
+    row["train_cpu_s"] = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    meta = json.loads((bundle / "bundle.json").read_text())
+    row["train_metrics"] = meta.get("metrics", {})
+    ev = json.loads(loupe("eval", bundle, data, "--json").stdout)
+    row["loupe"] = ev["accuracy"]
+    row["eval_ms_per_image"] = ev["ms_per_image"]
+    row["input_size"] = meta["input_size"]
+    return row
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per", type=int, nargs="+", default=[10, 100], help="training images per class")
@@ -135,6 +157,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--run-images", type=int, default=1000, help="test images timed through loupe run")
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--unlabelled", type=int, default=0,
+                    help="also train each size with this many unlabelled images in DATA/unlabelled/")
     ap.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
                     help="extra options for loupe train classify (last on the line)")
     args = ap.parse_args()
@@ -175,23 +199,25 @@ def main() -> int:
         if not data.exists():
             write_folders(data / "train", xtr[sel], ytr[sel])
             (data / "test").symlink_to(test_dir)
-        bundle = work / f"model-{per}"
-        t = time.perf_counter()
-        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        loupe("train", "classify", data, "--out", bundle, "-q", *args.train_args)
-        row["train_s"] = time.perf_counter() - t
-        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        # CPU seconds of the training process: / 2 threads ~ the wall time on an otherwise idle 2-core machine
-        row["train_cpu_s"] = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-        meta = json.loads((bundle / "bundle.json").read_text())
-        row["train_metrics"] = meta.get("metrics", {})
-        ev = json.loads(loupe("eval", bundle, data, "--json").stdout)
-        row["loupe"] = ev["accuracy"]
-        row["eval_ms_per_image"] = ev["ms_per_image"]
-        row["input_size"] = meta["input_size"]
+        row.update(train_and_eval(data, work / f"model-{per}", args.train_args))
         print(f"[{per}/class] Loupe {row['loupe']:.4f}, training {row['train_s']:.0f} s "
               f"(best epoch {row['train_metrics'].get('best_epoch')}, {row['train_metrics'].get('stopped')})",
               flush=True)
+        if args.unlabelled:
+            n = args.unlabelled
+            data_u = work / f"fmnist-{per}-u{n}"
+            if not data_u.exists():
+                rest = np.setdiff1d(np.arange(len(ytr)), sel)
+                unl = np.random.default_rng(1000 + args.seed).choice(rest, n, replace=False)
+                (data_u / "unlabelled").mkdir(parents=True)
+                for i in unl:
+                    cv2.imwrite(str(data_u / "unlabelled" / f"{i:05d}.png"), xtr[i])
+                (data_u / "train").symlink_to((data / "train").resolve())
+                (data_u / "test").symlink_to(test_dir.resolve())
+            row["with_unlabelled"] = {"unlabelled": n,
+                                      **train_and_eval(data_u, work / f"model-{per}-u{n}", args.train_args)}
+            print(f"[{per}/class] Loupe with {n} unlabelled images {row['with_unlabelled']['loupe']:.4f}, "
+                  f"training {row['with_unlabelled']['train_s']:.0f} s", flush=True)
         results["rows"].append(row)
     # inference through loupe run, on test images at the model's input size
     last = work / f"model-{args.per[-1]}"
@@ -215,6 +241,10 @@ def main() -> int:
         print(f"| {r['per_class']} | {r.get('svm_raw', float('nan')):.4f} | "
               f"{r.get('logreg_lite0_96', float('nan')):.4f} | {r['loupe']:.4f} | {r['train_s']:.0f} s | "
               f"{r['train_cpu_s'] / 2:.0f} s |")
+        if "with_unlabelled" in r:
+            u = r["with_unlabelled"]
+            print(f"| {r['per_class']} + {u['unlabelled']} unlabelled | | | {u['loupe']:.4f} | {u['train_s']:.0f} s "
+                  f"| {u['train_cpu_s'] / 2:.0f} s |")
     lr = results["loupe_run"]
     print(f"\nloupe run, {lr['images']} images at {lr['input_px']} px: median {lr['median_ms']:.2f} ms/img "
           f"(p90 {lr['p90_ms']:.2f}); with 1 ORT thread {results['loupe_run_1thread']['median_ms']:.2f} ms; "

@@ -195,3 +195,53 @@ def test_train_usage_errors(tmp_path):
     assert r.returncode == 2 and "at least two classes" in r.stderr and "Traceback" not in r.stderr
     r = run_loupe("train", "classify", tmp_path, "--out", tmp_path / "b", "--input-size", "8")
     assert r.returncode == 2 and "--input-size" in r.stderr
+
+
+def test_unlabelled_images_self_train_the_head(tmp_path):
+    """DATA/unlabelled/ (any depth, never a class) refines the head with pseudo-labels: the most confident half of
+    the images predicted as each class; an unreadable file is skipped and named; ``--max-unlabelled 0`` gives the
+    model that the data without the folder gives."""
+    import shutil
+
+    from loupe_trainer.classify.engine import pseudo_labelled
+    from loupe_trainer.datasets import fashion_mnist_file, read_idx, write_class_folders
+
+    from .conftest import CLASSES, FMNIST
+
+    try:
+        x = read_idx(fashion_mnist_file("t10k-images-idx3-ubyte", FMNIST))
+        y = read_idx(fashion_mnist_file("t10k-labels-idx1-ubyte", FMNIST))
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    # the DATA/<class>/ layout (no train/ folder), a test/ folder, and unlabelled/<class>/ (the trainer ignores
+    # those sub-folder names; they let the test know the truth)
+    data = write_class_folders(tmp_path / "data", x, y, CLASSES,
+                               {"": slice(0, 6), "test": slice(200, 215), "unlabelled": slice(20, 40)})
+    (data / "unlabelled" / "broken.png").write_bytes(b"not an image")
+    lean = tmp_path / "data-lean"
+    shutil.copytree(data, lean, ignore=shutil.ignore_patterns("unlabelled"))
+    args = ["--epochs", "0", "--input-size", "48", "--pooling", "grid", "--val-fraction", "0", "-q"]
+    for src, out, extra in [(data, "self", []), (data, "off", ["--max-unlabelled", "0"]), (lean, "lean", [])]:
+        r = run_loupe("train", "classify", src, "--out", tmp_path / out, *args, *extra,
+                      env={"OMP_NUM_THREADS": "2"})
+        assert r.returncode == 0, r.stderr[-3000:]
+    meta = Bundle.load(tmp_path / "self").meta
+    assert meta["classes"] == sorted(CLASSES.values())          # unlabelled/ and test/ are not classes
+    st = meta["metrics"]["self_training"]
+    assert st["unlabelled"] == 60 and st["share"] == 0.5
+    assert sum(st["per_class"]) == st["pseudo_labelled"]
+    # 20 images of each class: a model that predicts about 20 per class keeps ceil(0.5 n) of each
+    assert all(8 <= n <= 12 for n in st["per_class"]), st
+    assert any(p.endswith("broken.png") for p in meta["training"]["skipped_files"])
+    assert "self-trained" in meta["training"]["method"]
+    assert "self_training" not in Bundle.load(tmp_path / "off").meta["metrics"]
+    assert (tmp_path / "off" / "model.onnx").read_bytes() == (tmp_path / "lean" / "model.onnx").read_bytes()
+    assert (tmp_path / "self" / "model.onnx").read_bytes() != (tmp_path / "off" / "model.onnx").read_bytes()
+    res = json.loads(run_loupe("eval", tmp_path / "self", data, "--json").stdout)
+    assert res["n_images"] == 45 and res["accuracy"] >= 0.85
+
+    # the choice itself: per predicted class, the most confident ceil(share * n), at least one
+    probs = np.array([[0.9, 0.1, 0], [0.6, 0.4, 0], [0.7, 0.3, 0], [0.2, 0.8, 0], [0.45, 0.55, 0], [0, 0.3, 0.7]])
+    assert pseudo_labelled(probs, 0.5).tolist() == [0, 2, 3, 5]
+    assert pseudo_labelled(probs, 1.0).tolist() == list(range(6))
+    assert pseudo_labelled(probs, 0.01).tolist() == [0, 3, 5]

@@ -2,8 +2,12 @@
 
 Layouts understood (the classification layout users already have)::
 
-    DATA/train/<class>/*.png   [DATA/test/<class>/*.png]
+    DATA/train/<class>/*.png   [DATA/test/<class>/*.png]   [DATA/unlabelled/**/*.png]
     DATA/<class>/*.png                                  (no train/ folder: all of it is training data)
+
+``unlabelled/`` (beside ``train/``, or beside the class folders) holds images of the same
+parts without a class, at any depth: the trainer pseudo-labels them for its head
+(``ClassifyParams.max_unlabelled``). It is never a class.
 
 Without a ``test/`` folder the held-out split is a deterministic stratified
 fraction of the training images (``stratified_split``), so ``loupe eval``
@@ -14,7 +18,7 @@ runtime see identical inputs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -47,12 +51,16 @@ class ClassFolders:
     train: list[Sample]
     test: list[Sample]          # empty when there is no test/ folder
     has_test: bool
+    unlabelled: list[Path] = field(default_factory=list)   # images under DATA/unlabelled/, sorted
 
     def counts(self, split: str = "train") -> dict[str, int]:
         out = {c: 0 for c in self.classes}
         for s in getattr(self, split):
             out[self.classes[s.label]] += 1
         return out
+
+
+UNLABELLED = "unlabelled"   # DATA/unlabelled/: images without a class (never a class folder)
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -73,7 +81,8 @@ def scan(data: str | Path, classes: list[str] | None = None) -> ClassFolders:
         raise ValueError(f"{root}: data folder not found")
     train_dir = root / "train" if (root / "train").is_dir() else root
     test_dir = root / "test" if (root / "test").is_dir() else None
-    train_classes = {k: v for k, v in _class_dirs(train_dir).items() if not (train_dir is root and k == "test")}
+    train_classes = {k: v for k, v in _class_dirs(train_dir).items()
+                     if not (train_dir is root and k in ("test", UNLABELLED))}
     if classes is None:
         classes = [c for c, d in train_classes.items() if _images_in(d)]
         if len(classes) < 2:
@@ -90,7 +99,10 @@ def scan(data: str | Path, classes: list[str] | None = None) -> ClassFolders:
             if c not in index:
                 raise ValueError(f"{d}: test class {c!r} is not one of the classes {classes}")
             test += [Sample(p, index[c]) for p in files]
-    return ClassFolders(root, list(classes), train, test, test_dir is not None and bool(test))
+    unl_dir = root / UNLABELLED
+    unlabelled = sorted(p for p in unl_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS) \
+        if unl_dir.is_dir() else []
+    return ClassFolders(root, list(classes), train, test, test_dir is not None and bool(test), unlabelled)
 
 
 def stratified_split(labels: list[int] | np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -36,6 +36,30 @@ def load_images(samples: list[Sample], size: tuple[int, int], on_error=None) -> 
     return np.stack(images), np.asarray(labels, np.int64), skipped
 
 
+class UnlabelledImages:
+    """Images without a class (``DATA/unlabelled/``), decoded batch by batch at ``size``; unreadable files are
+    skipped (``on_error``). At most ``limit`` of them, an evenly spread choice fixed by ``seed``."""
+
+    def __init__(self, paths: list, size: tuple[int, int], limit: int, seed: int = 0, on_error=None):
+        paths = list(paths)
+        if len(paths) > limit:
+            pick = np.random.default_rng(seed).choice(len(paths), limit, replace=False)
+            paths = [paths[i] for i in np.sort(pick)]
+        self.paths, self.size, self.on_error = paths, size, on_error
+        self.skipped: list[tuple[str, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def batches(self, size: int):
+        for s in range(0, len(self.paths), size):
+            images, _, skipped = load_images([Sample(p, -1) for p in self.paths[s:s + size]], self.size,
+                                             self.on_error)
+            self.skipped += skipped
+            if len(images):
+                yield images
+
+
 @dataclass
 class Augment:
     """Random geometric and photometric changes suited to small inspection data sets.

@@ -14,6 +14,11 @@
    ``patience`` epochs without improvement or when the time budget is spent.
 3. *Head refit*: the linear head is refitted on the training and validation
    images' features, so the images that picked the epoch also teach the head.
+4. *Self-training* (only with unlabelled images): the refitted model labels
+   them, and the head is fitted once more on the labelled images and the most
+   confident ``pseudo_share`` of the unlabelled images predicted as each class,
+   with those predictions as labels. Only the head learns from them; their
+   pooled features are computed in batches, so memory stays bounded.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -166,6 +171,7 @@ class FitConfig:
     time_limit_s: float = 270.0
     pooling: str = "auto"              # global | grid | auto (chosen by cross-validating the linear probe)
     refit_head: bool = True            # finally refit the linear head on training + validation features
+    pseudo_share: float = 0.5          # self-training: share of each predicted class's unlabelled images kept
     augment: Augment = field(default_factory=Augment)
 
 
@@ -283,27 +289,47 @@ def cross_validate_pooling(feats: torch.Tensor, y: np.ndarray, n_copies: int, ch
     return {name: hits / len(sample) for name, hits in scores.items()}
 
 
+class ImageBatches(Protocol):
+    """Images without labels, read in batches (uint8 RGB [n, H, W, 3] at the model's input size)."""
+
+    def __len__(self) -> int: ...
+
+    def batches(self, size: int) -> Iterator[np.ndarray]: ...
+
+
+def pseudo_labelled(probs: np.ndarray, share: float) -> np.ndarray:
+    """Indices of the most confident ``share`` of the images predicted as each class (at least one per class
+    that is predicted at all), sorted."""
+    pred, conf = probs.argmax(1), probs.max(1)
+    keep = []
+    for c in np.unique(pred):
+        idx = np.flatnonzero(pred == c)
+        keep.append(idx[np.argsort(-conf[idx], kind="stable")[:max(1, int(np.ceil(share * len(idx))))]])
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+
+
 def fit(x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes: int, cfg: FitConfig,
-        progress=None, log=print) -> tuple[ClassNet, dict[str, Any]]:
-    """Train on uint8 RGB images ``x`` (labels ``y``); select the epoch on (``vx``, ``vy``).
+        progress=None, log=print, unlabelled: ImageBatches | None = None) -> tuple[ClassNet, dict[str, Any]]:
+    """Train on uint8 RGB images ``x`` (labels ``y``); select the epoch on (``vx``, ``vy``); with
+    ``unlabelled`` images, self-train the final head on them too.
 
     The stages of the module docstring are the methods of ``FitRun``."""
-    run = FitRun(x, y, vx, vy, n_classes, cfg, progress, log)
+    run = FitRun(x, y, vx, vy, n_classes, cfg, progress, log, n_unlabelled=len(unlabelled) if unlabelled else 0)
     run.linear_probe()
-    if cfg.finetune_blocks <= 0 or cfg.epochs <= 0:
-        if cfg.refit_head and run.has_val:
-            run.refit_head()
-        run.history.update(best_epoch=0, best_val_acc=run.best["acc"], stopped="linear probe only",
-                           seconds=time.perf_counter() - run.t_start)
-        return run.net, run.history
-    run.finetune()
-    if cfg.refit_head and run.has_val:
-        run.refit_head()  # the validation images chose the epoch; now let the head learn from them too
-        run.history["refit_head"] = True
+    probe_only = cfg.finetune_blocks <= 0 or cfg.epochs <= 0
+    if probe_only:
+        run.history.update(best_epoch=0, best_val_acc=run.best["acc"], stopped="linear probe only")
+    else:
+        run.finetune()
+        run.history.update(best_epoch=run.best["epoch"], best_val_acc=run.best["acc"], stopped=run.stopped)
+    if (cfg.refit_head and run.has_val) or unlabelled:
+        # the validation images chose the epoch; now let the head learn from them (and the unlabelled ones) too
+        run.refit_head(unlabelled or None)
+        if not probe_only:
+            run.history["refit_head"] = True
     for p in run.net.parameters():
         p.requires_grad_(False)
-    run.history.update(best_epoch=run.best["epoch"], best_val_acc=run.best["acc"], stopped=run.stopped,
-                       seconds=time.perf_counter() - run.t_start)
+    run.history["seconds"] = time.perf_counter() - run.t_start
     return run.net, run.history
 
 
@@ -313,7 +339,7 @@ class FitRun:
     random generator is shared by the stages in this order, so a seed gives one result."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes: int,
-                 cfg: FitConfig, progress=None, log=print):
+                 cfg: FitConfig, progress=None, log=print, n_unlabelled: int = 0):
         self.t_start = time.perf_counter()
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
@@ -324,6 +350,7 @@ class FitRun:
         self.history: dict[str, Any] = {"epochs": []}
         self.best: dict[str, Any] = {}
         self.stopped = f"{cfg.epochs} epochs"
+        self.n_unlabelled = n_unlabelled
 
     def update(self, stage, done, total, **m) -> None:
         if self.progress is not None:
@@ -404,8 +431,11 @@ class FitRun:
             else:
                 self.best = {"acc": acc, "loss": vloss, "epoch": epoch, "state": None}
             elapsed = time.perf_counter() - self.t_start
-            # keep time for the head refit (about the cost of the probe's feature pass) after the last epoch
-            reserve = self.history["probe_s"] * 1.3 if (cfg.refit_head and self.has_val) else 0.0
+            # keep time for the head refit (about the cost of the probe's feature pass, and that per image for
+            # the unlabelled images) after the last epoch
+            per_image = self.history["probe_s"] / (len(x) * (1 + cfg.probe_augment_copies))
+            reserve = (self.history["probe_s"] * 1.3 if (cfg.refit_head and self.has_val) else 0.0) \
+                + per_image * self.n_unlabelled * 1.3
             if elapsed + dt * 1.05 + reserve > cfg.time_limit_s:
                 self.stopped = f"time budget ({cfg.time_limit_s:.0f} s) reached"
                 break
@@ -442,12 +472,30 @@ class FitRun:
             self.update(f"epoch {epoch}/{cfg.epochs}", seen, len(x), loss=tot_loss / seen, acc=tot_ok / seen)
         return tot_loss / max(seen, 1), tot_ok / max(seen, 1)
 
-    # ---- 3. refit the head on training + validation features
-    def refit_head(self) -> None:
+    # ---- 3. refit the head on training + validation features; 4. self-train it on unlabelled images
+    def refit_head(self, unlabelled: ImageBatches | None = None) -> None:
         cfg, net = self.cfg, self.net
         allx = np.concatenate([self.x, self.vx])
         ally = torch.from_numpy(np.concatenate([self.y, self.vy]))
         copies = [allx] + [cfg.augment(allx, self.rng) for _ in range(cfg.probe_augment_copies)]
         feats = torch.cat([pooled_features(net, c) for c in copies])
-        linear_probe(net, feats, ally.repeat(len(copies)), smoothing=cfg.label_smoothing,
-                     weight_decay=_probe_wd(len(allx)))
+        labels = ally.repeat(len(copies))
+        linear_probe(net, feats, labels, smoothing=cfg.label_smoothing, weight_decay=_probe_wd(len(allx)))
+        if unlabelled is None:
+            return
+        fu, done = [], 0
+        for batch in unlabelled.batches(256):
+            fu.append(pooled_features(net, batch))
+            done += len(batch)
+            self.update("unlabelled images", done, len(unlabelled))
+        fu = torch.cat(fu) if fu else torch.zeros((0, feats.shape[1]))
+        with torch.no_grad():
+            probs = F.softmax(net.fc(fu), dim=1).numpy()
+        keep = pseudo_labelled(probs, cfg.pseudo_share)
+        pseudo = torch.from_numpy(probs.argmax(1)[keep])
+        linear_probe(net, torch.cat([feats, fu[torch.from_numpy(keep)]]), torch.cat([labels, pseudo]),
+                     smoothing=cfg.label_smoothing, weight_decay=_probe_wd(len(allx) + len(keep)))
+        self.history["self_training"] = {
+            "unlabelled": int(len(fu)), "pseudo_labelled": int(len(keep)), "share": cfg.pseudo_share,
+            "per_class": np.bincount(pseudo.numpy(), minlength=net.fc.out_features).tolist()}
+        self.log(f"self-training: {len(keep)} of {len(fu)} unlabelled images pseudo-labelled for the head")

