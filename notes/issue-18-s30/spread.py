@@ -22,7 +22,7 @@ order = {c: rng.permutation(np.flatnonzero(ytr == c)) for c in range(10)}
 sel = np.concatenate([order[c][:PER] for c in range(10)])
 unl = np.random.default_rng(1000 + SEED).choice(np.setdiff1d(np.arange(len(ytr)), sel), NU, replace=False)
 ftr = torch.from_numpy(np.load(CACHE / f"tr-s{SEED}-{PER}.npy"))
-fu = torch.from_numpy(np.load(CACHE / f"u-s{SEED}-{NU}.npy"))
+fu = torch.from_numpy(np.load(CACHE / f"u-s{SEED}-{PER}-{NU}.npy"))
 fte = torch.from_numpy(np.load(CACHE / "te.npy"))
 yte = torch.from_numpy(bench.read_idx("t10k-labels-idx1-ubyte").astype(np.int64))
 y, yu = torch.from_numpy(ytr[sel]), torch.from_numpy(ytr[unl])

@@ -30,6 +30,10 @@ def _plant(root):
     # other sizes
     cv2.imwrite(str(root / "train" / "scratch" / "big.png"), rng.integers(0, 255, (80, 120), dtype=np.uint8))
     (root / "notes.txt").write_text("not an image")
+    # images without a class, for the classifier's self-training: a split, not a class
+    (root / "unlabelled" / "batch1").mkdir(parents=True)
+    for name in ("unlabelled/u0.png", "unlabelled/batch1/u1.png"):
+        cv2.imwrite(str(root / name), rng.integers(0, 255, (40, 50), dtype=np.uint8))
 
 
 def test_dataset_analyze_finds_planted_problems(tmp_path):
@@ -41,6 +45,7 @@ def test_dataset_analyze_finds_planted_problems(tmp_path):
     d = json.loads(r.stdout)
     assert d["counts"]["train"] == {"good": 9, "scratch": 9}
     assert d["counts"]["test"] == {"good": 2, "scratch": 2}
+    assert d["counts"]["unlabelled"] == {"-": 1, "batch1": 1}
     corrupt = {c["file"] for c in d["corrupt"]}
     assert corrupt == {"train/good/garbage.png", "train/scratch/truncated.png"}
     assert len(d["duplicates"]) == 1
@@ -52,7 +57,7 @@ def test_dataset_analyze_finds_planted_problems(tmp_path):
     assert mism["train/good/colour.png"]["channels"] == 3 and mism["train/good/colour.png"]["expected_channels"] == 1
     assert mism["train/good/deep.png"]["depth"] == "16-bit"
     sizes = {(s["width"], s["height"]): s["count"] for s in d["sizes"]}
-    assert sizes == {(50, 40): 19, (120, 80): 1}
+    assert sizes == {(50, 40): 21, (120, 80): 1}
     assert d["ignored_files"] == ["notes.txt"]
     chart = cv2.imread(str(out / "size_distribution.png"))
     assert chart is not None and chart.shape[1] > 500 and chart.std() > 10
@@ -71,7 +76,8 @@ def test_dataset_resize_copy(tmp_path):
     r = run_loupe("dataset", "analyze", root, "--out", tmp_path / "a", "--resize-to", "32x24", "--resize-out", dst)
     assert r.returncode == 0, r.stderr
     files = sorted(dst.rglob("*.png"))
-    assert len(files) == 20  # every readable image, corrupt ones left out
+    assert len(files) == 22  # every readable image (the unlabelled ones too), corrupt ones left out
+    assert (dst / "unlabelled" / "batch1" / "u1.png").exists()
     for f in files:
         img = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
         assert img.shape[:2] == (24, 32)

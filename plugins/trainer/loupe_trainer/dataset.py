@@ -110,7 +110,7 @@ def _split_and_class(rel: Path) -> tuple[str, str]:
     parts = rel.parts[:-1]
     if not parts:
         return "-", "-"
-    if parts[0] in ("train", "test", "val", "validation", "ground_truth"):
+    if parts[0] in ("train", "test", "val", "validation", "ground_truth", "unlabelled"):
         return parts[0], "/".join(parts[1:]) or "-"
     return "-", "/".join(parts)
 

@@ -368,11 +368,12 @@ class FitRun:
     def linear_probe(self) -> None:
         cfg, net, x, y, history = self.cfg, self.net, self.x, self.y, self.history
         copies = [x] + [cfg.augment(x, self.rng) for _ in range(cfg.probe_augment_copies)]
-        feats = []
+        feats, t0 = [], time.perf_counter()
         for i, c in enumerate(copies):
             feats.append(pooled_features(net, c))
             self.update("features", i + 1, len(copies))
         feats = torch.cat(feats)
+        self.feature_s_per_image = (time.perf_counter() - t0) / sum(len(c) for c in copies)
         if cfg.pooling == "auto":
             cv = cross_validate_pooling(feats, y, len(copies), net.channels, net.n_pools, cfg.label_smoothing,
                                         cfg.seed)
@@ -431,11 +432,10 @@ class FitRun:
             else:
                 self.best = {"acc": acc, "loss": vloss, "epoch": epoch, "state": None}
             elapsed = time.perf_counter() - self.t_start
-            # keep time for the head refit (about the cost of the probe's feature pass, and that per image for
-            # the unlabelled images) after the last epoch
-            per_image = self.history["probe_s"] / (len(x) * (1 + cfg.probe_augment_copies))
+            # keep time for the head refit (about the cost of the probe's feature pass, and the probe's feature
+            # time per image for the unlabelled images) after the last epoch
             reserve = (self.history["probe_s"] * 1.3 if (cfg.refit_head and self.has_val) else 0.0) \
-                + per_image * self.n_unlabelled * 1.3
+                + self.feature_s_per_image * self.n_unlabelled * 1.3
             if elapsed + dt * 1.05 + reserve > cfg.time_limit_s:
                 self.stopped = f"time budget ({cfg.time_limit_s:.0f} s) reached"
                 break

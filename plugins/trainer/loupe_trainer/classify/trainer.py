@@ -57,8 +57,8 @@ def _versions() -> dict[str, str]:
 
 class ClassifyTrainer(Trainer):
     task = "classify"
-    description = ("image classification from class folders (train/<class>/, optional test/<class>/) by transfer "
-                   "learning from ImageNet EfficientNet-Lite0")
+    description = ("image classification from class folders (train/<class>/, optional test/<class>/ and "
+                   "unlabelled/) by transfer learning from ImageNet EfficientNet-Lite0")
     Params = ClassifyParams
 
     def train(self, data: Path, out: Path, params: ClassifyParams, progress: Progress) -> Bundle:
