@@ -29,7 +29,14 @@ def fashion(tmp_path_factory):
 
     if not FASHION.is_dir():
         pytest.skip("needs /usr/share/datasets/fashion-mnist")
-    return fashion_classes(tmp_path_factory.mktemp("fashion"), classes=(1, 7, 8), n_train=10, n_test=5)
+    import cv2
+
+    root = fashion_classes(tmp_path_factory.mktemp("fashion"), classes=(1, 7, 8), n_train=10, n_test=5)
+    # images without a class (the test images mirrored), which the classifier pseudo-labels for its head
+    (root / "unlabelled").mkdir()
+    for f in sorted((root / "test").rglob("*.png")):
+        cv2.imwrite(str(root / "unlabelled" / f"u_{f.name}"), cv2.imread(str(f))[:, ::-1])
+    return root
 
 
 class Heartbeat:
@@ -77,7 +84,8 @@ def test_train_to_completion(qtbot, pm, fashion, tmp_path):
     assert sorted(ws.counts_chart.labels) == ["bag", "sneaker", "trouser"]
     series = dict((name, vals) for name, vals, _ in ws.counts_chart.series)
     assert series["train"] == [10, 10, 10] and series["test"] == [5, 5, 5]
-    assert ws.sizes_chart.sizes == {(28, 28): 45}
+    assert ws.sizes_chart.sizes == {(28, 28): 60}
+    assert "15 unlabelled" in ws.data_info.text()       # counted, but not a split or a class
 
     # the advanced panel is generated from the trainer's Params
     assert set(ws.form.editors) == set(pm.catalogue.trainers["classify"].cls.Params.model_fields)
@@ -90,6 +98,9 @@ def test_train_to_completion(qtbot, pm, fashion, tmp_path):
     beat.timer.stop()
     assert ws.job.error is None, ws.job.error
     assert (tmp_path / "tiny.bundle" / "manifest.json").is_file()
+    from host import Bundle
+
+    assert Bundle.load(tmp_path / "tiny.bundle").meta["metrics"]["self_training"]["unlabelled"] == 15
     assert ws.loss_chart.has_data()                       # the live curve got points during training
     # training and validation curves, one point per epoch for validation
     assert {"training loss", "validation loss"} <= set(ws.loss_chart.curves)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from host import IMAGE_EXTENSIONS, read_image  # the host's one reader and extension list
 SPLITS = ("train", "val", "test")
+UNLABELLED = "unlabelled"   # DATA/unlabelled/: images without a class
 
 
 @dataclass
@@ -28,6 +29,7 @@ class DatasetSummary:
     unreadable: list[str] = field(default_factory=list)
     files: dict[str, list[Path]] = field(default_factory=dict)          # "split/class" -> files
     duplicates: int = 0
+    unlabelled: int = 0                                                 # images under unlabelled/ (no class)
     source: str = "gui"                                                 # who analysed: "gui" or the command's module
 
     @property
@@ -68,6 +70,9 @@ def analyze_with(catalogue, root: str | Path, progress=None) -> DatasetSummary:
     for split, counts in a.counts().items():
         if split == "ground_truth":
             continue
+        if split == UNLABELLED:  # no class: the classifier pseudo-labels them
+            summary.unlabelled = sum(counts.values())
+            continue
         summary.splits["all" if split == "-" else split] = dict(counts)
     summary.sizes = {tuple(k): int(v) for k, v in a.sizes().items()}
     summary.sampled = len(a.readable)
@@ -97,10 +102,12 @@ def analyze(root: str | Path, max_decode: int = 300, progress=None) -> DatasetSu
     summary = DatasetSummary(root)
     split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
     layout = [(d.name, d) for d in split_dirs] if split_dirs else [("all", root)]
+    if (root / UNLABELLED).is_dir():
+        summary.unlabelled = len(_images(root / UNLABELLED))
     for split, d in layout:
         counts: dict[str, int] = {}
         for cdir in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if cdir.name == "ground_truth":
+            if cdir.name == "ground_truth" or (d == root and cdir.name == UNLABELLED):
                 continue
             files = _images(cdir)
             if files:

@@ -620,6 +620,8 @@ class TrainWorkspace(QtWidgets.QWidget):
         self.sizes_chart.set_sizes(summary.sizes)
         msg = (f"{summary.total} images, {len(labels)} classes, splits: {', '.join(summary.splits)}; "
                f"sizes from {summary.sampled} decoded images")
+        if summary.unlabelled:
+            msg += f"; {summary.unlabelled} unlabelled"
         if summary.unreadable:
             msg += f"; {len(summary.unreadable)} unreadable"
         if summary.duplicates:
