@@ -200,7 +200,7 @@ def test_train_usage_errors(tmp_path):
 def test_unlabelled_images_self_train_the_head(tmp_path):
     """DATA/unlabelled/ (any depth, never a class) refines the head with pseudo-labels: the most confident half of
     the images predicted as each class; an unreadable file is skipped and named; ``--max-unlabelled 0`` gives the
-    model that the data without the folder gives."""
+    model that the data without the folder gives; a spent time budget leaves the rest of the folder unread."""
     import shutil
 
     from loupe_trainer.classify.engine import pseudo_labelled
@@ -239,6 +239,17 @@ def test_unlabelled_images_self_train_the_head(tmp_path):
     assert (tmp_path / "self" / "model.onnx").read_bytes() != (tmp_path / "off" / "model.onnx").read_bytes()
     res = json.loads(run_loupe("eval", tmp_path / "self", data, "--json").stdout)
     assert res["n_images"] == 45 and res["accuracy"] >= 0.85
+
+    # the time budget covers the unlabelled images too: when it is spent, the batches read so far are used
+    more = lean / "unlabelled"
+    more.mkdir()
+    for i in range(300):
+        cv2.imwrite(str(more / f"{i:03d}.png"), x[1000 + i])
+    r = run_loupe("train", "classify", lean, "--out", tmp_path / "cut", *args, "--max-minutes", "0.3",
+                  env={"OMP_NUM_THREADS": "2"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    st = Bundle.load(tmp_path / "cut").meta["metrics"]["self_training"]
+    assert (st["unlabelled"], st["not_read"]) == (256, 44), st
 
     # the choice itself: per predicted class, the most confident ceil(share * n), at least one
     probs = np.array([[0.9, 0.1, 0], [0.6, 0.4, 0], [0.7, 0.3, 0], [0.2, 0.8, 0], [0.45, 0.55, 0], [0, 0.3, 0.7]])

@@ -38,21 +38,32 @@ def load_images(samples: list[Sample], size: tuple[int, int], on_error=None) -> 
 
 class UnlabelledImages:
     """Images without a class (``DATA/unlabelled/``), decoded batch by batch at ``size``; unreadable files are
-    skipped (``on_error``). At most ``limit`` of them, an evenly spread choice fixed by ``seed``."""
+    skipped (``on_error``). At most ``limit`` of them, in an order shuffled by ``seed``, so that any first part
+    (what a time budget leaves room for) is an even choice. ``read_s_per_image`` estimates the decoding time
+    (from the labelled images of the same data set)."""
 
-    def __init__(self, paths: list, size: tuple[int, int], limit: int, seed: int = 0, on_error=None):
+    def __init__(self, paths: list, size: tuple[int, int], limit: int, seed: int = 0, on_error=None,
+                 read_s_per_image: float = 0.0):
         paths = list(paths)
-        if len(paths) > limit:
-            pick = np.random.default_rng(seed).choice(len(paths), limit, replace=False)
-            paths = [paths[i] for i in np.sort(pick)]
-        self.paths, self.size, self.on_error = paths, size, on_error
+        order = np.random.default_rng(seed).permutation(len(paths))[:limit]
+        self.paths, self.size, self.on_error = [paths[i] for i in order], size, on_error
+        self.read_s_per_image = read_s_per_image
         self.skipped: list[tuple[str, str]] = []
+        self.not_read = 0
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def batches(self, size: int):
+    def batches(self, size: int, deadline: float = float("inf")):
+        """Decoded images, ``size`` files at a time; after ``deadline`` (``time.perf_counter``) no further batch
+        is read, and ``not_read`` counts the files left."""
+        import time
+
+        self.not_read = 0
         for s in range(0, len(self.paths), size):
+            if s and time.perf_counter() > deadline:
+                self.not_read = len(self.paths) - s
+                return
             images, _, skipped = load_images([Sample(p, -1) for p in self.paths[s:s + size]], self.size,
                                              self.on_error)
             self.skipped += skipped

@@ -292,9 +292,12 @@ def cross_validate_pooling(feats: torch.Tensor, y: np.ndarray, n_copies: int, ch
 class ImageBatches(Protocol):
     """Images without labels, read in batches (uint8 RGB [n, H, W, 3] at the model's input size)."""
 
+    read_s_per_image: float   # estimated decoding time of one image (for the time budget)
+    not_read: int             # images the last ``batches`` left unread at its deadline
+
     def __len__(self) -> int: ...
 
-    def batches(self, size: int) -> Iterator[np.ndarray]: ...
+    def batches(self, size: int, deadline: float = float("inf")) -> Iterator[np.ndarray]: ...
 
 
 def pseudo_labelled(probs: np.ndarray, share: float) -> np.ndarray:
@@ -314,7 +317,7 @@ def fit(x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes:
     ``unlabelled`` images, self-train the final head on them too.
 
     The stages of the module docstring are the methods of ``FitRun``."""
-    run = FitRun(x, y, vx, vy, n_classes, cfg, progress, log, n_unlabelled=len(unlabelled) if unlabelled else 0)
+    run = FitRun(x, y, vx, vy, n_classes, cfg, progress, log, unlabelled=unlabelled or None)
     run.linear_probe()
     probe_only = cfg.finetune_blocks <= 0 or cfg.epochs <= 0
     if probe_only:
@@ -339,7 +342,7 @@ class FitRun:
     random generator is shared by the stages in this order, so a seed gives one result."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray, n_classes: int,
-                 cfg: FitConfig, progress=None, log=print, n_unlabelled: int = 0):
+                 cfg: FitConfig, progress=None, log=print, unlabelled: ImageBatches | None = None):
         self.t_start = time.perf_counter()
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
@@ -350,7 +353,7 @@ class FitRun:
         self.history: dict[str, Any] = {"epochs": []}
         self.best: dict[str, Any] = {}
         self.stopped = f"{cfg.epochs} epochs"
-        self.n_unlabelled = n_unlabelled
+        self.unlabelled = unlabelled
 
     def update(self, stage, done, total, **m) -> None:
         if self.progress is not None:
@@ -432,10 +435,11 @@ class FitRun:
             else:
                 self.best = {"acc": acc, "loss": vloss, "epoch": epoch, "state": None}
             elapsed = time.perf_counter() - self.t_start
-            # keep time for the head refit (about the cost of the probe's feature pass, and the probe's feature
-            # time per image for the unlabelled images) after the last epoch
-            reserve = (self.history["probe_s"] * 1.3 if (cfg.refit_head and self.has_val) else 0.0) \
-                + self.feature_s_per_image * self.n_unlabelled * 1.3
+            # keep time for the head refit (about the cost of the probe's feature pass) and for the unlabelled
+            # images (decoding, and the probe's feature time per image) after the last epoch
+            reserve = (self.history["probe_s"] * 1.3 if (cfg.refit_head and self.has_val) else 0.0)
+            if self.unlabelled is not None:
+                reserve += (self.feature_s_per_image + self.unlabelled.read_s_per_image) * len(self.unlabelled) * 1.3
             if elapsed + dt * 1.05 + reserve > cfg.time_limit_s:
                 self.stopped = f"time budget ({cfg.time_limit_s:.0f} s) reached"
                 break
@@ -484,11 +488,13 @@ class FitRun:
         if unlabelled is None:
             return
         fu, done = [], 0
-        for batch in unlabelled.batches(256):
+        # the budget covers the whole command: when it is spent, the images read so far are used
+        for batch in unlabelled.batches(256, deadline=self.t_start + cfg.time_limit_s):
             fu.append(pooled_features(net, batch))
             done += len(batch)
             self.update("unlabelled images", done, len(unlabelled))
         fu = torch.cat(fu) if fu else torch.zeros((0, feats.shape[1]))
+        cut = unlabelled.not_read
         with torch.no_grad():
             probs = F.softmax(net.fc(fu), dim=1).numpy()
         keep = pseudo_labelled(probs, cfg.pseudo_share)
@@ -497,5 +503,7 @@ class FitRun:
                      smoothing=cfg.label_smoothing, weight_decay=_probe_wd(len(allx) + len(keep)))
         self.history["self_training"] = {
             "unlabelled": int(len(fu)), "pseudo_labelled": int(len(keep)), "share": cfg.pseudo_share,
-            "per_class": np.bincount(pseudo.numpy(), minlength=net.fc.out_features).tolist()}
-        self.log(f"self-training: {len(keep)} of {len(fu)} unlabelled images pseudo-labelled for the head")
+            "per_class": np.bincount(pseudo.numpy(), minlength=net.fc.out_features).tolist(),
+            **({"not_read": int(cut)} if cut else {})}
+        self.log(f"self-training: {len(keep)} of {len(fu)} unlabelled images pseudo-labelled for the head"
+                 + (f" (the time budget left {cut} more unread)" if cut else ""))

@@ -102,8 +102,10 @@ class ClassifyTrainer(Trainer):
             progress.log(f"skipping unreadable image {path}: {exc}")
 
         progress.update("loading images", 0, len(samples))
+        t_load = time.perf_counter()
         x, y, skipped = load_images([samples[i] for i in tr_idx], size, on_error)
         vx, vy, skipped_v = load_images([samples[i] for i in va_idx], size, on_error)
+        read_s = (time.perf_counter() - t_load) / max(1, len(tr_idx) + len(va_idx))
         progress.update("loading images", len(samples), len(samples))
         if len(x) < 2:
             raise UsageError(f"{data}: fewer than two readable training images")
@@ -115,8 +117,8 @@ class ClassifyTrainer(Trainer):
                         # the budget covers the whole command: what loading took, and ~20 s for the export
                         time_limit_s=params.max_minutes * 60 - (time.perf_counter() - t0) - 20, augment=aug,
                         probe_augment_copies=2 if params.augment else 0, pooling=params.pooling)
-        unlabelled = UnlabelledImages(folders.unlabelled, size, params.max_unlabelled, params.seed, on_error) \
-            if params.max_unlabelled and folders.unlabelled else None
+        unlabelled = UnlabelledImages(folders.unlabelled, size, params.max_unlabelled, params.seed, on_error,
+                                      read_s_per_image=read_s) if params.max_unlabelled and folders.unlabelled else None
         if unlabelled:
             progress.log(f"{len(unlabelled)} unlabelled images" + (f" (of {len(folders.unlabelled)})" if
                                                                     len(folders.unlabelled) > len(unlabelled) else ""))
