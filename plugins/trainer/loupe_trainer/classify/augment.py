@@ -59,13 +59,14 @@ class UnlabelledImages:
         is read, and ``not_read`` counts the files left."""
         import time
 
+        from ..common import iter_batches
+
         self.not_read = 0
-        for s in range(0, len(self.paths), size):
-            if s and time.perf_counter() > deadline:
-                self.not_read = len(self.paths) - s
+        for i, paths in enumerate(iter_batches(self.paths, size)):
+            if i and time.perf_counter() > deadline:
+                self.not_read = len(self.paths) - i * size
                 return
-            images, _, skipped = load_images([Sample(p, -1) for p in self.paths[s:s + size]], self.size,
-                                             self.on_error)
+            images, _, skipped = load_images([Sample(p, -1) for p in paths], self.size, self.on_error)
             self.skipped += skipped
             if len(images):
                 yield images
