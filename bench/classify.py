@@ -51,6 +51,18 @@ def read_idx(stem: str) -> np.ndarray:
         sys.exit(str(exc))
 
 
+def draw(y: np.ndarray, per: int, seed: int) -> np.ndarray:
+    """Indices of the bench's training images: ``per`` of each class, the draw ``seed`` (a smaller ``per`` of the
+    same seed takes the first of the same images)."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per] for c in range(10)])
+
+
+def unlabelled_draw(n_train: int, sel: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of ``n`` further training images, none of ``sel``, for ``--unlabelled`` (their labels hidden)."""
+    return np.random.default_rng(1000 + seed).choice(np.setdiff1d(np.arange(n_train), sel), n, replace=False)
+
+
 def write_folders(root: Path, x: np.ndarray, y: np.ndarray, size: int | None = None) -> None:
     for c, name in enumerate(NAMES):
         (root / name).mkdir(parents=True, exist_ok=True)
@@ -176,13 +188,11 @@ def main() -> int:
     test_dir = work / "test"
     if not test_dir.exists() or sum(1 for _ in test_dir.rglob("*.png")) != len(xte):
         write_folders(test_dir, xte, yte)
-    rng = np.random.default_rng(args.seed)
-    order = {c: rng.permutation(np.flatnonzero(ytr == c)) for c in range(10)}
     results = {"threads": 2, "test_images": int(len(xte)), "rows": [],
                "cpu": os.cpu_count(), "load_before": os.getloadavg()[0]}
     fte = None
     for per in args.per:
-        sel = np.concatenate([order[c][:per] for c in range(10)])
+        sel = draw(ytr, per, args.seed)
         row: dict = {"per_class": per}
         if not args.no_baselines:
             t = time.perf_counter()
@@ -207,8 +217,7 @@ def main() -> int:
             n = args.unlabelled
             data_u = work / f"fmnist-{per}-u{n}"
             if not data_u.exists():
-                rest = np.setdiff1d(np.arange(len(ytr)), sel)
-                unl = np.random.default_rng(1000 + args.seed).choice(rest, n, replace=False)
+                unl = unlabelled_draw(len(ytr), sel, n, args.seed)
                 (data_u / "unlabelled").mkdir(parents=True)
                 for i in unl:
                     cv2.imwrite(str(data_u / "unlabelled" / f"{i:05d}.png"), xtr[i])

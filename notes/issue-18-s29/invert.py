@@ -15,30 +15,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
 import classify as bench  # noqa: E402
 from loupe_trainer.classify.augment import Augment  # noqa: E402
-from loupe_trainer.classify.engine import ClassNet, _probe_wd, fit_linear, pool_matrix  # noqa: E402
-from loupe_trainer.backbone import to_tensor  # noqa: E402
+from loupe_trainer.classify.engine import ClassNet, _probe_wd, fit_linear, pooled_features  # noqa: E402
 
 torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", 1)))
-CACHE = Path("/tmp/s29/cls")
+CACHE = Path(__import__("os").environ.get("S29_CACHE", "/tmp/s29/cls"))
 CACHE.mkdir(parents=True, exist_ok=True)
 PER, SEED = int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0
 
 
-@torch.no_grad()
-def pooled_maps(net, x, P, batch=200):
-    return np.concatenate([torch.matmul(net.features(to_tensor(x[s:s + batch])).flatten(2), P).flatten(1).numpy()
-                           for s in range(0, len(x), batch)])
+def pooled_maps(x):
+    return pooled_features(net, x, batch=200).numpy()
 
 
 torch.manual_seed(0)
 net = ClassNet(10, pooling="grid").eval()
-with torch.no_grad():
-    h, w = net.features(to_tensor(bench.rgb_images(np.zeros((1, 28, 28), np.uint8)))).shape[2:]
-P = torch.from_numpy(pool_matrix(h, w, "grid", 3))
 xtr, ytr = bench.read_idx("train-images-idx3-ubyte"), bench.read_idx("train-labels-idx1-ubyte").astype(np.int64)
-rng = np.random.default_rng(SEED)
-order = {c: rng.permutation(np.flatnonzero(ytr == c)) for c in range(10)}
-sel = np.concatenate([order[c][:PER] for c in range(10)])
+sel = bench.draw(ytr, PER, SEED)
 x = bench.rgb_images(xtr[sel])
 arng = np.random.default_rng(SEED)
 copies = [x] + [Augment()(x, arng) for _ in range(2)]
@@ -48,9 +40,9 @@ for view in ("orig", "neg"):
     f = (lambda a: a) if view == "orig" else (lambda a: 255 - a)
     ftr, fte = CACHE / f"tr-{view}-s{SEED}-{PER}.npy", CACHE / f"te-{view}.npy"
     if not ftr.exists():
-        np.save(ftr, np.stack([pooled_maps(net, f(c), P) for c in copies]))
+        np.save(ftr, np.stack([pooled_maps(f(c)) for c in copies]))
     if not fte.exists():
-        np.save(fte, pooled_maps(net, f(xte), P))
+        np.save(fte, pooled_maps(f(xte)))
     feats[view] = (torch.from_numpy(np.load(ftr)), torch.from_numpy(np.load(fte)))
 yte = torch.from_numpy(bench.read_idx("t10k-labels-idx1-ubyte").astype(np.int64))
 y = torch.from_numpy(ytr[sel])

@@ -1,44 +1,23 @@
 """spread.py PER SEED NU: label spreading over a kNN graph of the frozen pooled features (labelled + unlabelled
 images), then the probe on the labelled images and the unlabelled ones with their spread labels (issue 18, session 30;
-the features semi.py cached in /tmp/s30/cls)."""
+the features of frozen.py)."""
 import json
-import os
 import sys
-from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
-import classify as bench  # noqa: E402
-from loupe_trainer.classify.engine import _probe_wd, fit_linear  # noqa: E402
+from frozen import accuracy, features, probe
+from loupe_trainer.classify.engine import pseudo_labelled
 
-torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))
-CACHE = Path("/tmp/s30/cls")
 PER, SEED, NU = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-ytr = bench.read_idx("train-labels-idx1-ubyte").astype(np.int64)
-rng = np.random.default_rng(SEED)
-order = {c: rng.permutation(np.flatnonzero(ytr == c)) for c in range(10)}
-sel = np.concatenate([order[c][:PER] for c in range(10)])
-unl = np.random.default_rng(1000 + SEED).choice(np.setdiff1d(np.arange(len(ytr)), sel), NU, replace=False)
-ftr = torch.from_numpy(np.load(CACHE / f"tr-s{SEED}-{PER}.npy"))
-fu = torch.from_numpy(np.load(CACHE / f"u-s{SEED}-{PER}-{NU}.npy"))
-fte = torch.from_numpy(np.load(CACHE / "te.npy"))
-yte = torch.from_numpy(bench.read_idx("t10k-labels-idx1-ubyte").astype(np.int64))
-y, yu = torch.from_numpy(ytr[sel]), torch.from_numpy(ytr[unl])
+ftr, y, fu, yu, fte, yte = features(PER, SEED, NU)
 fl, yl = ftr.flatten(0, 1), y.repeat(len(ftr))
-
-
-def probe(f, lab, n):
-    fc = torch.nn.Linear(f.shape[-1], 10)
-    fit_linear(fc, f, lab, _probe_wd(n), 0.1)
-    with torch.no_grad():
-        return round((fc(fte).argmax(1) == yte).float().mean().item(), 4)
 
 
 # graph over the unaugmented labelled images and the unlabelled ones: standardised, PCA, cosine kNN
 z = torch.cat([ftr[0], fu])
 z = (z - z.mean(0)) / (z.std(0) + 1e-3)
+torch.manual_seed(0)   # pca_lowrank is randomised
 u, s, v = torch.pca_lowrank(z, q=256, center=True)
 z = torch.nn.functional.normalize(z @ v, dim=1)
 n, nl = len(z), len(y)
@@ -61,14 +40,11 @@ for k in (10, 20):
         for _ in range(40):
             Fm = alpha * torch.sparse.mm(S, Fm) + (1 - alpha) * Y0
         Fm = Fm / Fm.sum(0, keepdim=True)  # class-balance the spread mass
-        conf, lab = Fm[nl:].max(1)
+        lab = Fm[nl:].argmax(1)
         pacc = (lab == yu).float().mean().item()
         for share in (0.5, 1.0):
-            keep = torch.zeros(NU, dtype=torch.bool)
-            for c in range(10):
-                ic = torch.nonzero(lab == c).flatten()
-                keep[ic[conf[ic].argsort(descending=True)[:int(np.ceil(share * len(ic)))]]] = True
-            a = probe(torch.cat([fl, fu[keep]]), torch.cat([yl, lab[keep]]), len(yl) + int(keep.sum()))
+            keep = torch.from_numpy(pseudo_labelled(Fm[nl:].numpy(), share))
+            a = accuracy(probe(torch.cat([fl, fu[keep]]), torch.cat([yl, lab[keep]]), len(yl) + len(keep)), fte, yte)
             print(json.dumps({"per": PER, "seed": SEED, "nu": NU, "k": k, "alpha": alpha, "share": share,
                               "spread_acc": round(pacc, 4), "kept_acc": round((lab[keep] == yu[keep]).float().mean()
                                                                                .item(), 4), "acc": a}), flush=True)

@@ -23,7 +23,7 @@ import classify as bench  # noqa: E402
 from loupe_trainer.backbone import to_tensor  # noqa: E402
 from loupe_trainer.classify.augment import Augment  # noqa: E402
 from loupe_trainer.classify.engine import (ClassNet, _freeze_bn, _probe_wd, _set_trainable, linear_probe,  # noqa: E402
-                                           pooled_features, predict)
+                                           pooled_features, predict, pseudo_labelled)
 
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))
 PER, SEED, NU, SHARE, EPOCHS, LR = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]),
@@ -31,10 +31,8 @@ PER, SEED, NU, SHARE, EPOCHS, LR = (int(sys.argv[1]), int(sys.argv[2]), int(sys.
 ROUNDS = int(sys.argv[7]) if len(sys.argv) > 7 else 1
 t0 = time.perf_counter()
 xtr, ytr = bench.read_idx("train-images-idx3-ubyte"), bench.read_idx("train-labels-idx1-ubyte").astype(np.int64)
-rng = np.random.default_rng(SEED)
-order = {c: rng.permutation(np.flatnonzero(ytr == c)) for c in range(10)}
-sel = np.concatenate([order[c][:PER] for c in range(10)])
-unl = np.random.default_rng(1000 + SEED).choice(np.setdiff1d(np.arange(len(ytr)), sel), NU, replace=False)
+sel = bench.draw(ytr, PER, SEED)
+unl = bench.unlabelled_draw(len(ytr), sel, NU, SEED)
 x, y = bench.rgb_images(xtr[sel]), ytr[sel]
 xu, yu = bench.rgb_images(xtr[unl]), ytr[unl]
 xte, yte = bench.rgb_images(bench.read_idx("t10k-images-idx3-ubyte")), bench.read_idx("t10k-labels-idx1-ubyte")
@@ -58,11 +56,7 @@ probe(net, x, y)
 line(model="teacher (the probe)", acc=round(float((predict(net, xte).argmax(1) == yte).mean()), 4))
 for rnd in range(1, ROUNDS + 1):
     p = predict(net, xu)
-    conf, lab = p.max(1), p.argmax(1)
-    keep = np.zeros(NU, bool)
-    for c in range(10):
-        ic = np.flatnonzero(lab == c)
-        keep[ic[np.argsort(-conf[ic])[:int(np.ceil(SHARE * len(ic)))]]] = True
+    lab, keep = p.argmax(1), pseudo_labelled(p, SHARE)
     xs, ys = np.concatenate([x, xu[keep]]), np.concatenate([y, lab[keep]])
     student = ClassNet(10, pooling="grid")
     student.load_state_dict(net.state_dict())
@@ -91,7 +85,7 @@ for rnd in range(1, ROUNDS + 1):
     for name, (hx, hy) in {"labelled + pseudo-labelled": (xs, ys), "labelled only": (x, y)}.items():
         refit = copy.deepcopy(student)
         probe(refit, hx, hy)
-        line(round=rnd, model=f"student, head refitted on {name}", kept=int(keep.sum()),
+        line(round=rnd, model=f"student, head refitted on {name}", kept=len(keep),
              pseudo_acc=round(float((lab[keep] == yu[keep]).mean()), 4),
              acc=round(float((predict(refit, xte).argmax(1) == yte).mean()), 4))
     net = student  # the next round's teacher keeps the trained head
